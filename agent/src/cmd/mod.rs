@@ -1,0 +1,3 @@
+//! The agent's CLI subcommands.
+
+pub mod write_image;

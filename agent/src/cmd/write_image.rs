@@ -1,0 +1,88 @@
+//! `ingot-agent write-image`: stream an image onto a disk, verified.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use ingot_image_tools::checksum::Checksum;
+use ingot_image_tools::format::FormatChoice;
+use ingot_image_tools::progress::{Progress, spawn_reporter};
+use ingot_image_tools::source::{SourceOptions, TlsOptions};
+use ingot_image_tools::{WriteOptions, write_image};
+
+/// Arguments of `write-image`.
+#[derive(Debug, Args)]
+pub struct WriteImageArgs {
+    /// Image location: an http(s) URL or a local path.
+    #[arg(long)]
+    source: String,
+    /// Block device or file to write.
+    #[arg(long)]
+    device: PathBuf,
+    /// Expected checksum of the downloaded bytes: sha256:<hex> or sha512:<hex>
+    /// (md5:<hex> only with --allow-md5).
+    #[arg(long)]
+    checksum: Option<Checksum>,
+    /// Accept an md5 checksum.
+    #[arg(long)]
+    allow_md5: bool,
+    /// Image format: auto (by magic bytes), raw, qcow2, zstd, gzip or xz.
+    #[arg(long, default_value = "auto")]
+    format: FormatChoice,
+    /// Show progress on stderr (a bar on a terminal, log lines otherwise).
+    #[arg(long)]
+    progress: bool,
+    /// The target already reads as zeros (e.g. freshly discarded): skip zero runs.
+    #[arg(long)]
+    target_is_zeroed: bool,
+    /// Trust this PEM CA bundle for https sources.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Do not verify TLS certificates (labs only).
+    #[arg(long)]
+    insecure: bool,
+    /// Seconds without data before a connection counts as stalled.
+    #[arg(long, default_value_t = 30)]
+    read_timeout: u64,
+    /// Attempts to resume a failed download before giving up.
+    #[arg(long, default_value_t = 6)]
+    retries: u32,
+}
+
+/// Runs the command; prints the JSON summary on stdout.
+pub fn run(args: WriteImageArgs) -> anyhow::Result<()> {
+    let mut opts = WriteOptions::new(args.source, args.device);
+    opts.checksum = args.checksum;
+    opts.allow_md5 = args.allow_md5;
+    opts.format = args.format;
+    opts.target_is_zeroed = args.target_is_zeroed;
+    let ca_pem = match &args.ca_file {
+        Some(p) => Some(std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?),
+        None => None,
+    };
+    opts.source_options = SourceOptions {
+        retry: ingot_image_tools::source::RetryPolicy {
+            max_attempts: args.retries.max(1),
+            read_timeout: Duration::from_secs(args.read_timeout.max(1)),
+            ..Default::default()
+        },
+        tls: TlsOptions {
+            ca_pem,
+            insecure: args.insecure,
+        },
+    };
+    let progress = Progress::new();
+    let reporter = args
+        .progress
+        .then(|| spawn_reporter(progress.clone(), Duration::from_secs(5)));
+    let result = write_image(&opts, &progress);
+    progress
+        .finished
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(r) = reporter {
+        r.join().ok();
+    }
+    let summary = result?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}

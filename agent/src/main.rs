@@ -1,0 +1,37 @@
+//! `ingot-agent`: the provisioning agent and its standalone commands.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+/// Ingot's provisioning agent.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Stream an image (raw, qcow2, zstd, gzip, xz) onto a disk, verified.
+    WriteImage(cmd::write_image::WriteImageArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    ingot_agent::logging::init(&cli.log_level);
+    let result = match cli.command {
+        Command::WriteImage(args) => cmd::write_image::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ingot-agent: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
