@@ -1,5 +1,7 @@
 //! Logging to stderr (and, as PID 1, the kernel console) through `tracing`.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. `RUST_LOG` overrides `default_level`.
@@ -10,5 +12,6 @@ pub fn init(default_level: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }

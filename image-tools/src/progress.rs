@@ -106,14 +106,11 @@ pub fn spawn_reporter(p: Arc<Progress>, interval: Duration) -> JoinHandle<()> {
             }
             err.flush().ok();
         }
+        let end = line(&p, start.elapsed());
         if tty {
-            writeln!(
-                std::io::stderr(),
-                "\r\x1b[2K{}{}",
-                bar(&p),
-                line(&p, start.elapsed())
-            )
-            .ok();
+            writeln!(std::io::stderr(), "\r\x1b[2K{}{end}", bar(&p)).ok();
+        } else {
+            writeln!(std::io::stderr(), "progress: {end} (done)").ok();
         }
     })
 }

@@ -405,8 +405,13 @@ impl Target {
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 4 => {
                     std::thread::sleep(std::time::Duration::from_millis(100 << attempt));
                 }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    // No partition support (a loop device without partscan).
+                    tracing::debug!(device = %self.path.display(), "device has no partition table support");
+                    return;
+                }
                 Err(e) => {
-                    tracing::info!(device = %self.path.display(), error = %e, "partition table not re-read");
+                    tracing::warn!(device = %self.path.display(), error = %e, "partition table not re-read");
                     return;
                 }
             }

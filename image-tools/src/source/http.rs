@@ -169,7 +169,10 @@ impl HttpSource {
             }
         }
         let timeout = self.opts.retry.connect_timeout + self.opts.retry.read_timeout;
-        let resp = match self.rt.block_on(tokio::time::timeout(timeout, req.send())) {
+        let resp = match self
+            .rt
+            .block_on(async { tokio::time::timeout(timeout, req.send()).await })
+        {
             Err(_) => return Err(Failure::Retry("no response (timed out)".into())),
             Ok(Err(e)) => return Err(Failure::Retry(error_chain(&e))),
             Ok(Ok(r)) => r,
@@ -251,7 +254,7 @@ impl HttpSource {
         let read_timeout = self.opts.retry.read_timeout;
         match self
             .rt
-            .block_on(tokio::time::timeout(read_timeout, resp.chunk()))
+            .block_on(async { tokio::time::timeout(read_timeout, resp.chunk()).await })
         {
             Err(_) => Err(format!("stalled: no data for {read_timeout:?}")),
             Ok(Err(e)) => Err(error_chain(&e)),
@@ -372,7 +375,10 @@ impl HttpRanges {
             let body = resp.bytes().await.map_err(|e| (true, error_chain(&e)))?;
             Ok(body.to_vec())
         };
-        let body = match self.rt.block_on(tokio::time::timeout(timeout, fut)) {
+        let body = match self
+            .rt
+            .block_on(async { tokio::time::timeout(timeout, fut).await })
+        {
             Err(_) => return Err((true, "timed out".into())),
             Ok(r) => r?,
         };
