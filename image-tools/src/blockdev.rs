@@ -8,16 +8,22 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
+/// An ioctl request number in the type the C library declares: `unsigned long`
+/// in glibc, `int` in musl. The kernel reads it as a 32-bit value either way.
+pub const fn request(nr: u32) -> libc::Ioctl {
+    nr as libc::Ioctl
+}
+
 // ioctl request numbers from <linux/fs.h> (the same on every Linux architecture
 // Ingot targets: x86_64 and aarch64 use the generic _IO/_IOR encoding).
-const BLKROGET: libc::c_ulong = 0x125e;
-const BLKRRPART: libc::c_ulong = 0x125f;
-const BLKSSZGET: libc::c_ulong = 0x1268;
-const BLKDISCARD: libc::c_ulong = 0x1277;
-const BLKPBSZGET: libc::c_ulong = 0x127b;
-const BLKSECDISCARD: libc::c_ulong = 0x127d;
-const BLKZEROOUT: libc::c_ulong = 0x127f;
-const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+const BLKROGET: libc::Ioctl = request(0x125e);
+const BLKRRPART: libc::Ioctl = request(0x125f);
+const BLKSSZGET: libc::Ioctl = request(0x1268);
+const BLKDISCARD: libc::Ioctl = request(0x1277);
+const BLKPBSZGET: libc::Ioctl = request(0x127b);
+const BLKSECDISCARD: libc::Ioctl = request(0x127d);
+const BLKZEROOUT: libc::Ioctl = request(0x127f);
+const BLKGETSIZE64: libc::Ioctl = request(0x8008_1272);
 
 fn check(ret: libc::c_int) -> io::Result<()> {
     if ret < 0 {
@@ -60,11 +66,11 @@ pub fn is_read_only(file: &File) -> io::Result<bool> {
     Ok(ro != 0)
 }
 
-fn range_ioctl(file: &File, request: libc::c_ulong, offset: u64, len: u64) -> io::Result<()> {
+fn range_ioctl(file: &File, req: libc::Ioctl, offset: u64, len: u64) -> io::Result<()> {
     let range: [u64; 2] = [offset, len];
     // SAFETY: the range ioctls read two u64s (start, length) through the pointer,
     // which points at a live array of exactly that shape.
-    check(unsafe { libc::ioctl(file.as_raw_fd(), request, range.as_ptr()) })
+    check(unsafe { libc::ioctl(file.as_raw_fd(), req, range.as_ptr()) })
 }
 
 /// Writes zeros over `[offset, offset + len)` in the device (`BLKZEROOUT`).
