@@ -4,6 +4,11 @@ mod cmd;
 
 use clap::{Parser, Subcommand};
 
+/// musl's allocator returns every large buffer to the kernel on free, so each
+/// HTTP read buffer would be faulted in page by page again; mimalloc reuses them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Ingot's provisioning agent.
 #[derive(Debug, Parser)]
 #[command(version, about)]

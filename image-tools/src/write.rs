@@ -252,7 +252,13 @@ pub fn write_image(
         .max(1 << 16)
         .next_multiple_of(crate::buffer::ALIGN);
     let src_pool = BufferPool::new(opts.buffers.max(2), buf_len);
-    let out_pool = BufferPool::new(opts.buffers.max(2), buf_len);
+    // The output pool is only filled by decoders that produce new bytes
+    // (compressed streams, qcow2); raw chunks go to the writer as they are.
+    let out_pool = LazyPool {
+        count: opts.buffers.max(2),
+        buf_len,
+        pool: None,
+    };
     let depth = opts.buffers.max(2);
     let (decode_tx, decode_rx) = bounded::<Arc<Chunk>>(depth);
     let (hash_tx, hash_rx) = bounded::<Arc<Chunk>>(depth);
@@ -310,7 +316,7 @@ pub fn write_image(
                 let mut d = Decoder {
                     rx: &decode_rx,
                     tx: &write_tx,
-                    pool: &out_pool,
+                    pool: out_pool,
                     shared: &shared,
                     capacity,
                     len_hint,
@@ -450,11 +456,25 @@ struct Decoded {
     image_size: u64,
 }
 
+/// A buffer pool allocated on first use.
+struct LazyPool {
+    count: usize,
+    buf_len: usize,
+    pool: Option<BufferPool>,
+}
+
+impl LazyPool {
+    fn get(&mut self) -> &BufferPool {
+        self.pool
+            .get_or_insert_with(|| BufferPool::new(self.count, self.buf_len))
+    }
+}
+
 /// The decode stage.
 struct Decoder<'a> {
     rx: &'a Receiver<Arc<Chunk>>,
     tx: &'a Sender<WriteOp>,
-    pool: &'a BufferPool,
+    pool: LazyPool,
     shared: &'a Shared,
     capacity: Option<u64>,
     len_hint: Option<u64>,
@@ -553,7 +573,7 @@ impl Decoder<'_> {
     fn stream(&mut self, format: Format, mut dec: impl Read) -> Result<u64, WriteError> {
         let mut offset = 0u64;
         loop {
-            let Some(mut buf) = self.pool.take(&self.shared.cancel) else {
+            let Some(mut buf) = self.pool.get().take(&self.shared.cancel) else {
                 return Err(WriteError::Cancelled);
             };
             let mut filled = 0;
@@ -571,7 +591,7 @@ impl Decoder<'_> {
             let end = filled < buf.len();
             if filled > 0 {
                 self.check_fits(offset + filled as u64, !end)?;
-                let chunk = self.pool.chunk(buf, filled);
+                let chunk = self.pool.get().chunk(buf, filled);
                 send(
                     self.tx,
                     WriteOp::Data {
@@ -614,7 +634,7 @@ impl Decoder<'_> {
             send(self.tx, WriteOp::Zero { offset, len })?;
         }
         let mut mapper = StreamMapper::new(layout);
-        let mut out = Assembler::new(self.pool, self.tx, self.shared);
+        let mut out = Assembler::new(self.pool.get(), self.tx, self.shared);
         let mut pos = 0u64;
         let mut next = Some(first);
         while let Some(chunk) = next {
