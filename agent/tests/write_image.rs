@@ -1,6 +1,8 @@
 //! `ingot-agent write-image` end to end: a local HTTP server on 127.0.0.1 with
 //! injected faults, writing to loop devices (root) and files.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
+
 mod common;
 
 use std::collections::HashMap;

@@ -57,7 +57,7 @@ pub const SNIFF_LEN: usize = 512;
 /// Recognises a format from the first bytes of an image. Anything unrecognised
 /// is raw: a disk image can begin with any bytes.
 pub fn detect(head: &[u8]) -> Detected {
-    let d = if head.starts_with(QCOW2_MAGIC) {
+    if head.starts_with(QCOW2_MAGIC) {
         Detected::Supported(Format::Qcow2)
     } else if head.starts_with(ZSTD_MAGIC) {
         Detected::Supported(Format::Zstd)
@@ -77,8 +77,7 @@ pub fn detect(head: &[u8]) -> Detected {
         Detected::Unsupported("bzip2")
     } else {
         Detected::Supported(Format::Raw)
-    };
-    d
+    }
 }
 
 /// The `--format` choice: detect, or insist on one format.

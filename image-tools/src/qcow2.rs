@@ -597,8 +597,7 @@ impl StreamMapper {
         match self.layout.header.compression {
             Compression::Deflate => {
                 self.deflate.reset(false);
-                let status = self
-                    .deflate
+                self.deflate
                     .decompress(
                         &self.compressed,
                         &mut self.cluster,
@@ -606,9 +605,6 @@ impl StreamMapper {
                     )
                     .map_err(|err| bad(err.to_string()))?;
                 let out = self.deflate.total_out() as usize;
-                if out != want && status != flate2::Status::StreamEnd {
-                    return Err(bad(format!("inflated to {out} of {want} bytes")));
-                }
                 if out < want {
                     return Err(bad(format!("inflated to {out} of {want} bytes")));
                 }
@@ -637,14 +633,30 @@ impl StreamMapper {
         Ok(())
     }
 
-    /// Checks that the stream ended after every extent and table: anything
-    /// still missing means the file was truncated.
-    pub fn finish(&self, stream_len: u64) -> Result<(), Qcow2Error> {
-        if let Some(e) = self.layout.extents.get(self.next_extent) {
-            return Err(Qcow2Error::Truncated(format!(
-                "the stream ended at {stream_len} bytes, before the cluster at {:#x}",
-                e.host
-            )));
+    /// Ends the stream at `stream_len` bytes. A compressed last cluster whose
+    /// sector count ran past the end (possible when the file length was not
+    /// known up front) is completed; anything else still missing means the
+    /// file was truncated.
+    pub fn finish(
+        &mut self,
+        stream_len: u64,
+        emit: &mut dyn FnMut(GuestData<'_>) -> Result<(), Qcow2Error>,
+    ) -> Result<(), Qcow2Error> {
+        if let Some(e) = self.layout.extents.get(self.next_extent).copied() {
+            let last = self.next_extent + 1 == self.layout.extents.len();
+            if last && e.kind == ExtentKind::Compressed && e.host < stream_len {
+                self.decompress(&e)?;
+                emit(GuestData {
+                    offset: e.guest,
+                    data: &self.cluster[..e.guest_len as usize],
+                })?;
+                self.next_extent += 1;
+            } else {
+                return Err(Qcow2Error::Truncated(format!(
+                    "the stream ended at {stream_len} bytes, before the cluster at {:#x}",
+                    e.host
+                )));
+            }
         }
         if let Some(m) = self.layout.metadata.get(self.next_meta) {
             return Err(Qcow2Error::Truncated(format!(

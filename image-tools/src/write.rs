@@ -659,7 +659,18 @@ impl Decoder<'_> {
         if self.shared.cancelled() {
             return Err(WriteError::Cancelled);
         }
-        mapper.finish(pos)?;
+        mapper
+            .finish(pos, &mut |g| {
+                out.push(g.offset, g.data)
+                    .map_err(|e| Qcow2Error::Corrupt(e.to_string()))
+            })
+            .map_err(|e| {
+                if self.shared.cancelled() {
+                    WriteError::Cancelled
+                } else {
+                    e.into()
+                }
+            })?;
         out.flush()?;
         Ok(size)
     }

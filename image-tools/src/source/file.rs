@@ -29,7 +29,7 @@ impl FileSource {
                 source: std::io::Error::other("is a directory"),
             });
         }
-        let len = meta.is_file().then(|| meta.len());
+        let len = meta.is_file().then_some(meta.len());
         Ok(Self {
             file,
             path: path.to_string(),
