@@ -5,3 +5,4 @@
 //! issues land.
 
 pub mod logging;
+pub mod wipe;

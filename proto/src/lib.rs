@@ -5,3 +5,4 @@
 //! It performs no I/O, so both sides (and tests) can depend on it freely.
 
 pub mod image;
+pub mod wipe;
