@@ -1,0 +1,43 @@
+//! `cargo xtask bench <name>`: benchmarks that time Ingot against the machine's
+//! own limits, measured in the same run.
+
+pub mod wipe;
+pub mod write_image;
+
+use anyhow::{Result, bail};
+
+/// The benchmarks, for the usage text.
+pub const NAMES: &str = "write-image | wipe";
+
+/// Runs the benchmark named by the first argument.
+pub fn run(args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        Some("write-image") => write_image::run(&args[1..]),
+        Some("wipe") => wipe::run(),
+        Some(other) => bail!("unknown benchmark {other:?}; expected one of: {NAMES}"),
+        None => bail!("which benchmark? cargo xtask bench <{NAMES}>"),
+    }
+}
+
+/// The median of some samples (the mean of the middle two for an even count).
+pub fn median(samples: &[f64]) -> f64 {
+    let mut v = samples.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+}

@@ -1,0 +1,146 @@
+//! Installs what the tasks need on a fresh Debian 12 machine: apt packages and
+//! the Rust target and components of `rust-toolchain.toml`.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::util::{self, MUSL_TARGET};
+
+/// Debian packages the tasks need. Each entry lists alternatives: it counts as
+/// present if any of them is installed, and the first is installed otherwise.
+/// Add new needs here (one place for every task).
+const APT_PACKAGES: &[&[&str]] = &[
+    // musl-gcc: the C parts (zstd, liblzma, ring) of the static agent.
+    &["musl-tools"],
+    // qemu-img: qcow2 images and the qcow2 yardstick.
+    &["qemu-utils"],
+    &["zstd"],
+    &["xz-utils"],
+    &["gzip"],
+    // losetup, blkdiscard.
+    &["util-linux"],
+    // mkfs.ext4 -d.
+    &["e2fsprogs"],
+    // sfdisk.
+    &["fdisk"],
+    &["curl"],
+    &["openssl"],
+    // Serves images over loopback HTTP.
+    &["nginx-light", "nginx-core", "nginx-full", "nginx-extras"],
+    // /usr/bin/time: CPU and peak RSS of benchmarked commands.
+    &["time"],
+];
+
+/// Rust components `rust-toolchain.toml` asks for.
+const RUST_COMPONENTS: &[&str] = &["rustfmt", "clippy"];
+
+/// Installs whatever is missing; prints what it checks and what it runs.
+pub fn ensure() -> Result<()> {
+    println!("==> checking prerequisites");
+    ensure_apt()?;
+    ensure_rust()?;
+    Ok(())
+}
+
+fn dpkg_installed(pkg: &str) -> Result<bool> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("could not run dpkg-query (this task expects Debian or Ubuntu)")?;
+    // Unknown packages make dpkg-query exit 1; that just means "not installed".
+    Ok(out.status.success()
+        && String::from_utf8_lossy(&out.stdout).trim() == "install ok installed")
+}
+
+/// The first alternative of every entry none of whose alternatives is installed.
+fn missing_apt() -> Result<Vec<&'static str>> {
+    let mut missing = Vec::new();
+    for alternatives in APT_PACKAGES {
+        let mut present = false;
+        for pkg in *alternatives {
+            if dpkg_installed(pkg)? {
+                present = true;
+                break;
+            }
+        }
+        if !present {
+            missing.push(alternatives[0]);
+        }
+    }
+    Ok(missing)
+}
+
+fn ensure_apt() -> Result<()> {
+    let mut missing = missing_apt()?;
+    if missing.is_empty() {
+        println!("apt packages: all {} present", APT_PACKAGES.len());
+        return Ok(());
+    }
+    println!("apt packages missing: {}", missing.join(" "));
+    let sudo = !util::is_root();
+    let apt = |args: &[&str]| {
+        let mut cmd = if sudo {
+            let mut c = Command::new("sudo");
+            c.args(["-n", "apt-get"]);
+            c
+        } else {
+            Command::new("apt-get")
+        };
+        cmd.env("DEBIAN_FRONTEND", "noninteractive").args(args);
+        cmd
+    };
+    util::run(&mut apt(&["update", "-q"]))
+        .context("apt-get update failed (run as root, or install the packages above)")?;
+    // A second pass catches a package that installing another one removed
+    // (e.g. a backported qemu-utils that conflicts with Debian's qemu-system).
+    for _ in 0..2 {
+        let mut install = apt(&["install", "-y", "-q", "--no-install-recommends"]);
+        install.args(&missing);
+        util::run(&mut install).context("apt-get install failed")?;
+        missing = missing_apt()?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        println!(
+            "apt packages missing after the install: {}",
+            missing.join(" ")
+        );
+    }
+    bail!("apt-get could not install: {}", missing.join(" "))
+}
+
+fn ensure_rust() -> Result<()> {
+    let root = util::repo_root();
+    let rustup = |args: &[&str]| {
+        let mut c = Command::new("rustup");
+        c.current_dir(&root).args(args);
+        c
+    };
+    let targets = match util::output(&mut rustup(&["target", "list", "--installed"])) {
+        Ok(t) => t,
+        Err(e) => {
+            println!("warning: rustup is not usable ({e:#}); assuming the toolchain is complete");
+            return Ok(());
+        }
+    };
+    if targets.lines().any(|l| l.trim() == MUSL_TARGET) {
+        println!("rust target {MUSL_TARGET}: present");
+    } else {
+        util::run(&mut rustup(&["target", "add", MUSL_TARGET]))?;
+    }
+    let components = util::output(&mut rustup(&["component", "list", "--installed"]))?;
+    for comp in RUST_COMPONENTS {
+        // Installed components are listed with their host triple: `clippy-x86_64-...`.
+        let present = components
+            .lines()
+            .any(|l| l.trim() == *comp || l.trim().starts_with(&format!("{comp}-")));
+        if present {
+            println!("rust component {comp}: present");
+        } else {
+            util::run(&mut rustup(&["component", "add", comp]))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! `cargo xtask test`: install what is missing, then run every gate CI runs.
+//!
+//! Gates: rustfmt, clippy (`-D warnings`), the workspace tests with privileged
+//! tests required (`INGOT_REQUIRE_PRIVILEGED=1`), the static musl agent build,
+//! and an ELF check that the agent really is static. A failed gate does not stop
+//! the later ones (except the ELF check, which needs the build); the task
+//! exits non-zero if any failed.
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::process::Stdio;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use crate::{deps, elf, util};
+
+/// Totals of libtest's `test result:` lines.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct TestCounts {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl TestCounts {
+    /// Adds one `test result: ok. 3 passed; 0 failed; 1 ignored; ...` line.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// One gate's outcome.
+struct Gate {
+    name: &'static str,
+    outcome: Result<String>,
+    seconds: f64,
+}
+
+/// Runs `cargo test --workspace` with privileged tests required, echoing its
+/// output and counting the results.
+fn cargo_test(counts: &mut TestCounts) -> Result<String> {
+    let mut cmd = util::cargo();
+    cmd.args(["test", "--workspace"])
+        .env("INGOT_REQUIRE_PRIVILEGED", "1");
+    util::announce(&cmd);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("could not start cargo test")?;
+    let stdout = child.stdout.take().context("no stdout pipe")?;
+    let mut out = std::io::stdout().lock();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        counts.add_line(&line);
+        writeln!(out, "{line}")?;
+    }
+    drop(out);
+    let status = child.wait()?;
+    if !status.success() {
+        bail!(
+            "cargo test failed ({status}): {} passed, {} failed",
+            counts.passed,
+            counts.failed
+        );
+    }
+    if counts.passed == 0 {
+        bail!("cargo test ran no test");
+    }
+    Ok(format!(
+        "{} passed, {} failed, {} ignored",
+        counts.passed, counts.failed, counts.ignored
+    ))
+}
+
+/// Checks that the built agent is a static ELF; returns a description with its size.
+fn check_static_agent() -> Result<String> {
+    let path = util::agent_path();
+    println!("$ (xtask) check that {} is a static ELF", path.display());
+    let data = std::fs::read(&path).with_context(|| path.display().to_string())?;
+    let linkage = elf::linkage(&data).with_context(|| path.display().to_string())?;
+    if !linkage.is_static() {
+        bail!(
+            "{} is not static: interpreter {:?}, needs {:?}",
+            path.display(),
+            linkage.interpreter,
+            linkage.needed
+        );
+    }
+    let kind = if linkage.has_dynamic {
+        "static PIE"
+    } else {
+        "static"
+    };
+    let msg = format!(
+        "{kind}, no interpreter, no DT_NEEDED; {} ({} bytes)",
+        util::human_bytes(data.len() as u64),
+        data.len()
+    );
+    println!("ingot-agent: {msg}");
+    Ok(msg)
+}
+
+/// Runs the task.
+pub fn run() -> Result<()> {
+    let started = Instant::now();
+    let t = Instant::now();
+    deps::ensure().context("prerequisites")?;
+    let mut gates = vec![Gate {
+        name: "prerequisites",
+        outcome: Ok("installed or present".into()),
+        seconds: t.elapsed().as_secs_f64(),
+    }];
+    let mut counts = TestCounts::default();
+
+    let mut gate = |name: &'static str, f: &mut dyn FnMut() -> Result<String>| {
+        println!("\n==> {name}");
+        let t = Instant::now();
+        let outcome = f();
+        if let Err(e) = &outcome {
+            println!("FAILED: {name}: {e:#}");
+        }
+        gates.push(Gate {
+            name,
+            outcome,
+            seconds: t.elapsed().as_secs_f64(),
+        });
+    };
+    gate("rustfmt", &mut || {
+        util::run(util::cargo().args(["fmt", "--all", "--", "--check"]))
+            .map(|()| "formatted".into())
+            .context("code is not formatted: run `cargo fmt --all`")
+    });
+    gate("clippy", &mut || {
+        util::run(util::cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+        .map(|()| "no warnings".into())
+    });
+    gate("tests", &mut || cargo_test(&mut counts));
+    let mut built = false;
+    gate("agent build (musl)", &mut || {
+        util::build_agent()?;
+        built = true;
+        Ok(format!("{}", util::agent_path().display()))
+    });
+    if built {
+        gate("agent is static", &mut check_static_agent);
+    } else {
+        gates.push(Gate {
+            name: "agent is static",
+            outcome: Err(anyhow::anyhow!("not checked: the build failed")),
+            seconds: 0.0,
+        });
+    }
+
+    println!("\n==> summary");
+    let mut failed = 0;
+    for g in &gates {
+        match &g.outcome {
+            Ok(msg) => println!("  ok      {:<20} {:>6.1} s  {msg}", g.name, g.seconds),
+            Err(e) => {
+                failed += 1;
+                println!("  FAILED  {:<20} {:>6.1} s  {e:#}", g.name, g.seconds);
+            }
+        }
+    }
+    println!(
+        "  total {:.1} s; {} of {} gates passed",
+        started.elapsed().as_secs_f64(),
+        gates.len() - failed,
+        gates.len()
+    );
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        counts.passed, counts.failed, counts.ignored
+    );
+    if failed > 0 {
+        bail!("{failed} gate(s) failed");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_libtest_summaries() {
+        let mut c = TestCounts::default();
+        c.add_line("test result: ok. 12 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.31s");
+        c.add_line(
+            "test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        c.add_line("test foo ... ok");
+        c.add_line("running 3 tests");
+        assert_eq!(
+            c,
+            TestCounts {
+                passed: 15,
+                failed: 1,
+                ignored: 2
+            }
+        );
+    }
+}
