@@ -6,3 +6,4 @@
 
 pub mod logging;
 pub mod wipe;
+pub mod inventory;

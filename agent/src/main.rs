@@ -24,6 +24,8 @@ struct Cli {
 enum Command {
     /// Stream an image (raw, qcow2, zstd, gzip, xz) onto a disk, verified.
     WriteImage(cmd::write_image::WriteImageArgs),
+    /// Print the hardware inventory (IPA's JSON document).
+    Inventory(cmd::inventory::InventoryArgs),
     /// Erase named disks (metadata or secure), verify, and report per disk.
     Wipe(cmd::wipe::WipeArgs),
 }
@@ -33,6 +35,7 @@ fn main() -> std::process::ExitCode {
     ingot_agent::logging::init(&cli.log_level);
     let result = match cli.command {
         Command::WriteImage(args) => cmd::write_image::run(args),
+        Command::Inventory(args) => cmd::inventory::run(args),
         Command::Wipe(args) => cmd::wipe::run(args),
     };
     match result {

@@ -6,3 +6,5 @@
 
 pub mod image;
 pub mod wipe;
+pub mod agent;
+pub mod inventory;
