@@ -4,6 +4,6 @@
 //! library, hardware inventory and the IPA-compatible API join it as their
 //! issues land.
 
+pub mod inventory;
 pub mod logging;
 pub mod wipe;
-pub mod inventory;

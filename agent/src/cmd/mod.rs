@@ -1,5 +1,5 @@
 //! The agent's CLI subcommands.
 
-pub mod wipe;
 pub mod inventory;
+pub mod wipe;
 pub mod write_image;
