@@ -4,7 +4,7 @@
 //! (lookup, heartbeat, `/v1/commands`) and for the reports the agent sends back.
 //! It performs no I/O, so both sides (and tests) can depend on it freely.
 
-pub mod image;
-pub mod wipe;
 pub mod agent;
+pub mod image;
 pub mod inventory;
+pub mod wipe;
