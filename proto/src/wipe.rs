@@ -173,6 +173,10 @@ pub struct DeviceReport {
     pub nist_category: Option<NistCategory>,
     /// Overwrite passes of random data (overwrite method only).
     pub passes: Option<u32>,
+    /// Wall time of each overwrite pass in seconds: the random passes, then
+    /// the zero pass (overwrite method only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pass_seconds: Vec<f64>,
     /// Start time, RFC 3339 UTC.
     pub started_at: String,
     /// End time, RFC 3339 UTC.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use ingot_agent::wipe::{WipeOptions, wipe_devices};
-use ingot_proto::wipe::{VerifyMode, WipeMode, WipeReport};
+use ingot_proto::wipe::{VerifyMode, WipeMethod, WipeMode, WipeReport};
 
 /// Wipe mode on the command line.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -47,6 +47,15 @@ pub struct WipeArgs {
     /// Print the full report as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Secure mode: use only this method, e.g. `overwrite` or `discard_zero_out`
+    /// (for tests and benchmarks; the others are reported as skipped).
+    #[arg(long, value_parser = parse_method)]
+    method: Option<WipeMethod>,
+}
+
+fn parse_method(s: &str) -> Result<WipeMethod, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("unknown method {s:?}"))
 }
 
 /// Runs the command. Exits non-zero unless every device is verified.
@@ -63,6 +72,7 @@ pub fn run(args: WipeArgs) -> anyhow::Result<()> {
         },
         allow_overwrite: args.allow_overwrite_fallback,
         passes: args.passes,
+        only: args.method,
     };
     let report = wipe_devices(&args.devices, &opts);
     if args.json {

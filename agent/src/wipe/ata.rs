@@ -14,6 +14,8 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use ingot_image_tools::blockdev::request;
+
 /// ATA command: IDENTIFY DEVICE.
 pub const ATA_IDENTIFY: u8 = 0xec;
 /// ATA command: SECURITY SET PASSWORD.
@@ -32,7 +34,7 @@ pub const ATA_PASS_THROUGH_16: u8 = 0x85;
 /// power loss mid-erase: `hdparm --user-master u --security-unlock ingot`.
 pub const TEMP_PASSWORD: &[u8] = b"ingot";
 
-const SG_IO: libc::c_ulong = 0x2285;
+const SG_IO: libc::Ioctl = request(0x2285);
 const SG_DXFER_NONE: libc::c_int = -1;
 const SG_DXFER_TO_DEV: libc::c_int = -2;
 const SG_DXFER_FROM_DEV: libc::c_int = -3;

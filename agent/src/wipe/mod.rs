@@ -37,6 +37,8 @@ pub struct WipeOptions {
     pub allow_overwrite: bool,
     /// Random passes before the zero pass of an overwrite.
     pub passes: u32,
+    /// Secure mode: use only this method (the others are reported as skipped).
+    pub only: Option<WipeMethod>,
 }
 
 impl Default for WipeOptions {
@@ -46,6 +48,7 @@ impl Default for WipeOptions {
             verify: VerifyMode::Sample,
             allow_overwrite: false,
             passes: 1,
+            only: None,
         }
     }
 }
@@ -250,6 +253,7 @@ fn run_secure(dev: &mut Device, opts: &WipeOptions, r: &mut DeviceReport) -> Res
     r.skipped = out.skipped;
     r.verification = out.verification;
     r.passes = out.passes;
+    r.pass_seconds = out.pass_seconds;
     r.bytes = out.bytes;
     match out.method {
         Some(m) => {

@@ -14,6 +14,8 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use ingot_image_tools::blockdev::request;
+
 /// Admin opcode: Get Log Page.
 pub const OPC_GET_LOG_PAGE: u8 = 0x02;
 /// Admin opcode: Identify.
@@ -70,10 +72,10 @@ pub struct PassthruCmd {
 }
 
 /// `NVME_IOCTL_ID`: `_IO('N', 0x40)`.
-pub const NVME_IOCTL_ID: libc::c_ulong = 0x4e40;
+pub const NVME_IOCTL_ID: u32 = 0x4e40;
 /// `NVME_IOCTL_ADMIN_CMD`: `_IOWR('N', 0x41, struct nvme_admin_cmd)`.
-pub const NVME_IOCTL_ADMIN_CMD: libc::c_ulong =
-    (3 << 30) | ((std::mem::size_of::<PassthruCmd>() as libc::c_ulong) << 16) | (0x4e << 8) | 0x41;
+pub const NVME_IOCTL_ADMIN_CMD: u32 =
+    (3 << 30) | ((std::mem::size_of::<PassthruCmd>() as u32) << 16) | (0x4e << 8) | 0x41;
 
 /// An NVMe command failed.
 #[derive(Debug, thiserror::Error)]
@@ -350,7 +352,7 @@ pub fn admin(file: &File, cmd: &mut PassthruCmd) -> Result<u32, NvmeError> {
     let ret = unsafe {
         libc::ioctl(
             file.as_raw_fd(),
-            NVME_IOCTL_ADMIN_CMD,
+            request(NVME_IOCTL_ADMIN_CMD),
             cmd as *mut PassthruCmd,
         )
     };
@@ -366,7 +368,7 @@ pub fn admin(file: &File, cmd: &mut PassthruCmd) -> Result<u32, NvmeError> {
 /// The namespace ID of an NVMe namespace block device, or `None` for any other device.
 pub fn namespace_id(file: &File) -> Option<u32> {
     // SAFETY: NVME_IOCTL_ID takes no argument; other drivers reject it.
-    let ret = unsafe { libc::ioctl(file.as_raw_fd(), NVME_IOCTL_ID) };
+    let ret = unsafe { libc::ioctl(file.as_raw_fd(), request(NVME_IOCTL_ID)) };
     (ret > 0).then_some(ret as u32)
 }
 

@@ -95,6 +95,8 @@ pub struct OverwriteStats {
     pub bytes: u64,
     /// Seconds spent in random passes.
     pub random_seconds: f64,
+    /// Seconds of each pass, the zero pass last.
+    pub pass_seconds: Vec<f64>,
     /// Seconds spent in the zero pass (including the final fsync).
     pub zero_seconds: f64,
 }
@@ -110,6 +112,7 @@ pub fn overwrite(
         let t = Instant::now();
         random_pass(dev, pass, seed.wrapping_add(u64::from(pass)))?;
         stats.random_seconds += t.elapsed().as_secs_f64();
+        stats.pass_seconds.push(t.elapsed().as_secs_f64());
         stats.bytes += dev.size();
     }
     let t = Instant::now();
@@ -123,6 +126,7 @@ pub fn overwrite(
         source: io::Error::other(e),
     })?;
     stats.zero_seconds = t.elapsed().as_secs_f64();
+    stats.pass_seconds.push(stats.zero_seconds);
     stats.bytes += dev.size();
     Ok(stats)
 }

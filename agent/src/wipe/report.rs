@@ -74,6 +74,7 @@ impl Clock {
             method: None,
             nist_category: None,
             passes: None,
+            pass_seconds: Vec::new(),
             started_at: rfc3339(self.wall),
             finished_at: String::new(),
             seconds: 0.0,

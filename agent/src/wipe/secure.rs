@@ -28,6 +28,8 @@ pub struct SecureOutcome {
     pub method: Option<WipeMethod>,
     /// Random passes (overwrite only).
     pub passes: Option<u32>,
+    /// Seconds of each overwrite pass, the zero pass last.
+    pub pass_seconds: Vec<f64>,
     /// Bytes covered by the method.
     pub bytes: u64,
     /// Methods not used and why (including failed attempts).
@@ -224,7 +226,22 @@ fn plan(dev: &mut Device, opts: &WipeOptions) -> Vec<(WipeMethod, Result<Step, S
         Err("not allowed (pass --allow-overwrite-fallback)".to_string())
     };
     out.push((WipeMethod::Overwrite, step));
+    if let Some(only) = opts.only {
+        for (method, step) in &mut out {
+            if *method != only && step.is_ok() {
+                *step = Err(format!("not selected (--method {})", method_name(only)));
+            }
+        }
+    }
     out
+}
+
+/// The method's name as the CLI and the report spell it (`discard_zero_out`).
+pub fn method_name(m: WipeMethod) -> String {
+    serde_json::to_value(m)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{m:?}"))
 }
 
 fn probe_nvme(dev: &Device) -> Result<NvmeCaps, String> {
@@ -269,17 +286,24 @@ fn probe_ata(dev: &mut Device) -> Result<ata::Identify, String> {
     }
 }
 
-/// Runs one step. `Ok(expect_zero)`: whether the method guarantees zeros.
-fn run(dev: &mut Device, step: &Step, opts: &WipeOptions, seed: u64) -> Result<bool, WipeError> {
+/// What a step did: whether the method guarantees zeros, and pass timings.
+#[derive(Debug, Default)]
+struct Ran {
+    expect_zero: bool,
+    pass_seconds: Vec<f64>,
+}
+
+/// Runs one step.
+fn run(dev: &mut Device, step: &Step, opts: &WipeOptions, seed: u64) -> Result<Ran, WipeError> {
     let size = dev.size();
     match step {
         Step::Sanitize(action) => {
             nvme::sanitize(dev.file(), *action, Duration::from_secs(48 * 3600))?;
-            Ok(false)
+            Ok(Ran::default())
         }
         Step::Format { nsid, ses, ns } => {
             nvme::format(dev.file(), *nsid, ns, *ses)?;
-            Ok(false)
+            Ok(Ran::default())
         }
         Step::Ata { enhanced } => {
             let before = ata::identify(dev.file())?;
@@ -297,19 +321,22 @@ fn run(dev: &mut Device, step: &Step, opts: &WipeOptions, seed: u64) -> Result<b
                 )));
             }
             res?;
-            Ok(false)
+            Ok(Ran::default())
         }
         Step::SecureDiscard => {
             blockdev::secure_discard(dev.file(), 0, size - size % 512)
                 .map_err(WipeError::Unsupported)?;
-            Ok(false)
+            Ok(Ran::default())
         }
         Step::DiscardZeroOut => {
             let len = size - size % 512;
             blockdev::discard(dev.file(), 0, len).map_err(WipeError::Unsupported)?;
             blockdev::zero_out(dev.file(), 0, len).map_err(WipeError::read("BLKZEROOUT"))?;
             dev.sync().map_err(WipeError::target("fsync"))?;
-            Ok(true)
+            Ok(Ran {
+                expect_zero: true,
+                pass_seconds: Vec::new(),
+            })
         }
         Step::Overwrite => {
             let stats = overwrite::overwrite(dev, opts.passes, seed)?;
@@ -321,7 +348,10 @@ fn run(dev: &mut Device, step: &Step, opts: &WipeOptions, seed: u64) -> Result<b
                 zero_mb_per_s = size as f64 / stats.zero_seconds.max(1e-9) / 1e6,
                 "overwrite done"
             );
-            Ok(true)
+            Ok(Ran {
+                expect_zero: true,
+                pass_seconds: stats.pass_seconds,
+            })
         }
     }
 }
@@ -393,6 +423,7 @@ pub fn wipe_secure(
     let mut out = SecureOutcome {
         method: None,
         passes: None,
+        pass_seconds: Vec::new(),
         bytes: 0,
         skipped: Vec::new(),
         verification: None,
@@ -414,8 +445,8 @@ pub fn wipe_secure(
             }
         }
         tracing::info!(device = %dev.path().display(), ?method, "erasing");
-        let expect_zero = match run(dev, &step, opts, run_id) {
-            Ok(z) => z,
+        let ran = match run(dev, &step, opts, run_id) {
+            Ok(r) => r,
             Err(WipeError::Unsupported(e)) => {
                 out.skipped.push(SkippedMethod {
                     method,
@@ -434,13 +465,14 @@ pub fn wipe_secure(
         out.bytes = dev.size();
         if method == WipeMethod::Overwrite {
             out.passes = Some(opts.passes);
+            out.pass_seconds = ran.pass_seconds.clone();
             out.bytes = dev.size() * (u64::from(opts.passes) + 1);
         }
         if opts.verify == VerifyMode::None {
             out.method = Some(method);
             return Ok(out);
         }
-        let v = match check(dev, &samples, opts.verify, expect_zero) {
+        let v = match check(dev, &samples, opts.verify, ran.expect_zero) {
             Ok(v) => v,
             Err(e) => return Ok(io_failure(out, method, &e)),
         };
