@@ -259,3 +259,99 @@ fn metadata_wipe_lvm_pv_on_loop_device() {
     assert!(d.signatures.iter().any(|s| s.name == "LVM2_member"));
     assert_clean(&lo.backing, &[]);
 }
+
+/// An md 1.x superblock (what `mdadm --create --metadata=1.x` writes) for a
+/// member of `size` bytes whose superblock sits at `sb_off` bytes, with a
+/// valid checksum so that blkid recognises it.
+fn md1_superblock(size: u64, sb_off: u64) -> Vec<u8> {
+    let mut sb = vec![0u8; 1024];
+    let put32 =
+        |sb: &mut Vec<u8>, at: usize, v: u32| sb[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    let put64 =
+        |sb: &mut Vec<u8>, at: usize, v: u64| sb[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    put32(&mut sb, 0, 0xa92b_4efc);
+    put32(&mut sb, 4, 1); // major version
+    sb[16..32].copy_from_slice(&[7u8; 16]); // set uuid
+    sb[32..40].copy_from_slice(b"host:md0");
+    put32(&mut sb, 72, 1); // raid1
+    put64(&mut sb, 80, size / 512 - 2048);
+    put32(&mut sb, 92, 2); // raid disks
+    put64(&mut sb, 128, 2048); // data offset
+    put64(&mut sb, 136, size / 512 - 2048);
+    put64(&mut sb, 144, sb_off / 512); // super offset
+    sb[168..184].copy_from_slice(&[9u8; 16]); // device uuid
+    put64(&mut sb, 200, 1); // events
+    put32(&mut sb, 220, 2); // max_dev
+    sb[258] = 1; // dev_roles[1] = 1
+    let mut sum: u64 = 0;
+    for w in sb[..256 + 4].chunks_exact(4) {
+        sum += u64::from(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+    }
+    let csum = ((sum & 0xffff_ffff) + (sum >> 32)) as u32;
+    put32(&mut sb, 216, csum);
+    sb
+}
+
+/// An md 0.90 superblock (64 KiB-aligned, 64 KiB before the member's end).
+fn md090_superblock(size: u64) -> Vec<u8> {
+    let mut sb = vec![0u8; 4096];
+    let words: [u32; 11] = [
+        0xa92b_4efc,
+        0,
+        90,
+        0,
+        0,
+        0x1122_3344,
+        1_700_000_000,
+        1,
+        (size / 1024 - 64) as u32,
+        2,
+        2,
+    ];
+    for (i, w) in words.iter().enumerate() {
+        sb[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
+    }
+    sb[52..56].copy_from_slice(&0x5566_7788u32.to_le_bytes());
+    sb
+}
+
+#[test]
+fn metadata_wipe_md_members_in_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("md.img");
+    sparse(&image, 256 * MIB);
+    sh(&format!(
+        "printf 'label: gpt\\nsize=40MiB, type=R\\nsize=40MiB, type=R\\nsize=40MiB, type=R\\nsize=40MiB, type=R\\n' | sfdisk -q '{}'",
+        image.display()
+    ));
+    let parts = partitions(&image);
+    let size = parts[0].1;
+    // 1.2 at 4 KiB, 1.1 at 0, 1.0 at the end - 8 KiB (4 KiB-aligned), 0.90.
+    let v10 = ((size / 512 - 16) & !7) * 512;
+    write_at(&image, parts[0].0 + 4096, &md1_superblock(size, 4096));
+    write_at(&image, parts[1].0, &md1_superblock(size, 0));
+    write_at(&image, parts[2].0 + v10, &md1_superblock(size, v10));
+    write_at(
+        &image,
+        parts[3].0 + (size & !0xffff) - 0x10000,
+        &md090_superblock(size),
+    );
+    for (i, version) in ["1.2", "1.1", "1.0", "0.90.0"].iter().enumerate() {
+        let found = blkid_at(&image, parts[i].0, parts[i].1).unwrap_or_default();
+        assert!(
+            found.contains("linux_raid_member")
+                && found.contains(&format!("VERSION=\"{version}\"")),
+            "fixture {version}: {found}"
+        );
+    }
+    let (ok, report, _) = wipe(&["--mode", "metadata", "--device", image.to_str().unwrap()]);
+    let d = only(&report);
+    assert!(ok, "{d:#?}");
+    let raid = d
+        .signatures
+        .iter()
+        .filter(|s| s.name == "linux_raid_member")
+        .count();
+    assert_eq!(raid, 4, "{:?}", d.signatures);
+    assert_clean(&image, &parts);
+}

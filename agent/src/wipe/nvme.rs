@@ -327,6 +327,8 @@ pub struct SanitizeStatus {
     /// SSTAT bits 2:0: 0 never, 1 completed, 2 in progress, 3 failed,
     /// 4 completed without deallocation.
     pub state: u8,
+    /// SCDW10: CDW10 of the sanitize command this status describes.
+    pub cdw10: u32,
 }
 
 impl SanitizeStatus {
@@ -335,6 +337,7 @@ impl SanitizeStatus {
         Self {
             progress: u16::from_le_bytes([d[0], d[1]]),
             state: d[2] & 0x7,
+            cdw10: u32::from_le_bytes([d[4], d[5], d[6], d[7]]),
         }
     }
 }
@@ -418,7 +421,16 @@ pub fn sanitize(file: &File, action: SanitizeAction, limit: Duration) -> Result<
         std::thread::sleep(Duration::from_millis(500));
         let st = sanitize_status(file)?;
         match st.state {
-            1 | 4 => return Ok(()),
+            1 | 4 => {
+                if st.cdw10 != cmd.cdw10 {
+                    tracing::warn!(
+                        expected = cmd.cdw10,
+                        logged = st.cdw10,
+                        "sanitize status log names another command; relying on verification"
+                    );
+                }
+                return Ok(());
+            }
             2 => {
                 if last_log.elapsed() > Duration::from_secs(30) {
                     last_log = Instant::now();
@@ -566,7 +578,8 @@ mod tests {
             SanitizeStatus::parse(&d),
             SanitizeStatus {
                 progress: 0x8000,
-                state: 2
+                state: 2,
+                cdw10: 0
             }
         );
     }

@@ -248,10 +248,18 @@ fn probe_nvme(dev: &Device) -> Result<NvmeCaps, String> {
     let Some(nsid) = nvme::namespace_id(dev.file()) else {
         return Err("not an NVMe device".into());
     };
-    let ctrl = nvme::identify_controller(dev.file())
-        .map_err(|e| format!("Identify Controller failed: {e}"))?;
-    let ns = nvme::identify_namespace(dev.file(), nsid)
-        .map_err(|e| format!("Identify Namespace failed: {e}"))?;
+    let ctrl = nvme::identify_controller(dev.file()).map_err(|e| {
+        format!(
+            "Identify Controller failed: {}",
+            super::report::error_chain(&e)
+        )
+    })?;
+    let ns = nvme::identify_namespace(dev.file(), nsid).map_err(|e| {
+        format!(
+            "Identify Namespace failed: {}",
+            super::report::error_chain(&e)
+        )
+    })?;
     let namespaces = match nvme::active_namespaces(dev.file()) {
         Ok(list) => list.len(),
         Err(_) => ctrl.nn as usize,
@@ -282,7 +290,10 @@ fn probe_ata(dev: &mut Device) -> Result<ata::Identify, String> {
             tracing::info!(device = %dev.path().display(), model = %id.model, security = %id.describe(), "ATA capabilities");
             Ok(id)
         }
-        Err(e) => Err(format!("not an ATA device (IDENTIFY DEVICE: {e})")),
+        Err(e) => Err(format!(
+            "not an ATA device (IDENTIFY DEVICE: {})",
+            super::report::error_chain(&e)
+        )),
     }
 }
 

@@ -27,7 +27,7 @@ use super::median;
 use crate::util::{self, LoopDevice};
 
 const SIZE: u64 = 4 << 30;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 /// Runs a command, returns its wall time; fails unless it exits 0.
 fn timed(cmd: &mut Command) -> Result<(f64, String)> {
