@@ -4,6 +4,14 @@
 //! library, hardware inventory and the IPA-compatible API join it as their
 //! issues land.
 
+pub mod api;
+pub mod configdrive;
+pub mod coordinator;
+pub mod hints;
 pub mod inventory;
+pub mod ipa;
+pub mod logring;
+pub mod random;
+pub mod state;
 pub mod logging;
 pub mod wipe;

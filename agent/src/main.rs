@@ -26,16 +26,21 @@ enum Command {
     WriteImage(cmd::write_image::WriteImageArgs),
     /// Print the hardware inventory (IPA's JSON document).
     Inventory(cmd::inventory::InventoryArgs),
+    /// Run the agent against a coordinator (lookup, heartbeat, agent API).
+    Run(cmd::run::RunArgs),
     /// Erase named disks (metadata or secure), verify, and report per disk.
     Wipe(cmd::wipe::WipeArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    ingot_agent::logging::init(&cli.log_level);
+    if !matches!(cli.command, Command::Run(_)) {
+        ingot_agent::logging::init(&cli.log_level);
+    }
     let result = match cli.command {
         Command::WriteImage(args) => cmd::write_image::run(args),
         Command::Inventory(args) => cmd::inventory::run(args),
+        Command::Run(args) => cmd::run::run(args, &cli.log_level),
         Command::Wipe(args) => cmd::wipe::run(args),
     };
     match result {

@@ -3,6 +3,8 @@
 //! SMBIOS strings set on the QEMU command line) and from the Firecracker VM
 //! the project is developed on. See agent/tests/fixtures/capture.sh.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -1,5 +1,6 @@
 //! The agent's CLI subcommands.
 
 pub mod inventory;
+pub mod run;
 pub mod wipe;
 pub mod write_image;

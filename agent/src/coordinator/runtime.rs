@@ -1,0 +1,383 @@
+//! The agent's main loop: discover the coordinator's API version, start the
+//! agent API (auto-TLS when the coordinator supports `agent_verify_ca`), look
+//! the node up by its MACs, then heartbeat until the token is revoked, and
+//! look up again. It never returns: a lost coordinator means retrying.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ingot_proto::agent::{HeartbeatRequest, LookupResponse};
+use tokio::net::TcpListener;
+
+use super::{Client, ClientError};
+use crate::api;
+use crate::random::uniform;
+use crate::state::AgentState;
+
+/// Whether the agent API uses TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// TLS when the coordinator accepts `agent_verify_ca` (API ≥ 1.68), as IPA.
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
+}
+
+/// How to reach the coordinator and serve the API.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Coordinator URLs, tried in order.
+    pub api_urls: Vec<String>,
+    /// Where the API listens.
+    pub listen: SocketAddr,
+    /// The host in the callback URL (default: the source address of the
+    /// route to the coordinator).
+    pub advertise_host: Option<String>,
+    /// The port in the callback URL (default: the listening port).
+    pub advertise_port: Option<u16>,
+    /// TLS of the agent API.
+    pub tls: TlsMode,
+    /// Trust this PEM CA bundle for the coordinator.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Do not verify the coordinator's certificate.
+    pub insecure: bool,
+    /// First lookup retry interval (doubles up to `lookup_max_interval`).
+    pub lookup_interval: Duration,
+    /// Longest lookup retry interval.
+    pub lookup_max_interval: Duration,
+    /// MAC addresses to look up with (default: every interface of the inventory).
+    pub macs: Vec<String>,
+}
+
+impl RunOptions {
+    /// Defaults for a coordinator URL.
+    pub fn new(api_url: &str) -> Self {
+        Self {
+            api_urls: api_url
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            listen: SocketAddr::from(([0, 0, 0, 0], ingot_proto::agent::DEFAULT_AGENT_PORT)),
+            advertise_host: None,
+            advertise_port: None,
+            tls: TlsMode::Auto,
+            ca_pem: None,
+            insecure: false,
+            lookup_interval: Duration::from_secs(1),
+            lookup_max_interval: Duration::from_secs(60),
+            macs: Vec::new(),
+        }
+    }
+}
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// No coordinator URL.
+    #[error("no coordinator URL given")]
+    NoUrl,
+    /// The API could not listen.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TLS setup failed.
+    #[error(transparent)]
+    Tls(#[from] api::tls::TlsError),
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+/// The source address the kernel would use to reach `url`'s host.
+pub fn route_source(url: &str) -> Option<IpAddr> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let default_port = if url.starts_with("https") { 443 } else { 80 };
+    let target: SocketAddr = if let Ok(sa) = authority.parse() {
+        sa
+    } else {
+        let with_port = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            && !authority.ends_with(']')
+        {
+            authority.to_string()
+        } else {
+            format!("{authority}:{default_port}")
+        };
+        std::net::ToSocketAddrs::to_socket_addrs(&with_port)
+            .ok()?
+            .next()?
+    };
+    let bind: SocketAddr = if target.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .ok()?;
+    let s = UdpSocket::bind(bind).ok()?;
+    s.connect(target).ok()?;
+    Some(s.local_addr().ok()?.ip())
+}
+
+fn callback_url(tls: bool, host: &str, port: u16) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    if host.contains(':') && !host.starts_with('[') {
+        format!("{scheme}://[{host}]:{port}")
+    } else {
+        format!("{scheme}://{host}:{port}")
+    }
+}
+
+/// Tries each coordinator URL until one answers `GET /`; retries forever.
+async fn discover(clients: &mut [Client], opts: &RunOptions) -> usize {
+    let mut delay = opts.lookup_interval;
+    loop {
+        for (i, c) in clients.iter_mut().enumerate() {
+            match c.discover().await {
+                Ok(v) => {
+                    tracing::info!(url = %c.base(), version = %v, "coordinator found");
+                    return i;
+                }
+                Err(e) => tracing::warn!(error = %e, "coordinator not reachable"),
+            }
+        }
+        tokio::time::sleep(delay.mul_f64(uniform(1.0, 2.0))).await;
+        delay = (delay * 2).min(opts.lookup_max_interval);
+    }
+}
+
+/// Looks the node up until it is found with a usable token; retries forever
+/// (IPA gives up after 10 minutes; PID 1 must not).
+async fn lookup(client: &Client, state: &AgentState, opts: &RunOptions) -> LookupResponse {
+    let mut delay = opts.lookup_interval;
+    let mut conflicts = 0usize;
+    let started = Instant::now();
+    loop {
+        let wait = match client.lookup(&opts.macs, None).await {
+            Ok(resp) => {
+                let offered = resp
+                    .config
+                    .agent_token
+                    .clone()
+                    .filter(|t| !t.is_empty() && t != "******");
+                let required = resp.config.agent_token_required.unwrap_or(true);
+                match (offered, state.token()) {
+                    (Some(t), _) => {
+                        state.set_token(Some(t));
+                        tracing::info!(node = %resp.node.uuid, "looked up; received the agent token");
+                        state.set_lookup(resp.node.clone(), resp.config.clone());
+                        return resp;
+                    }
+                    (None, Some(_)) => {
+                        tracing::info!(node = %resp.node.uuid, "looked up; keeping the agent token this agent already holds");
+                        state.set_lookup(resp.node.clone(), resp.config.clone());
+                        return resp;
+                    }
+                    (None, None) if !required => {
+                        state.set_lookup(resp.node.clone(), resp.config.clone());
+                        return resp;
+                    }
+                    (None, None) => {
+                        // Issued to an earlier run of the agent that lost it.
+                        // Keep asking: the coordinator issues a new one once
+                        // it has wiped the old (power cycle, new operation).
+                        tracing::warn!(node = %resp.node.uuid, "the coordinator issued the agent token to an earlier run; waiting for a new one");
+                        state.set_lookup(resp.node.clone(), resp.config.clone());
+                        Duration::from_secs(30).min(opts.lookup_max_interval)
+                    }
+                }
+            }
+            Err(e) if e.status() == Some(409) => {
+                let d = [5u64, 10, 30][conflicts.min(2)];
+                conflicts += 1;
+                tracing::info!(error = %e, "node locked by the coordinator; retrying");
+                Duration::from_secs(d).min(opts.lookup_max_interval.max(opts.lookup_interval))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, elapsed_s = started.elapsed().as_secs(), "lookup failed; retrying");
+                let d = delay
+                    .mul_f64(uniform(1.0, 2.0))
+                    .min(opts.lookup_max_interval);
+                delay = (delay * 2).min(opts.lookup_max_interval);
+                d
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Heartbeats until the coordinator stops accepting the token (or forgets
+/// the node); returns so that the caller looks up again.
+async fn heartbeat_loop(
+    client: &Client,
+    state: &AgentState,
+    node: &str,
+    callback: &str,
+    cert_pem: Option<&str>,
+    timeout: f64,
+) {
+    let mut rejected = 0u32;
+    loop {
+        let body = HeartbeatRequest {
+            callback_url: callback.to_string(),
+            agent_version: state.config.version.clone(),
+            agent_token: state.token(),
+            agent_verify_ca: cert_pem
+                .filter(|_| client.supports_verify_ca())
+                .map(str::to_string),
+        };
+        let next = match client.heartbeat(node, &body).await {
+            Ok(()) => {
+                rejected = 0;
+                tracing::debug!(node, "heartbeat accepted");
+                Duration::from_secs_f64(timeout * uniform(0.3, 0.6))
+            }
+            Err(e) => {
+                let status = e.status();
+                let token_problem = matches!(status, Some(400 | 401))
+                    && e.to_string().to_lowercase().contains("token");
+                if token_problem || status == Some(404) {
+                    rejected += 1;
+                    tracing::warn!(error = %e, rejected, "heartbeat rejected");
+                    if rejected >= 3 {
+                        tracing::info!(
+                            "the coordinator no longer accepts this agent's token; looking up again"
+                        );
+                        if token_problem {
+                            state.set_token(None);
+                        }
+                        return;
+                    }
+                } else {
+                    tracing::warn!(error = %e, "heartbeat failed");
+                }
+                Duration::from_secs_f64(5.0 * uniform(1.0, 2.0))
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(next) => {}
+            _ = state.heartbeat_now.notified() => {
+                tracing::debug!("a command finished: heartbeating now");
+            }
+        }
+    }
+}
+
+/// Runs the agent against a coordinator. Returns only on a setup error.
+pub async fn run(state: Arc<AgentState>, mut opts: RunOptions) -> Result<(), RunError> {
+    if opts.api_urls.is_empty() {
+        return Err(RunError::NoUrl);
+    }
+    let mut clients = opts
+        .api_urls
+        .iter()
+        .map(|u| Client::new(u, opts.ca_pem.as_deref(), opts.insecure))
+        .collect::<Result<Vec<_>, _>>()?;
+    if opts.macs.is_empty() {
+        let root = state.config.root.clone();
+        let inv = tokio::task::spawn_blocking(move || {
+            crate::inventory::collect(&crate::inventory::InventoryOptions {
+                root,
+                lldp_timeout: None,
+                bmc: false,
+            })
+        })
+        .await
+        .unwrap_or_default();
+        opts.macs = inv
+            .interfaces
+            .iter()
+            .map(|i| i.mac_address.clone())
+            .filter(|m| !m.is_empty())
+            .collect();
+    }
+    tracing::info!(macs = ?opts.macs, "hardware addresses for lookup");
+    let listener = TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: opts.listen,
+            source,
+        })?;
+    let port = opts.advertise_port.unwrap_or(
+        listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(opts.listen.port()),
+    );
+    let idx = discover(&mut clients, &opts).await;
+    clients.rotate_left(idx);
+    let client = &clients[0];
+    let use_tls = match opts.tls {
+        TlsMode::On => true,
+        TlsMode::Off => false,
+        TlsMode::Auto => client.supports_verify_ca(),
+    };
+    let host = match &opts.advertise_host {
+        Some(h) => h.clone(),
+        None => route_source(client.base())
+            .map(|ip| ip.to_string())
+            .unwrap_or_else(|| "127.0.0.1".into()),
+    };
+    let tls = if use_tls {
+        Some(api::tls::generate(&host)?)
+    } else {
+        None
+    };
+    let callback = callback_url(use_tls, &host, port);
+    tracing::info!(callback_url = %callback, tls = use_tls, "agent API listening");
+    tokio::spawn(api::serve(
+        listener,
+        tls.as_ref().map(|t| t.acceptor.clone()),
+        state.clone(),
+    ));
+    let cert_pem = tls.map(|t| t.cert_pem);
+    loop {
+        let resp = lookup(client, &state, &opts).await;
+        let timeout = resp
+            .config
+            .heartbeat_timeout
+            .filter(|t| *t > 0.0)
+            .unwrap_or(300.0);
+        heartbeat_loop(
+            client,
+            &state,
+            &resp.node.uuid,
+            &callback,
+            cert_pem.as_deref(),
+            timeout,
+        )
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callback_urls() {
+        assert_eq!(
+            callback_url(true, "10.0.0.5", 9999),
+            "https://10.0.0.5:9999"
+        );
+        assert_eq!(
+            callback_url(false, "fd00::5", 9999),
+            "http://[fd00::5]:9999"
+        );
+        assert_eq!(
+            route_source("http://127.0.0.1:6385"),
+            Some(IpAddr::from([127, 0, 0, 1]))
+        );
+    }
+}

@@ -1,0 +1,149 @@
+//! The agent's log: formatted lines on stderr (the kernel console as PID 1)
+//! and a bounded in-memory ring of the same lines, which
+//! `log.collect_system_logs` returns to the coordinator.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Lines kept at most.
+const MAX_LINES: usize = 20_000;
+/// Bytes kept at most.
+const MAX_BYTES: usize = 4 << 20;
+
+/// A shared ring buffer of log lines.
+#[derive(Debug, Clone, Default)]
+pub struct LogRing {
+    inner: Arc<Mutex<Ring>>,
+}
+
+#[derive(Debug, Default)]
+struct Ring {
+    lines: VecDeque<String>,
+    bytes: usize,
+    dropped: u64,
+}
+
+impl LogRing {
+    /// An empty ring.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a line, dropping the oldest ones beyond the limits.
+    pub fn push(&self, line: String) {
+        let Ok(mut r) = self.inner.lock() else { return };
+        r.bytes += line.len() + 1;
+        r.lines.push_back(line);
+        while r.lines.len() > MAX_LINES || r.bytes > MAX_BYTES {
+            match r.lines.pop_front() {
+                Some(old) => {
+                    r.bytes -= old.len() + 1;
+                    r.dropped += 1;
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// The whole ring as text, oldest first.
+    pub fn text(&self) -> String {
+        let Ok(r) = self.inner.lock() else {
+            return String::new();
+        };
+        let mut s = String::with_capacity(r.bytes + 64);
+        if r.dropped > 0 {
+            let _ = writeln!(s, "[{} older lines dropped]", r.dropped);
+        }
+        for l in &r.lines {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s
+    }
+}
+
+/// A `tracing` layer that formats events into the ring.
+#[derive(Debug, Clone)]
+pub struct RingLayer {
+    ring: LogRing,
+}
+
+struct LineVisitor<'a>(&'a mut String);
+
+impl Visit for LineVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            let _ = write!(self.0, " {value}");
+        } else {
+            let _ = write!(self.0, " {}={value:?}", field.name());
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.0, " {value:?}");
+        } else {
+            let _ = write!(self.0, " {}={value:?}", field.name());
+        }
+    }
+}
+
+impl<S: Subscriber> Layer<S> for RingLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut line = format!(
+            "{}.{:03} {:>5}",
+            now.as_secs(),
+            now.subsec_millis(),
+            event.metadata().level()
+        );
+        event.record(&mut LineVisitor(&mut line));
+        self.ring.push(line);
+    }
+}
+
+/// Installs the global subscriber: stderr plus the ring. `RUST_LOG`
+/// overrides `default_level`. Returns the ring.
+pub fn init(default_level: &str) -> LogRing {
+    let ring = LogRing::new();
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal());
+    let res = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(RingLayer { ring: ring.clone() })
+        .try_init();
+    if res.is_err() {
+        eprintln!("ingot-agent: a log subscriber was already installed");
+    }
+    ring
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_drops_oldest() {
+        let r = LogRing::new();
+        for i in 0..(MAX_LINES + 5) {
+            r.push(format!("line {i}"));
+        }
+        let t = r.text();
+        assert!(t.starts_with("[5 older lines dropped]\nline 5\n"));
+    }
+}
