@@ -254,13 +254,16 @@ fn measure(
     let zst_url = nginx.url(&name(&img.zst));
     let qcow2_url = nginx.url(&name(qcow2));
     let d = dev.as_os_str().to_owned();
-    let ingot = |url: &str, sha: &str| -> Vec<OsString> {
+    let ingot = |source: &str, sha: Option<&str>| -> Vec<OsString> {
         let mut v = vec![agent.as_os_str().to_owned()];
-        v.extend(os(&["write-image", "--source", url, "--device"]));
+        v.extend(os(&["write-image", "--source", source, "--device"]));
         v.push(d.clone());
-        v.extend(os(&["--checksum", &format!("sha256:{sha}")]));
+        if let Some(sha) = sha {
+            v.extend(os(&["--checksum", &format!("sha256:{sha}")]));
+        }
         v
     };
+    let raw_path = img.raw.to_string_lossy().into_owned();
     let naive = format!(
         "set -o pipefail; curl -s {raw_url} | tee >(sha256sum >/dev/null) \
          | dd of={} bs=4M oflag=direct iflag=fullblock status=none",
@@ -307,23 +310,35 @@ fn measure(
         Job::new(
             "ingot-raw",
             "**ingot write-image, raw, sha256**",
-            ingot(&raw_url, &img.raw_sha256),
+            ingot(&raw_url, Some(&img.raw_sha256)),
         ),
         Job::new(
             "ingot-zst",
             "ingot write-image, .zst, sha256",
-            ingot(&zst_url, &img.zst_sha256),
+            ingot(&zst_url, Some(&img.zst_sha256)),
         ),
         Job::new(
             "ingot-qcow2",
             "ingot write-image, .qcow2, sha256",
-            ingot(&qcow2_url, qcow2_sha),
+            ingot(&qcow2_url, Some(qcow2_sha)),
+        ),
+        // Diagnostics: what the checksum and what HTTP cost the raw deploy.
+        Job::new(
+            "ingot-raw-nosum",
+            "diagnostic: ingot raw, no checksum",
+            ingot(&raw_url, None),
+        ),
+        Job::new(
+            "ingot-raw-file",
+            "diagnostic: ingot raw from the local file, sha256",
+            ingot(&raw_path, Some(&img.raw_sha256)),
         ),
     ];
     for j in jobs.iter_mut().filter(|j| j.key.starts_with("ingot")) {
         j.agent = true;
     }
 
+    let load_at_start = load_average();
     warm(&[&img.raw, &img.zst, qcow2])?;
     // One untimed pass allocates the sparse backing file, so that no timed run
     // pays for it.
@@ -336,7 +351,7 @@ fn measure(
             let log = logs.join(format!("{}.{round}.log", job.key));
             let json = logs.join(format!("{}.{round}.json", job.key));
             let sample = timed(&job.argv, job.agent.then_some(json.as_path()), &log)?;
-            if job.agent {
+            if job.agent && job.argv.iter().any(|a| a == "--checksum") {
                 let summary = std::fs::read_to_string(&json)?;
                 if !summary.contains("\"verified\": true") {
                     bail!(
@@ -350,7 +365,8 @@ fn measure(
     }
 
     println!("\n==> read-back: each format onto a poisoned device, then cmp");
-    for job in jobs.iter().filter(|j| j.agent) {
+    let checked = ["ingot-raw", "ingot-zst", "ingot-qcow2"];
+    for job in jobs.iter().filter(|j| checked.contains(&j.key)) {
         poison(dev, img.raw_size)?;
         let log = logs.join(format!("{}.verify.log", job.key));
         let json = logs.join(format!("{}.verify.json", job.key));
@@ -366,10 +382,18 @@ fn measure(
         .with_context(|| format!("{}: the device does not match the image", job.key))?;
     }
 
-    Ok(report(&jobs, img, rounds))
+    Ok(report(&jobs, img, rounds, &load_at_start))
 }
 
-fn report(jobs: &[Job], img: &Image, rounds: usize) -> String {
+/// The 1-minute load average, to show how busy the machine was.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn report(jobs: &[Job], img: &Image, rounds: usize, load_at_start: &str) -> String {
     let get = |key: &str| jobs.iter().find(|j| j.key == key);
     let wall = |key: &str| get(key).map_or(f64::NAN, Job::wall);
     let date = util::output(Command::new("date").args(["-u", "+%Y-%m-%d"]))
@@ -392,14 +416,16 @@ fn report(jobs: &[Job], img: &Image, rounds: usize) -> String {
          Served by nginx (sendfile) on 127.0.0.1; written to a loop device \
          (`--direct-io=on`) over a sparse file. Median of {rounds} interleaved rounds; \
          GB/s is image bytes (10^9) per second; CPU and peak RSS are the median run's \
-         from `/usr/bin/time`.\n",
+         from `/usr/bin/time`. Load average (1 min) {load_at_start} at the start, {} at \
+         the end.\n",
         cpu_model(),
         img.describe(),
         if img.fat_esp {
             ", FAT32 ESP"
         } else {
             ", ESP left unformatted"
-        }
+        },
+        load_average()
     );
     md.push_str("| run | median | all runs (s) | GB/s | CPU user + sys | peak RSS |\n");
     md.push_str("|---|---|---|---|---|---|\n");
@@ -454,6 +480,18 @@ fn report(jobs: &[Job], img: &Image, rounds: usize) -> String {
             "",
         ),
         (
+            "diagnostic: ingot raw with sha256 ÷ without".into(),
+            format!("{:.2}×", raw / wall("ingot-raw-nosum")),
+            "—".into(),
+            "",
+        ),
+        (
+            "diagnostic: ingot raw over HTTP ÷ from the local file".into(),
+            format!("{:.2}×", raw / wall("ingot-raw-file")),
+            "—".into(),
+            "",
+        ),
+        (
             "ingot .zst ÷ ingot raw".into(),
             format!("{:.2}×", wall("ingot-zst") / raw),
             "—".into(),
@@ -496,7 +534,7 @@ fn report(jobs: &[Job], img: &Image, rounds: usize) -> String {
     }
     let _ = writeln!(
         md,
-        "\nRead-back: each format was written once more onto a device first filled with \
+        "\nRead-back: each format (raw, .zst, .qcow2; not the diagnostics) was written once more onto a device first filled with \
          0xA5, and `cmp` found the device equal to the raw image ({:.0} MiB compared each time).",
         img.raw_size as f64 / MIB
     );
