@@ -124,6 +124,18 @@ fn check_gpt_wipe(target: &str, image: &Path, parts: &[(u64, u64)], expected: &[
             expected[i]
         );
     }
+    let before = leftovers(image, parts, expected);
+    for name in expected.iter().filter(|n| **n != "vfat" && **n != "swap") {
+        let copies = before
+            .iter()
+            .filter(|l| l.starts_with(&format!("{name}@")))
+            .count();
+        // The primary and at least one copy (LUKS: one hit in each of its two partitions).
+        assert!(
+            copies >= 2,
+            "fixture: {name} should have copies: {before:?}"
+        );
+    }
     let (ok, report, out) = wipe(&["--mode", "metadata", "--device", target]);
     let d = only(&report);
     assert!(ok, "{d:#?}\n{}", String::from_utf8_lossy(&out.stderr));
@@ -147,6 +159,8 @@ fn check_gpt_wipe(target: &str, image: &Path, parts: &[(u64, u64)], expected: &[
     assert!(v.passed && v.signatures_left.is_empty(), "{v:?}");
     assert_clean(image, parts);
     assert_eq!(read_at(image, mid, marker.len()), marker);
+    let left = leftovers(image, parts, expected);
+    assert!(left.is_empty(), "left after the wipe: {left:?}");
     // First and last MiB are zero.
     let size = std::fs::metadata(image).unwrap().len();
     assert!(read_at(image, 0, MIB as usize).iter().all(|&b| b == 0));
@@ -155,6 +169,44 @@ fn check_gpt_wipe(target: &str, image: &Path, parts: &[(u64, u64)], expected: &[
             .iter()
             .all(|&b| b == 0)
     );
+}
+
+/// Beyond what blkid probes: superblock copies a repair tool could use
+/// (ext4 backups, XFS secondary superblocks, btrfs mirrors), and LUKS key
+/// material (headers and key slots up to the data offset: 2 MiB for LUKS1
+/// here, 16 MiB for LUKS2). Returns what is left, as "name@offset".
+fn leftovers(image: &Path, parts: &[(u64, u64)], expected: &[&str]) -> Vec<String> {
+    let mut left = Vec::new();
+    for (i, name) in expected.iter().enumerate() {
+        let (off, len) = parts[i];
+        let data = read_at(image, off, len as usize);
+        let hits: Vec<usize> = match *name {
+            // ext4 (1 KiB blocks here): magic 0xEF53 at 0x38 of a 1 KiB block.
+            "ext4" => (0..data.len() / 1024)
+                .map(|b| b * 1024)
+                .filter(|&o| data[o + 0x38..o + 0x3a] == [0x53, 0xef])
+                .collect(),
+            "xfs" => (0..data.len() / 512)
+                .map(|s| s * 512)
+                .filter(|&o| &data[o..o + 4] == b"XFSB")
+                .collect(),
+            "btrfs" => (0..data.len() / 4096)
+                .map(|b| b * 4096)
+                .filter(|&o| &data[o + 0x40..o + 0x48] == b"_BHRfS_M")
+                .collect(),
+            "crypto_LUKS" => {
+                let keys = if i == 5 { 16 << 20 } else { 2 << 20 };
+                data[..keys]
+                    .iter()
+                    .position(|&b| b != 0)
+                    .into_iter()
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        left.extend(hits.iter().map(|h| format!("{name}@{}", off + *h as u64)));
+    }
+    left
 }
 
 #[test]

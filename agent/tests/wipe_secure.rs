@@ -165,3 +165,48 @@ fn several_devices_in_parallel_one_failing() {
     assert!(!missing.exists(), "wipe must never create a file");
     assert!(all_zero(&a) && all_zero(&b));
 }
+
+#[test]
+fn method_selection_on_a_loop_device() {
+    if !common::privileged("method_selection_on_a_loop_device") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lo = common::LoopDev::new(dir.path(), "disk.img", 32 * MIB, false);
+    let dev = lo.path.to_str().unwrap();
+    // Overwrite selected but not allowed: nothing runs, nothing is touched.
+    fill_random(&lo.backing, 32 * MIB);
+    let (ok, report, _) = wipe(&["--device", dev, "--method", "overwrite"]);
+    let d = only(&report);
+    assert!(!ok && d.method.is_none());
+    let discard = d
+        .skipped
+        .iter()
+        .find(|s| s.method == WipeMethod::DiscardZeroOut)
+        .unwrap();
+    assert!(discard.reason.contains("not selected"), "{discard:?}");
+    assert!(!all_zero(&lo.backing));
+    // Selected and allowed: a verified overwrite with its pass timings.
+    let (ok, report, _) = wipe(&[
+        "--device",
+        dev,
+        "--method",
+        "overwrite",
+        "--allow-overwrite-fallback",
+        "--passes",
+        "1",
+    ]);
+    let d = only(&report);
+    assert!(ok, "{d:#?}");
+    assert_eq!(d.method, Some(WipeMethod::Overwrite));
+    assert_eq!(d.pass_seconds.len(), 2);
+    assert_eq!(d.bytes, 64 * MIB);
+    assert!(all_zero(&lo.backing));
+    // An unknown method is a usage error.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ingot-agent"))
+        .args(["wipe", "--device", dev, "--method", "shred"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown method"));
+}
