@@ -5,13 +5,16 @@
 //! issues land.
 
 pub mod api;
+pub mod cmdline;
 pub mod configdrive;
 pub mod coordinator;
 pub mod hints;
+pub mod init;
 pub mod inventory;
 pub mod ipa;
+pub mod logging;
 pub mod logring;
+pub mod net;
 pub mod random;
 pub mod state;
-pub mod logging;
 pub mod wipe;

@@ -28,11 +28,17 @@ enum Command {
     Inventory(cmd::inventory::InventoryArgs),
     /// Run the agent against a coordinator (lookup, heartbeat, agent API).
     Run(cmd::run::RunArgs),
+    /// Bring the network up as init does (DHCP or ip=) and print the leases.
+    Net(cmd::net::NetArgs),
     /// Erase named disks (metadata or secure), verify, and report per disk.
     Wipe(cmd::wipe::WipeArgs),
 }
 
 fn main() -> std::process::ExitCode {
+    // As PID 1 (or started as /init) the agent is the ramdisk's init.
+    if ingot_agent::init::is_init() {
+        ingot_agent::init::main();
+    }
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Run(_)) {
         ingot_agent::logging::init(&cli.log_level);
@@ -41,6 +47,7 @@ fn main() -> std::process::ExitCode {
         Command::WriteImage(args) => cmd::write_image::run(args),
         Command::Inventory(args) => cmd::inventory::run(args),
         Command::Run(args) => cmd::run::run(args, &cli.log_level),
+        Command::Net(args) => cmd::net::run(args),
         Command::Wipe(args) => cmd::wipe::run(args),
     };
     match result {

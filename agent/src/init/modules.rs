@@ -1,0 +1,331 @@
+//! Kernel module loading as udev's coldplug does it: read every `modalias`
+//! under `/sys/devices`, match them against `modules.alias`, and load each
+//! matching module after its dependencies from `modules.dep`, through
+//! `finit_module(2)`. Repeated until no new module loads, since loading a
+//! bus driver (virtio_pci) makes new devices (virtio0…) appear.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// `MODULE_INIT_COMPRESSED_FILE`: the kernel decompresses (Linux ≥ 6.6).
+const MODULE_INIT_COMPRESSED_FILE: libc::c_uint = 4;
+
+/// The module database of one kernel.
+#[derive(Debug, Default)]
+pub struct ModuleDb {
+    dir: PathBuf,
+    aliases: Vec<(String, String)>,
+    deps: HashMap<String, (String, Vec<String>)>,
+    builtin: HashSet<String>,
+}
+
+/// `foo-bar` and `foo_bar` are the same module.
+pub fn normalize(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+fn module_name(path: &str) -> String {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    let base = base.split(".ko").next().unwrap_or(base);
+    normalize(base)
+}
+
+impl ModuleDb {
+    /// Reads `modules.alias`, `modules.dep` and `modules.builtin` of `dir`
+    /// (e.g. `/lib/modules/6.1.0-28-amd64`). Missing files give an empty db.
+    pub fn load(dir: &Path) -> Self {
+        let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap_or_default();
+        Self::parse(
+            dir,
+            &read("modules.alias"),
+            &read("modules.dep"),
+            &read("modules.builtin"),
+        )
+    }
+
+    /// Builds the db from file contents.
+    pub fn parse(dir: &Path, alias: &str, dep: &str, builtin: &str) -> Self {
+        let aliases = alias
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next()? == "alias").then_some(())?;
+                Some((w.next()?.to_string(), normalize(w.next()?)))
+            })
+            .collect();
+        let deps = dep
+            .lines()
+            .filter_map(|l| {
+                let (m, d) = l.split_once(':')?;
+                let deps = d.split_whitespace().map(module_name).collect();
+                Some((module_name(m), (m.trim().to_string(), deps)))
+            })
+            .collect();
+        let builtin = builtin.lines().map(module_name).collect();
+        Self {
+            dir: dir.to_path_buf(),
+            aliases,
+            deps,
+            builtin,
+        }
+    }
+
+    /// Modules whose alias patterns match `modalias`.
+    pub fn lookup(&self, modalias: &str) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .aliases
+            .iter()
+            .filter(|(pat, _)| glob_match(pat.as_bytes(), modalias.as_bytes()))
+            .map(|(_, m)| m.clone())
+            .filter(|m| !self.builtin.contains(m))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// `module` and its dependencies, dependencies first.
+    pub fn load_order(&self, module: &str) -> Vec<String> {
+        fn visit(db: &ModuleDb, m: &str, seen: &mut HashSet<String>, out: &mut Vec<String>) {
+            if !seen.insert(m.to_string()) {
+                return;
+            }
+            if let Some((_, deps)) = db.deps.get(m) {
+                // modules.dep lists the nearest dependency first; load from the end.
+                for d in deps.iter().rev() {
+                    visit(db, d, seen, out);
+                }
+            }
+            out.push(m.to_string());
+        }
+        let mut out = Vec::new();
+        visit(self, &normalize(module), &mut HashSet::new(), &mut out);
+        out
+    }
+
+    fn path_of(&self, module: &str) -> Option<PathBuf> {
+        self.deps.get(module).map(|(p, _)| self.dir.join(p))
+    }
+}
+
+/// fnmatch(3) without flags: `*`, `?` and `[...]` classes.
+pub fn glob_match(pat: &[u8], s: &[u8]) -> bool {
+    let (mut p, mut i) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while i < s.len() {
+        if p < pat.len() {
+            match pat[p] {
+                b'*' => {
+                    star = Some(p);
+                    mark = i;
+                    p += 1;
+                    continue;
+                }
+                b'?' => {
+                    p += 1;
+                    i += 1;
+                    continue;
+                }
+                b'[' => {
+                    if let Some((ok, len)) = class_match(&pat[p..], s[i]) {
+                        if ok {
+                            p += len;
+                            i += 1;
+                            continue;
+                        }
+                    } else if s[i] == b'[' {
+                        p += 1;
+                        i += 1;
+                        continue;
+                    }
+                }
+                c if c == s[i] => {
+                    p += 1;
+                    i += 1;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        match star {
+            Some(sp) => {
+                p = sp + 1;
+                mark += 1;
+                i = mark;
+            }
+            None => return false,
+        }
+    }
+    pat[p..].iter().all(|c| *c == b'*')
+}
+
+/// Matches one character against a `[...]` class; returns (matched, class length).
+fn class_match(pat: &[u8], c: u8) -> Option<(bool, usize)> {
+    let mut i = 1;
+    let negate = matches!(pat.get(1), Some(b'!' | b'^'));
+    if negate {
+        i += 1;
+    }
+    let mut matched = false;
+    let mut first = true;
+    while i < pat.len() {
+        if pat[i] == b']' && !first {
+            return Some((matched != negate, i + 1));
+        }
+        first = false;
+        if i + 2 < pat.len() && pat[i + 1] == b'-' && pat[i + 2] != b']' {
+            if (pat[i]..=pat[i + 2]).contains(&c) {
+                matched = true;
+            }
+            i += 3;
+        } else {
+            if pat[i] == c {
+                matched = true;
+            }
+            i += 1;
+        }
+    }
+    None
+}
+
+/// Every `modalias` value under `sys/devices` of `root`.
+pub fn modaliases(root: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![root.join("sys/devices")];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() && e.file_name() == "modalias" {
+                if let Ok(s) = std::fs::read_to_string(e.path()) {
+                    let s = s.trim();
+                    if !s.is_empty() {
+                        out.insert(s.to_string());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Loads one module file through finit_module(2).
+fn finit(path: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path)?;
+    let compressed = path.extension().is_some_and(|e| e != "ko");
+    let flags = if compressed {
+        MODULE_INIT_COMPRESSED_FILE
+    } else {
+        0
+    };
+    // SAFETY: a valid fd, an empty NUL-terminated parameter string and flags.
+    let r = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), c"".as_ptr(), flags) };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EEXIST) {
+        return Ok(());
+    }
+    Err(e)
+}
+
+/// Loads the modules the hardware under `root` needs (coldplug). Returns
+/// the modules loaded, in order.
+pub fn coldplug(db: &ModuleDb, root: &Path) -> Vec<String> {
+    let mut loaded: Vec<String> = Vec::new();
+    let mut tried: HashSet<String> = HashSet::new();
+    for round in 0..4 {
+        let mut new = 0;
+        for alias in modaliases(root) {
+            for m in db.lookup(&alias) {
+                for dep in db.load_order(&m) {
+                    if !tried.insert(dep.clone()) {
+                        continue;
+                    }
+                    let Some(path) = db.path_of(&dep) else {
+                        continue;
+                    };
+                    match finit(&path) {
+                        Ok(()) => {
+                            tracing::info!(module = %dep, alias = %alias, "module loaded");
+                            loaded.push(dep);
+                            new += 1;
+                        }
+                        Err(e) => tracing::warn!(module = %dep, error = %e, "module not loaded"),
+                    }
+                }
+            }
+        }
+        tracing::debug!(round, new, "coldplug round");
+        if new == 0 {
+            break;
+        }
+        // Devices of newly bound buses appear asynchronously.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    loaded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match(
+            b"pci:v00001AF4d00001000sv*sd*bc*sc*i*",
+            b"pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00"
+        ));
+        assert!(glob_match(
+            b"virtio:d00000001v*",
+            b"virtio:d00000001v00001AF4"
+        ));
+        assert!(!glob_match(
+            b"virtio:d00000002v*",
+            b"virtio:d00000001v00001AF4"
+        ));
+        assert!(glob_match(b"a[0-9]?c", b"a5xc"));
+        assert!(!glob_match(b"a[!0-9]c", b"a5c"));
+    }
+
+    #[test]
+    fn dependencies_first() {
+        let db = ModuleDb::parse(
+            Path::new("/lib/modules/x"),
+            "alias virtio:d00000001v* virtio_net\nalias pci:v00001AF4d* virtio_pci\n",
+            "kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko\n\
+             kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko\n\
+             kernel/net/core/failover.ko:\n\
+             kernel/drivers/virtio/virtio_pci.ko:\n",
+            "kernel/drivers/virtio/virtio.ko\n",
+        );
+        assert_eq!(db.lookup("virtio:d00000001v00001AF4"), vec!["virtio_net"]);
+        assert_eq!(
+            db.load_order("virtio_net"),
+            vec!["failover", "net_failover", "virtio_net"]
+        );
+        assert_eq!(
+            db.path_of("failover"),
+            Some(PathBuf::from("/lib/modules/x/kernel/net/core/failover.ko"))
+        );
+    }
+
+    #[test]
+    fn finds_modaliases_in_a_fixture() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("sys/devices/pci0000:00/0000:00:02.0");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join("modalias"),
+            "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00\n",
+        )
+        .unwrap();
+        assert_eq!(modaliases(dir.path()).len(), 1);
+    }
+}
