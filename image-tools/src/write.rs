@@ -74,7 +74,7 @@ impl WriteOptions {
             format: FormatChoice::Auto,
             target_is_zeroed: false,
             source_options: SourceOptions::default(),
-            buffer_size: 2 << 20,
+            buffer_size: 1 << 20,
             buffers: 8,
         }
     }
