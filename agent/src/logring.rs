@@ -115,13 +115,19 @@ impl<S: Subscriber> Layer<S> for RingLayer {
 /// Installs the global subscriber: stderr plus the ring. `RUST_LOG`
 /// overrides `default_level`. Returns the ring.
 pub fn init(default_level: &str) -> LogRing {
+    init_with(default_level, std::io::stderr().is_terminal())
+}
+
+/// As [`init`], choosing whether stderr gets ANSI colours (never on the
+/// kernel console: serial logs must stay plain text).
+pub fn init_with(default_level: &str, ansi: bool) -> LogRing {
     let ring = LogRing::new();
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_ansi(ansi);
     let res = tracing_subscriber::registry()
         .with(filter)
         .with(fmt)

@@ -117,7 +117,7 @@ pub fn main() -> ! {
     mounts::mount_api_filesystems();
     open_console();
     let params = cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
-    let logs = crate::logring::init(if params.debug { "debug" } else { "info" });
+    let logs = crate::logring::init_with(if params.debug { "debug" } else { "info" }, false);
     let timeout = params.reboot_timeout.unwrap_or(DEFAULT_REBOOT_TIMEOUT);
     install_panic_hook(timeout);
     tracing::info!(version = %crate::state::agent_version(), "ingot-agent starting as init");
