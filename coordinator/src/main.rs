@@ -1,15 +1,80 @@
-//! `ingot-coordinator`: the Ironic-compatible API, state machine, power, boot and
-//! image serving. The daemon arrives with its issue; until then the binary only
-//! says so.
+//! `ingot-coordinator serve [--config <file.toml>] [--listen <addr:port>] [--database <url>]`
 
-use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
-/// Ingot's coordinator daemon.
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ingot_coordinator::config::Config;
+use ingot_coordinator::power::PowerDrivers;
+
+/// Ingot's coordinator: an Ironic-compatible bare-metal API.
 #[derive(Debug, Parser)]
 #[command(version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the API and the conductor.
+    Serve {
+        /// TOML configuration file (see docs/coordinator.md).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on (default 127.0.0.1:6385).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Database URL: sqlite:///abs/path.db, sqlite://rel.db or postgres://user@host/db
+        /// (default: sqlite://ingot-coordinator.db in the working directory).
+        #[arg(long)]
+        database: Option<String>,
+    },
+}
 
 fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    anyhow::bail!("ingot-coordinator: the daemon is not built yet (see the coordinator issue)")
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            database,
+        } => {
+            let mut cfg = match config {
+                Some(p) => Config::from_file(&p)?,
+                None => Config::default(),
+            };
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            if let Some(d) = database {
+                cfg.database = d;
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            rt.block_on(async move {
+                let running = ingot_coordinator::server::start(cfg, PowerDrivers::default())
+                    .await
+                    .context("starting the coordinator")?;
+                tokio::select! {
+                    r = running.wait() => r.context("serving the API")?,
+                    _ = tokio::signal::ctrl_c() => {
+                        tracing::info!("interrupted, shutting down");
+                    }
+                }
+                anyhow::Ok(())
+            })
+        }
+    }
 }

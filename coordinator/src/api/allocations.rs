@@ -1,0 +1,305 @@
+//! `/v1/allocations`: a node picked by resource class, traits and candidate
+//! list, reserved by setting its `instance_uuid` and `allocation_uuid` with
+//! the same compare-and-swap as a Nova reservation (so two allocations, or an
+//! allocation and Nova, never get the same node).
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use serde_json::{Map, Value};
+
+use super::{ApiError, AppState, Ctx, empty, json_response, parse_object, patch};
+use crate::db::UpdateError;
+use crate::model::{Allocation, is_uuid, new_uuid, now_iso};
+use crate::state::ProvisionState;
+
+async fn find(st: &AppState, ident: &str) -> Result<Allocation, ApiError> {
+    st.conductor
+        .db()
+        .get_allocation(ident)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Allocation {ident} could not be found.")))
+}
+
+/// Picks and reserves a node; sets `state` to `active` or `error`.
+async fn allocate(st: &AppState, a: &mut Allocation) -> Result<(), ApiError> {
+    let nodes = st.conductor.db().list_nodes().await?;
+    let mut candidates: Vec<_> = nodes
+        .into_iter()
+        .filter(|n| {
+            n.provision_state == ProvisionState::Available
+                && !n.maintenance
+                && !n.retired
+                && n.instance_uuid.is_none()
+                && n.allocation_uuid.is_none()
+                && a.resource_class
+                    .as_deref()
+                    .is_none_or(|rc| n.resource_class.as_deref() == Some(rc))
+                && a.traits.iter().all(|t| n.traits.contains(t))
+                && (a.candidate_nodes.is_empty()
+                    || a.candidate_nodes
+                        .iter()
+                        .any(|c| *c == n.uuid || Some(c) == n.name.as_ref()))
+        })
+        .collect();
+    // Prefer a node whose name is the allocation's name (as Ironic does).
+    candidates.sort_by_key(|n| n.name.is_none() || n.name != a.name);
+    for node in candidates {
+        let auuid = a.uuid.clone();
+        let r = st
+            .conductor
+            .db()
+            .update_node(&node.uuid, |n| {
+                if n.instance_uuid.is_some()
+                    || n.allocation_uuid.is_some()
+                    || n.reservation.is_some()
+                    || n.provision_state != ProvisionState::Available
+                {
+                    return Err(());
+                }
+                n.allocation_uuid = Some(auuid.clone());
+                n.instance_uuid = Some(auuid.clone());
+                Ok(())
+            })
+            .await;
+        match r {
+            Ok(n) => {
+                a.node_uuid = Some(n.uuid);
+                a.state = "active".into();
+                a.last_error = None;
+                return Ok(());
+            }
+            Err(UpdateError::Refused(()))
+            | Err(UpdateError::Db(crate::db::DbError::Conflict(_))) => continue,
+            Err(UpdateError::Db(e)) => return Err(e.into()),
+        }
+    }
+    a.state = "error".into();
+    a.last_error = Some(format!(
+        "Failed to process allocation {}: no available nodes match the resource class {}{}.",
+        a.uuid,
+        a.resource_class.clone().unwrap_or_default(),
+        if a.traits.is_empty() {
+            String::new()
+        } else {
+            format!(" and traits {}", a.traits.join(", "))
+        }
+    ));
+    Ok(())
+}
+
+/// `POST /v1/allocations`
+pub async fn create(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if !ctx.version.at_least(52) {
+        return Err(ApiError::not_acceptable(
+            "Allocations need API version 1.52 or later.",
+        ));
+    }
+    let obj = parse_object(
+        &body,
+        "allocation",
+        &[
+            "uuid",
+            "name",
+            "resource_class",
+            "traits",
+            "candidate_nodes",
+            "extra",
+            "owner",
+            "node",
+        ],
+    )?;
+    if obj.contains_key("node") {
+        return Err(ApiError::bad_request(
+            "Backfilling allocations (node) is not supported by this coordinator.",
+        ));
+    }
+    let mut a: Allocation = serde_json::from_value(Value::Object(obj)).map_err(|e| {
+        ApiError::bad_request(format!("Invalid input for field/attribute allocation: {e}"))
+    })?;
+    if a.resource_class.as_deref().is_none_or(str::is_empty) {
+        return Err(ApiError::bad_request(
+            "Invalid input for field/attribute allocation. Value: 'resource_class' is a required property",
+        ));
+    }
+    if a.uuid.is_empty() {
+        a.uuid = new_uuid();
+    } else if !is_uuid(&a.uuid) {
+        return Err(ApiError::bad_request(format!(
+            "Expected a UUID but received {}.",
+            a.uuid
+        )));
+    }
+    if let Some(n) = &a.name {
+        super::nodes::validate_name(n)?;
+    }
+    for c in &a.candidate_nodes {
+        if st.conductor.db().get_node(c).await?.is_none() {
+            return Err(ApiError::bad_request(format!(
+                "Node {c} could not be found."
+            )));
+        }
+    }
+    a.state = "allocating".into();
+    a.created_at = Some(now_iso());
+    st.conductor
+        .db()
+        .insert_allocation(&a)
+        .await
+        .map_err(|e| match e {
+            crate::db::DbError::Conflict(_) => ApiError::conflict(format!(
+                "An allocation with name {} already exists.",
+                a.name.clone().unwrap_or_else(|| a.uuid.clone())
+            )),
+            e => e.into(),
+        })?;
+    allocate(&st, &mut a).await?;
+    a.updated_at = Some(now_iso());
+    st.conductor.db().update_allocation(&a).await?;
+    let mut resp = json_response(StatusCode::CREATED, &Value::Object(a.to_api(&ctx.base)));
+    if let Ok(v) = HeaderValue::from_str(&format!("{}/v1/allocations/{}", ctx.base, a.uuid)) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+/// `GET /v1/allocations`
+pub async fn list(State(st): State<AppState>, ctx: Ctx) -> Result<Response, ApiError> {
+    let node = match ctx.param("node") {
+        Some(n) => Some(super::nodes::find(&st, n).await?.uuid),
+        None => None,
+    };
+    let items: Vec<Map<String, Value>> = st
+        .conductor
+        .db()
+        .list_allocations()
+        .await?
+        .iter()
+        .filter(|a| {
+            node.as_ref()
+                .is_none_or(|n| a.node_uuid.as_ref() == Some(n))
+        })
+        .filter(|a| ctx.param("state").is_none_or(|s| a.state == s))
+        .filter(|a| {
+            ctx.param("resource_class")
+                .is_none_or(|r| a.resource_class.as_deref() == Some(r))
+        })
+        .filter(|a| {
+            ctx.param("owner")
+                .is_none_or(|o| a.owner.as_deref() == Some(o))
+        })
+        .map(|a| a.to_api(&ctx.base))
+        .collect();
+    let known: Vec<String> = Allocation::default().to_api("").keys().cloned().collect();
+    let body = super::collection::page(
+        &ctx,
+        "allocations",
+        "/v1/allocations",
+        items,
+        &known,
+        None,
+        true,
+    )?;
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// `GET /v1/allocations/{ident}`
+pub async fn show(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(ident): Path<String>,
+) -> Result<Response, ApiError> {
+    let a = find(&st, &ident).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &Value::Object(a.to_api(&ctx.base)),
+    ))
+}
+
+/// `PATCH /v1/allocations/{ident}`: `name`, `extra` and `owner` only.
+pub async fn update(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(ident): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let ops = patch::parse(&body)?;
+    if let Some(op) = ops
+        .iter()
+        .find(|o| !["name", "extra", "owner"].contains(&o.root().as_str()))
+    {
+        return Err(ApiError::bad_request(format!(
+            "'{}' can not be updated on an allocation",
+            op.path
+        )));
+    }
+    let a = find(&st, &ident).await?;
+    let mut doc = match serde_json::to_value(&a) {
+        Ok(Value::Object(m)) => m,
+        _ => return Err(ApiError::internal("allocation does not serialize")),
+    };
+    patch::apply(&mut doc, &ops, |f| {
+        if f == "extra" {
+            Value::Object(Map::new())
+        } else {
+            Value::Null
+        }
+    })?;
+    let mut updated: Allocation = serde_json::from_value(Value::Object(doc))
+        .map_err(|e| ApiError::bad_request(format!("Invalid input for field/attribute: {e}")))?;
+    if let Some(n) = &updated.name {
+        super::nodes::validate_name(n)?;
+    }
+    updated.updated_at = Some(now_iso());
+    st.conductor.db().update_allocation(&updated).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &Value::Object(updated.to_api(&ctx.base)),
+    ))
+}
+
+/// `DELETE /v1/allocations/{ident}`: frees the node unless it is deployed.
+pub async fn delete(
+    State(st): State<AppState>,
+    Path(ident): Path<String>,
+) -> Result<Response, ApiError> {
+    let a = find(&st, &ident).await?;
+    if let Some(node_uuid) = &a.node_uuid {
+        let auuid = a.uuid.clone();
+        let r = st
+            .conductor
+            .db()
+            .update_node(node_uuid, |n| {
+                if n.allocation_uuid.as_deref() != Some(auuid.as_str()) {
+                    return Ok(());
+                }
+                if !matches!(
+                    n.provision_state,
+                    ProvisionState::Available | ProvisionState::Manageable | ProvisionState::Enroll
+                ) && !n.maintenance
+                {
+                    return Err(ApiError::conflict(format!(
+                        "Cannot remove allocation {auuid} of node {} in state \"{}\"; undeploy it first.",
+                        n.uuid, n.provision_state
+                    )));
+                }
+                n.allocation_uuid = None;
+                if n.instance_uuid.as_deref() == Some(auuid.as_str()) {
+                    n.instance_uuid = None;
+                }
+                Ok(())
+            })
+            .await;
+        match r {
+            Ok(_) | Err(UpdateError::Db(crate::db::DbError::NotFound(_))) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    st.conductor.db().delete_allocation(&a.uuid).await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}

@@ -1,0 +1,179 @@
+//! Collections: `fields`, sorting, `limit`/`marker` pagination and the `next` link.
+
+use std::cmp::Ordering;
+
+use serde_json::{Map, Value, json};
+
+use super::{ApiError, Ctx};
+
+/// Ironic's `[api]max_limit`.
+pub const MAX_LIMIT: usize = 1000;
+
+/// Parses `fields=a,b` against the known field names.
+pub fn fields(ctx: &Ctx, known: &[String]) -> Result<Option<Vec<String>>, ApiError> {
+    let Some(raw) = ctx.param("fields") else {
+        return Ok(None);
+    };
+    if !ctx.version.at_least(8) {
+        return Err(ApiError::not_acceptable(
+            "The fields parameter requires API version 1.8 or later.",
+        ));
+    }
+    let list: Vec<String> = raw
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let bad: Vec<&str> = list
+        .iter()
+        .filter(|f| !known.contains(f))
+        .map(String::as_str)
+        .collect();
+    if !bad.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "Field(s) \"{}\" are not valid",
+            bad.join(", ")
+        )));
+    }
+    Ok(Some(list))
+}
+
+/// Keeps only `fields` of an object.
+pub fn project(mut obj: Map<String, Value>, fields: &[String]) -> Map<String, Value> {
+    obj.retain(|k, _| fields.iter().any(|f| f == k));
+    obj
+}
+
+fn rank(v: &Value) -> u8 {
+    match v {
+        Value::Null => 0,
+        Value::Bool(_) => 1,
+        Value::Number(_) => 2,
+        Value::String(_) => 3,
+        Value::Array(_) => 4,
+        Value::Object(_) => 5,
+    }
+}
+
+/// Orders JSON values: null first, then booleans, numbers, strings.
+pub fn cmp_values(a: &Value, b: &Value) -> Ordering {
+    match (a, b) {
+        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+        (Value::Number(x), Value::Number(y)) => x
+            .as_f64()
+            .unwrap_or(0.0)
+            .partial_cmp(&y.as_f64().unwrap_or(0.0))
+            .unwrap_or(Ordering::Equal),
+        (Value::String(x), Value::String(y)) => x.cmp(y),
+        _ => rank(a).cmp(&rank(b)),
+    }
+}
+
+/// Sorts, pages and projects full API objects; returns the collection body
+/// under `key`, with `next` when the page is full.
+pub fn page(
+    ctx: &Ctx,
+    key: &str,
+    path: &str,
+    mut items: Vec<Map<String, Value>>,
+    known: &[String],
+    default_fields: Option<&[&str]>,
+    detail: bool,
+) -> Result<Value, ApiError> {
+    let fields = fields(ctx, known)?;
+    if detail && fields.is_some() {
+        return Err(ApiError::bad_request(
+            "Can not specify ?detail=True and fields in the same request.",
+        ));
+    }
+    let limit = match ctx.param("limit") {
+        None => MAX_LIMIT,
+        Some(l) => match l.parse::<i64>() {
+            Ok(n) if n > 0 => usize::try_from(n).unwrap_or(MAX_LIMIT).min(MAX_LIMIT),
+            Ok(0) => MAX_LIMIT,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "Limit must be positive: {l}"
+                )));
+            }
+        },
+    };
+    let sort_key = ctx.param("sort_key").unwrap_or("id");
+    let desc = match ctx.param("sort_dir").unwrap_or("asc") {
+        "asc" => false,
+        "desc" => true,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid sort direction: {other}. Acceptable values are 'asc' or 'desc'"
+            )));
+        }
+    };
+    if sort_key != "id" {
+        if !known.iter().any(|k| k == sort_key) {
+            return Err(ApiError::bad_request(format!(
+                "The sort_key value \"{sort_key}\" is an invalid field for sorting"
+            )));
+        }
+        items.sort_by(|a, b| {
+            cmp_values(
+                a.get(sort_key).unwrap_or(&Value::Null),
+                b.get(sort_key).unwrap_or(&Value::Null),
+            )
+        });
+    }
+    if desc {
+        items.reverse();
+    }
+    if let Some(marker) = ctx.param("marker") {
+        let pos = items
+            .iter()
+            .position(|i| i.get("uuid").and_then(Value::as_str) == Some(marker))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("Invalid marker: {marker} could not be found"))
+            })?;
+        items.drain(..=pos);
+    }
+    let full = items.len() > limit;
+    items.truncate(limit);
+    let last = items
+        .last()
+        .and_then(|i| i.get("uuid"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let shown: Vec<Value> = items
+        .into_iter()
+        .map(|i| {
+            Value::Object(match (&fields, detail, default_fields) {
+                (Some(f), _, _) => project(i, f),
+                (None, false, Some(d)) => {
+                    let d: Vec<String> = d.iter().map(|s| (*s).to_owned()).collect();
+                    project(i, &d)
+                }
+                _ => i,
+            })
+        })
+        .collect();
+    let mut body = Map::new();
+    body.insert(key.to_owned(), Value::Array(shown));
+    if full
+        || (ctx.param("limit").is_some()
+            && last.is_some()
+            && body[key].as_array().is_some_and(|a| a.len() == limit))
+    {
+        if let Some(last) = last {
+            let mut q: Vec<(String, String)> = ctx
+                .query
+                .iter()
+                .filter(|(k, _)| k != "marker" && k != "limit")
+                .cloned()
+                .collect();
+            q.push(("limit".into(), limit.to_string()));
+            q.push(("marker".into(), last));
+            let qs: String = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(q)
+                .finish();
+            body.insert("next".into(), json!(format!("{}{path}?{qs}", ctx.base)));
+        }
+    }
+    Ok(Value::Object(body))
+}

@@ -1,0 +1,110 @@
+//! Ironic's error envelope: `{"error_message": "<JSON string>"}` where the
+//! string holds `{"faultcode": "Client"|"Server", "faultstring": …, "debuginfo": null}`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::conductor::ConductorError;
+use crate::db::{DbError, UpdateError};
+
+/// An API error, rendered in Ironic's envelope.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{status}: {message}")]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// The faultstring.
+    pub message: String,
+}
+
+impl ApiError {
+    /// Any status.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+    /// 400.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+    /// 409.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, message)
+    }
+    /// 406 for a feature newer than the requested microversion.
+    pub fn not_acceptable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_ACCEPTABLE, message)
+    }
+    /// 500.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+    /// 404 for a node.
+    pub fn node_not_found(ident: &str) -> Self {
+        Self::not_found(format!("Node {ident} could not be found."))
+    }
+    /// 409 NodeLocked.
+    pub fn node_locked(uuid: &str, host: &str) -> Self {
+        Self::conflict(format!(
+            "Node {uuid} is locked by host {host}, please retry after the current operation is completed."
+        ))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let faultcode = if self.status.is_server_error() {
+            "Server"
+        } else {
+            "Client"
+        };
+        let inner = json!({"faultcode": faultcode, "faultstring": self.message, "debuginfo": null});
+        let body = json!({"error_message": inner.to_string()});
+        let mut resp = (self.status, body.to_string()).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Conflict(m) => Self::conflict(m),
+            DbError::NotFound(m) => Self::not_found(format!("{m} could not be found.")),
+            DbError::Contended(m) => Self::conflict(format!(
+                "Node {m} is being changed concurrently, please retry."
+            )),
+            other => {
+                tracing::error!(error = %other, "database error");
+                Self::internal(format!("Database error: {other}"))
+            }
+        }
+    }
+}
+
+impl From<UpdateError<ApiError>> for ApiError {
+    fn from(e: UpdateError<ApiError>) -> Self {
+        match e {
+            UpdateError::Refused(a) => a,
+            UpdateError::Db(d) => d.into(),
+        }
+    }
+}
+
+impl From<ConductorError> for ApiError {
+    fn from(e: ConductorError) -> Self {
+        match e {
+            ConductorError::Db(d) => d.into(),
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Ironic's REST API v1, as python-ironicclient (`baremetal`), openstacksdk,
+//! metalsmith and Nova call it; and the ramdisk endpoints (lookup, heartbeat,
+//! continue_inspection) agents call.
+
+pub mod allocations;
+pub mod collection;
+pub mod errors;
+pub mod microversion;
+pub mod node_states;
+pub mod nodes;
+pub mod patch;
+pub mod ports;
+pub mod ramdisk;
+pub mod root;
+
+use axum::Router;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde_json::Value;
+
+use crate::conductor::Conductor;
+pub use errors::ApiError;
+pub use microversion::ApiVersion;
+
+/// Shared state of the handlers.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The conductor (and through it the database and configuration).
+    pub conductor: Conductor,
+}
+
+/// Per-request context: negotiated version, base URL, query parameters.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// The negotiated microversion.
+    pub version: ApiVersion,
+    /// `http://host:port` as the client addressed us (for links).
+    pub base: String,
+    /// Query parameters in order.
+    pub query: Vec<(String, String)>,
+}
+
+impl Ctx {
+    /// The first value of a query parameter.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A boolean query parameter (`True`, `true`, `1`, …).
+    pub fn bool_param(&self, key: &str) -> Result<Option<bool>, ApiError> {
+        match self.param(key) {
+            None => Ok(None),
+            Some(v) => parse_bool(v).map(Some).ok_or_else(|| {
+                ApiError::bad_request(format!("Invalid value for {key}: {v} is not a boolean"))
+            }),
+        }
+    }
+}
+
+/// Parses Ironic's spellings of booleans.
+pub fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" | "y" | "t" => Some(true),
+        "false" | "0" | "no" | "off" | "n" | "f" => Some(false),
+        _ => None,
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Ctx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let version = parts
+            .extensions
+            .get::<ApiVersion>()
+            .copied()
+            .unwrap_or(ApiVersion(microversion::MIN_MINOR));
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("127.0.0.1:6385");
+        let query = parts
+            .uri
+            .query()
+            .map(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Self {
+            version,
+            base: format!("http://{host}"),
+            query,
+        })
+    }
+}
+
+/// Parses a JSON request body, with Ironic-style 400s.
+pub fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "The request body is empty; a JSON document is required.",
+        ));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("Invalid JSON in request body: {e}")))
+}
+
+/// Parses a JSON object body, refusing keys outside `allowed`.
+pub fn parse_object(
+    body: &[u8],
+    what: &str,
+    allowed: &[&str],
+) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let Value::Object(obj) = parse_json(body)? else {
+        return Err(ApiError::bad_request(format!(
+            "Invalid input for field/attribute {what}. Value: not an object."
+        )));
+    };
+    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "Unknown attribute for argument {what}: {k}"
+        )));
+    }
+    Ok(obj)
+}
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, value: &Value) -> Response {
+    let mut resp = (status, value.to_string()).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// An empty response with a status (202, 204).
+pub fn empty(status: StatusCode) -> Response {
+    status.into_response()
+}
+
+/// An empty response with a `Location` header.
+pub fn accepted_at(location: &str) -> Response {
+    let mut resp = StatusCode::ACCEPTED.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("The resource could not be found.")
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(root::root))
+        .route("/v1", get(root::v1))
+        .route("/v1/", get(root::v1))
+        .route("/v1/nodes", get(nodes::list).post(nodes::create))
+        .route("/v1/nodes/detail", get(nodes::list_detail))
+        .route(
+            "/v1/nodes/{ident}",
+            get(nodes::show).patch(nodes::update).delete(nodes::delete),
+        )
+        .route("/v1/nodes/{ident}/states", get(node_states::states))
+        .route(
+            "/v1/nodes/{ident}/states/provision",
+            put(node_states::provision),
+        )
+        .route("/v1/nodes/{ident}/states/power", put(node_states::power))
+        .route(
+            "/v1/nodes/{ident}/maintenance",
+            put(node_states::set_maintenance).delete(node_states::unset_maintenance),
+        )
+        .route(
+            "/v1/nodes/{ident}/management/boot_device",
+            get(node_states::get_boot_device).put(node_states::set_boot_device),
+        )
+        .route(
+            "/v1/nodes/{ident}/management/boot_device/supported",
+            get(node_states::supported_boot_devices),
+        )
+        .route("/v1/nodes/{ident}/validate", get(node_states::validate))
+        .route(
+            "/v1/nodes/{ident}/vifs",
+            get(node_states::list_vifs).post(node_states::attach_vif),
+        )
+        .route(
+            "/v1/nodes/{ident}/vifs/{vif}",
+            axum::routing::delete(node_states::detach_vif),
+        )
+        .route(
+            "/v1/nodes/{ident}/traits",
+            get(node_states::get_traits)
+                .put(node_states::set_traits)
+                .delete(node_states::delete_all_traits),
+        )
+        .route(
+            "/v1/nodes/{ident}/traits/{trait_name}",
+            put(node_states::add_trait).delete(node_states::delete_trait),
+        )
+        .route("/v1/nodes/{ident}/inventory", get(node_states::inventory))
+        .route("/v1/nodes/{ident}/ports", get(ports::list_of_node))
+        .route(
+            "/v1/nodes/{ident}/ports/detail",
+            get(ports::list_of_node_detail),
+        )
+        .route("/v1/ports", get(ports::list).post(ports::create))
+        .route("/v1/ports/detail", get(ports::list_detail))
+        .route(
+            "/v1/ports/{uuid}",
+            get(ports::show).patch(ports::update).delete(ports::delete),
+        )
+        .route("/v1/portgroups", get(root::empty_portgroups))
+        .route("/v1/portgroups/detail", get(root::empty_portgroups))
+        .route("/v1/chassis", get(root::empty_chassis))
+        .route("/v1/chassis/detail", get(root::empty_chassis))
+        .route("/v1/conductors", get(root::conductors))
+        .route("/v1/drivers", get(root::drivers))
+        .route("/v1/drivers/{name}", get(root::driver))
+        .route(
+            "/v1/drivers/{name}/properties",
+            get(root::driver_properties),
+        )
+        .route(
+            "/v1/allocations",
+            get(allocations::list).post(allocations::create),
+        )
+        .route(
+            "/v1/allocations/{ident}",
+            get(allocations::show)
+                .patch(allocations::update)
+                .delete(allocations::delete),
+        )
+        .route("/v1/lookup", get(ramdisk::lookup))
+        .route("/v1/heartbeat/{ident}", post(ramdisk::heartbeat))
+        .route(
+            "/v1/continue_inspection",
+            post(ramdisk::continue_inspection),
+        )
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(microversion::negotiate))
+        .with_state(state)
+}

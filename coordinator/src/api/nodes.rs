@@ -1,0 +1,441 @@
+//! `/v1/nodes`: create, list (filters, fields, detail, pagination), show,
+//! JSON-Patch update (with the `instance_uuid` reservation) and delete.
+
+use std::sync::OnceLock;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use serde_json::{Map, Value};
+
+use super::collection::{self, fields, project};
+use super::{ApiError, AppState, Ctx, empty, json_response, parse_object, patch};
+use crate::drivers::hardware_type;
+use crate::model::node::{INTERFACE_FIELDS, PATCHABLE_FIELDS};
+use crate::model::{Node, is_uuid, new_uuid, now_iso};
+use crate::state::ProvisionState;
+
+/// Fields shown by a list without `detail` or `fields`.
+pub const DEFAULT_LIST_FIELDS: [&str; 7] = [
+    "uuid",
+    "name",
+    "instance_uuid",
+    "power_state",
+    "provision_state",
+    "maintenance",
+    "links",
+];
+
+/// Every API field of a node.
+pub fn known_fields() -> &'static [String] {
+    static KNOWN: OnceLock<Vec<String>> = OnceLock::new();
+    KNOWN.get_or_init(|| Node::default().to_api("").keys().cloned().collect())
+}
+
+/// Finds a node by UUID or name, or 404.
+pub async fn find(st: &AppState, ident: &str) -> Result<Node, ApiError> {
+    st.conductor
+        .db()
+        .get_node(ident)
+        .await?
+        .map(|(n, _)| n)
+        .ok_or_else(|| ApiError::node_not_found(ident))
+}
+
+/// Checks a node name: Ironic allows host-name characters plus `._~`, and
+/// names must not look like UUIDs.
+pub fn validate_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && !is_uuid(name)
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._~".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "Expected a logical name but received {name}."
+        )))
+    }
+}
+
+/// Checks and fills the interfaces of a node against its hardware type.
+/// `reset` fills unset interfaces with the defaults.
+pub fn validate_interfaces(node: &mut Node) -> Result<(), ApiError> {
+    let hw = hardware_type(&node.driver).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "Could not find the following driver(s) or hardware type(s): {}.",
+            node.driver
+        ))
+    })?;
+    let mut v = match serde_json::to_value(&*node) {
+        Ok(Value::Object(m)) => m,
+        _ => return Err(ApiError::internal("node does not serialize")),
+    };
+    for (field, iface) in INTERFACE_FIELDS {
+        let supported = hw.supported(iface);
+        match v.get(field).and_then(Value::as_str) {
+            Some(given) if !supported.contains(&given) => {
+                return Err(ApiError::bad_request(format!(
+                    "Could not find the following interface in the 'ironic.hardware.interfaces.{iface}' entrypoint: {given}. Valid interfaces are {}.",
+                    supported.join(", ")
+                )));
+            }
+            Some(_) => {}
+            None => {
+                v.insert(
+                    field.to_owned(),
+                    supported
+                        .first()
+                        .map(|s| Value::String((*s).to_owned()))
+                        .unwrap_or(Value::Null),
+                );
+            }
+        }
+    }
+    *node = serde_json::from_value(Value::Object(v))
+        .map_err(|e| ApiError::internal(format!("node does not parse back: {e}")))?;
+    Ok(())
+}
+
+fn node_response(status: StatusCode, node: &Node, ctx: &Ctx) -> Result<Response, ApiError> {
+    let obj = node.to_api(&ctx.base);
+    let obj = match fields(ctx, known_fields())? {
+        Some(f) => project(obj, &f),
+        None => obj,
+    };
+    Ok(json_response(status, &Value::Object(obj)))
+}
+
+/// `POST /v1/nodes`
+pub async fn create(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let mut allowed: Vec<&str> = PATCHABLE_FIELDS.to_vec();
+    allowed.push("uuid");
+    let obj = parse_object(&body, "node", &allowed)?;
+    if !obj.get("driver").is_some_and(Value::is_string) {
+        return Err(ApiError::bad_request(
+            "Invalid input for field/attribute node. Value: 'driver' is a required property",
+        ));
+    }
+    let mut node: Node = serde_json::from_value(Value::Object(obj)).map_err(|e| {
+        ApiError::bad_request(format!("Invalid input for field/attribute node: {e}"))
+    })?;
+    if node.uuid.is_empty() {
+        node.uuid = new_uuid();
+    } else if !is_uuid(&node.uuid) {
+        return Err(ApiError::bad_request(format!(
+            "Expected a UUID but received {}.",
+            node.uuid
+        )));
+    }
+    if let Some(n) = &node.name {
+        validate_name(n)?;
+    }
+    if let Some(i) = &node.instance_uuid {
+        if !is_uuid(i) {
+            return Err(ApiError::bad_request(format!(
+                "Expected a UUID for instance_uuid but received {i}."
+            )));
+        }
+    }
+    validate_interfaces(&mut node)?;
+    node.provision_state = if ctx.version.at_least(11) {
+        ProvisionState::Enroll
+    } else {
+        ProvisionState::Available
+    };
+    let now = now_iso();
+    node.created_at = Some(now.clone());
+    node.provision_updated_at = Some(now);
+    node.progress_ms = crate::model::now_ms();
+    node.conductor = Some(st.conductor.name().to_owned());
+    if let Err(e) = st.conductor.db().insert_node(&node).await {
+        return Err(match (e, &node.name) {
+            (crate::db::DbError::Conflict(_), Some(name)) => {
+                ApiError::conflict(format!("A node with name {name} already exists."))
+            }
+            (crate::db::DbError::Conflict(_), None) => {
+                ApiError::conflict(format!("A node with UUID {} already exists.", node.uuid))
+            }
+            (e, _) => e.into(),
+        });
+    }
+    tracing::info!(node = %node.uuid, driver = %node.driver, "node created");
+    let mut resp = node_response(StatusCode::CREATED, &node, &ctx)?;
+    if let Ok(v) = HeaderValue::from_str(&format!("{}/v1/nodes/{}", ctx.base, node.uuid)) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+fn matches_filters(node: &Node, ctx: &Ctx) -> Result<bool, ApiError> {
+    let eq = |key: &str, actual: Option<&str>| -> bool {
+        match ctx.param(key) {
+            None => true,
+            Some(want) => actual == Some(want),
+        }
+    };
+    if !eq("provision_state", Some(node.provision_state.as_str()))
+        || !eq("resource_class", node.resource_class.as_deref())
+        || !eq("instance_uuid", node.instance_uuid.as_deref())
+        || !eq("driver", Some(node.driver.as_str()))
+        || !eq("owner", node.owner.as_deref())
+        || !eq("lessee", node.lessee.as_deref())
+        || !eq("fault", node.fault.as_deref())
+        || !eq("chassis_uuid", node.chassis_uuid.as_deref())
+        || !eq("parent_node", node.parent_node.as_deref())
+    {
+        return Ok(false);
+    }
+    if let Some(g) = ctx.param("conductor_group") {
+        if !g.eq_ignore_ascii_case(&node.conductor_group) {
+            return Ok(false);
+        }
+    }
+    if let Some(s) = ctx.param("shard") {
+        if !s.split(',').any(|s| Some(s) == node.shard.as_deref()) {
+            return Ok(false);
+        }
+    }
+    if let Some(a) = ctx.bool_param("associated")? {
+        if a != node.instance_uuid.is_some() {
+            return Ok(false);
+        }
+    }
+    if let Some(m) = ctx.bool_param("maintenance")? {
+        if m != node.maintenance {
+            return Ok(false);
+        }
+    }
+    if let Some(r) = ctx.bool_param("retired")? {
+        if r != node.retired {
+            return Ok(false);
+        }
+    }
+    if let Some(d) = ctx.param("description_contains") {
+        if !node.description.as_deref().is_some_and(|x| x.contains(d)) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+async fn list_inner(
+    st: &AppState,
+    ctx: &Ctx,
+    detail: bool,
+    path: &str,
+) -> Result<Response, ApiError> {
+    let detail = detail || ctx.bool_param("detail")?.unwrap_or(false);
+    let mut items = Vec::new();
+    for node in st.conductor.db().list_nodes().await? {
+        if matches_filters(&node, ctx)? {
+            items.push(node.to_api(&ctx.base));
+        }
+    }
+    let body = collection::page(
+        ctx,
+        "nodes",
+        path,
+        items,
+        known_fields(),
+        Some(&DEFAULT_LIST_FIELDS),
+        detail,
+    )?;
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// `GET /v1/nodes`
+pub async fn list(State(st): State<AppState>, ctx: Ctx) -> Result<Response, ApiError> {
+    list_inner(&st, &ctx, false, "/v1/nodes").await
+}
+
+/// `GET /v1/nodes/detail`
+pub async fn list_detail(State(st): State<AppState>, ctx: Ctx) -> Result<Response, ApiError> {
+    if ctx.param("fields").is_some() {
+        return Err(ApiError::bad_request("Can not specify fields on /detail."));
+    }
+    list_inner(&st, &ctx, true, "/v1/nodes/detail").await
+}
+
+/// `GET /v1/nodes/{ident}`
+pub async fn show(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(ident): Path<String>,
+) -> Result<Response, ApiError> {
+    let node = find(&st, &ident).await?;
+    node_response(StatusCode::OK, &node, &ctx)
+}
+
+fn root_default(field: &str) -> Value {
+    let d = match serde_json::to_value(Node::default()) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    d.get(field).cloned().unwrap_or(Value::Null)
+}
+
+/// Applies a JSON patch to a node, with Ironic's checks. Pure: used inside
+/// the compare-and-swap loop.
+pub fn patch_node(
+    node: &mut Node,
+    ops: &[patch::PatchOp],
+    conductor: &str,
+) -> Result<(), ApiError> {
+    let only_instance_removal = ops
+        .iter()
+        .all(|o| o.op == "remove" && o.path == "/instance_uuid");
+    if let Some(host) = &node.reservation {
+        return Err(ApiError::node_locked(&node.uuid, host));
+    }
+    if node.target_provision_state.is_some()
+        && !node.provision_state.allows_update_in_transition()
+        && !(node.maintenance && only_instance_removal)
+    {
+        return Err(ApiError::conflict(format!(
+            "Node {} can not be updated while a state transition is in progress.",
+            node.uuid
+        )));
+    }
+    let before = node.clone();
+    let mut doc = match serde_json::to_value(&*node) {
+        Ok(Value::Object(m)) => m,
+        _ => return Err(ApiError::internal("node does not serialize")),
+    };
+    patch::apply(&mut doc, ops, root_default)?;
+    let mut updated: Node = serde_json::from_value(Value::Object(doc))
+        .map_err(|e| ApiError::bad_request(format!("Invalid input for field/attribute: {e}")))?;
+    // Fields outside PATCHABLE_FIELDS were refused before; keep the rest as it was.
+    updated.uuid = before.uuid.clone();
+    if updated.driver != before.driver
+        || INTERFACE_FIELDS.iter().any(|(f, _)| {
+            serde_json::to_value(&updated)
+                .ok()
+                .and_then(|v| v.get(*f).cloned())
+                != serde_json::to_value(&before)
+                    .ok()
+                    .and_then(|v| v.get(*f).cloned())
+        })
+    {
+        validate_interfaces(&mut updated)?;
+    }
+    if let Some(n) = &updated.name {
+        if updated.name != before.name {
+            validate_name(n)?;
+        }
+    }
+    match (&before.instance_uuid, &updated.instance_uuid) {
+        (Some(old), Some(new)) if old != new => {
+            return Err(ApiError::conflict(format!(
+                "Node {} is associated with instance {old}.",
+                before.uuid
+            )));
+        }
+        (_, Some(new)) if !is_uuid(new) => {
+            return Err(ApiError::bad_request(format!(
+                "Expected a UUID for instance_uuid but received {new}."
+            )));
+        }
+        _ => {}
+    }
+    if !updated.maintenance {
+        updated.maintenance_reason = None;
+    }
+    let _ = conductor;
+    *node = updated;
+    Ok(())
+}
+
+/// `PATCH /v1/nodes/{ident}`
+pub async fn update(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(ident): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let ops = patch::parse(&body)?;
+    for op in &ops {
+        let root = op.root();
+        if !PATCHABLE_FIELDS.contains(&root.as_str()) {
+            return Err(if known_fields().contains(&root) {
+                ApiError::bad_request(format!(
+                    "'/{root}' is an internal attribute and can not be updated"
+                ))
+            } else {
+                ApiError::bad_request(format!(
+                    "Adding a new attribute (/{root}) to the root of the resource is not allowed."
+                ))
+            });
+        }
+        if root == "driver" && op.op == "remove" {
+            return Err(ApiError::bad_request(
+                "'/driver' is a mandatory attribute and can not be removed",
+            ));
+        }
+    }
+    let node = find(&st, &ident).await?;
+    let name = st.conductor.name().to_owned();
+    let updated = st
+        .conductor
+        .db()
+        .update_node(&node.uuid, |n| patch_node(n, &ops, &name))
+        .await
+        .map_err(|e| match e {
+            crate::db::UpdateError::Db(crate::db::DbError::Conflict(_)) => {
+                ApiError::conflict(format!(
+                    "Node {} could not be updated: another node already has this name or instance_uuid (the instance may be associated with another node).",
+                    node.uuid
+                ))
+            }
+            other => other.into(),
+        })?;
+    node_response(StatusCode::OK, &updated, &ctx)
+}
+
+/// `DELETE /v1/nodes/{ident}`
+pub async fn delete(
+    State(st): State<AppState>,
+    Path(ident): Path<String>,
+) -> Result<Response, ApiError> {
+    let node = find(&st, &ident).await?;
+    // Lock the node for deletion so nothing starts on it meanwhile.
+    let me = st.conductor.name().to_owned();
+    st.conductor
+        .db()
+        .update_node(&node.uuid, |n| {
+            if let Some(host) = &n.reservation {
+                return Err(ApiError::node_locked(&n.uuid, host));
+            }
+            if !n.provision_state.allows_delete() && !n.maintenance {
+                return Err(ApiError::conflict(format!(
+                    "Can not delete node {} while it is in provision state \"{}\". Valid provision states to start deletion are: manageable, enroll, available.",
+                    n.uuid, n.provision_state
+                )));
+            }
+            if let Some(i) = &n.instance_uuid {
+                return Err(ApiError::conflict(format!(
+                    "Node {} is associated with instance {i}.",
+                    n.uuid
+                )));
+            }
+            if n.protected {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("Node {} is protected and cannot be undeployed, rebuilt or deleted", n.uuid),
+                ));
+            }
+            n.reservation = Some(me.clone());
+            Ok(())
+        })
+        .await?;
+    st.conductor.db().delete_node(&node.uuid).await?;
+    tracing::info!(node = %node.uuid, "node deleted");
+    Ok(empty(StatusCode::NO_CONTENT))
+}

@@ -1,0 +1,261 @@
+//! JSON Patch (RFC 6902) with Ironic's rules for root attributes: `add` on an
+//! existing root attribute replaces it, and `remove` of a root attribute
+//! resets it to its default.
+
+use serde_json::{Map, Value};
+
+use super::ApiError;
+
+/// One operation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatchOp {
+    /// `add`, `remove`, `replace`, `test`, `move` or `copy`.
+    pub op: String,
+    /// JSON pointer.
+    pub path: String,
+    /// Value for add/replace/test.
+    pub value: Option<Value>,
+    /// Source pointer for move/copy.
+    pub from: Option<String>,
+}
+
+impl PatchOp {
+    /// The first segment of the path (the root attribute).
+    pub fn root(&self) -> String {
+        split(&self.path).first().cloned().unwrap_or_default()
+    }
+}
+
+/// Parses a patch document.
+pub fn parse(body: &[u8]) -> Result<Vec<PatchOp>, ApiError> {
+    let v = super::parse_json(body)?;
+    let Value::Array(ops) = v else {
+        return Err(ApiError::bad_request(
+            "Invalid input for field/attribute patch. Value: not a list of JSON Patch operations.",
+        ));
+    };
+    ops.into_iter()
+        .map(|o| {
+            let Value::Object(o) = o else {
+                return Err(ApiError::bad_request(
+                    "Invalid patch: each operation must be an object.",
+                ));
+            };
+            if let Some(k) = o
+                .keys()
+                .find(|k| !["op", "path", "value", "from"].contains(&k.as_str()))
+            {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid patch: unknown key {k}"
+                )));
+            }
+            let op = o
+                .get("op")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            if !["add", "remove", "replace", "test", "move", "copy"].contains(&op.as_str()) {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid patch: unknown op '{op}'"
+                )));
+            }
+            let path = o
+                .get("path")
+                .and_then(Value::as_str)
+                .filter(|p| p.starts_with('/') && p.len() > 1)
+                .ok_or_else(|| {
+                    ApiError::bad_request("Invalid patch: 'path' must be a JSON pointer like /name")
+                })?
+                .to_owned();
+            let value = o.get("value").cloned();
+            if ["add", "replace", "test"].contains(&op.as_str()) && value.is_none() {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid patch: '{op}' on {path} needs a value"
+                )));
+            }
+            let from = o.get("from").and_then(Value::as_str).map(str::to_owned);
+            if ["move", "copy"].contains(&op.as_str()) && from.is_none() {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid patch: '{op}' needs 'from'"
+                )));
+            }
+            Ok(PatchOp {
+                op,
+                path,
+                value,
+                from,
+            })
+        })
+        .collect()
+}
+
+fn split(path: &str) -> Vec<String> {
+    path.split('/')
+        .skip(1)
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect()
+}
+
+fn get<'a>(doc: &'a Value, segs: &[String]) -> Option<&'a Value> {
+    let mut cur = doc;
+    for s in segs {
+        cur = match cur {
+            Value::Object(m) => m.get(s)?,
+            Value::Array(a) => a.get(s.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+fn parent_mut<'a>(doc: &'a mut Value, segs: &[String]) -> Option<&'a mut Value> {
+    let mut cur = doc;
+    for s in segs {
+        cur = match cur {
+            Value::Object(m) => m.get_mut(s)?,
+            Value::Array(a) => a.get_mut(s.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+fn add(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
+    let segs = split(path);
+    let (last, parent) = segs.split_last().ok_or("empty path")?;
+    match parent_mut(doc, parent) {
+        Some(Value::Object(m)) => {
+            m.insert(last.clone(), value);
+            Ok(())
+        }
+        Some(Value::Array(a)) => {
+            if last == "-" {
+                a.push(value);
+                return Ok(());
+            }
+            let i: usize = last.parse().map_err(|_| format!("bad index in {path}"))?;
+            if i > a.len() {
+                return Err(format!("index out of range in {path}"));
+            }
+            a.insert(i, value);
+            Ok(())
+        }
+        _ => Err(format!("cannot add {path}: the parent does not exist")),
+    }
+}
+
+fn remove(doc: &mut Value, path: &str) -> Result<Value, String> {
+    let segs = split(path);
+    let (last, parent) = segs.split_last().ok_or("empty path")?;
+    let missing = || format!("can't remove non-existent object '{}'", last);
+    match parent_mut(doc, parent) {
+        Some(Value::Object(m)) => m.remove(last).ok_or_else(missing),
+        Some(Value::Array(a)) => {
+            let i: usize = last.parse().map_err(|_| missing())?;
+            if i < a.len() {
+                Ok(a.remove(i))
+            } else {
+                Err(missing())
+            }
+        }
+        _ => Err(missing()),
+    }
+}
+
+/// Applies the operations to `doc` (an object). `root_default` gives the
+/// value a removed root attribute takes.
+pub fn apply(
+    doc: &mut Map<String, Value>,
+    ops: &[PatchOp],
+    root_default: impl Fn(&str) -> Value,
+) -> Result<(), ApiError> {
+    let mut v = Value::Object(std::mem::take(doc));
+    let result = (|| -> Result<(), String> {
+        for op in ops {
+            let segs = split(&op.path);
+            let is_root = segs.len() == 1;
+            match op.op.as_str() {
+                "add" => add(&mut v, &op.path, op.value.clone().unwrap_or(Value::Null))?,
+                "replace" => {
+                    if get(&v, &segs).is_none() && !is_root {
+                        return Err(format!(
+                            "can't replace non-existent object '{}'",
+                            segs.last().cloned().unwrap_or_default()
+                        ));
+                    }
+                    add(&mut v, &op.path, op.value.clone().unwrap_or(Value::Null))?;
+                }
+                "remove" => {
+                    if is_root {
+                        let d = root_default(&segs[0]);
+                        add(&mut v, &op.path, d)?;
+                    } else {
+                        remove(&mut v, &op.path)?;
+                    }
+                }
+                "test" => {
+                    if get(&v, &segs) != op.value.as_ref() {
+                        return Err(format!("test failed for {}", op.path));
+                    }
+                }
+                "move" | "copy" => {
+                    let from = op.from.clone().unwrap_or_default();
+                    let val = get(&v, &split(&from))
+                        .cloned()
+                        .ok_or_else(|| format!("{from} does not exist"))?;
+                    if op.op == "move" {
+                        remove(&mut v, &from)?;
+                    }
+                    add(&mut v, &op.path, val)?;
+                }
+                other => return Err(format!("unknown op {other}")),
+            }
+        }
+        Ok(())
+    })();
+    if let Value::Object(m) = v {
+        *doc = m;
+    }
+    result.map_err(|e| ApiError::bad_request(format!("Couldn't apply patch: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn add_remove_replace_nested() {
+        let mut doc = json!({"instance_info": {}, "name": "a"})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let ops = parse(
+            br#"[{"op":"add","path":"/instance_info/image_source","value":"http://x"},
+            {"op":"replace","path":"/name","value":"b"},
+            {"op":"remove","path":"/instance_info/image_source"},
+            {"op":"add","path":"/instance_info/root_gb","value":"10"}]"#,
+        )
+        .unwrap();
+        apply(&mut doc, &ops, |_| Value::Null).unwrap();
+        assert_eq!(
+            Value::Object(doc),
+            json!({"instance_info": {"root_gb": "10"}, "name": "b"})
+        );
+    }
+
+    #[test]
+    fn removing_missing_key_fails() {
+        let mut doc = json!({"extra": {}}).as_object().cloned().unwrap();
+        let ops = parse(br#"[{"op":"remove","path":"/extra/nope"}]"#).unwrap();
+        assert!(apply(&mut doc, &ops, |_| Value::Null).is_err());
+    }
+
+    #[test]
+    fn malformed_patches_are_refused() {
+        assert!(parse(b"{}").is_err());
+        assert!(parse(br#"[{"op":"frob","path":"/a"}]"#).is_err());
+        assert!(parse(br#"[{"op":"add","path":"/a"}]"#).is_err());
+        assert!(parse(br#"[{"op":"add","path":"a","value":1}]"#).is_err());
+    }
+}

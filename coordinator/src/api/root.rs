@@ -1,0 +1,148 @@
+//! Version documents, drivers, conductors, and the empty collections of
+//! resources Ingot does not model (chassis, port groups).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::microversion::{max_version, min_version};
+use super::{ApiError, AppState, Ctx, json_response};
+use crate::drivers::{HARDWARE_TYPES, hardware_type};
+use crate::model::node::links;
+
+fn version_doc(base: &str) -> Value {
+    json!({
+        "id": "v1",
+        "links": [{"href": format!("{base}/v1/"), "rel": "self"}],
+        "status": "CURRENT",
+        "min_version": min_version(),
+        "version": max_version(),
+    })
+}
+
+/// `GET /`
+pub async fn root(ctx: Ctx) -> Response {
+    let v = version_doc(&ctx.base);
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "name": "OpenStack Ironic API",
+            "description": "Ironic is an OpenStack project which enables the management of Bare Metal servers. This is Ingot's coordinator, which implements its API.",
+            "default_version": v,
+            "versions": [v],
+        }),
+    )
+}
+
+/// `GET /v1/`
+pub async fn v1(ctx: Ctx) -> Response {
+    let b = &ctx.base;
+    let mut doc = json!({
+        "id": "v1",
+        "links": [
+            {"href": format!("{b}/v1/"), "rel": "self"},
+            {"href": "https://docs.openstack.org//ironic/latest/contributor//webapi.html", "rel": "describedby", "type": "text/html"}
+        ],
+        "media_types": [{"base": "application/json", "type": "application/vnd.openstack.ironic.v1+json"}],
+        "version": version_doc(b),
+    });
+    for r in [
+        "chassis",
+        "nodes",
+        "ports",
+        "portgroups",
+        "drivers",
+        "allocations",
+        "conductors",
+        "lookup",
+        "heartbeat",
+    ] {
+        doc[r] = links(&format!("{b}/v1/{r}/"), &format!("{b}/{r}/"));
+    }
+    json_response(StatusCode::OK, &doc)
+}
+
+/// `GET /v1/portgroups[/detail]`: port groups are not modelled.
+pub async fn empty_portgroups() -> Response {
+    json_response(StatusCode::OK, &json!({"portgroups": []}))
+}
+
+/// `GET /v1/chassis`: chassis are not modelled.
+pub async fn empty_chassis() -> Response {
+    json_response(StatusCode::OK, &json!({"chassis": []}))
+}
+
+fn driver_doc(st: &AppState, ctx: &Ctx, name: &str, detail: bool) -> Value {
+    let b = &ctx.base;
+    let mut d = json!({
+        "name": name,
+        "hosts": [st.conductor.name()],
+        "type": "dynamic",
+        "links": links(&format!("{b}/v1/drivers/{name}"), &format!("{b}/drivers/{name}")),
+        "properties": links(&format!("{b}/v1/drivers/{name}/properties"), &format!("{b}/drivers/{name}/properties")),
+    });
+    if detail {
+        if let Some(hw) = hardware_type(name) {
+            for (iface, list) in hw.interfaces {
+                d[format!("default_{iface}_interface")] = json!(list.first());
+                d[format!("enabled_{iface}_interfaces")] = json!(list);
+            }
+        }
+    }
+    d
+}
+
+/// `GET /v1/drivers`
+pub async fn drivers(State(st): State<AppState>, ctx: Ctx) -> Response {
+    let detail = ctx.bool_param("detail").ok().flatten().unwrap_or(false);
+    let list: Vec<Value> = HARDWARE_TYPES
+        .iter()
+        .map(|h| driver_doc(&st, &ctx, h.name, detail))
+        .collect();
+    json_response(StatusCode::OK, &json!({"drivers": list}))
+}
+
+/// `GET /v1/drivers/{name}`
+pub async fn driver(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    hardware_type(&name).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "Could not find the following driver(s) or hardware type(s): {name}."
+        ))
+    })?;
+    Ok(json_response(
+        StatusCode::OK,
+        &driver_doc(&st, &ctx, &name, true),
+    ))
+}
+
+/// `GET /v1/drivers/{name}/properties`
+pub async fn driver_properties(Path(name): Path<String>) -> Result<Response, ApiError> {
+    let hw = hardware_type(&name).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "Could not find the following driver(s) or hardware type(s): {name}."
+        ))
+    })?;
+    Ok(json_response(StatusCode::OK, &hw.properties()))
+}
+
+/// `GET /v1/conductors`
+pub async fn conductors(State(st): State<AppState>, ctx: Ctx) -> Response {
+    let name = st.conductor.name();
+    let b = &ctx.base;
+    let drivers: Vec<&str> = HARDWARE_TYPES.iter().map(|h| h.name).collect();
+    json_response(
+        StatusCode::OK,
+        &json!({"conductors": [{
+            "hostname": name,
+            "conductor_group": "",
+            "alive": true,
+            "drivers": drivers,
+            "links": links(&format!("{b}/v1/conductors/{name}"), &format!("{b}/conductors/{name}")),
+        }]}),
+    )
+}

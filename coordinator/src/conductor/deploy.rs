@@ -1,0 +1,377 @@
+//! Deploy and tear-down.
+//!
+//! With the `fake` deploy interface a deploy only powers the node on. With
+//! `direct` (the agent): boot device PXE and power on → `wait call-back`; on
+//! the agent's heartbeat the `write_image` deploy step is sent with
+//! `image_info` built from `instance_info` and the config drive; when a
+//! heartbeat shows it finished, `standby.sync`, boot device disk
+//! (persistent), reboot → `active`.
+
+use serde_json::{Map, Value, json};
+use tracing::info;
+
+use super::{Conductor, ConductorError, Next, command_error_text, is_busy};
+use crate::model::{Intent, Node, now_ms};
+use crate::power::PowerAction;
+use crate::state::{Event, ProvisionState};
+
+/// Builds IPA's `image_info` from `instance_info`.
+pub fn image_info(node: &Node) -> Result<Map<String, Value>, String> {
+    let ii = &node.instance_info;
+    let source = ii
+        .get("image_source")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or("instance_info.image_source is missing")?;
+    if !(source.starts_with("http://") || source.starts_with("https://")) {
+        return Err(format!(
+            "instance_info.image_source must be an http(s) URL (Glance images are not supported), got {source}"
+        ));
+    }
+    let url = ii
+        .get("image_url")
+        .and_then(Value::as_str)
+        .unwrap_or(source);
+    let id = source
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(source)
+        .to_owned();
+    let checksum = ii.get("image_checksum").and_then(Value::as_str);
+    let algo = ii.get("image_os_hash_algo").and_then(Value::as_str);
+    let value = ii.get("image_os_hash_value").and_then(Value::as_str);
+    if checksum.is_none() && (algo.is_none() || value.is_none()) {
+        return Err(
+            "instance_info needs image_checksum or image_os_hash_algo and image_os_hash_value"
+                .into(),
+        );
+    }
+    let mut info = Map::new();
+    info.insert("id".into(), json!(id));
+    info.insert("urls".into(), json!([url]));
+    info.insert(
+        "disk_format".into(),
+        ii.get("image_disk_format").cloned().unwrap_or(Value::Null),
+    );
+    info.insert(
+        "container_format".into(),
+        ii.get("image_container_format")
+            .cloned()
+            .unwrap_or(Value::Null),
+    );
+    info.insert("stream_raw_images".into(), json!(true));
+    if let Some(c) = checksum {
+        info.insert("checksum".into(), json!(c));
+    }
+    if let (Some(a), Some(v)) = (algo, value) {
+        info.insert("os_hash_algo".into(), json!(a));
+        info.insert("os_hash_value".into(), json!(v));
+    }
+    info.insert("node_uuid".into(), json!(node.uuid));
+    info.insert("image_type".into(), json!("whole-disk"));
+    Ok(info)
+}
+
+/// The config drive to hand to the agent: a string (gzip+base64 ISO or URL) as given.
+fn configdrive(node: &Node) -> Result<Value, String> {
+    match node.instance_info.get("configdrive") {
+        None | Some(Value::Null) => Ok(Value::Null),
+        Some(Value::String(s)) => Ok(json!(s)),
+        Some(Value::Object(_)) => Err(
+            "a config drive given as a dict must be built into an ISO, which this coordinator does not do yet; pass it as a gzipped, base64-encoded ISO 9660 string"
+                .into(),
+        ),
+        Some(other) => Err(format!("configdrive must be a string or an object, got {other}")),
+    }
+}
+
+impl Conductor {
+    pub(super) async fn start_deploy(&self, node: Node) -> Result<Next, ConductorError> {
+        let Some(node) = self
+            .lock(&node.uuid, |n| {
+                n.provision_state == ProvisionState::Deploying
+            })
+            .await?
+        else {
+            return Ok(Next::Idle);
+        };
+        if !node.uses_agent() {
+            if let Err(e) = self.set_power(&node, PowerAction::On).await {
+                self.fail(&node.uuid, format!("Deploy failed: power on: {e}"), false)
+                    .await?;
+                return Ok(Next::Idle);
+            }
+            info!(node = %node.uuid, "deployed (fake deploy interface)");
+            self.release(&node.uuid, |n| {
+                n.power_state = Some("power on".into());
+                n.intent = None;
+                n.last_error = None;
+                n.deploy_step = Map::new();
+                if let Ok(next) = n.provision_state.on(Event::Done) {
+                    n.set_provision_state(next, None);
+                }
+            })
+            .await?;
+            return Ok(Next::Idle);
+        }
+        if let Err(e) = image_info(&node).and_then(|_| configdrive(&node)) {
+            self.fail(&node.uuid, format!("Deploy failed: {e}"), false)
+                .await?;
+            return Ok(Next::Idle);
+        }
+        // The agent must look itself up again and gets a fresh token.
+        self.modify(&node.uuid, |n| {
+            n.wipe_agent_info();
+            n.driver_internal_info.remove("deploy_write_started");
+        })
+        .await?;
+        if let Err(e) = self.boot_agent(&node).await {
+            self.fail(
+                &node.uuid,
+                format!("Deploy failed: booting the ramdisk: {e}"),
+                false,
+            )
+            .await?;
+            return Ok(Next::Idle);
+        }
+        info!(node = %node.uuid, "deploy ramdisk booting, waiting for the agent");
+        self.release(&node.uuid, |n| {
+            n.intent = None;
+            n.last_error = None;
+            n.deploy_step = json!({"interface": "deploy", "step": "deploy", "priority": 100})
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            if let Ok(next) = n.provision_state.on(Event::Wait) {
+                n.set_provision_state(next, Some(ProvisionState::Active));
+            }
+        })
+        .await?;
+        Ok(Next::Idle)
+    }
+
+    pub(super) async fn continue_deploy(&self, node: Node) -> Result<Next, ConductorError> {
+        if node.agent_url().is_none() {
+            return Ok(Next::Idle);
+        }
+        let Some(node) = self
+            .lock(&node.uuid, |n| {
+                n.provision_state == ProvisionState::WaitCallBack && n.agent_url().is_some()
+            })
+            .await?
+        else {
+            return Ok(Next::Idle);
+        };
+        let Some(ep) = Self::endpoint(&node) else {
+            self.release(&node.uuid, |_| {}).await?;
+            return Ok(Next::Idle);
+        };
+        let uuid = node.uuid.clone();
+        let sent = node
+            .driver_internal_info
+            .get("agent_command_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if let Some(id) = sent {
+            let commands = match self.agent().list_commands(&ep).await {
+                Ok(c) => c,
+                Err(e) => {
+                    self.fail(
+                        &uuid,
+                        format!("Deploy failed: reading the agent's commands: {e}"),
+                        true,
+                    )
+                    .await?;
+                    return Ok(Next::Idle);
+                }
+            };
+            match commands.iter().find(|c| c.id == id) {
+                Some(c) => match c.command_status {
+                    ingot_proto::agent::CommandStatus::Running => {
+                        self.release(&uuid, |n| n.progress_ms = now_ms()).await?;
+                        return Ok(Next::Idle);
+                    }
+                    ingot_proto::agent::CommandStatus::Succeeded => {
+                        let result = c.command_result.clone().unwrap_or(Value::Null);
+                        return self.finish_deploy(node, &ep, result).await;
+                    }
+                    _ => {
+                        self.fail(
+                            &uuid,
+                            format!(
+                                "Deploy step deploy.write_image failed: {}",
+                                command_error_text(c)
+                            ),
+                            true,
+                        )
+                        .await?;
+                        return Ok(Next::Idle);
+                    }
+                },
+                None => {
+                    // The agent restarted or never got it: send it again below.
+                    info!(node = %uuid, "write_image not known to the agent, sending it again");
+                }
+            }
+        }
+        let (info, cd) = match image_info(&node).and_then(|i| Ok((i, configdrive(&node)?))) {
+            Ok(v) => v,
+            Err(e) => {
+                self.fail(&uuid, format!("Deploy failed: {e}"), true)
+                    .await?;
+                return Ok(Next::Idle);
+            }
+        };
+        let step = json!({
+            "interface": "deploy",
+            "step": "write_image",
+            "priority": 80,
+            "args": {"image_info": info, "configdrive": cd},
+        });
+        let mut params = self.step_params(&node).await?;
+        params.insert("step".into(), step.clone());
+        params.insert("deploy_version".into(), json!({}));
+        match self
+            .agent()
+            .execute(&ep, "deploy.execute_deploy_step", params, false)
+            .await
+        {
+            Ok(r) if r.command_status == ingot_proto::agent::CommandStatus::Failed => {
+                self.fail(
+                    &uuid,
+                    format!(
+                        "Deploy step deploy.write_image failed: {}",
+                        command_error_text(&r)
+                    ),
+                    true,
+                )
+                .await?;
+                Ok(Next::Idle)
+            }
+            Ok(r) => {
+                info!(node = %uuid, command = %r.id, "write_image sent to the agent");
+                let id = r.id.clone();
+                let mut shown = step.as_object().cloned().unwrap_or_default();
+                if let Some(Value::Object(args)) = shown.get_mut("args") {
+                    args.insert("configdrive".into(), json!(crate::model::node::MASK));
+                }
+                self.release(&uuid, move |n| {
+                    n.driver_internal_info
+                        .insert("agent_command_id".into(), json!(id));
+                    n.deploy_step = shown.clone();
+                    n.progress_ms = now_ms();
+                })
+                .await?;
+                // A synchronous agent may already be done.
+                if r.command_status == ingot_proto::agent::CommandStatus::Succeeded {
+                    return Ok(Next::Again);
+                }
+                Ok(Next::Idle)
+            }
+            Err(e) if is_busy(&e) => {
+                self.release(&uuid, |_| {}).await?;
+                Ok(Next::Idle)
+            }
+            Err(e) => {
+                self.fail(
+                    &uuid,
+                    format!("Deploy failed: sending write_image: {e}"),
+                    true,
+                )
+                .await?;
+                Ok(Next::Idle)
+            }
+        }
+    }
+
+    async fn finish_deploy(
+        &self,
+        node: Node,
+        ep: &crate::agent_client::AgentEndpoint,
+        result: Value,
+    ) -> Result<Next, ConductorError> {
+        let uuid = node.uuid.clone();
+        // Flush the page cache to the disk before the out-of-band reboot.
+        if let Err(e) = self
+            .agent()
+            .execute(ep, "standby.sync", Map::new(), true)
+            .await
+        {
+            tracing::warn!(node = %uuid, error = %e, "standby.sync failed; rebooting anyway");
+        }
+        if let Err(e) = self.set_boot_device(&node, "disk", true).await {
+            self.fail(
+                &uuid,
+                format!("Deploy failed: setting boot device disk: {e}"),
+                true,
+            )
+            .await?;
+            return Ok(Next::Idle);
+        }
+        if let Err(e) = self.set_power(&node, PowerAction::Reboot).await {
+            self.fail(
+                &uuid,
+                format!("Deploy failed: rebooting into the instance: {e}"),
+                true,
+            )
+            .await?;
+            return Ok(Next::Idle);
+        }
+        info!(node = %uuid, "deployed");
+        self.release(&uuid, move |n| {
+            n.wipe_agent_info();
+            n.driver_internal_info
+                .insert("deploy_result".into(), result.clone());
+            n.deploy_step = Map::new();
+            n.last_error = None;
+            n.power_state = Some("power on".into());
+            if let Ok(next) = n.provision_state.on(Event::Done) {
+                n.set_provision_state(next, None);
+            }
+        })
+        .await?;
+        Ok(Next::Idle)
+    }
+
+    /// Deleting: power off, forget the instance, then automated cleaning.
+    pub(super) async fn tear_down(&self, node: Node) -> Result<Next, ConductorError> {
+        let Some(node) = self
+            .lock(&node.uuid, |n| {
+                n.provision_state == ProvisionState::Deleting
+            })
+            .await?
+        else {
+            return Ok(Next::Idle);
+        };
+        if let Err(e) = self.set_power(&node, PowerAction::Off).await {
+            self.fail(
+                &node.uuid,
+                format!("Tear down failed: power off: {e}"),
+                false,
+            )
+            .await?;
+            return Ok(Next::Idle);
+        }
+        if let Some(alloc) = &node.allocation_uuid {
+            if let Err(e) = self.db().delete_allocation(alloc).await {
+                tracing::warn!(node = %node.uuid, error = %e, "deleting the allocation failed");
+            }
+        }
+        info!(node = %node.uuid, "instance torn down, cleaning");
+        self.release(&node.uuid, |n| {
+            n.power_state = Some("power off".into());
+            n.instance_info = Map::new();
+            n.instance_uuid = None;
+            n.allocation_uuid = None;
+            n.wipe_agent_info();
+            n.driver_internal_info.remove("deploy_result");
+            n.intent = Some(Intent::Clean { steps: None });
+            if let Ok(next) = n.provision_state.on(Event::StartClean) {
+                n.set_provision_state(next, Some(ProvisionState::Available));
+            }
+        })
+        .await?;
+        Ok(Next::Again)
+    }
+}

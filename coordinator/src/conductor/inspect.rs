@@ -1,0 +1,268 @@
+//! Inspection: with the `agent` inspect interface, PXE + power on → `inspect
+//! wait`; on the agent's heartbeat `poll.get_hardware_info` returns the
+//! inventory (a real IPA may instead POST it to `/v1/continue_inspection`).
+//! The inventory becomes properties (cpus, memory_mb, local_gb, cpu_arch) and
+//! ports (one per NIC, LLDP → local_link_connection). The `fake` and
+//! `no-inspect` interfaces finish at once.
+
+use ingot_proto::inventory::{Interface, Inventory};
+use serde_json::{Map, Value, json};
+use tracing::info;
+
+use super::{Conductor, ConductorError, Next, is_busy};
+use crate::db::{Db, DbError};
+use crate::model::port::normalize_mac;
+use crate::model::{Node, Port, new_uuid, now_iso};
+use crate::power::PowerAction;
+use crate::state::{Event, ProvisionState};
+
+fn tlv_bytes(hex_value: &str) -> Vec<u8> {
+    (0..hex_value.len() / 2)
+        .filter_map(|i| hex_value.get(i * 2..i * 2 + 2))
+        .filter_map(|b| u8::from_str_radix(b, 16).ok())
+        .collect()
+}
+
+fn mac_of(b: &[u8]) -> Option<String> {
+    (b.len() == 6).then(|| {
+        b.iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    })
+}
+
+/// LLDP TLVs → Ironic's `local_link_connection` (`switch_id`, `port_id`, `switch_info`).
+pub fn local_link_connection(iface: &Interface) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (kind, value) in iface.lldp.iter().flatten() {
+        let b = tlv_bytes(value);
+        match (*kind, b.split_first()) {
+            (1, Some((4, rest))) => {
+                if let Some(m) = mac_of(rest) {
+                    out.insert("switch_id".into(), json!(m));
+                }
+            }
+            (1, Some((_, rest))) => {
+                out.entry("switch_id")
+                    .or_insert(json!(String::from_utf8_lossy(rest)));
+            }
+            (2, Some((3, rest))) => {
+                if let Some(m) = mac_of(rest) {
+                    out.insert("port_id".into(), json!(m));
+                }
+            }
+            (2, Some((_, rest))) => {
+                out.insert("port_id".into(), json!(String::from_utf8_lossy(rest)));
+            }
+            (5, _) => {
+                out.insert("switch_info".into(), json!(String::from_utf8_lossy(&b)));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Applies an inventory: properties on the node, and a port for every NIC
+/// that has none (existing ports get their LLDP data refreshed).
+pub async fn apply_inventory(db: &Db, node: &mut Node, raw: &Value) -> Result<(), DbError> {
+    let inv: Inventory = serde_json::from_value(raw.clone()).unwrap_or_default();
+    let gib = 1024_u64 * 1024 * 1024;
+    if inv.cpu.count > 0 {
+        node.properties.insert("cpus".into(), json!(inv.cpu.count));
+    }
+    if !inv.cpu.architecture.is_empty() {
+        node.properties
+            .insert("cpu_arch".into(), json!(inv.cpu.architecture));
+    }
+    let mem = inv
+        .memory
+        .physical_mb
+        .unwrap_or(inv.memory.total / (1024 * 1024));
+    if mem > 0 {
+        node.properties.insert("memory_mb".into(), json!(mem));
+    }
+    // Root disk as IPA guesses it: the smallest disk of at least 4 GiB.
+    if let Some(root) = inv
+        .disks
+        .iter()
+        .filter(|d| d.size >= 4 * gib)
+        .min_by_key(|d| d.size)
+    {
+        node.properties.insert(
+            "local_gb".into(),
+            json!((root.size / gib).saturating_sub(1)),
+        );
+    }
+    if !inv.boot.current_boot_mode.is_empty() {
+        node.boot_mode = Some(inv.boot.current_boot_mode.clone());
+    }
+    node.inventory = Some(raw.clone());
+    let pxe = inv.boot.pxe_interface.as_deref().and_then(normalize_mac);
+    for iface in &inv.interfaces {
+        let Some(mac) = normalize_mac(&iface.mac_address) else {
+            continue;
+        };
+        let llc = local_link_connection(iface);
+        match db.get_port_by_address(&mac).await? {
+            Some(mut p) if p.node_uuid == node.uuid => {
+                if !llc.is_empty() {
+                    p.local_link_connection = llc;
+                    p.updated_at = Some(now_iso());
+                    db.update_port(&p).await?;
+                }
+            }
+            Some(_) => {}
+            None => {
+                let port = Port {
+                    uuid: new_uuid(),
+                    address: mac.clone(),
+                    node_uuid: node.uuid.clone(),
+                    local_link_connection: llc,
+                    pxe_enabled: pxe.as_ref().is_none_or(|p| *p == mac),
+                    created_at: Some(now_iso()),
+                    ..Port::default()
+                };
+                db.insert_port(&port).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Conductor {
+    pub(super) async fn start_inspect(&self, node: Node) -> Result<Next, ConductorError> {
+        let Some(node) = self
+            .lock(&node.uuid, |n| {
+                n.provision_state == ProvisionState::Inspecting
+            })
+            .await?
+        else {
+            return Ok(Next::Idle);
+        };
+        if node.inspect_interface.as_deref() != Some("agent") {
+            self.release(&node.uuid, |n| {
+                n.intent = None;
+                n.last_error = None;
+                n.inspection_finished_at = Some(now_iso());
+                if let Ok(next) = n.provision_state.on(Event::Done) {
+                    n.set_provision_state(next, None);
+                }
+            })
+            .await?;
+            return Ok(Next::Idle);
+        }
+        self.modify(&node.uuid, |n| n.wipe_agent_info()).await?;
+        if let Err(e) = self.boot_agent(&node).await {
+            self.fail(
+                &node.uuid,
+                format!("Inspection failed: booting the ramdisk: {e}"),
+                false,
+            )
+            .await?;
+            return Ok(Next::Idle);
+        }
+        self.release(&node.uuid, |n| {
+            n.intent = None;
+            n.last_error = None;
+            if let Ok(next) = n.provision_state.on(Event::Wait) {
+                n.set_provision_state(next, Some(ProvisionState::Manageable));
+            }
+        })
+        .await?;
+        Ok(Next::Idle)
+    }
+
+    pub(super) async fn continue_inspect(&self, node: Node) -> Result<Next, ConductorError> {
+        if node.agent_url().is_none() {
+            return Ok(Next::Idle);
+        }
+        let Some(node) = self
+            .lock(&node.uuid, |n| {
+                n.provision_state == ProvisionState::InspectWait && n.agent_url().is_some()
+            })
+            .await?
+        else {
+            return Ok(Next::Idle);
+        };
+        let Some(ep) = Self::endpoint(&node) else {
+            self.release(&node.uuid, |_| {}).await?;
+            return Ok(Next::Idle);
+        };
+        match self
+            .agent()
+            .execute(&ep, "poll.get_hardware_info", Map::new(), true)
+            .await
+        {
+            Ok(r) => match r.command_result {
+                Some(inv) if r.command_status == ingot_proto::agent::CommandStatus::Succeeded => {
+                    self.finish_inspection_locked(node, inv).await?;
+                }
+                _ => {
+                    self.fail(
+                        &node.uuid,
+                        format!(
+                            "Inspection failed: poll.get_hardware_info: {}",
+                            super::command_error_text(&r)
+                        ),
+                        true,
+                    )
+                    .await?;
+                }
+            },
+            Err(e) if is_busy(&e) => {
+                self.release(&node.uuid, |_| {}).await?;
+            }
+            Err(e) => {
+                self.fail(&node.uuid, format!("Inspection failed: {e}"), true)
+                    .await?;
+            }
+        }
+        Ok(Next::Idle)
+    }
+
+    /// Finishes inspection with an inventory the agent POSTed to
+    /// `/v1/continue_inspection`. Returns false if the node is not waiting.
+    pub async fn finish_inspection(
+        &self,
+        uuid: &str,
+        inventory: Value,
+    ) -> Result<bool, ConductorError> {
+        let Some(node) = self
+            .lock(uuid, |n| n.provision_state == ProvisionState::InspectWait)
+            .await?
+        else {
+            return Ok(false);
+        };
+        self.finish_inspection_locked(node, inventory).await?;
+        Ok(true)
+    }
+
+    async fn finish_inspection_locked(
+        &self,
+        node: Node,
+        inventory: Value,
+    ) -> Result<(), ConductorError> {
+        let mut updated = node.clone();
+        apply_inventory(self.db(), &mut updated, &inventory).await?;
+        if let Err(e) = self.set_power(&node, PowerAction::Off).await {
+            tracing::warn!(node = %node.uuid, error = %e, "power off after inspection failed");
+        }
+        info!(node = %node.uuid, "inspection finished");
+        self.release(&node.uuid, move |n| {
+            n.properties = updated.properties.clone();
+            n.boot_mode = updated.boot_mode.clone();
+            n.inventory = updated.inventory.clone();
+            n.wipe_agent_info();
+            n.power_state = Some("power off".into());
+            n.inspection_finished_at = Some(now_iso());
+            n.last_error = None;
+            if let Ok(next) = n.provision_state.on(Event::Done) {
+                n.set_provision_state(next, None);
+            }
+        })
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,478 @@
+//! The conductor: the one owner of node lifecycle state. The API records
+//! intents (a state change plus [`crate::model::Intent`]) and calls
+//! [`Conductor::kick`]; a per-node worker then runs [`Conductor::handle`],
+//! which reads the node and does whatever its state calls for. The handler is
+//! idempotent: running it twice, or after a restart, does no harm.
+//!
+//! Ownership has two levels: in-process, at most one worker per node (a map of
+//! running workers); in the database, the node's `reservation` column holds
+//! this conductor's name while it acts, so API calls and other coordinators
+//! get 409 `NodeLocked` instead of interleaving.
+
+mod clean;
+mod deploy;
+mod inspect;
+mod power;
+mod recovery;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tracing::{info, warn};
+
+use crate::agent_client::{AgentClient, AgentEndpoint, AgentError};
+use crate::config::Config;
+use crate::db::{Db, DbError, UpdateError};
+use crate::model::Node;
+use crate::power::{PowerAction, PowerDriver, PowerDrivers, PowerError, PowerState, PowerTarget};
+use crate::state::{Event, ProvisionState};
+
+pub use inspect::apply_inventory;
+
+/// Errors inside the handler that are not the node's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConductorError {
+    /// Database failure.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Why a lock attempt did not give us the node.
+#[derive(Debug)]
+enum NotOurs {
+    Locked,
+    Changed,
+}
+
+impl From<UpdateError<NotOurs>> for ConductorError {
+    fn from(e: UpdateError<NotOurs>) -> Self {
+        match e {
+            UpdateError::Db(d) => Self::Db(d),
+            UpdateError::Refused(_) => Self::Db(DbError::Contended("lock".into())),
+        }
+    }
+}
+
+impl From<UpdateError<std::convert::Infallible>> for ConductorError {
+    fn from(e: UpdateError<std::convert::Infallible>) -> Self {
+        match e {
+            UpdateError::Db(d) => Self::Db(d),
+            UpdateError::Refused(never) => match never {},
+        }
+    }
+}
+
+struct Inner {
+    db: Db,
+    config: Config,
+    power: PowerDrivers,
+    agent: AgentClient,
+    workers: Mutex<HashMap<String, bool>>,
+}
+
+/// The conductor handle (cheap to clone).
+#[derive(Clone)]
+pub struct Conductor {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Conductor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conductor")
+            .field("name", &self.inner.config.conductor_name)
+            .finish()
+    }
+}
+
+/// Whether the handler should run again at once.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    Again,
+    Idle,
+}
+
+impl Conductor {
+    /// A conductor over `db`.
+    pub fn new(db: Db, config: Config, power: PowerDrivers) -> Self {
+        let agent = AgentClient::new(Duration::from_secs(config.agent_command_timeout));
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                config,
+                power,
+                agent,
+                workers: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// This conductor's name (the `reservation` it writes).
+    pub fn name(&self) -> &str {
+        &self.inner.config.conductor_name
+    }
+
+    /// The power driver of a node.
+    pub fn power_driver(&self, node: &Node) -> Result<Arc<dyn PowerDriver>, PowerError> {
+        let iface = node.power_interface.as_deref().unwrap_or("fake");
+        self.inner.power.get(iface).ok_or_else(|| {
+            PowerError::Unsupported(format!("no power driver for power interface {iface}"))
+        })
+    }
+
+    /// What a power driver needs about the node.
+    pub fn power_target(node: &Node) -> PowerTarget {
+        PowerTarget {
+            node_uuid: node.uuid.clone(),
+            driver_info: node.driver_info.clone(),
+            recorded: match node.power_state.as_deref() {
+                Some("power on") => Some(PowerState::On),
+                Some("power off") => Some(PowerState::Off),
+                _ => None,
+            },
+        }
+    }
+
+    /// Asks the node's worker to look at the node (starting one if needed).
+    pub fn kick(&self, uuid: &str) {
+        let mut workers = match self.inner.workers.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(dirty) = workers.get_mut(uuid) {
+            *dirty = true;
+            return;
+        }
+        workers.insert(uuid.to_owned(), false);
+        drop(workers);
+        let me = self.clone();
+        let uuid = uuid.to_owned();
+        tokio::spawn(async move { me.worker(uuid).await });
+    }
+
+    async fn worker(self, uuid: String) {
+        loop {
+            if let Err(e) = self.handle(&uuid).await {
+                warn!(node = %uuid, error = %e, "node handler failed");
+            }
+            let mut workers = match self.inner.workers.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            if workers.get(&uuid) == Some(&true) {
+                workers.insert(uuid.clone(), false);
+                continue;
+            }
+            workers.remove(&uuid);
+            break;
+        }
+    }
+
+    /// True while a worker runs for the node (for tests and shutdown).
+    pub fn busy(&self) -> bool {
+        match self.inner.workers.lock() {
+            Ok(g) => !g.is_empty(),
+            Err(p) => !p.into_inner().is_empty(),
+        }
+    }
+
+    /// Does whatever the node's state and intents call for. Idempotent.
+    pub async fn handle(&self, uuid: &str) -> Result<(), ConductorError> {
+        for _ in 0..16 {
+            let Some((node, _)) = self.db().get_node(uuid).await? else {
+                return Ok(());
+            };
+            let next = if node.power_intent.is_some() && !node.provision_state.is_transient() {
+                self.handle_power_intent(node).await?
+            } else {
+                match node.provision_state {
+                    ProvisionState::Verifying => self.verify(node).await?,
+                    ProvisionState::Inspecting => self.start_inspect(node).await?,
+                    ProvisionState::InspectWait => self.continue_inspect(node).await?,
+                    ProvisionState::Cleaning => self.start_clean(node).await?,
+                    ProvisionState::CleanWait => self.continue_clean(node).await?,
+                    ProvisionState::Deploying => self.start_deploy(node).await?,
+                    ProvisionState::WaitCallBack => self.continue_deploy(node).await?,
+                    ProvisionState::Deleting => self.tear_down(node).await?,
+                    _ => Next::Idle,
+                }
+            };
+            if next == Next::Idle {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the node's reservation if it is in `expect` and not locked.
+    async fn lock(
+        &self,
+        uuid: &str,
+        expect: impl Fn(&Node) -> bool,
+    ) -> Result<Option<Node>, ConductorError> {
+        let me = self.name().to_owned();
+        let r = self
+            .db()
+            .update_node(uuid, |n| {
+                if n.reservation.as_deref().is_some_and(|r| r != me) {
+                    return Err(NotOurs::Locked);
+                }
+                if !expect(n) {
+                    return Err(NotOurs::Changed);
+                }
+                n.reservation = Some(me.clone());
+                n.conductor = Some(me.clone());
+                Ok(())
+            })
+            .await;
+        match r {
+            Ok(n) => Ok(Some(n)),
+            Err(UpdateError::Refused(_)) => Ok(None),
+            Err(UpdateError::Db(e)) => Err(e.into()),
+        }
+    }
+
+    /// Applies `f` and releases the reservation in the same write.
+    async fn release(&self, uuid: &str, f: impl Fn(&mut Node)) -> Result<Node, ConductorError> {
+        Ok(self
+            .db()
+            .update_node::<std::convert::Infallible, _>(uuid, |n| {
+                f(n);
+                n.reservation = None;
+                Ok(())
+            })
+            .await?)
+    }
+
+    /// Changes the node without touching the reservation.
+    async fn modify(&self, uuid: &str, f: impl Fn(&mut Node)) -> Result<Node, ConductorError> {
+        Ok(self
+            .db()
+            .update_node::<std::convert::Infallible, _>(uuid, |n| {
+                f(n);
+                Ok(())
+            })
+            .await?)
+    }
+
+    /// Fails the current operation: the failure state of the node's state,
+    /// `last_error`, agent forgotten, reservation released; then powers the
+    /// node off when `power_off` (Ironic does so after deploy failures).
+    async fn fail(
+        &self,
+        uuid: &str,
+        message: String,
+        power_off: bool,
+    ) -> Result<(), ConductorError> {
+        warn!(node = %uuid, error = %message, "operation failed");
+        let msg = message.clone();
+        let node = self
+            .release(uuid, move |n| {
+                if let Ok(next) = n.provision_state.on(Event::Fail) {
+                    n.set_provision_state(next, None);
+                } else if let Some(next) = n.provision_state.failure_state() {
+                    n.set_provision_state(next, None);
+                }
+                n.last_error = Some(msg.clone());
+                n.intent = None;
+                n.wipe_agent_info();
+                n.clean_step = Map::new();
+                n.deploy_step = Map::new();
+            })
+            .await?;
+        if power_off {
+            if let Err(e) = self.set_power(&node, PowerAction::Off).await {
+                warn!(node = %uuid, error = %e, "power off after failure failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Changes the power state through the driver and records it.
+    async fn set_power(&self, node: &Node, action: PowerAction) -> Result<(), PowerError> {
+        if node.disable_power_off && matches!(action, PowerAction::Off | PowerAction::SoftOff) {
+            return Ok(());
+        }
+        let driver = self.power_driver(node)?;
+        driver
+            .set_power_state(&Self::power_target(node), action)
+            .await?;
+        let state = action.resulting_state().as_str().to_owned();
+        if let Err(e) = self
+            .modify(&node.uuid, move |n| n.power_state = Some(state.clone()))
+            .await
+        {
+            warn!(node = %node.uuid, error = %e, "recording the power state failed");
+        }
+        Ok(())
+    }
+
+    /// Sets the boot device unless the management interface is `noop`.
+    async fn set_boot_device(
+        &self,
+        node: &Node,
+        device: &str,
+        persistent: bool,
+    ) -> Result<(), PowerError> {
+        if node.management_interface.as_deref() == Some("noop") {
+            return Ok(());
+        }
+        self.power_driver(node)?
+            .set_boot_device(&Self::power_target(node), device, persistent)
+            .await
+    }
+
+    /// Boots the node from the network into the agent: boot device PXE, then
+    /// reboot (or power on if off).
+    async fn boot_agent(&self, node: &Node) -> Result<(), PowerError> {
+        self.set_boot_device(node, "pxe", false).await?;
+        let action = if node.power_state.as_deref() == Some("power on") {
+            PowerAction::Reboot
+        } else {
+            PowerAction::On
+        };
+        self.set_power(node, action).await
+    }
+
+    /// The agent endpoint recorded from heartbeats.
+    fn endpoint(node: &Node) -> Option<AgentEndpoint> {
+        Some(AgentEndpoint {
+            url: node.agent_url()?.to_owned(),
+            token: node.agent_token()?.to_owned(),
+            verify_ca: node
+                .driver_internal_info
+                .get("agent_verify_ca")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        })
+    }
+
+    fn agent(&self) -> &AgentClient {
+        &self.inner.agent
+    }
+
+    /// `node` and `ports` parameters of step commands, as Ironic sends them.
+    async fn step_params(&self, node: &Node) -> Result<Map<String, Value>, ConductorError> {
+        let ports: Vec<Value> = self
+            .db()
+            .list_ports(Some(&node.uuid))
+            .await?
+            .iter()
+            .map(|p| Value::Object(p.to_api("")))
+            .collect();
+        let mut params = Map::new();
+        params.insert("node".into(), Value::Object(node.to_api("")));
+        params.insert("ports".into(), Value::Array(ports));
+        Ok(params)
+    }
+
+    /// Verifying: the power driver validates driver_info and reads the power state.
+    async fn verify(&self, node: Node) -> Result<Next, ConductorError> {
+        let Some(node) = self
+            .lock(&node.uuid, |n| {
+                n.provision_state == ProvisionState::Verifying
+            })
+            .await?
+        else {
+            return Ok(Next::Idle);
+        };
+        let result = async {
+            let driver = self.power_driver(&node)?;
+            driver.validate(&node.driver_info)?;
+            driver.get_power_state(&Self::power_target(&node)).await
+        }
+        .await;
+        match result {
+            Ok(state) => {
+                info!(node = %node.uuid, "credentials verified");
+                self.release(&node.uuid, |n| {
+                    n.power_state = Some(state.as_str().to_owned());
+                    n.intent = None;
+                    n.last_error = None;
+                    if let Ok(next) = n.provision_state.on(Event::Done) {
+                        n.set_provision_state(next, None);
+                    }
+                })
+                .await?;
+            }
+            Err(e) => {
+                self.fail(
+                    &node.uuid,
+                    format!("Failed to verify the node's credentials: {e}"),
+                    false,
+                )
+                .await?;
+            }
+        }
+        Ok(Next::Idle)
+    }
+
+    /// Restart recovery; see [`recovery`].
+    pub async fn recover(&self) -> Result<usize, ConductorError> {
+        recovery::recover(self).await
+    }
+
+    /// One pass of the wait-state timeout check; see [`recovery`].
+    pub async fn check_timeouts(&self) -> Result<usize, ConductorError> {
+        recovery::check_timeouts(self).await
+    }
+
+    /// Starts the periodic timeout check.
+    pub fn spawn_periodic(&self) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval(Duration::from_millis(me.config().check_interval_ms.max(50)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = me.check_timeouts().await {
+                    warn!(error = %e, "timeout check failed");
+                }
+            }
+        })
+    }
+}
+
+/// Describes an agent command failure for `last_error`.
+fn command_error_text(r: &ingot_proto::agent::CommandResult) -> String {
+    match &r.command_error {
+        Some(e) => format!("{}: {} {}", e.kind, e.message, e.details)
+            .trim()
+            .to_owned(),
+        None => "unknown error".into(),
+    }
+}
+
+/// The milliseconds a wait state may last without news.
+fn wait_timeout_ms(config: &Config, state: ProvisionState) -> Option<i64> {
+    let secs = match state {
+        ProvisionState::WaitCallBack => config.deploy_callback_timeout,
+        ProvisionState::CleanWait => config.clean_callback_timeout,
+        ProvisionState::InspectWait => config.inspect_wait_timeout,
+        _ => return None,
+    };
+    Some(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX))
+}
+
+/// True when `err` means "try again on the next heartbeat".
+fn is_busy(err: &AgentError) -> bool {
+    matches!(err, AgentError::Busy(_))
+}
+
+/// Checks that `instance_info` is enough for an agent deploy (image URL and
+/// checksum, config drive form).
+pub fn image_info_for(node: &Node) -> Result<(), String> {
+    deploy::image_info(node).map(|_| ())
+}

@@ -1,0 +1,101 @@
+//! The coordinator's configuration: a TOML file, overridden by command-line flags.
+//!
+//! ```toml
+//! listen = "127.0.0.1:6385"
+//! database = "sqlite://ingot.db"
+//! conductor_name = "ingot"
+//! heartbeat_timeout = 30         # seconds; agents heartbeat every 0.3-0.6x this
+//! deploy_callback_timeout = 1800 # seconds without news from the agent in wait call-back
+//! clean_callback_timeout = 1800  # … in clean wait
+//! inspect_wait_timeout = 1800    # … in inspect wait
+//! check_interval_ms = 5000       # how often wait-state timeouts are checked
+//! automated_clean = true
+//! secure_erase = false           # automated cleaning runs erase_devices instead of metadata
+//! ```
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// Configuration errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this struct.
+    #[error("parsing {path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// Why.
+        source: toml::de::Error,
+    },
+}
+
+/// Everything the daemon needs to know.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the API.
+    pub listen: SocketAddr,
+    /// Database URL (`sqlite://…` or `postgres://…`).
+    pub database: String,
+    /// Name of this coordinator, stored in `reservation` and `conductor`.
+    pub conductor_name: String,
+    /// The `heartbeat_timeout` agents get at lookup (seconds).
+    pub heartbeat_timeout: u64,
+    /// Timeout of `wait call-back` (seconds without news from the agent).
+    pub deploy_callback_timeout: u64,
+    /// Timeout of `clean wait`.
+    pub clean_callback_timeout: u64,
+    /// Timeout of `inspect wait`.
+    pub inspect_wait_timeout: u64,
+    /// How often wait-state timeouts are checked (milliseconds).
+    pub check_interval_ms: u64,
+    /// Automated cleaning on provide and after undeploy (per node: `automated_clean`).
+    pub automated_clean: bool,
+    /// Automated cleaning does a secure erase (`erase_devices`) instead of a
+    /// metadata wipe (per node: `driver_info.ingot_secure_erase`).
+    pub secure_erase: bool,
+    /// Timeout of one HTTP request to an agent (seconds).
+    pub agent_command_timeout: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 6385)),
+            database: "sqlite://ingot-coordinator.db".into(),
+            conductor_name: "ingot".into(),
+            heartbeat_timeout: 30,
+            deploy_callback_timeout: 1800,
+            clean_callback_timeout: 1800,
+            inspect_wait_timeout: 1800,
+            check_interval_ms: 5000,
+            automated_clean: true,
+            secure_erase: false,
+            agent_command_timeout: 60,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+}

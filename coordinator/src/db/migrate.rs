@@ -1,0 +1,32 @@
+//! Schema migrations, embedded in the binary (sqlx's `migrate!` macro would
+//! need the macros feature; the list is short enough to spell out).
+
+use std::borrow::Cow;
+
+use sqlx::AnyPool;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+/// The migrations, in order. Never edit one that has shipped: add a new one.
+const MIGRATIONS: [(i64, &str, &str); 1] =
+    [(1, "init", include_str!("../../migrations/0001_init.sql"))];
+
+/// Applies every migration not applied yet.
+pub async fn run(pool: &AnyPool) -> Result<(), sqlx::migrate::MigrateError> {
+    let migrations: Vec<Migration> = MIGRATIONS
+        .iter()
+        .map(|(version, desc, sql)| {
+            Migration::new(
+                *version,
+                Cow::Borrowed(*desc),
+                MigrationType::Simple,
+                Cow::Borrowed(*sql),
+                false,
+            )
+        })
+        .collect();
+    let migrator = Migrator {
+        migrations: Cow::Owned(migrations),
+        ..Migrator::DEFAULT
+    };
+    migrator.run(pool).await
+}

@@ -1,0 +1,450 @@
+//! Persistence: one code path for SQLite and PostgreSQL through sqlx's `Any`
+//! driver, with runtime-checked queries. Each document is stored as JSON next
+//! to the columns that need uniqueness or lookups. Nodes carry a `version`
+//! column: every write is a compare-and-swap ([`Db::update_node`]), so two
+//! writers (API requests, the conductor, another coordinator) can never lose
+//! each other's changes.
+
+mod migrate;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Row};
+
+use crate::model::{Allocation, Node, Port};
+
+/// Database errors.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The URL is not one we can use.
+    #[error("invalid database URL {url:?}: {reason}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// A uniqueness constraint failed (name, instance_uuid, MAC address, …).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A stored document does not parse.
+    #[error("corrupt {kind} document {id}: {source}")]
+    Corrupt {
+        /// Table.
+        kind: &'static str,
+        /// Row.
+        id: String,
+        /// Parse error.
+        source: serde_json::Error,
+    },
+    /// The node changed under us too many times in a row.
+    #[error("node {0} is being changed concurrently; retry")]
+    Contended(String),
+    /// The row vanished.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// Migration failure.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Anything else from the driver.
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+}
+
+/// The outcome of [`Db::update_node`]: the caller's own error, or the database's.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError<E> {
+    /// The closure refused the change.
+    #[error(transparent)]
+    Refused(E),
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite (the embedded default).
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// The database handle (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+fn map_err(e: sqlx::Error, what: &str) -> DbError {
+    if let sqlx::Error::Database(d) = &e {
+        if d.is_unique_violation() {
+            return DbError::Conflict(what.to_owned());
+        }
+    }
+    DbError::Sqlx(e)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(
+    kind: &'static str,
+    id: &str,
+    data: &str,
+) -> Result<T, DbError> {
+    serde_json::from_str(data).map_err(|source| DbError::Corrupt {
+        kind,
+        id: id.to_owned(),
+        source,
+    })
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    // Serializing our own plain structs cannot fail (string keys, no custom impls).
+    serde_json::to_string(v).unwrap_or_else(|_| "{}".to_owned())
+}
+
+impl Db {
+    /// Connects (creating a SQLite file if missing) and runs the migrations.
+    ///
+    /// `url` is `sqlite:///abs/path.db`, `sqlite://relative.db`, `sqlite::memory:`
+    /// or `postgres://user@host:port/db`.
+    pub async fn connect(url: &str) -> Result<Self, DbError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(DbError::Url {
+                url: url.to_owned(),
+                reason: "expected sqlite:… or postgres://…".into(),
+            });
+        };
+        let mut url = url.to_owned();
+        if backend == Backend::Sqlite && !url.contains("mode=") && !url.contains(":memory:") {
+            url.push_str(if url.contains('?') {
+                "&mode=rwc"
+            } else {
+                "?mode=rwc"
+            });
+        }
+        let opts = AnyConnectOptions::from_str(&url).map_err(|e| DbError::Url {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
+            .acquire_timeout(Duration::from_secs(30));
+        if backend == Backend::Sqlite {
+            pool = pool.after_connect(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::Executor;
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool.connect_with(opts).await?;
+        let db = Self { pool, backend };
+        migrate::run(&db.pool).await?;
+        Ok(db)
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---- nodes ----
+
+    /// Finds a node by UUID or name.
+    pub async fn get_node(&self, ident: &str) -> Result<Option<(Node, i64)>, DbError> {
+        let row = sqlx::query("SELECT uuid, version, data FROM nodes WHERE uuid = $1 OR name = $2")
+            .bind(ident)
+            .bind(ident)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            None => Ok(None),
+            Some(r) => {
+                let uuid: String = r.try_get(0)?;
+                let version: i64 = r.try_get(1)?;
+                let data: String = r.try_get(2)?;
+                Ok(Some((parse("node", &uuid, &data)?, version)))
+            }
+        }
+    }
+
+    /// Every node, in creation order.
+    pub async fn list_nodes(&self) -> Result<Vec<Node>, DbError> {
+        let rows = sqlx::query("SELECT uuid, data FROM nodes ORDER BY created_at, uuid")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let uuid: String = r.try_get(0)?;
+                let data: String = r.try_get(1)?;
+                parse("node", &uuid, &data)
+            })
+            .collect()
+    }
+
+    /// UUIDs of nodes in the given provision states.
+    pub async fn node_uuids_in_states(&self, states: &[&str]) -> Result<Vec<String>, DbError> {
+        let mut out = Vec::new();
+        for s in states {
+            let rows = sqlx::query("SELECT uuid FROM nodes WHERE provision_state = $1")
+                .bind(*s)
+                .fetch_all(&self.pool)
+                .await?;
+            for r in rows {
+                out.push(r.try_get::<String, _>(0)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Inserts a new node.
+    pub async fn insert_node(&self, node: &Node) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO nodes (uuid, name, instance_uuid, provision_state, reservation, version, created_at, data) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&node.uuid)
+        .bind(node.name.clone())
+        .bind(node.instance_uuid.clone())
+        .bind(node.provision_state.as_str())
+        .bind(node.reservation.clone())
+        .bind(1_i64)
+        .bind(node.created_at.clone().unwrap_or_default())
+        .bind(to_json(node))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| map_err(e, "a node with this UUID or name already exists"))?;
+        Ok(())
+    }
+
+    /// Reads the node, lets `f` change it, writes it back if the version did
+    /// not move meanwhile, and retries from a fresh read if it did. `f` must be
+    /// a pure function of the node it is given (it may run several times).
+    pub async fn update_node<E, F>(&self, uuid: &str, mut f: F) -> Result<Node, UpdateError<E>>
+    where
+        F: FnMut(&mut Node) -> Result<(), E>,
+    {
+        for _ in 0..50 {
+            let (mut node, version) = self
+                .get_node(uuid)
+                .await?
+                .ok_or_else(|| DbError::NotFound(format!("node {uuid}")))?;
+            let before = node.clone();
+            f(&mut node).map_err(UpdateError::Refused)?;
+            if node == before {
+                return Ok(node);
+            }
+            node.updated_at = Some(crate::model::now_iso());
+            let done = sqlx::query(
+                "UPDATE nodes SET name = $1, instance_uuid = $2, provision_state = $3, \
+                 reservation = $4, version = $5, data = $6 WHERE uuid = $7 AND version = $8",
+            )
+            .bind(node.name.clone())
+            .bind(node.instance_uuid.clone())
+            .bind(node.provision_state.as_str())
+            .bind(node.reservation.clone())
+            .bind(version + 1)
+            .bind(to_json(&node))
+            .bind(&node.uuid)
+            .bind(version)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_err(e, "another node already has this name or instance_uuid"))?;
+            if done.rows_affected() == 1 {
+                return Ok(node);
+            }
+            tokio::task::yield_now().await;
+        }
+        Err(UpdateError::Db(DbError::Contended(uuid.to_owned())))
+    }
+
+    /// Deletes a node and its ports.
+    pub async fn delete_node(&self, uuid: &str) -> Result<(), DbError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM ports WHERE node_uuid = $1")
+            .bind(uuid)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM nodes WHERE uuid = $1")
+            .bind(uuid)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- ports ----
+
+    /// Inserts a port.
+    pub async fn insert_port(&self, port: &Port) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO ports (uuid, address, node_uuid, created_at, data) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&port.uuid)
+        .bind(&port.address)
+        .bind(&port.node_uuid)
+        .bind(port.created_at.clone().unwrap_or_default())
+        .bind(to_json(port))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            map_err(
+                e,
+                &format!("A port with MAC address {} already exists.", port.address),
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Replaces a port.
+    pub async fn update_port(&self, port: &Port) -> Result<(), DbError> {
+        sqlx::query("UPDATE ports SET address = $1, node_uuid = $2, data = $3 WHERE uuid = $4")
+            .bind(&port.address)
+            .bind(&port.node_uuid)
+            .bind(to_json(port))
+            .bind(&port.uuid)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| {
+                map_err(
+                    e,
+                    &format!("A port with MAC address {} already exists.", port.address),
+                )
+            })?;
+        Ok(())
+    }
+
+    /// A port by UUID.
+    pub async fn get_port(&self, uuid: &str) -> Result<Option<Port>, DbError> {
+        let row = sqlx::query("SELECT data FROM ports WHERE uuid = $1")
+            .bind(uuid)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| parse("port", uuid, &r.try_get::<String, _>(0)?))
+            .transpose()
+    }
+
+    /// A port by MAC address.
+    pub async fn get_port_by_address(&self, address: &str) -> Result<Option<Port>, DbError> {
+        let row = sqlx::query("SELECT data FROM ports WHERE address = $1")
+            .bind(address)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| parse("port", address, &r.try_get::<String, _>(0)?))
+            .transpose()
+    }
+
+    /// Ports, all or of one node, in creation order.
+    pub async fn list_ports(&self, node_uuid: Option<&str>) -> Result<Vec<Port>, DbError> {
+        let rows =
+            match node_uuid {
+                Some(n) => sqlx::query(
+                    "SELECT uuid, data FROM ports WHERE node_uuid = $1 ORDER BY created_at, uuid",
+                )
+                .bind(n)
+                .fetch_all(&self.pool)
+                .await?,
+                None => {
+                    sqlx::query("SELECT uuid, data FROM ports ORDER BY created_at, uuid")
+                        .fetch_all(&self.pool)
+                        .await?
+                }
+            };
+        rows.iter()
+            .map(|r| {
+                let uuid: String = r.try_get(0)?;
+                parse("port", &uuid, &r.try_get::<String, _>(1)?)
+            })
+            .collect()
+    }
+
+    /// Deletes a port.
+    pub async fn delete_port(&self, uuid: &str) -> Result<(), DbError> {
+        sqlx::query("DELETE FROM ports WHERE uuid = $1")
+            .bind(uuid)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- allocations ----
+
+    /// Inserts an allocation.
+    pub async fn insert_allocation(&self, a: &Allocation) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO allocations (uuid, name, node_uuid, created_at, data) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&a.uuid)
+        .bind(a.name.clone())
+        .bind(a.node_uuid.clone())
+        .bind(a.created_at.clone().unwrap_or_default())
+        .bind(to_json(a))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| map_err(e, "an allocation with this UUID or name already exists"))?;
+        Ok(())
+    }
+
+    /// Replaces an allocation.
+    pub async fn update_allocation(&self, a: &Allocation) -> Result<(), DbError> {
+        sqlx::query("UPDATE allocations SET name = $1, node_uuid = $2, data = $3 WHERE uuid = $4")
+            .bind(a.name.clone())
+            .bind(a.node_uuid.clone())
+            .bind(to_json(a))
+            .bind(&a.uuid)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_err(e, "an allocation with this name already exists"))?;
+        Ok(())
+    }
+
+    /// An allocation by UUID or name.
+    pub async fn get_allocation(&self, ident: &str) -> Result<Option<Allocation>, DbError> {
+        let row = sqlx::query("SELECT data FROM allocations WHERE uuid = $1 OR name = $2")
+            .bind(ident)
+            .bind(ident)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| parse("allocation", ident, &r.try_get::<String, _>(0)?))
+            .transpose()
+    }
+
+    /// Every allocation.
+    pub async fn list_allocations(&self) -> Result<Vec<Allocation>, DbError> {
+        let rows = sqlx::query("SELECT uuid, data FROM allocations ORDER BY created_at, uuid")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let uuid: String = r.try_get(0)?;
+                parse("allocation", &uuid, &r.try_get::<String, _>(1)?)
+            })
+            .collect()
+    }
+
+    /// Deletes an allocation.
+    pub async fn delete_allocation(&self, uuid: &str) -> Result<(), DbError> {
+        sqlx::query("DELETE FROM allocations WHERE uuid = $1")
+            .bind(uuid)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,19 @@
+//! `ingot-coordinator`: an Ironic-compatible bare-metal coordinator.
+//!
+//! - [`api`]: Ironic's REST API v1 (axum), microversions and error envelope.
+//! - [`conductor`]: the one owner of node lifecycle state; per-node handler.
+//! - [`state`]: Ironic's provision state machine.
+//! - [`db`]: persistence on SQLite or PostgreSQL (sqlx, runtime queries).
+//! - [`power`]: the `PowerDriver` trait and its drivers.
+//! - [`agent_client`]: the client of the agent's command API.
+
+pub mod agent_client;
+pub mod api;
+pub mod conductor;
+pub mod config;
+pub mod db;
+pub mod drivers;
+pub mod model;
+pub mod power;
+pub mod server;
+pub mod state;

@@ -1,0 +1,42 @@
+//! The stored documents: nodes, ports and allocations.
+
+pub mod allocation;
+pub mod node;
+pub mod port;
+
+pub use allocation::Allocation;
+pub use node::{Intent, Node};
+pub use port::Port;
+
+/// Current UTC time as Ironic prints it (`2024-05-01T12:00:00.123456+00:00`).
+pub fn now_iso() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}+00:00",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.microsecond()
+    )
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A new random UUID (version 4) in its hyphenated lower-case form.
+pub fn new_uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// True if `s` is a UUID (any version, hyphenated).
+pub fn is_uuid(s: &str) -> bool {
+    s.len() == 36 && uuid::Uuid::parse_str(s).is_ok()
+}

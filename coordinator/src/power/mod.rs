@@ -1,0 +1,215 @@
+//! Power and boot-device control behind the [`PowerDriver`] trait. The `fake`
+//! driver keeps state in memory; the `ipmitool`, `redfish` and `snmp` power
+//! interfaces validate Ironic's driver_info keys now and get their protocol
+//! code from the power issue (they answer [`PowerError::NotImplemented`]
+//! until then). [`PowerDrivers`] maps a node's `power_interface` to a driver,
+//! and drivers can be replaced at start-up with [`PowerDrivers::register`].
+
+pub mod fake;
+pub mod stub;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+/// A boxed future, so the trait can be used as `dyn PowerDriver`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A boot device and whether it is persistent; either may be unknown.
+pub type BootDeviceState = (Option<String>, Option<bool>);
+
+/// Power states as Ironic spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerState {
+    /// `power on`
+    On,
+    /// `power off`
+    Off,
+}
+
+impl PowerState {
+    /// Wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::On => "power on",
+            Self::Off => "power off",
+        }
+    }
+}
+
+/// A power action (`target` of `states/power`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerAction {
+    /// `power on`
+    On,
+    /// `power off`
+    Off,
+    /// `rebooting`
+    Reboot,
+    /// `soft power off`
+    SoftOff,
+    /// `soft rebooting`
+    SoftReboot,
+}
+
+impl PowerAction {
+    /// Parses the API's `target`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "power on" => Self::On,
+            "power off" => Self::Off,
+            "rebooting" => Self::Reboot,
+            "soft power off" => Self::SoftOff,
+            "soft rebooting" => Self::SoftReboot,
+            _ => return None,
+        })
+    }
+
+    /// The power state after the action.
+    pub fn resulting_state(self) -> PowerState {
+        match self {
+            Self::Off | Self::SoftOff => PowerState::Off,
+            Self::On | Self::Reboot | Self::SoftReboot => PowerState::On,
+        }
+    }
+}
+
+/// Boot devices (Ironic `ironic/common/boot_devices.py`).
+pub const BOOT_DEVICES: [&str; 9] = [
+    "pxe",
+    "disk",
+    "cdrom",
+    "bios",
+    "safe",
+    "wanboot",
+    "iscsiboot",
+    "floppy",
+    "uefihttp",
+];
+
+/// What a driver needs to know about the node it acts on.
+#[derive(Debug, Clone)]
+pub struct PowerTarget {
+    /// Node UUID.
+    pub node_uuid: String,
+    /// The node's driver_info (addresses, credentials).
+    pub driver_info: Map<String, Value>,
+    /// The power state the coordinator last recorded.
+    pub recorded: Option<PowerState>,
+}
+
+/// Errors of power drivers.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PowerError {
+    /// driver_info lacks keys or has bad values.
+    #[error("{0}")]
+    InvalidDriverInfo(String),
+    /// The driver exists by name but has no protocol code yet.
+    #[error("the {0} power driver is not implemented yet")]
+    NotImplemented(String),
+    /// The BMC or PDU failed.
+    #[error("{0}")]
+    Failed(String),
+    /// Not supported by this driver.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// A power (and boot device) driver.
+pub trait PowerDriver: Send + Sync {
+    /// Checks driver_info without talking to the hardware.
+    fn validate(&self, driver_info: &Map<String, Value>) -> Result<(), PowerError>;
+
+    /// Reads the power state.
+    fn get_power_state<'a>(
+        &'a self,
+        target: &'a PowerTarget,
+    ) -> BoxFuture<'a, Result<PowerState, PowerError>>;
+
+    /// Changes the power state.
+    fn set_power_state<'a>(
+        &'a self,
+        target: &'a PowerTarget,
+        action: PowerAction,
+    ) -> BoxFuture<'a, Result<(), PowerError>>;
+
+    /// Sets the boot device (`pxe`, `disk`, …), for the next boot only or persistently.
+    fn set_boot_device<'a>(
+        &'a self,
+        target: &'a PowerTarget,
+        device: &'a str,
+        persistent: bool,
+    ) -> BoxFuture<'a, Result<(), PowerError>>;
+
+    /// Reads the boot device: `(device, persistent)`, either unknown.
+    fn get_boot_device<'a>(
+        &'a self,
+        target: &'a PowerTarget,
+    ) -> BoxFuture<'a, Result<BootDeviceState, PowerError>>;
+
+    /// Boot devices this driver can set.
+    fn supported_boot_devices(&self) -> Vec<&'static str> {
+        vec!["pxe", "disk"]
+    }
+}
+
+/// Drivers by power interface name.
+#[derive(Clone)]
+pub struct PowerDrivers {
+    drivers: HashMap<String, Arc<dyn PowerDriver>>,
+}
+
+impl std::fmt::Debug for PowerDrivers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PowerDrivers")
+            .field("names", &self.drivers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Default for PowerDrivers {
+    fn default() -> Self {
+        let mut drivers: HashMap<String, Arc<dyn PowerDriver>> = HashMap::new();
+        drivers.insert("fake".into(), Arc::new(fake::FakePower::default()));
+        drivers.insert("ipmitool".into(), Arc::new(stub::StubPower::ipmi()));
+        drivers.insert("redfish".into(), Arc::new(stub::StubPower::redfish()));
+        drivers.insert("snmp".into(), Arc::new(stub::StubPower::snmp()));
+        Self { drivers }
+    }
+}
+
+impl PowerDrivers {
+    /// Installs (or replaces) the driver for a power interface.
+    pub fn register(&mut self, power_interface: &str, driver: Arc<dyn PowerDriver>) {
+        self.drivers.insert(power_interface.to_owned(), driver);
+    }
+
+    /// The driver for a power interface.
+    pub fn get(&self, power_interface: &str) -> Option<Arc<dyn PowerDriver>> {
+        self.drivers.get(power_interface).cloned()
+    }
+}
+
+/// Checks that `keys` are present and non-empty strings in driver_info.
+pub fn require_keys(driver_info: &Map<String, Value>, keys: &[&str]) -> Result<(), PowerError> {
+    let missing: Vec<&str> = keys
+        .iter()
+        .filter(|k| match driver_info.get(**k) {
+            Some(Value::String(s)) => s.is_empty(),
+            Some(Value::Null) | None => true,
+            Some(_) => false,
+        })
+        .copied()
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(PowerError::InvalidDriverInfo(format!(
+            "Some parameters were missing in node's driver_info. Missing are: {}",
+            missing.join(", ")
+        )))
+    }
+}

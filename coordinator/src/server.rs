@@ -1,0 +1,107 @@
+//! Running the daemon: database, restart recovery, the periodic timeout
+//! check, and the HTTP server.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::api::{AppState, router};
+use crate::conductor::{Conductor, ConductorError};
+use crate::config::Config;
+use crate::db::{Db, DbError};
+use crate::power::PowerDrivers;
+
+/// Start-up errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Database.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Recovery.
+    #[error(transparent)]
+    Conductor(#[from] ConductorError),
+    /// Binding or serving.
+    #[error("listening on {addr}: {source}")]
+    Io {
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A started coordinator.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the API listens.
+    pub addr: SocketAddr,
+    /// The conductor.
+    pub conductor: Conductor,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    periodic: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits until the server stops (it does not, unless it fails).
+    pub async fn wait(self) -> std::io::Result<()> {
+        let r = match self.server.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        self.periodic.abort();
+        r
+    }
+
+    /// Stops serving and closes the database.
+    pub async fn shutdown(self) {
+        self.server.abort();
+        self.periodic.abort();
+        let _ = self.server.await;
+        let _ = self.periodic.await;
+        self.conductor.db().close().await;
+    }
+}
+
+/// Connects the database, recovers, binds and serves in the background.
+pub async fn start(config: Config, power: PowerDrivers) -> Result<Running, ServeError> {
+    let db = Db::connect(&config.database).await?;
+    let conductor = Conductor::new(db, config.clone(), power);
+    let recovered = conductor.recover().await?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Io {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Io {
+        addr: config.listen,
+        source,
+    })?;
+    info!(%addr, database = %redact(&config.database), recovered, "ingot-coordinator listening");
+    let app = router(AppState {
+        conductor: conductor.clone(),
+    });
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let periodic = conductor.spawn_periodic();
+    Ok(Running {
+        addr,
+        conductor,
+        server,
+        periodic,
+    })
+}
+
+/// The database URL without a password.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
