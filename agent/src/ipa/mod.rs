@@ -7,7 +7,7 @@ pub mod error;
 pub mod executor;
 mod image;
 mod log;
-mod power;
+pub mod power;
 mod registry;
 mod standby;
 mod steps;
