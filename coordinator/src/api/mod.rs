@@ -161,8 +161,47 @@ async fn not_found() -> ApiError {
     ApiError::not_found("The resource could not be found.")
 }
 
+/// Collections python-ironicclient lists with a trailing slash
+/// (`GET /v1/nodes/?provision_state=…`), as Ironic accepts it.
+const TRAILING_SLASH_ALIASES: [&str; 9] = [
+    "/v1/nodes",
+    "/v1/nodes/detail",
+    "/v1/ports",
+    "/v1/ports/detail",
+    "/v1/portgroups",
+    "/v1/chassis",
+    "/v1/conductors",
+    "/v1/drivers",
+    "/v1/allocations",
+];
+
 /// The whole API.
 pub fn router(state: AppState) -> Router {
+    let mut r = routes();
+    for path in TRAILING_SLASH_ALIASES {
+        r = r.route(&format!("{path}/"), alias(path));
+    }
+    r.fallback(not_found)
+        .layer(axum::middleware::from_fn(microversion::negotiate))
+        .with_state(state)
+}
+
+/// The method router of a collection path, for its trailing-slash twin.
+fn alias(path: &str) -> axum::routing::MethodRouter<AppState> {
+    match path {
+        "/v1/nodes" => get(nodes::list).post(nodes::create),
+        "/v1/nodes/detail" => get(nodes::list_detail),
+        "/v1/ports" => get(ports::list).post(ports::create),
+        "/v1/ports/detail" => get(ports::list_detail),
+        "/v1/portgroups" => get(root::empty_portgroups),
+        "/v1/chassis" => get(root::empty_chassis),
+        "/v1/conductors" => get(root::conductors),
+        "/v1/drivers" => get(root::drivers),
+        _ => get(allocations::list).post(allocations::create),
+    }
+}
+
+fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(root::root))
         .route("/v1", get(root::v1))
@@ -249,7 +288,4 @@ pub fn router(state: AppState) -> Router {
             "/v1/continue_inspection",
             post(ramdisk::continue_inspection),
         )
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn(microversion::negotiate))
-        .with_state(state)
 }

@@ -1,0 +1,271 @@
+//! Inspection, cleaning and deploy driven through a simulated agent that
+//! speaks IPA's protocol (lookup, heartbeat, `/v1/commands/`). The agent's
+//! periodic heartbeat is 10 s; each phase must finish far sooner, which
+//! shows the coordinator sends the next command as soon as a (forced)
+//! heartbeat reports a finished step.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::agent_sim::SimAgent;
+use common::{Backend, start_with, test_config, test_db};
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(20);
+/// Well under the simulated agent's 10 s periodic heartbeat.
+const FAST: Duration = Duration::from_secs(5);
+const MAC: &str = "52:54:00:aa:bb:01";
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+on_both!(inspect_clean_deploy_undeploy, failed_clean_step);
+
+async fn agent_node(api: &common::Api, name: &str) -> String {
+    let uuid = api
+        .create_node(json!({
+            "driver": "fake-hardware", "name": name,
+            "deploy_interface": "direct", "boot_interface": "ipxe", "inspect_interface": "agent",
+        }))
+        .await;
+    let (st, v) = api
+        .post("/v1/ports", json!({"address": MAC, "node_uuid": uuid}))
+        .await;
+    assert_eq!(st, 201, "{v}");
+    uuid
+}
+
+async fn inspect_clean_deploy_undeploy(backend: Backend) {
+    let Some(db) = test_db(backend, "agent_flow").await else {
+        return;
+    };
+    let (running, api) = start_with(test_config(&db.url)).await;
+    let uuid = agent_node(&api, "agent-1").await;
+    let agent = SimAgent::start(&api.base, MAC).await;
+    api.provision("agent-1", json!({"target": "manage"})).await;
+    api.wait_state("agent-1", "manageable", T).await;
+
+    // Inspection: inventory → properties and ports (with LLDP).
+    api.provision("agent-1", json!({"target": "inspect"})).await;
+    agent.reboot();
+    let started = Instant::now();
+    let n = api.wait_state("agent-1", "manageable", T).await;
+    assert!(
+        started.elapsed() < FAST,
+        "inspection took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(n["properties"]["cpus"], 4);
+    assert_eq!(n["properties"]["memory_mb"], 8192);
+    assert_eq!(n["properties"]["local_gb"], 19);
+    assert_eq!(n["properties"]["cpu_arch"], "x86_64");
+    assert_eq!(n["power_state"], "power off");
+    assert!(!n["inspection_finished_at"].is_null());
+    let (_, ports) = api.get(&format!("/v1/ports/detail?node={uuid}")).await;
+    let ports = ports["ports"].as_array().unwrap();
+    assert_eq!(ports.len(), 2, "{ports:?}");
+    let eth0 = ports.iter().find(|p| p["address"] == MAC).unwrap();
+    assert_eq!(
+        eth0["local_link_connection"],
+        json!({"switch_id": "52:54:00:00:be:ef", "port_id": "eth1", "switch_info": "switch-1"})
+    );
+    let (st, inv) = api.get(&format!("/v1/nodes/{uuid}/inventory")).await;
+    assert_eq!(st, 200);
+    assert_eq!(inv["inventory"]["cpu"]["count"], 4);
+
+    // Automated cleaning with the default metadata wipe.
+    api.provision("agent-1", json!({"target": "provide"})).await;
+    agent.reboot();
+    let started = Instant::now();
+    let n = api.wait_state("agent-1", "available", T).await;
+    assert!(
+        started.elapsed() < FAST,
+        "cleaning took {:?}",
+        started.elapsed()
+    );
+    let report = &n["driver_internal_info"]["clean_report"];
+    assert_eq!(report["mode"], "metadata", "{report}");
+    assert!(!report["finished_at"].is_null());
+    assert_eq!(report["steps"][0]["step"], "erase_devices_metadata");
+    assert_eq!(
+        report["steps"][0]["result"]["devices"][0]["status"],
+        "verified"
+    );
+    assert!(
+        n["driver_internal_info"]
+            .get("agent_secret_token")
+            .is_none(),
+        "token wiped"
+    );
+    assert_eq!(n["power_state"], "power off");
+    let names = agent.received_names();
+    assert_eq!(
+        names,
+        [
+            "poll.get_hardware_info",
+            "clean.get_clean_steps",
+            "clean.execute_clean_step"
+        ]
+    );
+
+    // Deploy with a config drive.
+    let image = "http://127.0.0.1:8088/images/img.raw";
+    let sum = "8a5cbde26b52efe94b95bc77565a7fa84039a39401a7b5dd127497ee17d361bb";
+    let (st, v) = api
+        .patch(
+            "/v1/nodes/agent-1",
+            json!([
+                {"op": "add", "path": "/instance_info/image_source", "value": image},
+                {"op": "add", "path": "/instance_info/image_checksum", "value": sum},
+                {"op": "add", "path": "/instance_info/image_disk_format", "value": "raw"},
+                {"op": "add", "path": "/instance_uuid", "value": "3c9d5c0e-0f7e-4d0c-a1a7-1d0b2b6f0d11"}
+            ]),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let (_, val) = api.get("/v1/nodes/agent-1/validate").await;
+    assert_eq!(val["deploy"]["result"], true, "{val}");
+    api.provision(
+        "agent-1",
+        json!({"target": "active", "configdrive": "H4sICONFIGDRIVE"}),
+    )
+    .await;
+    agent.reboot();
+    let started = Instant::now();
+    let n = api.wait_state("agent-1", "active", T).await;
+    assert!(
+        started.elapsed() < FAST,
+        "deploy took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(n["power_state"], "power on");
+    assert_eq!(n["deploy_step"], json!({}));
+    assert!(
+        n["driver_internal_info"]["deploy_result"]["deploy_result"]["result"]
+            .as_str()
+            .unwrap()
+            .contains("written to device")
+    );
+    let (_, bd) = api.get("/v1/nodes/agent-1/management/boot_device").await;
+    assert_eq!(bd, json!({"boot_device": "disk", "persistent": true}));
+    let received = agent.state.lock().unwrap().received.clone();
+    let (name, params) = received
+        .iter()
+        .find(|(n, _)| n == "deploy.execute_deploy_step")
+        .unwrap();
+    assert_eq!(name, "deploy.execute_deploy_step");
+    let step = &params["step"];
+    assert_eq!(step["step"], "write_image");
+    let info = &step["args"]["image_info"];
+    assert_eq!(info["urls"], json!([image]));
+    assert_eq!(info["id"], "img.raw");
+    assert_eq!(info["checksum"], sum);
+    assert_eq!(info["disk_format"], "raw");
+    assert_eq!(info["node_uuid"], uuid.as_str());
+    assert_eq!(step["args"]["configdrive"], "H4sICONFIGDRIVE");
+    assert_eq!(params["node"]["uuid"], uuid.as_str());
+    assert_eq!(params["ports"].as_array().unwrap().len(), 2);
+    let last: Vec<String> = received
+        .iter()
+        .rev()
+        .take(2)
+        .map(|(n, _)| n.clone())
+        .collect();
+    assert_eq!(last, ["standby.sync", "deploy.execute_deploy_step"]);
+
+    // Undeploy with a secure wipe asked for by the node.
+    let (st, v) = api
+        .patch(
+            "/v1/nodes/agent-1",
+            json!([{"op": "add", "path": "/driver_info/ingot_secure_erase", "value": true}]),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    api.provision("agent-1", json!({"target": "deleted"})).await;
+    agent.reboot();
+    let n = api.wait_state("agent-1", "available", T).await;
+    let report = &n["driver_internal_info"]["clean_report"];
+    assert_eq!(report["mode"], "secure", "{report}");
+    assert_eq!(report["steps"][0]["step"], "erase_devices");
+    assert_eq!(
+        report["steps"][0]["result"]["devices"][0]["method"],
+        "discard_zero_out"
+    );
+    assert!(n["instance_uuid"].is_null());
+    assert_eq!(n["instance_info"], json!({}));
+    running.shutdown().await;
+}
+
+async fn failed_clean_step(backend: Backend) {
+    let Some(db) = test_db(backend, "agent_fail").await else {
+        return;
+    };
+    let (running, api) = start_with(test_config(&db.url)).await;
+    agent_node(&api, "agent-2").await;
+    let agent = SimAgent::start(&api.base, MAC).await;
+    agent
+        .state
+        .lock()
+        .unwrap()
+        .fail_steps
+        .insert("erase_devices_metadata".into());
+    api.provision("agent-2", json!({"target": "manage"})).await;
+    api.wait_state("agent-2", "manageable", T).await;
+    api.provision("agent-2", json!({"target": "provide"})).await;
+    agent.reboot();
+    let n = api.wait_state("agent-2", "clean failed", T).await;
+    let err = n["last_error"].as_str().unwrap();
+    assert!(
+        err.contains("erase_devices_metadata") && err.contains("simulated failure"),
+        "{err}"
+    );
+    let report = &n["driver_internal_info"]["clean_report"];
+    assert!(
+        report["steps"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("BlockDeviceEraseError")
+    );
+    assert!(
+        n["driver_internal_info"]
+            .get("agent_secret_token")
+            .is_none()
+    );
+    // Manual clean with an explicit step list, after fixing the "disk".
+    agent.state.lock().unwrap().fail_steps.clear();
+    api.provision("agent-2", json!({"target": "manage"})).await;
+    api.wait_state("agent-2", "manageable", T).await;
+    api.provision(
+        "agent-2",
+        json!({"target": "clean", "clean_steps": [{"interface": "deploy", "step": "erase_devices_metadata"}]}),
+    )
+    .await;
+    agent.reboot();
+    let n = api.wait_state("agent-2", "manageable", T).await;
+    assert_eq!(n["driver_internal_info"]["clean_report"]["mode"], "manual");
+    let sent: Vec<Value> = agent
+        .state
+        .lock()
+        .unwrap()
+        .received
+        .iter()
+        .filter(|(n, _)| n == "clean.execute_clean_step")
+        .map(|(_, p)| p["step"].clone())
+        .collect();
+    assert_eq!(sent.last().unwrap()["step"], "erase_devices_metadata");
+    running.shutdown().await;
+}

@@ -1,0 +1,241 @@
+//! The lifecycle scenario with the real `baremetal` CLI (python-ironicclient
+//! from PyPI): create a fake-hardware node and a port, manage, provide,
+//! deploy with instance_info and a config drive, power off and on, restart
+//! the coordinator (the state must survive), undeploy, delete. On SQLite and
+//! on PostgreSQL.
+//!
+//! The venv is `<workspace>/target/venv-ironicclient` (or
+//! `$INGOT_IRONICCLIENT_VENV`), created by `tests/ironicclient-venv.sh` when
+//! missing. Without python3-venv or PyPI the test skips, unless `CI=true` or
+//! `INGOT_REQUIRE_PRIVILEGED=1`, where it fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::{Api, Backend, start_with, test_config, test_db};
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(30);
+
+fn venv() -> Option<PathBuf> {
+    static VENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let r = VENV.get_or_init(|| {
+        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let dir = std::env::var_os("INGOT_IRONICCLIENT_VENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| manifest.join("../target/venv-ironicclient"));
+        if !dir.join("bin/baremetal").exists() {
+            let out = Command::new(manifest.join("tests/ironicclient-venv.sh"))
+                .arg(&dir)
+                .output()
+                .map_err(|e| format!("running ironicclient-venv.sh: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "ironicclient-venv.sh failed: {}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+        }
+        Ok(dir)
+    });
+    match r {
+        Ok(p) => Some(p.clone()),
+        Err(e) if common::must_not_skip() => panic!("the baremetal CLI is required: {e}"),
+        Err(e) => {
+            eprintln!("SKIPPED: no baremetal CLI: {e}");
+            None
+        }
+    }
+}
+
+/// Runs `baremetal <args>` against `endpoint`; returns stdout.
+async fn baremetal(venv: &PathBuf, endpoint: &str, args: &[&str]) -> String {
+    let bin = venv.join("bin/baremetal");
+    let endpoint = endpoint.to_owned();
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(&bin)
+            .args(&args)
+            .env("OS_AUTH_TYPE", "none")
+            .env("OS_ENDPOINT", &endpoint)
+            .env_remove("OS_CLOUD")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "baremetal {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .unwrap()
+}
+
+async fn json_of(venv: &PathBuf, api: &Api, args: &[&str]) -> Value {
+    let out = baremetal(venv, &api.base, args).await;
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
+async fn scenario(backend: Backend) {
+    let Some(venv) = venv() else { return };
+    let Some(db) = test_db(backend, "baremetal_cli").await else {
+        return;
+    };
+    let cfg = test_config(&db.url);
+    let (running, api) = start_with(cfg.clone()).await;
+
+    let node = json_of(
+        &venv,
+        &api,
+        &[
+            "node",
+            "create",
+            "--driver",
+            "fake-hardware",
+            "--name",
+            "fake-1",
+            "--property",
+            "cpus=2",
+            "--property",
+            "memory_mb=4096",
+            "--property",
+            "local_gb=10",
+            "--property",
+            "cpu_arch=x86_64",
+            "--boot-interface",
+            "fake",
+            "--deploy-interface",
+            "fake",
+            "--management-interface",
+            "fake",
+            "--network-interface",
+            "noop",
+            "--power-interface",
+            "fake",
+            "--resource-class",
+            "baremetal",
+            "-f",
+            "json",
+        ],
+    )
+    .await;
+    let uuid = node["uuid"].as_str().unwrap().to_owned();
+    assert_eq!(node["provision_state"], "enroll");
+    let port = json_of(
+        &venv,
+        &api,
+        &[
+            "port",
+            "create",
+            "52:54:00:12:34:56",
+            "--node",
+            &uuid,
+            "-f",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(port["address"], "52:54:00:12:34:56");
+    let validate = json_of(&venv, &api, &["node", "validate", "fake-1", "-f", "json"]).await;
+    let power = validate
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["Interface"] == "power")
+        .unwrap();
+    assert_eq!(power["Result"], true, "{validate}");
+
+    baremetal(&venv, &api.base, &["node", "manage", "fake-1"]).await;
+    api.wait_state(&uuid, "manageable", T).await;
+    baremetal(&venv, &api.base, &["node", "provide", "fake-1"]).await;
+    api.wait_state(&uuid, "available", T).await;
+    baremetal(
+        &venv,
+        &api.base,
+        &[
+            "node",
+            "set",
+            "fake-1",
+            "--instance-info",
+            "image_source=http://127.0.0.1:8088/img.raw",
+            "--instance-info",
+            "image_checksum=8a5cbde26b52efe94b95bc77565a7fa84039a39401a7b5dd127497ee17d361bb",
+            "--instance-info",
+            "root_gb=1",
+        ],
+    )
+    .await;
+    baremetal(
+        &venv,
+        &api.base,
+        &[
+            "node",
+            "deploy",
+            "fake-1",
+            "--config-drive",
+            r#"{"meta_data": {"hostname": "fake-1"}}"#,
+        ],
+    )
+    .await;
+    api.wait_state(&uuid, "active", T).await;
+    baremetal(
+        &venv,
+        &api.base,
+        &["node", "power", "off", "fake-1", "--power-timeout", "30"],
+    )
+    .await;
+    baremetal(&venv, &api.base, &["node", "power", "on", "fake-1"]).await;
+    let shown = json_of(&venv, &api, &["node", "show", "fake-1", "-f", "json"]).await;
+    assert_eq!(shown["provision_state"], "active");
+    let listed = json_of(
+        &venv,
+        &api,
+        &["node", "list", "--provision-state", "active", "-f", "json"],
+    )
+    .await;
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let drivers = json_of(&venv, &api, &["driver", "list", "-f", "json"]).await;
+    assert!(drivers.to_string().contains("fake-hardware"), "{drivers}");
+
+    // Restart: the state survives.
+    running.shutdown().await;
+    let (running, api) = start_with(cfg).await;
+    let shown = json_of(&venv, &api, &["node", "show", "fake-1", "-f", "json"]).await;
+    assert_eq!(shown["provision_state"], "active", "{shown}");
+    assert_eq!(
+        shown["instance_info"]["image_source"],
+        "http://127.0.0.1:8088/img.raw"
+    );
+    let ports = json_of(
+        &venv,
+        &api,
+        &["port", "list", "--node", &uuid, "-f", "json"],
+    )
+    .await;
+    assert_eq!(ports.as_array().unwrap().len(), 1, "{ports}");
+
+    baremetal(&venv, &api.base, &["node", "undeploy", "fake-1"]).await;
+    api.wait_state(&uuid, "available", T).await;
+    baremetal(&venv, &api.base, &["node", "delete", "fake-1"]).await;
+    let listed = json_of(&venv, &api, &["node", "list", "-f", "json"]).await;
+    assert_eq!(listed, serde_json::json!([]));
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baremetal_cli_sqlite() {
+    scenario(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baremetal_cli_postgres() {
+    scenario(Backend::Postgres).await;
+}
