@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -55,7 +55,7 @@ fn venv() -> Option<PathBuf> {
 }
 
 /// Runs `baremetal <args>` against `endpoint`; returns stdout.
-async fn baremetal(venv: &PathBuf, endpoint: &str, args: &[&str]) -> String {
+async fn baremetal(venv: &Path, endpoint: &str, args: &[&str]) -> String {
     let bin = venv.join("bin/baremetal");
     let endpoint = endpoint.to_owned();
     let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
@@ -79,7 +79,7 @@ async fn baremetal(venv: &PathBuf, endpoint: &str, args: &[&str]) -> String {
     .unwrap()
 }
 
-async fn json_of(venv: &PathBuf, api: &Api, args: &[&str]) -> Value {
+async fn json_of(venv: &Path, api: &Api, args: &[&str]) -> Value {
     let out = baremetal(venv, &api.base, args).await;
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
 }
