@@ -12,47 +12,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
+use common::venv::venv;
 use common::{Api, Backend, start_with, test_config, test_db};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(30);
-
-fn venv() -> Option<PathBuf> {
-    static VENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let r = VENV.get_or_init(|| {
-        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let dir = std::env::var_os("INGOT_IRONICCLIENT_VENV")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| manifest.join("../target/venv-ironicclient"));
-        if !dir.join("bin/baremetal").exists() {
-            let out = Command::new(manifest.join("tests/ironicclient-venv.sh"))
-                .arg(&dir)
-                .output()
-                .map_err(|e| format!("running ironicclient-venv.sh: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "ironicclient-venv.sh failed: {}{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-        }
-        Ok(dir)
-    });
-    match r {
-        Ok(p) => Some(p.clone()),
-        Err(e) if common::must_not_skip() => panic!("the baremetal CLI is required: {e}"),
-        Err(e) => {
-            eprintln!("SKIPPED: no baremetal CLI: {e}");
-            None
-        }
-    }
-}
 
 /// Runs `baremetal <args>` against `endpoint`; returns stdout.
 async fn baremetal(venv: &Path, endpoint: &str, args: &[&str]) -> String {
