@@ -11,6 +11,12 @@
 //! check_interval_ms = 5000       # how often wait-state timeouts are checked
 //! automated_clean = true
 //! secure_erase = false           # automated cleaning runs erase_devices instead of metadata
+//!
+//! [boot]                         # network boot of the agent ramdisk (optional)
+//! kernel = "/srv/ingot/vmlinuz"
+//! initramfs = "/srv/ingot/initramfs.img"
+//! api_url = "http://10.0.2.2:6385"   # what agents call; default: the URL iPXE used
+//! kernel_params = "console=tty0 console=ttyS0,115200n8"
 //! ```
 
 use std::net::SocketAddr;
@@ -66,6 +72,23 @@ pub struct Config {
     pub secure_erase: bool,
     /// Timeout of one HTTP request to an agent (seconds).
     pub agent_command_timeout: u64,
+    /// Network boot of the agent ramdisk.
+    pub boot: BootConfig,
+}
+
+/// Where the ramdisk is and how it boots.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BootConfig {
+    /// The agent kernel, served at `/boot/vmlinuz`.
+    pub kernel: Option<std::path::PathBuf>,
+    /// The agent initramfs, served at `/boot/initramfs.img`.
+    pub initramfs: Option<std::path::PathBuf>,
+    /// The coordinator URL agents use (`ingot.api=`); default: the URL the
+    /// iPXE request came in on.
+    pub api_url: Option<String>,
+    /// Extra kernel parameters.
+    pub kernel_params: String,
 }
 
 impl Default for Config {
@@ -82,6 +105,7 @@ impl Default for Config {
             automated_clean: true,
             secure_erase: false,
             agent_command_timeout: 60,
+            boot: BootConfig::default(),
         }
     }
 }

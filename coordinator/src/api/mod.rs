@@ -3,6 +3,7 @@
 //! continue_inspection) agents call.
 
 pub mod allocations;
+pub mod boot;
 pub mod collection;
 pub mod errors;
 pub mod microversion;
@@ -281,6 +282,13 @@ fn routes() -> Router<AppState> {
             get(allocations::show)
                 .patch(allocations::update)
                 .delete(allocations::delete),
+        )
+        .route("/boot/boot.ipxe", get(boot::chain))
+        .route("/boot/ipxe/{mac}", get(boot::per_mac))
+        .route("/boot/vmlinuz", get(boot::kernel).head(boot::kernel))
+        .route(
+            "/boot/initramfs.img",
+            get(boot::initramfs).head(boot::initramfs),
         )
         .route("/v1/lookup", get(ramdisk::lookup))
         .route("/v1/heartbeat/{ident}", post(ramdisk::heartbeat))

@@ -1,0 +1,290 @@
+//! Network boot of the agent ramdisk over HTTP (outside Ironic's API).
+//!
+//! - `GET /boot/boot.ipxe`: a script that chains to the per-MAC script, for
+//!   DHCP/TFTP set-ups that hand every machine the same first script.
+//! - `GET /boot/ipxe/{mac}`: the node's script. A node that needs the agent
+//!   (inspecting, cleaning, deploying and their wait states) gets the ramdisk
+//!   with `ingot.api=` and `BOOTIF=`; a known node in any other state boots
+//!   from its disk (`exit`); an unknown MAC gets a script that says so.
+//!   Always 200 with `text/plain`, so iPXE runs the script and prints why.
+//! - `GET|HEAD /boot/vmlinuz`, `/boot/initramfs.img`: the configured files,
+//!   with single-range `Range` requests (206, 416) as iPXE and curl send them.
+//!   A node's `driver_info.deploy_kernel`/`deploy_ramdisk`, when http(s)
+//!   URLs, replace them in its script.
+
+use std::path::PathBuf;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::{ApiError, AppState, Ctx};
+use crate::model::Node;
+use crate::model::port::normalize_mac;
+use crate::state::ProvisionState;
+
+fn script(body: String) -> Response {
+    let mut r = (StatusCode::OK, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// `GET /boot/boot.ipxe`
+pub async fn chain(ctx: Ctx) -> Response {
+    script(format!(
+        "#!ipxe\n# Ingot: ask the coordinator what this machine boots\nchain {}/boot/ipxe/${{net0/mac}}\n",
+        ctx.base
+    ))
+}
+
+fn needs_agent(state: ProvisionState) -> bool {
+    matches!(
+        state,
+        ProvisionState::Inspecting
+            | ProvisionState::InspectWait
+            | ProvisionState::Cleaning
+            | ProvisionState::CleanWait
+            | ProvisionState::Deploying
+            | ProvisionState::WaitCallBack
+    )
+}
+
+fn url_override(node: &Node, key: &str) -> Option<String> {
+    node.driver_info
+        .get(key)
+        .and_then(Value::as_str)
+        .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+        .map(str::to_owned)
+}
+
+/// Renders the per-node script.
+pub fn node_script(
+    node: Option<&Node>,
+    mac: &str,
+    base: &str,
+    boot: &crate::config::BootConfig,
+) -> String {
+    let Some(node) = node else {
+        return format!(
+            "#!ipxe\necho Ingot: no node has a port with MAC {mac}. Enroll it (baremetal port create {mac} --node <node>) and boot again.\nsleep 10\nexit\n"
+        );
+    };
+    let label = node.name.clone().unwrap_or_else(|| node.uuid.clone());
+    if !needs_agent(node.provision_state) {
+        return format!(
+            "#!ipxe\necho Ingot: node {label} is {}: booting from the local disk\nexit\n",
+            node.provision_state
+        );
+    }
+    let kernel =
+        url_override(node, "deploy_kernel").unwrap_or_else(|| format!("{base}/boot/vmlinuz"));
+    let initrd = url_override(node, "deploy_ramdisk")
+        .unwrap_or_else(|| format!("{base}/boot/initramfs.img"));
+    let api = boot.api_url.clone().unwrap_or_else(|| base.to_owned());
+    let bootif = format!("01-{}", mac.replace(':', "-"));
+    let extra = if boot.kernel_params.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", boot.kernel_params)
+    };
+    format!(
+        "#!ipxe\necho Ingot: node {label} is {}: booting the agent ramdisk\n\
+         kernel {kernel} initrd=initramfs.img ingot.api={api} BOOTIF={bootif}{extra}\n\
+         initrd --name initramfs.img {initrd}\nboot\n",
+        node.provision_state
+    )
+}
+
+/// `GET /boot/ipxe/{mac}`
+pub async fn per_mac(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(mac): Path<String>,
+) -> Result<Response, ApiError> {
+    let Some(mac) = normalize_mac(&mac) else {
+        return Ok(script(format!(
+            "#!ipxe\necho Ingot: {mac} is not a MAC address\nsleep 10\nexit\n"
+        )));
+    };
+    let node = match st.conductor.db().get_port_by_address(&mac).await? {
+        Some(port) => st
+            .conductor
+            .db()
+            .get_node(&port.node_uuid)
+            .await?
+            .map(|(n, _)| n),
+        None => None,
+    };
+    if let Some(n) = &node {
+        tracing::info!(node = %n.uuid, %mac, state = %n.provision_state, "iPXE script");
+    } else {
+        tracing::info!(%mac, "iPXE script for an unknown MAC");
+    }
+    Ok(script(node_script(
+        node.as_ref(),
+        &mac,
+        &ctx.base,
+        &st.conductor.config().boot,
+    )))
+}
+
+/// A single byte range (start, end inclusive), or `Err` if unsatisfiable.
+type ByteRange = Result<(u64, u64), ()>;
+
+/// File length, the range asked for, and the bytes read.
+type FileSlice = (u64, Option<ByteRange>, Vec<u8>);
+
+/// Parses a single `Range` header; `None` means "serve the whole file".
+fn parse_range(h: &str, len: u64) -> Option<ByteRange> {
+    let spec = h.strip_prefix("bytes=")?.trim();
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let r = match (a.trim(), b.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().ok()?;
+            if n == 0 || len == 0 {
+                Err(())
+            } else {
+                Ok((len.saturating_sub(n), len - 1))
+            }
+        }
+        (start, "") => {
+            let s: u64 = start.parse().ok()?;
+            if s >= len { Err(()) } else { Ok((s, len - 1)) }
+        }
+        (start, end) => {
+            let s: u64 = start.parse().ok()?;
+            let e: u64 = end.parse().ok()?;
+            if s > e || s >= len {
+                Err(())
+            } else {
+                Ok((s, e.min(len - 1)))
+            }
+        }
+    };
+    Some(r)
+}
+
+async fn serve_file(
+    path: Option<PathBuf>,
+    what: &str,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Some(path) = path else {
+        return Err(ApiError::not_found(format!(
+            "No {what} configured: set boot.{what} in the coordinator's configuration."
+        )));
+    };
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let head = method == Method::HEAD;
+    let result = tokio::task::spawn_blocking(move || -> std::io::Result<FileSlice> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(&path)?;
+        let len = f.metadata()?.len();
+        let r = range.as_deref().and_then(|h| parse_range(h, len));
+        let (start, end) = match r {
+            Some(Ok((s, e))) => (s, e),
+            Some(Err(())) => return Ok((len, r, Vec::new())),
+            None => (0, len.saturating_sub(1)),
+        };
+        let mut buf = Vec::new();
+        if !head && len > 0 {
+            f.seek(SeekFrom::Start(start))?;
+            f.take(end - start + 1).read_to_end(&mut buf)?;
+        }
+        Ok((len, r, buf))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::not_found(format!("The {what} cannot be read: {e}")))?;
+    let (len, r, body) = result;
+    let mut resp = match r {
+        Some(Err(())) => {
+            let mut resp = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(resp);
+        }
+        Some(Ok((s, e))) => {
+            let mut resp = (StatusCode::PARTIAL_CONTENT, body).into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {s}-{e}/{len}")) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&(e - s + 1).to_string()) {
+                resp.headers_mut().insert(header::CONTENT_LENGTH, v);
+            }
+            resp
+        }
+        None => {
+            let mut resp = (StatusCode::OK, body).into_response();
+            if let Ok(v) = HeaderValue::from_str(&len.to_string()) {
+                resp.headers_mut().insert(header::CONTENT_LENGTH, v);
+            }
+            resp
+        }
+    };
+    resp.headers_mut()
+        .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(resp)
+}
+
+/// `GET|HEAD /boot/vmlinuz`
+pub async fn kernel(
+    State(st): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    serve_file(
+        st.conductor.config().boot.kernel.clone(),
+        "kernel",
+        method,
+        headers,
+    )
+    .await
+}
+
+/// `GET|HEAD /boot/initramfs.img`
+pub async fn initramfs(
+    State(st): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    serve_file(
+        st.conductor.config().boot.initramfs.clone(),
+        "initramfs",
+        method,
+        headers,
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some(Ok((0, 9))));
+        assert_eq!(parse_range("bytes=90-", 100), Some(Ok((90, 99))));
+        assert_eq!(parse_range("bytes=-10", 100), Some(Ok((90, 99))));
+        assert_eq!(parse_range("bytes=50-500", 100), Some(Ok((50, 99))));
+        assert_eq!(parse_range("bytes=100-", 100), Some(Err(())));
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+    }
+}
