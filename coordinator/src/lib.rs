@@ -11,6 +11,7 @@ pub mod agent_client;
 pub mod api;
 pub mod conductor;
 pub mod config;
+pub mod configdrive;
 pub mod db;
 pub mod drivers;
 pub mod model;

@@ -187,6 +187,24 @@ async fn inspect_clean_deploy_undeploy(backend: Backend) {
         .collect();
     assert_eq!(last, ["standby.sync", "deploy.execute_deploy_step"]);
 
+    // Rebuild with a config drive dict (metalsmith's form): built into an ISO.
+    api.provision("agent-1", json!({"target": "rebuild", "configdrive": {"meta_data": {"hostname": "h1"}, "user_data": "hi"}}))
+        .await;
+    agent.reboot();
+    api.wait_state("agent-1", "active", T).await;
+    let received = agent.state.lock().unwrap().received.clone();
+    let (_, params) = received
+        .iter()
+        .rev()
+        .find(|(n, _)| n == "deploy.execute_deploy_step")
+        .unwrap();
+    let encoded = params["step"]["args"]["configdrive"].as_str().unwrap();
+    let gz = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded).unwrap();
+    let mut iso = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut iso).unwrap();
+    assert_eq!(&iso[32769..32774], b"CD001");
+    assert_eq!(&iso[32768 + 40..32768 + 48], b"config-2");
+
     // Undeploy with a secure wipe asked for by the node.
     let (st, v) = api
         .patch(

@@ -73,16 +73,21 @@ pub fn image_info(node: &Node) -> Result<Map<String, Value>, String> {
     Ok(info)
 }
 
-/// The config drive to hand to the agent: a string (gzip+base64 ISO or URL) as given.
+/// The config drive to hand to the agent: a string (gzip+base64 ISO or URL)
+/// as given, or a dict built into a `config-2` ISO ([`crate::configdrive`]).
 fn configdrive(node: &Node) -> Result<Value, String> {
     match node.instance_info.get("configdrive") {
         None | Some(Value::Null) => Ok(Value::Null),
         Some(Value::String(s)) => Ok(json!(s)),
-        Some(Value::Object(_)) => Err(
-            "a config drive given as a dict must be built into an ISO, which this coordinator does not do yet; pass it as a gzipped, base64-encoded ISO 9660 string"
-                .into(),
-        ),
-        Some(other) => Err(format!("configdrive must be a string or an object, got {other}")),
+        Some(Value::Object(dict)) => {
+            let uuid = node.instance_uuid.as_deref().unwrap_or(&node.uuid);
+            crate::configdrive::build_encoded(dict, uuid)
+                .map(Value::String)
+                .map_err(|e| e.to_string())
+        }
+        Some(other) => Err(format!(
+            "configdrive must be a string or an object, got {other}"
+        )),
     }
 }
 

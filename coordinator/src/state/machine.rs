@@ -185,9 +185,12 @@ impl ProvisionState {
         )
     }
 
-    /// States in which an agent may look itself up.
+    /// States in which an agent may look itself up: the wait states, entered
+    /// once the coordinator has booted the ramdisk. (Ironic also allows the
+    /// transient states for fast-track, which Ingot does not do: a stale agent
+    /// that looked up before the boot would get a token that the boot wipes.)
     pub fn allows_lookup(self) -> bool {
-        self.is_wait() || matches!(self, Self::Inspecting | Self::Cleaning | Self::Deploying)
+        self.is_wait()
     }
 
     /// States in which a node may be deleted (Ironic's `DELETE_ALLOWED_STATES`).
