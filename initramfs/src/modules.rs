@@ -60,7 +60,40 @@ impl Class {
                 "kernel/drivers/pci/controller/vmd.",
             ],
         };
-        prefixes.iter().any(|p| rel.starts_with(p))
+        // Storage reached over a fabric (Fibre Channel, FCoE, iSCSI, NVMe-oF)
+        // and target-side drivers are not local disks: they would double the
+        // ramdisk, and unpacking it is a large part of the boot time.
+        let excluded: &[&str] = match self {
+            Class::Storage => &[
+                "kernel/drivers/scsi/lpfc/",
+                "kernel/drivers/scsi/qla2xxx/",
+                "kernel/drivers/scsi/qla4xxx/",
+                "kernel/drivers/scsi/bnx2fc/",
+                "kernel/drivers/scsi/bnx2i/",
+                "kernel/drivers/scsi/cxgbi/",
+                "kernel/drivers/scsi/fnic/",
+                "kernel/drivers/scsi/qedf/",
+                "kernel/drivers/scsi/qedi/",
+                "kernel/drivers/scsi/csiostor/",
+                "kernel/drivers/scsi/be2iscsi/",
+                "kernel/drivers/scsi/libfc/",
+                "kernel/drivers/scsi/fcoe/",
+                "kernel/drivers/scsi/bfa/",
+                "kernel/drivers/scsi/snic/",
+                "kernel/drivers/scsi/pcmcia/",
+                "kernel/drivers/scsi/scsi_debug.",
+                "kernel/drivers/scsi/iscsi_",
+                "kernel/drivers/scsi/libiscsi",
+                "kernel/drivers/scsi/st.",
+                "kernel/drivers/scsi/ch.",
+                "kernel/drivers/nvme/target/",
+                "kernel/drivers/nvme/host/nvme-fc.",
+                "kernel/drivers/nvme/host/nvme-rdma.",
+                "kernel/drivers/nvme/host/nvme-tcp.",
+            ],
+            _ => &[],
+        };
+        prefixes.iter().any(|p| rel.starts_with(p)) && !excluded.iter().any(|p| rel.starts_with(p))
     }
 }
 

@@ -62,7 +62,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "/run/ingot")]
     state_dir: PathBuf,
     /// First lookup retry interval in seconds.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 0.25)]
     lookup_interval: f64,
     /// Longest lookup retry interval in seconds.
     #[arg(long, default_value_t = 60.0)]

@@ -67,7 +67,9 @@ impl RunOptions {
             tls: TlsMode::Auto,
             ca_pem: None,
             insecure: false,
-            lookup_interval: Duration::from_secs(1),
+            // Short at first: the network often comes up within a second of the
+            // first try, and every retry delay adds to the time to the first heartbeat.
+            lookup_interval: Duration::from_millis(250),
             lookup_max_interval: Duration::from_secs(60),
             macs: Vec::new(),
         }
