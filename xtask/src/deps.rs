@@ -30,6 +30,19 @@ const APT_PACKAGES: &[&[&str]] = &[
     &["nginx-light", "nginx-core", "nginx-full", "nginx-extras"],
     // /usr/bin/time: CPU and peak RSS of benchmarked commands.
     &["time"],
+    // Tests that INGOT_REQUIRE_PRIVILEGED=1 makes mandatory:
+    // agent/tests/qemu_boot.rs boots the ramdisk under TCG.
+    &["qemu-system-x86"],
+    // agent/tests/net_dhcp.rs serves DHCP in a network namespace.
+    &["dnsmasq-base"],
+    // Tests that cover more when present (they skip a case without the tool):
+    // wipe_metadata.rs makes real vfat/xfs/btrfs/LUKS signatures; cpio.rs reads
+    // the ramdisk back with GNU cpio.
+    &["dosfstools"],
+    &["xfsprogs"],
+    &["btrfs-progs"],
+    &["cryptsetup-bin"],
+    &["cpio"],
 ];
 
 /// Rust components `rust-toolchain.toml` asks for.
@@ -72,13 +85,26 @@ fn missing_apt() -> Result<Vec<&'static str>> {
     Ok(missing)
 }
 
+/// True if apt has package lists (a fresh image may ship without them, and
+/// `ingot-ramdisk fetch-kernel --debian` needs them for `apt-get download`).
+fn apt_lists_present() -> bool {
+    std::fs::read_dir("/var/lib/apt/lists").is_ok_and(|d| {
+        d.flatten()
+            .any(|e| e.file_name().to_string_lossy().contains("_Packages"))
+    })
+}
+
 fn ensure_apt() -> Result<()> {
     let mut missing = missing_apt()?;
-    if missing.is_empty() {
+    if missing.is_empty() && apt_lists_present() {
         println!("apt packages: all {} present", APT_PACKAGES.len());
         return Ok(());
     }
-    println!("apt packages missing: {}", missing.join(" "));
+    if missing.is_empty() {
+        println!("apt has no package lists");
+    } else {
+        println!("apt packages missing: {}", missing.join(" "));
+    }
     let sudo = !util::is_root();
     let apt = |args: &[&str]| {
         let mut cmd = if sudo {
@@ -93,6 +119,9 @@ fn ensure_apt() -> Result<()> {
     };
     util::run(&mut apt(&["update", "-q"]))
         .context("apt-get update failed (run as root, or install the packages above)")?;
+    if missing.is_empty() {
+        return Ok(());
+    }
     // A second pass catches a package that installing another one removed
     // (e.g. a backported qemu-utils that conflicts with Debian's qemu-system).
     for _ in 0..2 {
