@@ -17,6 +17,11 @@
 //! initramfs = "/srv/ingot/initramfs.img"
 //! api_url = "http://10.0.2.2:6385"   # what agents call; default: the URL iPXE used
 //! kernel_params = "console=tty0 console=ttyS0,115200n8"
+//!
+//! [images]                       # image cache (optional)
+//! cache_dir = "/var/cache/ingot/images"
+//! url = "http://10.0.2.2:6385"   # base URL agents download from; default: boot.api_url, else http://<listen>
+//! always = false                 # cache every image, not only image_download_source = "local"
 //! ```
 
 use std::net::SocketAddr;
@@ -74,6 +79,33 @@ pub struct Config {
     pub agent_command_timeout: u64,
     /// Network boot of the agent ramdisk.
     pub boot: BootConfig,
+    /// The image cache.
+    pub images: ImagesConfig,
+}
+
+/// The image cache: source images downloaded once, verified, and served to
+/// agents from `/images/<key>`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// Where cached images live; no directory, no cache.
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// Base URL agents download from.
+    pub url: Option<String>,
+    /// Cache every image (otherwise only nodes with
+    /// `instance_info.image_download_source = "local"`, Ironic's setting).
+    pub always: bool,
+}
+
+impl Config {
+    /// The base URL agents reach the coordinator at.
+    pub fn agent_base_url(&self) -> String {
+        self.images
+            .url
+            .clone()
+            .or_else(|| self.boot.api_url.clone())
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+    }
 }
 
 /// Where the ramdisk is and how it boots.
@@ -106,6 +138,7 @@ impl Default for Config {
             secure_erase: false,
             agent_command_timeout: 60,
             boot: BootConfig::default(),
+            images: ImagesConfig::default(),
         }
     }
 }

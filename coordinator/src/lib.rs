@@ -14,6 +14,7 @@ pub mod config;
 pub mod configdrive;
 pub mod db;
 pub mod drivers;
+pub mod image_cache;
 pub mod model;
 pub mod power;
 pub mod server;

@@ -63,11 +63,9 @@ impl Running {
     }
 }
 
-/// Connects the database, recovers, binds and serves in the background.
-pub async fn start(config: Config, power: PowerDrivers) -> Result<Running, ServeError> {
+/// Connects the database, binds, recovers and serves in the background.
+pub async fn start(mut config: Config, power: PowerDrivers) -> Result<Running, ServeError> {
     let db = Db::connect(&config.database).await?;
-    let conductor = Conductor::new(db, config.clone(), power);
-    let recovered = conductor.recover().await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Io {
@@ -78,6 +76,10 @@ pub async fn start(config: Config, power: PowerDrivers) -> Result<Running, Serve
         addr: config.listen,
         source,
     })?;
+    // With port 0 the real port is known only now; URLs given to agents need it.
+    config.listen = addr;
+    let conductor = Conductor::new(db, config.clone(), power);
+    let recovered = conductor.recover().await?;
     info!(%addr, database = %redact(&config.database), recovered, "ingot-coordinator listening");
     let app = router(AppState {
         conductor: conductor.clone(),

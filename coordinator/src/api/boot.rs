@@ -171,7 +171,8 @@ fn parse_range(h: &str, len: u64) -> Option<ByteRange> {
     Some(r)
 }
 
-async fn serve_file(
+/// Serves a file with single-range support (206/416), GET or HEAD.
+pub(crate) async fn serve_file(
     path: Option<PathBuf>,
     what: &str,
     method: Method,
@@ -271,6 +272,25 @@ pub async fn initramfs(
         headers,
     )
     .await
+}
+
+/// `GET|HEAD /images/{key}`: a cached, verified image.
+pub async fn image(
+    State(st): State<AppState>,
+    Path(key): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let cache = st
+        .conductor
+        .image_cache()
+        .ok_or_else(|| ApiError::not_found("No image cache is configured."))?;
+    if !crate::image_cache::valid_key(&key) || !cache.path(&key).exists() {
+        return Err(ApiError::not_found(format!(
+            "Image {key} could not be found."
+        )));
+    }
+    serve_file(Some(cache.path(&key)), "image", method, headers).await
 }
 
 #[cfg(test)]

@@ -290,6 +290,7 @@ fn routes() -> Router<AppState> {
             "/boot/initramfs.img",
             get(boot::initramfs).head(boot::initramfs),
         )
+        .route("/images/{key}", get(boot::image).head(boot::image))
         .route("/v1/lookup", get(ramdisk::lookup))
         .route("/v1/heartbeat/{ident}", post(ramdisk::heartbeat))
         .route(

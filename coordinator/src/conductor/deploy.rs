@@ -220,7 +220,7 @@ impl Conductor {
                 }
             }
         }
-        let (info, cd) = match image_info(&node).and_then(|i| Ok((i, configdrive(&node)?))) {
+        let (mut info, cd) = match image_info(&node).and_then(|i| Ok((i, configdrive(&node)?))) {
             Ok(v) => v,
             Err(e) => {
                 self.fail(&uuid, format!("Deploy failed: {e}"), true)
@@ -228,6 +228,11 @@ impl Conductor {
                 return Ok(Next::Idle);
             }
         };
+        if let Err(e) = self.cached_url(&node, &mut info).await {
+            self.fail(&uuid, format!("Deploy failed: image cache: {e}"), true)
+                .await?;
+            return Ok(Next::Idle);
+        }
         let step = json!({
             "interface": "deploy",
             "step": "write_image",
@@ -288,6 +293,34 @@ impl Conductor {
                 Ok(Next::Idle)
             }
         }
+    }
+
+    /// Points `image_info.urls` at the image cache when the node or the
+    /// configuration asks for it (Ironic's `image_download_source = local`).
+    async fn cached_url(&self, node: &Node, info: &mut Map<String, Value>) -> Result<(), String> {
+        let local = node
+            .instance_info
+            .get("image_download_source")
+            .and_then(Value::as_str)
+            == Some("local");
+        let Some(cache) = self.image_cache() else {
+            return if local {
+                Err(
+                    "image_download_source is \"local\" but no [images] cache_dir is configured"
+                        .into(),
+                )
+            } else {
+                Ok(())
+            };
+        };
+        if !(local || self.config().images.always) {
+            return Ok(());
+        }
+        let src = crate::image_cache::Source::of(node).map_err(|e| e.to_string())?;
+        let key = cache.ensure(&src).await.map_err(|e| e.to_string())?;
+        let url = format!("{}/images/{key}", self.config().agent_base_url());
+        info.insert("urls".into(), json!([url]));
+        Ok(())
     }
 
     async fn finish_deploy(

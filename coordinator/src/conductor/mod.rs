@@ -67,6 +67,7 @@ impl From<UpdateError<std::convert::Infallible>> for ConductorError {
 struct Inner {
     db: Db,
     config: Config,
+    cache: Option<crate::image_cache::ImageCache>,
     power: PowerDrivers,
     agent: AgentClient,
     workers: Mutex<HashMap<String, bool>>,
@@ -100,6 +101,11 @@ impl Conductor {
         Self {
             inner: Arc::new(Inner {
                 db,
+                cache: config
+                    .images
+                    .cache_dir
+                    .clone()
+                    .map(crate::image_cache::ImageCache::new),
                 config,
                 power,
                 agent,
@@ -116,6 +122,11 @@ impl Conductor {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The image cache, when configured.
+    pub fn image_cache(&self) -> Option<&crate::image_cache::ImageCache> {
+        self.inner.cache.as_ref()
     }
 
     /// This conductor's name (the `reservation` it writes).
