@@ -56,7 +56,7 @@ struct Gate {
 /// output and counting the results.
 fn cargo_test(counts: &mut TestCounts) -> Result<String> {
     let mut cmd = util::cargo();
-    cmd.args(["test", "--workspace"])
+    cmd.args(["test", "--workspace", "--no-fail-fast"])
         .env("INGOT_REQUIRE_PRIVILEGED", "1");
     util::announce(&cmd);
     let mut child = cmd
