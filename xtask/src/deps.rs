@@ -35,6 +35,12 @@ const APT_PACKAGES: &[&[&str]] = &[
     &["qemu-system-x86"],
     // agent/tests/net_dhcp.rs serves DHCP in a network namespace.
     &["dnsmasq-base"],
+    &["iproute2"],
+    // coordinator/tests: a private PostgreSQL cluster (initdb, pg_ctl) for the
+    // tests that run on both databases, and Python venvs for the real
+    // OpenStack clients (python-ironicclient, openstacksdk from PyPI).
+    &["postgresql"],
+    &["python3-venv"],
     // Tests that cover more when present (they skip a case without the tool):
     // wipe_metadata.rs makes real vfat/xfs/btrfs/LUKS signatures; cpio.rs reads
     // the ramdisk back with GNU cpio.
@@ -42,6 +48,7 @@ const APT_PACKAGES: &[&[&str]] = &[
     &["xfsprogs"],
     &["btrfs-progs"],
     &["cryptsetup-bin"],
+    &["lvm2"],
     &["cpio"],
 ];
 
