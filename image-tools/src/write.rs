@@ -635,23 +635,25 @@ impl Decoder<'_> {
         }
         let mut mapper = StreamMapper::new(layout);
         let mut out = Assembler::new(self.pool.get(), self.tx, self.shared);
+        // The assembler fails only when the writer has stopped, and then the
+        // writer's own error is the one reported.
+        let mut emit = |g: qcow2::GuestData<'_>| {
+            out.push(g.offset, g.data)
+                .map_err(|e| Qcow2Error::Corrupt(format!("the writer stopped: {e}")))
+        };
+        let cancelled_or = |e: Qcow2Error| {
+            if self.shared.cancelled() {
+                WriteError::Cancelled
+            } else {
+                WriteError::Qcow2(e)
+            }
+        };
         let mut pos = 0u64;
         let mut next = Some(first);
         while let Some(chunk) = next {
             mapper
-                .feed(pos, chunk.data(), &mut |g| {
-                    out.push(g.offset, g.data).map_err(|e| match e {
-                        WriteError::Cancelled => Qcow2Error::Corrupt("cancelled".into()),
-                        other => Qcow2Error::Corrupt(other.to_string()),
-                    })
-                })
-                .map_err(|e| {
-                    if self.shared.cancelled() {
-                        WriteError::Cancelled
-                    } else {
-                        e.into()
-                    }
-                })?;
+                .feed(pos, chunk.data(), &mut emit)
+                .map_err(cancelled_or)?;
             pos += chunk.data().len() as u64;
             drop(chunk);
             next = self.rx.recv().ok();
@@ -659,18 +661,7 @@ impl Decoder<'_> {
         if self.shared.cancelled() {
             return Err(WriteError::Cancelled);
         }
-        mapper
-            .finish(pos, &mut |g| {
-                out.push(g.offset, g.data)
-                    .map_err(|e| Qcow2Error::Corrupt(e.to_string()))
-            })
-            .map_err(|e| {
-                if self.shared.cancelled() {
-                    WriteError::Cancelled
-                } else {
-                    e.into()
-                }
-            })?;
+        mapper.finish(pos, &mut emit).map_err(cancelled_or)?;
         out.flush()?;
         Ok(size)
     }
