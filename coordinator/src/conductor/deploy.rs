@@ -157,19 +157,10 @@ impl Conductor {
     }
 
     pub(super) async fn continue_deploy(&self, node: Node) -> Result<Next, ConductorError> {
-        if node.agent_url().is_none() {
-            return Ok(Next::Idle);
-        }
-        let Some(node) = self
-            .lock(&node.uuid, |n| {
-                n.provision_state == ProvisionState::WaitCallBack && n.agent_url().is_some()
-            })
+        let Some((node, ep)) = self
+            .lock_waiting_for_agent(&node, ProvisionState::WaitCallBack)
             .await?
         else {
-            return Ok(Next::Idle);
-        };
-        let Some(ep) = Self::endpoint(&node) else {
-            self.release(&node.uuid, |_| {}).await?;
             return Ok(Next::Idle);
         };
         let uuid = node.uuid.clone();

@@ -175,19 +175,10 @@ impl Conductor {
     }
 
     pub(super) async fn continue_inspect(&self, node: Node) -> Result<Next, ConductorError> {
-        if node.agent_url().is_none() {
-            return Ok(Next::Idle);
-        }
-        let Some(node) = self
-            .lock(&node.uuid, |n| {
-                n.provision_state == ProvisionState::InspectWait && n.agent_url().is_some()
-            })
+        let Some((node, ep)) = self
+            .lock_waiting_for_agent(&node, ProvisionState::InspectWait)
             .await?
         else {
-            return Ok(Next::Idle);
-        };
-        let Some(ep) = Self::endpoint(&node) else {
-            self.release(&node.uuid, |_| {}).await?;
             return Ok(Next::Idle);
         };
         match self

@@ -356,6 +356,32 @@ impl Conductor {
         self.set_power(node, action).await
     }
 
+    /// Takes the reservation of a node waiting in `state` for its agent, and
+    /// returns it with the agent's endpoint; `None` when the node moved on, is
+    /// locked elsewhere, or has no usable endpoint (then nothing is held).
+    async fn lock_waiting_for_agent(
+        &self,
+        node: &Node,
+        state: ProvisionState,
+    ) -> Result<Option<(Node, AgentEndpoint)>, ConductorError> {
+        if node.agent_url().is_none() {
+            return Ok(None);
+        }
+        let Some(node) = self
+            .lock(&node.uuid, |n| {
+                n.provision_state == state && n.agent_url().is_some()
+            })
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Some(ep) = Self::endpoint(&node) else {
+            self.release(&node.uuid, |_| {}).await?;
+            return Ok(None);
+        };
+        Ok(Some((node, ep)))
+    }
+
     /// The agent endpoint recorded from heartbeats.
     fn endpoint(node: &Node) -> Option<AgentEndpoint> {
         Some(AgentEndpoint {
