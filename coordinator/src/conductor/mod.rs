@@ -152,6 +152,7 @@ impl Conductor {
                 Some("power off") => Some(PowerState::Off),
                 _ => None,
             },
+            boot_mode: node.boot_mode.clone(),
         }
     }
 

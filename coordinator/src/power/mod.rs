@@ -1,11 +1,12 @@
 //! Power and boot-device control behind the [`PowerDriver`] trait. The `fake`
-//! driver keeps state in memory; the `ipmitool`, `redfish` and `snmp` power
-//! interfaces validate Ironic's driver_info keys now and get their protocol
-//! code from the power issue (they answer [`PowerError::NotImplemented`]
-//! until then). [`PowerDrivers`] maps a node's `power_interface` to a driver,
+//! driver keeps state in memory; `ipmitool` speaks IPMI 2.0 natively
+//! ([`ipmi`]); the `redfish` and `snmp` power interfaces validate Ironic's
+//! driver_info keys now and get their protocol code from the power issue
+//! (they answer [`PowerError::NotImplemented`] until then). [`PowerDrivers`] maps a node's `power_interface` to a driver,
 //! and drivers can be replaced at start-up with [`PowerDrivers::register`].
 
 pub mod fake;
+pub mod ipmi;
 pub mod stub;
 
 use std::collections::HashMap;
@@ -99,6 +100,9 @@ pub struct PowerTarget {
     pub driver_info: Map<String, Value>,
     /// The power state the coordinator last recorded.
     pub recorded: Option<PowerState>,
+    /// The node's boot mode (`uefi` or `bios`) when known; IPMI sets the
+    /// UEFI boot flag from it.
+    pub boot_mode: Option<String>,
 }
 
 /// Errors of power drivers.
@@ -174,7 +178,7 @@ impl Default for PowerDrivers {
     fn default() -> Self {
         let mut drivers: HashMap<String, Arc<dyn PowerDriver>> = HashMap::new();
         drivers.insert("fake".into(), Arc::new(fake::FakePower::default()));
-        drivers.insert("ipmitool".into(), Arc::new(stub::StubPower::ipmi()));
+        drivers.insert("ipmitool".into(), Arc::new(ipmi::IpmiPower::default()));
         drivers.insert("redfish".into(), Arc::new(stub::StubPower::redfish()));
         drivers.insert("snmp".into(), Arc::new(stub::StubPower::snmp()));
         Self { drivers }

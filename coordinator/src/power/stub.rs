@@ -1,5 +1,6 @@
 //! Power interfaces that exist by name with Ironic's driver_info validation,
-//! whose protocol code arrives with the power issue (IPMI, Redfish, SNMP).
+//! whose protocol code arrives with the power issue (Redfish, SNMP; IPMI is
+//! in [`super::ipmi`]).
 
 use serde_json::{Map, Value};
 
@@ -29,7 +30,9 @@ pub const SNMP_DRIVERS: [&str; 10] = [
 ];
 
 impl StubPower {
-    /// `ipmitool`: needs `ipmi_address`.
+    /// `ipmitool`: needs `ipmi_address`. The default registry uses the
+    /// native [`super::ipmi::IpmiPower`] instead; this stays for tests that
+    /// want validation without a BMC.
     pub fn ipmi() -> Self {
         Self {
             name: "ipmitool",

@@ -1,0 +1,299 @@
+//! The `ipmitool` power interface on the native client: power on, off,
+//! reboot, soft off and state; boot device with the UEFI flag.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::client::{BootDevice, ChassisControl, IpmiClient};
+use super::{BmcConfig, CipherSuite, IpmiError, Timing, privilege};
+use crate::power::{
+    BootDeviceState, BoxFuture, PowerAction, PowerDriver, PowerError, PowerState, PowerTarget,
+    require_keys,
+};
+
+/// The IPMI power driver.
+#[derive(Debug)]
+pub struct IpmiPower {
+    client: IpmiClient,
+    /// How long to wait for the BMC to report the requested power state.
+    power_wait: Duration,
+    /// Poll spacing while waiting.
+    poll: Duration,
+}
+
+impl Default for IpmiPower {
+    fn default() -> Self {
+        Self::new(
+            Timing::default(),
+            Duration::from_secs(60),
+            Duration::from_secs(1),
+        )
+    }
+}
+
+fn bad(msg: String) -> PowerError {
+    PowerError::InvalidDriverInfo(msg)
+}
+
+fn int_value(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn str_key<'a>(info: &'a Map<String, Value>, key: &str) -> &'a str {
+    info.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// Reads a [`BmcConfig`] from Ironic's ipmi_* driver_info keys.
+pub fn bmc_config(info: &Map<String, Value>) -> Result<BmcConfig, PowerError> {
+    require_keys(info, &["ipmi_address"])?;
+    let port = match info.get("ipmi_port") {
+        None | Some(Value::Null) => 623,
+        Some(v) => match int_value(v) {
+            Some(p @ 1..=65535) => p as u16,
+            _ => {
+                return Err(bad(format!(
+                    "ipmi_port must be an integer between 1 and 65535, got {v}"
+                )));
+            }
+        },
+    };
+    let privilege = match info.get("ipmi_priv_level").and_then(Value::as_str) {
+        None | Some("ADMINISTRATOR") => privilege::ADMINISTRATOR,
+        Some("OPERATOR") => privilege::OPERATOR,
+        Some("USER") => privilege::USER,
+        Some("CALLBACK") => privilege::CALLBACK,
+        Some(v) => {
+            return Err(bad(format!(
+                "Invalid privilege level value:{v}, the valid value can be one of ADMINISTRATOR, CALLBACK, OPERATOR, USER"
+            )));
+        }
+    };
+    let suite = match info.get("ipmi_cipher_suite") {
+        None | Some(Value::Null) => CipherSuite::Suite3,
+        Some(v) => int_value(v)
+            .and_then(|n| u8::try_from(n).ok())
+            .and_then(CipherSuite::from_id)
+            .ok_or_else(|| {
+                bad(format!(
+                    "ipmi_cipher_suite {v} is not supported; use 3 or 17"
+                ))
+            })?,
+    };
+    let kg = match info.get("ipmi_bmc_key").and_then(Value::as_str) {
+        None | Some("") => None,
+        Some(k) => Some(hex::decode(k).unwrap_or_else(|_| k.as_bytes().to_vec())),
+    };
+    Ok(BmcConfig {
+        host: str_key(info, "ipmi_address").to_owned(),
+        port,
+        username: str_key(info, "ipmi_username").to_owned(),
+        password: str_key(info, "ipmi_password").to_owned(),
+        kg,
+        suite,
+        privilege,
+    })
+}
+
+fn failed(e: IpmiError) -> PowerError {
+    PowerError::Failed(format!("IPMI call failed: {e}"))
+}
+
+impl IpmiPower {
+    /// A driver with the given client timing and power-state wait.
+    pub fn new(timing: Timing, power_wait: Duration, poll: Duration) -> Self {
+        Self {
+            client: IpmiClient::new(timing),
+            power_wait,
+            poll,
+        }
+    }
+
+    /// The underlying client.
+    pub fn client(&self) -> &IpmiClient {
+        &self.client
+    }
+
+    async fn wait_for(&self, cfg: &BmcConfig, on: bool) -> Result<(), PowerError> {
+        let deadline = tokio::time::Instant::now() + self.power_wait;
+        loop {
+            if self.client.power_is_on(cfg).await.map_err(failed)? == on {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(PowerError::Failed(format!(
+                    "the BMC did not report power {} within {} s",
+                    if on { "on" } else { "off" },
+                    self.power_wait.as_secs()
+                )));
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+
+    async fn act(&self, cfg: &BmcConfig, action: PowerAction) -> Result<(), PowerError> {
+        let c = &self.client;
+        match action {
+            PowerAction::On => {
+                c.chassis_control(cfg, ChassisControl::On)
+                    .await
+                    .map_err(failed)?;
+                self.wait_for(cfg, true).await
+            }
+            PowerAction::Off => {
+                c.chassis_control(cfg, ChassisControl::Off)
+                    .await
+                    .map_err(failed)?;
+                self.wait_for(cfg, false).await
+            }
+            // As Ironic: off, then on (a cycle is refused by some BMCs when off).
+            PowerAction::Reboot => {
+                if c.power_is_on(cfg).await.map_err(failed)? {
+                    c.chassis_control(cfg, ChassisControl::Off)
+                        .await
+                        .map_err(failed)?;
+                    self.wait_for(cfg, false).await?;
+                }
+                c.chassis_control(cfg, ChassisControl::On)
+                    .await
+                    .map_err(failed)?;
+                self.wait_for(cfg, true).await
+            }
+            PowerAction::SoftOff => {
+                c.chassis_control(cfg, ChassisControl::Soft)
+                    .await
+                    .map_err(failed)?;
+                self.wait_for(cfg, false).await
+            }
+            PowerAction::SoftReboot => {
+                if c.power_is_on(cfg).await.map_err(failed)? {
+                    c.chassis_control(cfg, ChassisControl::Soft)
+                        .await
+                        .map_err(failed)?;
+                    self.wait_for(cfg, false).await?;
+                }
+                c.chassis_control(cfg, ChassisControl::On)
+                    .await
+                    .map_err(failed)?;
+                self.wait_for(cfg, true).await
+            }
+        }
+    }
+}
+
+impl PowerDriver for IpmiPower {
+    fn validate(&self, driver_info: &Map<String, Value>) -> Result<(), PowerError> {
+        bmc_config(driver_info).map(|_| ())
+    }
+
+    fn get_power_state<'a>(
+        &'a self,
+        target: &'a PowerTarget,
+    ) -> BoxFuture<'a, Result<PowerState, PowerError>> {
+        Box::pin(async move {
+            let cfg = bmc_config(&target.driver_info)?;
+            let on = self.client.power_is_on(&cfg).await.map_err(failed)?;
+            Ok(if on { PowerState::On } else { PowerState::Off })
+        })
+    }
+
+    fn set_power_state<'a>(
+        &'a self,
+        target: &'a PowerTarget,
+        action: PowerAction,
+    ) -> BoxFuture<'a, Result<(), PowerError>> {
+        Box::pin(async move {
+            let cfg = bmc_config(&target.driver_info)?;
+            tracing::info!(node = %target.node_uuid, host = %cfg.host, action = ?action, "ipmi power action");
+            self.act(&cfg, action).await
+        })
+    }
+
+    fn set_boot_device<'a>(
+        &'a self,
+        target: &'a PowerTarget,
+        device: &'a str,
+        persistent: bool,
+    ) -> BoxFuture<'a, Result<(), PowerError>> {
+        Box::pin(async move {
+            let cfg = bmc_config(&target.driver_info)?;
+            let dev = BootDevice::from_ironic(device)
+                .filter(|d| {
+                    self.supported_boot_devices()
+                        .contains(&d.ironic_name().unwrap_or(""))
+                })
+                .ok_or_else(|| {
+                    PowerError::Unsupported(format!(
+                        "Invalid boot device {device} specified, valid boot devices are {:?}",
+                        self.supported_boot_devices()
+                    ))
+                })?;
+            let uefi = target.boot_mode.as_deref() == Some("uefi");
+            self.client
+                .set_boot_device(&cfg, dev, persistent, uefi)
+                .await
+                .map_err(failed)
+        })
+    }
+
+    fn get_boot_device<'a>(
+        &'a self,
+        target: &'a PowerTarget,
+    ) -> BoxFuture<'a, Result<BootDeviceState, PowerError>> {
+        Box::pin(async move {
+            let cfg = bmc_config(&target.driver_info)?;
+            let (dev, persistent, _uefi) = self.client.boot_device(&cfg).await.map_err(failed)?;
+            Ok((
+                dev.and_then(BootDevice::ironic_name).map(str::to_owned),
+                Some(persistent),
+            ))
+        })
+    }
+
+    fn supported_boot_devices(&self) -> Vec<&'static str> {
+        vec!["pxe", "disk", "cdrom", "bios", "safe"]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn info(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    #[test]
+    fn driver_info_defaults_to_suite_3_admin_port_623() {
+        let c = bmc_config(&info(json!({"ipmi_address": "10.0.0.5"}))).expect("valid");
+        assert_eq!(c.port, 623);
+        assert_eq!(c.suite, CipherSuite::Suite3);
+        assert_eq!(c.privilege, privilege::ADMINISTRATOR);
+        let c = bmc_config(&info(json!({
+            "ipmi_address": "h", "ipmi_port": "9623", "ipmi_cipher_suite": "17",
+            "ipmi_priv_level": "OPERATOR", "ipmi_username": "u", "ipmi_password": "p"
+        })))
+        .expect("valid");
+        assert_eq!(
+            (c.port, c.suite, c.privilege),
+            (9623, CipherSuite::Suite17, 3)
+        );
+        assert!(bmc_config(&info(json!({"ipmi_address": "h", "ipmi_cipher_suite": 1}))).is_err());
+        assert!(bmc_config(&info(json!({"ipmi_address": "h", "ipmi_port": 0}))).is_err());
+        assert!(
+            bmc_config(&info(
+                json!({"ipmi_address": "h", "ipmi_priv_level": "ROOT"})
+            ))
+            .is_err()
+        );
+        assert!(bmc_config(&info(json!({}))).is_err());
+    }
+}
