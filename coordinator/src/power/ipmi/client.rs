@@ -296,6 +296,20 @@ impl IpmiClient {
             .map(|_| ())
     }
 
+    /// Set System Boot Options parameter 3 (boot flag valid bit clearing):
+    /// keep the boot flags when the BMC's 60 s timer expires.
+    pub async fn disable_boot_timeout(&self, cfg: &BmcConfig) -> Result<(), IpmiError> {
+        self.raw(
+            cfg,
+            NETFN_CHASSIS,
+            0x08,
+            &[0x03, 0x08],
+            "Set System Boot Options",
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Get System Boot Options parameter 5: (device, persistent, uefi).
     pub async fn boot_device(
         &self,

@@ -84,9 +84,19 @@ pub fn bmc_config(info: &Map<String, Value>) -> Result<BmcConfig, PowerError> {
                 ))
             })?,
     };
-    let kg = match info.get("ipmi_bmc_key").and_then(Value::as_str) {
+    if let Some(v) = info.get("ipmi_protocol_version").and_then(Value::as_str) {
+        if v != "2.0" {
+            return Err(bad(format!(
+                "ipmi_protocol_version {v} is not supported; only 2.0 (RMCP+) is"
+            )));
+        }
+    }
+    let kg = match info.get("ipmi_hex_kg_key").and_then(Value::as_str) {
         None | Some("") => None,
-        Some(k) => Some(hex::decode(k).unwrap_or_else(|_| k.as_bytes().to_vec())),
+        Some(k) => Some(
+            hex::decode(k)
+                .map_err(|_| bad(format!("ipmi_hex_kg_key must be hexadecimal, got {k}")))?,
+        ),
     };
     Ok(BmcConfig {
         host: str_key(info, "ipmi_address").to_owned(),
@@ -233,6 +243,18 @@ impl PowerDriver for IpmiPower {
                     ))
                 })?;
             let uefi = target.boot_mode.as_deref() == Some("uefi");
+            let disable_timeout = target
+                .driver_info
+                .get("ipmi_disable_boot_timeout")
+                .map(|v| !matches!(v, Value::Bool(false)) && v.as_str() != Some("false"))
+                .unwrap_or(true);
+            if disable_timeout {
+                // As Ironic: raw 0x00 0x08 0x03 0x08, so the BMC keeps the flags
+                // past its 60 s timer. Not every BMC has it; failures are ignored.
+                if let Err(e) = self.client.disable_boot_timeout(&cfg).await {
+                    tracing::debug!(node = %target.node_uuid, error = %e, "disabling the boot flag timeout failed");
+                }
+            }
             self.client
                 .set_boot_device(&cfg, dev, persistent, uefi)
                 .await
@@ -295,5 +317,22 @@ mod tests {
             .is_err()
         );
         assert!(bmc_config(&info(json!({}))).is_err());
+        assert!(
+            bmc_config(&info(
+                json!({"ipmi_address": "h", "ipmi_protocol_version": "1.5"})
+            ))
+            .is_err()
+        );
+        let c = bmc_config(&info(
+            json!({"ipmi_address": "h", "ipmi_hex_kg_key": "0a0b"}),
+        ))
+        .expect("valid");
+        assert_eq!(c.kg, Some(vec![0x0a, 0x0b]));
+        assert!(
+            bmc_config(&info(
+                json!({"ipmi_address": "h", "ipmi_hex_kg_key": "xyz"})
+            ))
+            .is_err()
+        );
     }
 }
