@@ -957,6 +957,18 @@ impl Writer {
         if self.target.kind() == TargetKind::File {
             self.target.ensure_len(image_size)?;
         }
+        // On a disk larger than the image, its last MiB is not part of the
+        // image but may hold the previous layout's backup GPT or an md 0.90/1.0
+        // superblock, which firmware or the kernel could still act on.
+        if let Some(cap) = self.target.capacity() {
+            let tail = cap
+                .saturating_sub(HEAD_LEN)
+                .max(image_size)
+                .next_multiple_of(512);
+            if tail < cap && !self.skip_zeros {
+                self.target.zero_range(tail, cap - tail)?;
+            }
+        }
         // Everything else must be durable before the image becomes bootable.
         self.target.sync()?;
         let head = std::mem::replace(&mut self.head, AlignedBuf::new(0));
