@@ -17,6 +17,8 @@ pub struct ModuleDb {
     aliases: Vec<(String, String)>,
     deps: HashMap<String, (String, Vec<String>)>,
     builtin: HashSet<String>,
+    /// `pre:` soft dependencies (`modules.softdep`), loaded first, best effort.
+    softdeps: HashMap<String, Vec<String>>,
 }
 
 /// `foo-bar` and `foo_bar` are the same module.
@@ -31,16 +33,43 @@ fn module_name(path: &str) -> String {
 }
 
 impl ModuleDb {
-    /// Reads `modules.alias`, `modules.dep` and `modules.builtin` of `dir`
-    /// (e.g. `/lib/modules/6.1.0-28-amd64`). Missing files give an empty db.
+    /// Reads `modules.alias`, `modules.dep`, `modules.builtin` and
+    /// `modules.softdep` of `dir` (e.g. `/lib/modules/6.1.0-28-amd64`).
+    /// Missing files give an empty db.
     pub fn load(dir: &Path) -> Self {
         let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap_or_default();
-        Self::parse(
+        let mut db = Self::parse(
             dir,
             &read("modules.alias"),
             &read("modules.dep"),
             &read("modules.builtin"),
-        )
+        );
+        db.set_softdeps(&read("modules.softdep"));
+        db
+    }
+
+    /// Reads `softdep <module> pre: <module>… [post: …]` lines (the format
+    /// `ingot-ramdisk` writes, as modprobe.d has it); only `pre:` is used.
+    pub fn set_softdeps(&mut self, text: &str) {
+        self.softdeps = text
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next()? == "softdep").then_some(())?;
+                let module = normalize(w.next()?);
+                let mut pre = Vec::new();
+                let mut in_pre = false;
+                for word in w {
+                    match word {
+                        "pre:" => in_pre = true,
+                        "post:" => in_pre = false,
+                        m if in_pre => pre.push(normalize(m)),
+                        _ => {}
+                    }
+                }
+                Some((module, pre))
+            })
+            .collect();
     }
 
     /// Builds the db from file contents.
@@ -67,6 +96,7 @@ impl ModuleDb {
             aliases,
             deps,
             builtin,
+            softdeps: HashMap::new(),
         }
     }
 
@@ -89,6 +119,9 @@ impl ModuleDb {
         fn visit(db: &ModuleDb, m: &str, seen: &mut HashSet<String>, out: &mut Vec<String>) {
             if !seen.insert(m.to_string()) {
                 return;
+            }
+            for soft in db.softdeps.get(m).into_iter().flatten() {
+                visit(db, soft, seen, out);
             }
             if let Some((_, deps)) = db.deps.get(m) {
                 // modules.dep lists the nearest dependency first; load from the end.
@@ -313,6 +346,23 @@ mod tests {
         assert_eq!(
             db.path_of("failover"),
             Some(PathBuf::from("/lib/modules/x/kernel/net/core/failover.ko"))
+        );
+    }
+
+    #[test]
+    fn soft_dependencies_come_first() {
+        let mut db = ModuleDb::parse(
+            Path::new("/lib/modules/x"),
+            "",
+            "kernel/lib/crc-t10dif.ko: kernel/crypto/crct10dif_common.ko\n\
+             kernel/crypto/crct10dif_common.ko:\n\
+             kernel/crypto/crct10dif_generic.ko: kernel/crypto/crct10dif_common.ko\n",
+            "",
+        );
+        db.set_softdeps("# comment\nsoftdep crc_t10dif pre: crct10dif_generic post: other\n");
+        assert_eq!(
+            db.load_order("crc-t10dif"),
+            vec!["crct10dif_common", "crct10dif_generic", "crc_t10dif"]
         );
     }
 
