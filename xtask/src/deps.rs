@@ -41,6 +41,10 @@ const APT_PACKAGES: &[&[&str]] = &[
     // OpenStack clients (python-ironicclient, openstacksdk from PyPI).
     &["postgresql"],
     &["python3-venv"],
+    // coordinator/tests/ipmi.rs: OpenIPMI's ipmi_sim as the BMC, ipmitool to
+    // cross-check what the native client did.
+    &["openipmi"],
+    &["ipmitool"],
     // Tests that cover more when present (they skip a case without the tool):
     // wipe_metadata.rs makes real vfat/xfs/btrfs/LUKS signatures; cpio.rs reads
     // the ramdisk back with GNU cpio.
