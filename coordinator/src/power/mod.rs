@@ -1,12 +1,14 @@
 //! Power and boot-device control behind the [`PowerDriver`] trait. The `fake`
 //! driver keeps state in memory; `ipmitool` speaks IPMI 2.0 natively
-//! ([`ipmi`]); the `redfish` and `snmp` power interfaces validate Ironic's
-//! driver_info keys now and get their protocol code from the power issue
-//! (they answer [`PowerError::NotImplemented`] until then). [`PowerDrivers`] maps a node's `power_interface` to a driver,
+//! ([`ipmi`]) and `redfish` speaks Redfish ([`redfish`]); the `snmp` power
+//! interface validates Ironic's driver_info keys now and gets its protocol
+//! code from the power issue (it answers [`PowerError::NotImplemented`]
+//! until then). [`PowerDrivers`] maps a node's `power_interface` to a driver,
 //! and drivers can be replaced at start-up with [`PowerDrivers::register`].
 
 pub mod fake;
 pub mod ipmi;
+pub mod redfish;
 pub mod stub;
 
 use std::collections::HashMap;
@@ -179,7 +181,7 @@ impl Default for PowerDrivers {
         let mut drivers: HashMap<String, Arc<dyn PowerDriver>> = HashMap::new();
         drivers.insert("fake".into(), Arc::new(fake::FakePower::default()));
         drivers.insert("ipmitool".into(), Arc::new(ipmi::IpmiPower::default()));
-        drivers.insert("redfish".into(), Arc::new(stub::StubPower::redfish()));
+        drivers.insert("redfish".into(), Arc::new(redfish::RedfishPower::default()));
         drivers.insert("snmp".into(), Arc::new(stub::StubPower::snmp()));
         Self { drivers }
     }

@@ -1,6 +1,6 @@
 //! Power interfaces that exist by name with Ironic's driver_info validation,
-//! whose protocol code arrives with the power issue (Redfish, SNMP; IPMI is
-//! in [`super::ipmi`]).
+//! whose protocol code arrives with the power issue (SNMP; IPMI and Redfish
+//! are in [`super::ipmi`] and [`super::redfish`]).
 
 use serde_json::{Map, Value};
 
@@ -40,7 +40,9 @@ impl StubPower {
         }
     }
 
-    /// `redfish`: needs `redfish_address` (and `redfish_system_id` on multi-system BMCs).
+    /// `redfish`: needs `redfish_address` (and `redfish_system_id` on
+    /// multi-system BMCs). The default registry uses
+    /// [`super::redfish::RedfishPower`] instead.
     pub fn redfish() -> Self {
         Self {
             name: "redfish",
