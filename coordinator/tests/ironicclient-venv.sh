@@ -7,6 +7,9 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 venv=${1:-$here/../../target/venv-ironicclient}
+# The scripts' #! lines name the venv: make the path absolute.
+mkdir -p "$(dirname "$venv")"
+venv=$(cd "$(dirname "$venv")" && pwd)/$(basename "$venv")
 if [ -x "$venv/bin/baremetal" ]; then
     exit 0
 fi
