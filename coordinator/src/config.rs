@@ -18,6 +18,11 @@
 //! api_url = "http://10.0.2.2:6385"   # what agents call; default: the URL iPXE used
 //! kernel_params = "console=tty0 console=ttyS0,115200n8"
 //!
+//! [power_sync]                   # periodic power-state sync (Ironic's _sync_power_states)
+//! interval_ms = 120000           # 0 turns it off
+//! workers = 100                  # nodes read at once
+//! max_retries = 3                # consecutive failures before maintenance
+//!
 //! [images]                       # image cache (optional)
 //! cache_dir = "/var/cache/ingot/images"
 //! url = "http://10.0.2.2:6385"   # base URL agents download from; default: boot.api_url, else http://<listen>
@@ -81,6 +86,31 @@ pub struct Config {
     pub boot: BootConfig,
     /// The image cache.
     pub images: ImagesConfig,
+    /// The periodic power-state sync.
+    pub power_sync: PowerSyncConfig,
+}
+
+/// The periodic power-state sync (Ironic's `sync_power_state_interval`,
+/// `sync_power_state_workers`, `power_state_sync_max_retries`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PowerSyncConfig {
+    /// Time between passes (milliseconds); 0 turns the sync off.
+    pub interval_ms: u64,
+    /// Nodes whose power state is read at once.
+    pub workers: usize,
+    /// Consecutive failed reads after which a node goes into maintenance.
+    pub max_retries: u32,
+}
+
+impl Default for PowerSyncConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 120_000,
+            workers: 100,
+            max_retries: 3,
+        }
+    }
 }
 
 /// The image cache: source images downloaded once, verified, and served to
@@ -139,6 +169,7 @@ impl Default for Config {
             agent_command_timeout: 60,
             boot: BootConfig::default(),
             images: ImagesConfig::default(),
+            power_sync: PowerSyncConfig::default(),
         }
     }
 }

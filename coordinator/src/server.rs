@@ -40,6 +40,7 @@ pub struct Running {
     pub conductor: Conductor,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     periodic: tokio::task::JoinHandle<()>,
+    power_sync: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -50,6 +51,9 @@ impl Running {
             Err(e) => Err(std::io::Error::other(e)),
         };
         self.periodic.abort();
+        if let Some(p) = &self.power_sync {
+            p.abort();
+        }
         r
     }
 
@@ -57,6 +61,10 @@ impl Running {
     pub async fn shutdown(self) {
         self.server.abort();
         self.periodic.abort();
+        if let Some(p) = self.power_sync {
+            p.abort();
+            let _ = p.await;
+        }
         let _ = self.server.await;
         let _ = self.periodic.await;
         self.conductor.db().close().await;
@@ -86,11 +94,13 @@ pub async fn start(mut config: Config, power: PowerDrivers) -> Result<Running, S
     });
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let periodic = conductor.spawn_periodic();
+    let power_sync = conductor.spawn_power_sync();
     Ok(Running {
         addr,
         conductor,
         server,
         periodic,
+        power_sync,
     })
 }
 

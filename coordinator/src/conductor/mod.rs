@@ -13,6 +13,7 @@ mod clean;
 mod deploy;
 mod inspect;
 mod power;
+mod power_sync;
 mod recovery;
 
 use std::collections::HashMap;
@@ -30,6 +31,7 @@ use crate::power::{PowerAction, PowerDriver, PowerDrivers, PowerError, PowerStat
 use crate::state::{Event, ProvisionState};
 
 pub use inspect::apply_inventory;
+pub use power_sync::{POWER_FAILURE, SyncReport};
 
 /// Errors inside the handler that are not the node's fault.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +73,7 @@ struct Inner {
     power: PowerDrivers,
     agent: AgentClient,
     workers: Mutex<HashMap<String, bool>>,
+    sync: power_sync::SyncState,
 }
 
 /// The conductor handle (cheap to clone).
@@ -110,6 +113,7 @@ impl Conductor {
                 power,
                 agent,
                 workers: Mutex::new(HashMap::new()),
+                sync: power_sync::SyncState::default(),
             }),
         }
     }

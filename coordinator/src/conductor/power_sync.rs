@@ -1,0 +1,278 @@
+//! Power-state sync, as Ironic's `_sync_power_states`: every
+//! `power_sync.interval_ms` the conductor reads each node's power state
+//! through its driver, `power_sync.workers` nodes at a time.
+//!
+//! - Skipped: nodes in maintenance, reserved (locked) nodes, nodes with a
+//!   pending power request, and nodes in `enroll`, `clean wait`,
+//!   `wait call-back` or a transient state (Ironic skips the same).
+//! - A state that differs from the recorded one was changed outside Ingot:
+//!   the new state is written to `power_state` and logged. An unknown
+//!   recorded state is simply filled in.
+//! - Failures are counted per node in memory; after `power_sync.max_retries`
+//!   consecutive failures the node goes into maintenance with
+//!   `fault = "power failure"` and a `maintenance_reason` that names the
+//!   error. A success clears the count. Nodes that failed recently are
+//!   synced first.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::{Conductor, ConductorError};
+use crate::model::Node;
+use crate::power::PowerError;
+use crate::state::ProvisionState;
+
+/// The `fault` Ironic records when power sync gives up on a node.
+pub const POWER_FAILURE: &str = "power failure";
+
+/// Per-conductor sync bookkeeping: consecutive failures per node.
+#[derive(Debug, Default)]
+pub(super) struct SyncState {
+    failures: Mutex<HashMap<String, u32>>,
+    passes: AtomicUsize,
+}
+
+impl SyncState {
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        match self.failures.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+}
+
+/// What one sync pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Nodes whose power state was read.
+    pub checked: usize,
+    /// Nodes skipped (maintenance, locked, waiting states).
+    pub skipped: usize,
+    /// Nodes whose state had changed outside Ingot (or was unknown).
+    pub changed: usize,
+    /// Nodes whose read failed.
+    pub failed: usize,
+    /// Nodes put into maintenance by this pass.
+    pub to_maintenance: usize,
+}
+
+/// The result of syncing one node.
+enum Outcome {
+    Same,
+    Changed,
+    Failed,
+    Maintenance,
+}
+
+/// True when the sync leaves the node alone.
+fn skip(node: &Node) -> bool {
+    node.maintenance
+        || node.reservation.is_some()
+        || node.power_intent.is_some()
+        || node.target_power_state.is_some()
+        || node.provision_state.is_transient()
+        || matches!(
+            node.provision_state,
+            ProvisionState::Enroll | ProvisionState::CleanWait | ProvisionState::WaitCallBack
+        )
+}
+
+impl Conductor {
+    /// Number of completed sync passes (for tests and benchmarks).
+    pub fn power_sync_passes(&self) -> usize {
+        self.inner.sync.passes.load(Ordering::Relaxed)
+    }
+
+    /// One full power-state sync pass over every node.
+    pub async fn sync_power_states(&self) -> Result<SyncReport, ConductorError> {
+        let started = Instant::now();
+        let mut nodes = self.db().list_nodes().await?;
+        let total = nodes.len();
+        nodes.retain(|n| !skip(n));
+        let mut report = SyncReport {
+            skipped: total - nodes.len(),
+            ..SyncReport::default()
+        };
+        {
+            let failures = self.inner.sync.failures();
+            nodes.sort_by_key(|n| std::cmp::Reverse(failures.get(&n.uuid).copied().unwrap_or(0)));
+        }
+        let nodes = Arc::new(nodes);
+        let next = Arc::new(AtomicUsize::new(0));
+        let workers = self
+            .config()
+            .power_sync
+            .workers
+            .clamp(1, nodes.len().max(1));
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..workers {
+            let (me, nodes, next) = (self.clone(), Arc::clone(&nodes), Arc::clone(&next));
+            set.spawn(async move {
+                let mut part = SyncReport::default();
+                while let Some(node) = nodes.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    part.checked += 1;
+                    match me.sync_node(node).await {
+                        Ok(Outcome::Same) => {}
+                        Ok(Outcome::Changed) => part.changed += 1,
+                        Ok(Outcome::Failed) => part.failed += 1,
+                        Ok(Outcome::Maintenance) => {
+                            part.failed += 1;
+                            part.to_maintenance += 1;
+                        }
+                        Err(e) => {
+                            warn!(node = %node.uuid, error = %e, "power sync: recording failed");
+                        }
+                    }
+                }
+                part
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            if let Ok(part) = r {
+                report.checked += part.checked;
+                report.changed += part.changed;
+                report.failed += part.failed;
+                report.to_maintenance += part.to_maintenance;
+            }
+        }
+        self.inner.sync.passes.fetch_add(1, Ordering::Relaxed);
+        let elapsed = started.elapsed();
+        info!(
+            checked = report.checked,
+            skipped = report.skipped,
+            changed = report.changed,
+            failed = report.failed,
+            to_maintenance = report.to_maintenance,
+            elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            "power sync pass done"
+        );
+        let interval = Duration::from_millis(self.config().power_sync.interval_ms);
+        if elapsed > interval.saturating_mul(3) {
+            warn!(
+                elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+                interval_ms = self.config().power_sync.interval_ms,
+                "power sync pass took more than 3x its interval"
+            );
+        }
+        Ok(report)
+    }
+
+    /// Reads one node's power state and records what it found.
+    async fn sync_node(&self, node: &Node) -> Result<Outcome, ConductorError> {
+        let read = async {
+            let driver = self.power_driver(node)?;
+            driver.get_power_state(&Self::power_target(node)).await
+        }
+        .await;
+        match read {
+            Ok(state) => {
+                self.inner.sync.failures().remove(&node.uuid);
+                let actual = state.as_str();
+                if node.power_state.as_deref() == Some(actual) {
+                    return Ok(Outcome::Same);
+                }
+                let recorded = node.power_state.clone();
+                let written = self
+                    .db()
+                    .update_node(&node.uuid, |n| {
+                        // Someone acted on the node since it was listed: leave it.
+                        if skip(n) || n.power_state != recorded {
+                            return Err(());
+                        }
+                        n.power_state = Some(actual.to_owned());
+                        Ok(())
+                    })
+                    .await;
+                match written {
+                    Ok(_) => {
+                        match &recorded {
+                            Some(before) => info!(
+                                node = %node.uuid,
+                                recorded = %before,
+                                actual = %actual,
+                                "power state changed outside Ingot; recorded"
+                            ),
+                            None => {
+                                info!(node = %node.uuid, actual = %actual, "power state learned")
+                            }
+                        }
+                        Ok(Outcome::Changed)
+                    }
+                    Err(crate::db::UpdateError::Refused(())) => Ok(Outcome::Same),
+                    Err(crate::db::UpdateError::Db(e)) => Err(e.into()),
+                }
+            }
+            Err(e) => self.sync_failed(node, &e).await,
+        }
+    }
+
+    /// Counts a failed read; after `max_retries` in a row, maintenance.
+    async fn sync_failed(&self, node: &Node, e: &PowerError) -> Result<Outcome, ConductorError> {
+        let max = self.config().power_sync.max_retries.max(1);
+        let attempt = {
+            let mut failures = self.inner.sync.failures();
+            let count = failures.entry(node.uuid.clone()).or_insert(0);
+            *count += 1;
+            *count
+        };
+        if attempt < max {
+            warn!(
+                node = %node.uuid, attempt, max_retries = max, error = %e,
+                "power sync: could not get the power state"
+            );
+            return Ok(Outcome::Failed);
+        }
+        let reason = format!(
+            "During sync_power_state, max retries exceeded for node {}: the power state \
+             could not be read {attempt} times in a row. Switching node to maintenance mode. \
+             Error: {e}",
+            node.uuid
+        );
+        let written = self
+            .db()
+            .update_node(&node.uuid, |n| {
+                if skip(n) {
+                    return Err(());
+                }
+                n.maintenance = true;
+                n.maintenance_reason = Some(reason.clone());
+                n.fault = Some(POWER_FAILURE.to_owned());
+                n.power_state = None;
+                Ok(())
+            })
+            .await;
+        match written {
+            Ok(_) => {
+                self.inner.sync.failures().remove(&node.uuid);
+                warn!(node = %node.uuid, attempts = attempt, error = %e,
+                    "power sync: node put into maintenance");
+                Ok(Outcome::Maintenance)
+            }
+            Err(crate::db::UpdateError::Refused(())) => Ok(Outcome::Failed),
+            Err(crate::db::UpdateError::Db(e)) => Err(e.into()),
+        }
+    }
+
+    /// Starts the periodic power-state sync (nothing when the interval is 0).
+    pub fn spawn_power_sync(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let interval = self.config().power_sync.interval_ms;
+        if interval == 0 {
+            return None;
+        }
+        let me = self.clone();
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(interval.max(50)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = me.sync_power_states().await {
+                    warn!(error = %e, "power sync pass failed");
+                }
+            }
+        }))
+    }
+}
