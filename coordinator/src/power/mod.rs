@@ -1,14 +1,14 @@
 //! Power and boot-device control behind the [`PowerDriver`] trait. The `fake`
 //! driver keeps state in memory; `ipmitool` speaks IPMI 2.0 natively
-//! ([`ipmi`]) and `redfish` speaks Redfish ([`redfish`]); the `snmp` power
-//! interface validates Ironic's driver_info keys now and gets its protocol
-//! code from the power issue (it answers [`PowerError::NotImplemented`]
-//! until then). [`PowerDrivers`] maps a node's `power_interface` to a driver,
-//! and drivers can be replaced at start-up with [`PowerDrivers::register`].
+//! ([`ipmi`]), `redfish` speaks Redfish ([`redfish`]) and `snmp` switches
+//! PDU outlets over SNMP v1/v2c ([`snmp`]). [`PowerDrivers`] maps a node's
+//! `power_interface` to a driver, and drivers can be replaced at start-up
+//! with [`PowerDrivers::register`].
 
 pub mod fake;
 pub mod ipmi;
 pub mod redfish;
+pub mod snmp;
 pub mod stub;
 
 use std::collections::HashMap;
@@ -182,7 +182,7 @@ impl Default for PowerDrivers {
         drivers.insert("fake".into(), Arc::new(fake::FakePower::default()));
         drivers.insert("ipmitool".into(), Arc::new(ipmi::IpmiPower::default()));
         drivers.insert("redfish".into(), Arc::new(redfish::RedfishPower::default()));
-        drivers.insert("snmp".into(), Arc::new(stub::StubPower::snmp()));
+        drivers.insert("snmp".into(), Arc::new(snmp::SnmpPower::default()));
         Self { drivers }
     }
 }

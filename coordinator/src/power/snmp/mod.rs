@@ -1,0 +1,90 @@
+//! The `snmp` power interface: PDU outlet control over SNMP v1 and v2c, for
+//! the PDU families Ironic supported ([`pdu::FAMILIES`], chosen by
+//! `snmp_driver`). The client ([`client::SnmpClient`]) is written here: it
+//! needs only GET and SET of one INTEGER, so the BER subset in [`ber`] and
+//! [`message`] is small. SNMPv3 (USM) is not implemented: `snmp_version` 3
+//! is refused with [`PowerError::InvalidDriverInfo`].
+//!
+//! PDUs have no boot device: the hardware type's management interface is
+//! `noop`, and the boot device calls here answer [`PowerError::Unsupported`].
+
+pub mod ber;
+pub mod client;
+pub mod driver;
+pub mod message;
+pub mod pdu;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+pub use client::{Agent, SnmpClient};
+pub use driver::{Settings, SnmpPower};
+pub use message::Version;
+pub use pdu::Family;
+
+use super::PowerError;
+
+/// Timeouts and retries of one SNMP request.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// Wait for an answer to each transmission (Ironic: `udp_transport_timeout`, 1 s).
+    pub timeout: Duration,
+    /// Retransmissions after the first (Ironic: `udp_transport_retries`, 5).
+    pub retries: u32,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(1),
+            retries: 5,
+        }
+    }
+}
+
+/// SNMP client errors.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SnmpError {
+    /// No answer after all retries.
+    #[error("no answer from the SNMP agent at {0} (timed out)")]
+    Timeout(String),
+    /// Socket or name resolution failure.
+    #[error("network error: {0}")]
+    Io(String),
+    /// A request could not be encoded (bad OID).
+    #[error("cannot encode the request: {0}")]
+    Encode(String),
+    /// A malformed answer.
+    #[error("malformed SNMP answer: {0}")]
+    Decode(String),
+    /// The agent answered with a non-zero error-status.
+    #[error("SNMP {op} of {oid} failed: {name} (error-status {status})")]
+    Status {
+        /// `GET` or `SET`.
+        op: &'static str,
+        /// The object.
+        oid: String,
+        /// error-status.
+        status: i64,
+        /// Its RFC 3416 name.
+        name: &'static str,
+    },
+    /// The object does not exist on the agent.
+    #[error("the SNMP agent has no object {0}")]
+    NoSuchObject(String),
+    /// The object is not an INTEGER.
+    #[error("SNMP object {oid} has type {tag:#04x}, not INTEGER")]
+    WrongType {
+        /// The object.
+        oid: String,
+        /// Its BER tag.
+        tag: u8,
+    },
+}
+
+impl From<SnmpError> for PowerError {
+    fn from(e: SnmpError) -> Self {
+        PowerError::Failed(format!("SNMP PDU: {e}"))
+    }
+}
