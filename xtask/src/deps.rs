@@ -45,6 +45,10 @@ const APT_PACKAGES: &[&[&str]] = &[
     // cross-check what the native client did.
     &["openipmi"],
     &["ipmitool"],
+    // coordinator/tests/snmp.rs: net-snmp's snmpd with a pass_persist PDU, and
+    // snmpget/snmpset to cross-check.
+    &["snmpd"],
+    &["snmp"],
     // Tests that cover more when present (they skip a case without the tool):
     // wipe_metadata.rs makes real vfat/xfs/btrfs/LUKS signatures; cpio.rs reads
     // the ramdisk back with GNU cpio.
