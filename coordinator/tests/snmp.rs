@@ -31,6 +31,7 @@ fn agent(pdu: &Snmpd, version: Version, read: &str, write: &str) -> Agent {
         version,
         read_community: read.into(),
         write_community: write.into(),
+        usm: None,
     }
 }
 
@@ -213,10 +214,7 @@ async fn snmp_power_driver_switches_and_reboots_an_apc_outlet() {
         Err(PowerError::Unsupported(_))
     ));
 
-    // SNMPv3 is refused clearly; a PDU that is not there fails, not hangs.
-    let v3 = target(&pdu, 5, json!({"snmp_version": "3", "snmp_user": "u"}));
-    let e = driver.validate(&v3.driver_info).unwrap_err();
-    assert!(e.to_string().contains("snmp_version 3"), "{e}");
+    // A PDU that is not there fails, not hangs.
     let mut gone = target(&pdu, 5, json!({}));
     gone.driver_info.insert("snmp_port".into(), json!(9));
     let start = Instant::now();
@@ -229,6 +227,84 @@ async fn snmp_power_driver_switches_and_reboots_an_apc_outlet() {
         "{:?}",
         start.elapsed()
     );
+}
+
+#[tokio::test]
+async fn snmpv3_users_switch_outlets_with_md5_sha_and_aes() {
+    let Some(pdu) = Snmpd::start() else { return };
+    let driver = SnmpPower::new(
+        fast(),
+        Settings {
+            power_timeout: Duration::from_secs(2),
+            poll_interval: Duration::from_millis(100),
+            reboot_delay: Duration::ZERO,
+        },
+    );
+    let v3 = |outlet: u32, extra: Value| {
+        let mut t = target(&pdu, outlet, extra);
+        for k in ["snmp_community_read", "snmp_community_write"] {
+            t.driver_info.remove(k);
+        }
+        t.driver_info.insert("snmp_version".into(), json!("3"));
+        t
+    };
+    // authNoPriv with HMAC-MD5-96.
+    let md5 = v3(
+        6,
+        json!({"snmp_user": "ingot-md5", "snmp_auth_protocol": "md5", "snmp_auth_key": snmpd::MD5_KEY}),
+    );
+    driver.validate(&md5.driver_info).unwrap();
+    driver
+        .set_power_state(&md5, PowerAction::Off)
+        .await
+        .unwrap();
+    assert_eq!(pdu.snmpget(6), 2);
+    assert_eq!(driver.get_power_state(&md5).await.unwrap(), PowerState::Off);
+    // authPriv with HMAC-SHA-96 and AES-128.
+    let sha = v3(
+        6,
+        json!({"snmp_user": "ingot-sha", "snmp_auth_protocol": "sha", "snmp_auth_key": snmpd::SHA_KEY,
+               "snmp_priv_protocol": "aes", "snmp_priv_key": snmpd::AES_KEY}),
+    );
+    driver
+        .set_power_state(&sha, PowerAction::Reboot)
+        .await
+        .unwrap();
+    assert_eq!(pdu.snmpget(6), 1);
+    assert_eq!(pdu.sets(), [(6, 2), (6, 2), (6, 1)]);
+    // noAuthNoPriv, read-only: reads work, the set is refused.
+    let none = v3(6, json!({"snmp_user": "ingot-none"}));
+    assert_eq!(driver.get_power_state(&none).await.unwrap(), PowerState::On);
+    let e = driver
+        .set_power_state(&none, PowerAction::Off)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("noAccess"), "{e}");
+    // A wrong key or user is a USM report, not a timeout.
+    for (extra, want) in [
+        (
+            json!({"snmp_user": "ingot-md5", "snmp_auth_key": "not-the-key"}),
+            "wrong digest",
+        ),
+        (json!({"snmp_user": "nobody"}), "unknown user name"),
+    ] {
+        let t = v3(6, extra.clone());
+        let start = Instant::now();
+        let e = driver.get_power_state(&t).await.unwrap_err();
+        assert!(e.to_string().contains(want), "{extra}: {e}");
+        assert!(
+            start.elapsed() < Duration::from_millis(500),
+            "{extra}: {:?}",
+            start.elapsed()
+        );
+    }
+    // Ironic's other protocols are refused at validation.
+    let des = v3(
+        6,
+        json!({"snmp_user": "ingot-sha", "snmp_auth_key": snmpd::SHA_KEY, "snmp_priv_protocol": "des", "snmp_priv_key": snmpd::AES_KEY}),
+    );
+    let e = driver.validate(&des.driver_info).unwrap_err();
+    assert!(e.to_string().contains("'des' is not supported"), "{e}");
 }
 
 async fn wait_power(api: &common::Api, node: &str, state: &str) -> Value {

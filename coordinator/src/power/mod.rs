@@ -1,7 +1,7 @@
 //! Power and boot-device control behind the [`PowerDriver`] trait. The `fake`
 //! driver keeps state in memory; `ipmitool` speaks IPMI 2.0 natively
 //! ([`ipmi`]), `redfish` speaks Redfish ([`redfish`]) and `snmp` switches
-//! PDU outlets over SNMP v1/v2c ([`snmp`]). [`PowerDrivers`] maps a node's
+//! PDU outlets over SNMP v1/v2c/v3 ([`snmp`]). [`PowerDrivers`] maps a node's
 //! `power_interface` to a driver, and drivers can be replaced at start-up
 //! with [`PowerDrivers::register`].
 

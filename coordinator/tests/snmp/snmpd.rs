@@ -15,6 +15,13 @@ use ingot_coordinator::power::snmp::message::{PduKind, Request, Response, Value,
 /// rPDUOutletControlOutletCommand, without the outlet index.
 pub const RPDU_COLUMN: &str = ".1.3.6.1.4.1.318.1.1.12.3.3.1.1.4";
 
+/// Auth passphrase of the SNMPv3 user `ingot-md5` (authNoPriv, read-write).
+pub const MD5_KEY: &str = "md5-auth-pass";
+/// Auth passphrase of `ingot-sha` (authPriv with AES, read-write).
+pub const SHA_KEY: &str = "sha-auth-pass";
+/// Privacy passphrase of `ingot-sha`.
+pub const AES_KEY: &str = "aes-priv-pass";
+
 /// A running snmpd.
 pub struct Snmpd {
     /// UDP port on 127.0.0.1.
@@ -88,6 +95,12 @@ impl Snmpd {
                 "agentAddress udp:127.0.0.1:{port}\n\
                  rocommunity public 127.0.0.1\n\
                  rwcommunity private 127.0.0.1\n\
+                 createUser ingot-none\n\
+                 createUser ingot-md5 MD5 \"{MD5_KEY}\"\n\
+                 createUser ingot-sha SHA \"{SHA_KEY}\" AES \"{AES_KEY}\"\n\
+                 rouser ingot-none noauth\n\
+                 rwuser ingot-md5 auth\n\
+                 rwuser ingot-sha priv\n\
                  sysDescr ingot test PDU\n\
                  sysObjectID .1.3.6.1.4.1.318.1.3.4.5\n\
                  pass_persist .1.3.6.1.4.1.318.1.1.12 {py} {script} {state}\n",

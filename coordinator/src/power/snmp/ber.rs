@@ -22,6 +22,8 @@ pub mod tag {
     pub const RESPONSE: u8 = 0xa2;
     /// SetRequest-PDU
     pub const SET_REQUEST: u8 = 0xa3;
+    /// Report-PDU (SNMPv3)
+    pub const REPORT: u8 = 0xa8;
     /// v2c exception noSuchObject
     pub const NO_SUCH_OBJECT: u8 = 0x80;
     /// v2c exception noSuchInstance

@@ -2,12 +2,13 @@
 //! a timeout per transmission and retransmissions of the same request-id.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 use tokio::net::UdpSocket;
 
-use super::ber::format_oid;
-use super::message::{PduKind, Request, Response, Value, Version, error_status_name};
+use super::ber::{format_oid, tag};
+use super::message::{Pdu, PduKind, Request, Response, Value, Version, error_status_name};
+use super::usm::{self, Engine, Keys, Usm};
 use super::{SnmpError, Timing};
 
 /// Where and how to reach one SNMP agent.
@@ -23,6 +24,9 @@ pub struct Agent {
     pub read_community: String,
     /// Community for SET.
     pub write_community: String,
+    /// The SNMPv3 user; when set, v3 is spoken and `version` and the
+    /// communities are ignored.
+    pub usm: Option<Usm>,
 }
 
 /// The client. Each request uses its own ephemeral UDP socket.
@@ -30,6 +34,7 @@ pub struct Agent {
 pub struct SnmpClient {
     timing: Timing,
     next_id: AtomicI32,
+    salt: AtomicU64,
 }
 
 impl Default for SnmpClient {
@@ -41,13 +46,16 @@ impl Default for SnmpClient {
 impl SnmpClient {
     /// A client with the given timing.
     pub fn new(timing: Timing) -> Self {
-        let mut seed = [0u8; 4];
-        // A fixed start is harmless: ids only pair answers with requests.
+        let mut seed = [0u8; 12];
+        // A fixed start is harmless for ids (they only pair answers with
+        // requests); the AES salt only has to differ per message.
         let _ = getrandom::getrandom(&mut seed);
-        let start = i32::from_be_bytes(seed) & 0x3fff_ffff;
+        let [a, b, c, d, salt @ ..] = seed;
+        let start = i32::from_be_bytes([a, b, c, d]) & 0x3fff_ffff;
         Self {
             timing,
             next_id: AtomicI32::new(start),
+            salt: AtomicU64::new(u64::from_be_bytes(salt)),
         }
     }
 
@@ -103,18 +111,10 @@ impl SnmpClient {
         value: Value,
         community: &str,
     ) -> Result<Response, SnmpError> {
-        let addr = resolve(&agent.host, agent.port).await?;
-        let bind: SocketAddr = if addr.is_ipv4() {
-            ([0, 0, 0, 0], 0).into()
-        } else {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let sock = UdpSocket::bind(bind)
-            .await
-            .map_err(|e| SnmpError::Io(format!("bind: {e}")))?;
-        sock.connect(addr)
-            .await
-            .map_err(|e| SnmpError::Io(format!("connect {addr}: {e}")))?;
+        let (sock, addr) = connect(agent).await?;
+        if let Some(u) = &agent.usm {
+            return self.exchange_v3(&sock, addr, u, kind, oid, value).await;
+        }
         let request_id = self.request_id();
         let packet = Request {
             version: agent.version,
@@ -125,15 +125,134 @@ impl SnmpClient {
             value,
         }
         .encode();
+        tracing::debug!(agent = %addr, oid = %format_oid(oid), ?kind, request_id, "snmp request");
+        self.round_trip(&sock, addr, &packet, |buf| match Response::decode(buf) {
+            Ok(r) if r.request_id == i64::from(request_id) => Some(r),
+            Ok(r) => {
+                tracing::debug!(agent = %addr, got = r.request_id, want = request_id, "stale snmp answer dropped");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(agent = %addr, error = %e, "undecodable snmp answer dropped");
+                None
+            }
+        })
+        .await
+    }
+
+    async fn exchange_v3(
+        &self,
+        sock: &UdpSocket,
+        addr: SocketAddr,
+        u: &Usm,
+        kind: PduKind,
+        oid: &[u32],
+        value: Value,
+    ) -> Result<Response, SnmpError> {
+        // Discovery: an unauthenticated GET the agent answers with a Report
+        // carrying its engine ID, boots and time.
+        let none = Keys::none();
+        let mut engine = self
+            .send_v3(
+                sock,
+                addr,
+                u,
+                "",
+                &Engine::default(),
+                &none,
+                PduKind::Get,
+                oid,
+                Value::Null,
+            )
+            .await?
+            .engine;
+        let keys = Keys::new(u, &engine.id);
+        for _ in 0..2 {
+            let answer = self
+                .send_v3(
+                    sock,
+                    addr,
+                    u,
+                    &u.user,
+                    &engine,
+                    &keys,
+                    kind,
+                    oid,
+                    value.clone(),
+                )
+                .await?;
+            if answer.pdu_tag != tag::REPORT {
+                return Ok(answer.pdu);
+            }
+            let reason = answer
+                .pdu
+                .bindings
+                .first()
+                .map(|(o, _)| usm::report_reason(o))
+                .unwrap_or("report");
+            if reason == "not in time window" {
+                engine = answer.engine;
+                continue;
+            }
+            return Err(SnmpError::Usm(reason.to_owned()));
+        }
+        Err(SnmpError::Usm("not in time window".into()))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_v3(
+        &self,
+        sock: &UdpSocket,
+        addr: SocketAddr,
+        u: &Usm,
+        user: &str,
+        engine: &Engine,
+        keys: &Keys,
+        kind: PduKind,
+        oid: &[u32],
+        value: Value,
+    ) -> Result<usm::Answer, SnmpError> {
+        let request_id = self.request_id();
+        let pdu = Pdu {
+            kind,
+            request_id,
+            oid,
+            value,
+        };
+        let salt = self.salt.fetch_add(1, Ordering::Relaxed);
+        let packet = usm::encode(request_id, u, user, engine, keys, &pdu, salt)?;
+        tracing::debug!(agent = %addr, oid = %format_oid(oid), ?kind, request_id, user, "snmpv3 request");
+        self.round_trip(sock, addr, &packet, |buf| match usm::decode(buf, keys) {
+            Ok(a) if a.msg_id == i64::from(request_id) => Some(a),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(agent = %addr, error = %e, "snmpv3 answer dropped");
+                None
+            }
+        })
+        .await
+    }
+
+    /// Sends `packet` and waits for an answer `accept` takes, retransmitting
+    /// after each timeout.
+    async fn round_trip<T>(
+        &self,
+        sock: &UdpSocket,
+        addr: SocketAddr,
+        packet: &[u8],
+        mut accept: impl FnMut(&[u8]) -> Option<T>,
+    ) -> Result<T, SnmpError> {
         let mut buf = vec![0u8; 65_535];
         for attempt in 0..=self.timing.retries {
-            tracing::debug!(agent = %addr, oid = %format_oid(oid), ?kind, request_id, attempt, "snmp request");
-            sock.send(&packet)
+            if attempt > 0 {
+                tracing::debug!(agent = %addr, attempt, "snmp retransmission");
+            }
+            sock.send(packet)
                 .await
                 .map_err(|e| SnmpError::Io(format!("send to {addr}: {e}")))?;
             let deadline = tokio::time::Instant::now() + self.timing.timeout;
             loop {
-                let n = match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
+                match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
                     Err(_) => break,
                     // ICMP port unreachable surfaces here; treat as no answer.
                     Ok(Err(e)) => {
@@ -141,21 +260,32 @@ impl SnmpClient {
                         tokio::time::sleep_until(deadline).await;
                         break;
                     }
-                    Ok(Ok(n)) => n,
-                };
-                match Response::decode(&buf[..n]) {
-                    Ok(r) if r.request_id == i64::from(request_id) => return Ok(r),
-                    Ok(r) => {
-                        tracing::debug!(agent = %addr, got = r.request_id, want = request_id, "stale snmp answer dropped");
-                    }
-                    Err(e) => {
-                        tracing::warn!(agent = %addr, error = %e, "undecodable snmp answer dropped");
+                    Ok(Ok(n)) => {
+                        if let Some(t) = accept(&buf[..n]) {
+                            return Ok(t);
+                        }
                     }
                 }
             }
         }
         Err(SnmpError::Timeout(addr.to_string()))
     }
+}
+
+async fn connect(agent: &Agent) -> Result<(UdpSocket, SocketAddr), SnmpError> {
+    let addr = resolve(&agent.host, agent.port).await?;
+    let bind: SocketAddr = if addr.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let sock = UdpSocket::bind(bind)
+        .await
+        .map_err(|e| SnmpError::Io(format!("bind: {e}")))?;
+    sock.connect(addr)
+        .await
+        .map_err(|e| SnmpError::Io(format!("connect {addr}: {e}")))?;
+    Ok((sock, addr))
 }
 
 fn check_status(resp: &Response, op: &'static str, oid: &str) -> Result<(), SnmpError> {

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use super::client::{Agent, SnmpClient};
 use super::message::Version;
 use super::pdu::{self, Family};
+use super::usm::{Auth, Usm};
 use super::{SnmpError, Timing};
 use crate::power::{
     BootDeviceState, BoxFuture, PowerAction, PowerDriver, PowerError, PowerState, PowerTarget,
@@ -102,15 +103,10 @@ pub fn outlet(info: &Map<String, Value>) -> Result<Outlet, PowerError> {
                 "snmp_outlet must be a positive integer, got {raw_outlet}"
             ))
         })?;
-    let version = match text(info, "snmp_version").as_deref() {
-        None | Some("1") => Version::V1,
-        Some("2c") => Version::V2c,
-        Some("3") => {
-            return Err(bad(
-                "SNMPPowerDriver: snmp_version 3 (USM) is not supported by Ingot yet; use 1 or 2c"
-                    .into(),
-            ));
-        }
+    let (version, usm) = match text(info, "snmp_version").as_deref() {
+        None | Some("1") => (Version::V1, None),
+        Some("2c") => (Version::V2c, None),
+        Some("3") => (Version::V2c, Some(usm_user(info)?)),
         Some(v) => return Err(bad(format!("SNMPPowerDriver: unknown SNMP version: '{v}'"))),
     };
     let community = text(info, "snmp_community").unwrap_or_else(|| "public".into());
@@ -137,10 +133,79 @@ pub fn outlet(info: &Map<String, Value>) -> Result<Outlet, PowerError> {
             version,
             read_community,
             write_community,
+            usm,
         },
         family,
         index,
         reboot_delay,
+    })
+}
+
+/// The SNMPv3 user from `snmp_user`, `snmp_auth_*`, `snmp_priv_*` and
+/// `snmp_context_*`. Supported: auth none, md5 or sha (HMAC-SHA-96); priv
+/// none or aes (AES-128-CFB). An auth key without a protocol means md5, as
+/// in Ironic; a priv key needs `snmp_priv_protocol: aes` (Ironic's default,
+/// DES, is not implemented).
+fn usm_user(info: &Map<String, Value>) -> Result<Usm, PowerError> {
+    require_keys(info, &["snmp_user"])?;
+    let key = |name: &str| -> Result<Option<String>, PowerError> {
+        match text(info, name) {
+            Some(k) if k.len() < 8 => Err(bad(format!("{name} must be at least 8 characters"))),
+            k => Ok(k),
+        }
+    };
+    let auth_key = key("snmp_auth_key")?;
+    let priv_key = key("snmp_priv_key")?;
+    let auth_proto = text(info, "snmp_auth_protocol")
+        .unwrap_or_else(|| if auth_key.is_some() { "md5" } else { "none" }.into());
+    let auth = match (auth_proto.as_str(), auth_key) {
+        ("none", _) => None,
+        ("md5", Some(k)) => Some((Auth::Md5, k)),
+        ("sha", Some(k)) => Some((Auth::Sha1, k)),
+        ("md5" | "sha", None) => {
+            return Err(bad(format!(
+                "snmp_auth_protocol {auth_proto} needs snmp_auth_key"
+            )));
+        }
+        (other, _) => {
+            return Err(bad(format!(
+                "SNMPv3 authentication protocol '{other}' is not supported by Ingot; use md5 or sha"
+            )));
+        }
+    };
+    let priv_proto = text(info, "snmp_priv_protocol")
+        .unwrap_or_else(|| if priv_key.is_some() { "des" } else { "none" }.into());
+    let priv_aes = match (priv_proto.as_str(), priv_key) {
+        ("none", _) => None,
+        ("aes" | "aes128", Some(k)) => Some(k),
+        ("aes" | "aes128", None) => {
+            return Err(bad("snmp_priv_protocol aes needs snmp_priv_key".into()));
+        }
+        (other, _) => {
+            return Err(bad(format!(
+                "SNMPv3 privacy protocol '{other}' is not supported by Ingot; set snmp_priv_protocol to aes"
+            )));
+        }
+    };
+    if priv_aes.is_some() && auth.is_none() {
+        return Err(bad(
+            "SNMPv3 privacy needs authentication (snmp_auth_protocol)".into(),
+        ));
+    }
+    let context_engine_id = match text(info, "snmp_context_engine_id") {
+        None => Vec::new(),
+        Some(h) => hex::decode(h.trim_start_matches("0x")).map_err(|_| {
+            bad(format!(
+                "snmp_context_engine_id must be hexadecimal, got {h}"
+            ))
+        })?,
+    };
+    Ok(Usm {
+        user: text(info, "snmp_user").unwrap_or_default(),
+        auth,
+        priv_aes,
+        context_engine_id,
+        context_name: text(info, "snmp_context_name").unwrap_or_default(),
     })
 }
 

@@ -61,6 +61,76 @@ pub struct Request<'a> {
     pub value: Value,
 }
 
+/// A PDU with one variable binding (any version).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pdu<'a> {
+    /// Get or set.
+    pub kind: PduKind,
+    /// request-id, echoed in the response.
+    pub request_id: i32,
+    /// The object.
+    pub oid: &'a [u32],
+    /// The value (NULL for a get).
+    pub value: Value,
+}
+
+/// Appends a GetRequest or SetRequest PDU.
+pub fn encode_pdu(out: &mut Vec<u8>, p: &Pdu<'_>) {
+    let mut vb = Vec::new();
+    ber::push_tlv(&mut vb, tag::OID, &ber::oid_content(p.oid));
+    encode_value(&mut vb, &p.value);
+    let mut vbs = Vec::new();
+    ber::push_tlv(&mut vbs, tag::SEQUENCE, &vb);
+
+    let mut pdu = Vec::new();
+    ber::push_tlv(
+        &mut pdu,
+        tag::INTEGER,
+        &ber::integer_content(i64::from(p.request_id)),
+    );
+    ber::push_tlv(&mut pdu, tag::INTEGER, &[0]); // error-status
+    ber::push_tlv(&mut pdu, tag::INTEGER, &[0]); // error-index
+    ber::push_tlv(&mut pdu, tag::SEQUENCE, &vbs);
+    let pdu_tag = match p.kind {
+        PduKind::Get => tag::GET_REQUEST,
+        PduKind::Set => tag::SET_REQUEST,
+    };
+    ber::push_tlv(out, pdu_tag, &pdu);
+}
+
+/// Decodes a PDU's content (after its tag) into a [`Response`].
+pub fn decode_pdu(version: i64, community: Vec<u8>, content: &[u8]) -> Result<Response, SnmpError> {
+    let mut pdu = Reader::new(content);
+    let request_id = pdu.integer("request-id")?;
+    let error_status = pdu.integer("error-status")?;
+    let error_index = pdu.integer("error-index")?;
+    let mut vbs = Reader::new(pdu.expect(tag::SEQUENCE, "variable-bindings")?);
+    let mut bindings = Vec::new();
+    while !vbs.is_empty() {
+        let mut vb = Reader::new(vbs.expect(tag::SEQUENCE, "variable binding")?);
+        let oid = vb.oid("name")?;
+        let (t, c) = vb.any()?;
+        let value = match t {
+            tag::INTEGER => Value::Integer(
+                ber::decode_integer(c)
+                    .ok_or_else(|| SnmpError::Decode("bad INTEGER value".into()))?,
+            ),
+            tag::NULL => Value::Null,
+            tag::NO_SUCH_OBJECT | tag::NO_SUCH_INSTANCE | tag::END_OF_MIB_VIEW => Value::NoSuch(t),
+            other => Value::Other(other, c.to_vec()),
+        };
+        bindings.push((oid, value));
+    }
+    Ok(Response {
+        version,
+        community,
+        request_id,
+        error_status,
+        error_index,
+        bindings,
+    })
+}
+
 /// A decoded Response-PDU.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
@@ -90,22 +160,6 @@ fn encode_value(out: &mut Vec<u8>, v: &Value) {
 impl Request<'_> {
     /// Encodes the whole message.
     pub fn encode(&self) -> Vec<u8> {
-        let mut vb = Vec::new();
-        ber::push_tlv(&mut vb, tag::OID, &ber::oid_content(self.oid));
-        encode_value(&mut vb, &self.value);
-        let mut vbs = Vec::new();
-        ber::push_tlv(&mut vbs, tag::SEQUENCE, &vb);
-
-        let mut pdu = Vec::new();
-        ber::push_tlv(
-            &mut pdu,
-            tag::INTEGER,
-            &ber::integer_content(i64::from(self.request_id)),
-        );
-        ber::push_tlv(&mut pdu, tag::INTEGER, &[0]); // error-status
-        ber::push_tlv(&mut pdu, tag::INTEGER, &[0]); // error-index
-        ber::push_tlv(&mut pdu, tag::SEQUENCE, &vbs);
-
         let mut msg = Vec::new();
         ber::push_tlv(
             &mut msg,
@@ -113,12 +167,15 @@ impl Request<'_> {
             &ber::integer_content(self.version.wire()),
         );
         ber::push_tlv(&mut msg, tag::OCTET_STRING, self.community.as_bytes());
-        let pdu_tag = match self.kind {
-            PduKind::Get => tag::GET_REQUEST,
-            PduKind::Set => tag::SET_REQUEST,
-        };
-        ber::push_tlv(&mut msg, pdu_tag, &pdu);
-
+        encode_pdu(
+            &mut msg,
+            &Pdu {
+                kind: self.kind,
+                request_id: self.request_id,
+                oid: self.oid,
+                value: self.value.clone(),
+            },
+        );
         let mut out = Vec::with_capacity(msg.len() + 4);
         ber::push_tlv(&mut out, tag::SEQUENCE, &msg);
         out
@@ -132,37 +189,11 @@ impl Response {
         let mut msg = Reader::new(outer.expect(tag::SEQUENCE, "message")?);
         let version = msg.integer("version")?;
         let community = msg.octets("community")?.to_vec();
-        let mut pdu = Reader::new(msg.expect(tag::RESPONSE, "Response-PDU")?);
-        let request_id = pdu.integer("request-id")?;
-        let error_status = pdu.integer("error-status")?;
-        let error_index = pdu.integer("error-index")?;
-        let mut vbs = Reader::new(pdu.expect(tag::SEQUENCE, "variable-bindings")?);
-        let mut bindings = Vec::new();
-        while !vbs.is_empty() {
-            let mut vb = Reader::new(vbs.expect(tag::SEQUENCE, "variable binding")?);
-            let oid = vb.oid("name")?;
-            let (t, c) = vb.any()?;
-            let value = match t {
-                tag::INTEGER => Value::Integer(
-                    ber::decode_integer(c)
-                        .ok_or_else(|| SnmpError::Decode("bad INTEGER value".into()))?,
-                ),
-                tag::NULL => Value::Null,
-                tag::NO_SUCH_OBJECT | tag::NO_SUCH_INSTANCE | tag::END_OF_MIB_VIEW => {
-                    Value::NoSuch(t)
-                }
-                other => Value::Other(other, c.to_vec()),
-            };
-            bindings.push((oid, value));
-        }
-        Ok(Self {
+        decode_pdu(
             version,
             community,
-            request_id,
-            error_status,
-            error_index,
-            bindings,
-        })
+            msg.expect(tag::RESPONSE, "Response-PDU")?,
+        )
     }
 }
 

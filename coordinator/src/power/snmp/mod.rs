@@ -1,9 +1,10 @@
-//! The `snmp` power interface: PDU outlet control over SNMP v1 and v2c, for
-//! the PDU families Ironic supported ([`pdu::FAMILIES`], chosen by
+//! The `snmp` power interface: PDU outlet control over SNMP v1, v2c and v3,
+//! for the PDU families Ironic supported ([`pdu::FAMILIES`], chosen by
 //! `snmp_driver`). The client ([`client::SnmpClient`]) is written here: it
-//! needs only GET and SET of one INTEGER, so the BER subset in [`ber`] and
-//! [`message`] is small. SNMPv3 (USM) is not implemented: `snmp_version` 3
-//! is refused with [`PowerError::InvalidDriverInfo`].
+//! needs only GET and SET of one INTEGER, so the BER subset in [`ber`],
+//! [`message`] (v1/v2c) and [`usm`] (v3: HMAC-MD5-96, HMAC-SHA-96,
+//! AES-128-CFB) is small. DES, 3DES, AES-192/256 and the SHA-2 HMACs are
+//! refused with [`PowerError::InvalidDriverInfo`].
 //!
 //! PDUs have no boot device: the hardware type's management interface is
 //! `noop`, and the boot device calls here answer [`PowerError::Unsupported`].
@@ -15,6 +16,7 @@ pub mod message;
 pub mod pdu;
 #[cfg(test)]
 mod tests;
+pub mod usm;
 
 use std::time::Duration;
 
@@ -73,6 +75,9 @@ pub enum SnmpError {
     /// The object does not exist on the agent.
     #[error("the SNMP agent has no object {0}")]
     NoSuchObject(String),
+    /// The agent refused an SNMPv3 message (a USM Report).
+    #[error("SNMPv3: {0}")]
+    Usm(String),
     /// The object is not an INTEGER.
     #[error("SNMP object {oid} has type {tag:#04x}, not INTEGER")]
     WrongType {

@@ -290,7 +290,23 @@ fn driver_info_is_parsed_like_ironic() {
         ),
         (
             serde_json::json!({"snmp_driver": "apc", "snmp_address": "a", "snmp_outlet": 1, "snmp_version": "3"}),
-            "snmp_version 3",
+            "Missing are: snmp_user",
+        ),
+        (
+            serde_json::json!({"snmp_driver": "apc", "snmp_address": "a", "snmp_outlet": 1, "snmp_version": "3", "snmp_user": "u", "snmp_auth_key": "short"}),
+            "at least 8",
+        ),
+        (
+            serde_json::json!({"snmp_driver": "apc", "snmp_address": "a", "snmp_outlet": 1, "snmp_version": "3", "snmp_user": "u", "snmp_auth_key": "12345678", "snmp_auth_protocol": "sha256"}),
+            "'sha256' is not supported",
+        ),
+        (
+            serde_json::json!({"snmp_driver": "apc", "snmp_address": "a", "snmp_outlet": 1, "snmp_version": "3", "snmp_user": "u", "snmp_auth_key": "12345678", "snmp_priv_key": "12345678"}),
+            "'des' is not supported",
+        ),
+        (
+            serde_json::json!({"snmp_driver": "apc", "snmp_address": "a", "snmp_outlet": 1, "snmp_version": "3", "snmp_user": "u", "snmp_priv_protocol": "aes", "snmp_priv_key": "12345678"}),
+            "needs authentication",
         ),
         (
             serde_json::json!({"snmp_driver": "apc", "snmp_address": "a", "snmp_outlet": 1, "snmp_version": "2"}),
@@ -302,4 +318,115 @@ fn driver_info_is_parsed_like_ironic() {
             other => panic!("{bad}: {other:?}"),
         }
     }
+}
+
+#[test]
+fn usm_v3_user_is_parsed() {
+    use super::driver::outlet;
+    use super::usm::Auth;
+    let info = serde_json::json!({
+        "snmp_driver": "apc_rackpdu", "snmp_address": "pdu", "snmp_outlet": 1,
+        "snmp_version": "3", "snmp_user": "ops", "snmp_auth_protocol": "sha",
+        "snmp_auth_key": "auth-pass", "snmp_priv_protocol": "aes", "snmp_priv_key": "priv-pass",
+        "snmp_context_engine_id": "0x8000", "snmp_context_name": "ctx",
+    });
+    let o = outlet(info.as_object().unwrap()).unwrap();
+    let u = o.agent.usm.unwrap();
+    assert_eq!(u.user, "ops");
+    assert_eq!(u.auth, Some((Auth::Sha1, "auth-pass".into())));
+    assert_eq!(u.priv_aes.as_deref(), Some("priv-pass"));
+    assert_eq!(u.context_engine_id, [0x80, 0x00]);
+    // An auth key alone means MD5, as in Ironic.
+    let info = serde_json::json!({
+        "snmp_driver": "apc", "snmp_address": "pdu", "snmp_outlet": 1,
+        "snmp_version": "3", "snmp_user": "ops", "snmp_auth_key": "auth-pass",
+    });
+    let u = outlet(info.as_object().unwrap())
+        .unwrap()
+        .agent
+        .usm
+        .unwrap();
+    assert_eq!(u.auth.map(|a| a.0), Some(Auth::Md5));
+}
+
+/// RFC 3414 appendix A.3: "maplesyrup" localised to engine ID
+/// 00 00 00 00 00 00 00 00 00 00 00 02.
+#[test]
+fn usm_keys_match_rfc3414_vectors() {
+    use super::usm::{Auth, localize};
+    let engine = [0u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+    assert_eq!(
+        hex::encode(localize(Auth::Md5, "maplesyrup", &engine)),
+        "526f5eed9fcce26f8964c2930787d82b"
+    );
+    assert_eq!(
+        hex::encode(localize(Auth::Sha1, "maplesyrup", &engine)),
+        "6695febc9288e36282235fc7151f128497b38f3f"
+    );
+}
+
+/// NIST SP 800-38A F.3.13 (CFB128-AES128.Encrypt), two blocks, and a
+/// partial last block round trip.
+#[test]
+fn aes_cfb_matches_nist_vector() {
+    use super::usm::aes_cfb;
+    let key = hex::decode("2b7e151628aed2a6abf7158809cf4f3c").unwrap();
+    let iv: [u8; 16] = hex::decode("000102030405060708090a0b0c0d0e0f")
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let plain =
+        hex::decode("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51").unwrap();
+    let enc = aes_cfb(&key, &iv, &plain, false).unwrap();
+    assert_eq!(
+        hex::encode(&enc),
+        "3b3fd92eb72dad20333449f8e83cfb4ac8a64537a0b3a93fcde3cdad9f1ce58b"
+    );
+    assert_eq!(aes_cfb(&key, &iv, &enc, true).unwrap(), plain);
+    let odd = &plain[..21];
+    let enc = aes_cfb(&key, &iv, odd, false).unwrap();
+    assert_eq!(enc, &aes_cfb(&key, &iv, &plain, false).unwrap()[..21]);
+    assert_eq!(aes_cfb(&key, &iv, &enc, true).unwrap(), odd);
+}
+
+#[test]
+fn usm_message_round_trips_and_rejects_a_bad_mac() {
+    use super::message::Pdu;
+    use super::usm::{self, Auth, Engine, Keys, Usm};
+    let u = Usm {
+        user: "ops".into(),
+        auth: Some((Auth::Sha1, "auth-pass".into())),
+        priv_aes: Some("priv-pass".into()),
+        context_engine_id: Vec::new(),
+        context_name: String::new(),
+    };
+    let engine = Engine {
+        id: vec![0x80, 0, 0x1f, 0x88, 4, 1, 2, 3],
+        boots: 7,
+        time: 1234,
+    };
+    let keys = Keys::new(&u, &engine.id);
+    let o = oid(RPDU_1);
+    let pdu = Pdu {
+        kind: PduKind::Set,
+        request_id: 42,
+        oid: &o,
+        value: Value::Integer(2),
+    };
+    let msg = usm::encode(42, &u, "ops", &engine, &keys, &pdu, 99).unwrap();
+    // Encrypted: the OID does not appear in clear.
+    assert!(!msg.windows(4).any(|w| w == [0x82, 0x3e, 0x01, 0x01]));
+    let a = usm::decode(&msg, &keys).unwrap();
+    assert_eq!((a.msg_id, a.pdu_tag), (42, 0xa3));
+    assert_eq!(a.engine, engine);
+    assert_eq!(a.pdu.bindings, vec![(o.clone(), Value::Integer(2))]);
+    // One flipped bit anywhere in the ciphertext fails the MAC.
+    let mut bad = msg.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert!(usm::decode(&bad, &keys).is_err());
+    // Discovery message: no auth, no priv, empty engine and user.
+    let plain = usm::encode(1, &u, "", &Engine::default(), &Keys::none(), &pdu, 0).unwrap();
+    let a = usm::decode(&plain, &Keys::none()).unwrap();
+    assert_eq!(a.pdu.request_id, 42);
 }
