@@ -2,7 +2,7 @@
 //!
 //! - `test`: install what is missing, then run every gate CI runs.
 //! - `demo`: write a real disk image onto a loop device with the agent.
-//! - `bench <name>`: benchmarks (`write-image`, `wipe`).
+//! - `bench <name>`: benchmarks (`write-image`, `wipe`, `power-sync`).
 
 mod bench;
 mod demo;
@@ -20,7 +20,8 @@ tasks:
   test                 install missing packages, then fmt, clippy, tests, the static agent build
   demo                 write a small disk image to a loop device with ingot-agent (root)
   bench write-image    time write-image against the machine's limits (root)
-  bench wipe           time wipe against dd and blkdiscard (root)";
+  bench wipe           time wipe against dd and blkdiscard (root)
+  bench power-sync     one power-state sync of 10,000 simulated IPMI BMCs against ipmitool";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
