@@ -272,6 +272,23 @@ async fn snmpv3_users_switch_outlets_with_md5_sha_and_aes() {
         .unwrap();
     assert_eq!(pdu.snmpget(6), 1);
     assert_eq!(pdu.sets(), [(6, 2), (6, 2), (6, 1)]);
+    // The RFC 7860 SHA-2 HMACs: SHA-256 (authNoPriv), SHA-512 with AES.
+    for (user, proto, privacy) in [
+        ("ingot-sha256", "sha256", false),
+        ("ingot-sha512", "sha512", true),
+    ] {
+        let mut extra = json!({"snmp_user": user, "snmp_auth_protocol": proto, "snmp_auth_key": snmpd::SHA_KEY});
+        if privacy {
+            extra["snmp_priv_protocol"] = json!("aes");
+            extra["snmp_priv_key"] = json!(snmpd::AES_KEY);
+        }
+        let t = v3(4, extra);
+        driver.set_power_state(&t, PowerAction::Off).await.unwrap();
+        assert_eq!(pdu.snmpget(4), 2, "{user}");
+        driver.set_power_state(&t, PowerAction::On).await.unwrap();
+        assert_eq!(pdu.snmpget(4), 1, "{user}");
+    }
+    assert_eq!(pdu.sets().len(), 7);
     // noAuthNoPriv, read-only: reads work, the set is refused.
     let none = v3(6, json!({"snmp_user": "ingot-none"}));
     assert_eq!(driver.get_power_state(&none).await.unwrap(), PowerState::On);

@@ -17,9 +17,10 @@ pub const RPDU_COLUMN: &str = ".1.3.6.1.4.1.318.1.1.12.3.3.1.1.4";
 
 /// Auth passphrase of the SNMPv3 user `ingot-md5` (authNoPriv, read-write).
 pub const MD5_KEY: &str = "md5-auth-pass";
-/// Auth passphrase of `ingot-sha` (authPriv with AES, read-write).
+/// Auth passphrase of `ingot-sha` (authPriv with AES, read-write),
+/// `ingot-sha256` (authNoPriv) and `ingot-sha512` (authPriv with AES).
 pub const SHA_KEY: &str = "sha-auth-pass";
-/// Privacy passphrase of `ingot-sha`.
+/// Privacy passphrase of `ingot-sha` and `ingot-sha512`.
 pub const AES_KEY: &str = "aes-priv-pass";
 
 /// A running snmpd.
@@ -100,7 +101,11 @@ impl Snmpd {
                  createUser ingot-sha SHA \"{SHA_KEY}\" AES \"{AES_KEY}\"\n\
                  rouser ingot-none noauth\n\
                  rwuser ingot-md5 auth\n\
+                 createUser ingot-sha256 SHA-256 \"{SHA_KEY}\"\n\
+                 createUser ingot-sha512 SHA-512 \"{SHA_KEY}\" AES \"{AES_KEY}\"\n\
                  rwuser ingot-sha priv\n\
+                 rwuser ingot-sha256 auth\n\
+                 rwuser ingot-sha512 priv\n\
                  sysDescr ingot test PDU\n\
                  sysObjectID .1.3.6.1.4.1.318.1.3.4.5\n\
                  pass_persist .1.3.6.1.4.1.318.1.1.12 {py} {script} {state}\n",

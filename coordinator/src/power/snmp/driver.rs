@@ -142,10 +142,10 @@ pub fn outlet(info: &Map<String, Value>) -> Result<Outlet, PowerError> {
 }
 
 /// The SNMPv3 user from `snmp_user`, `snmp_auth_*`, `snmp_priv_*` and
-/// `snmp_context_*`. Supported: auth none, md5 or sha (HMAC-SHA-96); priv
-/// none or aes (AES-128-CFB). An auth key without a protocol means md5, as
-/// in Ironic; a priv key needs `snmp_priv_protocol: aes` (Ironic's default,
-/// DES, is not implemented).
+/// `snmp_context_*`. Supported: auth none, md5, sha (HMAC-SHA-96) or
+/// sha224 to sha512 (RFC 7860); priv none or aes (AES-128-CFB). An auth key
+/// without a protocol means md5, as in Ironic; a priv key needs
+/// `snmp_priv_protocol: aes` (Ironic's default, DES, is not implemented).
 fn usm_user(info: &Map<String, Value>) -> Result<Usm, PowerError> {
     require_keys(info, &["snmp_user"])?;
     let key = |name: &str| -> Result<Option<String>, PowerError> {
@@ -162,14 +162,18 @@ fn usm_user(info: &Map<String, Value>) -> Result<Usm, PowerError> {
         ("none", _) => None,
         ("md5", Some(k)) => Some((Auth::Md5, k)),
         ("sha", Some(k)) => Some((Auth::Sha1, k)),
-        ("md5" | "sha", None) => {
+        ("sha224", Some(k)) => Some((Auth::Sha224, k)),
+        ("sha256", Some(k)) => Some((Auth::Sha256, k)),
+        ("sha384", Some(k)) => Some((Auth::Sha384, k)),
+        ("sha512", Some(k)) => Some((Auth::Sha512, k)),
+        ("md5" | "sha" | "sha224" | "sha256" | "sha384" | "sha512", None) => {
             return Err(bad(format!(
                 "snmp_auth_protocol {auth_proto} needs snmp_auth_key"
             )));
         }
         (other, _) => {
             return Err(bad(format!(
-                "SNMPv3 authentication protocol '{other}' is not supported by Ingot; use md5 or sha"
+                "SNMPv3 authentication protocol '{other}' is not supported by Ingot; use md5, sha or sha224 to sha512"
             )));
         }
     };

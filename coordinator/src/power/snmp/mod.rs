@@ -2,9 +2,9 @@
 //! for the PDU families Ironic supported ([`pdu::FAMILIES`], chosen by
 //! `snmp_driver`). The client ([`client::SnmpClient`]) is written here: it
 //! needs only GET and SET of one INTEGER, so the BER subset in [`ber`],
-//! [`message`] (v1/v2c) and [`usm`] (v3: HMAC-MD5-96, HMAC-SHA-96,
-//! AES-128-CFB) is small. DES, 3DES, AES-192/256 and the SHA-2 HMACs are
-//! refused with [`PowerError::InvalidDriverInfo`].
+//! [`message`] (v1/v2c) and [`usm`] (v3: HMAC-MD5-96, HMAC-SHA-96, the
+//! RFC 7860 SHA-2 HMACs, AES-128-CFB) is small. DES, 3DES and AES-192/256
+//! privacy are refused with [`PowerError::InvalidDriverInfo`].
 //!
 //! PDUs have no boot device: the hardware type's management interface is
 //! `noop`, and the boot device calls here answer [`PowerError::Unsupported`].

@@ -297,8 +297,8 @@ fn driver_info_is_parsed_like_ironic() {
             "at least 8",
         ),
         (
-            serde_json::json!({"snmp_driver": "apc", "snmp_address": "a", "snmp_outlet": 1, "snmp_version": "3", "snmp_user": "u", "snmp_auth_key": "12345678", "snmp_auth_protocol": "sha256"}),
-            "'sha256' is not supported",
+            serde_json::json!({"snmp_driver": "apc", "snmp_address": "a", "snmp_outlet": 1, "snmp_version": "3", "snmp_user": "u", "snmp_auth_key": "12345678", "snmp_auth_protocol": "sha3"}),
+            "'sha3' is not supported",
         ),
         (
             serde_json::json!({"snmp_driver": "apc", "snmp_address": "a", "snmp_outlet": 1, "snmp_version": "3", "snmp_user": "u", "snmp_auth_key": "12345678", "snmp_priv_key": "12345678"}),

@@ -1,7 +1,7 @@
 //! SNMPv3 with the User-based Security Model (RFC 3412, RFC 3414): engine
-//! discovery, key localisation, HMAC-MD5-96 / HMAC-SHA-96 authentication
-//! and AES-128-CFB privacy (RFC 3826). DES and the SHA-2 HMACs are not
-//! implemented.
+//! discovery, key localisation, HMAC-MD5-96 / HMAC-SHA-96 and the RFC 7860
+//! SHA-2 HMACs for authentication, and AES-128-CFB privacy (RFC 3826). DES,
+//! 3DES and AES-192/256 are not implemented.
 
 use aes::cipher::{BlockEncrypt, KeyInit};
 use hmac::{Hmac, Mac};
@@ -18,6 +18,27 @@ pub enum Auth {
     Md5,
     /// usmHMACSHAAuthProtocol
     Sha1,
+    /// usmHMAC128SHA224AuthProtocol (RFC 7860)
+    Sha224,
+    /// usmHMAC192SHA256AuthProtocol (RFC 7860)
+    Sha256,
+    /// usmHMAC256SHA384AuthProtocol (RFC 7860)
+    Sha384,
+    /// usmHMAC384SHA512AuthProtocol (RFC 7860)
+    Sha512,
+}
+
+impl Auth {
+    /// Length of msgAuthenticationParameters (the truncated HMAC).
+    pub fn mac_len(self) -> usize {
+        match self {
+            Self::Md5 | Self::Sha1 => 12,
+            Self::Sha224 => 16,
+            Self::Sha256 => 24,
+            Self::Sha384 => 32,
+            Self::Sha512 => 48,
+        }
+    }
 }
 
 /// A USM user and its keys, as configured (passphrases).
@@ -49,7 +70,7 @@ pub struct Engine {
 const FLAG_AUTH: u8 = 1;
 const FLAG_PRIV: u8 = 2;
 const FLAG_REPORTABLE: u8 = 4;
-const MAC_LEN: usize = 12;
+const MAX_MAC_LEN: usize = 48;
 
 /// RFC 3414 A.2: passphrase to a key localised to an engine.
 pub fn localize(auth: Auth, pass: &str, engine_id: &[u8]) -> Vec<u8> {
@@ -77,27 +98,33 @@ pub fn localize(auth: Auth, pass: &str, engine_id: &[u8]) -> Vec<u8> {
     match auth {
         Auth::Md5 => run::<md5::Md5>(pass.as_bytes(), engine_id),
         Auth::Sha1 => run::<sha1::Sha1>(pass.as_bytes(), engine_id),
+        Auth::Sha224 => run::<sha2::Sha224>(pass.as_bytes(), engine_id),
+        Auth::Sha256 => run::<sha2::Sha256>(pass.as_bytes(), engine_id),
+        Auth::Sha384 => run::<sha2::Sha384>(pass.as_bytes(), engine_id),
+        Auth::Sha512 => run::<sha2::Sha512>(pass.as_bytes(), engine_id),
     }
 }
 
-fn hmac96(auth: Auth, key: &[u8], msg: &[u8]) -> Result<[u8; MAC_LEN], SnmpError> {
-    let full = match auth {
-        Auth::Md5 => {
-            let mut m = <Hmac<md5::Md5> as Mac>::new_from_slice(key)
+/// The HMAC of `msg`, truncated to the protocol's MAC length.
+fn mac(auth: Auth, key: &[u8], msg: &[u8]) -> Result<Vec<u8>, SnmpError> {
+    macro_rules! hmac_with {
+        ($d:ty) => {{
+            let mut m = <Hmac<$d> as Mac>::new_from_slice(key)
                 .map_err(|e| SnmpError::Encode(format!("HMAC key: {e}")))?;
             m.update(msg);
             m.finalize().into_bytes().to_vec()
-        }
-        Auth::Sha1 => {
-            let mut m = <Hmac<sha1::Sha1> as Mac>::new_from_slice(key)
-                .map_err(|e| SnmpError::Encode(format!("HMAC key: {e}")))?;
-            m.update(msg);
-            m.finalize().into_bytes().to_vec()
-        }
+        }};
+    }
+    let mut full = match auth {
+        Auth::Md5 => hmac_with!(md5::Md5),
+        Auth::Sha1 => hmac_with!(sha1::Sha1),
+        Auth::Sha224 => hmac_with!(sha2::Sha224),
+        Auth::Sha256 => hmac_with!(sha2::Sha256),
+        Auth::Sha384 => hmac_with!(sha2::Sha384),
+        Auth::Sha512 => hmac_with!(sha2::Sha512),
     };
-    let mut out = [0u8; MAC_LEN];
-    out.copy_from_slice(&full[..MAC_LEN]);
-    Ok(out)
+    full.truncate(auth.mac_len());
+    Ok(full)
 }
 
 /// AES-128 in CFB-128 mode (RFC 3826 §3.1.3); `decrypt` picks the direction.
@@ -207,11 +234,11 @@ pub fn encode(
     ber::push_tlv(&mut sp, tag::INTEGER, &ber::integer_content(engine.boots));
     ber::push_tlv(&mut sp, tag::INTEGER, &ber::integer_content(engine.time));
     ber::push_tlv(&mut sp, tag::OCTET_STRING, user.as_bytes());
-    let mac_placeholder = if keys.auth.is_some() { MAC_LEN } else { 0 };
+    let mac_placeholder = keys.auth.as_ref().map_or(0, |(a, _)| a.mac_len());
     ber::push_tlv(
         &mut sp,
         tag::OCTET_STRING,
-        &[0u8; MAC_LEN][..mac_placeholder],
+        &[0u8; MAX_MAC_LEN][..mac_placeholder],
     );
     ber::push_tlv(&mut sp, tag::OCTET_STRING, priv_params);
     let mut sp_tlv = Vec::new();
@@ -236,11 +263,11 @@ pub fn encode(
     ber::push_tlv(&mut out, tag::SEQUENCE, &body);
 
     if let Some((auth, key)) = &keys.auth {
-        let mac = hmac96(*auth, key, &out)?;
+        let mac = mac(*auth, key, &out)?;
         // The placeholder is the only run of twelve zero octets written as an
         // OCTET STRING of length 12 directly after the user name.
-        let pos = mac_offset(&out)?;
-        out[pos..pos + MAC_LEN].copy_from_slice(&mac);
+        let pos = mac_offset(&out, mac.len())?;
+        out[pos..pos + mac.len()].copy_from_slice(&mac);
     }
     Ok(out)
 }
@@ -250,7 +277,7 @@ fn offset_in(outer: &[u8], inner: &[u8]) -> usize {
 }
 
 /// Offset of msgAuthenticationParameters' content in a v3 message.
-fn mac_offset(buf: &[u8]) -> Result<usize, SnmpError> {
+fn mac_offset(buf: &[u8], len: usize) -> Result<usize, SnmpError> {
     let sp = security_params(buf)?;
     let mut r = Reader::new(sp);
     let mut seq = Reader::new(r.expect(tag::SEQUENCE, "UsmSecurityParameters")?);
@@ -259,7 +286,7 @@ fn mac_offset(buf: &[u8]) -> Result<usize, SnmpError> {
     seq.integer("engine time")?;
     seq.octets("user name")?;
     let mac = seq.octets("authentication parameters")?;
-    if mac.len() != MAC_LEN {
+    if mac.len() != len {
         return Err(SnmpError::Decode(format!("MAC of {} octets", mac.len())));
     }
     Ok(offset_in(buf, mac))
@@ -315,7 +342,7 @@ pub fn decode(buf: &[u8], keys: &Keys) -> Result<Answer, SnmpError> {
             let pos = offset_in(buf, mac);
             let mut copy = buf.to_vec();
             copy[pos..pos + mac.len()].fill(0);
-            if mac.len() != MAC_LEN || hmac96(*auth, key, &copy)? != mac {
+            if mac.len() != auth.mac_len() || self::mac(*auth, key, &copy)? != mac {
                 return Err(SnmpError::Decode("wrong MAC on the agent's answer".into()));
             }
         }
