@@ -289,6 +289,26 @@ async fn snmpv3_users_switch_outlets_with_md5_sha_and_aes() {
         assert_eq!(pdu.snmpget(4), 1, "{user}");
     }
     assert_eq!(pdu.sets().len(), 7);
+    // AES-192 and AES-256 with the Blumenthal key extension (net-snmp's).
+    for (user, auth, key, privacy) in [
+        ("ingot-aes192", "md5", snmpd::MD5_KEY, "aes192blmt"),
+        ("ingot-aes256", "sha", snmpd::SHA_KEY, "aes256blmt"),
+    ] {
+        let t = v3(
+            3,
+            json!({"snmp_user": user, "snmp_auth_protocol": auth, "snmp_auth_key": key,
+                   "snmp_priv_protocol": privacy, "snmp_priv_key": snmpd::AES_KEY}),
+        );
+        driver.set_power_state(&t, PowerAction::Off).await.unwrap();
+        assert_eq!(pdu.snmpget(3), 2, "{user}");
+        driver.set_power_state(&t, PowerAction::On).await.unwrap();
+        assert_eq!(
+            driver.get_power_state(&t).await.unwrap(),
+            PowerState::On,
+            "{user}"
+        );
+    }
+    assert_eq!(pdu.sets().len(), 11);
     // noAuthNoPriv, read-only: reads work, the set is refused.
     let none = v3(6, json!({"snmp_user": "ingot-none"}));
     assert_eq!(driver.get_power_state(&none).await.unwrap(), PowerState::On);

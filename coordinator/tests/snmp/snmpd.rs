@@ -20,7 +20,8 @@ pub const MD5_KEY: &str = "md5-auth-pass";
 /// Auth passphrase of `ingot-sha` (authPriv with AES, read-write),
 /// `ingot-sha256` (authNoPriv) and `ingot-sha512` (authPriv with AES).
 pub const SHA_KEY: &str = "sha-auth-pass";
-/// Privacy passphrase of `ingot-sha` and `ingot-sha512`.
+/// Privacy passphrase of `ingot-sha`, `ingot-sha512`, `ingot-aes192`
+/// (MD5 with AES-192) and `ingot-aes256` (SHA with AES-256).
 pub const AES_KEY: &str = "aes-priv-pass";
 
 /// A running snmpd.
@@ -103,6 +104,10 @@ impl Snmpd {
                  rwuser ingot-md5 auth\n\
                  createUser ingot-sha256 SHA-256 \"{SHA_KEY}\"\n\
                  createUser ingot-sha512 SHA-512 \"{SHA_KEY}\" AES \"{AES_KEY}\"\n\
+                 createUser ingot-aes192 MD5 \"{MD5_KEY}\" AES-192 \"{AES_KEY}\"\n\
+                 createUser ingot-aes256 SHA \"{SHA_KEY}\" AES-256 \"{AES_KEY}\"\n\
+                 rwuser ingot-aes192 priv\n\
+                 rwuser ingot-aes256 priv\n\
                  rwuser ingot-sha priv\n\
                  rwuser ingot-sha256 auth\n\
                  rwuser ingot-sha512 priv\n\

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use super::client::{Agent, SnmpClient};
 use super::message::Version;
 use super::pdu::{self, Family};
-use super::usm::{Auth, Usm};
+use super::usm::{AesKey, Auth, Usm};
 use super::{SnmpError, Timing};
 use crate::power::{
     BootDeviceState, BoxFuture, PowerAction, PowerDriver, PowerError, PowerState, PowerTarget,
@@ -143,7 +143,8 @@ pub fn outlet(info: &Map<String, Value>) -> Result<Outlet, PowerError> {
 
 /// The SNMPv3 user from `snmp_user`, `snmp_auth_*`, `snmp_priv_*` and
 /// `snmp_context_*`. Supported: auth none, md5, sha (HMAC-SHA-96) or
-/// sha224 to sha512 (RFC 7860); priv none or aes (AES-128-CFB). An auth key
+/// sha224 to sha512 (RFC 7860); priv none, aes (AES-128-CFB), aes192blmt
+/// or aes256blmt (Blumenthal key extension, as net-snmp). An auth key
 /// without a protocol means md5, as in Ironic; a priv key needs
 /// `snmp_priv_protocol: aes` (Ironic's default, DES, is not implemented).
 fn usm_user(info: &Map<String, Value>) -> Result<Usm, PowerError> {
@@ -179,15 +180,19 @@ fn usm_user(info: &Map<String, Value>) -> Result<Usm, PowerError> {
     };
     let priv_proto = text(info, "snmp_priv_protocol")
         .unwrap_or_else(|| if priv_key.is_some() { "des" } else { "none" }.into());
-    let priv_aes = match (priv_proto.as_str(), priv_key) {
-        ("none", _) => None,
-        ("aes" | "aes128", Some(k)) => Some(k),
-        ("aes" | "aes128", None) => {
-            return Err(bad("snmp_priv_protocol aes needs snmp_priv_key".into()));
+    let (priv_aes, aes) = match (priv_proto.as_str(), priv_key) {
+        ("none", _) => (None, AesKey::Aes128),
+        ("aes" | "aes128", Some(k)) => (Some(k), AesKey::Aes128),
+        ("aes192blmt", Some(k)) => (Some(k), AesKey::Aes192),
+        ("aes256blmt", Some(k)) => (Some(k), AesKey::Aes256),
+        ("aes" | "aes128" | "aes192blmt" | "aes256blmt", None) => {
+            return Err(bad(format!(
+                "snmp_priv_protocol {priv_proto} needs snmp_priv_key"
+            )));
         }
         (other, _) => {
             return Err(bad(format!(
-                "SNMPv3 privacy protocol '{other}' is not supported by Ingot; set snmp_priv_protocol to aes"
+                "SNMPv3 privacy protocol '{other}' is not supported by Ingot; use aes, aes192blmt or aes256blmt"
             )));
         }
     };
@@ -208,6 +213,7 @@ fn usm_user(info: &Map<String, Value>) -> Result<Usm, PowerError> {
         user: text(info, "snmp_user").unwrap_or_default(),
         auth,
         priv_aes,
+        aes,
         context_engine_id,
         context_name: text(info, "snmp_context_name").unwrap_or_default(),
     })

@@ -3,7 +3,7 @@
 //! `snmp_driver`). The client ([`client::SnmpClient`]) is written here: it
 //! needs only GET and SET of one INTEGER, so the BER subset in [`ber`],
 //! [`message`] (v1/v2c) and [`usm`] (v3: HMAC-MD5-96, HMAC-SHA-96, the
-//! RFC 7860 SHA-2 HMACs, AES-128-CFB) is small. DES, 3DES and AES-192/256
+//! RFC 7860 SHA-2 HMACs, AES-128/192/256-CFB) is small. DES and 3DES
 //! privacy are refused with [`PowerError::InvalidDriverInfo`].
 //!
 //! PDUs have no boot device: the hardware type's management interface is

@@ -387,6 +387,13 @@ fn aes_cfb_matches_nist_vector() {
     let enc = aes_cfb(&key, &iv, odd, false).unwrap();
     assert_eq!(enc, &aes_cfb(&key, &iv, &plain, false).unwrap()[..21]);
     assert_eq!(aes_cfb(&key, &iv, &enc, true).unwrap(), odd);
+    // F.3.17 (CFB128-AES256.Encrypt), first block.
+    let key256 =
+        hex::decode("603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4").unwrap();
+    assert_eq!(
+        hex::encode(aes_cfb(&key256, &iv, &plain[..16], false).unwrap()),
+        "dc7e84bfda79164b7ecd8486985d3860"
+    );
 }
 
 #[test]
@@ -397,6 +404,7 @@ fn usm_message_round_trips_and_rejects_a_bad_mac() {
         user: "ops".into(),
         auth: Some((Auth::Sha1, "auth-pass".into())),
         priv_aes: Some("priv-pass".into()),
+        aes: usm::AesKey::Aes128,
         context_engine_id: Vec::new(),
         context_name: String::new(),
     };

@@ -1,9 +1,11 @@
 //! SNMPv3 with the User-based Security Model (RFC 3412, RFC 3414): engine
 //! discovery, key localisation, HMAC-MD5-96 / HMAC-SHA-96 and the RFC 7860
-//! SHA-2 HMACs for authentication, and AES-128-CFB privacy (RFC 3826). DES,
-//! 3DES and AES-192/256 are not implemented.
+//! SHA-2 HMACs for authentication, and AES-CFB privacy (RFC 3826; 192 and
+//! 256 bits with the Blumenthal key extension). DES, 3DES and the Reeder
+//! (Cisco) AES-192/256 key extension are not implemented.
 
-use aes::cipher::{BlockEncrypt, KeyInit};
+use aes::cipher::consts::U16;
+use aes::cipher::{BlockEncrypt, BlockSizeUser, KeyInit};
 use hmac::{Hmac, Mac};
 use sha1::Digest;
 
@@ -48,12 +50,60 @@ pub struct Usm {
     pub user: String,
     /// Authentication protocol and passphrase, if any.
     pub auth: Option<(Auth, String)>,
-    /// AES-128 privacy passphrase, if any (needs `auth`).
+    /// AES privacy passphrase, if any (needs `auth`).
     pub priv_aes: Option<String>,
+    /// AES key size for privacy.
+    pub aes: AesKey,
     /// contextEngineID; the authoritative engine's ID when empty.
     pub context_engine_id: Vec<u8>,
     /// contextName.
     pub context_name: String,
+}
+
+/// AES key sizes. 192 and 256 bits extend the localised key as
+/// draft-blumenthal-aes-usm-04 (net-snmp's AES-192/AES-256, Ironic's
+/// `aes192blmt`/`aes256blmt`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum AesKey {
+    /// usmAesCfb128Protocol (RFC 3826)
+    #[default]
+    Aes128,
+    /// AES-192, Blumenthal key extension
+    Aes192,
+    /// AES-256, Blumenthal key extension
+    Aes256,
+}
+
+impl AesKey {
+    /// Key length in octets.
+    pub fn key_len(self) -> usize {
+        match self {
+            Self::Aes128 => 16,
+            Self::Aes192 => 24,
+            Self::Aes256 => 32,
+        }
+    }
+}
+
+/// Extends a localised key to `len` octets: append H(key so far) until
+/// long enough, then truncate.
+fn extend_key(auth: Auth, mut key: Vec<u8>, len: usize) -> Vec<u8> {
+    fn h<D: Digest>(b: &[u8]) -> Vec<u8> {
+        D::digest(b).to_vec()
+    }
+    while key.len() < len && !key.is_empty() {
+        let more = match auth {
+            Auth::Md5 => h::<md5::Md5>(&key),
+            Auth::Sha1 => h::<sha1::Sha1>(&key),
+            Auth::Sha224 => h::<sha2::Sha224>(&key),
+            Auth::Sha256 => h::<sha2::Sha256>(&key),
+            Auth::Sha384 => h::<sha2::Sha384>(&key),
+            Auth::Sha512 => h::<sha2::Sha512>(&key),
+        };
+        key.extend_from_slice(&more);
+    }
+    key.truncate(len);
+    key
 }
 
 /// What discovery learns about the agent.
@@ -127,26 +177,39 @@ fn mac(auth: Auth, key: &[u8], msg: &[u8]) -> Result<Vec<u8>, SnmpError> {
     Ok(full)
 }
 
-/// AES-128 in CFB-128 mode (RFC 3826 §3.1.3); `decrypt` picks the direction.
+/// AES in CFB-128 mode (RFC 3826 §3.1.3); the key's length (16, 24 or 32
+/// octets) picks AES-128, -192 or -256; `decrypt` picks the direction.
 pub fn aes_cfb(
     key: &[u8],
     iv: &[u8; 16],
     data: &[u8],
     decrypt: bool,
 ) -> Result<Vec<u8>, SnmpError> {
-    let cipher = aes::Aes128::new_from_slice(key.get(..16).unwrap_or(key))
-        .map_err(|e| SnmpError::Encode(format!("AES key: {e}")))?;
-    let mut feedback = *iv;
-    let mut out = Vec::with_capacity(data.len());
-    for chunk in data.chunks(16) {
-        let mut block = aes::Block::from(feedback);
-        cipher.encrypt_block(&mut block);
-        let start = out.len();
-        out.extend(chunk.iter().zip(block.iter()).map(|(d, k)| d ^ k));
-        let cipher_text = if decrypt { chunk } else { &out[start..] };
-        feedback[..cipher_text.len()].copy_from_slice(cipher_text);
+    fn run<C: BlockEncrypt + KeyInit + BlockSizeUser<BlockSize = U16>>(
+        key: &[u8],
+        iv: &[u8; 16],
+        data: &[u8],
+        decrypt: bool,
+    ) -> Result<Vec<u8>, SnmpError> {
+        let cipher =
+            C::new_from_slice(key).map_err(|e| SnmpError::Encode(format!("AES key: {e}")))?;
+        let mut feedback = *iv;
+        let mut out = Vec::with_capacity(data.len());
+        for chunk in data.chunks(16) {
+            let mut block = aes::Block::from(feedback);
+            cipher.encrypt_block(&mut block);
+            let start = out.len();
+            out.extend(chunk.iter().zip(block.iter()).map(|(d, k)| d ^ k));
+            let cipher_text = if decrypt { chunk } else { &out[start..] };
+            feedback[..cipher_text.len()].copy_from_slice(cipher_text);
+        }
+        Ok(out)
     }
-    Ok(out)
+    match key.len() {
+        24 => run::<aes::Aes192>(key, iv, data, decrypt),
+        32 => run::<aes::Aes256>(key, iv, data, decrypt),
+        _ => run::<aes::Aes128>(key.get(..16).unwrap_or(key), iv, data, decrypt),
+    }
 }
 
 fn aes_iv(engine: &Engine, salt: &[u8]) -> [u8; 16] {
@@ -173,7 +236,11 @@ impl Keys {
             .as_ref()
             .map(|(a, p)| (*a, localize(*a, p, engine_id)));
         let privacy = match (&usm.auth, &usm.priv_aes) {
-            (Some((a, _)), Some(p)) => Some(localize(*a, p, engine_id)),
+            (Some((a, _)), Some(p)) => Some(extend_key(
+                *a,
+                localize(*a, p, engine_id),
+                usm.aes.key_len(),
+            )),
             _ => None,
         };
         Self { auth, privacy }
