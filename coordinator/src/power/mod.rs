@@ -9,7 +9,6 @@ pub mod fake;
 pub mod ipmi;
 pub mod redfish;
 pub mod snmp;
-pub mod stub;
 
 use std::collections::HashMap;
 use std::future::Future;
