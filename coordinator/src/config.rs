@@ -22,6 +22,7 @@
 //! interval_ms = 120000           # 0 turns it off
 //! workers = 100                  # nodes read at once
 //! max_retries = 3                # consecutive failures before maintenance
+//! recovery_interval_ms = 300000  # retry nodes put in maintenance by the sync; 0: never
 //!
 //! [images]                       # image cache (optional)
 //! cache_dir = "/var/cache/ingot/images"
@@ -101,6 +102,10 @@ pub struct PowerSyncConfig {
     pub workers: usize,
     /// Consecutive failed reads after which a node goes into maintenance.
     pub max_retries: u32,
+    /// How often nodes the sync put into maintenance (`fault = "power
+    /// failure"`) are read again and, when they answer, taken out of it
+    /// (milliseconds; Ironic's `power_failure_recovery_interval`); 0: never.
+    pub recovery_interval_ms: u64,
 }
 
 impl Default for PowerSyncConfig {
@@ -109,6 +114,7 @@ impl Default for PowerSyncConfig {
             interval_ms: 120_000,
             workers: 100,
             max_retries: 3,
+            recovery_interval_ms: 300_000,
         }
     }
 }

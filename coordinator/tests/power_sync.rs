@@ -78,8 +78,18 @@ fn fake_node(name: &str, power: &str) -> Value {
 }
 
 async fn coordinator(db: &str, interval_ms: u64, drivers: PowerDrivers) -> (Running, common::Api) {
+    coordinator_with(db, interval_ms, 300_000, drivers).await
+}
+
+async fn coordinator_with(
+    db: &str,
+    interval_ms: u64,
+    recovery_interval_ms: u64,
+    drivers: PowerDrivers,
+) -> (Running, common::Api) {
     let mut config: Config = common::test_config(db);
     config.power_sync.interval_ms = interval_ms;
+    config.power_sync.recovery_interval_ms = recovery_interval_ms;
     config.power_sync.max_retries = 3;
     let running = start(config, drivers).await.unwrap();
     let api = common::Api::new(&format!("http://{}", running.addr));
@@ -259,5 +269,56 @@ async fn ipmi_node_with_a_dead_bmc_goes_to_maintenance_after_three_passes() {
         reason.contains("max retries exceeded") && reason.contains(&uuid),
         "{reason}"
     );
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_power_failure_node_leaves_maintenance_when_its_bmc_answers_again() {
+    let db = common::test_db(common::Backend::Sqlite, "sync_recover")
+        .await
+        .unwrap();
+    let flaky = Arc::new(Flaky::default());
+    let mut drivers = PowerDrivers::default();
+    drivers.register("fake", flaky.clone());
+    // Recovery tried on every pass.
+    let (running, api) = coordinator_with(&db.url, 0, 1, drivers).await;
+    let c = running.conductor.clone();
+    let uuid = api.create_node(fake_node("back", "fake")).await;
+    make_manageable(&running, &uuid).await;
+    // Put in maintenance by hand: not the sync's to clear.
+    let by_hand = api.create_node(fake_node("by-hand", "fake")).await;
+    make_manageable(&running, &by_hand).await;
+    let (st, v) = api
+        .put(
+            "/v1/nodes/by-hand/maintenance",
+            json!({"reason": "by hand"}),
+        )
+        .await;
+    assert!(st == 202 || st == 204 || st == 200, "{st} {v}");
+
+    flaky.fail.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        c.sync_power_states().await.unwrap();
+    }
+    assert_eq!(api.node("back").await["fault"], "power failure");
+    // Still failing: tried, stays in maintenance.
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let r = c.sync_power_states().await.unwrap();
+    assert_eq!((r.checked, r.failed, r.recovered), (1, 1, 0), "{r:?}");
+    assert_eq!(api.node("back").await["maintenance"], true);
+
+    flaky.fail.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let r = c.sync_power_states().await.unwrap();
+    assert_eq!(r.recovered, 1, "{r:?}");
+    let n = api.node("back").await;
+    assert_eq!(n["maintenance"], false, "{n}");
+    assert_eq!(n["fault"], Value::Null, "{n}");
+    assert_eq!(n["maintenance_reason"], Value::Null, "{n}");
+    assert_eq!(n["power_state"], "power on", "{n}");
+    let n = api.node("by-hand").await;
+    assert_eq!(n["maintenance"], true, "{n}");
+    assert_eq!(n["maintenance_reason"], "by hand", "{n}");
     running.shutdown().await;
 }

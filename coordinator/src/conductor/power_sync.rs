@@ -13,6 +13,9 @@
 //!   `fault = "power failure"` and a `maintenance_reason` that names the
 //!   error. A success clears the count. Nodes that failed recently are
 //!   synced first.
+//! - Every `power_sync.recovery_interval_ms`, a pass also reads the nodes
+//!   that the sync put into maintenance (`fault = "power failure"`); one that
+//!   answers leaves maintenance (Ironic's `power_failure_recovery_interval`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,6 +37,7 @@ pub const POWER_FAILURE: &str = "power failure";
 pub(super) struct SyncState {
     failures: Mutex<HashMap<String, u32>>,
     passes: AtomicUsize,
+    last_recovery: Mutex<Option<Instant>>,
 }
 
 impl SyncState {
@@ -58,6 +62,8 @@ pub struct SyncReport {
     pub failed: usize,
     /// Nodes put into maintenance by this pass.
     pub to_maintenance: usize,
+    /// Nodes in maintenance for a power failure that answered and left it.
+    pub recovered: usize,
 }
 
 /// The result of syncing one node.
@@ -66,12 +72,22 @@ enum Outcome {
     Changed,
     Failed,
     Maintenance,
+    Recovered,
+}
+
+/// True for a node the sync put into maintenance.
+fn power_failed(node: &Node) -> bool {
+    node.maintenance && node.fault.as_deref() == Some(POWER_FAILURE) && !busy(node)
 }
 
 /// True when the sync leaves the node alone.
 fn skip(node: &Node) -> bool {
-    node.maintenance
-        || node.reservation.is_some()
+    node.maintenance || busy(node)
+}
+
+/// True when someone else acts on the node, or it waits for its agent.
+fn busy(node: &Node) -> bool {
+    node.reservation.is_some()
         || node.power_intent.is_some()
         || node.target_power_state.is_some()
         || node.provision_state.is_transient()
@@ -92,7 +108,8 @@ impl Conductor {
         let started = Instant::now();
         let mut nodes = self.db().list_nodes().await?;
         let total = nodes.len();
-        nodes.retain(|n| !skip(n));
+        let recover = self.recovery_due();
+        nodes.retain(|n| !skip(n) || (recover && power_failed(n)));
         let mut report = SyncReport {
             skipped: total - nodes.len(),
             ..SyncReport::default()
@@ -123,6 +140,7 @@ impl Conductor {
                             part.failed += 1;
                             part.to_maintenance += 1;
                         }
+                        Ok(Outcome::Recovered) => part.recovered += 1,
                         Err(e) => {
                             warn!(node = %node.uuid, error = %e, "power sync: recording failed");
                         }
@@ -137,6 +155,7 @@ impl Conductor {
                 report.changed += part.changed;
                 report.failed += part.failed;
                 report.to_maintenance += part.to_maintenance;
+                report.recovered += part.recovered;
             }
         }
         self.inner.sync.passes.fetch_add(1, Ordering::Relaxed);
@@ -147,6 +166,7 @@ impl Conductor {
             changed = report.changed,
             failed = report.failed,
             to_maintenance = report.to_maintenance,
+            recovered = report.recovered,
             elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             "power sync pass done"
         );
@@ -161,6 +181,23 @@ impl Conductor {
         Ok(report)
     }
 
+    /// Whether this pass also tries the nodes in maintenance for a power failure.
+    fn recovery_due(&self) -> bool {
+        let every = self.config().power_sync.recovery_interval_ms;
+        if every == 0 {
+            return false;
+        }
+        let mut last = match self.inner.sync.last_recovery.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let due = last.is_none_or(|t| t.elapsed() >= Duration::from_millis(every));
+        if due {
+            *last = Some(Instant::now());
+        }
+        due
+    }
+
     /// Reads one node's power state and records what it found.
     async fn sync_node(&self, node: &Node) -> Result<Outcome, ConductorError> {
         let read = async {
@@ -168,6 +205,9 @@ impl Conductor {
             driver.get_power_state(&Self::power_target(node)).await
         }
         .await;
+        if power_failed(node) {
+            return self.try_recover(node, read).await;
+        }
         match read {
             Ok(state) => {
                 self.inner.sync.failures().remove(&node.uuid);
@@ -253,6 +293,43 @@ impl Conductor {
                 Ok(Outcome::Maintenance)
             }
             Err(crate::db::UpdateError::Refused(())) => Ok(Outcome::Failed),
+            Err(crate::db::UpdateError::Db(e)) => Err(e.into()),
+        }
+    }
+
+    /// A node in maintenance for a power failure: out of maintenance if its
+    /// BMC answered, left alone (and not counted) if not.
+    async fn try_recover(
+        &self,
+        node: &Node,
+        read: Result<crate::power::PowerState, PowerError>,
+    ) -> Result<Outcome, ConductorError> {
+        let state = match read {
+            Ok(s) => s.as_str(),
+            Err(e) => {
+                info!(node = %node.uuid, error = %e, "power sync: BMC still failing; node stays in maintenance");
+                return Ok(Outcome::Failed);
+            }
+        };
+        let written = self
+            .db()
+            .update_node(&node.uuid, |n| {
+                if !power_failed(n) {
+                    return Err(());
+                }
+                n.maintenance = false;
+                n.maintenance_reason = None;
+                n.fault = None;
+                n.power_state = Some(state.to_owned());
+                Ok(())
+            })
+            .await;
+        match written {
+            Ok(_) => {
+                info!(node = %node.uuid, actual = %state, "power sync: BMC answers again; node out of maintenance");
+                Ok(Outcome::Recovered)
+            }
+            Err(crate::db::UpdateError::Refused(())) => Ok(Outcome::Same),
             Err(crate::db::UpdateError::Db(e)) => Err(e.into()),
         }
     }
