@@ -145,51 +145,37 @@ impl IpmiPower {
         }
     }
 
+    /// Sends one chassis control and waits until the BMC reports `on`.
+    async fn switch(
+        &self,
+        cfg: &BmcConfig,
+        control: ChassisControl,
+        on: bool,
+    ) -> Result<(), PowerError> {
+        self.client
+            .chassis_control(cfg, control)
+            .await
+            .map_err(failed)?;
+        self.wait_for(cfg, on).await
+    }
+
     async fn act(&self, cfg: &BmcConfig, action: PowerAction) -> Result<(), PowerError> {
-        let c = &self.client;
         match action {
-            PowerAction::On => {
-                c.chassis_control(cfg, ChassisControl::On)
-                    .await
-                    .map_err(failed)?;
-                self.wait_for(cfg, true).await
-            }
-            PowerAction::Off => {
-                c.chassis_control(cfg, ChassisControl::Off)
-                    .await
-                    .map_err(failed)?;
-                self.wait_for(cfg, false).await
-            }
-            // As Ironic: off, then on (a cycle is refused by some BMCs when off).
-            PowerAction::Reboot => {
-                if c.power_is_on(cfg).await.map_err(failed)? {
-                    c.chassis_control(cfg, ChassisControl::Off)
-                        .await
-                        .map_err(failed)?;
-                    self.wait_for(cfg, false).await?;
+            PowerAction::On => self.switch(cfg, ChassisControl::On, true).await,
+            PowerAction::Off => self.switch(cfg, ChassisControl::Off, false).await,
+            PowerAction::SoftOff => self.switch(cfg, ChassisControl::Soft, false).await,
+            // As Ironic: off (hard or soft), then on; a cycle is refused by
+            // some BMCs when the machine is off.
+            PowerAction::Reboot | PowerAction::SoftReboot => {
+                let off = if action == PowerAction::Reboot {
+                    ChassisControl::Off
+                } else {
+                    ChassisControl::Soft
+                };
+                if self.client.power_is_on(cfg).await.map_err(failed)? {
+                    self.switch(cfg, off, false).await?;
                 }
-                c.chassis_control(cfg, ChassisControl::On)
-                    .await
-                    .map_err(failed)?;
-                self.wait_for(cfg, true).await
-            }
-            PowerAction::SoftOff => {
-                c.chassis_control(cfg, ChassisControl::Soft)
-                    .await
-                    .map_err(failed)?;
-                self.wait_for(cfg, false).await
-            }
-            PowerAction::SoftReboot => {
-                if c.power_is_on(cfg).await.map_err(failed)? {
-                    c.chassis_control(cfg, ChassisControl::Soft)
-                        .await
-                        .map_err(failed)?;
-                    self.wait_for(cfg, false).await?;
-                }
-                c.chassis_control(cfg, ChassisControl::On)
-                    .await
-                    .map_err(failed)?;
-                self.wait_for(cfg, true).await
+                self.switch(cfg, ChassisControl::On, true).await
             }
         }
     }
