@@ -5,7 +5,7 @@
 //! on PostgreSQL.
 //!
 //! The venv is `<workspace>/target/venv-ironicclient` (or
-//! `$INGOT_IRONICCLIENT_VENV`), created by `tests/ironicclient-venv.sh` when
+//! `$INGOT_IRONICCLIENT_VENV`), created by `tests/python-venv.sh` when
 //! missing. Without python3-venv or PyPI the test skips, unless `CI=true` or
 //! `INGOT_REQUIRE_PRIVILEGED=1`, where it fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

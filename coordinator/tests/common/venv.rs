@@ -1,27 +1,63 @@
-//! The Python venv with python-ironicclient (and with it openstacksdk).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Python venvs with real tools from PyPI, made by `tests/python-venv.sh`:
+//! python-ironicclient (the `baremetal` CLI, and with it openstacksdk) and
+//! sushy-tools (the Redfish emulator).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The venv (created by `tests/ironicclient-venv.sh` if missing); `None`
-/// (skip) when it cannot be made and skipping is allowed.
-pub fn venv() -> Option<PathBuf> {
-    static VENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let r = VENV.get_or_init(|| {
+/// One venv: where it goes by default, the variable that overrides it, the
+/// file that proves it is complete, and what to install.
+pub struct VenvSpec {
+    /// Directory name under `target/`.
+    pub name: &'static str,
+    /// Environment variable naming another directory.
+    pub env_var: &'static str,
+    /// Path inside the venv that exists once it is complete.
+    pub marker: &'static str,
+    /// PyPI packages.
+    pub packages: &'static [&'static str],
+    /// What the tests need, for messages.
+    pub what: &'static str,
+}
+
+/// python-ironicclient, for the `baremetal` CLI and openstacksdk tests.
+pub const IRONICCLIENT: VenvSpec = VenvSpec {
+    name: "venv-ironicclient",
+    env_var: "INGOT_IRONICCLIENT_VENV",
+    marker: "bin/baremetal",
+    packages: &["python-ironicclient"],
+    what: "the baremetal CLI",
+};
+
+/// sushy-tools, for the Redfish tests.
+pub const SUSHY: VenvSpec = VenvSpec {
+    name: "venv-sushy",
+    env_var: "INGOT_SUSHY_VENV",
+    marker: "bin/sushy-emulator",
+    packages: &["sushy-tools"],
+    what: "sushy-tools",
+};
+
+/// Makes the venv of `spec` (once per test process) and returns its
+/// directory; `None` (skip) when it cannot be made and skipping is allowed.
+pub fn ensure(spec: &VenvSpec, cache: &'static OnceLock<Result<PathBuf, String>>) -> Option<PathBuf> {
+    let r = cache.get_or_init(|| {
         let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let dir = std::env::var_os("INGOT_IRONICCLIENT_VENV")
+        let dir = std::env::var_os(spec.env_var)
             .map(PathBuf::from)
-            .unwrap_or_else(|| manifest.join("../target/venv-ironicclient"));
-        if !dir.join("bin/baremetal").exists() {
-            let out = Command::new(manifest.join("tests/ironicclient-venv.sh"))
+            .unwrap_or_else(|| manifest.join("../target").join(spec.name));
+        if !dir.join(spec.marker).exists() {
+            let out = Command::new(manifest.join("tests/python-venv.sh"))
                 .arg(&dir)
+                .arg(spec.marker)
+                .args(spec.packages)
                 .output()
-                .map_err(|e| format!("running ironicclient-venv.sh: {e}"))?;
+                .map_err(|e| format!("running python-venv.sh: {e}"))?;
             if !out.status.success() {
                 return Err(format!(
-                    "ironicclient-venv.sh failed: {}{}",
+                    "python-venv.sh failed: {}{}",
                     String::from_utf8_lossy(&out.stdout),
                     String::from_utf8_lossy(&out.stderr)
                 ));
@@ -31,10 +67,16 @@ pub fn venv() -> Option<PathBuf> {
     });
     match r {
         Ok(p) => Some(p.clone()),
-        Err(e) if super::must_not_skip() => panic!("the baremetal CLI is required: {e}"),
+        Err(e) if super::must_not_skip() => panic!("{} is required: {e}", spec.what),
         Err(e) => {
-            eprintln!("SKIPPED: no baremetal CLI: {e}");
+            eprintln!("SKIPPED: no {}: {e}", spec.what);
             None
         }
     }
+}
+
+/// The python-ironicclient venv.
+pub fn venv() -> Option<PathBuf> {
+    static CACHE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    ensure(&IRONICCLIENT, &CACHE)
 }

@@ -15,38 +15,11 @@ pub const USER: &str = "ingot";
 /// Password of [`USER`].
 pub const PASSWORD: &str = "redfish-pass";
 
-/// The venv with sushy-tools (made by `tests/sushy-venv.sh` when missing);
+/// The venv with sushy-tools (made by `tests/python-venv.sh` when missing);
 /// `None` (skip) when it cannot be made and skipping is allowed.
 pub fn venv() -> Option<PathBuf> {
-    static VENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let r = VENV.get_or_init(|| {
-        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let dir = std::env::var_os("INGOT_SUSHY_VENV")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| manifest.join("../target/venv-sushy"));
-        if !dir.join("bin/sushy-emulator").exists() {
-            let out = Command::new(manifest.join("tests/sushy-venv.sh"))
-                .arg(&dir)
-                .output()
-                .map_err(|e| format!("running sushy-venv.sh: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "sushy-venv.sh failed: {}{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-        }
-        Ok(dir)
-    });
-    match r {
-        Ok(p) => Some(p.clone()),
-        Err(e) if super::common::must_not_skip() => panic!("sushy-tools is required: {e}"),
-        Err(e) => {
-            eprintln!("SKIPPED: no sushy-tools: {e}");
-            None
-        }
-    }
+    static CACHE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    super::common::venv::ensure(&super::common::venv::SUSHY, &CACHE)
 }
 
 /// A running emulator (killed on drop).
