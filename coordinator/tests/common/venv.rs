@@ -42,7 +42,10 @@ pub const SUSHY: VenvSpec = VenvSpec {
 
 /// Makes the venv of `spec` (once per test process) and returns its
 /// directory; `None` (skip) when it cannot be made and skipping is allowed.
-pub fn ensure(spec: &VenvSpec, cache: &'static OnceLock<Result<PathBuf, String>>) -> Option<PathBuf> {
+pub fn ensure(
+    spec: &VenvSpec,
+    cache: &'static OnceLock<Result<PathBuf, String>>,
+) -> Option<PathBuf> {
     let r = cache.get_or_init(|| {
         let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let dir = std::env::var_os(spec.env_var)
