@@ -1,0 +1,3 @@
+//! The test image's init (work in progress).
+
+fn main() {}
