@@ -43,6 +43,9 @@ pub struct KernelParams {
     pub tls: Option<String>,
     /// Callback host: `ingot.advertise=` or `ipa-advertise-host=`.
     pub advertise_host: Option<String>,
+    /// Callback port: `ingot.advertise_port=` or `ipa-advertise-port=` (when a
+    /// NAT or port forward sits between the coordinator and the agent).
+    pub advertise_port: Option<u16>,
     /// Reboot this long after a fatal error: `ingot.reboot_timeout=<s>` (default 300 s).
     pub reboot_timeout: Option<Duration>,
 }
@@ -116,6 +119,9 @@ pub fn parse(cmdline: &str) -> KernelParams {
             ("ingot.advertise" | "ipa-advertise-host", Some(v)) => {
                 p.advertise_host = Some(v.to_string())
             }
+            ("ingot.advertise_port" | "ipa-advertise-port", Some(v)) => {
+                p.advertise_port = v.parse().ok()
+            }
             ("ingot.reboot_timeout", Some(v)) => {
                 p.reboot_timeout = v.parse().ok().map(Duration::from_secs)
             }
@@ -139,6 +145,9 @@ mod tests {
         assert!(p.debug && p.insecure);
         assert_eq!(p.token.as_deref(), Some("abc"));
         assert_eq!(p.reboot_timeout, Some(Duration::from_secs(60)));
+        let p = parse("ipa-advertise-host=127.0.0.1 ipa-advertise-port=19999");
+        assert_eq!(p.advertise_host.as_deref(), Some("127.0.0.1"));
+        assert_eq!(p.advertise_port, Some(19999));
         let p = parse(
             "ingot.api=https://c:6385 ip=10.0.0.5::10.0.0.1:255.255.255.0:node1:eth0:none:10.0.0.53",
         );

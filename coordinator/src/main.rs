@@ -1,4 +1,5 @@
-//! `ingot-coordinator serve [--config <file.toml>] [--listen <addr:port>] [--database <url>]`
+//! `ingot-coordinator serve [--config <file.toml>] [--listen <addr:port>] [--database <url>]
+//! [--boot-kernel <vmlinuz>] [--boot-initramfs <initramfs>]`
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +31,12 @@ enum Command {
         /// (default: sqlite://ingot-coordinator.db in the working directory).
         #[arg(long)]
         database: Option<String>,
+        /// The agent kernel served for network boot (`[boot] kernel`).
+        #[arg(long)]
+        boot_kernel: Option<PathBuf>,
+        /// The agent ramdisk served for network boot (`[boot] initramfs`).
+        #[arg(long)]
+        boot_initramfs: Option<PathBuf>,
     },
 }
 
@@ -48,6 +55,8 @@ fn main() -> anyhow::Result<()> {
             config,
             listen,
             database,
+            boot_kernel,
+            boot_initramfs,
         } => {
             let mut cfg = match config {
                 Some(p) => Config::from_file(&p)?,
@@ -58,6 +67,12 @@ fn main() -> anyhow::Result<()> {
             }
             if let Some(d) = database {
                 cfg.database = d;
+            }
+            if let Some(k) = boot_kernel {
+                cfg.boot.kernel = Some(k);
+            }
+            if let Some(i) = boot_initramfs {
+                cfg.boot.initramfs = Some(i);
             }
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -104,6 +104,7 @@ pub fn run_options(p: &KernelParams, api_url: &str) -> RunOptions {
     o.insecure = p.insecure;
     o.ca_pem = p.ca_file.as_ref().and_then(|f| std::fs::read(f).ok());
     o.advertise_host = p.advertise_host.clone();
+    o.advertise_port = p.advertise_port;
     o.tls = match p.tls.as_deref() {
         Some("on") => TlsMode::On,
         Some("off") => TlsMode::Off,

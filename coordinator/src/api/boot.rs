@@ -61,6 +61,20 @@ fn url_override(node: &Node, key: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The extra kernel parameters of a node's ramdisk: `driver_info.kernel_append_params`
+/// when set (Ironic's per-node override, where `%default%` stands for the
+/// configured parameters), else `[boot] kernel_params`.
+fn kernel_params(node: &Node, default: &str) -> String {
+    match node
+        .driver_info
+        .get("kernel_append_params")
+        .and_then(Value::as_str)
+    {
+        Some(own) => own.replace("%default%", default).trim().to_owned(),
+        None => default.to_owned(),
+    }
+}
+
 /// Renders the per-node script.
 pub fn node_script(
     node: Option<&Node>,
@@ -86,10 +100,11 @@ pub fn node_script(
         .unwrap_or_else(|| format!("{base}/boot/initramfs.img"));
     let api = boot.api_url.clone().unwrap_or_else(|| base.to_owned());
     let bootif = format!("01-{}", mac.replace(':', "-"));
-    let extra = if boot.kernel_params.is_empty() {
+    let params = kernel_params(node, &boot.kernel_params);
+    let extra = if params.is_empty() {
         String::new()
     } else {
-        format!(" {}", boot.kernel_params)
+        format!(" {params}")
     };
     format!(
         "#!ipxe\necho Ingot: node {label} is {}: booting the agent ramdisk\n\

@@ -1,5 +1,164 @@
-//! `ingot-lab`: runs the end-to-end lab (work in progress).
+//! `ingot-lab`: the end-to-end lab's command line.
+//!
+//! - `ingot-lab run --workdir … --coordinator … --kernel … --initramfs … --image …`
+//!   runs the lab with ready-made artifacts;
+//! - `ingot-lab demo …` builds the ramdisk and the test image first, then runs
+//!   it with progress for a person;
+//! - `ingot-lab chassis-control <node dir> <mc> get|set …` is the program
+//!   ipmi_sim calls for power and boot device.
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use ingot_lab::{Artifacts, Options, prepare};
+
+#[derive(Debug, Parser)]
+#[command(about = "Ingot's end-to-end lab: a QEMU server with an ipmi_sim BMC")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, clap::Args)]
+struct Common {
+    /// Work directory (emptied first).
+    #[arg(long, default_value = "target/e2e")]
+    workdir: PathBuf,
+    /// The coordinator binary.
+    #[arg(long)]
+    coordinator: PathBuf,
+    /// Seconds allowed for each phase.
+    #[arg(long, default_value_t = 420)]
+    phase_timeout: u64,
+    /// Progress for a person on stdout.
+    #[arg(long)]
+    verbose: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Runs the lab with the given artifacts.
+    Run {
+        #[command(flatten)]
+        common: Common,
+        /// The agent kernel.
+        #[arg(long)]
+        kernel: PathBuf,
+        /// The agent ramdisk.
+        #[arg(long)]
+        initramfs: PathBuf,
+        /// The bootable test image.
+        #[arg(long)]
+        image: PathBuf,
+    },
+    /// Builds the ramdisk and test image, then runs the lab.
+    Demo {
+        #[command(flatten)]
+        common: Common,
+        /// The static agent.
+        #[arg(long)]
+        agent: PathBuf,
+        /// The test image's static init.
+        #[arg(long)]
+        test_init: PathBuf,
+        /// The `ingot-image` binary.
+        #[arg(long)]
+        ingot_image: PathBuf,
+        /// Where the Debian kernel is cached.
+        #[arg(long, default_value = "target/kernel")]
+        kernel_cache: PathBuf,
+    },
+    /// ipmi_sim's chassis_control program (not for people).
+    ChassisControl {
+        /// The node directory.
+        node_dir: PathBuf,
+        /// `<mc> get|set …`
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn run(common: Common, artifacts: Artifacts) -> Result<()> {
+    let lab_bin = std::env::current_exe().context("locating ingot-lab")?;
+    let workdir = std::path::absolute(&common.workdir)?;
+    let report = ingot_lab::run(&Options {
+        workdir: workdir.clone(),
+        coordinator: std::path::absolute(&common.coordinator)?,
+        lab_bin,
+        artifacts,
+        verbose: common.verbose,
+        phase_timeout: Duration::from_secs(common.phase_timeout),
+    })?;
+    println!("\n{}", report.table());
+    println!(
+        "instance {} booted from disk ({}); disks wiped; evidence in {}",
+        report.instance_uuid,
+        report.boot_marker,
+        workdir.display()
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.command {
+        Cmd::ChassisControl { node_dir, args } => {
+            match ingot_lab::chassis::run(&node_dir, &args) {
+                Ok(out) => {
+                    print!("{out}");
+                    return ExitCode::SUCCESS;
+                }
+                Err(e) => {
+                    // ipmi_sim shows the output as the reason.
+                    println!("{e:#}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        Cmd::Run {
+            common,
+            kernel,
+            initramfs,
+            image,
+        } => run(
+            common,
+            Artifacts {
+                kernel,
+                initramfs,
+                image,
+            },
+        ),
+        Cmd::Demo {
+            common,
+            agent,
+            test_init,
+            ingot_image,
+            kernel_cache,
+        } => (|| {
+            let out = std::path::absolute(&common.workdir)?.with_extension("build");
+            std::fs::create_dir_all(&out)?;
+            println!(
+                "building the agent ramdisk and the test image in {}",
+                out.display()
+            );
+            let artifacts = prepare::build(&prepare::Inputs {
+                kernel_cache: &kernel_cache,
+                agent: &agent,
+                test_init: &test_init,
+                ingot_image: &ingot_image,
+                out: &out,
+            })?;
+            run(common, artifacts)
+        })(),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ingot-lab: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

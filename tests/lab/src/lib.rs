@@ -1,0 +1,28 @@
+//! Ingot's end-to-end lab.
+//!
+//! One QEMU (TCG) server with a virtio disk, an NVMe disk and two NICs; its
+//! BMC is OpenIPMI's `ipmi_sim`, whose chassis_control program (this crate's
+//! binary) starts and stops QEMU and applies the boot device. The server
+//! network-boots through QEMU's user-mode TFTP, whose `boot.ipxe` chains to
+//! the coordinator's HTTP on 10.0.2.2 (the host's loopback). The coordinator
+//! runs with its default configuration plus the ramdisk paths and a free port.
+//! The scenario then drives the node through the Ironic API: enroll, manage,
+//! inspect, provide (metadata wipe), deploy with a config drive, boot from
+//! disk, undeploy with a secure wipe; and the host checks the disk files.
+//!
+//! Everything it makes stays in the work directory (`target/e2e/`): console
+//! log, disk files, BMC and coordinator logs, `report.json`.
+
+pub mod api;
+pub mod bmc;
+pub mod chassis;
+pub mod checks;
+pub mod console;
+pub mod fileserver;
+pub mod prepare;
+pub mod proc;
+pub mod report;
+pub mod scenario;
+
+pub use prepare::Artifacts;
+pub use scenario::{Options, run};

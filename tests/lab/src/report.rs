@@ -1,0 +1,63 @@
+//! `report.json` and the table of seconds per phase.
+
+use serde::Serialize;
+
+use crate::checks::DiskCheck;
+
+/// One phase of the lifecycle.
+#[derive(Debug, Clone, Serialize)]
+pub struct Phase {
+    /// `enroll`, `inspect`, `provide`, `deploy`, `boot from disk`, `undeploy`, `verify`.
+    pub name: String,
+    /// Wall time of the phase.
+    pub seconds: f64,
+    /// The states the node went through, in order.
+    pub states: Vec<String>,
+    /// Power-on (chassis_control starting QEMU) to the agent's first
+    /// heartbeat, when the phase booted the agent.
+    pub power_on_to_heartbeat: Option<f64>,
+}
+
+/// Everything the run leaves in `report.json`.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// The node's UUID.
+    pub node_uuid: String,
+    /// The instance UUID given at deploy, and printed by the deployed image.
+    pub instance_uuid: String,
+    /// The console line that proved the image booted from disk.
+    pub boot_marker: String,
+    /// Phases in order.
+    pub phases: Vec<Phase>,
+    /// Sum of the lifecycle phases (enroll to undeploy, without building).
+    pub lifecycle_seconds: f64,
+    /// Properties inspection set.
+    pub properties: serde_json::Value,
+    /// Ports after inspection (MAC addresses).
+    pub ports: Vec<String>,
+    /// The host's check of every disk file after the secure wipe.
+    pub disks: Vec<DiskCheck>,
+    /// `driver_internal_info.clean_report` after undeploy (the agent's wipe reports).
+    pub clean_report: serde_json::Value,
+    /// Whether everything checked out.
+    pub passed: bool,
+}
+
+impl Report {
+    /// The table printed at the end of a run.
+    pub fn table(&self) -> String {
+        let mut t = String::from("phase              seconds   power-on → heartbeat\n");
+        for p in &self.phases {
+            let hb = p
+                .power_on_to_heartbeat
+                .map(|s| format!("{s:.1} s"))
+                .unwrap_or_default();
+            t.push_str(&format!("{:<18} {:>7.1}   {hb}\n", p.name, p.seconds));
+        }
+        t.push_str(&format!(
+            "{:<18} {:>7.1}\n",
+            "lifecycle", self.lifecycle_seconds
+        ));
+        t
+    }
+}

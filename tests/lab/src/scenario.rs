@@ -1,0 +1,673 @@
+//! The lab's run: start everything, drive one node through its lifecycle via
+//! the Ironic API, check the evidence, and write `report.json`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::{Value, json};
+use sha2::Digest as _;
+
+use crate::api::Api;
+use crate::bmc::{self, BmcPorts};
+use crate::chassis::{NodeDir, NodeSpec};
+use crate::checks;
+use crate::console::Tail;
+use crate::proc::{self, Guard};
+use crate::report::{Phase, Report};
+use crate::{Artifacts, fileserver};
+
+/// The PXE NIC's MAC (enrolled as the node's port).
+pub const PXE_MAC: &str = "52:54:00:e2:e0:01";
+/// The second NIC's MAC (found by inspection).
+pub const SECOND_MAC: &str = "52:54:00:e2:e0:02";
+/// Disk sizes: the virtio disk is the root disk (the smallest of at least 4 GiB).
+const VDA_BYTES: u64 = 5 << 30;
+const NVME_BYTES: u64 = 6 << 30;
+
+/// How a run is set up.
+pub struct Options {
+    /// Work directory (emptied first): `target/e2e`.
+    pub workdir: PathBuf,
+    /// The `ingot-coordinator` binary.
+    pub coordinator: PathBuf,
+    /// The `ingot-lab` binary (the BMC's chassis_control program).
+    pub lab_bin: PathBuf,
+    /// Ramdisk and image.
+    pub artifacts: Artifacts,
+    /// Print progress for a person (state changes, agent log lines).
+    pub verbose: bool,
+    /// Time allowed for each phase.
+    pub phase_timeout: Duration,
+}
+
+/// Prints progress lines with the time since the start.
+struct Progress {
+    start: Instant,
+    verbose: bool,
+    log: PathBuf,
+}
+
+impl Progress {
+    fn say(&self, msg: &str) {
+        let line = format!("[{:>6.1}s] {msg}", self.start.elapsed().as_secs_f64());
+        proc::append_line(&self.log, &line);
+        if self.verbose {
+            println!("{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+}
+
+/// Agent console lines worth showing a person.
+fn interesting(line: &str) -> bool {
+    let l = line.to_ascii_lowercase();
+    [
+        "image",
+        "wipe",
+        "erase",
+        "written",
+        "dhcp",
+        "lookup",
+        "config drive",
+        "INGOT-TEST-IMAGE",
+    ]
+    .iter()
+    .any(|k| l.contains(&k.to_ascii_lowercase()))
+}
+
+/// The running lab: processes are stopped when it is dropped.
+struct Lab {
+    _coordinator: Guard,
+    _bmc: Guard,
+    node: NodeDir,
+    api: Api,
+    console: PathBuf,
+    disks: Vec<PathBuf>,
+    image_url: String,
+    image_sha256: String,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // The BMC's QEMU is not our child: power it off by hand.
+        let _ = crate::chassis::run(
+            &self.node.0,
+            &["0x20".into(), "set".into(), "power".into(), "0".into()],
+        );
+    }
+}
+
+fn sparse_file(path: &Path, len: u64) -> Result<()> {
+    let f = std::fs::File::create(path)?;
+    f.set_len(len)?;
+    Ok(())
+}
+
+fn qemu_argv(
+    node: &NodeDir,
+    console: &Path,
+    disks: &[PathBuf],
+    tftp: &Path,
+    fwd: u16,
+    vm_port: u16,
+    pxe: bool,
+) -> Vec<String> {
+    let (nic_idx, disk_idx) = if pxe { (1, 2) } else { (2, 1) };
+    let mut a: Vec<String> = [
+        "qemu-system-x86_64",
+        "-name",
+        "ingot-e2e-node",
+        "-machine",
+        "q35,accel=tcg,graphics=off",
+        "-m",
+        "1024",
+        "-smp",
+        "1",
+        "-display",
+        "none",
+        "-nodefaults",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let mut push = |k: &str, v: String| {
+        a.push(k.to_owned());
+        a.push(v);
+    };
+    push(
+        "-chardev",
+        format!("file,id=ser0,path={},append=on", console.display()),
+    );
+    push("-serial", "chardev:ser0".into());
+    push(
+        "-qmp",
+        format!("unix:{},server=on,wait=off", node.qmp().display()),
+    );
+    // The BMC as the server sees it: a KCS interface wired to ipmi_sim.
+    push(
+        "-chardev",
+        format!("socket,id=ipmi0,host=127.0.0.1,port={vm_port},reconnect=10"),
+    );
+    push("-device", "ipmi-bmc-extern,id=bmc0,chardev=ipmi0".into());
+    push("-device", "isa-ipmi-kcs,bmc=bmc0".into());
+    // Provisioning NIC: slirp with its TFTP server; the agent's API port is
+    // forwarded to 127.0.0.1:<fwd>, which the agent advertises.
+    push(
+        "-netdev",
+        format!(
+            "user,id=n0,tftp={},bootfile=boot.ipxe,hostfwd=tcp:127.0.0.1:{fwd}-:9999",
+            tftp.display()
+        ),
+    );
+    push(
+        "-device",
+        format!("virtio-net-pci,netdev=n0,mac={PXE_MAC},bootindex={nic_idx}"),
+    );
+    // A second NIC on its own isolated network, for inspection to find.
+    push("-netdev", "user,id=n1,net=10.0.3.0/24,restrict=on".into());
+    push(
+        "-device",
+        format!("virtio-net-pci,netdev=n1,mac={SECOND_MAC},romfile="),
+    );
+    if let [vda, nvme, ..] = disks {
+        push(
+            "-drive",
+            format!(
+                "file={},if=none,id=d0,format=raw,discard=unmap,detect-zeroes=unmap",
+                vda.display()
+            ),
+        );
+        push(
+            "-device",
+            format!("virtio-blk-pci,drive=d0,serial=INGOT-E2E-VDA,bootindex={disk_idx}"),
+        );
+        push(
+            "-drive",
+            format!(
+                "file={},if=none,id=d1,format=raw,discard=unmap,detect-zeroes=unmap",
+                nvme.display()
+            ),
+        );
+        push("-device", "nvme,drive=d1,serial=INGOTE2ENVME".into());
+    }
+    a
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(hex::encode(h.finalize()))
+}
+
+fn setup(opts: &Options, progress: &Progress) -> Result<Lab> {
+    let w = &opts.workdir;
+    let node = NodeDir(w.join("node1"));
+    std::fs::create_dir_all(&node.0)?;
+    let tftp = w.join("tftp");
+    std::fs::create_dir_all(&tftp)?;
+    let images = w.join("images");
+    std::fs::create_dir_all(&images)?;
+
+    // The image store.
+    let served = images.join("test-image.raw");
+    std::fs::copy(&opts.artifacts.image, &served).context("copying the test image")?;
+    let image_sha256 = sha256_file(&served)?;
+    let store = fileserver::start(&images, &w.join("image-server.log"))?;
+
+    // The coordinator: default configuration, a free port, the ramdisk.
+    let api_port = proc::free_tcp_port()?;
+    let log = std::fs::File::create(w.join("coordinator.log"))?;
+    let child = Command::new(&opts.coordinator)
+        .arg("serve")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{api_port}"))
+        .arg("--database")
+        .arg(format!("sqlite://{}", w.join("coordinator.db").display()))
+        .arg("--boot-kernel")
+        .arg(&opts.artifacts.kernel)
+        .arg("--boot-initramfs")
+        .arg(&opts.artifacts.initramfs)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting ingot-coordinator")?;
+    let mut coordinator = Guard::new("ingot-coordinator", child);
+    let base = format!("http://127.0.0.1:{api_port}");
+    let api = Api::new(&base)?;
+
+    // iPXE's first script, served by QEMU's TFTP: ask the coordinator.
+    std::fs::write(
+        tftp.join("boot.ipxe"),
+        format!("#!ipxe\nchain http://10.0.2.2:{api_port}/boot/boot.ipxe\n"),
+    )?;
+
+    // The server: disks, console, boot orders.
+    let console = w.join("node1-console.log");
+    let disks = vec![w.join("node1-disk-vda.raw"), w.join("node1-disk-nvme.raw")];
+    sparse_file(&disks[0], VDA_BYTES)?;
+    sparse_file(&disks[1], NVME_BYTES)?;
+    let ports = BmcPorts {
+        lan: proc::free_udp_port()?,
+        vm: proc::free_tcp_port()?,
+    };
+    let fwd = proc::free_tcp_port()?;
+    let spec = NodeSpec {
+        argv_pxe: qemu_argv(&node, &console, &disks, &tftp, fwd, ports.vm, true),
+        argv_disk: qemu_argv(&node, &console, &disks, &tftp, fwd, ports.vm, false),
+    };
+    std::fs::write(node.spec(), serde_json::to_vec_pretty(&spec)?)?;
+    std::fs::write(node.bootdev(), "default")?;
+    let bmc = bmc::start(&node.0, &opts.lab_bin, &ports)?;
+    progress.say(&format!(
+        "BMC: ipmi_sim on udp 127.0.0.1:{} (chassis_control: ingot-lab)",
+        ports.lan
+    ));
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rt_ok = loop {
+        if let Some(st) = coordinator.exited() {
+            bail!(
+                "ingot-coordinator exited ({st}): {}",
+                std::fs::read_to_string(w.join("coordinator.log")).unwrap_or_default()
+            );
+        }
+        if block_on(api.up())? {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    ensure!(
+        rt_ok,
+        "the coordinator did not answer on {base} within 30 s"
+    );
+    progress.say(&format!(
+        "coordinator: {base} (SQLite, default configuration)"
+    ));
+    // 10.0.2.2 is the host's loopback as the guest sees it.
+    let image_url = format!("http://10.0.2.2:{}/test-image.raw", store.port());
+    std::fs::write(
+        node.0.join("agent-port-forward"),
+        format!("127.0.0.1:{fwd} -> guest :9999\n"),
+    )?;
+    Ok(Lab {
+        _coordinator: coordinator,
+        _bmc: bmc,
+        node,
+        api,
+        console,
+        disks,
+        image_url,
+        image_sha256,
+    })
+}
+
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f))
+}
+
+/// The Unix times at which the BMC powered the server on.
+fn power_on_times(node: &NodeDir) -> Vec<f64> {
+    std::fs::read_to_string(node.events())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(" power on: "))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// Runs the lab and returns its report (also written to `report.json`).
+pub fn run(opts: &Options) -> Result<Report> {
+    if opts.workdir.exists() {
+        std::fs::remove_dir_all(&opts.workdir)
+            .with_context(|| format!("emptying {}", opts.workdir.display()))?;
+    }
+    std::fs::create_dir_all(&opts.workdir)?;
+    let progress = Progress {
+        start: Instant::now(),
+        verbose: opts.verbose,
+        log: opts.workdir.join("progress.log"),
+    };
+    let lab = setup(opts, &progress)?;
+    let mut report = Report::default();
+    let result = block_on(lifecycle(opts, &lab, &progress, &mut report)).and_then(|r| r);
+    report.passed = result.is_ok();
+    std::fs::write(
+        opts.workdir.join("report.json"),
+        serde_json::to_vec_pretty(&report)?,
+    )?;
+    drop(lab);
+    match result {
+        Ok(()) => Ok(report),
+        Err(e) => Err(e.context(format!(
+            "the lab failed; evidence in {} (node1-console.log, coordinator.log, node1/)",
+            opts.workdir.display()
+        ))),
+    }
+}
+
+/// One phase: runs `body`, timing it and recording the node's states and the
+/// power-on → first-heartbeat time when the agent booted in it.
+struct PhaseRun<'a> {
+    lab: &'a Lab,
+    progress: &'a Progress,
+    tail: Tail,
+    phase: Phase,
+    started: Instant,
+    started_unix: f64,
+    last_heartbeat: String,
+}
+
+impl<'a> PhaseRun<'a> {
+    fn new(lab: &'a Lab, progress: &'a Progress, name: &str) -> Self {
+        progress.say(&format!("── {name}"));
+        Self {
+            lab,
+            progress,
+            tail: Tail::from_end(&lab.console),
+            phase: Phase {
+                name: name.to_owned(),
+                seconds: 0.0,
+                states: vec![],
+                power_on_to_heartbeat: None,
+            },
+            started: Instant::now(),
+            started_unix: proc::unix_now(),
+            last_heartbeat: String::new(),
+        }
+    }
+
+    /// Reports a node body seen while waiting.
+    fn observe(&mut self, n: &Value) {
+        let state = n["provision_state"].as_str().unwrap_or("?").to_owned();
+        let power = n["power_state"].as_str().unwrap_or("?");
+        if self.phase.states.last() != Some(&state) {
+            self.progress.say(&format!("node: {state} (power {power})"));
+            self.phase.states.push(state);
+        }
+        let hb = n["driver_internal_info"]["agent_last_heartbeat"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        if !hb.is_empty() && hb != self.last_heartbeat {
+            if !self.last_heartbeat.is_empty() || self.phase.power_on_to_heartbeat.is_none() {
+                let now = proc::unix_now();
+                let on = power_on_times(&self.lab.node)
+                    .into_iter()
+                    .filter(|t| *t >= self.started_unix && *t <= now)
+                    .last();
+                if let (Some(on), None) = (on, self.phase.power_on_to_heartbeat) {
+                    let s = now - on;
+                    self.phase.power_on_to_heartbeat = Some(s);
+                    self.progress
+                        .say(&format!("agent heartbeat, {s:.1} s after power on"));
+                }
+            }
+            self.last_heartbeat = hb;
+        }
+        self.pump_console();
+    }
+
+    fn pump_console(&mut self) {
+        for line in self.tail.lines() {
+            if interesting(&line) {
+                self.progress.say(&format!("  console: {}", line.trim()));
+            }
+        }
+    }
+
+    async fn wait(&mut self, node: &str, want: &str, timeout: Duration) -> Result<Value> {
+        let lab = self.lab;
+        lab.api
+            .wait_state(node, want, timeout, |n| self.observe(n))
+            .await
+    }
+
+    fn finish(mut self, report: &mut Report) {
+        self.pump_console();
+        self.phase.seconds = self.started.elapsed().as_secs_f64();
+        self.progress.say(&format!(
+            "{} done in {:.1} s",
+            self.phase.name, self.phase.seconds
+        ));
+        report.phases.push(self.phase);
+    }
+}
+
+async fn lifecycle(
+    opts: &Options,
+    lab: &Lab,
+    progress: &Progress,
+    report: &mut Report,
+) -> Result<()> {
+    let api = &lab.api;
+    let t = opts.phase_timeout;
+    let bmc_port: u16 = {
+        let conf = std::fs::read_to_string(lab.node.0.join("lan.conf"))?;
+        conf.lines()
+            .find_map(|l| l.trim().strip_prefix("addr 127.0.0.1 "))
+            .and_then(|p| p.trim().parse().ok())
+            .context("BMC port")?
+    };
+    let fwd: u16 = std::fs::read_to_string(lab.node.0.join("agent-port-forward"))?
+        .split(&[':', ' '][..])
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .context("agent port")?;
+
+    // Enroll and manage.
+    let mut ph = PhaseRun::new(lab, progress, "enroll");
+    let node = api
+        .post(
+            "/v1/nodes",
+            json!({
+                "name": "e2e-node-1",
+                "driver": "ipmi",
+                "driver_info": {
+                    "ipmi_address": "127.0.0.1",
+                    "ipmi_port": bmc_port,
+                    "ipmi_username": bmc::USER,
+                    "ipmi_password": bmc::PASSWORD,
+                    // The agent sits behind QEMU's port forward.
+                    "kernel_append_params": format!("%default% console=ttyS0,115200n8 ipa-advertise-host=127.0.0.1 ipa-advertise-port={fwd}"),
+                },
+            }),
+        )
+        .await?;
+    let uuid = node["uuid"].as_str().context("node uuid")?.to_owned();
+    report.node_uuid = uuid.clone();
+    api.post(
+        "/v1/ports",
+        json!({"address": PXE_MAC, "node_uuid": uuid, "pxe_enabled": true}),
+    )
+    .await?;
+    api.provision(&uuid, "manage", json!({})).await?;
+    ph.wait(&uuid, "manageable", t).await?;
+    ph.finish(report);
+
+    // Inspect.
+    let mut ph = PhaseRun::new(lab, progress, "inspect");
+    api.provision(&uuid, "inspect", json!({})).await?;
+    let n = ph.wait(&uuid, "manageable", t).await?;
+    report.properties = n["properties"].clone();
+    let ports = api
+        .get(&format!("/v1/ports?node={uuid}&fields=address"))
+        .await?;
+    report.ports = ports["ports"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p["address"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    progress.say(&format!(
+        "inspected: cpus {} memory_mb {} local_gb {} cpu_arch {}; ports {:?}",
+        n["properties"]["cpus"],
+        n["properties"]["memory_mb"],
+        n["properties"]["local_gb"],
+        n["properties"]["cpu_arch"],
+        report.ports
+    ));
+    ensure!(
+        report.ports.iter().any(|p| p == SECOND_MAC),
+        "inspection did not create a port for the second NIC {SECOND_MAC}: {:?}",
+        report.ports
+    );
+    ensure!(
+        n["properties"]["memory_mb"].as_u64().unwrap_or(0) > 0
+            && n["properties"]["local_gb"].as_u64().unwrap_or(0) >= 4,
+        "inspection left properties incomplete: {}",
+        n["properties"]
+    );
+    ph.finish(report);
+
+    // Provide: automated cleaning with a metadata wipe.
+    let mut ph = PhaseRun::new(lab, progress, "provide (clean)");
+    api.provision(&uuid, "provide", json!({})).await?;
+    ph.wait(&uuid, "available", t).await?;
+    ph.finish(report);
+
+    // Deploy with a config drive.
+    let instance = uuid::Uuid::new_v4().to_string();
+    report.instance_uuid = instance.clone();
+    let mut ph = PhaseRun::new(lab, progress, "deploy");
+    api.patch(
+        &format!("/v1/nodes/{uuid}"),
+        json!([
+            {"op": "add", "path": "/instance_uuid", "value": instance},
+            {"op": "add", "path": "/instance_info", "value": {
+                "image_source": lab.image_url,
+                "image_os_hash_algo": "sha256",
+                "image_os_hash_value": lab.image_sha256,
+                "image_disk_format": "raw",
+            }},
+        ]),
+    )
+    .await?;
+    api.provision(
+        &uuid,
+        "active",
+        json!({"configdrive": {
+            "meta_data": {"hostname": "e2e-instance", "name": "e2e-instance"},
+            "user_data": "#cloud-config\n",
+        }}),
+    )
+    .await?;
+    ph.wait(&uuid, "active", t).await?;
+    ph.finish(report);
+
+    // The server boots its new disk and prints the instance UUID.
+    let mut ph = PhaseRun::new(lab, progress, "boot from disk");
+    let want = format!("instance_uuid={instance}");
+    let deadline = Instant::now() + t;
+    let mut tail = Tail::from_end(&lab.console);
+    let mut all = String::new();
+    // Lines printed before this phase started (fast guests) count too.
+    if let Ok(text) = std::fs::read_to_string(&lab.console) {
+        all.push_str(&crate::console::strip_ansi(&text));
+    }
+    loop {
+        for l in tail.lines() {
+            all.push_str(&l);
+            all.push('\n');
+        }
+        if let Some(line) = all
+            .lines()
+            .rev()
+            .find(|l| l.contains("INGOT-TEST-IMAGE") && l.contains(&want))
+        {
+            report.boot_marker = line.trim().to_owned();
+            progress.say(&format!("  console: {}", line.trim()));
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the deployed image did not print {want} on the console within {} s",
+            t.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let on = power_on_times(&lab.node).last().copied();
+    if let Some(on) = on {
+        progress.say(&format!(
+            "booted from disk {:.1} s after the BMC powered it on",
+            proc::unix_now() - on
+        ));
+    }
+    ph.pump_console();
+    ph.finish(report);
+
+    // Undeploy with a secure wipe.
+    let mut ph = PhaseRun::new(lab, progress, "undeploy (secure wipe)");
+    api.patch(
+        &format!("/v1/nodes/{uuid}"),
+        json!([{"op": "add", "path": "/driver_info/ingot_secure_erase", "value": true}]),
+    )
+    .await?;
+    api.provision(&uuid, "deleted", json!({})).await?;
+    let n = ph.wait(&uuid, "available", t).await?;
+    report.clean_report = n["driver_internal_info"]["clean_report"].clone();
+    ph.finish(report);
+
+    // The host's checks.
+    let ph = PhaseRun::new(lab, progress, "verify disks");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lab.node.powered() {
+        ensure!(
+            Instant::now() < deadline,
+            "the server is still powered on 60 s after cleaning"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut bad = vec![];
+    for d in &lab.disks {
+        let c = checks::check_disk(d)?;
+        progress.say(&format!(
+            "{}: {} GiB, {} MiB allocated, {} non-zero bytes, MBR {} GPT {}, blkid: {}",
+            d.file_name().and_then(|f| f.to_str()).unwrap_or("?"),
+            c.size >> 30,
+            c.allocated >> 20,
+            c.nonzero_bytes,
+            c.mbr_signature,
+            c.gpt_header,
+            if c.blkid.is_empty() {
+                "nothing"
+            } else {
+                &c.blkid
+            }
+        ));
+        if !c.clean() {
+            bad.push(c.path.clone());
+        }
+        report.disks.push(c);
+    }
+    ensure!(
+        bad.is_empty(),
+        "disks not clean after the secure wipe: {bad:?}"
+    );
+    let erased = report.clean_report.to_string();
+    ensure!(
+        !report.clean_report.is_null() && erased.contains("erase_devices"),
+        "no secure wipe report stored on the node: {erased}"
+    );
+    ph.finish(report);
+    report.lifecycle_seconds = report
+        .phases
+        .iter()
+        .filter(|p| p.name != "verify disks")
+        .map(|p| p.seconds)
+        .sum();
+    Ok(())
+}
