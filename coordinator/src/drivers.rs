@@ -116,7 +116,7 @@ impl HardwareType {
                 "ipmi_password": "password. Optional.",
                 "ipmi_cipher_suite": "IPMI cipher suite (3, 17). Optional.",
                 "ipmi_priv_level": "privilege level; default is ADMINISTRATOR. Optional.",
-                "ipmi_protocol_version": "the version of the IPMI protocol; only 2.0 is supported. Optional.",
+                "ipmi_protocol_version": "the version of the IPMI protocol: 2.0 (default) or 1.5. Optional.",
                 "ipmi_hex_kg_key": "Kg key for IPMIv2 authentication, as hexadecimal. Optional.",
                 "ipmi_disable_boot_timeout": "whether to disable the BMC's 60 s boot flag timeout before setting the boot device; default true. Optional.",
                 "deploy_kernel": "URL or path of the deploy kernel. Optional.",

@@ -9,8 +9,8 @@ mod ipmi_sim;
 use std::time::{Duration, Instant};
 
 use ingot_coordinator::power::ipmi::{
-    BmcConfig, BootDevice, ChassisControl, CipherSuite, IpmiClient, IpmiError, IpmiPower, Timing,
-    privilege,
+    BmcConfig, BootDevice, ChassisControl, CipherSuite, IpmiClient, IpmiError, IpmiPower,
+    IpmiVersion, Timing, privilege,
 };
 use ingot_coordinator::power::{PowerAction, PowerDriver, PowerState, PowerTarget};
 use ipmi_sim::IpmiSim;
@@ -25,6 +25,7 @@ fn cfg(sim: &IpmiSim) -> BmcConfig {
         kg: None,
         suite: CipherSuite::Suite3,
         privilege: privilege::ADMINISTRATOR,
+        version: IpmiVersion::V20,
     }
 }
 
@@ -324,4 +325,93 @@ async fn api_powers_an_ipmi_node_and_sets_pxe() {
         Some("set boot pxe"),
         "{reqs:?}"
     );
+}
+
+#[tokio::test]
+async fn ipmi_15_sessions_match_ipmitool_lan() {
+    let Some(sim) = IpmiSim::start() else { return };
+    if !need_ipmitool() {
+        return;
+    }
+    let client = IpmiClient::new(fast());
+    let c = BmcConfig {
+        version: IpmiVersion::V15,
+        ..cfg(&sim)
+    };
+    let id = client.device_id(&c).await.unwrap();
+    assert_eq!(id.manufacturer, 0x1291, "{id:?}");
+    assert!(!client.power_is_on(&c).await.unwrap());
+    client
+        .chassis_control(&c, ChassisControl::On)
+        .await
+        .unwrap();
+    assert!(
+        sim.ipmitool_lan(&["chassis", "power", "status"])
+            .contains("Chassis Power is on")
+    );
+    sim.ipmitool_lan(&["chassis", "power", "off"]);
+    assert!(
+        !client.power_is_on(&c).await.unwrap(),
+        "ipmitool -I lan's off seen by us"
+    );
+    client
+        .set_boot_device(&c, BootDevice::Pxe, false, false)
+        .await
+        .unwrap();
+    let got = sim.ipmitool_lan(&["chassis", "bootparam", "get", "5"]);
+    assert!(got.contains("Force PXE"), "{got}");
+    assert_eq!(client.sessions_opened(), 1, "one 1.5 session reused");
+
+    // A wrong password is refused (the BMC drops the activation).
+    let bad = BmcConfig {
+        password: "not-the-password".into(),
+        ..c.clone()
+    };
+    let e = IpmiClient::new(fast()).power_is_on(&bad).await.unwrap_err();
+    assert!(matches!(e, IpmiError::Auth(_)), "{e:?}");
+    assert_eq!(
+        sim.requests(),
+        ["set power 1", "set power 0", "set boot pxe"]
+    );
+}
+
+#[tokio::test]
+async fn api_powers_an_ipmi_15_node() {
+    let Some(sim) = IpmiSim::start() else { return };
+    if !need_ipmitool() {
+        return;
+    }
+    let db = common::test_db(common::Backend::Sqlite, "ipmi15_api")
+        .await
+        .unwrap();
+    let (_running, api) = common::start_with(common::test_config(&db.url)).await;
+    let mut info = sim.driver_info();
+    info["ipmi_protocol_version"] = json!("1.5");
+    api.create_node(json!({"driver": "ipmi", "name": "old-bmc", "driver_info": info}))
+        .await;
+    let (_, val) = api.get("/v1/nodes/old-bmc/validate").await;
+    assert_eq!(val["power"]["result"], true, "{val}");
+    for (target, state, cross) in [
+        ("power on", "power on", "Chassis Power is on"),
+        ("power off", "power off", "Chassis Power is off"),
+    ] {
+        let (st, v) = api
+            .put("/v1/nodes/old-bmc/states/power", json!({"target": target}))
+            .await;
+        assert_eq!(st, 202, "{v}");
+        wait_power(&api, "old-bmc", state).await;
+        assert!(
+            sim.ipmitool_lan(&["chassis", "power", "status"])
+                .contains(cross)
+        );
+    }
+    assert_eq!(sim.requests(), ["set power 1", "set power 0"]);
+    let (_, v) = api
+        .patch(
+            "/v1/nodes/old-bmc",
+            json!([{"op": "replace", "path": "/driver_info/ipmi_protocol_version", "value": "1.0"}]),
+        )
+        .await;
+    let (_, val) = api.get("/v1/nodes/old-bmc/validate").await;
+    assert_eq!(val["power"]["result"], false, "{v} {val}");
 }

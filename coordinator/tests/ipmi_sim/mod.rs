@@ -79,8 +79,19 @@ impl IpmiSim {
 
     /// Runs `ipmitool -I lanplus -C 3` against this BMC and returns stdout.
     pub fn ipmitool(&self, args: &[&str]) -> String {
+        self.ipmitool_over(&["-I", "lanplus", "-C", "3"], args)
+    }
+
+    /// Runs `ipmitool -I lan` (IPMI 1.5 sessions) against this BMC and returns stdout.
+    pub fn ipmitool_lan(&self, args: &[&str]) -> String {
+        self.ipmitool_over(&["-I", "lan"], args)
+    }
+
+    /// Runs ipmitool with the given interface options against this BMC.
+    pub fn ipmitool_over(&self, iface: &[&str], args: &[&str]) -> String {
         let out = Command::new("ipmitool")
-            .args(["-I", "lanplus", "-C", "3", "-H", "127.0.0.1", "-p"])
+            .args(iface)
+            .args(["-H", "127.0.0.1", "-p"])
             .arg(self.port.to_string())
             .args(["-U", USER, "-P", PASSWORD, "-R", "2", "-N", "1"])
             .args(args)

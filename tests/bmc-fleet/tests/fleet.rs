@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ingot_coordinator::power::ipmi::{
-    BmcConfig, ChassisControl, CipherSuite, IpmiClient, Timing, privilege,
+    BmcConfig, ChassisControl, CipherSuite, IpmiClient, IpmiVersion, Timing, privilege,
 };
 
 fn cfg(port: u16, password: &str) -> BmcConfig {
@@ -17,6 +17,7 @@ fn cfg(port: u16, password: &str) -> BmcConfig {
         kg: None,
         suite: CipherSuite::Suite3,
         privilege: privilege::ADMINISTRATOR,
+        version: IpmiVersion::V20,
     }
 }
 

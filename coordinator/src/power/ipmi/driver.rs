@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::client::{BootDevice, ChassisControl, IpmiClient};
-use super::{BmcConfig, CipherSuite, IpmiError, Timing, privilege};
+use super::{BmcConfig, CipherSuite, IpmiError, IpmiVersion, Timing, privilege};
 use crate::power::{
     BootDeviceState, BoxFuture, PowerAction, PowerDriver, PowerError, PowerState, PowerTarget,
     require_keys,
@@ -84,13 +84,18 @@ pub fn bmc_config(info: &Map<String, Value>) -> Result<BmcConfig, PowerError> {
                 ))
             })?,
     };
-    if let Some(v) = info.get("ipmi_protocol_version").and_then(Value::as_str) {
-        if v != "2.0" {
-            return Err(bad(format!(
-                "ipmi_protocol_version {v} is not supported; only 2.0 (RMCP+) is"
-            )));
-        }
-    }
+    let version = match info.get("ipmi_protocol_version") {
+        None | Some(Value::Null) => IpmiVersion::V20,
+        Some(v) => match v.as_str().map(str::trim) {
+            Some("2.0") | Some("2") => IpmiVersion::V20,
+            Some("1.5") => IpmiVersion::V15,
+            _ => {
+                return Err(bad(format!(
+                    "Invalid IPMI protocol version value {v}, the valid value can be one of 1.5, 2.0"
+                )));
+            }
+        },
+    };
     let kg = match info.get("ipmi_hex_kg_key").and_then(Value::as_str) {
         None | Some("") => None,
         Some(k) => Some(
@@ -106,6 +111,7 @@ pub fn bmc_config(info: &Map<String, Value>) -> Result<BmcConfig, PowerError> {
         kg,
         suite,
         privilege,
+        version,
     })
 }
 
@@ -303,9 +309,14 @@ mod tests {
             .is_err()
         );
         assert!(bmc_config(&info(json!({}))).is_err());
+        let c = bmc_config(&info(
+            json!({"ipmi_address": "h", "ipmi_protocol_version": "1.5"}),
+        ))
+        .expect("valid");
+        assert_eq!(c.version, IpmiVersion::V15);
         assert!(
             bmc_config(&info(
-                json!({"ipmi_address": "h", "ipmi_protocol_version": "1.5"})
+                json!({"ipmi_address": "h", "ipmi_protocol_version": "3.0"})
             ))
             .is_err()
         );

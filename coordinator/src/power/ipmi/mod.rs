@@ -6,14 +6,19 @@
 //! Cipher suite 3 (RAKP-HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128) is used unless
 //! `ipmi_cipher_suite` asks for 17. There is no cipher suite discovery (Get
 //! Channel Cipher Suites), so a node without the key costs no probe time.
+//! BMCs without RMCP+ are reached with IPMI 1.5 sessions ([`v15`]) when
+//! `ipmi_protocol_version` is "1.5". Serial-over-LAN ([`sol`]) runs in its
+//! own RMCP+ session.
 
 pub mod client;
 pub mod crypto;
 pub mod driver;
 pub mod packet;
 pub mod session;
+pub mod sol;
 #[cfg(test)]
 mod tests;
+pub mod v15;
 
 use std::time::Duration;
 
@@ -33,6 +38,16 @@ pub mod privilege {
     pub const ADMINISTRATOR: u8 = 4;
 }
 
+/// The session protocol (`ipmi_protocol_version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum IpmiVersion {
+    /// IPMI 2.0, RMCP+ sessions (the default).
+    #[default]
+    V20,
+    /// IPMI 1.5 sessions (no encryption; MD5, straight password or no AuthCode).
+    V15,
+}
+
 /// Where and how to reach one BMC.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BmcConfig {
@@ -50,6 +65,8 @@ pub struct BmcConfig {
     pub suite: CipherSuite,
     /// Requested privilege level (see [`privilege`]).
     pub privilege: u8,
+    /// Session protocol.
+    pub version: IpmiVersion,
 }
 
 /// Timeouts, retries and pacing.

@@ -1,5 +1,6 @@
-//! One RMCP+ session with one BMC: setup (Get Channel Authentication
-//! Capabilities, Open Session, RAKP 1–4, Set Session Privilege Level) and
+//! One session with one BMC: RMCP+ (IPMI 2.0) setup (Get Channel
+//! Authentication Capabilities, Open Session, RAKP 1–4, Set Session
+//! Privilege Level) or an IPMI 1.5 session ([`super::v15`]), and
 //! request/response with retries, backoff and timeouts.
 
 use std::time::{Duration, Instant};
@@ -8,7 +9,8 @@ use tokio::net::UdpSocket;
 
 use super::crypto::{self, AuthAlg, RakpParams};
 use super::packet::{self, Incoming, IpmiResponse, SessionKeys, payload};
-use super::{BmcConfig, IpmiError, Timing};
+use super::v15::{self, AuthType, Lan15};
+use super::{BmcConfig, IpmiError, IpmiVersion, Timing};
 
 /// Cipher suites this client speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,14 +50,52 @@ impl CipherSuite {
 /// Name-only lookup bit of the RAKP 1 role byte (as ipmitool sends it).
 const NAME_ONLY_LOOKUP: u8 = 0x10;
 
-/// An established session.
+/// The protocol state of an RMCP+ session.
 #[derive(Debug)]
-pub struct Session {
-    sock: UdpSocket,
+struct Rmcpp {
     keys: SessionKeys,
     bmc_sid: u32,
     console_sid: u32,
     seq: u32,
+}
+
+impl Rmcpp {
+    /// The next authenticated and encrypted packet of `payload_type`.
+    fn next_packet(&mut self, payload_type: u8, payload: &[u8]) -> Result<Vec<u8>, IpmiError> {
+        self.seq = self.seq.wrapping_add(1).max(1);
+        Ok(packet::v20_packet(
+            payload_type,
+            self.bmc_sid,
+            self.seq,
+            payload,
+            Some((&self.keys, random16()?)),
+        ))
+    }
+
+    /// The payload of a packet of `payload_type` in this session.
+    fn accept(&self, p: &[u8], payload_type: u8) -> Option<Vec<u8>> {
+        match packet::parse_packet(p, Some(&self.keys))? {
+            Incoming::V20 {
+                payload_type: t,
+                session_id,
+                payload,
+            } if t == payload_type && session_id == self.console_sid => Some(payload),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Proto {
+    V20(Rmcpp),
+    V15(Lan15),
+}
+
+/// An established session.
+#[derive(Debug)]
+pub struct Session {
+    sock: UdpSocket,
+    proto: Proto,
     rq_seq: u8,
     timing: Timing,
     /// When the session last got an answer (BMCs drop idle sessions).
@@ -133,7 +173,8 @@ fn status_check(step: &'static str, payload: &[u8]) -> Result<(), IpmiError> {
 }
 
 impl Session {
-    /// Opens a session: resolves and connects, then runs the RMCP+ handshake.
+    /// Opens a session: resolves and connects, then runs the RMCP+ or the
+    /// IPMI 1.5 handshake, as `cfg.version` says.
     pub async fn open(cfg: &BmcConfig, timing: &Timing) -> Result<Self, IpmiError> {
         let sock = UdpSocket::bind(if cfg.host.contains(':') {
             "[::]:0"
@@ -145,6 +186,145 @@ impl Session {
         sock.connect((cfg.host.as_str(), cfg.port))
             .await
             .map_err(|e| IpmiError::Io(format!("{}:{}: {e}", cfg.host, cfg.port)))?;
+        let proto = match cfg.version {
+            IpmiVersion::V20 => Proto::V20(Self::handshake_v20(&sock, cfg, timing).await?),
+            IpmiVersion::V15 => Proto::V15(Self::handshake_v15(&sock, cfg, timing).await?),
+        };
+        let mut session = Self {
+            sock,
+            proto,
+            rq_seq: 0,
+            timing: timing.clone(),
+            last_used: Instant::now(),
+        };
+        // Raise the session to the requested privilege (it starts at User).
+        let r = session.request(0x06, 0x3B, &[cfg.privilege]).await?;
+        if r.completion != 0 {
+            return Err(IpmiError::Completion {
+                cmd: "Set Session Privilege Level",
+                code: r.completion,
+            });
+        }
+        tracing::debug!(host = %cfg.host, port = cfg.port, version = ?cfg.version, "ipmi session open");
+        Ok(session)
+    }
+
+    /// The IPMI 1.5 handshake: capabilities, challenge, activation.
+    async fn handshake_v15(
+        sock: &UdpSocket,
+        cfg: &BmcConfig,
+        timing: &Timing,
+    ) -> Result<Lan15, IpmiError> {
+        let password = v15::password16(&cfg.password);
+        let outside = |cmd: u8, data: &[u8]| {
+            v15::packet(
+                AuthType::None,
+                &password,
+                0,
+                0,
+                &packet::ipmi_request(0x06, 0, cmd, data),
+            )
+        };
+        let unauth = |cmd: u8| {
+            move |p: &[u8]| {
+                v15::parse(p)
+                    .and_then(|pk| packet::parse_ipmi_response(&pk.msg))
+                    .filter(|r| r.cmd == cmd)
+            }
+        };
+        // 1. Get Channel Authentication Capabilities (no v2.0 bit).
+        let caps_req = outside(0x38, &[0x0E, cfg.privilege]);
+        let caps = exchange(sock, timing, || Ok(caps_req.clone()), unauth(0x38)).await?;
+        if caps.completion != 0 {
+            return Err(IpmiError::Completion {
+                cmd: "Get Channel Authentication Capabilities",
+                code: caps.completion,
+            });
+        }
+        let mask = caps.data.get(1).copied().unwrap_or(0);
+        let auth = AuthType::choose(mask).ok_or_else(|| {
+            IpmiError::Auth(format!(
+                "the BMC offers no IPMI 1.5 authentication type this client speaks (mask {mask:#04x}; MD2 and OEM are not supported)"
+            ))
+        })?;
+        if auth == AuthType::None {
+            tracing::warn!(host = %cfg.host, port = cfg.port, "ipmi 1.5 session without authentication: the BMC offers no MD5 or password type");
+        }
+        // 2. Get Session Challenge.
+        let user = cfg.username.as_bytes();
+        if user.len() > 16 {
+            return Err(IpmiError::Protocol("user name longer than 16 bytes".into()));
+        }
+        let mut data = vec![auth.byte()];
+        data.extend_from_slice(user);
+        data.resize(17, 0);
+        let ch_req = outside(0x39, &data);
+        let ch = exchange(sock, timing, || Ok(ch_req.clone()), unauth(0x39)).await?;
+        v15::session_completion("Get Session Challenge", ch.completion)?;
+        if ch.data.len() < 20 {
+            return Err(IpmiError::Protocol(
+                "Get Session Challenge: short response".into(),
+            ));
+        }
+        let temp_sid = u32::from_le_bytes([ch.data[0], ch.data[1], ch.data[2], ch.data[3]]);
+        // 3. Activate Session, authenticated with the temporary session ID and sequence 0.
+        let outbound = random_u32()?;
+        let mut data = vec![auth.byte(), cfg.privilege];
+        data.extend_from_slice(&ch.data[4..20]);
+        data.extend_from_slice(&outbound.to_le_bytes());
+        let act_msg = packet::ipmi_request(0x06, 0, 0x3A, &data);
+        let act_req = v15::packet(auth, &password, temp_sid, 0, &act_msg);
+        let act = exchange(
+            sock,
+            timing,
+            || Ok(act_req.clone()),
+            |p| {
+                v15::parse(p)
+                    .filter(|pk| pk.session_id == temp_sid || pk.session_id == 0)
+                    .and_then(|pk| packet::parse_ipmi_response(&pk.msg))
+                    .filter(|r| r.cmd == 0x3A)
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            // BMCs drop activations whose AuthCode does not verify.
+            IpmiError::Timeout if auth != AuthType::None => {
+                IpmiError::Auth("Activate Session got no answer (wrong password?)".into())
+            }
+            e => e,
+        })?;
+        v15::session_completion("Activate Session", act.completion)?;
+        if act.data.len() < 9 {
+            return Err(IpmiError::Protocol(
+                "Activate Session: short response".into(),
+            ));
+        }
+        let session_id = u32::from_le_bytes([act.data[1], act.data[2], act.data[3], act.data[4]]);
+        let seq = u32::from_le_bytes([act.data[5], act.data[6], act.data[7], act.data[8]]);
+        let auth = match act.data[0] & 0x0F {
+            0 => AuthType::None,
+            2 => AuthType::Md5,
+            4 => AuthType::Straight,
+            other => {
+                return Err(IpmiError::Protocol(format!(
+                    "Activate Session: unsupported session auth type {other}"
+                )));
+            }
+        };
+        Ok(Lan15 {
+            auth,
+            session_id,
+            seq: seq.max(1),
+            password,
+        })
+    }
+
+    /// The RMCP+ handshake.
+    async fn handshake_v20(
+        sock: &UdpSocket,
+        cfg: &BmcConfig,
+        timing: &Timing,
+    ) -> Result<Rmcpp, IpmiError> {
         let suite = cfg.suite;
         let alg = suite.auth();
 
@@ -156,7 +336,7 @@ impl Session {
             &[0x8E, cfg.privilege],
         ));
         let caps = exchange(
-            &sock,
+            sock,
             timing,
             || Ok(caps_req.clone()),
             |p| match packet::parse_packet(p, None)? {
@@ -186,7 +366,7 @@ impl Session {
         open.extend_from_slice(&[0x01, 0, 0, 0x08, i, 0, 0, 0]);
         open.extend_from_slice(&[0x02, 0, 0, 0x08, c, 0, 0, 0]);
         let rsp = exchange(
-            &sock,
+            sock,
             timing,
             || {
                 Ok(packet::v20_packet(
@@ -219,7 +399,7 @@ impl Session {
         r1.extend_from_slice(&[role, 0, 0, user.len() as u8]);
         r1.extend_from_slice(user);
         let r2 = exchange(
-            &sock,
+            sock,
             timing,
             || Ok(packet::v20_packet(payload::RAKP1, 0, 0, &r1, None)),
             |p| rakp_payload(p, payload::RAKP2, 0x01),
@@ -253,7 +433,7 @@ impl Session {
         r3.extend_from_slice(&bmc_sid.to_le_bytes());
         r3.extend_from_slice(&params.rakp3_auth(alg, &kuid));
         let r4 = exchange(
-            &sock,
+            sock,
             timing,
             || Ok(packet::v20_packet(payload::RAKP3, 0, 0, &r3, None)),
             |p| rakp_payload(p, payload::RAKP4, 0x02),
@@ -269,26 +449,12 @@ impl Session {
             ));
         }
         let (k1, aes) = crypto::derive_keys(alg, &sik);
-        let mut session = Self {
-            sock,
+        Ok(Rmcpp {
             keys: SessionKeys { alg, k1, aes },
             bmc_sid,
             console_sid,
             seq: 0,
-            rq_seq: 0,
-            timing: timing.clone(),
-            last_used: Instant::now(),
-        };
-        // 5. Raise the session to the requested privilege (it starts at User).
-        let r = session.request(0x06, 0x3B, &[cfg.privilege]).await?;
-        if r.completion != 0 {
-            return Err(IpmiError::Completion {
-                cmd: "Set Session Privilege Level",
-                code: r.completion,
-            });
-        }
-        tracing::debug!(host = %cfg.host, port = cfg.port, bmc_sid, "ipmi session open");
-        Ok(session)
+        })
     }
 
     /// Sends one IPMI request in the session and returns the response.
@@ -301,48 +467,115 @@ impl Session {
         self.rq_seq = (self.rq_seq + 1) & 0x3F;
         let rq_seq = self.rq_seq;
         let msg = packet::ipmi_request(netfn, rq_seq, cmd, data);
+        let matches =
+            move |r: &IpmiResponse| r.rq_seq == rq_seq && r.cmd == cmd && r.netfn == netfn + 1;
         let Self {
             sock,
-            keys,
-            bmc_sid,
-            console_sid,
-            seq,
+            proto,
             timing,
             ..
         } = self;
-        let console_sid = *console_sid;
-        let r = exchange(
-            sock,
-            timing,
-            || {
-                *seq = seq.wrapping_add(1).max(1);
-                Ok(packet::v20_packet(
-                    payload::IPMI,
-                    *bmc_sid,
-                    *seq,
-                    &msg,
-                    Some((keys, random16()?)),
-                ))
-            },
-            |p| match packet::parse_packet(p, Some(keys))? {
-                Incoming::V20 {
-                    payload_type: payload::IPMI,
-                    session_id,
-                    payload,
-                } if session_id == console_sid => packet::parse_ipmi_response(&payload)
-                    .filter(|r| r.rq_seq == rq_seq && r.cmd == cmd && r.netfn == netfn + 1),
-                _ => None,
-            },
-        )
-        .await?;
+        let r = match proto {
+            Proto::V20(s) => {
+                // `accept` reads what `build` never changes: a copy of the keys and IDs.
+                let reader = Rmcpp {
+                    keys: s.keys.clone(),
+                    bmc_sid: s.bmc_sid,
+                    console_sid: s.console_sid,
+                    seq: 0,
+                };
+                exchange(
+                    sock,
+                    timing,
+                    || s.next_packet(payload::IPMI, &msg),
+                    |p| {
+                        reader
+                            .accept(p, payload::IPMI)
+                            .and_then(|m| packet::parse_ipmi_response(&m))
+                            .filter(matches)
+                    },
+                )
+                .await?
+            }
+            Proto::V15(s) => {
+                let reader = s.clone();
+                exchange(
+                    sock,
+                    timing,
+                    || Ok(s.next_packet(&msg)),
+                    |p| {
+                        reader
+                            .accept(p)
+                            .and_then(|m| packet::parse_ipmi_response(&m))
+                            .filter(matches)
+                    },
+                )
+                .await?
+            }
+        };
         self.last_used = Instant::now();
         Ok(r)
+    }
+
+    /// The BMC's session ID (the one Close Session names).
+    fn bmc_session_id(&self) -> u32 {
+        match &self.proto {
+            Proto::V20(s) => s.bmc_sid,
+            Proto::V15(s) => s.session_id,
+        }
+    }
+
+    /// Sends one packet of another RMCP+ payload type (SOL) in the session,
+    /// encrypted and authenticated like IPMI messages. Not available in
+    /// IPMI 1.5 sessions.
+    pub(crate) async fn send_payload(
+        &mut self,
+        payload_type: u8,
+        payload: &[u8],
+    ) -> Result<(), IpmiError> {
+        let Proto::V20(s) = &mut self.proto else {
+            return Err(IpmiError::Protocol(
+                "payloads other than IPMI messages need an IPMI 2.0 session".into(),
+            ));
+        };
+        let p = s.next_packet(payload_type, payload)?;
+        self.sock
+            .send(&p)
+            .await
+            .map_err(|e| IpmiError::Io(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Decodes a received packet of this session: `(payload type, payload)`
+    /// for RMCP+ sessions; `None` for foreign or forged packets.
+    pub(crate) fn decode(&self, p: &[u8]) -> Option<(u8, Vec<u8>)> {
+        let Proto::V20(s) = &self.proto else {
+            return None;
+        };
+        match packet::parse_packet(p, Some(&s.keys))? {
+            Incoming::V20 {
+                payload_type,
+                session_id,
+                payload,
+            } if session_id == s.console_sid => Some((payload_type, payload)),
+            _ => None,
+        }
+    }
+
+    /// The session's connected socket (for receiving unsolicited packets).
+    pub(crate) fn socket(&self) -> &UdpSocket {
+        &self.sock
+    }
+
+    /// Whether this is an RMCP+ (IPMI 2.0) session.
+    pub fn is_v20(&self) -> bool {
+        matches!(self.proto, Proto::V20(_))
     }
 
     /// Closes the session on the BMC (best effort, one attempt).
     pub async fn close(mut self) {
         self.timing.retries = 0;
-        let sid = self.bmc_sid.to_le_bytes();
+        let sid = self.bmc_session_id().to_le_bytes();
         let _ = self.request(0x06, 0x3C, &sid).await;
     }
 

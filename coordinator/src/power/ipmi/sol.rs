@@ -1,0 +1,395 @@
+//! Serial-over-LAN (IPMI 2.0 §15 and §24): the SOL payload (RMCP+ payload
+//! type 1) in its own RMCP+ session, activated with Activate Payload (App
+//! 0x48) and ended with Deactivate Payload (App 0x49).
+//!
+//! A SOL packet (both directions) is: packet sequence number (1–15; 0 marks
+//! an ACK-only packet), the sequence number it acknowledges (0: none), the
+//! accepted character count of that packet, an operation/status byte, then
+//! character data. Every packet with data is acknowledged; one of our
+//! packets is outstanding at a time and is retransmitted (same SOL sequence
+//! number, a new session sequence number) until acknowledged. When the BMC
+//! accepts fewer characters than sent, the rest is sent again in the next
+//! packet; a NACK means "not now" and the packet is retried later. Packets
+//! from the BMC repeating the last sequence number are retransmissions:
+//! acknowledged again, not delivered twice. Like other payloads of the
+//! session they are encrypted (AES-CBC-128) and authenticated.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::packet::{self, payload};
+use super::session::Session;
+use super::{BmcConfig, IpmiError, IpmiVersion, Timing};
+
+/// RMCP+ payload type of SOL.
+pub const PAYLOAD_SOL: u8 = 0x01;
+
+const NETFN_APP: u8 = 0x06;
+const ACTIVATE_PAYLOAD: u8 = 0x48;
+const DEACTIVATE_PAYLOAD: u8 = 0x49;
+/// Activate Payload auxiliary byte: encrypt and authenticate the payload.
+const AUX_ENCRYPT_AUTH: u8 = 0xC0;
+/// Completion code: the payload is already active in another session.
+const CC_ALREADY_ACTIVE: u8 = 0x80;
+
+/// Status bits of BMC-to-console packets.
+const STATUS_NACK: u8 = 0x40;
+const STATUS_UNAVAILABLE: u8 = 0x20;
+const STATUS_DEACTIVATING: u8 = 0x10;
+
+/// How long to wait for an acknowledgement before retransmitting.
+const RETRANSMIT: Duration = Duration::from_millis(500);
+/// Transmissions of one packet before the session is given up.
+const MAX_SENDS: u32 = 12;
+/// Idle time after which a keepalive (Get Device ID) is sent.
+const KEEPALIVE: Duration = Duration::from_secs(10);
+/// Silence from the BMC after which the session counts as lost.
+const DEAD_AFTER: Duration = Duration::from_secs(35);
+
+/// One SOL packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SolPacket {
+    /// Packet sequence number (1–15), 0 for ACK-only packets.
+    pub seq: u8,
+    /// The sequence number acknowledged, 0 for none.
+    pub ack: u8,
+    /// Characters accepted of the acknowledged packet.
+    pub accepted: u8,
+    /// Operation (console to BMC) or status (BMC to console) bits.
+    pub status: u8,
+    /// Character data.
+    pub data: Vec<u8>,
+}
+
+impl SolPacket {
+    /// Encodes the payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut p = Vec::with_capacity(4 + self.data.len());
+        p.extend_from_slice(&[self.seq & 0x0F, self.ack & 0x0F, self.accepted, self.status]);
+        p.extend_from_slice(&self.data);
+        p
+    }
+
+    /// Decodes a payload.
+    pub fn decode(p: &[u8]) -> Option<Self> {
+        if p.len() < 4 {
+            return None;
+        }
+        Some(Self {
+            seq: p[0] & 0x0F,
+            ack: p[1] & 0x0F,
+            accepted: p[2],
+            status: p[3],
+            data: p[4..].to_vec(),
+        })
+    }
+}
+
+/// The Activate Payload request data for SOL instance 1.
+pub fn activate_request() -> [u8; 6] {
+    [PAYLOAD_SOL, 1, AUX_ENCRYPT_AUTH, 0, 0, 0]
+}
+
+/// The Deactivate Payload request data for SOL instance 1.
+pub fn deactivate_request() -> [u8; 6] {
+    [PAYLOAD_SOL, 1, 0, 0, 0, 0]
+}
+
+/// A running SOL session: write serial input to `input`, read the
+/// server's serial output from `output`. When `output` ends, the session
+/// ended (stopped, deactivated by the BMC, or lost).
+#[derive(Debug)]
+pub struct SolConsole {
+    /// Bytes for the server's serial input.
+    pub input: mpsc::Sender<Vec<u8>>,
+    /// Bytes of the server's serial output.
+    pub output: mpsc::Receiver<Vec<u8>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SolConsole {
+    /// Opens an RMCP+ session, activates SOL (deactivating it first when
+    /// another session holds it, e.g. ours before a coordinator restart),
+    /// and starts the packet pump.
+    pub async fn activate(cfg: &BmcConfig, timing: &Timing) -> Result<Self, IpmiError> {
+        if cfg.version != IpmiVersion::V20 {
+            return Err(IpmiError::Protocol(
+                "serial-over-LAN needs IPMI 2.0 (RMCP+)".into(),
+            ));
+        }
+        let mut session = Session::open(cfg, timing).await?;
+        let mut r = session
+            .request(NETFN_APP, ACTIVATE_PAYLOAD, &activate_request())
+            .await?;
+        if r.completion == CC_ALREADY_ACTIVE {
+            tracing::info!(host = %cfg.host, port = cfg.port, "SOL active in another session; deactivating it");
+            let d = session
+                .request(NETFN_APP, DEACTIVATE_PAYLOAD, &deactivate_request())
+                .await?;
+            if d.completion != 0 {
+                return Err(IpmiError::Completion {
+                    cmd: "Deactivate Payload",
+                    code: d.completion,
+                });
+            }
+            r = session
+                .request(NETFN_APP, ACTIVATE_PAYLOAD, &activate_request())
+                .await?;
+        }
+        if r.completion != 0 {
+            session.close().await;
+            return Err(IpmiError::Completion {
+                cmd: "Activate Payload",
+                code: r.completion,
+            });
+        }
+        // Response: aux (4), inbound payload size (2), outbound size (2), port (2), VLAN (2).
+        let max_in = r
+            .data
+            .get(4..6)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+            .unwrap_or(0);
+        let chunk = max_in.saturating_sub(4).clamp(1, 200);
+        if let Some(b) = r.data.get(8..10) {
+            let port = u16::from_le_bytes([b[0], b[1]]);
+            if port != cfg.port && port != 0 {
+                tracing::warn!(host = %cfg.host, bmc_port = cfg.port, sol_port = port,
+                    "the BMC names another UDP port for SOL; staying on the session's port");
+            }
+        }
+        tracing::info!(host = %cfg.host, port = cfg.port, chunk, "SOL payload activated");
+        let (input, in_rx) = mpsc::channel(64);
+        let (out_tx, output) = mpsc::channel(256);
+        let (stop, stop_rx) = oneshot::channel();
+        let host = format!("{}:{}", cfg.host, cfg.port);
+        let task = tokio::spawn(async move {
+            let mut pump = Pump {
+                session,
+                chunk,
+                out: out_tx,
+                queue: VecDeque::new(),
+                pending: None,
+                next_seq: 1,
+                last_rx: None,
+                rq_seq: 0,
+            };
+            let end = pump.run(in_rx, stop_rx).await;
+            match &end {
+                Ok(()) => tracing::info!(bmc = %host, "SOL stopped"),
+                Err(e) => tracing::warn!(bmc = %host, error = %e, "SOL session ended"),
+            }
+            pump.deactivate().await;
+        });
+        Ok(Self {
+            input,
+            output,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// Deactivates the payload and closes the session (waits up to 5 s).
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if tokio::time::timeout(Duration::from_secs(5), &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
+    }
+}
+
+impl Drop for SolConsole {
+    fn drop(&mut self) {
+        // Dropping `stop` ends the pump, which still deactivates the payload.
+        self.stop.take();
+    }
+}
+
+/// A packet of ours awaiting its acknowledgement.
+struct Pending {
+    seq: u8,
+    data: Vec<u8>,
+    sent_at: Instant,
+    sends: u32,
+}
+
+struct Pump {
+    session: Session,
+    chunk: usize,
+    out: mpsc::Sender<Vec<u8>>,
+    queue: VecDeque<u8>,
+    pending: Option<Pending>,
+    next_seq: u8,
+    last_rx: Option<u8>,
+    rq_seq: u8,
+}
+
+impl Pump {
+    async fn run(
+        &mut self,
+        mut input: mpsc::Receiver<Vec<u8>>,
+        mut stop: oneshot::Receiver<()>,
+    ) -> Result<(), IpmiError> {
+        let mut buf = vec![0u8; 2048];
+        let mut heard = Instant::now();
+        let mut sent = Instant::now();
+        let mut input_open = true;
+        loop {
+            self.send_next().await?;
+            let retransmit_at = self
+                .pending
+                .as_ref()
+                .map(|p| p.sent_at + RETRANSMIT)
+                .unwrap_or_else(|| sent.max(heard) + KEEPALIVE);
+            tokio::select! {
+                _ = &mut stop => return Ok(()),
+                chunk = input.recv(), if input_open => match chunk {
+                    Some(b) => self.queue.extend(b),
+                    None => input_open = false,
+                },
+                r = self.session.socket().recv(&mut buf) => {
+                    let n = match r {
+                        Ok(n) => n,
+                        Err(e) => {
+                            // ICMP unreachable on the connected socket: the BMC is not there now.
+                            tracing::debug!(error = %e, "SOL receive failed");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue;
+                        }
+                    };
+                    let Some((ptype, body)) = self.session.decode(&buf[..n]) else { continue };
+                    heard = Instant::now();
+                    if ptype == PAYLOAD_SOL {
+                        if let Some(p) = SolPacket::decode(&body) {
+                            self.received(p).await?;
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(retransmit_at) => {
+                    if heard.elapsed() > DEAD_AFTER {
+                        return Err(IpmiError::Timeout);
+                    }
+                    if let Some(p) = &mut self.pending {
+                        if p.sends >= MAX_SENDS {
+                            return Err(IpmiError::Timeout);
+                        }
+                        p.sends += 1;
+                        p.sent_at = Instant::now();
+                        let pkt = SolPacket { seq: p.seq, ack: 0, accepted: 0, status: 0, data: p.data.clone() };
+                        self.session.send_payload(PAYLOAD_SOL, &pkt.encode()).await?;
+                    } else {
+                        // Keepalive: Get Device ID; its answer only counts as "heard".
+                        self.rq_seq = (self.rq_seq + 1) & 0x3F;
+                        let msg = packet::ipmi_request(NETFN_APP, self.rq_seq, 0x01, &[]);
+                        self.session.send_payload(payload::IPMI, &msg).await?;
+                    }
+                    sent = Instant::now();
+                }
+            }
+        }
+    }
+
+    /// Sends the next chunk of queued input when nothing is outstanding.
+    async fn send_next(&mut self) -> Result<(), IpmiError> {
+        if self.pending.is_some() || self.queue.is_empty() {
+            return Ok(());
+        }
+        let n = self.queue.len().min(self.chunk);
+        let data: Vec<u8> = self.queue.drain(..n).collect();
+        let seq = self.next_seq;
+        self.next_seq = if seq >= 15 { 1 } else { seq + 1 };
+        let pkt = SolPacket {
+            seq,
+            ack: 0,
+            accepted: 0,
+            status: 0,
+            data: data.clone(),
+        };
+        self.session
+            .send_payload(PAYLOAD_SOL, &pkt.encode())
+            .await?;
+        self.pending = Some(Pending {
+            seq,
+            data,
+            sent_at: Instant::now(),
+            sends: 1,
+        });
+        Ok(())
+    }
+
+    async fn received(&mut self, p: SolPacket) -> Result<(), IpmiError> {
+        if p.ack != 0 {
+            if let Some(pend) = self.pending.take_if(|q| q.seq == p.ack) {
+                if p.status & (STATUS_NACK | STATUS_UNAVAILABLE) != 0 {
+                    // Not accepted now: try again after the retransmit interval.
+                    self.pending = Some(pend);
+                } else {
+                    let accepted = (p.accepted as usize).min(pend.data.len());
+                    for b in pend.data[accepted..].iter().rev() {
+                        self.queue.push_front(*b);
+                    }
+                }
+            }
+        }
+        if p.seq != 0 && !p.data.is_empty() {
+            if self.last_rx != Some(p.seq) {
+                self.last_rx = Some(p.seq);
+                // A full channel means nobody reads: drop rather than stall the BMC.
+                let _ = self.out.try_send(p.data.clone());
+            }
+            let ack = SolPacket {
+                seq: 0,
+                ack: p.seq,
+                accepted: p.data.len().min(255) as u8,
+                status: 0,
+                data: Vec::new(),
+            };
+            self.session
+                .send_payload(PAYLOAD_SOL, &ack.encode())
+                .await?;
+        }
+        if p.status & STATUS_DEACTIVATING != 0 {
+            return Err(IpmiError::Protocol("the BMC deactivated SOL".into()));
+        }
+        Ok(())
+    }
+
+    /// Deactivate Payload and Close Session, one attempt each.
+    async fn deactivate(mut self) {
+        let r = self
+            .session
+            .request(NETFN_APP, DEACTIVATE_PAYLOAD, &deactivate_request())
+            .await;
+        tracing::debug!(result = ?r.map(|r| r.completion), "SOL deactivate");
+        self.session.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sol_packet_layout() {
+        let p = SolPacket {
+            seq: 3,
+            ack: 2,
+            accepted: 5,
+            status: 0,
+            data: b"hi".to_vec(),
+        };
+        assert_eq!(p.encode(), [3, 2, 5, 0, b'h', b'i']);
+        assert_eq!(SolPacket::decode(&p.encode()), Some(p));
+        assert!(SolPacket::decode(&[1, 2, 3]).is_none());
+        assert_eq!(activate_request(), [1, 1, 0xC0, 0, 0, 0]);
+        assert_eq!(deactivate_request(), [1, 1, 0, 0, 0, 0]);
+    }
+}
