@@ -64,6 +64,7 @@ pub static HARDWARE_TYPES: [HardwareType; 5] = [
         "inspect" => ["agent", "no-inspect"],
     ),
     hw!("ipmi",
+        "console" => ["no-console", "ipmitool-socat"],
         "boot" => ["ipxe", "pxe"],
         "deploy" => ["direct"],
         "management" => ["ipmitool", "noop"],

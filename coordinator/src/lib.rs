@@ -12,6 +12,7 @@ pub mod api;
 pub mod conductor;
 pub mod config;
 pub mod configdrive;
+pub mod console;
 pub mod db;
 pub mod drivers;
 pub mod image_cache;

@@ -57,9 +57,10 @@ impl Running {
         r
     }
 
-    /// Stops serving and closes the database.
+    /// Stops serving, stops the consoles and closes the database.
     pub async fn shutdown(self) {
         self.server.abort();
+        self.conductor.consoles().stop_all().await;
         self.periodic.abort();
         if let Some(p) = self.power_sync {
             p.abort();
@@ -88,7 +89,8 @@ pub async fn start(mut config: Config, power: PowerDrivers) -> Result<Running, S
     config.listen = addr;
     let conductor = Conductor::new(db, config.clone(), power);
     let recovered = conductor.recover().await?;
-    info!(%addr, database = %redact(&config.database), recovered, "ingot-coordinator listening");
+    let consoles = crate::console::restore(&conductor).await;
+    info!(%addr, database = %redact(&config.database), recovered, consoles, "ingot-coordinator listening");
     let app = router(AppState {
         conductor: conductor.clone(),
     });

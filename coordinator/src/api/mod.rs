@@ -5,6 +5,7 @@
 pub mod allocations;
 pub mod boot;
 pub mod collection;
+pub mod console;
 pub mod errors;
 pub mod microversion;
 pub mod node_states;
@@ -219,6 +220,10 @@ fn routes() -> Router<AppState> {
             put(node_states::provision),
         )
         .route("/v1/nodes/{ident}/states/power", put(node_states::power))
+        .route(
+            "/v1/nodes/{ident}/states/console",
+            get(console::get_console).put(console::set_console),
+        )
         .route(
             "/v1/nodes/{ident}/maintenance",
             put(node_states::set_maintenance).delete(node_states::unset_maintenance),

@@ -515,6 +515,11 @@ pub async fn validate(
     } else {
         ok()
     };
+    let console = if crate::console::supported(&node) {
+        power.clone()
+    } else {
+        unsupported()
+    };
     let inspect = match node.inspect_interface.as_deref() {
         Some("no-inspect") | None => unsupported(),
         _ => ok(),
@@ -523,7 +528,7 @@ pub async fn validate(
         StatusCode::OK,
         &json!({
             "boot": ok(),
-            "console": unsupported(),
+            "console": console,
             "deploy": deploy,
             "inspect": inspect,
             "management": management,

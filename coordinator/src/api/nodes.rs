@@ -436,6 +436,7 @@ pub async fn delete(
         })
         .await?;
     st.conductor.db().delete_node(&node.uuid).await?;
+    st.conductor.consoles().stop(&node.uuid).await;
     tracing::info!(node = %node.uuid, "node deleted");
     Ok(empty(StatusCode::NO_CONTENT))
 }

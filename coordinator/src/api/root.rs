@@ -84,7 +84,9 @@ fn driver_doc(st: &AppState, ctx: &Ctx, name: &str, detail: bool) -> Value {
     });
     if detail {
         if let Some(hw) = hardware_type(name) {
-            for (iface, list) in hw.interfaces {
+            for (iface, _) in hw.interfaces {
+                // The first entry of an interface wins (as `HardwareType::supported`).
+                let list = hw.supported(iface);
                 d[format!("default_{iface}_interface")] = json!(list.first());
                 d[format!("enabled_{iface}_interfaces")] = json!(list);
             }

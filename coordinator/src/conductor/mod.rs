@@ -74,6 +74,7 @@ struct Inner {
     agent: AgentClient,
     workers: Mutex<HashMap<String, bool>>,
     sync: power_sync::SyncState,
+    consoles: crate::console::Consoles,
 }
 
 /// The conductor handle (cheap to clone).
@@ -114,6 +115,7 @@ impl Conductor {
                 agent,
                 workers: Mutex::new(HashMap::new()),
                 sync: power_sync::SyncState::default(),
+                consoles: crate::console::Consoles::default(),
             }),
         }
     }
@@ -131,6 +133,11 @@ impl Conductor {
     /// The image cache, when configured.
     pub fn image_cache(&self) -> Option<&crate::image_cache::ImageCache> {
         self.inner.cache.as_ref()
+    }
+
+    /// The nodes' serial consoles.
+    pub fn consoles(&self) -> &crate::console::Consoles {
+        &self.inner.consoles
     }
 
     /// This conductor's name (the `reservation` it writes).

@@ -22,6 +22,7 @@ pub struct IpmiSim {
     /// Directory of config, state and the chassis_control records.
     pub dir: tempfile::TempDir,
     child: Child,
+    extra: String,
 }
 
 /// Whether `tool` is on PATH.
@@ -46,6 +47,11 @@ impl IpmiSim {
     /// Starts a BMC; `None` (test skipped) when ipmi_sim is not installed and
     /// the environment allows skipping.
     pub fn start() -> Option<Self> {
+        Self::start_with("")
+    }
+
+    /// Starts a BMC with extra MC-level lines in lan.conf (e.g. a `sol` line).
+    pub fn start_with(extra: &str) -> Option<Self> {
         if !have("ipmi_sim") {
             assert!(
                 !super::common::must_not_skip(),
@@ -56,15 +62,20 @@ impl IpmiSim {
         }
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("state")).unwrap();
-        let (port, child) = launch(dir.path(), None);
-        Some(Self { port, dir, child })
+        let (port, child) = launch(dir.path(), None, extra);
+        Some(Self {
+            port,
+            dir,
+            child,
+            extra: extra.to_owned(),
+        })
     }
 
     /// Kills the BMC and starts a new one on the same port (sessions are lost).
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (_, child) = launch(self.dir.path(), Some(self.port));
+        let (_, child) = launch(self.dir.path(), Some(self.port), &self.extra);
         self.child = child;
     }
 
@@ -118,7 +129,7 @@ impl IpmiSim {
 
 /// Writes the config into `dir` and starts ipmi_sim on `port` (a free one
 /// when `None`), waiting until it answers.
-fn launch(dir: &Path, port: Option<u16>) -> (u16, Child) {
+fn launch(dir: &Path, port: Option<u16>, extra: &str) -> (u16, Child) {
     for attempt in 0..5 {
         let port = port.unwrap_or_else(free_udp_port);
         let d = dir.display();
@@ -135,7 +146,8 @@ fn launch(dir: &Path, port: Option<u16>) -> (u16, Child) {
              \x20   guid 0123456789abcdef0123456789abcdef\n\
              \x20 endlan\n\
              \x20 chassis_control \"{script} {d} 0x20\"\n\
-             \x20 user 2 true \"{USER}\" \"{PASSWORD}\" admin 10 none md2 md5 straight\n",
+             \x20 user 2 true \"{USER}\" \"{PASSWORD}\" admin 10 none md2 md5 straight\n\
+             {extra}\n",
             script = script().display(),
         );
         std::fs::write(dir.join("lan.conf"), conf).unwrap();

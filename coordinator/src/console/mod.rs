@@ -1,0 +1,184 @@
+//! Serial consoles of nodes: Ironic's console interface `ipmitool-socat`,
+//! served natively. Enabling a node's console starts an [`endpoint`]: a TCP
+//! listener on the API's address and a free port, guarded by a random
+//! per-node token, bridged to the BMC's Serial-over-LAN payload
+//! ([`crate::power::ipmi::sol`]). Disabling it (or deleting the node, or
+//! shutting the coordinator down) closes the connection, deactivates the
+//! payload and closes the listener.
+//!
+//! `console_enabled` is stored on the node; tokens and ports live only in
+//! memory. At start-up [`restore`] starts an endpoint for every node with
+//! its console enabled: the port and the token are new after a restart.
+
+pub mod endpoint;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::conductor::Conductor;
+use crate::model::Node;
+use crate::power::ipmi::{BmcConfig, Timing};
+
+/// The console interface served here (Ironic's name, so clients and
+/// `baremetal node set --console-interface` use what they know).
+pub const SOCAT: &str = "ipmitool-socat";
+
+/// Console errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    /// The listener could not be bound.
+    #[error("binding the console listener on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: IpAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No randomness for the token.
+    #[error("generating the console token: {0}")]
+    Random(String),
+}
+
+/// Where a node's console listens and the token it wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleInfo {
+    /// Listener address.
+    pub addr: SocketAddr,
+    /// The token a client sends as its first line.
+    pub token: String,
+}
+
+impl ConsoleInfo {
+    /// Ironic's `console_info` for a socat console, plus the token.
+    /// `host` replaces an unspecified listen address (0.0.0.0, ::).
+    pub fn to_json(&self, host: &str) -> Value {
+        let ip = self.addr.ip();
+        let h = if ip.is_unspecified() {
+            host.to_owned()
+        } else if ip.is_ipv6() {
+            format!("[{ip}]")
+        } else {
+            ip.to_string()
+        };
+        json!({
+            "type": "socat",
+            "url": format!("tcp://{h}:{}", self.addr.port()),
+            "token": self.token,
+        })
+    }
+}
+
+/// The running consoles, by node UUID.
+#[derive(Debug, Clone, Default)]
+pub struct Consoles {
+    running: Arc<tokio::sync::Mutex<HashMap<String, endpoint::Endpoint>>>,
+    timing: Timing,
+}
+
+impl Consoles {
+    /// Starts the node's console (or returns the running one's info).
+    pub async fn start(
+        &self,
+        node: &str,
+        bmc: BmcConfig,
+        bind: IpAddr,
+    ) -> Result<ConsoleInfo, ConsoleError> {
+        let mut running = self.running.lock().await;
+        if let Some(e) = running.get(node) {
+            return Ok(e.info.clone());
+        }
+        let e = endpoint::Endpoint::start(node, bmc, bind, self.timing.clone()).await?;
+        let info = e.info.clone();
+        running.insert(node.to_owned(), e);
+        Ok(info)
+    }
+
+    /// Stops the node's console; whether one was running.
+    pub async fn stop(&self, node: &str) -> bool {
+        let e = self.running.lock().await.remove(node);
+        match e {
+            Some(e) => {
+                e.stop().await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The running console of a node.
+    pub async fn info(&self, node: &str) -> Option<ConsoleInfo> {
+        self.running.lock().await.get(node).map(|e| e.info.clone())
+    }
+
+    /// Stops every console.
+    pub async fn stop_all(&self) {
+        let all: Vec<_> = self.running.lock().await.drain().collect();
+        for (_, e) in all {
+            e.stop().await;
+        }
+    }
+}
+
+/// Whether the node's console interface is served by this module.
+pub fn supported(node: &Node) -> bool {
+    node.console_interface.as_deref() == Some(SOCAT)
+}
+
+/// Starts the consoles of nodes that have `console_enabled` (at start-up).
+/// A node whose console cannot start gets `console_enabled = false` and the
+/// reason in `last_error`. Returns how many were started.
+pub async fn restore(conductor: &Conductor) -> usize {
+    let nodes = match conductor.db().list_nodes().await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing nodes to restore consoles failed");
+            return 0;
+        }
+    };
+    let bind = conductor.config().listen.ip();
+    let mut started = 0;
+    for n in nodes.iter().filter(|n| n.console_enabled) {
+        let result = if supported(n) {
+            match crate::power::ipmi::driver::bmc_config(&n.driver_info) {
+                Ok(cfg) => conductor
+                    .consoles()
+                    .start(&n.uuid, cfg, bind)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        } else {
+            Err(format!(
+                "console interface {} has no console",
+                n.console_interface.as_deref().unwrap_or("none")
+            ))
+        };
+        match result {
+            Ok(info) => {
+                started += 1;
+                tracing::info!(node = %n.uuid, addr = %info.addr, "console restored");
+            }
+            Err(reason) => {
+                tracing::warn!(node = %n.uuid, error = %reason, "console could not be restored; disabling it");
+                let msg = format!(
+                    "The console could not be restarted after a coordinator restart: {reason}"
+                );
+                let r = conductor
+                    .db()
+                    .update_node(&n.uuid, |m| {
+                        m.console_enabled = false;
+                        m.last_error = Some(msg.clone());
+                        Ok::<(), std::convert::Infallible>(())
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::warn!(node = %n.uuid, error = ?e, "recording the console failure failed");
+                }
+            }
+        }
+    }
+    started
+}

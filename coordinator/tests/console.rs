@@ -1,0 +1,292 @@
+//! The serial console (`ipmitool-socat` console interface) end to end:
+//! an `ipmi` node on OpenIPMI's `ipmi_sim`, whose lan.conf has
+//! `sol "tcp:127.0.0.1:<port>" 115200`. The "server's serial line" is a TCP
+//! listener this test runs on that port (ipmi_sim connects to it as a
+//! client, as it would to QEMU's `-serial tcp:…,server,nowait`); no VM.
+//! The console is enabled through the API, a client connects to the
+//! console URL with the token, and bytes flow both ways through the
+//! coordinator's SOL session; wrong tokens are refused; disabling, deleting
+//! the node, and a coordinator restart are checked.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod ipmi_sim;
+
+use std::time::{Duration, Instant};
+
+use ipmi_sim::IpmiSim;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The serial line of the simulated server: the connection ipmi_sim makes.
+struct Serial {
+    stream: TcpStream,
+}
+
+impl Serial {
+    async fn accept(l: &TcpListener) -> Self {
+        let (stream, _) = tokio::time::timeout(Duration::from_secs(30), l.accept())
+            .await
+            .expect("ipmi_sim connected to the serial port")
+            .unwrap();
+        Self { stream }
+    }
+
+    async fn write(&mut self, b: &[u8]) {
+        self.stream.write_all(b).await.unwrap();
+    }
+
+    /// Reads until `want` was seen (panics after `secs`).
+    async fn expect(&mut self, want: &str, secs: u64) -> String {
+        read_until(&mut self.stream, want, secs).await
+    }
+}
+
+async fn read_until(s: &mut TcpStream, want: &str, secs: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains(want) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(0)) => panic!(
+                "connection closed before {want:?}; got {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) => panic!("read: {e}"),
+            Err(_) => panic!(
+                "no {want:?} within {secs} s; got {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Reads until EOF (or a reset); panics if the connection stays open.
+async fn expect_closed(s: &mut TcpStream, secs: u64) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return String::from_utf8_lossy(&got).into_owned(),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!(
+                "connection still open after {secs} s; got {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+}
+
+fn addr_of(info: &Value) -> String {
+    let url = info["url"].as_str().unwrap();
+    url.strip_prefix("tcp://").unwrap().to_owned()
+}
+
+async fn console(api: &common::Api, node: &str) -> Value {
+    let (st, v) = api.get(&format!("/v1/nodes/{node}/states/console")).await;
+    assert_eq!(st, 200, "{v}");
+    v
+}
+
+async fn set_console(api: &common::Api, node: &str, enabled: bool) {
+    let (st, v) = api
+        .put(
+            &format!("/v1/nodes/{node}/states/console"),
+            json!({"enabled": enabled}),
+        )
+        .await;
+    assert_eq!(st, 202, "{v}");
+}
+
+/// Connects with the token and waits until the SOL session carries
+/// data: the serial side writes a probe until the client sees it.
+async fn attach(info: &Value, serial: &mut Serial) -> TcpStream {
+    let mut c = TcpStream::connect(addr_of(info)).await.unwrap();
+    let token = info["token"].as_str().unwrap();
+    c.write_all(format!("{token}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut buf = [0u8; 1024];
+    let mut got = Vec::new();
+    loop {
+        serial.write(b"probe\r\n").await;
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(300), c.read(&mut buf)).await {
+            let n = r.unwrap();
+            assert!(n > 0, "console closed the authenticated client");
+            got.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&got).contains("probe") {
+                // Drain the probes still in flight.
+                while let Ok(Ok(n)) =
+                    tokio::time::timeout(Duration::from_millis(700), c.read(&mut buf)).await
+                {
+                    assert!(n > 0);
+                }
+                return c;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no SOL data reached the client: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+}
+
+#[tokio::test]
+async fn serial_console_through_the_api_against_ipmi_sim() {
+    let serial_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let serial_port = serial_listener.local_addr().unwrap().port();
+    let Some(sim) = IpmiSim::start_with(&format!("  sol \"tcp:127.0.0.1:{serial_port}\" 115200"))
+    else {
+        return;
+    };
+    let db = common::test_db(common::Backend::Sqlite, "console")
+        .await
+        .unwrap();
+    let (running, api) = common::start_with(common::test_config(&db.url)).await;
+
+    // A node without SOL support: no-console, refused.
+    let plain = api
+        .create_node(json!({"driver": "ipmi", "name": "no-sol", "driver_info": sim.driver_info()}))
+        .await;
+    let (st, v) = api
+        .put(
+            &format!("/v1/nodes/{plain}/states/console"),
+            json!({"enabled": true}),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(common::faultstring(&v).contains("console"), "{v}");
+
+    api.create_node(json!({
+        "driver": "ipmi", "name": "sol-node", "console_interface": "ipmitool-socat",
+        "driver_info": sim.driver_info(),
+    }))
+    .await;
+    let (_, val) = api.get("/v1/nodes/sol-node/validate").await;
+    assert_eq!(val["console"]["result"], true, "{val}");
+    let c = console(&api, "sol-node").await;
+    assert_eq!(c, json!({"console_enabled": false, "console_info": null}));
+    let (st, v) = api
+        .put(
+            "/v1/nodes/sol-node/states/console",
+            json!({"enabled": "maybe"}),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+
+    set_console(&api, "sol-node", true).await;
+    let c = console(&api, "sol-node").await;
+    assert_eq!(c["console_enabled"], true, "{c}");
+    let info = c["console_info"].clone();
+    assert_eq!(info["type"], "socat", "{c}");
+    assert!(
+        info["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("tcp://127.0.0.1:"),
+        "{c}"
+    );
+    let token = info["token"].as_str().unwrap().to_owned();
+    assert!(token.len() >= 32, "{c}");
+    let node = api.node("sol-node").await;
+    assert_eq!(node["console_enabled"], true);
+    let (_, listing) = api.get("/v1/nodes/detail").await;
+    assert!(
+        !node.to_string().contains(&token) && !listing.to_string().contains(&token),
+        "the token is only in states/console"
+    );
+
+    let mut serial = Serial::accept(&serial_listener).await;
+
+    // Wrong and missing tokens are refused and see no serial data.
+    let mut bad = TcpStream::connect(addr_of(&info)).await.unwrap();
+    bad.write_all(b"not-the-token\n").await.unwrap();
+    let said = expect_closed(&mut bad, 5).await;
+    assert!(said.contains("invalid console token"), "{said:?}");
+    let mut empty = TcpStream::connect(addr_of(&info)).await.unwrap();
+    empty.write_all(b"\r\n").await.unwrap();
+    let said = expect_closed(&mut empty, 5).await;
+    assert!(said.contains("invalid console token"), "{said:?}");
+    let mut prefix = TcpStream::connect(addr_of(&info)).await.unwrap();
+    prefix
+        .write_all(format!("{}\n", &token[..token.len() - 1]).as_bytes())
+        .await
+        .unwrap();
+    assert!(expect_closed(&mut prefix, 5).await.contains("invalid"));
+
+    // The right token: server output reaches the client, typing reaches the server.
+    let mut client = attach(&info, &mut serial).await;
+    serial
+        .write(b"Debian GNU/Linux 12 ingot ttyS0\r\nlogin: ")
+        .await;
+    read_until(&mut client, "login: ", 10).await;
+    client.write_all(b"root\r").await.unwrap();
+    serial.expect("root\r", 10).await;
+    let long: String = (0..600)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    client.write_all(long.as_bytes()).await.unwrap();
+    serial.expect(&long, 15).await;
+
+    // One client at a time.
+    let mut second = TcpStream::connect(addr_of(&info)).await.unwrap();
+    second
+        .write_all(format!("{token}\n").as_bytes())
+        .await
+        .unwrap();
+    let said = expect_closed(&mut second, 5).await;
+    assert!(said.contains("in use"), "{said:?}");
+
+    // Disable: the client is closed, the listener is gone, the info is null.
+    set_console(&api, "sol-node", false).await;
+    expect_closed(&mut client, 10).await;
+    assert_eq!(
+        console(&api, "sol-node").await,
+        json!({"console_enabled": false, "console_info": null})
+    );
+    assert!(TcpStream::connect(addr_of(&info)).await.is_err());
+    assert_eq!(api.node("sol-node").await["console_enabled"], false);
+
+    // Enabled again: a new token; the old one is refused.
+    set_console(&api, "sol-node", true).await;
+    let info2 = console(&api, "sol-node").await["console_info"].clone();
+    assert_ne!(info2["token"], info["token"]);
+    let mut old = TcpStream::connect(addr_of(&info2)).await.unwrap();
+    old.write_all(format!("{token}\n").as_bytes())
+        .await
+        .unwrap();
+    assert!(expect_closed(&mut old, 5).await.contains("invalid"));
+    let mut client = attach(&info2, &mut serial).await;
+    client.write_all(b"again\r").await.unwrap();
+    serial.expect("again\r", 10).await;
+    drop(client);
+
+    // Restart: console_enabled is stored; the new coordinator starts the
+    // console again, on a new port with a new token.
+    running.shutdown().await;
+    let (running, api) = common::start_with(common::test_config(&db.url)).await;
+    let c = console(&api, "sol-node").await;
+    assert_eq!(c["console_enabled"], true, "{c}");
+    let info3 = c["console_info"].clone();
+    assert!(info3.is_object(), "{c}");
+    assert_ne!(info3["token"], info2["token"]);
+    let mut client = attach(&info3, &mut serial).await;
+    serial.write(b"after restart\r\n").await;
+    read_until(&mut client, "after restart", 10).await;
+
+    // Deleting the node closes the console.
+    let (st, v) = api.delete("/v1/nodes/sol-node").await;
+    assert_eq!(st, 204, "{v}");
+    expect_closed(&mut client, 10).await;
+    assert!(TcpStream::connect(addr_of(&info3)).await.is_err());
+    running.shutdown().await;
+    drop(sim);
+}
