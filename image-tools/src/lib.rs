@@ -12,6 +12,7 @@ pub mod progress;
 pub mod qcow2;
 pub mod source;
 pub mod target;
+pub mod testimage;
 pub mod write;
 
 pub use write::{WriteError, WriteFailure, WriteOptions, write_image};

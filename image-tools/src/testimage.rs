@@ -1,0 +1,718 @@
+//! `ingot-image test-image`: a BIOS-bootable raw disk image for end-to-end
+//! tests. One bootable FAT16 partition at 1 MiB holds syslinux, a kernel and
+//! an initramfs whose `/init` is a small static program (the lab uses
+//! `ingot-testimage-init`); syslinux's MBR boot code is in sector 0.
+//!
+//! Built without root or mounts: `mkfs.vfat -C` makes the partition as a
+//! file, `syslinux --install` (Debian's mtools-based installer) makes it
+//! bootable, `mcopy` puts the files in, and the DOS partition table is
+//! written here. The initramfs (cpio newc, zstd) is made with
+//! `ingot-initramfs`'s writer and carries only the named kernel modules and
+//! their dependency closure, with `/lib/modules/load.list` listing them in
+//! load order (dependencies first).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ingot_initramfs::cpio::{Archive, EntryKind};
+use ingot_initramfs::modinfo::{self, ModInfo};
+
+/// The modules carried by default: virtio (PCI, block, SCSI), NVMe, AHCI,
+/// SCSI disks and ISO 9660. Their dependencies come along.
+pub const DEFAULT_MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_scsi",
+    "sd_mod",
+    "nvme",
+    "ahci",
+    "isofs",
+];
+
+/// Where the init finds its module list in the initramfs.
+pub const LOAD_LIST: &str = "lib/modules/load.list";
+
+/// syslinux's MBR boot code (package syslinux-common).
+const MBR_BIN: &str = "/usr/lib/syslinux/mbr/mbr.bin";
+/// The partition starts at 1 MiB.
+const PART_START_SECTOR: u64 = 2048;
+/// The FAT volume ID, so that builds are reproducible ("INGO").
+const VOLUME_ID: &str = "494e474f";
+/// The DOS disk identifier.
+const DISK_ID: u32 = 0x494e_474f;
+
+/// Output format of the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageFormat {
+    /// A raw disk image.
+    Raw,
+    /// qcow2 (converted with `qemu-img`).
+    Qcow2,
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct TestImageOptions {
+    /// The kernel image (`vmlinuz-<version>`).
+    pub kernel: PathBuf,
+    /// `lib/modules/<version>`, or a directory holding `lib/modules/<version>`
+    /// (an unpacked kernel package).
+    pub modules: PathBuf,
+    /// The static init program, installed as `/init`.
+    pub init: PathBuf,
+    /// The image file to write.
+    pub output: PathBuf,
+    /// Size of the disk image in MiB.
+    pub size_mib: u64,
+    /// Output format.
+    pub format: ImageFormat,
+    /// Modules to carry (with their dependencies), loaded in that order.
+    pub module_names: Vec<String>,
+    /// Extra kernel command line arguments after `console=ttyS0,115200`.
+    pub append: String,
+    /// mtime of every file (SOURCE_DATE_EPOCH, or 0).
+    pub mtime: u32,
+}
+
+impl TestImageOptions {
+    /// Options with the defaults: 64 MiB raw, [`DEFAULT_MODULES`], mtime 0.
+    pub fn new(kernel: PathBuf, modules: PathBuf, init: PathBuf, output: PathBuf) -> Self {
+        Self {
+            kernel,
+            modules,
+            init,
+            output,
+            size_mib: 64,
+            format: ImageFormat::Raw,
+            module_names: DEFAULT_MODULES.iter().map(|s| s.to_string()).collect(),
+            append: String::new(),
+            mtime: 0,
+        }
+    }
+}
+
+/// What was built.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TestImageReport {
+    /// The image file.
+    pub output: PathBuf,
+    /// Its format.
+    pub format: ImageFormat,
+    /// Its size in bytes (the file; for raw, the disk size).
+    pub image_bytes: u64,
+    /// The disk size in bytes.
+    pub disk_bytes: u64,
+    /// Kernel release.
+    pub kernel_version: String,
+    /// Modules in load order.
+    pub modules: Vec<String>,
+    /// Requested modules that are built into the kernel (nothing to load).
+    pub builtin: Vec<String>,
+    /// Compressed initramfs size.
+    pub initrd_bytes: u64,
+    /// Kernel size.
+    pub kernel_bytes: u64,
+    /// The kernel command line.
+    pub cmdline: String,
+}
+
+/// Why the image could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TestImageError {
+    /// A needed program or file is not installed.
+    #[error("{what} not found: install the Debian package {package}")]
+    MissingTool {
+        /// The program or file.
+        what: String,
+        /// The Debian package providing it.
+        package: &'static str,
+    },
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A tool failed.
+    #[error("{command} failed: {output}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Its stderr and stdout.
+        output: String,
+    },
+    /// The init is not a static executable.
+    #[error("init {path}: {reason}")]
+    BadInit {
+        /// The binary.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A module could not be found or read.
+    #[error("kernel modules: {0}")]
+    Modules(String),
+    /// The contents do not fit the image, or the options are wrong.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TestImageError + '_ {
+    move |source| TestImageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Finds a program in PATH, or in /usr/sbin and /sbin (mkfs.vfat lives
+/// there and a user's PATH often lacks it).
+fn find_tool(name: &str, package: &'static str) -> Result<PathBuf, TestImageError> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or(TestImageError::MissingTool {
+            what: format!("{name} (in PATH)"),
+            package,
+        })
+}
+
+/// The programs the build runs.
+struct Tools {
+    mkfs: PathBuf,
+    syslinux: PathBuf,
+    mcopy: PathBuf,
+    qemu_img: Option<PathBuf>,
+}
+
+impl Tools {
+    fn find(format: ImageFormat) -> Result<Self, TestImageError> {
+        if !Path::new(MBR_BIN).is_file() {
+            return Err(TestImageError::MissingTool {
+                what: MBR_BIN.into(),
+                package: "syslinux-common",
+            });
+        }
+        Ok(Self {
+            mkfs: find_tool("mkfs.vfat", "dosfstools")?,
+            syslinux: find_tool("syslinux", "syslinux")?,
+            mcopy: find_tool("mcopy", "mtools")?,
+            qemu_img: match format {
+                ImageFormat::Qcow2 => Some(find_tool("qemu-img", "qemu-utils")?),
+                ImageFormat::Raw => None,
+            },
+        })
+    }
+}
+
+/// Checks the tools the builder needs are installed; the error names the
+/// Debian package of the first one missing.
+pub fn check_tools(format: ImageFormat) -> Result<(), TestImageError> {
+    Tools::find(format).map(|_| ())
+}
+
+fn run(cmd: &mut Command, mtime: u32) -> Result<(), TestImageError> {
+    cmd.env("SOURCE_DATE_EPOCH", mtime.to_string())
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .env("TZ", "UTC");
+    let out = cmd.output().map_err(|e| TestImageError::Command {
+        command: format!("{cmd:?}"),
+        output: e.to_string(),
+    })?;
+    if !out.status.success() {
+        return Err(TestImageError::Command {
+            command: format!("{cmd:?}"),
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                String::from_utf8_lossy(&out.stdout).trim()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Resolves `--modules`: `lib/modules/<version>` itself, or a root holding
+/// exactly one `lib/modules/<version>` (or the one matching the kernel's name).
+pub fn modules_dir(given: &Path, kernel: &Path) -> Result<PathBuf, TestImageError> {
+    if given.join("kernel").is_dir() {
+        return Ok(given.to_path_buf());
+    }
+    for base in ["lib/modules", "usr/lib/modules"] {
+        let dir = given.join(base);
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let versions: Vec<PathBuf> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.join("kernel").is_dir())
+            .collect();
+        let kname = kernel
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Some(v) = versions.iter().find(|v| {
+            v.file_name()
+                .is_some_and(|n| kname == format!("vmlinuz-{}", n.to_string_lossy()))
+        }) {
+            return Ok(v.clone());
+        }
+        if let [one] = versions.as_slice() {
+            return Ok(one.clone());
+        }
+    }
+    Err(TestImageError::Invalid(format!(
+        "--modules {}: neither lib/modules/<version> nor a directory holding one",
+        given.display()
+    )))
+}
+
+/// Checks the init is a static x86-64 ELF executable (no interpreter).
+fn check_init(path: &Path, elf: &[u8]) -> Result<(), TestImageError> {
+    let bad = |reason: &str| TestImageError::BadInit {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    if elf.len() < 64 || &elf[0..4] != b"\x7fELF" || elf[4] != 2 || elf[5] != 1 {
+        return Err(bad("not a 64-bit little-endian ELF file"));
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]);
+    if u16_at(0x12) != 62 {
+        return Err(bad("not an x86-64 executable"));
+    }
+    let mut off = [0u8; 8];
+    off.copy_from_slice(&elf[0x20..0x28]);
+    let phoff = usize::try_from(u64::from_le_bytes(off)).unwrap_or(usize::MAX);
+    let (phentsize, phnum) = (usize::from(u16_at(0x36)), usize::from(u16_at(0x38)));
+    for i in 0..phnum {
+        let at = phoff.saturating_add(i.saturating_mul(phentsize));
+        let Some(ph) = elf.get(at..at.saturating_add(4)) else {
+            return Err(bad("truncated program headers"));
+        };
+        if u32::from_le_bytes([ph[0], ph[1], ph[2], ph[3]]) == 3 {
+            return Err(bad(
+                "dynamically linked (it has an interpreter); build it for musl: \
+                 cargo build --profile agent --target x86_64-unknown-linux-musl -p ingot-testimage-init",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A module chosen for the initramfs.
+#[derive(Debug)]
+struct Chosen {
+    rel_path: String,
+    data: Vec<u8>,
+    info: ModInfo,
+}
+
+/// The chosen modules in load order (every module after its dependencies),
+/// and the requested ones that are built in.
+type ModuleSet = (Vec<Chosen>, Vec<String>);
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), TestImageError> {
+    let rd = std::fs::read_dir(dir).map_err(io_err(dir))?;
+    let mut entries: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else if p.to_string_lossy().contains(".ko") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Selects `names` and their dependency closure (hard dependencies, and soft
+/// dependencies that name a module) from `dir` (`lib/modules/<version>`).
+fn select_modules(dir: &Path, names: &[String]) -> Result<ModuleSet, TestImageError> {
+    let mut files = Vec::new();
+    walk(&dir.join("kernel"), &mut files)?;
+    let by_name: BTreeMap<String, PathBuf> = files
+        .into_iter()
+        .map(|f| (modinfo::name_from_path(&f), f))
+        .collect();
+    let builtin: BTreeSet<String> = std::fs::read_to_string(dir.join("modules.builtin"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| modinfo::name_from_path(Path::new(l)))
+        .collect();
+    let mut loaded: BTreeMap<String, Chosen> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let mut builtin_requested = Vec::new();
+    // Depth-first, dependencies before the module: (name, required, children done).
+    let mut stack: Vec<(String, bool, bool)> = names
+        .iter()
+        .rev()
+        .map(|n| (modinfo::normalize(n), true, false))
+        .collect();
+    let mut visiting: BTreeSet<String> = BTreeSet::new();
+    while let Some((name, required, expanded)) = stack.pop() {
+        if expanded {
+            visiting.remove(&name);
+            if !order.contains(&name) {
+                order.push(name);
+            }
+            continue;
+        }
+        if loaded.contains_key(&name) || visiting.contains(&name) {
+            continue;
+        }
+        if builtin.contains(&name) {
+            if required && names.iter().any(|n| modinfo::normalize(n) == name) {
+                builtin_requested.push(name);
+            }
+            continue;
+        }
+        let Some(path) = by_name.get(&name) else {
+            if required {
+                return Err(TestImageError::Modules(format!(
+                    "{name} is neither a module in {} nor built in",
+                    dir.display()
+                )));
+            }
+            continue;
+        };
+        let data =
+            modinfo::read_module(path).map_err(|e| TestImageError::Modules(e.to_string()))?;
+        let info =
+            modinfo::parse(path, &data).map_err(|e| TestImageError::Modules(e.to_string()))?;
+        let rel = path
+            .strip_prefix(dir)
+            .map(|r| r.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let rel_path = match rel.find(".ko") {
+            Some(i) => format!("{}.ko", &rel[..i]),
+            None => rel,
+        };
+        visiting.insert(name.clone());
+        stack.push((name.clone(), required, true));
+        for d in info.softdeps.iter().rev() {
+            stack.push((d.clone(), false, false));
+        }
+        for d in info.depends.iter().rev() {
+            stack.push((d.clone(), true, false));
+        }
+        loaded.insert(
+            name,
+            Chosen {
+                rel_path,
+                data,
+                info,
+            },
+        );
+    }
+    let chosen = order
+        .into_iter()
+        .filter_map(|n| loaded.remove(&n))
+        .collect();
+    Ok((chosen, builtin_requested))
+}
+
+/// The compressed initramfs, its module names in load order, and the
+/// requested modules that are built in.
+struct Initrd {
+    image: Vec<u8>,
+    modules: Vec<String>,
+    builtin: Vec<String>,
+}
+
+/// Builds the initramfs: `/init`, device nodes, modules and the load list,
+/// zstd-compressed.
+fn initramfs(
+    init: Vec<u8>,
+    modules_dir: &Path,
+    version: &str,
+    names: &[String],
+    mtime: u32,
+) -> Result<Initrd, TestImageError> {
+    let (chosen, builtin) = select_modules(modules_dir, names)?;
+    let cpio_err = |e: ingot_initramfs::cpio::CpioError| TestImageError::Invalid(e.to_string());
+    let mut a = Archive::new();
+    a.file("init", 0o755, init).map_err(cpio_err)?;
+    for d in ["proc", "sys", "dev", "tmp", "run"] {
+        a.dir(d).map_err(cpio_err)?;
+    }
+    // The kernel opens /dev/console for init's stdio before devtmpfs is mounted.
+    a.add("dev/console", 0o600, EntryKind::CharDev(5, 1))
+        .map_err(cpio_err)?;
+    a.add("dev/null", 0o666, EntryKind::CharDev(1, 3))
+        .map_err(cpio_err)?;
+    let mut list = String::from("# Modules in load order, written by ingot-image test-image.\n");
+    let mut loaded = Vec::new();
+    for m in chosen {
+        let path = format!("lib/modules/{version}/{}", m.rel_path);
+        list.push_str(&format!("/{path}\n"));
+        loaded.push(m.info.name.clone());
+        a.file(&path, 0o644, m.data).map_err(cpio_err)?;
+    }
+    a.file(LOAD_LIST, 0o644, list.into_bytes())
+        .map_err(cpio_err)?;
+    let mut cpio = Vec::new();
+    a.write_to(&mut cpio, mtime)
+        .map_err(|e| TestImageError::Invalid(e.to_string()))?;
+    let zerr =
+        |e: std::io::Error| TestImageError::Invalid(format!("compressing the initramfs: {e}"));
+    // Single-threaded, content size and checksum recorded: deterministic.
+    let mut enc = zstd::Encoder::new(Vec::new(), 19).map_err(zerr)?;
+    enc.include_checksum(true).map_err(zerr)?;
+    enc.set_pledged_src_size(Some(cpio.len() as u64))
+        .map_err(zerr)?;
+    enc.include_contentsize(true).map_err(zerr)?;
+    enc.write_all(&cpio).map_err(zerr)?;
+    Ok(Initrd {
+        image: enc.finish().map_err(zerr)?,
+        modules: loaded,
+        builtin,
+    })
+}
+
+/// The syslinux configuration: serial console, one entry, no prompt.
+pub fn syslinux_cfg(cmdline: &str) -> String {
+    format!(
+        "SERIAL 0 115200\n\
+         DEFAULT ingot\n\
+         PROMPT 0\n\
+         TIMEOUT 0\n\
+         LABEL ingot\n\
+         \x20 LINUX /vmlinuz\n\
+         \x20 INITRD /initrd.img\n\
+         \x20 APPEND {cmdline}\n"
+    )
+}
+
+/// CHS of an LBA for a partition entry (255 heads, 63 sectors; the
+/// "beyond CHS" value past cylinder 1023).
+fn chs(lba: u64) -> [u8; 3] {
+    let c = lba / (255 * 63);
+    if c > 1023 {
+        return [0xfe, 0xff, 0xff];
+    }
+    let h = (lba / 63) % 255;
+    let s = lba % 63 + 1;
+    [h as u8, (s as u8) | ((c >> 2) as u8 & 0xc0), c as u8]
+}
+
+/// Sector 0: syslinux's boot code, the disk identifier and one bootable
+/// FAT16 (0x06) partition from sector 2048 for `sectors` sectors.
+pub fn mbr(boot_code: &[u8], sectors: u64) -> Result<[u8; 512], TestImageError> {
+    let mut s = [0u8; 512];
+    let code = boot_code
+        .get(..440)
+        .ok_or_else(|| TestImageError::Invalid(format!("{MBR_BIN} is shorter than 440 bytes")))?;
+    s[..440].copy_from_slice(code);
+    s[440..444].copy_from_slice(&DISK_ID.to_le_bytes());
+    let e = &mut s[446..462];
+    e[0] = 0x80;
+    e[1..4].copy_from_slice(&chs(PART_START_SECTOR));
+    e[4] = 0x06;
+    e[5..8].copy_from_slice(&chs(PART_START_SECTOR + sectors - 1));
+    let first = u32::try_from(PART_START_SECTOR).unwrap_or(u32::MAX);
+    let len = u32::try_from(sectors)
+        .map_err(|_| TestImageError::Invalid("the image is too large for a DOS table".into()))?;
+    e[8..12].copy_from_slice(&first.to_le_bytes());
+    e[12..16].copy_from_slice(&len.to_le_bytes());
+    s[510] = 0x55;
+    s[511] = 0xaa;
+    Ok(s)
+}
+
+/// A scratch directory next to the output, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+fn set_mtime(path: &Path, mtime: u32) -> Result<(), TestImageError> {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(mtime));
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(t))
+        .map_err(io_err(path))
+}
+
+/// Builds the test image.
+pub fn build(opts: &TestImageOptions) -> Result<TestImageReport, TestImageError> {
+    let tools = Tools::find(opts.format)?;
+    if opts.size_mib < 16 {
+        return Err(TestImageError::Invalid(
+            "--size-mib must be at least 16 (FAT16)".into(),
+        ));
+    }
+    let modules_dir = modules_dir(&opts.modules, &opts.kernel)?;
+    let version = modules_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let kernel = std::fs::read(&opts.kernel).map_err(io_err(&opts.kernel))?;
+    let init = std::fs::read(&opts.init).map_err(io_err(&opts.init))?;
+    check_init(&opts.init, &init)?;
+    let Initrd {
+        image: initrd,
+        modules,
+        builtin,
+    } = initramfs(init, &modules_dir, &version, &opts.module_names, opts.mtime)?;
+    let disk_bytes = opts.size_mib << 20;
+    let part_sectors = disk_bytes / 512 - PART_START_SECTOR;
+    let needed = kernel.len() as u64 + initrd.len() as u64 + (2 << 20);
+    if needed > part_sectors * 512 {
+        return Err(TestImageError::Invalid(format!(
+            "the kernel and initramfs need {} MiB; raise --size-mib",
+            needed.div_ceil(1 << 20) + 2
+        )));
+    }
+    let mut cmdline = String::from("console=ttyS0,115200");
+    if !opts.append.trim().is_empty() {
+        cmdline.push(' ');
+        cmdline.push_str(opts.append.trim());
+    }
+
+    let out_dir = match opts.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&out_dir).map_err(io_err(&out_dir))?;
+    let scratch = Scratch(out_dir.join(format!(".ingot-test-image.{}.tmp", std::process::id())));
+    std::fs::create_dir_all(&scratch.0).map_err(io_err(&scratch.0))?;
+    let files = [
+        ("vmlinuz", kernel.clone()),
+        ("initrd.img", initrd.clone()),
+        ("syslinux.cfg", syslinux_cfg(&cmdline).into_bytes()),
+    ];
+    for (name, data) in &files {
+        let p = scratch.0.join(name);
+        std::fs::write(&p, data).map_err(io_err(&p))?;
+        set_mtime(&p, opts.mtime)?;
+    }
+
+    // The FAT partition as a file; hidden sectors = its offset on the disk,
+    // which syslinux's boot sector uses to find itself.
+    let part = scratch.0.join("part.img");
+    run(
+        Command::new(&tools.mkfs)
+            .args([
+                "-F",
+                "16",
+                "-n",
+                "INGOT-TEST",
+                "-i",
+                VOLUME_ID,
+                "--invariant",
+            ])
+            .arg("-h")
+            .arg(PART_START_SECTOR.to_string())
+            .arg("-C")
+            .arg(&part)
+            .arg((part_sectors / 2).to_string()),
+        opts.mtime,
+    )?;
+    run(
+        Command::new(&tools.syslinux).arg("--install").arg(&part),
+        opts.mtime,
+    )?;
+    let mut mcopy = Command::new(&tools.mcopy);
+    mcopy.arg("-i").arg(&part).args(["-m", "-o"]);
+    for (name, _) in &files {
+        mcopy.arg(scratch.0.join(name));
+    }
+    run(mcopy.arg("::/"), opts.mtime)?;
+
+    // The disk: sector 0, then the partition at 1 MiB.
+    let boot_code = std::fs::read(MBR_BIN).map_err(io_err(Path::new(MBR_BIN)))?;
+    let sector0 = mbr(&boot_code, part_sectors)?;
+    let raw = match opts.format {
+        ImageFormat::Raw => opts.output.clone(),
+        ImageFormat::Qcow2 => scratch.0.join("disk.raw"),
+    };
+    {
+        use std::os::unix::fs::FileExt;
+        let part_data = std::fs::read(&part).map_err(io_err(&part))?;
+        let f = std::fs::File::create(&raw).map_err(io_err(&raw))?;
+        f.set_len(disk_bytes).map_err(io_err(&raw))?;
+        f.write_all_at(&sector0, 0).map_err(io_err(&raw))?;
+        f.write_all_at(&part_data, PART_START_SECTOR * 512)
+            .map_err(io_err(&raw))?;
+        f.sync_all().map_err(io_err(&raw))?;
+    }
+    if let Some(qemu_img) = &tools.qemu_img {
+        run(
+            Command::new(qemu_img)
+                .args(["convert", "-f", "raw", "-O", "qcow2"])
+                .arg(&raw)
+                .arg(&opts.output),
+            opts.mtime,
+        )?;
+    }
+    let image_bytes = std::fs::metadata(&opts.output)
+        .map_err(io_err(&opts.output))?
+        .len();
+    Ok(TestImageReport {
+        output: opts.output.clone(),
+        format: opts.format,
+        image_bytes,
+        disk_bytes,
+        kernel_version: version,
+        modules,
+        builtin,
+        initrd_bytes: initrd.len() as u64,
+        kernel_bytes: kernel.len() as u64,
+        cmdline,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mbr_has_one_bootable_fat16_partition_at_1_mib() {
+        let s = mbr(&[0xeb; 440], 63 * 2048).unwrap();
+        assert_eq!(&s[..440], &[0xeb; 440][..]);
+        assert_eq!(s[446], 0x80);
+        assert_eq!(s[446 + 4], 0x06);
+        assert_eq!(&s[446 + 8..446 + 12], &2048u32.to_le_bytes());
+        assert_eq!(&s[446 + 12..446 + 16], &(63u32 * 2048).to_le_bytes());
+        // LBA 2048 = C0 H32 S33.
+        assert_eq!(&s[447..450], &[32, 33, 0]);
+        assert!(s[462..510].iter().all(|b| *b == 0));
+        assert_eq!(&s[510..], &[0x55, 0xaa]);
+        assert!(mbr(&[0; 100], 10).is_err());
+    }
+
+    #[test]
+    fn syslinux_cfg_is_serial_without_prompt() {
+        let cfg = syslinux_cfg("console=ttyS0,115200");
+        assert!(cfg.starts_with("SERIAL 0 115200\n"));
+        assert!(cfg.contains("\n  APPEND console=ttyS0,115200\n"));
+        assert!(cfg.contains("PROMPT 0") && cfg.contains("TIMEOUT 0"));
+    }
+
+    #[test]
+    fn refuses_a_dynamic_or_foreign_init() {
+        let p = Path::new("init");
+        assert!(check_init(p, b"#!/bin/sh\n").is_err());
+        let me = std::fs::read("/proc/self/exe").unwrap_or_default();
+        // The test binary is dynamically linked on glibc hosts.
+        if me.len() > 64 {
+            let r = check_init(p, &me);
+            assert!(
+                r.is_err() || !Path::new("/lib64/ld-linux-x86-64.so.2").exists(),
+                "{r:?}"
+            );
+        }
+    }
+}
