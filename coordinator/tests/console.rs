@@ -6,7 +6,10 @@
 //! The console is enabled through the API, a client connects to the
 //! console URL with the token, and bytes flow both ways through the
 //! coordinator's SOL session; wrong tokens are refused; disabling, deleting
-//! the node, and a coordinator restart are checked.
+//! the node, and a coordinator restart are checked. A second test
+//! cross-checks with `ipmitool -I lanplus sol activate` (run under `script`
+//! for a pseudo-terminal): taking the payload over from another session,
+//! and deactivating it on disable.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -289,4 +292,146 @@ async fn serial_console_through_the_api_against_ipmi_sim() {
     assert!(TcpStream::connect(addr_of(&info3)).await.is_err());
     running.shutdown().await;
     drop(sim);
+}
+
+/// `ipmitool sol activate` in a pseudo-terminal (it needs one), its
+/// output collected in the background.
+struct IpmitoolSol {
+    child: std::process::Child,
+    out: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl IpmitoolSol {
+    fn start(sim: &IpmiSim) -> Self {
+        use std::io::Read as _;
+        let cmd = format!(
+            "ipmitool -I lanplus -C 3 -H 127.0.0.1 -p {} -U {} -P {} sol activate",
+            sim.port,
+            ipmi_sim::USER,
+            ipmi_sim::PASSWORD
+        );
+        let mut child = std::process::Command::new("script")
+            .args(["-qfec", &cmd, "/dev/null"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let o = out.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                o.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Self { child, out }
+    }
+
+    fn output(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
+    }
+
+    async fn wait_output(&self, want: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !self.output().contains(want) {
+            assert!(
+                Instant::now() < deadline,
+                "ipmitool sol: no {want:?} in {:?}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for IpmitoolSol {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Cross-check with ipmitool: ipmi_sim's SOL works with the reference
+/// client; enabling our console takes the payload over from a session that
+/// holds it (Activate Payload answers 0x80; we deactivate and activate
+/// again, as after a coordinator crash); after disabling, ipmitool can
+/// activate SOL again, so our session deactivated the payload.
+#[tokio::test]
+async fn ipmitool_sol_cross_check_and_takeover() {
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_test_writer()
+        .try_init();
+    let serial_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let serial_port = serial_listener.local_addr().unwrap().port();
+    let Some(sim) = IpmiSim::start_with(&format!("  sol \"tcp:127.0.0.1:{serial_port}\" 115200"))
+    else {
+        return;
+    };
+    if !ipmi_sim::have("ipmitool") || !ipmi_sim::have("script") {
+        assert!(
+            !common::must_not_skip(),
+            "ipmitool and script (util-linux) are required"
+        );
+        eprintln!("SKIPPED: ipmitool or script not installed");
+        return;
+    }
+    let mut serial = Serial::accept(&serial_listener).await;
+    let theirs = IpmitoolSol::start(&sim);
+    theirs.wait_output("SOL Session operational", 15).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !theirs.output().contains("to-ipmitool") {
+        serial.write(b"to-ipmitool\r\n").await;
+        assert!(Instant::now() < deadline, "{:?}", theirs.output());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let db = common::test_db(common::Backend::Sqlite, "console_takeover")
+        .await
+        .unwrap();
+    let (running, api) = common::start_with(common::test_config(&db.url)).await;
+    api.create_node(json!({
+        "driver": "ipmi", "name": "n", "console_interface": "ipmitool-socat",
+        "driver_info": sim.driver_info(),
+    }))
+    .await;
+    set_console(&api, "n", true).await;
+    let info = console(&api, "n").await["console_info"].clone();
+    let mut client = attach(&info, &mut serial).await;
+    // The serial output now comes to us only: ipmitool's session lost the
+    // payload (ipmi_sim does not tell it, so ipmitool itself keeps running).
+    serial.write(b"after-takeover\r\n").await;
+    read_until(&mut client, "after-takeover", 10).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !theirs.output().contains("after-takeover"),
+        "{:?}",
+        theirs.output()
+    );
+    drop(theirs);
+    client.write_all(b"ours\r").await.unwrap();
+    serial.expect("ours\r", 10).await;
+
+    set_console(&api, "n", false).await;
+    expect_closed(&mut client, 10).await;
+    let again = IpmitoolSol::start(&sim);
+    again.wait_output("SOL Session operational", 15).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !again.output().contains("after-disable") {
+        serial.write(b"after-disable\r\n").await;
+        assert!(Instant::now() < deadline, "{:?}", again.output());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !again.output().contains("already active"),
+        "{:?}",
+        again.output()
+    );
+    drop(again);
+    running.shutdown().await;
 }
