@@ -58,6 +58,15 @@ const APT_PACKAGES: &[&[&str]] = &[
     &["cryptsetup-bin"],
     &["lvm2"],
     &["cpio"],
+    // The end-to-end lab (cargo xtask e2e / demo): QEMU's iPXE option ROMs
+    // for network boot, SeaBIOS, and the test image's bootloader (syslinux
+    // installed into a FAT file system with mtools, no mounts); blkid checks
+    // the wiped disks.
+    &["ipxe-qemu"],
+    &["seabios"],
+    &["syslinux"],
+    &["syslinux-common"],
+    &["mtools"],
 ];
 
 /// Rust components `rust-toolchain.toml` asks for.

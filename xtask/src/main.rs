@@ -1,16 +1,20 @@
 //! `cargo xtask <task>`: project tasks.
 //!
 //! - `test`: install what is missing, then run every gate CI runs.
-//! - `demo`: write a real disk image onto a loop device with the agent.
+//! - `demo`: the end-to-end lab for a person (a QEMU server provisioned
+//!   through the coordinator's Ironic API), with progress.
+//! - `e2e`: the same lab as CI runs it.
+//! - `write-image-demo`: write a real disk image onto a loop device with the agent.
 //! - `bench <name>`: benchmarks (`write-image`, `wipe`, `power-sync`).
 
 mod bench;
-mod demo;
 mod deps;
 mod disk_image;
+mod e2e;
 mod elf;
 mod test;
 mod util;
+mod write_image_demo;
 
 use std::process::ExitCode;
 
@@ -18,7 +22,9 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   test                 install missing packages, then fmt, clippy, tests, the static agent build
-  demo                 write a small disk image to a loop device with ingot-agent (root)
+  demo                 a virtual server provisioned end to end: inspect, clean, deploy, boot, wipe
+  e2e                  the same lab as CI runs it (evidence in target/e2e/)
+  write-image-demo     write a small disk image to a loop device with ingot-agent (root)
   bench write-image    time write-image against the machine's limits (root)
   bench wipe           time wipe against dd and blkdiscard (root)
   bench power-sync     one power-state sync of 10,000 simulated IPMI BMCs against ipmitool";
@@ -27,7 +33,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") if args.len() == 1 => test::run(),
-        Some("demo") if args.len() == 1 => demo::run(),
+        Some("demo") if args.len() == 1 => e2e::run(e2e::Build::Minimal, true),
+        Some("e2e") if args.len() == 1 => e2e::run(e2e::Build::LikeTests, false),
+        Some("write-image-demo") if args.len() == 1 => write_image_demo::run(),
         Some("bench") => bench::run(&args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");

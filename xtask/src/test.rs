@@ -173,6 +173,11 @@ pub fn run() -> Result<()> {
     }
     // After the agent build: some tests boot or pack the static agent.
     gate("tests", &mut || cargo_test(&mut counts));
+    // Last: it reuses the test build and boots QEMU on a quiet machine.
+    gate("e2e lab", &mut || {
+        crate::e2e::run(crate::e2e::Build::LikeTests, false)
+            .map(|()| format!("{}", util::target_dir().join("e2e/report.json").display()))
+    });
 
     println!("\n==> summary");
     let mut failed = 0;

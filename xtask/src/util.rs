@@ -152,6 +152,32 @@ pub fn build_agent() -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Path of the test image's static init built by [`build_test_init`].
+pub fn test_init_path() -> PathBuf {
+    target_dir()
+        .join(MUSL_TARGET)
+        .join("agent")
+        .join("ingot-testimage-init")
+}
+
+/// Builds the test image's static init (musl, profile `agent`).
+pub fn build_test_init() -> Result<PathBuf> {
+    run(cargo().args([
+        "build",
+        "--profile",
+        "agent",
+        "--target",
+        MUSL_TARGET,
+        "-p",
+        "ingot-testimage-init",
+    ]))?;
+    let path = test_init_path();
+    if !path.is_file() {
+        bail!("the build succeeded but {} does not exist", path.display());
+    }
+    Ok(path)
+}
+
 /// Sizes in MiB/GiB for people.
 pub fn human_bytes(n: u64) -> String {
     const MIB: f64 = (1u64 << 20) as f64;

@@ -1,4 +1,4 @@
-//! `cargo xtask demo`: write a real disk image to a loop device with the agent.
+//! `cargo xtask write-image-demo`: write a real disk image to a loop device with the agent.
 //!
 //! Builds the static agent, makes a 512 MiB GPT disk image with an ext4 root,
 //! serves its zstd copy from a private nginx on 127.0.0.1, runs
@@ -24,7 +24,7 @@ const IMAGE: Spec = Spec {
 
 /// Runs the task.
 pub fn run() -> Result<()> {
-    util::require_root("demo")?;
+    util::require_root("write-image-demo")?;
     crate::deps::ensure()?;
     println!("\n==> building the static agent");
     let agent = util::build_agent()?;

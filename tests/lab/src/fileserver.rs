@@ -100,7 +100,8 @@ fn serve(conn: TcpStream, dir: &Path, log: &Path) -> std::io::Result<()> {
         }
     };
     let count = if len == 0 { 0 } else { end - start + 1 };
-    let mut headers = format!("Content-Type: application/octet-stream\r\nAccept-Ranges: bytes\r\n");
+    let mut headers =
+        String::from("Content-Type: application/octet-stream\r\nAccept-Ranges: bytes\r\n");
     if status.starts_with("206") {
         headers.push_str(&format!("Content-Range: bytes {start}-{end}/{len}\r\n"));
     }

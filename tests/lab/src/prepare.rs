@@ -55,7 +55,7 @@ pub fn build(inp: &Inputs<'_>) -> Result<Artifacts> {
         agent: inp.agent.to_path_buf(),
         arch: Arch::X86_64,
         compress: Compression::Zstd,
-        level: 3,
+        level: 19,
         classes: Class::ALL.to_vec(),
         extra: vec![],
         mtime: 0,

@@ -405,8 +405,7 @@ impl<'a> PhaseRun<'a> {
                 let now = proc::unix_now();
                 let on = power_on_times(&self.lab.node)
                     .into_iter()
-                    .filter(|t| *t >= self.started_unix && *t <= now)
-                    .last();
+                    .rfind(|t| *t >= self.started_unix && *t <= now);
                 if let (Some(on), None) = (on, self.phase.power_on_to_heartbeat) {
                     let s = now - on;
                     self.phase.power_on_to_heartbeat = Some(s);

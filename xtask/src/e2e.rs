@@ -1,0 +1,75 @@
+//! `cargo xtask e2e` and `cargo xtask demo`: the end-to-end lab.
+//!
+//! Builds the static agent and the test image's init (musl), the host
+//! binaries (coordinator, `ingot-image`, `ingot-lab`), then runs `ingot-lab
+//! demo`, which builds the agent ramdisk from the Debian kernel and the test
+//! image with `ingot-image test-image`, and drives a QEMU server with an
+//! ipmi_sim BMC through its lifecycle via the coordinator's Ironic API.
+//! Evidence lands in `target/e2e/` (see docs/e2e.md).
+
+use std::process::Command;
+
+use anyhow::{Result, bail};
+
+use crate::util;
+
+/// How the host binaries are built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    /// `cargo test --workspace --no-run`: the exact build CI's test gate
+    /// made, so nothing is compiled twice in CI.
+    LikeTests,
+    /// Only the three binaries: the shortest way on a fresh machine.
+    Minimal,
+}
+
+/// Runs the lab; `verbose` prints progress for a person.
+pub fn run(build: Build, verbose: bool) -> Result<()> {
+    crate::deps::ensure()?;
+    println!("\n==> building the static agent and the test image's init (musl)");
+    let agent = util::build_agent()?;
+    let init = util::build_test_init()?;
+    println!("\n==> building the coordinator, ingot-image and ingot-lab");
+    match build {
+        Build::LikeTests => util::run(util::cargo().args(["test", "--workspace", "--no-run"]))?,
+        Build::Minimal => util::run(util::cargo().args([
+            "build",
+            "-p",
+            "ingot-coordinator",
+            "-p",
+            "ingot-image-tools",
+            "-p",
+            "ingot-lab",
+            "--bins",
+        ]))?,
+    }
+    let target = util::target_dir();
+    let bin = target.join("debug");
+    let mut cmd = Command::new(bin.join("ingot-lab"));
+    cmd.arg("demo")
+        .arg("--workdir")
+        .arg(target.join("e2e"))
+        .arg("--coordinator")
+        .arg(bin.join("ingot-coordinator"))
+        .arg("--ingot-image")
+        .arg(bin.join("ingot-image"))
+        .arg("--agent")
+        .arg(agent)
+        .arg("--test-init")
+        .arg(init)
+        .arg("--kernel-cache")
+        .arg(target.join("kernel"));
+    if verbose {
+        cmd.arg("--verbose");
+    }
+    println!("\n==> the lab");
+    util::announce(&cmd);
+    let st = cmd.status()?;
+    if !st.success() {
+        bail!(
+            "the end-to-end lab failed ({st}); evidence in {}",
+            target.join("e2e").display()
+        );
+    }
+    Ok(())
+}
