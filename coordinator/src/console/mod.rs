@@ -127,7 +127,8 @@ pub fn supported(node: &Node) -> bool {
     node.console_interface.as_deref() == Some(SOCAT)
 }
 
-/// Starts the consoles of nodes that have `console_enabled` (at start-up).
+/// Starts the consoles of nodes that have `console_enabled` and whose
+/// `conductor` is this coordinator (at start-up).
 /// A node whose console cannot start gets `console_enabled = false` and the
 /// reason in `last_error`. Returns how many were started.
 pub async fn restore(conductor: &Conductor) -> usize {
@@ -139,8 +140,12 @@ pub async fn restore(conductor: &Conductor) -> usize {
         }
     };
     let bind = conductor.config().listen.ip();
+    let me = conductor.name();
     let mut started = 0;
-    for n in nodes.iter().filter(|n| n.console_enabled) {
+    // Only nodes this coordinator conducts: with several coordinators on one
+    // database, each node's console is restored once.
+    let ours = |n: &&Node| n.conductor.as_deref().is_none_or(|c| c == me);
+    for n in nodes.iter().filter(|n| n.console_enabled).filter(ours) {
         let result = if supported(n) {
             match crate::power::ipmi::driver::bmc_config(&n.driver_info) {
                 Ok(cfg) => conductor
