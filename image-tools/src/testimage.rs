@@ -38,8 +38,8 @@ pub const LOAD_LIST: &str = "lib/modules/load.list";
 const MBR_BIN: &str = "/usr/lib/syslinux/mbr/mbr.bin";
 /// The partition starts at 1 MiB.
 const PART_START_SECTOR: u64 = 2048;
-/// The FAT volume ID, so that builds are reproducible ("INGO").
-const VOLUME_ID: &str = "494e474f";
+/// FAT cannot date files before 1980-01-01: earlier mtimes are raised to it.
+const FAT_EPOCH: u32 = 315_532_800;
 /// The DOS disk identifier.
 const DISK_ID: u32 = 0x494e_474f;
 
@@ -588,6 +588,7 @@ pub fn build(opts: &TestImageOptions) -> Result<TestImageReport, TestImageError>
     std::fs::create_dir_all(&out_dir).map_err(io_err(&out_dir))?;
     let scratch = Scratch(out_dir.join(format!(".ingot-test-image.{}.tmp", std::process::id())));
     std::fs::create_dir_all(&scratch.0).map_err(io_err(&scratch.0))?;
+    let fat_mtime = opts.mtime.max(FAT_EPOCH);
     let files = [
         ("vmlinuz", kernel.clone()),
         ("initrd.img", initrd.clone()),
@@ -596,7 +597,7 @@ pub fn build(opts: &TestImageOptions) -> Result<TestImageReport, TestImageError>
     for (name, data) in &files {
         let p = scratch.0.join(name);
         std::fs::write(&p, data).map_err(io_err(&p))?;
-        set_mtime(&p, opts.mtime)?;
+        set_mtime(&p, fat_mtime)?;
     }
 
     // The FAT partition as a file; hidden sectors = its offset on the disk,
@@ -604,32 +605,25 @@ pub fn build(opts: &TestImageOptions) -> Result<TestImageReport, TestImageError>
     let part = scratch.0.join("part.img");
     run(
         Command::new(&tools.mkfs)
-            .args([
-                "-F",
-                "16",
-                "-n",
-                "INGOT-TEST",
-                "-i",
-                VOLUME_ID,
-                "--invariant",
-            ])
+            // --invariant: fixed volume ID and dates, for reproducible images.
+            .args(["-F", "16", "-n", "INGOT-TEST", "--invariant"])
             .arg("-h")
             .arg(PART_START_SECTOR.to_string())
             .arg("-C")
             .arg(&part)
             .arg((part_sectors / 2).to_string()),
-        opts.mtime,
+        fat_mtime,
     )?;
     run(
         Command::new(&tools.syslinux).arg("--install").arg(&part),
-        opts.mtime,
+        fat_mtime,
     )?;
     let mut mcopy = Command::new(&tools.mcopy);
     mcopy.arg("-i").arg(&part).args(["-m", "-o"]);
     for (name, _) in &files {
         mcopy.arg(scratch.0.join(name));
     }
-    run(mcopy.arg("::/"), opts.mtime)?;
+    run(mcopy.arg("::/"), fat_mtime)?;
 
     // The disk: sector 0, then the partition at 1 MiB.
     let boot_code = std::fs::read(MBR_BIN).map_err(io_err(Path::new(MBR_BIN)))?;

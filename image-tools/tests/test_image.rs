@@ -1,0 +1,329 @@
+//! The test image boots from disk in QEMU (TCG) and reads its config drive:
+//! `ingot-image test-image` builds it from the Debian kernel and the static
+//! `ingot-testimage-init`, the test appends a `config-2` ISO 9660 partition
+//! at the end of the disk as the agent does (a new DOS partition in the last
+//! 64 MiB), boots it through SeaBIOS and syslinux with the disk on
+//! virtio-blk and on NVMe, and waits for the init's marker and the UUID on
+//! the serial console.
+//!
+//! Skipped (with a message) without the unpacked Debian kernel, syslinux or
+//! QEMU, unless `INGOT_REQUIRE_PRIVILEGED=1`, where the kernel is fetched and
+//! anything else missing fails the test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ingot_image_tools::testimage::{self, ImageFormat, TestImageOptions};
+
+const UUID: &str = "5b0b3c1e-7f2a-4c55-9e61-2d9f8a4b7c30";
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn required() -> bool {
+    std::env::var("INGOT_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1")
+}
+
+/// Says why the test is skipped, or fails it when it must run.
+fn skip(test: &str, why: &str) {
+    assert!(!required(), "{test}: {why} (INGOT_REQUIRE_PRIVILEGED=1)");
+    eprintln!("SKIPPED {test}: {why}");
+}
+
+/// The unpacked Debian kernel under target/kernel (fetched when required).
+fn kernel() -> Option<(PathBuf, PathBuf)> {
+    let root = workspace().join("target/kernel");
+    let found = std::fs::read_dir(&root).ok().and_then(|rd| {
+        let mut pkgs: Vec<PathBuf> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.join(".unpacked").exists())
+            .collect();
+        pkgs.sort();
+        pkgs.pop()
+    });
+    if let Some(pkg) = found {
+        let version = pkg
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches("linux-image-")
+            .to_string();
+        let vmlinuz = pkg.join(format!("boot/vmlinuz-{version}"));
+        if vmlinuz.is_file() {
+            return Some((vmlinuz, pkg));
+        }
+    }
+    if required() {
+        let k = ingot_initramfs::fetch::debian(&root, "amd64").expect("fetch the Debian kernel");
+        return Some((k.vmlinuz, k.modules));
+    }
+    None
+}
+
+/// Builds the static init into this build's target directory.
+fn static_init() -> PathBuf {
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(cargo)
+        .args(["build", "--profile", "agent"])
+        .args(["--target", "x86_64-unknown-linux-musl"])
+        .args(["-p", "ingot-testimage-init", "--target-dir"])
+        .arg(&target)
+        .current_dir(workspace())
+        .status()
+        .unwrap();
+    assert!(st.success(), "building ingot-testimage-init failed");
+    target.join("x86_64-unknown-linux-musl/agent/ingot-testimage-init")
+}
+
+fn qemu_found() -> bool {
+    Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn both32(v: u32) -> [u8; 8] {
+    let mut b = [0; 8];
+    b[..4].copy_from_slice(&v.to_le_bytes());
+    b[4..].copy_from_slice(&v.to_be_bytes());
+    b
+}
+
+fn record(name: &[u8], extent: u32, size: u32, dir: bool) -> Vec<u8> {
+    let len = 33 + name.len() + (1 - name.len() % 2);
+    let mut r = vec![0u8; len];
+    r[0] = len as u8;
+    r[2..10].copy_from_slice(&both32(extent));
+    r[10..18].copy_from_slice(&both32(size));
+    r[25] = if dir { 2 } else { 0 };
+    r[28..32].copy_from_slice(&[1, 0, 0, 1]);
+    r[32] = name.len() as u8;
+    r[33..33 + name.len()].copy_from_slice(name);
+    r
+}
+
+/// A minimal config drive: ISO 9660 labelled `config-2` holding
+/// `openstack/latest/meta_data.json` under level-1 names, as the
+/// coordinator's writer names them in its primary tree.
+fn config_drive(meta: &[u8]) -> Vec<u8> {
+    const S: usize = 2048;
+    let mut img = vec![0u8; 22 * S];
+    let sz = S as u32;
+    let dirs: [(u32, Vec<Vec<u8>>); 3] = [
+        (
+            18,
+            vec![
+                record(&[0], 18, sz, true),
+                record(&[1], 18, sz, true),
+                record(b"OPENSTAC", 19, sz, true),
+            ],
+        ),
+        (
+            19,
+            vec![
+                record(&[0], 19, sz, true),
+                record(&[1], 18, sz, true),
+                record(b"LATEST", 20, sz, true),
+            ],
+        ),
+        (
+            20,
+            vec![
+                record(&[0], 20, sz, true),
+                record(&[1], 19, sz, true),
+                record(b"META_DAT.JSO;1", 21, meta.len() as u32, false),
+            ],
+        ),
+    ];
+    for (extent, recs) in dirs {
+        let mut off = extent as usize * S;
+        for r in recs {
+            img[off..off + r.len()].copy_from_slice(&r);
+            off += r.len();
+        }
+    }
+    img[21 * S..21 * S + meta.len()].copy_from_slice(meta);
+    let vd = &mut img[16 * S..17 * S];
+    vd[0] = 1;
+    vd[1..6].copy_from_slice(b"CD001");
+    vd[6] = 1;
+    let mut id = [b' '; 32];
+    id[..8].copy_from_slice(b"config-2");
+    vd[40..72].copy_from_slice(&id);
+    vd[80..88].copy_from_slice(&both32(22));
+    vd[128..132].copy_from_slice(&[0, 8, 8, 0]);
+    vd[156..190].copy_from_slice(&record(&[0], 18, sz, true));
+    img[17 * S] = 255;
+    img[17 * S + 1..17 * S + 6].copy_from_slice(b"CD001");
+    img[17 * S + 6] = 1;
+    img
+}
+
+/// The built image grown by 64 MiB, with the config drive written into a
+/// new DOS partition 2 over the last 64 MiB (type 0x83), as the agent adds it.
+fn disk_with_config_drive(image: &Path, disk: &Path) {
+    std::fs::copy(image, disk).unwrap();
+    let f = std::fs::File::options().write(true).open(disk).unwrap();
+    let start = f.metadata().unwrap().len();
+    let size = 64u64 << 20;
+    f.set_len(start + size).unwrap();
+    let mut e = [0u8; 16];
+    e[1..4].copy_from_slice(&[0xfe, 0xff, 0xff]);
+    e[4] = 0x83;
+    e[5..8].copy_from_slice(&[0xfe, 0xff, 0xff]);
+    e[8..12].copy_from_slice(&((start / 512) as u32).to_le_bytes());
+    e[12..16].copy_from_slice(&((size / 512) as u32).to_le_bytes());
+    f.write_all_at(&e, 446 + 16).unwrap();
+    let meta = format!(r#"{{"hostname": "lab-node", "name": "lab-node", "uuid": "{UUID}"}}"#);
+    f.write_all_at(&config_drive(meta.as_bytes()), start)
+        .unwrap();
+}
+
+struct Vm(Child);
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+/// Builds the image once per test binary run (tests share it).
+fn image(test: &str) -> Option<PathBuf> {
+    static BUILT: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.as_ref() {
+        return Some(p.clone());
+    }
+    let Some((vmlinuz, modules)) = kernel() else {
+        skip(
+            test,
+            "no Debian kernel in target/kernel (cargo run -p ingot-initramfs -- fetch-kernel --debian --out target/kernel)",
+        );
+        return None;
+    };
+    if let Err(e) = testimage::check_tools(ImageFormat::Raw) {
+        skip(test, &e.to_string());
+        return None;
+    }
+    if !qemu_found() {
+        skip(
+            test,
+            "qemu-system-x86_64 not installed (package qemu-system-x86)",
+        );
+        return None;
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-image");
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = dir.join("test-image.raw");
+    let opts = TestImageOptions::new(vmlinuz, modules, static_init(), output.clone());
+    let report = testimage::build(&opts).unwrap();
+    eprintln!(
+        "test image: {} bytes, initrd {} bytes, modules {:?}",
+        report.image_bytes, report.initrd_bytes, report.modules
+    );
+    assert_eq!(report.disk_bytes, 64 << 20);
+    // The same inputs give the same image.
+    let again = dir.join("again.raw");
+    testimage::build(&TestImageOptions {
+        output: again.clone(),
+        ..opts
+    })
+    .unwrap();
+    assert!(
+        std::fs::read(&output).unwrap() == std::fs::read(&again).unwrap(),
+        "two builds differ"
+    );
+    *built = Some(output.clone());
+    Some(output)
+}
+
+/// Boots the disk with `device` (a QEMU -device, `drive=d0`) and returns the
+/// console once the init reported, and the seconds it took.
+fn boot(test: &str, disk: &Path, device: &str) -> (String, f64) {
+    let console = disk.with_extension("console.log");
+    std::fs::remove_file(&console).ok();
+    let started = Instant::now();
+    let vm = Vm(Command::new("qemu-system-x86_64")
+        .args(["-machine", "q35,graphics=off", "-m", "512"])
+        .args(["-display", "none", "-no-reboot"])
+        .arg("-serial")
+        .arg(format!("file:{}", console.display()))
+        .arg("-drive")
+        .arg(format!("file={},if=none,id=d0,format=raw", disk.display()))
+        .args(["-device", device])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start qemu"));
+    // TCG on a loaded 2-core machine is slow: allow minutes, report seconds.
+    let deadline = started + Duration::from_secs(180);
+    loop {
+        let log = std::fs::read_to_string(&console).unwrap_or_default();
+        // The init prints its outcome, then "up; idling".
+        if log.contains("INGOT-TEST-IMAGE up; idling") {
+            let secs = started.elapsed().as_secs_f64();
+            drop(vm);
+            eprintln!("{test}: console line after {secs:.1} s");
+            return (log, secs);
+        }
+        if Instant::now() > deadline {
+            drop(vm);
+            panic!("{test}: no UUID line within 180 s; console:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn boots_and_reads_config_drive(test: &str, device: &str) {
+    let Some(image) = image(test) else {
+        return;
+    };
+    let disk = image.with_file_name(format!("{test}.raw"));
+    disk_with_config_drive(&image, &disk);
+    let (log, secs) = boot(test, &disk, device);
+    assert!(
+        log.contains("INGOT-TEST-IMAGE BOOTED FROM DISK"),
+        "{test}: no marker:\n{log}"
+    );
+    // The serial console ends lines with \r\n.
+    assert!(
+        log.lines()
+            .any(|l| l.trim_end() == format!("INGOT-TEST-IMAGE instance_uuid={UUID}")),
+        "{test}: no UUID:\n{log}"
+    );
+    assert!(
+        log.contains("SYSLINUX"),
+        "{test}: not booted through syslinux:\n{log}"
+    );
+    assert!(
+        !log.contains("INGOT-TEST-IMAGE module "),
+        "{test}: a module failed to load:\n{log}"
+    );
+    std::fs::write(
+        disk.with_extension("figures.json"),
+        format!("{{\"seconds_qemu_start_to_uuid\": {secs:.1}}}\n"),
+    )
+    .unwrap();
+    std::fs::remove_file(&disk).ok();
+}
+
+#[test]
+fn boots_from_virtio_blk_and_prints_the_uuid() {
+    boots_and_reads_config_drive("virtio", "virtio-blk-pci,drive=d0,serial=INGOT-VIRTIO");
+}
+
+#[test]
+fn boots_from_nvme_and_prints_the_uuid() {
+    boots_and_reads_config_drive("nvme", "nvme,drive=d0,serial=INGOT-NVME");
+}
