@@ -435,3 +435,50 @@ async fn ipmitool_sol_cross_check_and_takeover() {
     drop(again);
     running.shutdown().await;
 }
+
+/// A BMC restart loses the SOL session; the console notices (no answer to
+/// its keepalives) and activates SOL again while the client stays connected.
+#[tokio::test]
+async fn console_comes_back_after_the_bmc_restarts() {
+    let serial_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let serial_port = serial_listener.local_addr().unwrap().port();
+    let Some(mut sim) =
+        IpmiSim::start_with(&format!("  sol \"tcp:127.0.0.1:{serial_port}\" 115200"))
+    else {
+        return;
+    };
+    let db = common::test_db(common::Backend::Sqlite, "console_bmc_restart")
+        .await
+        .unwrap();
+    let (running, api) = common::start_with(common::test_config(&db.url)).await;
+    api.create_node(json!({
+        "driver": "ipmi", "name": "n", "console_interface": "ipmitool-socat",
+        "driver_info": sim.driver_info(),
+    }))
+    .await;
+    set_console(&api, "n", true).await;
+    let info = console(&api, "n").await["console_info"].clone();
+    let mut serial = Serial::accept(&serial_listener).await;
+    let mut client = attach(&info, &mut serial).await;
+
+    sim.restart();
+    let mut serial = Serial::accept(&serial_listener).await;
+    let t = Instant::now();
+    let deadline = t + Duration::from_secs(60);
+    let mut buf = [0u8; 1024];
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains("back") {
+        serial.write(b"back\r\n").await;
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(500), client.read(&mut buf)).await
+        {
+            let n = r.unwrap();
+            assert!(n > 0, "the client was closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(Instant::now() < deadline, "SOL did not come back");
+    }
+    eprintln!("SOL back {:?} after the BMC restart", t.elapsed());
+    client.write_all(b"typed-after\r").await.unwrap();
+    serial.expect("typed-after\r", 10).await;
+    running.shutdown().await;
+}

@@ -567,6 +567,11 @@ impl Session {
         &self.sock
     }
 
+    /// Limits retransmissions of later requests (for best-effort goodbyes).
+    pub(crate) fn set_retries(&mut self, retries: u32) {
+        self.timing.retries = retries;
+    }
+
     /// Whether this is an RMCP+ (IPMI 2.0) session.
     pub fn is_v20(&self) -> bool {
         matches!(self.proto, Proto::V20(_))

@@ -45,9 +45,10 @@ const RETRANSMIT: Duration = Duration::from_millis(500);
 /// Transmissions of one packet before the session is given up.
 const MAX_SENDS: u32 = 12;
 /// Idle time after which a keepalive (Get Device ID) is sent.
-const KEEPALIVE: Duration = Duration::from_secs(10);
-/// Silence from the BMC after which the session counts as lost.
-const DEAD_AFTER: Duration = Duration::from_secs(35);
+const KEEPALIVE: Duration = Duration::from_secs(5);
+/// Silence from the BMC after which the session counts as lost (three
+/// keepalives unanswered).
+const DEAD_AFTER: Duration = Duration::from_secs(16);
 
 /// One SOL packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,7 +183,10 @@ impl SolConsole {
                 Ok(()) => tracing::info!(bmc = %host, "SOL stopped"),
                 Err(e) => tracing::warn!(bmc = %host, error = %e, "SOL session ended"),
             }
-            pump.deactivate().await;
+            // A session the BMC stopped answering is not worth a goodbye.
+            if !matches!(end, Err(IpmiError::Timeout)) {
+                pump.deactivate().await;
+            }
         });
         Ok(Self {
             input,
@@ -362,8 +366,9 @@ impl Pump {
         Ok(())
     }
 
-    /// Deactivate Payload and Close Session, one attempt each.
+    /// Deactivate Payload (one retransmission) and Close Session (one attempt).
     async fn deactivate(mut self) {
+        self.session.set_retries(1);
         let r = self
             .session
             .request(NETFN_APP, DEACTIVATE_PAYLOAD, &deactivate_request())
