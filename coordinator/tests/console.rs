@@ -482,3 +482,92 @@ async fn console_comes_back_after_the_bmc_restarts() {
     serial.expect("typed-after\r", 10).await;
     running.shutdown().await;
 }
+
+/// Runs `baremetal <args>` (python-ironicclient) against the coordinator.
+async fn baremetal(venv: &std::path::Path, api: &common::Api, args: &[&str]) -> String {
+    let bin = venv.join("bin/baremetal");
+    let endpoint = api.base.clone();
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(&bin)
+            .args(&args)
+            .env("OS_AUTH_TYPE", "none")
+            .env("OS_ENDPOINT", &endpoint)
+            .env_remove("OS_CLOUD")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "baremetal {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .unwrap()
+}
+
+/// The real `baremetal` CLI: set the console interface, `node console
+/// enable`, `show`, use the URL and token it prints, `disable`.
+#[tokio::test]
+async fn baremetal_cli_console_commands() {
+    let Some(venv) = common::venv::venv() else {
+        return;
+    };
+    let serial_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let serial_port = serial_listener.local_addr().unwrap().port();
+    let Some(sim) = IpmiSim::start_with(&format!("  sol \"tcp:127.0.0.1:{serial_port}\" 115200"))
+    else {
+        return;
+    };
+    let db = common::test_db(common::Backend::Sqlite, "console_cli")
+        .await
+        .unwrap();
+    let (running, api) = common::start_with(common::test_config(&db.url)).await;
+    api.create_node(json!({"driver": "ipmi", "name": "cli", "driver_info": sim.driver_info()}))
+        .await;
+    baremetal(
+        &venv,
+        &api,
+        &[
+            "node",
+            "set",
+            "cli",
+            "--console-interface",
+            "ipmitool-socat",
+        ],
+    )
+    .await;
+    baremetal(&venv, &api, &["node", "console", "enable", "cli"]).await;
+    let shown: Value = serde_json::from_str(
+        &baremetal(
+            &venv,
+            &api,
+            &["node", "console", "show", "cli", "-f", "json"],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(shown["console_enabled"], true, "{shown}");
+    let info = shown["console_info"].clone();
+    assert_eq!(info["type"], "socat", "{shown}");
+    let mut serial = Serial::accept(&serial_listener).await;
+    let mut client = attach(&info, &mut serial).await;
+    client.write_all(b"via-cli\r").await.unwrap();
+    serial.expect("via-cli\r", 10).await;
+    baremetal(&venv, &api, &["node", "console", "disable", "cli"]).await;
+    expect_closed(&mut client, 10).await;
+    let shown: Value = serde_json::from_str(
+        &baremetal(
+            &venv,
+            &api,
+            &["node", "console", "show", "cli", "-f", "json"],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(shown["console_enabled"], false, "{shown}");
+    assert!(shown["console_info"].is_null(), "{shown}");
+    running.shutdown().await;
+}

@@ -335,7 +335,10 @@ impl Pump {
                 if p.status & (STATUS_NACK | STATUS_UNAVAILABLE) != 0 {
                     // Not accepted now: try again after the retransmit interval.
                     self.pending = Some(pend);
-                } else {
+                } else if p.accepted != 0 {
+                    // A partial accept: the rest goes out again first. An ACK
+                    // counting 0 without NACK is taken as "all" (as ipmitool
+                    // does), so characters are never typed twice.
                     let accepted = (p.accepted as usize).min(pend.data.len());
                     for b in pend.data[accepted..].iter().rev() {
                         self.queue.push_front(*b);
