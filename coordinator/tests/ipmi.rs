@@ -415,3 +415,41 @@ async fn api_powers_an_ipmi_15_node() {
     let (_, val) = api.get("/v1/nodes/old-bmc/validate").await;
     assert_eq!(val["power"]["result"], false, "{v} {val}");
 }
+
+/// IPMI 1.5 with the other auth types: a BMC allowing only straight
+/// passwords, and one allowing only none (MD2-only would be refused).
+#[tokio::test]
+async fn ipmi_15_straight_password_and_none() {
+    for (auths, ipmitool_auth) in [("straight", "PASSWORD"), ("none", "NONE")] {
+        let Some(sim) = IpmiSim::start_configured("", auths) else {
+            return;
+        };
+        if !need_ipmitool() {
+            return;
+        }
+        let client = IpmiClient::new(fast());
+        let c = BmcConfig {
+            version: IpmiVersion::V15,
+            ..cfg(&sim)
+        };
+        client
+            .chassis_control(&c, ChassisControl::On)
+            .await
+            .unwrap_or_else(|e| panic!("{auths}: {e}"));
+        let st = sim.ipmitool_over(
+            &["-I", "lan", "-A", ipmitool_auth],
+            &["chassis", "power", "status"],
+        );
+        assert!(st.contains("Chassis Power is on"), "{auths}: {st}");
+        assert!(client.power_is_on(&c).await.unwrap());
+    }
+    let Some(sim) = IpmiSim::start_configured("", "md2") else {
+        return;
+    };
+    let c = BmcConfig {
+        version: IpmiVersion::V15,
+        ..cfg(&sim)
+    };
+    let e = IpmiClient::new(fast()).power_is_on(&c).await.unwrap_err();
+    assert!(e.to_string().contains("MD2"), "{e}");
+}

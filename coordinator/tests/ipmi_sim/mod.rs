@@ -23,6 +23,7 @@ pub struct IpmiSim {
     pub dir: tempfile::TempDir,
     child: Child,
     extra: String,
+    auths: String,
 }
 
 /// Whether `tool` is on PATH.
@@ -52,6 +53,12 @@ impl IpmiSim {
 
     /// Starts a BMC with extra MC-level lines in lan.conf (e.g. a `sol` line).
     pub fn start_with(extra: &str) -> Option<Self> {
+        Self::start_configured(extra, "none md2 md5 straight")
+    }
+
+    /// Starts a BMC with extra MC-level lines and the IPMI 1.5 auth types
+    /// its LAN channel allows (`allowed_auths_*`, e.g. "straight").
+    pub fn start_configured(extra: &str, auths: &str) -> Option<Self> {
         if !have("ipmi_sim") {
             assert!(
                 !super::common::must_not_skip(),
@@ -62,12 +69,13 @@ impl IpmiSim {
         }
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("state")).unwrap();
-        let (port, child) = launch(dir.path(), None, extra);
+        let (port, child) = launch(dir.path(), None, extra, auths);
         Some(Self {
             port,
             dir,
             child,
             extra: extra.to_owned(),
+            auths: auths.to_owned(),
         })
     }
 
@@ -75,7 +83,7 @@ impl IpmiSim {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (_, child) = launch(self.dir.path(), Some(self.port), &self.extra);
+        let (_, child) = launch(self.dir.path(), Some(self.port), &self.extra, &self.auths);
         self.child = child;
     }
 
@@ -129,7 +137,7 @@ impl IpmiSim {
 
 /// Writes the config into `dir` and starts ipmi_sim on `port` (a free one
 /// when `None`), waiting until it answers.
-fn launch(dir: &Path, port: Option<u16>, extra: &str) -> (u16, Child) {
+fn launch(dir: &Path, port: Option<u16>, extra: &str, auths: &str) -> (u16, Child) {
     for attempt in 0..5 {
         let port = port.unwrap_or_else(free_udp_port);
         let d = dir.display();
@@ -139,10 +147,10 @@ fn launch(dir: &Path, port: Option<u16>, extra: &str) -> (u16, Child) {
              \x20 startlan 1\n\
              \x20   addr 127.0.0.1 {port}\n\
              \x20   priv_limit admin\n\
-             \x20   allowed_auths_callback none md2 md5 straight\n\
-             \x20   allowed_auths_user none md2 md5 straight\n\
-             \x20   allowed_auths_operator none md2 md5 straight\n\
-             \x20   allowed_auths_admin none md2 md5 straight\n\
+             \x20   allowed_auths_callback {auths}\n\
+             \x20   allowed_auths_user {auths}\n\
+             \x20   allowed_auths_operator {auths}\n\
+             \x20   allowed_auths_admin {auths}\n\
              \x20   guid 0123456789abcdef0123456789abcdef\n\
              \x20 endlan\n\
              \x20 chassis_control \"{script} {d} 0x20\"\n\
