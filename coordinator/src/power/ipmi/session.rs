@@ -242,6 +242,7 @@ impl Session {
             });
         }
         let mask = caps.data.get(1).copied().unwrap_or(0);
+        let per_message_off = caps.data.get(2).is_some_and(|b| b & 0x10 != 0);
         let auth = AuthType::choose(mask).ok_or_else(|| {
             IpmiError::Auth(format!(
                 "the BMC offers no IPMI 1.5 authentication type this client speaks (mask {mask:#04x}; MD2 and OEM are not supported)"
@@ -316,6 +317,7 @@ impl Session {
             session_id,
             seq: seq.max(1),
             password,
+            unauthenticated_answers: per_message_off,
         })
     }
 

@@ -152,6 +152,9 @@ pub struct Lan15 {
     pub seq: u32,
     /// The zero-padded password.
     pub password: [u8; 16],
+    /// The BMC said per-message authentication is disabled (Get Channel
+    /// Authentication Capabilities): answers may then come without AuthCode.
+    pub unauthenticated_answers: bool,
 }
 
 impl Lan15 {
@@ -176,7 +179,7 @@ impl Lan15 {
                 tracing::debug!("ipmi 1.5 response with a wrong AuthCode dropped");
                 return None;
             }
-        } else if pk.auth != 0 && pk.auth != self.auth.byte() {
+        } else if pk.auth != self.auth.byte() && !(pk.auth == 0 && self.unauthenticated_answers) {
             return None;
         }
         Some(pk.msg)
@@ -230,6 +233,7 @@ mod tests {
             session_id: 0xAABB_CCDD,
             seq: 0xFFFF_FFFF,
             password: pw,
+            unauthenticated_answers: false,
         };
         let p = s.next_packet(&[1, 2, 3]);
         assert_eq!(s.seq, 1, "sequence numbers skip 0");
@@ -243,6 +247,13 @@ mod tests {
         let mut bad = p.clone();
         bad[20] ^= 1;
         assert!(s.accept(&bad).is_none(), "AuthCode checked");
+        let unauth = packet(AuthType::None, &pw, 0xAABB_CCDD, 5, &[1, 2, 3]);
+        assert!(s.accept(&unauth).is_none(), "no AuthCode: refused");
+        s.unauthenticated_answers = true;
+        assert!(
+            s.accept(&unauth).is_some(),
+            "unless per-message auth is off"
+        );
         let none = packet(AuthType::None, &pw, 0, 0, &[9]);
         assert_eq!(none.len(), 4 + 10 + 1);
         assert_eq!(AuthType::choose(0b0001_0111), Some(AuthType::Md5));
