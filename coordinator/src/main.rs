@@ -82,10 +82,13 @@ fn main() -> anyhow::Result<()> {
                 let running = ingot_coordinator::server::start(cfg, PowerDrivers::default())
                     .await
                     .context("starting the coordinator")?;
+                let consoles = running.conductor.consoles().clone();
                 tokio::select! {
                     r = running.wait() => r.context("serving the API")?,
                     _ = tokio::signal::ctrl_c() => {
                         tracing::info!("interrupted, shutting down");
+                        // Deactivate SOL payloads rather than leave them to the BMCs' timeouts.
+                        consoles.stop_all().await;
                     }
                 }
                 anyhow::Ok(())
