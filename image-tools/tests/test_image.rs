@@ -4,7 +4,7 @@
 //! at the end of the disk as the agent does (a new DOS partition in the last
 //! 64 MiB), boots it through SeaBIOS and syslinux with the disk on
 //! virtio-blk and on NVMe, and waits for the init's marker and the UUID on
-//! the serial console.
+//! the serial console; and once with a VFAT config drive instead.
 //!
 //! Skipped (with a message) without the unpacked Debian kernel, syslinux or
 //! QEMU, unless `INGOT_REQUIRE_PRIVILEGED=1`, where the kernel is fetched and
@@ -167,9 +167,43 @@ fn config_drive(meta: &[u8]) -> Vec<u8> {
     img
 }
 
+/// A VFAT config drive (FAT16, label `CONFIG-2`) made with dosfstools and mtools.
+fn vfat_config_drive(dir: &Path, meta: &[u8]) -> Vec<u8> {
+    let img = dir.join("vfat-drive.img");
+    std::fs::remove_file(&img).ok();
+    let meta_path = dir.join("meta_data.json");
+    std::fs::write(&meta_path, meta).unwrap();
+    let mkfs = ["/usr/sbin/mkfs.vfat", "/sbin/mkfs.vfat"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap();
+    let run = |c: &mut Command| {
+        let st = c.env("MTOOLS_SKIP_CHECK", "1").status().unwrap();
+        assert!(st.success(), "{c:?}");
+    };
+    run(Command::new(mkfs)
+        .args(["-F", "16", "-n", "CONFIG-2", "-C"])
+        .arg(&img)
+        .arg("32768"));
+    run(Command::new("mmd")
+        .arg("-i")
+        .arg(&img)
+        .args(["::/openstack", "::/openstack/latest"]));
+    run(Command::new("mcopy")
+        .arg("-i")
+        .arg(&img)
+        .arg(&meta_path)
+        .arg("::/openstack/latest/meta_data.json"));
+    std::fs::read(&img).unwrap()
+}
+
+fn meta_data() -> String {
+    format!(r#"{{"hostname": "lab-node", "name": "lab-node", "uuid": "{UUID}"}}"#)
+}
+
 /// The built image grown by 64 MiB, with the config drive written into a
 /// new DOS partition 2 over the last 64 MiB (type 0x83), as the agent adds it.
-fn disk_with_config_drive(image: &Path, disk: &Path) {
+fn disk_with_config_drive(image: &Path, disk: &Path, drive: &[u8]) {
     std::fs::copy(image, disk).unwrap();
     let f = std::fs::File::options().write(true).open(disk).unwrap();
     let start = f.metadata().unwrap().len();
@@ -182,9 +216,7 @@ fn disk_with_config_drive(image: &Path, disk: &Path) {
     e[8..12].copy_from_slice(&((start / 512) as u32).to_le_bytes());
     e[12..16].copy_from_slice(&((size / 512) as u32).to_le_bytes());
     f.write_all_at(&e, 446 + 16).unwrap();
-    let meta = format!(r#"{{"hostname": "lab-node", "name": "lab-node", "uuid": "{UUID}"}}"#);
-    f.write_all_at(&config_drive(meta.as_bytes()), start)
-        .unwrap();
+    f.write_all_at(drive, start).unwrap();
 }
 
 struct Vm(Child);
@@ -285,12 +317,17 @@ fn boot(test: &str, disk: &Path, device: &str) -> (String, f64) {
     }
 }
 
-fn boots_and_reads_config_drive(test: &str, device: &str) {
+fn boots_and_reads_config_drive(test: &str, device: &str, vfat: bool) {
     let Some(image) = image(test) else {
         return;
     };
     let disk = image.with_file_name(format!("{test}.raw"));
-    disk_with_config_drive(&image, &disk);
+    let drive = if vfat {
+        vfat_config_drive(image.parent().unwrap(), meta_data().as_bytes())
+    } else {
+        config_drive(meta_data().as_bytes())
+    };
+    disk_with_config_drive(&image, &disk, &drive);
     let (log, secs) = boot(test, &disk, device);
     assert!(
         log.contains("INGOT-TEST-IMAGE BOOTED FROM DISK"),
@@ -320,10 +357,19 @@ fn boots_and_reads_config_drive(test: &str, device: &str) {
 
 #[test]
 fn boots_from_virtio_blk_and_prints_the_uuid() {
-    boots_and_reads_config_drive("virtio", "virtio-blk-pci,drive=d0,serial=INGOT-VIRTIO");
+    boots_and_reads_config_drive(
+        "virtio",
+        "virtio-blk-pci,drive=d0,serial=INGOT-VIRTIO",
+        false,
+    );
 }
 
 #[test]
 fn boots_from_nvme_and_prints_the_uuid() {
-    boots_and_reads_config_drive("nvme", "nvme,drive=d0,serial=INGOT-NVME");
+    boots_and_reads_config_drive("nvme", "nvme,drive=d0,serial=INGOT-NVME", false);
+}
+
+#[test]
+fn reads_a_vfat_config_drive() {
+    boots_and_reads_config_drive("vfat", "virtio-blk-pci,drive=d0,serial=INGOT-VFAT", true);
 }

@@ -1,8 +1,9 @@
 //! The init of Ingot's bootable test image: PID 1 of an initramfs booted
 //! from disk. It mounts /dev, /proc and /sys, loads the kernel modules listed
 //! in `/lib/modules/load.list`, finds the `config-2` config drive on the
-//! disks (by reading partition tables and file systems itself, without
-//! partition device nodes or mounts), and prints to the console:
+//! disks (ISO 9660 or VFAT labelled `config-2`, found by reading partition
+//! tables and file systems itself, without partition device nodes or
+//! mounts), and prints to the console:
 //!
 //! ```text
 //! INGOT-TEST-IMAGE BOOTED FROM DISK
@@ -16,6 +17,7 @@
 //! the config drive search on the given files and prints the same lines.
 
 mod disk;
+mod fat;
 mod iso;
 mod json;
 
@@ -227,8 +229,8 @@ struct Found {
     uuid: String,
 }
 
-/// Searches the disks for an ISO 9660 `config-2` (whole disk or partition)
-/// and reads the UUID from its meta_data.json.
+/// Searches the disks for a `config-2` file system, ISO 9660 or VFAT (whole
+/// disk or partition), and reads the UUID from its meta_data.json.
 fn search(disks: &[Disk]) -> Result<Found, String> {
     let mut notes = Vec::new();
     for d in disks {
@@ -260,15 +262,11 @@ fn search(disks: &[Disk]) -> Result<Found, String> {
         let mut seen = 0;
         for (offset, place) in places {
             seen += 1;
-            match disk::config2_at(&dev, offset) {
-                Some(Config2::Iso) => match read_uuid(&dev, offset) {
+            if let Some(kind) = disk::config2_at(&dev, offset) {
+                match read_uuid(&dev, offset, kind) {
                     Ok(uuid) => return Ok(Found { place, uuid }),
                     Err(e) => notes.push(format!("{place}: {e}")),
-                },
-                Some(Config2::Vfat) => notes.push(format!(
-                    "{place}: a VFAT config-2, which this init does not read"
-                )),
-                None => {}
+                }
             }
         }
         notes.push(format!("{}: {} places, no config-2", d.name, seen));
@@ -276,14 +274,19 @@ fn search(disks: &[Disk]) -> Result<Found, String> {
     Err(notes.join("; "))
 }
 
-fn read_uuid(dev: &dyn ReadAt, offset: u64) -> Result<String, String> {
-    let iso = iso::open(dev, offset)
-        .map_err(|e| e.to_string())?
-        .ok_or("not ISO 9660")?;
-    let data = iso
-        .read_file(dev, META_DATA)
-        .map_err(|e| format!("reading {META_DATA}: {e}"))?
-        .ok_or_else(|| format!("no {META_DATA}"))?;
+fn read_uuid(dev: &dyn ReadAt, offset: u64, kind: Config2) -> Result<String, String> {
+    let data = match kind {
+        Config2::Iso => iso::open(dev, offset)
+            .map_err(|e| e.to_string())?
+            .ok_or("not ISO 9660")?
+            .read_file(dev, META_DATA),
+        Config2::Vfat => fat::open(dev, offset)
+            .map_err(|e| e.to_string())?
+            .ok_or("not FAT")?
+            .read_file(dev, META_DATA),
+    }
+    .map_err(|e| format!("reading {META_DATA}: {e}"))?
+    .ok_or_else(|| format!("no {META_DATA}"))?;
     let text = String::from_utf8_lossy(&data);
     json::top_level_string(&text, "uuid").ok_or_else(|| format!("{META_DATA} has no \"uuid\""))
 }
