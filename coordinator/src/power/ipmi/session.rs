@@ -9,7 +9,7 @@ use tokio::net::UdpSocket;
 
 use super::crypto::{self, AuthAlg, RakpParams};
 use super::packet::{self, Incoming, IpmiResponse, SessionKeys, payload};
-use super::v15::{self, AuthType, Lan15};
+use super::v15::{self, Lan15};
 use super::{BmcConfig, IpmiError, IpmiVersion, Timing};
 
 /// Cipher suites this client speaks.
@@ -108,7 +108,8 @@ fn random16() -> Result<[u8; 16], IpmiError> {
     Ok(b)
 }
 
-fn random_u32() -> Result<u32, IpmiError> {
+/// A random nonzero session ID or sequence number.
+pub(super) fn random_u32() -> Result<u32, IpmiError> {
     let mut b = [0u8; 4];
     getrandom::getrandom(&mut b).map_err(|e| IpmiError::Io(format!("random: {e}")))?;
     Ok(u32::from_le_bytes(b) | 1)
@@ -116,7 +117,7 @@ fn random_u32() -> Result<u32, IpmiError> {
 
 /// Sends `packet` (rebuilt per attempt by `build`) and waits for a packet
 /// `accept` takes, retrying with exponential backoff.
-async fn exchange<T>(
+pub(super) async fn exchange<T>(
     sock: &UdpSocket,
     timing: &Timing,
     mut build: impl FnMut() -> Result<Vec<u8>, IpmiError>,
@@ -188,7 +189,7 @@ impl Session {
             .map_err(|e| IpmiError::Io(format!("{}:{}: {e}", cfg.host, cfg.port)))?;
         let proto = match cfg.version {
             IpmiVersion::V20 => Proto::V20(Self::handshake_v20(&sock, cfg, timing).await?),
-            IpmiVersion::V15 => Proto::V15(Self::handshake_v15(&sock, cfg, timing).await?),
+            IpmiVersion::V15 => Proto::V15(v15::handshake(&sock, cfg, timing).await?),
         };
         let mut session = Self {
             sock,
@@ -207,118 +208,6 @@ impl Session {
         }
         tracing::debug!(host = %cfg.host, port = cfg.port, version = ?cfg.version, "ipmi session open");
         Ok(session)
-    }
-
-    /// The IPMI 1.5 handshake: capabilities, challenge, activation.
-    async fn handshake_v15(
-        sock: &UdpSocket,
-        cfg: &BmcConfig,
-        timing: &Timing,
-    ) -> Result<Lan15, IpmiError> {
-        let password = v15::password16(&cfg.password);
-        let outside = |cmd: u8, data: &[u8]| {
-            v15::packet(
-                AuthType::None,
-                &password,
-                0,
-                0,
-                &packet::ipmi_request(0x06, 0, cmd, data),
-            )
-        };
-        let unauth = |cmd: u8| {
-            move |p: &[u8]| {
-                v15::parse(p)
-                    .and_then(|pk| packet::parse_ipmi_response(&pk.msg))
-                    .filter(|r| r.cmd == cmd)
-            }
-        };
-        // 1. Get Channel Authentication Capabilities (no v2.0 bit).
-        let caps_req = outside(0x38, &[0x0E, cfg.privilege]);
-        let caps = exchange(sock, timing, || Ok(caps_req.clone()), unauth(0x38)).await?;
-        if caps.completion != 0 {
-            return Err(IpmiError::Completion {
-                cmd: "Get Channel Authentication Capabilities",
-                code: caps.completion,
-            });
-        }
-        let mask = caps.data.get(1).copied().unwrap_or(0);
-        let per_message_off = caps.data.get(2).is_some_and(|b| b & 0x10 != 0);
-        let auth = AuthType::choose(mask).ok_or_else(|| {
-            IpmiError::Auth(format!(
-                "the BMC offers no IPMI 1.5 authentication type this client speaks (mask {mask:#04x}; MD2 and OEM are not supported)"
-            ))
-        })?;
-        if auth == AuthType::None {
-            tracing::warn!(host = %cfg.host, port = cfg.port, "ipmi 1.5 session without authentication: the BMC offers no MD5 or password type");
-        }
-        // 2. Get Session Challenge.
-        let user = cfg.username.as_bytes();
-        if user.len() > 16 {
-            return Err(IpmiError::Protocol("user name longer than 16 bytes".into()));
-        }
-        let mut data = vec![auth.byte()];
-        data.extend_from_slice(user);
-        data.resize(17, 0);
-        let ch_req = outside(0x39, &data);
-        let ch = exchange(sock, timing, || Ok(ch_req.clone()), unauth(0x39)).await?;
-        v15::session_completion("Get Session Challenge", ch.completion)?;
-        if ch.data.len() < 20 {
-            return Err(IpmiError::Protocol(
-                "Get Session Challenge: short response".into(),
-            ));
-        }
-        let temp_sid = u32::from_le_bytes([ch.data[0], ch.data[1], ch.data[2], ch.data[3]]);
-        // 3. Activate Session, authenticated with the temporary session ID and sequence 0.
-        let outbound = random_u32()?;
-        let mut data = vec![auth.byte(), cfg.privilege];
-        data.extend_from_slice(&ch.data[4..20]);
-        data.extend_from_slice(&outbound.to_le_bytes());
-        let act_msg = packet::ipmi_request(0x06, 0, 0x3A, &data);
-        let act_req = v15::packet(auth, &password, temp_sid, 0, &act_msg);
-        let act = exchange(
-            sock,
-            timing,
-            || Ok(act_req.clone()),
-            |p| {
-                v15::parse(p)
-                    .filter(|pk| pk.session_id == temp_sid || pk.session_id == 0)
-                    .and_then(|pk| packet::parse_ipmi_response(&pk.msg))
-                    .filter(|r| r.cmd == 0x3A)
-            },
-        )
-        .await
-        .map_err(|e| match e {
-            // BMCs drop activations whose AuthCode does not verify.
-            IpmiError::Timeout if auth != AuthType::None => {
-                IpmiError::Auth("Activate Session got no answer (wrong password?)".into())
-            }
-            e => e,
-        })?;
-        v15::session_completion("Activate Session", act.completion)?;
-        if act.data.len() < 9 {
-            return Err(IpmiError::Protocol(
-                "Activate Session: short response".into(),
-            ));
-        }
-        let session_id = u32::from_le_bytes([act.data[1], act.data[2], act.data[3], act.data[4]]);
-        let seq = u32::from_le_bytes([act.data[5], act.data[6], act.data[7], act.data[8]]);
-        let auth = match act.data[0] & 0x0F {
-            0 => AuthType::None,
-            2 => AuthType::Md5,
-            4 => AuthType::Straight,
-            other => {
-                return Err(IpmiError::Protocol(format!(
-                    "Activate Session: unsupported session auth type {other}"
-                )));
-            }
-        };
-        Ok(Lan15 {
-            auth,
-            session_id,
-            seq: seq.max(1),
-            password,
-            unauthenticated_answers: per_message_off,
-        })
     }
 
     /// The RMCP+ handshake.

@@ -18,9 +18,11 @@
 //! up by one per transmitted packet (skipping 0).
 
 use md5::Digest as _;
+use tokio::net::UdpSocket;
 
-use super::IpmiError;
-use super::packet::RMCP_HEADER;
+use super::packet::{self as ipmi, RMCP_HEADER};
+use super::session::{exchange, random_u32};
+use super::{BmcConfig, IpmiError, Timing};
 
 /// Session authentication types (bit numbers of the capabilities mask).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +121,7 @@ pub struct Packet15 {
 
 /// Decodes an IPMI 1.5 packet (`None` for RMCP+ or malformed packets).
 pub fn parse(p: &[u8]) -> Option<Packet15> {
-    if p.len() < 14 || p[..4] != RMCP_HEADER || p[4] == super::packet::AUTH_RMCPPLUS {
+    if p.len() < 14 || p[..4] != RMCP_HEADER || p[4] == ipmi::AUTH_RMCPPLUS {
         return None;
     }
     let auth = p[4];
@@ -202,6 +204,119 @@ pub fn session_completion(cmd: &'static str, code: u8) -> Result<(), IpmiError> 
         ))),
         code => Err(IpmiError::Completion { cmd, code }),
     }
+}
+
+/// The IPMI 1.5 handshake on a connected socket: capabilities, challenge,
+/// activation. Set Session Privilege Level follows in the session.
+pub(super) async fn handshake(
+    sock: &UdpSocket,
+    cfg: &BmcConfig,
+    timing: &Timing,
+) -> Result<Lan15, IpmiError> {
+    let password = password16(&cfg.password);
+    let outside = |cmd: u8, data: &[u8]| {
+        packet(
+            AuthType::None,
+            &password,
+            0,
+            0,
+            &ipmi::ipmi_request(0x06, 0, cmd, data),
+        )
+    };
+    let unauth = |cmd: u8| {
+        move |p: &[u8]| {
+            parse(p)
+                .and_then(|pk| ipmi::parse_ipmi_response(&pk.msg))
+                .filter(|r| r.cmd == cmd)
+        }
+    };
+    // 1. Get Channel Authentication Capabilities (no v2.0 bit).
+    let caps_req = outside(0x38, &[0x0E, cfg.privilege]);
+    let caps = exchange(sock, timing, || Ok(caps_req.clone()), unauth(0x38)).await?;
+    if caps.completion != 0 {
+        return Err(IpmiError::Completion {
+            cmd: "Get Channel Authentication Capabilities",
+            code: caps.completion,
+        });
+    }
+    let mask = caps.data.get(1).copied().unwrap_or(0);
+    let per_message_off = caps.data.get(2).is_some_and(|b| b & 0x10 != 0);
+    let auth = AuthType::choose(mask).ok_or_else(|| {
+        IpmiError::Auth(format!(
+            "the BMC offers no IPMI 1.5 authentication type this client speaks (mask {mask:#04x}; MD2 and OEM are not supported)"
+        ))
+    })?;
+    if auth == AuthType::None {
+        tracing::warn!(host = %cfg.host, port = cfg.port, "ipmi 1.5 session without authentication: the BMC offers no MD5 or password type");
+    }
+    // 2. Get Session Challenge.
+    let user = cfg.username.as_bytes();
+    if user.len() > 16 {
+        return Err(IpmiError::Protocol("user name longer than 16 bytes".into()));
+    }
+    let mut data = vec![auth.byte()];
+    data.extend_from_slice(user);
+    data.resize(17, 0);
+    let ch_req = outside(0x39, &data);
+    let ch = exchange(sock, timing, || Ok(ch_req.clone()), unauth(0x39)).await?;
+    session_completion("Get Session Challenge", ch.completion)?;
+    if ch.data.len() < 20 {
+        return Err(IpmiError::Protocol(
+            "Get Session Challenge: short response".into(),
+        ));
+    }
+    let temp_sid = u32::from_le_bytes([ch.data[0], ch.data[1], ch.data[2], ch.data[3]]);
+    // 3. Activate Session, authenticated with the temporary session ID and sequence 0.
+    let outbound = random_u32()?;
+    let mut data = vec![auth.byte(), cfg.privilege];
+    data.extend_from_slice(&ch.data[4..20]);
+    data.extend_from_slice(&outbound.to_le_bytes());
+    let act_msg = ipmi::ipmi_request(0x06, 0, 0x3A, &data);
+    let act_req = packet(auth, &password, temp_sid, 0, &act_msg);
+    let act = exchange(
+        sock,
+        timing,
+        || Ok(act_req.clone()),
+        |p| {
+            parse(p)
+                .filter(|pk| pk.session_id == temp_sid || pk.session_id == 0)
+                .and_then(|pk| ipmi::parse_ipmi_response(&pk.msg))
+                .filter(|r| r.cmd == 0x3A)
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        // BMCs drop activations whose AuthCode does not verify.
+        IpmiError::Timeout if auth != AuthType::None => {
+            IpmiError::Auth("Activate Session got no answer (wrong password?)".into())
+        }
+        e => e,
+    })?;
+    session_completion("Activate Session", act.completion)?;
+    if act.data.len() < 9 {
+        return Err(IpmiError::Protocol(
+            "Activate Session: short response".into(),
+        ));
+    }
+    let session_id = u32::from_le_bytes([act.data[1], act.data[2], act.data[3], act.data[4]]);
+    let seq = u32::from_le_bytes([act.data[5], act.data[6], act.data[7], act.data[8]]);
+    let auth = match act.data[0] & 0x0F {
+        0 => AuthType::None,
+        2 => AuthType::Md5,
+        4 => AuthType::Straight,
+        other => {
+            return Err(IpmiError::Protocol(format!(
+                "Activate Session: unsupported session auth type {other}"
+            )));
+        }
+    };
+    Ok(Lan15 {
+        auth,
+        session_id,
+        seq: seq.max(1),
+        password,
+        unauthenticated_answers: per_message_off,
+    })
 }
 
 #[cfg(test)]
