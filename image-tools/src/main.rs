@@ -40,7 +40,7 @@ enum Command {
         #[arg(long, default_value = "raw")]
         format: String,
         /// A module to carry (repeatable; replaces the default list:
-        /// virtio_pci virtio_blk virtio_scsi sd_mod nvme ahci isofs).
+        /// virtio_pci virtio_blk virtio_scsi sd_mod sr_mod nvme ahci isofs).
         #[arg(long = "module")]
         module: Vec<String>,
         /// Extra kernel arguments after console=ttyS0,115200.

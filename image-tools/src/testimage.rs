@@ -20,12 +20,14 @@ use ingot_initramfs::cpio::{Archive, EntryKind};
 use ingot_initramfs::modinfo::{self, ModInfo};
 
 /// The modules carried by default: virtio (PCI, block, SCSI), NVMe, AHCI,
-/// SCSI disks and ISO 9660. Their dependencies come along.
+/// SCSI disks and CD-ROMs (a config drive attached as a CD) and ISO 9660.
+/// Their dependencies come along.
 pub const DEFAULT_MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_blk",
     "virtio_scsi",
     "sd_mod",
+    "sr_mod",
     "nvme",
     "ahci",
     "isofs",
