@@ -6,8 +6,9 @@
 //! A wrong or missing token gets "invalid console token" and is closed.
 //!
 //! The SOL session is activated when the endpoint starts (output while no
-//! client is connected is dropped) and re-activated, every 3 s, whenever it
-//! ends (BMC restarted, session lost, payload taken over).
+//! client is connected is dropped) and re-activated whenever it ends (BMC
+//! restarted, session lost): after 3 s, doubling per failed attempt up to
+//! 60 s.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -27,8 +28,11 @@ use crate::power::ipmi::{BmcConfig, IpmiError, Timing};
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest token line accepted.
 const TOKEN_LINE_MAX: usize = 128;
-/// Pause before re-activating SOL after a failure.
+/// Pause before re-activating SOL after a failure; doubled after each
+/// failed activation up to [`SOL_RETRY_MAX`].
 const SOL_RETRY: Duration = Duration::from_secs(3);
+/// Longest pause between activation attempts.
+const SOL_RETRY_MAX: Duration = Duration::from_secs(60);
 /// A client that does not take output for this long is disconnected.
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -161,6 +165,7 @@ async fn run(
     let mut sol: Option<SolConsole> = None;
     let mut connecting: Option<JoinHandle<Result<SolConsole, IpmiError>>> = None;
     let mut retry_at = Instant::now();
+    let mut backoff = SOL_RETRY;
     loop {
         if sol.is_none() && connecting.is_none() && Instant::now() >= retry_at {
             let (b, t) = (bmc.clone(), timing.clone());
@@ -235,14 +240,19 @@ async fn run(
             r = join_opt(&mut connecting) => {
                 connecting = None;
                 match r {
-                    Ok(Ok(s)) => sol = Some(s),
+                    Ok(Ok(s)) => {
+                        sol = Some(s);
+                        backoff = SOL_RETRY;
+                    }
                     Ok(Err(e)) => {
-                        tracing::warn!(node = %node, error = %e, "SOL activation failed; retrying");
-                        retry_at = Instant::now() + SOL_RETRY;
+                        tracing::warn!(node = %node, error = %e, retry_in_s = backoff.as_secs(), "SOL activation failed; retrying");
+                        retry_at = Instant::now() + backoff;
+                        backoff = (backoff * 2).min(SOL_RETRY_MAX);
                     }
                     Err(e) => {
                         tracing::warn!(node = %node, error = %e, "SOL activation task failed");
-                        retry_at = Instant::now() + SOL_RETRY;
+                        retry_at = Instant::now() + backoff;
+                        backoff = (backoff * 2).min(SOL_RETRY_MAX);
                     }
                 }
             }
