@@ -268,41 +268,72 @@ fn finit(path: &Path) -> std::io::Result<()> {
     Err(e)
 }
 
+/// A matched module: its name, the modalias that matched, and its load order
+/// (dependencies first) with the files.
+type Chain = (String, String, Vec<(String, PathBuf)>);
+
 /// Loads the modules the hardware under `root` needs (coldplug). Returns
-/// the modules loaded, in order.
+/// the modules loaded, in order of completion.
+///
+/// Each matched module's chain (its dependencies, then itself) loads on its
+/// own thread, as udev's workers do: a driver that probes slowly (ahci
+/// waiting for SATA links, nvme for its controller) does not hold up the
+/// others. Two chains sharing a dependency both ask for it; the kernel makes
+/// the second wait for the first and answers EEXIST, which counts as loaded.
 pub fn coldplug(db: &ModuleDb, root: &Path) -> Vec<String> {
-    let mut loaded: Vec<String> = Vec::new();
+    let loaded: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let mut tried: HashSet<String> = HashSet::new();
     for round in 0..4 {
-        let mut new = 0;
+        // One chain per module not tried yet, keyed by the module.
+        let mut chains: Vec<Chain> = Vec::new();
         for alias in modaliases(root) {
             for m in db.lookup(&alias) {
-                for dep in db.load_order(&m) {
-                    if !tried.insert(dep.clone()) {
-                        continue;
-                    }
-                    let Some(path) = db.path_of(&dep) else {
-                        continue;
-                    };
-                    match finit(&path) {
-                        Ok(()) => {
-                            tracing::info!(module = %dep, alias = %alias, "module loaded");
-                            loaded.push(dep);
-                            new += 1;
-                        }
-                        Err(e) => tracing::warn!(module = %dep, error = %e, "module not loaded"),
-                    }
+                if !tried.insert(m.clone()) {
+                    continue;
                 }
+                let chain = db
+                    .load_order(&m)
+                    .into_iter()
+                    .filter_map(|dep| db.path_of(&dep).map(|p| (dep, p)))
+                    .collect();
+                chains.push((m, alias.clone(), chain));
             }
         }
+        let before = loaded.lock().map(|l| l.len()).unwrap_or(0);
+        std::thread::scope(|scope| {
+            for (_, alias, chain) in &chains {
+                let loaded = &loaded;
+                scope.spawn(move || {
+                    for (dep, path) in chain {
+                        if loaded.lock().is_ok_and(|l| l.contains(dep)) {
+                            continue;
+                        }
+                        match finit(path) {
+                            Ok(()) => {
+                                if let Ok(mut l) = loaded.lock() {
+                                    if !l.contains(dep) {
+                                        tracing::info!(module = %dep, alias = %alias, "module loaded");
+                                        l.push(dep.clone());
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(module = %dep, error = %e, "module not loaded")
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let new = loaded.lock().map(|l| l.len()).unwrap_or(0) - before;
         tracing::debug!(round, new, "coldplug round");
         if new == 0 {
             break;
         }
-        // Devices of newly bound buses appear asynchronously.
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        // Devices of newly bound buses may appear asynchronously.
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    loaded
+    loaded.into_inner().unwrap_or_default()
 }
 
 #[cfg(test)]

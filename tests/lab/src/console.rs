@@ -64,3 +64,19 @@ impl Tail {
         out
     }
 }
+
+/// Copies the console log to `out` line by line, each line prefixed with the
+/// Unix time it appeared (polled every 50 ms: QEMU writes the file unbuffered),
+/// so that boot stages can be timed. Runs until the process ends.
+pub fn timestamp_lines(console: &Path, out: &Path) {
+    let mut tail = Tail::from_end(console);
+    let out = out.to_path_buf();
+    std::thread::spawn(move || {
+        loop {
+            for line in tail.lines() {
+                crate::proc::append_line(&out, &format!("{:.3} {line}", crate::proc::unix_now()));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    });
+}

@@ -46,16 +46,16 @@ pub struct Report {
 impl Report {
     /// The table printed at the end of a run.
     pub fn table(&self) -> String {
-        let mut t = String::from("phase              seconds   power-on → heartbeat\n");
+        let mut t = String::from("phase                    seconds   power-on → heartbeat\n");
         for p in &self.phases {
             let hb = p
                 .power_on_to_heartbeat
                 .map(|s| format!("{s:.1} s"))
                 .unwrap_or_default();
-            t.push_str(&format!("{:<18} {:>7.1}   {hb}\n", p.name, p.seconds));
+            t.push_str(&format!("{:<24} {:>7.1}   {hb}\n", p.name, p.seconds));
         }
         t.push_str(&format!(
-            "{:<18} {:>7.1}\n",
+            "{:<24} {:>7.1}\n",
             "lifecycle", self.lifecycle_seconds
         ));
         t

@@ -263,6 +263,7 @@ fn setup(opts: &Options, progress: &Progress) -> Result<Lab> {
     };
     std::fs::write(node.spec(), serde_json::to_vec_pretty(&spec)?)?;
     std::fs::write(node.bootdev(), "default")?;
+    crate::console::timestamp_lines(&console, &w.join("node1-console.timed.log"));
     let bmc = bmc::start(&node.0, &opts.lab_bin, &ports)?;
     progress.say(&format!(
         "BMC: ipmi_sim on udp 127.0.0.1:{} (chassis_control: ingot-lab)",
@@ -315,6 +316,37 @@ fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
         .enable_all()
         .build()?
         .block_on(f))
+}
+
+/// Checks the wipe report the coordinator stored on the node: a secure
+/// cleaning whose every device ended verified.
+fn secure_wipe_reported(r: &Value) -> Result<()> {
+    ensure!(
+        r["mode"] == "secure",
+        "the stored clean_report is not from a secure wipe: {r}"
+    );
+    let devices: Vec<&Value> = r["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["result"]["devices"].as_array())
+        .flatten()
+        .collect();
+    ensure!(
+        devices.len() >= 2,
+        "the wipe report lists {} devices, want both disks: {r}",
+        devices.len()
+    );
+    for d in devices {
+        ensure!(
+            d["status"] == "verified",
+            "{} was not wiped and verified: status {}, error {}",
+            d["path"],
+            d["status"],
+            d["error"]
+        );
+    }
+    Ok(())
 }
 
 /// The Unix times at which the BMC powered the server on.
@@ -656,11 +688,7 @@ async fn lifecycle(
         bad.is_empty(),
         "disks not clean after the secure wipe: {bad:?}"
     );
-    let erased = report.clean_report.to_string();
-    ensure!(
-        !report.clean_report.is_null() && erased.contains("erase_devices"),
-        "no secure wipe report stored on the node: {erased}"
-    );
+    secure_wipe_reported(&report.clean_report)?;
     ph.finish(report);
     report.lifecycle_seconds = report
         .phases
