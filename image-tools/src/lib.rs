@@ -12,6 +12,7 @@ pub mod progress;
 pub mod qcow2;
 pub mod source;
 pub mod target;
+#[cfg(feature = "test-image")]
 pub mod testimage;
 pub mod write;
 
