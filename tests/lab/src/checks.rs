@@ -100,3 +100,42 @@ pub fn check_disk(path: &Path) -> Result<DiskCheck> {
         blkid: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::os::unix::fs::FileExt as _;
+
+    use super::check_disk;
+
+    #[test]
+    fn finds_what_is_left_and_passes_blank_disks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("disk.raw");
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_len(64 << 20).unwrap();
+        let c = check_disk(&p).unwrap();
+        assert!(c.clean(), "{c:?}");
+        assert_eq!(c.allocated, 0);
+
+        // Zeros written are allocated but still clean.
+        f.write_all_at(&vec![0u8; 1 << 20], 8 << 20).unwrap();
+        let c = check_disk(&p).unwrap();
+        assert!(c.clean() && c.allocated >= 1 << 20, "{c:?}");
+
+        // An MBR signature and one stray byte deep in the disk are found.
+        f.write_all_at(&[0x55, 0xaa], 510).unwrap();
+        f.write_all_at(&[7], 40 << 20).unwrap();
+        let c = check_disk(&p).unwrap();
+        assert!(!c.clean());
+        assert!(c.mbr_signature);
+        assert_eq!(c.nonzero_bytes, 3);
+        assert_eq!(c.first_nonzero, Some(510));
+
+        // A backup GPT header in the last sector is found.
+        let f2 = std::fs::File::create(dir.path().join("gpt.raw")).unwrap();
+        f2.set_len(1 << 20).unwrap();
+        f2.write_all_at(b"EFI PART", (1 << 20) - 512).unwrap();
+        assert!(check_disk(&dir.path().join("gpt.raw")).unwrap().gpt_header);
+    }
+}

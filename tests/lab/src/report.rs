@@ -58,6 +58,15 @@ impl Report {
             "{:<24} {:>7.1}\n",
             "lifecycle", self.lifecycle_seconds
         ));
+        let worst = self
+            .phases
+            .iter()
+            .filter_map(|p| p.power_on_to_heartbeat)
+            .fold(0.0_f64, f64::max);
+        t.push_str(&format!(
+            "goals (TCG, 2 cores): power-on → heartbeat ≤ 15 s (worst here {worst:.1} s); lifecycle ≤ 180 s ({:.1} s)\n",
+            self.lifecycle_seconds
+        ));
         t
     }
 }
