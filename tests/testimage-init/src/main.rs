@@ -19,7 +19,6 @@
 mod disk;
 mod fat;
 mod iso;
-mod json;
 
 use std::fs::File;
 use std::io::Write;
@@ -287,8 +286,12 @@ fn read_uuid(dev: &dyn ReadAt, offset: u64, kind: Config2) -> Result<String, Str
     }
     .map_err(|e| format!("reading {META_DATA}: {e}"))?
     .ok_or_else(|| format!("no {META_DATA}"))?;
-    let text = String::from_utf8_lossy(&data);
-    json::top_level_string(&text, "uuid").ok_or_else(|| format!("{META_DATA} has no \"uuid\""))
+    let meta: serde_json::Value =
+        serde_json::from_slice(&data).map_err(|e| format!("{META_DATA}: {e}"))?;
+    meta.get("uuid")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{META_DATA} has no \"uuid\""))
 }
 
 /// Prints the outcome; true if a UUID was found.
