@@ -321,25 +321,11 @@ struct Chosen {
 /// and the requested ones that are built in.
 type ModuleSet = (Vec<Chosen>, Vec<String>);
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), TestImageError> {
-    let rd = std::fs::read_dir(dir).map_err(io_err(dir))?;
-    let mut entries: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            walk(&p, out)?;
-        } else if p.to_string_lossy().contains(".ko") {
-            out.push(p);
-        }
-    }
-    Ok(())
-}
-
 /// Selects `names` and their dependency closure (hard dependencies, and soft
 /// dependencies that name a module) from `dir` (`lib/modules/<version>`).
 fn select_modules(dir: &Path, names: &[String]) -> Result<ModuleSet, TestImageError> {
-    let mut files = Vec::new();
-    walk(&dir.join("kernel"), &mut files)?;
+    let files = ingot_initramfs::modules::module_files(dir)
+        .map_err(|e| TestImageError::Modules(e.to_string()))?;
     let by_name: BTreeMap<String, PathBuf> = files
         .into_iter()
         .map(|f| (modinfo::name_from_path(&f), f))

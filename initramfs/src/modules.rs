@@ -143,6 +143,14 @@ pub enum SelectError {
     Modinfo(#[from] ModinfoError),
 }
 
+/// Every module file (`*.ko`, `*.ko.xz`, `*.ko.zst`) under `modules_dir/kernel`
+/// (`lib/modules/<version>`), in path order.
+pub fn module_files(modules_dir: &Path) -> Result<Vec<PathBuf>, SelectError> {
+    let mut files = Vec::new();
+    walk(&modules_dir.join("kernel"), &mut files)?;
+    Ok(files)
+}
+
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), SelectError> {
     let rd = std::fs::read_dir(dir).map_err(|source| SelectError::Walk {
         path: dir.to_path_buf(),

@@ -136,20 +136,7 @@ pub fn agent_path() -> PathBuf {
 
 /// Builds the static musl agent (profile `agent`) and returns its path.
 pub fn build_agent() -> Result<PathBuf> {
-    run(cargo().args([
-        "build",
-        "--profile",
-        "agent",
-        "--target",
-        MUSL_TARGET,
-        "-p",
-        "ingot-agent",
-    ]))?;
-    let path = agent_path();
-    if !path.is_file() {
-        bail!("the build succeeded but {} does not exist", path.display());
-    }
-    Ok(path)
+    build_static("ingot-agent", agent_path())
 }
 
 /// Path of the test image's static init built by [`build_test_init`].
@@ -162,6 +149,11 @@ pub fn test_init_path() -> PathBuf {
 
 /// Builds the test image's static init (musl, profile `agent`).
 pub fn build_test_init() -> Result<PathBuf> {
+    build_static("ingot-testimage-init", test_init_path())
+}
+
+/// Builds `package` for musl with the `agent` profile; checks `path` exists.
+fn build_static(package: &str, path: PathBuf) -> Result<PathBuf> {
     run(cargo().args([
         "build",
         "--profile",
@@ -169,9 +161,8 @@ pub fn build_test_init() -> Result<PathBuf> {
         "--target",
         MUSL_TARGET,
         "-p",
-        "ingot-testimage-init",
+        package,
     ]))?;
-    let path = test_init_path();
     if !path.is_file() {
         bail!("the build succeeded but {} does not exist", path.display());
     }
