@@ -273,6 +273,26 @@ async fn wait_power(api: &common::Api, node: &str, state: &str) -> Value {
     }
 }
 
+/// Powers `node` on, then off, through the API; after each, `status` (an
+/// ipmitool call against the BMC) must agree.
+async fn power_on_then_off(api: &common::Api, node: &str, status: impl Fn() -> String) {
+    for (target, state, cross) in [
+        ("power on", "power on", "Chassis Power is on"),
+        ("power off", "power off", "Chassis Power is off"),
+    ] {
+        let (st, v) = api
+            .put(
+                &format!("/v1/nodes/{node}/states/power"),
+                json!({"target": target}),
+            )
+            .await;
+        assert_eq!(st, 202, "{v}");
+        wait_power(api, node, state).await;
+        let seen = status();
+        assert!(seen.contains(cross), "{seen}");
+    }
+}
+
 #[tokio::test]
 async fn api_powers_an_ipmi_node_and_sets_pxe() {
     let Some(sim) = IpmiSim::start() else { return };
@@ -288,20 +308,10 @@ async fn api_powers_an_ipmi_node_and_sets_pxe() {
     let (_, val) = api.get("/v1/nodes/bmc-sim/validate").await;
     assert_eq!(val["power"]["result"], true, "{val}");
 
-    for (target, state, cross) in [
-        ("power on", "power on", "Chassis Power is on"),
-        ("power off", "power off", "Chassis Power is off"),
-    ] {
-        let (st, v) = api
-            .put("/v1/nodes/bmc-sim/states/power", json!({"target": target}))
-            .await;
-        assert_eq!(st, 202, "{v}");
-        wait_power(&api, "bmc-sim", state).await;
-        assert!(
-            sim.ipmitool(&["chassis", "power", "status"])
-                .contains(cross)
-        );
-    }
+    power_on_then_off(&api, "bmc-sim", || {
+        sim.ipmitool(&["chassis", "power", "status"])
+    })
+    .await;
 
     let (st, v) = api
         .put(
@@ -391,20 +401,10 @@ async fn api_powers_an_ipmi_15_node() {
         .await;
     let (_, val) = api.get("/v1/nodes/old-bmc/validate").await;
     assert_eq!(val["power"]["result"], true, "{val}");
-    for (target, state, cross) in [
-        ("power on", "power on", "Chassis Power is on"),
-        ("power off", "power off", "Chassis Power is off"),
-    ] {
-        let (st, v) = api
-            .put("/v1/nodes/old-bmc/states/power", json!({"target": target}))
-            .await;
-        assert_eq!(st, 202, "{v}");
-        wait_power(&api, "old-bmc", state).await;
-        assert!(
-            sim.ipmitool_lan(&["chassis", "power", "status"])
-                .contains(cross)
-        );
-    }
+    power_on_then_off(&api, "old-bmc", || {
+        sim.ipmitool_lan(&["chassis", "power", "status"])
+    })
+    .await;
     assert_eq!(sim.requests(), ["set power 1", "set power 0"]);
     let (_, v) = api
         .patch(
