@@ -138,7 +138,7 @@ fn main() -> ExitCode {
             ingot_image,
             kernel_cache,
         } => (|| {
-            let out = std::path::absolute(&common.workdir)?.with_extension("build");
+            let out = std::path::absolute(&common.workdir)?.join(ingot_lab::scenario::BUILD_DIR);
             std::fs::create_dir_all(&out)?;
             println!(
                 "building the agent ramdisk and the test image in {}",

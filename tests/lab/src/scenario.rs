@@ -359,13 +359,32 @@ fn power_on_times(node: &NodeDir) -> Vec<f64> {
         .collect()
 }
 
+/// Where `ingot-lab demo` builds the ramdisk and the test image, inside the
+/// work directory; kept when a run empties the rest.
+pub const BUILD_DIR: &str = "build";
+
+/// Empties the work directory of a previous run (all but [`BUILD_DIR`]).
+fn empty_workdir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_name() == BUILD_DIR {
+            continue;
+        }
+        let p = e.path();
+        if e.file_type()?.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        }
+        .with_context(|| format!("emptying {}", p.display()))?;
+    }
+    Ok(())
+}
+
 /// Runs the lab and returns its report (also written to `report.json`).
 pub fn run(opts: &Options) -> Result<Report> {
-    if opts.workdir.exists() {
-        std::fs::remove_dir_all(&opts.workdir)
-            .with_context(|| format!("emptying {}", opts.workdir.display()))?;
-    }
-    std::fs::create_dir_all(&opts.workdir)?;
+    empty_workdir(&opts.workdir)?;
     let progress = Progress {
         start: Instant::now(),
         verbose: opts.verbose,
