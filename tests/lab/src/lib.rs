@@ -26,3 +26,12 @@ pub mod scenario;
 
 pub use prepare::Artifacts;
 pub use scenario::{Options, run};
+
+/// SHA-256 of a file, in hex.
+pub fn sha256_file(path: &std::path::Path) -> anyhow::Result<String> {
+    use sha2::Digest as _;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(hex::encode(h.finalize()))
+}

@@ -33,6 +33,54 @@ pub struct Inputs<'a> {
     pub out: &'a Path,
 }
 
+/// True if `dir` holds a ramdisk built from this agent binary and this
+/// kernel (the zstd -19 build takes about 35 s; a repeated demo skips it).
+fn ramdisk_current(dir: &Path, agent: &Path, modules: &Path) -> bool {
+    let Ok(text) = std::fs::read(dir.join("manifest.json")) else {
+        return false;
+    };
+    let Ok(m) = serde_json::from_slice::<serde_json::Value>(&text) else {
+        return false;
+    };
+    let Ok(agent_sha) = crate::sha256_file(agent) else {
+        return false;
+    };
+    let version = modules.file_name().and_then(|v| v.to_str()).unwrap_or("");
+    let init_sha = m["files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["path"] == "/init")
+        .and_then(|f| f["sha256"].as_str());
+    m["kernel_version"] == version
+        && init_sha == Some(agent_sha.as_str())
+        && dir.join("vmlinuz").is_file()
+        && dir.join("initramfs.img").is_file()
+}
+
+fn build_ramdisk(
+    kernel: &ingot_initramfs::fetch::FetchedKernel,
+    agent: &Path,
+    out: &Path,
+) -> Result<()> {
+    let _ = std::fs::remove_dir_all(out);
+    ingot_initramfs::build(&BuildOptions {
+        kernel: kernel.vmlinuz.clone(),
+        modules: kernel.modules.clone(),
+        firmware: None,
+        agent: agent.to_path_buf(),
+        arch: Arch::X86_64,
+        compress: Compression::Zstd,
+        level: 19,
+        classes: Class::ALL.to_vec(),
+        extra: vec![],
+        mtime: 0,
+        out: out.to_path_buf(),
+    })
+    .context("building the agent ramdisk")?;
+    Ok(())
+}
+
 /// Builds the ramdisk and the test image.
 pub fn build(inp: &Inputs<'_>) -> Result<Artifacts> {
     for (what, p) in [
@@ -47,21 +95,14 @@ pub fn build(inp: &Inputs<'_>) -> Result<Artifacts> {
     let kernel = ingot_initramfs::fetch::debian(inp.kernel_cache, "amd64")
         .map_err(|e| anyhow::anyhow!("fetching the Debian kernel: {e}"))?;
     let ramdisk = inp.out.join("ramdisk");
-    let _ = std::fs::remove_dir_all(&ramdisk);
-    ingot_initramfs::build(&BuildOptions {
-        kernel: kernel.vmlinuz.clone(),
-        modules: kernel.modules.clone(),
-        firmware: None,
-        agent: inp.agent.to_path_buf(),
-        arch: Arch::X86_64,
-        compress: Compression::Zstd,
-        level: 19,
-        classes: Class::ALL.to_vec(),
-        extra: vec![],
-        mtime: 0,
-        out: ramdisk.clone(),
-    })
-    .context("building the agent ramdisk")?;
+    if ramdisk_current(&ramdisk, inp.agent, &kernel.modules) {
+        println!(
+            "agent ramdisk: {} is current (same agent and kernel)",
+            ramdisk.display()
+        );
+    } else {
+        build_ramdisk(&kernel, inp.agent, &ramdisk)?;
+    }
     let image = inp.out.join("test-image.raw");
     let st = Command::new(inp.ingot_image)
         .arg("test-image")

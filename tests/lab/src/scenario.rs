@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
-use sha2::Digest as _;
 
 use crate::api::Api;
 use crate::bmc::{self, BmcPorts};
@@ -196,13 +195,6 @@ fn qemu_argv(
     a
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = sha2::Sha256::new();
-    std::io::copy(&mut f, &mut h)?;
-    Ok(hex::encode(h.finalize()))
-}
-
 fn setup(opts: &Options, progress: &Progress) -> Result<Lab> {
     let w = &opts.workdir;
     let node = NodeDir(w.join("node1"));
@@ -215,7 +207,7 @@ fn setup(opts: &Options, progress: &Progress) -> Result<Lab> {
     // The image store.
     let served = images.join("test-image.raw");
     std::fs::copy(&opts.artifacts.image, &served).context("copying the test image")?;
-    let image_sha256 = sha256_file(&served)?;
+    let image_sha256 = crate::sha256_file(&served)?;
     let store = fileserver::start(&images, &w.join("image-server.log"))?;
 
     // The coordinator: default configuration, a free port, the ramdisk.
