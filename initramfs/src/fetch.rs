@@ -40,25 +40,51 @@ fn current_package(meta: &str) -> Result<String, String> {
         })
 }
 
+/// Waits for an exclusive lock on `f` (released when it is closed).
+fn lock_exclusive(f: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: flock(2) on a descriptor owned by `f` for the whole call.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Downloads and unpacks the kernel into `out` (reused if already there).
 pub fn debian(out: &Path, arch: &str) -> Result<FetchedKernel, String> {
     let meta = format!("linux-image-{arch}");
     let pkg = current_package(&meta)?;
     let root = out.join(&pkg);
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    // One fetch at a time per directory: tests in one binary run in parallel.
+    let lock = std::fs::File::create(out.join(".fetch.lock"))
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    lock_exclusive(&lock).map_err(|e| format!("locking {}: {e}", out.display()))?;
     if !root.join(".unpacked").exists() {
-        std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
         // _apt cannot write into root-only directories; that only costs a warning.
-        run(Command::new("apt-get")
-            .arg("download")
-            .arg(&pkg)
-            .current_dir(out))?;
+        let download = || {
+            run(Command::new("apt-get")
+                .arg("download")
+                .arg(&pkg)
+                .current_dir(out))
+        };
+        if let Err(first) = download() {
+            // Stale package lists ("File has unexpected size", "Hash Sum
+            // mismatch") after the mirror moved on: refresh them once.
+            run(Command::new("apt-get").arg("update"))
+                .map_err(|e| format!("{first}; then apt-get update: {e}"))?;
+            download().map_err(|e| format!("{first}; after apt-get update: {e}"))?;
+        }
         let deb = std::fs::read_dir(out)
             .map_err(|e| e.to_string())?
             .flatten()
             .map(|e| e.path())
             .find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{pkg}_")))
+                p.file_name().is_some_and(|n| {
+                    let n = n.to_string_lossy();
+                    n.starts_with(&format!("{pkg}_")) && n.ends_with(".deb")
+                })
             })
             .ok_or_else(|| format!("apt-get download left no {pkg}_*.deb in {}", out.display()))?;
         std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
