@@ -22,6 +22,9 @@ pub struct BmcPorts {
     pub lan: u16,
     /// System interface for QEMU (TCP, ipmi_sim's VM codec).
     pub vm: u16,
+    /// The server's serial line, which ipmi_sim connects to for
+    /// Serial-over-LAN (the lab's relay, [`crate::serial`]).
+    pub serial: u16,
 }
 
 fn lan_conf(ports: &BmcPorts, chassis_control: &str) -> String {
@@ -40,10 +43,12 @@ fn lan_conf(ports: &BmcPorts, chassis_control: &str) -> String {
          \x20   guid a123456789abcdefa123456789abcdef\n\
          \x20 endlan\n\
          \x20 serial 15 127.0.0.1 {vm} codec VM\n\
+         \x20 sol \"tcp:127.0.0.1:{serial}\" 115200\n\
          \x20 chassis_control \"{chassis_control}\"\n\
          \x20 user 2 true \"{USER}\" \"{PASSWORD}\" admin 10 {auths}\n",
         lan = ports.lan,
         vm = ports.vm,
+        serial = ports.serial,
     )
 }
 

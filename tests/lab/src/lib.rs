@@ -23,6 +23,7 @@ pub mod prepare;
 pub mod proc;
 pub mod report;
 pub mod scenario;
+pub mod serial;
 
 pub use prepare::Artifacts;
 pub use scenario::{Options, run};

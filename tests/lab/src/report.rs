@@ -27,6 +27,9 @@ pub struct Report {
     pub instance_uuid: String,
     /// The console line that proved the image booted from disk.
     pub boot_marker: String,
+    /// The boot marker also reached the lab through the coordinator's
+    /// console (IPMI Serial-over-LAN via ipmi_sim).
+    pub sol_console: bool,
     /// Phases in order.
     pub phases: Vec<Phase>,
     /// Sum of the lifecycle phases (enroll to undeploy, without building).
