@@ -3,7 +3,7 @@
 //! Gates: rustfmt, clippy (`-D warnings`), the static musl agent build and an
 //! ELF check that it really is static, then the workspace tests with privileged
 //! tests required (`INGOT_REQUIRE_PRIVILEGED=1`; some of them boot or pack the
-//! static agent, hence the order). A failed gate does not stop the later ones
+//! static agent, hence the order), and last the end-to-end lab (`e2e`). A failed gate does not stop the later ones
 //! (except the ELF check, which needs the build); the task exits non-zero if
 //! any failed.
 
