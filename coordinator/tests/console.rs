@@ -483,6 +483,77 @@ async fn console_comes_back_after_the_bmc_restarts() {
     running.shutdown().await;
 }
 
+/// SOL packets do not count as session activity for ipmi_sim: only IPMI
+/// messages refresh its 30 s session timeout, and when it expires the
+/// session is closed and SOL deactivated without a word. Under steady
+/// serial output (a booting server) for longer than that, the console's
+/// keepalives keep the session: every line arrives, none is lost to a
+/// re-activation. (The lab's SOL copy stopped 30 s after activation, in
+/// the third boot, before keepalives were sent regardless of traffic.)
+#[tokio::test]
+async fn sol_outlives_the_bmc_session_timeout_under_steady_output() {
+    let serial_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let serial_port = serial_listener.local_addr().unwrap().port();
+    let Some(sim) = IpmiSim::start_with(&format!("  sol \"tcp:127.0.0.1:{serial_port}\" 115200"))
+    else {
+        return;
+    };
+    let db = common::test_db(common::Backend::Sqlite, "console_steady")
+        .await
+        .unwrap();
+    let (running, api) = common::start_with(common::test_config(&db.url)).await;
+    api.create_node(json!({
+        "driver": "ipmi", "name": "n", "console_interface": "ipmitool-socat",
+        "driver_info": sim.driver_info(),
+    }))
+    .await;
+    set_console(&api, "n", true).await;
+    let info = console(&api, "n").await["console_info"].clone();
+    let mut serial = Serial::accept(&serial_listener).await;
+    let mut client = attach(&info, &mut serial).await;
+
+    // A line every 200 ms for 40 s: never 5 s without SOL traffic.
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut lines = 0u32;
+    while start.elapsed() < Duration::from_secs(40) {
+        serial
+            .write(format!("line {lines:04}\r\n").as_bytes())
+            .await;
+        lines += 1;
+        let pace = tokio::time::sleep(Duration::from_millis(200));
+        tokio::pin!(pace);
+        loop {
+            tokio::select! {
+                _ = &mut pace => break,
+                r = client.read(&mut buf) => {
+                    let n = r.unwrap();
+                    assert!(n > 0, "the console closed the client");
+                    got.extend_from_slice(&buf[..n]);
+                }
+            }
+        }
+    }
+    let last = format!("line {:04}\r\n", lines - 1);
+    if !String::from_utf8_lossy(&got).contains(&last) {
+        got.extend_from_slice(read_until(&mut client, &last, 10).await.as_bytes());
+    }
+    let text = String::from_utf8_lossy(&got);
+    let missing: Vec<u32> = (0..lines)
+        .filter(|i| !text.contains(&format!("line {i:04}\r\n")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {lines} lines lost over SOL (first {:?}), {:?} after the start",
+        missing.len(),
+        missing.first(),
+        start.elapsed()
+    );
+    running.shutdown().await;
+    drop(sim);
+}
+
 /// Runs `baremetal <args>` (python-ironicclient) against the coordinator.
 async fn baremetal(venv: &std::path::Path, api: &common::Api, args: &[&str]) -> String {
     let bin = venv.join("bin/baremetal");

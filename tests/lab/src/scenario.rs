@@ -23,7 +23,7 @@ pub const PXE_MAC: &str = "52:54:00:e2:e0:01";
 pub const SECOND_MAC: &str = "52:54:00:e2:e0:02";
 /// Whether the boot marker must also arrive through the coordinator's SOL
 /// console (otherwise it is recorded in the report and warned about).
-const REQUIRE_SOL: bool = false;
+const REQUIRE_SOL: bool = true;
 /// How long after the console log shows the marker the SOL copy may lag.
 const SOL_GRACE: Duration = Duration::from_secs(20);
 /// Disk sizes: the virtio disk is the root disk (the smallest of at least 4 GiB).
@@ -696,11 +696,14 @@ async fn lifecycle(
             progress.say("  the same line came through the SOL console");
             break;
         }
-        // The SOL copy is recorded, not yet required: see docs/e2e.md, "Limits".
-        if on_file
-            && !REQUIRE_SOL
-            && sol_grace.get_or_insert_with(Instant::now).elapsed() > SOL_GRACE
-        {
+        // The SOL copy may lag the console log by SOL_GRACE; then it fails
+        // the run (with REQUIRE_SOL off, it is only warned about).
+        if on_file && sol_grace.get_or_insert_with(Instant::now).elapsed() > SOL_GRACE {
+            ensure!(
+                !REQUIRE_SOL,
+                "the deployed image printed {want} on the console log, but it did not come through the SOL console within {} s",
+                SOL_GRACE.as_secs()
+            );
             progress.say("  WARNING: the line did not come through the SOL console (report: sol_console false)");
             break;
         }

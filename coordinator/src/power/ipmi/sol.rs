@@ -13,6 +13,12 @@
 //! from the BMC repeating the last sequence number are retransmissions:
 //! acknowledged again, not delivered twice. Like other payloads of the
 //! session they are encrypted (AES-CBC-128) and authenticated.
+//!
+//! SOL packets do not keep the session alive: a BMC may count only IPMI
+//! messages as session activity (OpenIPMI's `ipmi_sim` does, and closes the
+//! session, silently deactivating SOL, 30 s after the last one). So a
+//! keepalive (Get Device ID) goes out every 5 s however busy the console
+//! is, as `ipmitool sol activate` sends one every 15 s.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -44,7 +50,8 @@ const STATUS_DEACTIVATING: u8 = 0x10;
 const RETRANSMIT: Duration = Duration::from_millis(500);
 /// Transmissions of one packet before the session is given up.
 const MAX_SENDS: u32 = 12;
-/// Idle time after which a keepalive (Get Device ID) is sent.
+/// Interval of keepalives (Get Device ID), sent whatever the SOL traffic:
+/// BMCs may time the session out on IPMI messages alone (ipmi_sim: 30 s).
 const KEEPALIVE: Duration = Duration::from_secs(5);
 /// Silence from the BMC after which the session counts as lost (three
 /// keepalives unanswered).
@@ -244,15 +251,11 @@ impl Pump {
     ) -> Result<(), IpmiError> {
         let mut buf = vec![0u8; 2048];
         let mut heard = Instant::now();
-        let mut sent = Instant::now();
+        let mut keepalive_at = Instant::now() + KEEPALIVE;
         let mut input_open = true;
         loop {
             self.send_next().await?;
-            let retransmit_at = self
-                .pending
-                .as_ref()
-                .map(|p| p.sent_at + RETRANSMIT)
-                .unwrap_or_else(|| sent.max(heard) + KEEPALIVE);
+            let retransmit_at = self.pending.as_ref().map(|p| p.sent_at + RETRANSMIT);
             tokio::select! {
                 _ = &mut stop => return Ok(()),
                 chunk = input.recv(), if input_open => match chunk {
@@ -277,10 +280,7 @@ impl Pump {
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(retransmit_at) => {
-                    if heard.elapsed() > DEAD_AFTER {
-                        return Err(IpmiError::Timeout);
-                    }
+                _ = tokio::time::sleep_until(retransmit_at.unwrap_or(keepalive_at)), if retransmit_at.is_some() => {
                     if let Some(p) = &mut self.pending {
                         if p.sends >= MAX_SENDS {
                             return Err(IpmiError::Timeout);
@@ -289,13 +289,19 @@ impl Pump {
                         p.sent_at = Instant::now();
                         let pkt = SolPacket { seq: p.seq, ack: 0, accepted: 0, status: 0, data: p.data.clone() };
                         self.session.send_payload(PAYLOAD_SOL, &pkt.encode()).await?;
-                    } else {
-                        // Keepalive: Get Device ID; its answer only counts as "heard".
-                        self.rq_seq = (self.rq_seq + 1) & 0x3F;
-                        let msg = packet::ipmi_request(NETFN_APP, self.rq_seq, 0x01, &[]);
-                        self.session.send_payload(payload::IPMI, &msg).await?;
                     }
-                    sent = Instant::now();
+                }
+                _ = tokio::time::sleep_until(keepalive_at) => {
+                    if heard.elapsed() > DEAD_AFTER {
+                        return Err(IpmiError::Timeout);
+                    }
+                    // Get Device ID; its answer only counts as "heard". Sent
+                    // on a fixed schedule: SOL traffic alone does not keep
+                    // the session open on every BMC.
+                    self.rq_seq = (self.rq_seq + 1) & 0x3F;
+                    let msg = packet::ipmi_request(NETFN_APP, self.rq_seq, 0x01, &[]);
+                    self.session.send_payload(payload::IPMI, &msg).await?;
+                    keepalive_at = Instant::now() + KEEPALIVE;
                 }
             }
         }
