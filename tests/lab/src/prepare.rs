@@ -102,9 +102,10 @@ pub fn build(inp: &Inputs<'_>) -> Result<Artifacts> {
         );
     } else {
         build_ramdisk(&kernel, inp.agent, &ramdisk)?;
+        println!("agent ramdisk: {} (zstd -19)", ramdisk.display());
     }
     let image = inp.out.join("test-image.raw");
-    let st = Command::new(inp.ingot_image)
+    let out = Command::new(inp.ingot_image)
         .arg("test-image")
         .arg("--kernel")
         .arg(&kernel.vmlinuz)
@@ -114,11 +115,23 @@ pub fn build(inp: &Inputs<'_>) -> Result<Artifacts> {
         .arg(inp.test_init)
         .arg("--output")
         .arg(&image)
-        .status()
+        .stderr(std::process::Stdio::inherit())
+        .output()
         .context("running ingot-image test-image")?;
-    if !st.success() {
-        bail!("ingot-image test-image failed ({st})");
+    if !out.status.success() {
+        bail!("ingot-image test-image failed ({})", out.status);
     }
+    // Its JSON report stays with the image; people get one line.
+    std::fs::write(inp.out.join("test-image.json"), &out.stdout)?;
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    println!(
+        "test image: {} ({} MiB disk, kernel {}, initrd {} KiB with {} modules)",
+        image.display(),
+        r["disk_bytes"].as_u64().unwrap_or(0) >> 20,
+        r["kernel_version"].as_str().unwrap_or("?"),
+        r["initrd_bytes"].as_u64().unwrap_or(0) >> 10,
+        r["modules"].as_array().map(Vec::len).unwrap_or(0)
+    );
     Ok(Artifacts {
         kernel: ramdisk.join("vmlinuz"),
         initramfs: ramdisk.join("initramfs.img"),

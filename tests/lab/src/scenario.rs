@@ -389,9 +389,18 @@ fn power_on_times(node: &NodeDir) -> Vec<f64> {
 /// work directory; kept when a run empties the rest.
 pub const BUILD_DIR: &str = "build";
 
-/// Empties the work directory of a previous run (all but [`BUILD_DIR`]).
+/// Empties the work directory of a previous run (all but [`BUILD_DIR`]),
+/// first powering off a server that run left on (QEMU runs in its own
+/// process group, so a Ctrl-C that stopped the lab did not stop it).
 fn empty_workdir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)?;
+    let old = NodeDir(dir.join("node1"));
+    if old.powered() {
+        let _ = crate::chassis::run(
+            &old.0,
+            &["0x20".into(), "set".into(), "power".into(), "0".into()],
+        );
+    }
     for e in std::fs::read_dir(dir)? {
         let e = e?;
         if e.file_name() == BUILD_DIR {
