@@ -19,6 +19,7 @@ pub mod chassis;
 pub mod checks;
 pub mod console;
 pub mod fileserver;
+pub mod interrupt;
 pub mod prepare;
 pub mod proc;
 pub mod report;

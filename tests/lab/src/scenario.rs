@@ -420,6 +420,7 @@ fn empty_workdir(dir: &Path) -> Result<()> {
 /// Runs the lab and returns its report (also written to `report.json`).
 pub fn run(opts: &Options) -> Result<Report> {
     empty_workdir(&opts.workdir)?;
+    crate::interrupt::install(opts.workdir.join("node1"));
     let progress = Progress {
         start: Instant::now(),
         verbose: opts.verbose,

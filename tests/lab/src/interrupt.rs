@@ -1,0 +1,41 @@
+//! Ctrl-C and SIGTERM: the server's QEMU runs in its own process group (the
+//! BMC's chassis_control starts it detached, as ipmi_sim needs), so stopping
+//! the lab must power it off explicitly, like the end of a run does.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Catches SIGINT and SIGTERM (children started later get the default
+/// handlers back at exec) and starts a thread that, once one arrives, powers
+/// off the node in `node_dir`, asks the rest of the process group
+/// (coordinator, ipmi_sim) to stop, and exits with 130.
+pub fn install(node_dir: PathBuf) {
+    let handler: extern "C" fn(libc::c_int) = on_signal;
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe; signal(2) replaces no handler we rely on.
+        unsafe { libc::signal(sig, handler as libc::sighandler_t) };
+    }
+    std::thread::spawn(move || {
+        while !INTERRUPTED.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("ingot-lab: interrupted; powering the server off");
+        let _ = crate::chassis::run(
+            &node_dir,
+            &["0x20".into(), "set".into(), "power".into(), "0".into()],
+        );
+        // SAFETY: kill(2) to our own process group; this process catches
+        // SIGTERM (above), so only the children act on it.
+        unsafe { libc::kill(0, libc::SIGTERM) };
+        std::process::exit(130);
+    });
+}
