@@ -107,6 +107,41 @@ async fn set_console(api: &common::Api, node: &str, enabled: bool) {
     assert_eq!(st, 202, "{v}");
 }
 
+/// An ipmi_sim whose SOL serial line is a TCP listener the test holds (the
+/// server side of the serial cable); `None` when ipmi_sim is missing.
+async fn sol_bmc() -> Option<(TcpListener, IpmiSim)> {
+    let serial_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let serial_port = serial_listener.local_addr().unwrap().port();
+    let sim = IpmiSim::start_with(&format!("  sol \"tcp:127.0.0.1:{serial_port}\" 115200"))?;
+    Some((serial_listener, sim))
+}
+
+/// A coordinator (SQLite `db_name`) with an `ipmitool-socat` node `n` on
+/// `sim` whose console is enabled; returns the database, the coordinator,
+/// its API and the node's `console_info`.
+async fn console_node(
+    sim: &IpmiSim,
+    db_name: &str,
+) -> (
+    common::TestDb,
+    ingot_coordinator::server::Running,
+    common::Api,
+    Value,
+) {
+    let db = common::test_db(common::Backend::Sqlite, db_name)
+        .await
+        .unwrap();
+    let (running, api) = common::start_with(common::test_config(&db.url)).await;
+    api.create_node(json!({
+        "driver": "ipmi", "name": "n", "console_interface": "ipmitool-socat",
+        "driver_info": sim.driver_info(),
+    }))
+    .await;
+    set_console(&api, "n", true).await;
+    let info = console(&api, "n").await["console_info"].clone();
+    (db, running, api, info)
+}
+
 /// Connects with the token and waits until the SOL session carries
 /// data: the serial side writes a probe until the client sees it.
 async fn attach(info: &Value, serial: &mut Serial) -> TcpStream {
@@ -144,10 +179,7 @@ async fn attach(info: &Value, serial: &mut Serial) -> TcpStream {
 
 #[tokio::test]
 async fn serial_console_through_the_api_against_ipmi_sim() {
-    let serial_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let serial_port = serial_listener.local_addr().unwrap().port();
-    let Some(sim) = IpmiSim::start_with(&format!("  sol \"tcp:127.0.0.1:{serial_port}\" 115200"))
-    else {
+    let Some((serial_listener, sim)) = sol_bmc().await else {
         return;
     };
     let db = common::test_db(common::Backend::Sqlite, "console")
@@ -367,10 +399,7 @@ async fn ipmitool_sol_cross_check_and_takeover() {
         .with_max_level(tracing::Level::DEBUG)
         .with_test_writer()
         .try_init();
-    let serial_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let serial_port = serial_listener.local_addr().unwrap().port();
-    let Some(sim) = IpmiSim::start_with(&format!("  sol \"tcp:127.0.0.1:{serial_port}\" 115200"))
-    else {
+    let Some((serial_listener, sim)) = sol_bmc().await else {
         return;
     };
     if !ipmi_sim::have("ipmitool") || !ipmi_sim::have("script") {
@@ -391,17 +420,7 @@ async fn ipmitool_sol_cross_check_and_takeover() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let db = common::test_db(common::Backend::Sqlite, "console_takeover")
-        .await
-        .unwrap();
-    let (running, api) = common::start_with(common::test_config(&db.url)).await;
-    api.create_node(json!({
-        "driver": "ipmi", "name": "n", "console_interface": "ipmitool-socat",
-        "driver_info": sim.driver_info(),
-    }))
-    .await;
-    set_console(&api, "n", true).await;
-    let info = console(&api, "n").await["console_info"].clone();
+    let (_db, running, api, info) = console_node(&sim, "console_takeover").await;
     let mut client = attach(&info, &mut serial).await;
     // The serial output now comes to us only: ipmitool's session lost the
     // payload (ipmi_sim does not tell it, so ipmitool itself keeps running).
@@ -440,24 +459,10 @@ async fn ipmitool_sol_cross_check_and_takeover() {
 /// its keepalives) and activates SOL again while the client stays connected.
 #[tokio::test]
 async fn console_comes_back_after_the_bmc_restarts() {
-    let serial_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let serial_port = serial_listener.local_addr().unwrap().port();
-    let Some(mut sim) =
-        IpmiSim::start_with(&format!("  sol \"tcp:127.0.0.1:{serial_port}\" 115200"))
-    else {
+    let Some((serial_listener, mut sim)) = sol_bmc().await else {
         return;
     };
-    let db = common::test_db(common::Backend::Sqlite, "console_bmc_restart")
-        .await
-        .unwrap();
-    let (running, api) = common::start_with(common::test_config(&db.url)).await;
-    api.create_node(json!({
-        "driver": "ipmi", "name": "n", "console_interface": "ipmitool-socat",
-        "driver_info": sim.driver_info(),
-    }))
-    .await;
-    set_console(&api, "n", true).await;
-    let info = console(&api, "n").await["console_info"].clone();
+    let (_db, running, _api, info) = console_node(&sim, "console_bmc_restart").await;
     let mut serial = Serial::accept(&serial_listener).await;
     let mut client = attach(&info, &mut serial).await;
 
@@ -492,23 +497,10 @@ async fn console_comes_back_after_the_bmc_restarts() {
 /// the third boot, before keepalives were sent regardless of traffic.)
 #[tokio::test]
 async fn sol_outlives_the_bmc_session_timeout_under_steady_output() {
-    let serial_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let serial_port = serial_listener.local_addr().unwrap().port();
-    let Some(sim) = IpmiSim::start_with(&format!("  sol \"tcp:127.0.0.1:{serial_port}\" 115200"))
-    else {
+    let Some((serial_listener, sim)) = sol_bmc().await else {
         return;
     };
-    let db = common::test_db(common::Backend::Sqlite, "console_steady")
-        .await
-        .unwrap();
-    let (running, api) = common::start_with(common::test_config(&db.url)).await;
-    api.create_node(json!({
-        "driver": "ipmi", "name": "n", "console_interface": "ipmitool-socat",
-        "driver_info": sim.driver_info(),
-    }))
-    .await;
-    set_console(&api, "n", true).await;
-    let info = console(&api, "n").await["console_info"].clone();
+    let (_db, running, _api, info) = console_node(&sim, "console_steady").await;
     let mut serial = Serial::accept(&serial_listener).await;
     let mut client = attach(&info, &mut serial).await;
 
@@ -586,10 +578,7 @@ async fn baremetal_cli_console_commands() {
     let Some(venv) = common::venv::venv() else {
         return;
     };
-    let serial_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let serial_port = serial_listener.local_addr().unwrap().port();
-    let Some(sim) = IpmiSim::start_with(&format!("  sol \"tcp:127.0.0.1:{serial_port}\" 115200"))
-    else {
+    let Some((serial_listener, sim)) = sol_bmc().await else {
         return;
     };
     let db = common::test_db(common::Backend::Sqlite, "console_cli")
