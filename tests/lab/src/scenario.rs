@@ -93,6 +93,10 @@ struct Lab {
     disks: Vec<PathBuf>,
     image_url: String,
     image_sha256: String,
+    /// The BMC's IPMI LAN port (UDP, 127.0.0.1).
+    bmc_port: u16,
+    /// The host port forwarded to the agent's :9999.
+    agent_forward: u16,
 }
 
 impl Drop for Lab {
@@ -320,10 +324,6 @@ fn setup(opts: &Options, progress: &Progress) -> Result<Lab> {
     ));
     // 10.0.2.2 is the host's loopback as the guest sees it.
     let image_url = format!("http://10.0.2.2:{}/test-image.raw", store.port());
-    std::fs::write(
-        node.0.join("agent-port-forward"),
-        format!("127.0.0.1:{fwd} -> guest :9999\n"),
-    )?;
     Ok(Lab {
         _coordinator: coordinator,
         _bmc: bmc,
@@ -334,6 +334,8 @@ fn setup(opts: &Options, progress: &Progress) -> Result<Lab> {
         disks,
         image_url,
         image_sha256,
+        bmc_port: ports.lan,
+        agent_forward: fwd,
     })
 }
 
@@ -539,18 +541,7 @@ async fn lifecycle(
 ) -> Result<()> {
     let api = &lab.api;
     let t = opts.phase_timeout;
-    let bmc_port: u16 = {
-        let conf = std::fs::read_to_string(lab.node.0.join("lan.conf"))?;
-        conf.lines()
-            .find_map(|l| l.trim().strip_prefix("addr 127.0.0.1 "))
-            .and_then(|p| p.trim().parse().ok())
-            .context("BMC port")?
-    };
-    let fwd: u16 = std::fs::read_to_string(lab.node.0.join("agent-port-forward"))?
-        .split(&[':', ' '][..])
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .context("agent port")?;
+    let (bmc_port, fwd) = (lab.bmc_port, lab.agent_forward);
 
     // Enroll and manage.
     let mut ph = PhaseRun::new(lab, progress, "enroll");
