@@ -13,39 +13,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use common::venv::venv;
+use common::venv::{baremetal, venv};
 use common::{Api, Backend, start_with, test_config, test_db};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(30);
-
-/// Runs `baremetal <args>` against `endpoint`; returns stdout.
-async fn baremetal(venv: &Path, endpoint: &str, args: &[&str]) -> String {
-    let bin = venv.join("bin/baremetal");
-    let endpoint = endpoint.to_owned();
-    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(&bin)
-            .args(&args)
-            .env("OS_AUTH_TYPE", "none")
-            .env("OS_ENDPOINT", &endpoint)
-            .env_remove("OS_CLOUD")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "baremetal {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    })
-    .await
-    .unwrap()
-}
 
 async fn json_of(venv: &Path, api: &Api, args: &[&str]) -> Value {
     let out = baremetal(venv, &api.base, args).await;

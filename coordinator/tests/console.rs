@@ -17,6 +17,7 @@ mod ipmi_sim;
 
 use std::time::{Duration, Instant};
 
+use common::venv::baremetal;
 use ipmi_sim::IpmiSim;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -546,31 +547,6 @@ async fn sol_outlives_the_bmc_session_timeout_under_steady_output() {
     drop(sim);
 }
 
-/// Runs `baremetal <args>` (python-ironicclient) against the coordinator.
-async fn baremetal(venv: &std::path::Path, api: &common::Api, args: &[&str]) -> String {
-    let bin = venv.join("bin/baremetal");
-    let endpoint = api.base.clone();
-    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new(&bin)
-            .args(&args)
-            .env("OS_AUTH_TYPE", "none")
-            .env("OS_ENDPOINT", &endpoint)
-            .env_remove("OS_CLOUD")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "baremetal {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    })
-    .await
-    .unwrap()
-}
-
 /// The real `baremetal` CLI: set the console interface, `node console
 /// enable`, `show`, use the URL and token it prints, `disable`.
 #[tokio::test]
@@ -589,7 +565,7 @@ async fn baremetal_cli_console_commands() {
         .await;
     baremetal(
         &venv,
-        &api,
+        &api.base,
         &[
             "node",
             "set",
@@ -599,11 +575,11 @@ async fn baremetal_cli_console_commands() {
         ],
     )
     .await;
-    baremetal(&venv, &api, &["node", "console", "enable", "cli"]).await;
+    baremetal(&venv, &api.base, &["node", "console", "enable", "cli"]).await;
     let shown: Value = serde_json::from_str(
         &baremetal(
             &venv,
-            &api,
+            &api.base,
             &["node", "console", "show", "cli", "-f", "json"],
         )
         .await,
@@ -616,12 +592,12 @@ async fn baremetal_cli_console_commands() {
     let mut client = attach(&info, &mut serial).await;
     client.write_all(b"via-cli\r").await.unwrap();
     serial.expect("via-cli\r", 10).await;
-    baremetal(&venv, &api, &["node", "console", "disable", "cli"]).await;
+    baremetal(&venv, &api.base, &["node", "console", "disable", "cli"]).await;
     expect_closed(&mut client, 10).await;
     let shown: Value = serde_json::from_str(
         &baremetal(
             &venv,
-            &api,
+            &api.base,
             &["node", "console", "show", "cli", "-f", "json"],
         )
         .await,

@@ -89,6 +89,20 @@ fn map_err(e: sqlx::Error, what: &str) -> DbError {
     DbError::Sqlx(e)
 }
 
+/// Rows of `(uuid, data)` parsed as `kind` records.
+fn parse_rows<T: serde::de::DeserializeOwned>(
+    kind: &'static str,
+    rows: &[sqlx::any::AnyRow],
+) -> Result<Vec<T>, DbError> {
+    rows.iter()
+        .map(|r| {
+            let uuid: String = r.try_get(0)?;
+            let data: String = r.try_get(1)?;
+            parse(kind, &uuid, &data)
+        })
+        .collect()
+}
+
 fn parse<T: serde::de::DeserializeOwned>(
     kind: &'static str,
     id: &str,
@@ -190,13 +204,7 @@ impl Db {
         let rows = sqlx::query("SELECT uuid, data FROM nodes ORDER BY created_at, uuid")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                let uuid: String = r.try_get(0)?;
-                let data: String = r.try_get(1)?;
-                parse("node", &uuid, &data)
-            })
-            .collect()
+        parse_rows("node", &rows)
     }
 
     /// UUIDs of nodes in the given provision states.
@@ -367,12 +375,7 @@ impl Db {
                         .await?
                 }
             };
-        rows.iter()
-            .map(|r| {
-                let uuid: String = r.try_get(0)?;
-                parse("port", &uuid, &r.try_get::<String, _>(1)?)
-            })
-            .collect()
+        parse_rows("port", &rows)
     }
 
     /// Deletes a port.
@@ -431,12 +434,7 @@ impl Db {
         let rows = sqlx::query("SELECT uuid, data FROM allocations ORDER BY created_at, uuid")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                let uuid: String = r.try_get(0)?;
-                parse("allocation", &uuid, &r.try_get::<String, _>(1)?)
-            })
-            .collect()
+        parse_rows("allocation", &rows)
     }
 
     /// Deletes an allocation.

@@ -83,3 +83,28 @@ pub fn venv() -> Option<PathBuf> {
     static CACHE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     ensure(&IRONICCLIENT, &CACHE)
 }
+
+/// Runs `baremetal <args>` against `endpoint`; returns stdout.
+pub async fn baremetal(venv: &std::path::Path, endpoint: &str, args: &[&str]) -> String {
+    let bin = venv.join("bin/baremetal");
+    let endpoint = endpoint.to_owned();
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(&bin)
+            .args(&args)
+            .env("OS_AUTH_TYPE", "none")
+            .env("OS_ENDPOINT", &endpoint)
+            .env_remove("OS_CLOUD")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "baremetal {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .unwrap()
+}
