@@ -8,7 +8,6 @@ pub mod api;
 pub mod cmdline;
 pub mod configdrive;
 pub mod coordinator;
-pub mod hints;
 pub mod init;
 pub mod inventory;
 pub mod ipa;

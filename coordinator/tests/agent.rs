@@ -287,3 +287,79 @@ async fn failed_clean_step(backend: Backend) {
     assert_eq!(sent.last().unwrap()["step"], "erase_devices_metadata");
     running.shutdown().await;
 }
+
+/// Root device hints: checked on create and patch (400 with the reason), and
+/// inspection reports `local_gb` for the hinted disk, or fails when no disk
+/// of the inventory satisfies the hints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_device_hints_in_the_api_and_inspection() {
+    let Some(db) = test_db(Backend::Sqlite, "agent_hints").await else {
+        return;
+    };
+    let (running, api) = start_with(test_config(&db.url)).await;
+
+    // Refused: an unknown hint, a size that does not parse, a list, not an object.
+    for (hints, needle) in [
+        (json!({"colour": "red"}), "colour"),
+        (json!({"size": "big"}), "size"),
+        (json!({"serial": ["a", "b"]}), "serial"),
+        (json!("sda"), "must be an object"),
+    ] {
+        let (st, v) = api
+            .post(
+                "/v1/nodes",
+                json!({"driver": "fake-hardware", "properties": {"root_device": hints}}),
+            )
+            .await;
+        assert_eq!(st, 400, "{hints}: {v}");
+        let msg = common::faultstring(&v);
+        assert!(
+            msg.contains("Invalid root device hints in properties") && msg.contains(needle),
+            "{msg}"
+        );
+    }
+    let uuid = agent_node(&api, "agent-hints").await;
+    let (st, v) = api
+        .patch(
+            &format!("/v1/nodes/{uuid}"),
+            json!([{"op": "add", "path": "/instance_info/root_device", "value": {"rotational": "maybe"}}]),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(common::faultstring(&v).contains("instance_info"), "{v}");
+
+    // Hinted to the larger of the simulated agent's disks (20 and 100 GiB).
+    let (st, v) = api
+        .patch(
+            &format!("/v1/nodes/{uuid}"),
+            json!([{"op": "add", "path": "/properties/root_device", "value": {"name": "nvme0n1", "size": ">= 50"}}]),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let agent = SimAgent::start(&api.base, MAC).await;
+    api.provision(&uuid, json!({"target": "manage"})).await;
+    api.wait_state(&uuid, "manageable", T).await;
+    api.provision(&uuid, json!({"target": "inspect"})).await;
+    agent.reboot();
+    let n = api.wait_state(&uuid, "manageable", T).await;
+    assert_eq!(n["properties"]["local_gb"], 99, "{}", n["properties"]);
+
+    // Hints no disk satisfies: inspection fails and says why.
+    let (st, v) = api
+        .patch(
+            &format!("/v1/nodes/{uuid}"),
+            json!([{"op": "replace", "path": "/properties/root_device", "value": {"serial": "NO-SUCH-DISK"}}]),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    api.provision(&uuid, json!({"target": "inspect"})).await;
+    agent.reboot();
+    let n = api.wait_state(&uuid, "inspect failed", T).await;
+    let err = n["last_error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("no disk matches the root device hints") && err.contains("NO-SUCH-DISK"),
+        "{err}"
+    );
+    assert_eq!(n["properties"]["local_gb"], 99, "properties kept");
+    running.shutdown().await;
+}

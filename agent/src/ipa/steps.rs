@@ -199,7 +199,7 @@ async fn erase_targets(
     Ok(disks
         .iter()
         .filter(|d| {
-            let skip = skips.iter().any(|h| crate::hints::matches(d, h));
+            let skip = skips.iter().any(|h| ingot_proto::hints::matches(d, h));
             if skip {
                 tracing::info!(disk = %d.name, "skipped: listed in skip_block_devices");
             }

@@ -166,7 +166,7 @@ pub async fn root_disk(
         .await
         .map_err(|e| CmdError::execution(e.to_string()))?;
     let hints = root_hints(node);
-    let disk = crate::hints::choose(&disks, hints.as_ref())
+    let disk = ingot_proto::hints::choose(&disks, hints.as_ref())
         .map_err(|e| CmdError::device_not_found(e.to_string()))?;
     Ok((disk.name.clone(), state.device_path(&disk.name)))
 }

@@ -61,6 +61,28 @@ pub fn validate_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Checks the root device hints in `properties` and `instance_info`, as
+/// Ironic does on create and update (a bad hint fails now, not at deploy).
+pub fn validate_root_device(node: &Node) -> Result<(), ApiError> {
+    for (field, map) in [
+        ("properties", &node.properties),
+        ("instance_info", &node.instance_info),
+    ] {
+        let Some(hints) = map.get("root_device") else {
+            continue;
+        };
+        let Some(hints) = hints.as_object() else {
+            return Err(ApiError::bad_request(format!(
+                "Invalid root device hints in {field}: root_device must be an object, not {hints}"
+            )));
+        };
+        ingot_proto::hints::validate(hints).map_err(|e| {
+            ApiError::bad_request(format!("Invalid root device hints in {field}: {e}"))
+        })?;
+    }
+    Ok(())
+}
+
 /// Checks and fills the interfaces of a node against its hardware type.
 /// `reset` fills unset interfaces with the defaults.
 pub fn validate_interfaces(node: &mut Node) -> Result<(), ApiError> {
@@ -145,6 +167,7 @@ pub async fn create(
         }
     }
     validate_interfaces(&mut node)?;
+    validate_root_device(&node)?;
     node.provision_state = if ctx.version.at_least(11) {
         ProvisionState::Enroll
     } else {
@@ -325,6 +348,11 @@ pub fn patch_node(
         })
     {
         validate_interfaces(&mut updated)?;
+    }
+    if updated.properties.get("root_device") != before.properties.get("root_device")
+        || updated.instance_info.get("root_device") != before.instance_info.get("root_device")
+    {
+        validate_root_device(&updated)?;
     }
     if let Some(n) = &updated.name {
         if updated.name != before.name {

@@ -1,7 +1,9 @@
 //! Inspection: with the `agent` inspect interface, PXE + power on → `inspect
 //! wait`; on the agent's heartbeat `poll.get_hardware_info` returns the
 //! inventory (a real IPA may instead POST it to `/v1/continue_inspection`).
-//! The inventory becomes properties (cpus, memory_mb, local_gb, cpu_arch) and
+//! The inventory becomes properties (cpus, memory_mb, local_gb, cpu_arch;
+//! `local_gb` is the root disk chosen by `properties.root_device` hints, as the
+//! agent will choose it, and inspection fails if no disk satisfies them) and
 //! ports (one per NIC, LLDP → local_link_connection). The `fake` and
 //! `no-inspect` interfaces finish at once.
 
@@ -64,6 +66,28 @@ pub fn local_link_connection(iface: &Interface) -> Map<String, Value> {
     out
 }
 
+/// The node's root device hints (`properties.root_device`), if any.
+fn root_device_hints(node: &Node) -> Option<Map<String, Value>> {
+    node.properties
+        .get("root_device")
+        .and_then(Value::as_object)
+        .filter(|h| !h.is_empty())
+        .cloned()
+}
+
+/// Why an inventory cannot finish inspection: the node has root device hints
+/// and no disk of the inventory satisfies them (Ironic's inspector fails the
+/// same way, so a deployment does not find out later).
+pub fn check_root_device(node: &Node, raw: &Value) -> Result<(), String> {
+    let Some(hints) = root_device_hints(node) else {
+        return Ok(());
+    };
+    let inv: Inventory = serde_json::from_value(raw.clone()).unwrap_or_default();
+    ingot_proto::hints::choose(&inv.disks, Some(&hints))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Applies an inventory: properties on the node, and a port for every NIC
 /// that has none (existing ports get their LLDP data refreshed).
 pub async fn apply_inventory(db: &Db, node: &mut Node, raw: &Value) -> Result<(), DbError> {
@@ -83,13 +107,10 @@ pub async fn apply_inventory(db: &Db, node: &mut Node, raw: &Value) -> Result<()
     if mem > 0 {
         node.properties.insert("memory_mb".into(), json!(mem));
     }
-    // Root disk as IPA guesses it: the smallest disk of at least 4 GiB.
-    if let Some(root) = inv
-        .disks
-        .iter()
-        .filter(|d| d.size >= 4 * gib)
-        .min_by_key(|d| d.size)
-    {
+    // Root disk as the agent will choose it: by the node's root device hints,
+    // else the smallest disk of at least 4 GiB. Minus 1 GiB for partitioning,
+    // as Ironic's inspector reports it.
+    if let Ok(root) = ingot_proto::hints::choose(&inv.disks, root_device_hints(node).as_ref()) {
         node.properties.insert(
             "local_gb".into(),
             json!((root.size / gib).saturating_sub(1)),
@@ -235,6 +256,11 @@ impl Conductor {
         node: Node,
         inventory: Value,
     ) -> Result<(), ConductorError> {
+        if let Err(e) = check_root_device(&node, &inventory) {
+            self.fail(&node.uuid, format!("Inspection failed: {e}"), true)
+                .await?;
+            return Ok(());
+        }
         let mut updated = node.clone();
         apply_inventory(self.db(), &mut updated, &inventory).await?;
         if let Err(e) = self.set_power(&node, PowerAction::Off).await {

@@ -7,7 +7,7 @@
 //! `<range-in> ( lo hi ]`; `size` in GiB compared as `bytes / 2^30`;
 //! `rotational` a boolean. Without hints: the smallest disk of at least 4 GiB.
 
-use ingot_proto::inventory::Disk;
+use crate::inventory::Disk;
 use serde_json::{Map, Value};
 
 /// Hints IPA accepts.
@@ -76,6 +76,32 @@ pub fn choose<'a>(
             Err(HintError::NoMatch(Value::Object(h.clone()).to_string()))
         }
     }
+}
+
+/// Checks hints without a disk: every name is one IPA accepts and every value
+/// parses (Ironic refuses bad hints when a node is created or updated).
+pub fn validate(hints: &Map<String, Value>) -> Result<(), HintError> {
+    // A disk with every field present, so every hint's value is evaluated.
+    let probe = Disk {
+        name: "/dev/probe".into(),
+        model: Some(String::new()),
+        wwn: Some(String::new()),
+        serial: Some(String::new()),
+        vendor: Some(String::new()),
+        wwn_with_extension: Some(String::new()),
+        wwn_vendor_extension: Some(String::new()),
+        hctl: Some(String::new()),
+        by_path: Some(String::new()),
+        tran: Some(String::new()),
+        ..Disk::default()
+    };
+    for (name, want) in hints {
+        if !VALID_HINTS.contains(&name.as_str()) {
+            return Err(HintError::Unknown(name.clone()));
+        }
+        matches_one(&probe, name, want)?;
+    }
+    Ok(())
 }
 
 /// True if `disk` matches every hint (invalid hints never match).
@@ -257,6 +283,31 @@ mod tests {
 
     fn hints(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn validates_hints_without_a_disk() {
+        assert_eq!(
+            validate(&hints(json!({"serial": "X", "size": ">= 10"}))),
+            Ok(())
+        );
+        assert_eq!(validate(&hints(json!({"rotational": "no"}))), Ok(()));
+        assert!(matches!(
+            validate(&hints(json!({"colour": "red"}))),
+            Err(HintError::Unknown(_))
+        ));
+        assert!(matches!(
+            validate(&hints(json!({"size": "big"}))),
+            Err(HintError::BadValue { .. })
+        ));
+        assert!(matches!(
+            validate(&hints(json!({"serial": ["a"]}))),
+            Err(HintError::BadValue { .. })
+        ));
+        assert!(matches!(
+            validate(&hints(json!({"rotational": "maybe"}))),
+            Err(HintError::BadValue { .. })
+        ));
     }
 
     #[test]
