@@ -68,6 +68,7 @@ fn check_with_pycdlib(file: &std::path::Path) {
     let python = venv.join("bin/python");
     let has = Command::new(&python)
         .args(["-c", "import pycdlib"])
+        .stderr(std::process::Stdio::null())
         .status()
         .unwrap()
         .success();

@@ -8,6 +8,7 @@
 //! Evidence lands in `target/e2e/` (see docs/e2e.md).
 
 use std::process::Command;
+use std::time::Instant;
 
 use anyhow::{Result, bail};
 
@@ -23,13 +24,17 @@ pub enum Build {
     Minimal,
 }
 
-/// Runs the lab; `verbose` prints progress for a person.
-pub fn run(build: Build, verbose: bool) -> Result<()> {
+/// Runs the lab; `verbose` prints progress for a person. Returns where the
+/// time went (the builds, then the lab with its own preparation).
+pub fn run(build: Build, verbose: bool) -> Result<String> {
     crate::deps::ensure()?;
     println!("\n==> building the static agent and the test image's init (musl)");
+    let t = Instant::now();
     let agent = util::build_agent()?;
     let init = util::build_test_init()?;
+    let musl_s = t.elapsed().as_secs_f64();
     println!("\n==> building the coordinator, ingot-image and ingot-lab");
+    let t = Instant::now();
     match build {
         Build::LikeTests => util::run(util::cargo().args(["test", "--workspace", "--no-run"]))?,
         Build::Minimal => util::run(util::cargo().args([
@@ -43,6 +48,7 @@ pub fn run(build: Build, verbose: bool) -> Result<()> {
             "--bins",
         ]))?,
     }
+    let host_s = t.elapsed().as_secs_f64();
     let target = util::target_dir();
     let bin = target.join("debug");
     let mut cmd = Command::new(bin.join("ingot-lab"));
@@ -64,12 +70,18 @@ pub fn run(build: Build, verbose: bool) -> Result<()> {
     }
     println!("\n==> the lab");
     util::announce(&cmd);
+    let t = Instant::now();
     let st = cmd.status()?;
+    let timings = format!(
+        "musl builds {musl_s:.0} s, host build {host_s:.0} s, lab {:.0} s (with kernel, ramdisk and image)",
+        t.elapsed().as_secs_f64()
+    );
+    println!("e2e: {timings}");
     if !st.success() {
         bail!(
-            "the end-to-end lab failed ({st}); evidence in {}",
+            "the end-to-end lab failed ({st}) after {timings}; evidence in {}",
             target.join("e2e").display()
         );
     }
-    Ok(())
+    Ok(timings)
 }

@@ -33,8 +33,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") if args.len() == 1 => test::run(),
-        Some("demo") if args.len() == 1 => e2e::run(e2e::Build::Minimal, true),
-        Some("e2e") if args.len() == 1 => e2e::run(e2e::Build::LikeTests, false),
+        Some("demo") if args.len() == 1 => e2e::run(e2e::Build::Minimal, true).map(drop),
+        Some("e2e") if args.len() == 1 => e2e::run(e2e::Build::LikeTests, false).map(drop),
         Some("write-image-demo") if args.len() == 1 => write_image_demo::run(),
         Some("bench") => bench::run(&args[1..]),
         Some("help" | "-h" | "--help") => {

@@ -120,6 +120,11 @@ fn check_static_agent() -> Result<String> {
 /// Runs the task.
 pub fn run() -> Result<()> {
     let started = Instant::now();
+    // One build of everything, once: incremental compilation's caches would
+    // only cost disk space (gigabytes) and time here. Every cargo below
+    // inherits this.
+    // SAFETY: set before any thread is started.
+    unsafe { std::env::set_var("CARGO_INCREMENTAL", "0") };
     let t = Instant::now();
     deps::ensure().context("prerequisites")?;
     let mut gates = vec![Gate {
@@ -175,8 +180,12 @@ pub fn run() -> Result<()> {
     gate("tests", &mut || cargo_test(&mut counts));
     // Last: it reuses the test build and boots QEMU on a quiet machine.
     gate("e2e lab", &mut || {
-        crate::e2e::run(crate::e2e::Build::LikeTests, false)
-            .map(|()| format!("{}", util::target_dir().join("e2e/report.json").display()))
+        crate::e2e::run(crate::e2e::Build::LikeTests, false).map(|timings| {
+            format!(
+                "{}; {timings}",
+                util::target_dir().join("e2e/report.json").display()
+            )
+        })
     });
 
     println!("\n==> summary");

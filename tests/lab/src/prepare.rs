@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use ingot_initramfs::modules::Class;
@@ -92,8 +93,15 @@ pub fn build(inp: &Inputs<'_>) -> Result<Artifacts> {
             bail!("{what} not found at {}", p.display());
         }
     }
+    let t = Instant::now();
     let kernel = ingot_initramfs::fetch::debian(inp.kernel_cache, "amd64")
         .map_err(|e| anyhow::anyhow!("fetching the Debian kernel: {e}"))?;
+    println!(
+        "kernel: {} ({:.1} s)",
+        kernel.vmlinuz.display(),
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
     let ramdisk = inp.out.join("ramdisk");
     if ramdisk_current(&ramdisk, inp.agent, &kernel.modules) {
         println!(
@@ -102,8 +110,13 @@ pub fn build(inp: &Inputs<'_>) -> Result<Artifacts> {
         );
     } else {
         build_ramdisk(&kernel, inp.agent, &ramdisk)?;
-        println!("agent ramdisk: {} (zstd -19)", ramdisk.display());
+        println!(
+            "agent ramdisk: {} (zstd -19, {:.1} s)",
+            ramdisk.display(),
+            t.elapsed().as_secs_f64()
+        );
     }
+    let t = Instant::now();
     let image = inp.out.join("test-image.raw");
     let out = Command::new(inp.ingot_image)
         .arg("test-image")
@@ -125,12 +138,13 @@ pub fn build(inp: &Inputs<'_>) -> Result<Artifacts> {
     std::fs::write(inp.out.join("test-image.json"), &out.stdout)?;
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     println!(
-        "test image: {} ({} MiB disk, kernel {}, initrd {} KiB with {} modules)",
+        "test image: {} ({} MiB disk, kernel {}, initrd {} KiB with {} modules; {:.1} s)",
         image.display(),
         r["disk_bytes"].as_u64().unwrap_or(0) >> 20,
         r["kernel_version"].as_str().unwrap_or("?"),
         r["initrd_bytes"].as_u64().unwrap_or(0) >> 10,
-        r["modules"].as_array().map(Vec::len).unwrap_or(0)
+        r["modules"].as_array().map(Vec::len).unwrap_or(0),
+        t.elapsed().as_secs_f64()
     );
     Ok(Artifacts {
         kernel: ramdisk.join("vmlinuz"),
