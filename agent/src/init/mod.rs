@@ -158,6 +158,9 @@ pub fn main() -> ! {
         tokio::spawn(async move {
             let leases = crate::net::configure(&net).await;
             tracing::info!(configured = leases.len(), "network configured");
+            // Renew the DHCP leases for as long as the agent runs (a wipe can
+            // outlast them); the maintenance threads log what they do.
+            crate::net::maintain(&leases, &net, std::sync::Arc::new(|_| {}));
         });
         crate::coordinator::runtime::run(state, opts).await
     });

@@ -1,6 +1,8 @@
 //! The DHCPv4 exchange on one interface (DISCOVER → OFFER → REQUEST → ACK)
 //! over an `AF_PACKET` datagram socket, which works before the interface has
-//! an address. Retransmits with exponential backoff (RFC 2131 §4.1).
+//! an address. Retransmits with exponential backoff (RFC 2131 §4.1). The
+//! RENEWING/REBINDING requests of lease maintenance (`super::lease`) use the
+//! same socket type.
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -31,6 +33,16 @@ pub struct Lease {
     pub lease_secs: Option<u32>,
     /// The DHCP server.
     pub server: Option<Ipv4Addr>,
+    /// Renewal time T1 (option 58), if the server sent it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renew_secs: Option<u32>,
+    /// Rebinding time T2 (option 59), if the server sent it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebind_secs: Option<u32>,
+    /// The link-layer source of the ACK (the server, or the relay agent that
+    /// forwarded it): where RENEWING requests are sent.
+    #[serde(skip)]
+    pub server_mac: Option<[u8; 6]>,
 }
 
 /// Why DHCP failed.
@@ -47,15 +59,19 @@ pub enum DhcpError {
     Nak,
 }
 
-struct PacketSocket {
+/// An `AF_PACKET` datagram socket for IPv4 on one interface.
+pub(super) struct PacketSocket {
     fd: OwnedFd,
     ifindex: i32,
 }
 
 const ETH_P_IP: u16 = 0x0800;
+/// The Ethernet broadcast address.
+pub(super) const BROADCAST_MAC: [u8; 6] = [0xff; 6];
 
 impl PacketSocket {
-    fn open(ifindex: u32) -> io::Result<Self> {
+    /// Opens and binds the socket to the interface `ifindex`.
+    pub(super) fn open(ifindex: u32) -> io::Result<Self> {
         // SAFETY: plain socket creation.
         let fd = unsafe {
             libc::socket(
@@ -100,8 +116,12 @@ impl PacketSocket {
     }
 
     fn broadcast(&self, payload: &[u8]) -> io::Result<()> {
-        let packet = pkt::ip_udp(payload);
-        let sll = self.addr([0xff; 6]);
+        self.send(BROADCAST_MAC, &pkt::ip_udp(payload))
+    }
+
+    /// Sends an IPv4 packet to the link-layer address `mac`.
+    pub(super) fn send(&self, mac: [u8; 6], packet: &[u8]) -> io::Result<()> {
+        let sll = self.addr(mac);
         // SAFETY: sending a valid buffer to a valid link-layer address.
         let n = unsafe {
             libc::sendto(
@@ -119,14 +139,15 @@ impl PacketSocket {
         Ok(())
     }
 
-    /// Waits until `deadline` for a reply of type `want` with `xid`.
-    fn receive(
+    /// Waits until `deadline` for a reply of type `want` with `xid`; returns
+    /// it with its link-layer source address.
+    pub(super) fn receive(
         &self,
         mac: [u8; 6],
         xid: u32,
         want: u8,
         deadline: Instant,
-    ) -> Result<Option<Reply>, DhcpError> {
+    ) -> Result<Option<(Reply, [u8; 6])>, DhcpError> {
         let mut buf = vec![0u8; 2048];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -143,13 +164,19 @@ impl PacketSocket {
             if unsafe { libc::poll(&mut pfd, 1, ms) } <= 0 {
                 continue;
             }
-            // SAFETY: receiving into a local buffer.
+            // SAFETY: sockaddr_ll is plain old data.
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            // SAFETY: receiving into a local buffer and a local sockaddr_ll
+            // whose size is passed along.
             let n = unsafe {
-                libc::recv(
+                libc::recvfrom(
                     self.fd.as_raw_fd(),
                     buf.as_mut_ptr().cast(),
                     buf.len(),
                     libc::MSG_DONTWAIT,
+                    (&mut from as *mut libc::sockaddr_ll).cast(),
+                    &mut from_len,
                 )
             };
             if n <= 0 {
@@ -168,7 +195,9 @@ impl PacketSocket {
                 return Err(DhcpError::Nak);
             }
             if r.kind == want {
-                return Ok(Some(r));
+                let mut src = [0u8; 6];
+                src.copy_from_slice(&from.sll_addr[..6]);
+                return Ok(Some((r, src)));
             }
         }
     }
@@ -183,7 +212,7 @@ fn exchange(
     end: Instant,
     build: &dyn Fn(u16) -> Vec<u8>,
     started: Instant,
-) -> Result<Option<Reply>, DhcpError> {
+) -> Result<Option<(Reply, [u8; 6])>, DhcpError> {
     let mut wait = Duration::from_secs(1);
     while Instant::now() < end {
         let secs = u16::try_from(started.elapsed().as_secs()).unwrap_or(u16::MAX);
@@ -216,7 +245,8 @@ pub fn run_dhcp(link: &Link, timeout: Duration) -> Result<Lease, DhcpError> {
         &|secs| pkt::request(pkt::DISCOVER, xid, mac, None, None, secs),
         started,
     )?
-    .ok_or(DhcpError::Timeout(timeout))?;
+    .ok_or(DhcpError::Timeout(timeout))?
+    .0;
     let (ip, server) = (offer.yiaddr, offer.server);
     let ack = exchange(
         &s,
@@ -228,11 +258,24 @@ pub fn run_dhcp(link: &Link, timeout: Duration) -> Result<Lease, DhcpError> {
         started,
     )?
     .ok_or(DhcpError::Timeout(timeout))?;
+    let lease = lease_from(link, ack, offer.netmask, server);
+    tracing::info!(interface = %link.name, address = %lease.address, prefix = lease.prefix, seconds = started.elapsed().as_secs_f64(), "DHCP lease");
+    Ok(lease)
+}
+
+/// The lease an ACK (and its link-layer source) grants; `netmask` and
+/// `server` fill in what the ACK left out.
+pub(super) fn lease_from(
+    link: &Link,
+    (ack, src): (Reply, [u8; 6]),
+    netmask: Option<Ipv4Addr>,
+    server: Option<Ipv4Addr>,
+) -> Lease {
     let prefix = ack
         .netmask
-        .or(offer.netmask)
+        .or(netmask)
         .map_or(24, |m| u32::from(m).count_ones() as u8);
-    let lease = Lease {
+    Lease {
         interface: link.name.clone(),
         address: ack.yiaddr,
         prefix,
@@ -242,7 +285,8 @@ pub fn run_dhcp(link: &Link, timeout: Duration) -> Result<Lease, DhcpError> {
         domain: ack.domain,
         lease_secs: ack.lease_secs,
         server: ack.server.or(server),
-    };
-    tracing::info!(interface = %link.name, address = %lease.address, prefix, seconds = started.elapsed().as_secs_f64(), "DHCP lease");
-    Ok(lease)
+        renew_secs: ack.renew_secs,
+        rebind_secs: ack.rebind_secs,
+        server_mac: Some(src),
+    }
 }

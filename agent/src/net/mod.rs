@@ -2,10 +2,13 @@
 //! DHCPv4 client on the PXE interface (`BOOTIF=`) or on every interface that
 //! has carrier, all in parallel; or the static `ip=` configuration.
 //! Interfaces without carrier cost no waiting: they are skipped after a short
-//! carrier check that runs for all interfaces at once.
+//! carrier check that runs for all interfaces at once. DHCP leases are then
+//! kept alive by [`maintain`] (renewal, rebinding, a new DISCOVER after a NAK
+//! or the expiry).
 
 mod dhcp;
 pub mod dhcp_packet;
+mod lease;
 pub mod netlink;
 
 use std::net::Ipv4Addr;
@@ -14,7 +17,10 @@ use std::time::Duration;
 
 use crate::cmdline::{KernelParams, StaticIp};
 
-pub use dhcp::{Lease, run_dhcp};
+pub use dhcp::{DhcpError, Lease, run_dhcp};
+pub use lease::{
+    EventSink, LeaseEvent, LossReason, Maintenance, maintain, retransmit_wait, schedule,
+};
 
 /// What to configure.
 #[derive(Debug, Clone)]
@@ -177,6 +183,9 @@ pub async fn configure(opts: &NetOptions) -> Vec<Lease> {
             domain: None,
             lease_secs: None,
             server: None,
+            renew_secs: None,
+            rebind_secs: None,
+            server_mac: None,
         };
         apply(l, &lease, opts);
         return vec![lease];
@@ -233,17 +242,7 @@ pub async fn configure(opts: &NetOptions) -> Vec<Lease> {
 
 /// Configures an interface from a lease.
 fn apply(l: &Link, lease: &Lease, opts: &NetOptions) {
-    match netlink::add_address(l.index, lease.address, lease.prefix) {
-        Ok(()) => {
-            tracing::info!(interface = %l.name, address = %lease.address, prefix = lease.prefix, "address configured")
-        }
-        Err(e) => tracing::warn!(interface = %l.name, error = %e, "cannot add the address"),
-    }
-    if let Some(gw) = lease.routers.first() {
-        if let Err(e) = netlink::add_default_route(l.index, *gw) {
-            tracing::warn!(interface = %l.name, gateway = %gw, error = %e, "cannot add the default route");
-        }
-    }
+    apply_address(l, lease, true);
     if opts.set_hostname {
         if let Some(h) = &lease.hostname {
             set_hostname(h);
@@ -251,5 +250,21 @@ fn apply(l: &Link, lease: &Lease, opts: &NetOptions) {
     }
     if opts.static_ip.is_some() {
         write_resolv_conf(&opts.resolv_conf, &lease.dns, None);
+    }
+}
+
+/// Adds the lease's address to the interface, and the default route through
+/// its first router when `route` is set.
+fn apply_address(l: &Link, lease: &Lease, route: bool) {
+    match netlink::add_address(l.index, lease.address, lease.prefix) {
+        Ok(()) => {
+            tracing::info!(interface = %l.name, address = %lease.address, prefix = lease.prefix, "address configured")
+        }
+        Err(e) => tracing::warn!(interface = %l.name, error = %e, "cannot add the address"),
+    }
+    if let Some(gw) = lease.routers.first().filter(|_| route) {
+        if let Err(e) = netlink::add_default_route(l.index, *gw) {
+            tracing::warn!(interface = %l.name, gateway = %gw, error = %e, "cannot add the default route");
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! rtnetlink requests over a raw `NETLINK_ROUTE` socket: link up, IPv4
-//! address, default route. Each request waits for the kernel's ACK.
+//! address (add and delete), default route. Each request waits for the kernel's ACK.
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 const RTM_NEWLINK: u16 = 16;
 const RTM_NEWADDR: u16 = 20;
+const RTM_DELADDR: u16 = 21;
 const RTM_NEWROUTE: u16 = 24;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
@@ -117,19 +118,31 @@ pub fn link_up(ifindex: u32) -> io::Result<()> {
     request(RTM_NEWLINK, 0, &b)
 }
 
-/// Adds (or replaces) an IPv4 address.
-pub fn add_address(ifindex: u32, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
-    // struct ifaddrmsg: family, prefixlen, flags, scope, index.
+/// struct ifaddrmsg (family, prefixlen, flags, scope, index) with the
+/// local and peer address attributes.
+fn address_message(ifindex: u32, addr: Ipv4Addr, prefix: u8) -> Vec<u8> {
     let mut b = vec![libc::AF_INET as u8, prefix, 0, 0];
     b.extend_from_slice(&ifindex.to_ne_bytes());
     attr(&mut b, IFA_LOCAL, &addr.octets());
     attr(&mut b, IFA_ADDRESS, &addr.octets());
+    b
+}
+
+/// Adds (or replaces) an IPv4 address.
+pub fn add_address(ifindex: u32, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
+    let mut b = address_message(ifindex, addr, prefix);
     if prefix < 31 {
         let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
         let bcast = Ipv4Addr::from(u32::from(addr) | !mask);
         attr(&mut b, IFA_BROADCAST, &bcast.octets());
     }
     request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, &b)
+}
+
+/// Deletes an IPv4 address; the kernel drops the routes that depended on it
+/// (the prefix route, and routes through a gateway only it reached).
+pub fn delete_address(ifindex: u32, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
+    request(RTM_DELADDR, 0, &address_message(ifindex, addr, prefix))
 }
 
 /// Adds (or replaces) the default route through `gateway`.
