@@ -143,6 +143,30 @@ impl Drop for Lab {
 }
 
 /// The last octet of a 10.77.0.x address.
+/// `ingot-agent net` in the client namespace (DHCP timeout 20 s, carrier
+/// wait 2 s, no host name), with `extra` flags.
+fn agent_net(lab: &Lab, extra: &[&str], resolv: &Path) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        &lab.cli,
+        env!("CARGO_BIN_EXE_ingot-agent"),
+        "net",
+    ])
+    .args(extra)
+    .args([
+        "--no-hostname",
+        "--dhcp-timeout",
+        "20",
+        "--carrier-wait",
+        "2",
+    ])
+    .arg("--resolv-conf")
+    .arg(resolv);
+    cmd
+}
+
 fn host_part(addr: &str) -> u32 {
     addr.strip_prefix("10.77.0.").unwrap().parse().unwrap()
 }
@@ -178,23 +202,7 @@ fn dhcp_on_the_cabled_interface_only() {
     );
     let resolv = dir.path().join("resolv.conf");
     let started = Instant::now();
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.cli,
-            env!("CARGO_BIN_EXE_ingot-agent"),
-            "net",
-            "--no-hostname",
-            "--dhcp-timeout",
-            "20",
-            "--carrier-wait",
-            "2",
-            "--resolv-conf",
-        ])
-        .arg(&resolv)
-        .output()
-        .unwrap();
+    let out = agent_net(&lab, &[], &resolv).output().unwrap();
     let elapsed = started.elapsed();
     assert!(
         out.status.success(),
@@ -319,22 +327,7 @@ fn dhcp_lease_is_renewed_and_rebound() {
         &short_lease_server("10.77.0.50,10.77.0.60", &log_a),
     );
     let agent_log = dir.path().join("agent.log");
-    let mut agent = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.cli,
-            env!("CARGO_BIN_EXE_ingot-agent"),
-            "net",
-            "--keep",
-            "--no-hostname",
-            "--dhcp-timeout",
-            "20",
-            "--carrier-wait",
-            "2",
-            "--resolv-conf",
-        ])
-        .arg(dir.path().join("resolv.conf"))
+    let mut agent = agent_net(&lab, &["--keep"], &dir.path().join("resolv.conf"))
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&agent_log).unwrap())
         .spawn()
