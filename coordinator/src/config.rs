@@ -11,6 +11,8 @@
 //! check_interval_ms = 5000       # how often wait-state timeouts are checked
 //! automated_clean = true
 //! secure_erase = false           # automated cleaning runs erase_devices instead of metadata
+//! fast_track = false             # keep the agent running between phases (Ironic's [deploy] fast_track)
+//! fast_track_timeout = 300       # seconds since the last heartbeat within which the agent is reused
 //!
 //! [boot]                         # network boot of the agent ramdisk (optional)
 //! kernel = "/srv/ingot/vmlinuz"
@@ -83,6 +85,14 @@ pub struct Config {
     pub secure_erase: bool,
     /// Timeout of one HTTP request to an agent (seconds).
     pub agent_command_timeout: u64,
+    /// Fast track (Ironic's `[deploy] fast_track`): after inspection and
+    /// cleaning the node stays powered on with the agent running, and the
+    /// next phase drives that agent instead of booting the ramdisk again
+    /// (per node: `driver_info.fast_track`).
+    pub fast_track: bool,
+    /// How recent the agent's last heartbeat must be for fast track to reuse
+    /// it (seconds; Ironic's `[deploy] fast_track_timeout`).
+    pub fast_track_timeout: u64,
     /// Network boot of the agent ramdisk.
     pub boot: BootConfig,
     /// The image cache.
@@ -173,6 +183,8 @@ impl Default for Config {
             automated_clean: true,
             secure_erase: false,
             agent_command_timeout: 60,
+            fast_track: false,
+            fast_track_timeout: 300,
             boot: BootConfig::default(),
             images: ImagesConfig::default(),
             power_sync: PowerSyncConfig::default(),

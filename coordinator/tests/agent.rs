@@ -7,11 +7,19 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::agent_sim::SimAgent;
 use common::{Backend, start_with, test_config, test_db};
-use serde_json::{Value, json};
+use ingot_coordinator::config::Config;
+use ingot_coordinator::power::fake::FakePower;
+use ingot_coordinator::power::{
+    BootDeviceState, BoxFuture, PowerAction, PowerDriver, PowerDrivers, PowerError, PowerState,
+    PowerTarget,
+};
+use ingot_coordinator::server::{Running, start};
+use serde_json::{Map, Value, json};
 
 const T: Duration = Duration::from_secs(20);
 /// Well under the simulated agent's 10 s periodic heartbeat.
@@ -361,5 +369,356 @@ async fn root_device_hints_in_the_api_and_inspection() {
         "{err}"
     );
     assert_eq!(n["properties"]["local_gb"], 99, "properties kept");
+    running.shutdown().await;
+}
+
+/// The `fake` power driver, recording every power action and boot device
+/// change (`"On"`, `"Off"`, `"Reboot"`, `"boot pxe"`, `"boot disk"`).
+#[derive(Default)]
+struct Recording {
+    inner: FakePower,
+    log: Mutex<Vec<String>>,
+}
+
+impl Recording {
+    fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+    /// What was recorded after the first `from` entries.
+    fn since(&self, from: usize) -> Vec<String> {
+        self.log()[from..].to_vec()
+    }
+}
+
+impl PowerDriver for Recording {
+    fn validate(&self, driver_info: &Map<String, Value>) -> Result<(), PowerError> {
+        self.inner.validate(driver_info)
+    }
+    fn get_power_state<'a>(
+        &'a self,
+        target: &'a PowerTarget,
+    ) -> BoxFuture<'a, Result<PowerState, PowerError>> {
+        self.inner.get_power_state(target)
+    }
+    fn set_power_state<'a>(
+        &'a self,
+        target: &'a PowerTarget,
+        action: PowerAction,
+    ) -> BoxFuture<'a, Result<(), PowerError>> {
+        self.log.lock().unwrap().push(format!("{action:?}"));
+        self.inner.set_power_state(target, action)
+    }
+    fn set_boot_device<'a>(
+        &'a self,
+        target: &'a PowerTarget,
+        device: &'a str,
+        persistent: bool,
+    ) -> BoxFuture<'a, Result<(), PowerError>> {
+        self.log.lock().unwrap().push(format!("boot {device}"));
+        self.inner.set_boot_device(target, device, persistent)
+    }
+    fn get_boot_device<'a>(
+        &'a self,
+        target: &'a PowerTarget,
+    ) -> BoxFuture<'a, Result<BootDeviceState, PowerError>> {
+        self.inner.get_boot_device(target)
+    }
+}
+
+/// A coordinator whose `fake` power driver records what it is asked to do.
+async fn start_recording(config: Config) -> (Running, common::Api, Arc<Recording>) {
+    let power = Arc::new(Recording::default());
+    let mut drivers = PowerDrivers::default();
+    drivers.register("fake", power.clone());
+    let running = start(config, drivers).await.unwrap();
+    let api = common::Api::new(&format!("http://{}", running.addr));
+    (running, api, power)
+}
+
+fn lookups(agent: &SimAgent) -> u32 {
+    agent.state.lock().unwrap().lookups
+}
+
+/// A heartbeat as the simulated agent sends it, with its current token.
+async fn heartbeat(api: &common::Api, agent: &SimAgent, uuid: &str) -> common::Reply {
+    let token = agent.state.lock().unwrap().token.clone();
+    api.post(
+        &format!("/v1/heartbeat/{uuid}"),
+        json!({"callback_url": agent.url, "agent_token": token, "agent_version": "13.0.0"}),
+    )
+    .await
+}
+
+/// Inspection with the ramdisk booted once, as usual, then returns the node.
+async fn inspect_once(api: &common::Api, agent: &SimAgent, name: &str) -> Value {
+    api.provision(name, json!({"target": "manage"})).await;
+    api.wait_state(name, "manageable", T).await;
+    api.provision(name, json!({"target": "inspect"})).await;
+    agent.reboot();
+    api.wait_state(name, "manageable", T).await
+}
+
+fn fast_track_config(db: &str) -> Config {
+    Config {
+        fast_track: true,
+        ..test_config(db)
+    }
+}
+
+/// Fast track (Ironic's `[deploy] fast_track`): the agent booted for
+/// inspection stays running; cleaning and deploy drive it without a power
+/// action or a new lookup, and only the instance boot reboots the machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_track_skips_the_reboots() {
+    let Some(db) = test_db(Backend::Sqlite, "agent_fast_track").await else {
+        return;
+    };
+    let (running, api, power) = start_recording(fast_track_config(&db.url)).await;
+    let uuid = agent_node(&api, "ft-1").await;
+    let agent = SimAgent::start(&api.base, MAC).await;
+
+    // Inspection boots the ramdisk (the node was off) and leaves it running.
+    let n = inspect_once(&api, &agent, "ft-1").await;
+    assert_eq!(power.log(), ["boot pxe", "On"]);
+    assert_eq!(n["power_state"], "power on");
+    let dii = &n["driver_internal_info"];
+    assert!(dii.get("agent_secret_token").is_some(), "token kept: {dii}");
+    assert!(dii.get("agent_url").is_some(), "{dii}");
+    let booted = lookups(&agent);
+
+    // Heartbeats in manageable are accepted and only record the agent.
+    let before = dii["agent_last_heartbeat"].clone();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (st, v) = heartbeat(&api, &agent, &uuid).await;
+    assert_eq!(st, 202, "{v}");
+    let n = api.wait_state("ft-1", "manageable", T).await;
+    assert_ne!(n["driver_internal_info"]["agent_last_heartbeat"], before);
+    assert_eq!(agent.received_names(), ["poll.get_hardware_info"]);
+
+    // Cleaning drives the running agent: no reboot, no power action.
+    let mark = power.log().len();
+    api.provision("ft-1", json!({"target": "provide"})).await;
+    let started = Instant::now();
+    let n = api.wait_state("ft-1", "available", T).await;
+    assert!(
+        started.elapsed() < FAST,
+        "cleaning took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(power.since(mark), Vec::<String>::new());
+    assert_eq!(
+        lookups(&agent),
+        booted,
+        "no new lookup: the agent kept running"
+    );
+    assert_eq!(n["power_state"], "power on");
+    assert!(
+        n["driver_internal_info"]
+            .get("agent_secret_token")
+            .is_some()
+    );
+    let report = &n["driver_internal_info"]["clean_report"];
+    assert_eq!(report["steps"][0]["step"], "erase_devices_metadata");
+    assert!(!report["finished_at"].is_null(), "{report}");
+    assert_eq!(
+        agent.received_names(),
+        [
+            "poll.get_hardware_info",
+            "clean.get_clean_steps",
+            "clean.execute_clean_step"
+        ]
+    );
+    // The running agent may look itself up in available (token masked).
+    let (st, v) = api.get(&format!("/v1/lookup?addresses={MAC}")).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["config"]["agent_token"], "******");
+
+    // Deploy drives it too; only the instance boot reboots the machine.
+    let (st, v) = api
+        .patch(
+            "/v1/nodes/ft-1",
+            json!([
+                {"op": "add", "path": "/instance_info/image_source", "value": "http://127.0.0.1:8088/images/img.raw"},
+                {"op": "add", "path": "/instance_info/image_checksum", "value": "8a5cbde26b52efe94b95bc77565a7fa84039a39401a7b5dd127497ee17d361bb"}
+            ]),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    api.provision("ft-1", json!({"target": "active"})).await;
+    let started = Instant::now();
+    let n = api.wait_state("ft-1", "active", T).await;
+    assert!(
+        started.elapsed() < FAST,
+        "deploy took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(power.since(mark), ["boot disk", "Reboot"]);
+    assert_eq!(lookups(&agent), booted);
+    assert_eq!(n["power_state"], "power on");
+    let names = agent.received_names();
+    assert_eq!(&names[3..], ["deploy.execute_deploy_step", "standby.sync"]);
+    assert!(
+        n["driver_internal_info"]
+            .get("agent_secret_token")
+            .is_none(),
+        "token wiped once the instance boots"
+    );
+
+    // Undeploy is unchanged: power off, then the cleaning ramdisk boots.
+    let mark = power.log().len();
+    api.provision("ft-1", json!({"target": "deleted"})).await;
+    agent.reboot();
+    let n = api.wait_state("ft-1", "available", T).await;
+    assert_eq!(power.since(mark), ["Off", "boot pxe", "On"]);
+    assert_eq!(n["power_state"], "power on", "kept running after cleaning");
+    assert!(lookups(&agent) > booted);
+    running.shutdown().await;
+}
+
+/// Fast track is not used when the agent has not heartbeated within
+/// `fast_track_timeout`: the ramdisk is booted again, as without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_track_with_a_stale_agent_boots_the_ramdisk() {
+    let Some(db) = test_db(Backend::Sqlite, "agent_fast_track_stale").await else {
+        return;
+    };
+    let config = Config {
+        fast_track_timeout: 1,
+        ..fast_track_config(&db.url)
+    };
+    let (running, api, power) = start_recording(config).await;
+    agent_node(&api, "ft-2").await;
+    let agent = SimAgent::start(&api.base, MAC).await;
+    let n = inspect_once(&api, &agent, "ft-2").await;
+    assert_eq!(n["power_state"], "power on");
+    let booted = lookups(&agent);
+
+    // The agent stops heartbeating for longer than fast_track_timeout.
+    agent.state.lock().unwrap().paused = true;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mark = power.log().len();
+    api.provision("ft-2", json!({"target": "provide"})).await;
+    api.wait_state("ft-2", "clean wait", T).await;
+    assert_eq!(power.since(mark), ["boot pxe", "Reboot"]);
+    // The machine rebooted into the ramdisk: a new agent looks itself up.
+    agent.reboot();
+    agent.state.lock().unwrap().paused = false;
+    let n = api.wait_state("ft-2", "available", T).await;
+    assert_eq!(lookups(&agent), booted + 1, "the rebooted agent looked up");
+    assert_eq!(n["power_state"], "power on");
+    assert_eq!(
+        agent.received_names(),
+        [
+            "poll.get_hardware_info",
+            "clean.get_clean_steps",
+            "clean.execute_clean_step"
+        ]
+    );
+    running.shutdown().await;
+}
+
+/// `driver_info.fast_track` wins over the configuration, both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_track_per_node_override() {
+    let Some(db) = test_db(Backend::Sqlite, "agent_fast_track_node").await else {
+        return;
+    };
+    let (running, api, power) = start_recording(fast_track_config(&db.url)).await;
+    let uuid = agent_node(&api, "ft-3").await;
+    let (st, v) = api
+        .patch(
+            "/v1/nodes/ft-3",
+            json!([{"op": "add", "path": "/driver_info/fast_track", "value": false}]),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let agent = SimAgent::start(&api.base, MAC).await;
+
+    // Off for the node: inspection powers it off and wipes the token.
+    let n = inspect_once(&api, &agent, "ft-3").await;
+    assert_eq!(power.log(), ["boot pxe", "On", "Off"]);
+    assert_eq!(n["power_state"], "power off");
+    assert!(
+        n["driver_internal_info"]
+            .get("agent_secret_token")
+            .is_none()
+    );
+    let (st, _) = api.get(&format!("/v1/lookup?addresses={MAC}")).await;
+    assert_eq!(st, 404, "no lookup in manageable without fast track");
+
+    // A string "true" turns it on for the node: cleaning boots the ramdisk
+    // (the node is off) and leaves the agent running afterwards.
+    let (st, v) = api
+        .patch(
+            "/v1/nodes/ft-3",
+            json!([{"op": "replace", "path": "/driver_info/fast_track", "value": "true"}]),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let mark = power.log().len();
+    api.provision("ft-3", json!({"target": "provide"})).await;
+    agent.reboot();
+    let n = api.wait_state("ft-3", "available", T).await;
+    assert_eq!(power.since(mark), ["boot pxe", "On"]);
+    assert_eq!(n["power_state"], "power on");
+    assert!(
+        n["driver_internal_info"]
+            .get("agent_secret_token")
+            .is_some()
+    );
+    let (st, v) = heartbeat(&api, &agent, &uuid).await;
+    assert_eq!(st, 202, "{v}");
+
+    // Off again: its heartbeats in available are refused (the agent should
+    // not be running), as is its lookup.
+    agent.state.lock().unwrap().paused = true;
+    let (st, v) = api
+        .patch(
+            "/v1/nodes/ft-3",
+            json!([{"op": "replace", "path": "/driver_info/fast_track", "value": false}]),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = heartbeat(&api, &agent, &uuid).await;
+    assert_eq!(st, 400, "{v}");
+    let msg = common::faultstring(&v);
+    assert!(msg.contains("fast track") && msg.contains("token"), "{msg}");
+    let (st, _) = api.get(&format!("/v1/lookup?addresses={MAC}")).await;
+    assert_eq!(st, 404);
+    running.shutdown().await;
+}
+
+/// Without fast track (the default), lookups and heartbeats in stable states
+/// are refused as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_in_available_needs_fast_track() {
+    let Some(db) = test_db(Backend::Sqlite, "agent_no_fast_track").await else {
+        return;
+    };
+    let (running, api) = start_with(test_config(&db.url)).await;
+    let uuid = agent_node(&api, "ft-4").await;
+    let (st, v) = api
+        .patch(
+            "/v1/nodes/ft-4",
+            json!([{"op": "add", "path": "/automated_clean", "value": false}]),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    api.provision("ft-4", json!({"target": "manage"})).await;
+    api.wait_state("ft-4", "manageable", T).await;
+    api.provision("ft-4", json!({"target": "provide"})).await;
+    api.wait_state("ft-4", "available", T).await;
+    let (st, v) = api.get(&format!("/v1/lookup?addresses={MAC}")).await;
+    assert_eq!(st, 404, "{v}");
+    assert_eq!(common::faultstring(&v), "Resource could not be found.");
+    let (st, v) = api.get(&format!("/v1/lookup?node_uuid={uuid}")).await;
+    assert_eq!(st, 404, "{v}");
+    let (st, v) = api
+        .post(
+            &format!("/v1/heartbeat/{uuid}"),
+            json!({"callback_url": "http://127.0.0.1:9999", "agent_token": "x"}),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
     running.shutdown().await;
 }

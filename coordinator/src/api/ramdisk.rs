@@ -2,7 +2,11 @@
 //! `POST /v1/continue_inspection`, as ironic-python-agent calls them.
 //!
 //! The agent token is handed out once per operation, at the first lookup
-//! (later lookups get `******`), and wiped when the operation ends.
+//! (later lookups get `******`), and wiped when the operation ends. With fast
+//! track (`[deploy] fast_track`, per node `driver_info.fast_track`) the token
+//! is kept after inspection and cleaning: lookups and heartbeats are also
+//! accepted in enroll, manageable and available, where a heartbeat only
+//! records the agent (URL, version, time, CA) for the next operation.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -82,7 +86,7 @@ async fn issue_token(st: &AppState, node: &Node) -> Result<(Node, String), ApiEr
             if let Some(host) = &n.reservation {
                 return Err(ApiError::node_locked(&n.uuid, host));
             }
-            if !n.provision_state.allows_lookup() {
+            if !st.conductor.lookup_allowed(n) {
                 return Err(lookup_not_found());
             }
             if n.agent_token().is_none() {
@@ -95,6 +99,18 @@ async fn issue_token(st: &AppState, node: &Node) -> Result<(Node, String), ApiEr
         .await?;
     let shown = if issued { fresh } else { MASK.to_owned() };
     Ok((updated, shown))
+}
+
+/// A heartbeat in a stable state (enroll, manageable, available) of a node
+/// without fast track: the agent should not be running any more (its token
+/// is normally wiped when the operation ends, so this is only seen when fast
+/// track was turned off meanwhile). 400 and a message that names the token,
+/// as for a wiped one, so that the agent looks itself up again.
+fn not_kept(n: &Node) -> ApiError {
+    ApiError::bad_request(format!(
+        "Heartbeat refused: node {} is in state \"{}\" and fast track is off for it, so its agent token is no longer valid.",
+        n.uuid, n.provision_state
+    ))
 }
 
 /// `GET /v1/lookup?addresses=<mac>,<mac>[&node_uuid=<uuid>]`
@@ -120,7 +136,7 @@ pub async fn lookup(State(st): State<AppState>, ctx: Ctx) -> Result<Response, Ap
         Some(u) => st.conductor.db().get_node(u).await?.map(|(n, _)| n),
         None => node_by_macs(&st, &macs).await?,
     };
-    let Some(node) = node.filter(|n| n.provision_state.allows_lookup()) else {
+    let Some(node) = node.filter(|n| st.conductor.lookup_allowed(n)) else {
         return Err(lookup_not_found());
     };
     let (node, token) = issue_token(&st, &node).await?;
@@ -188,6 +204,9 @@ pub async fn heartbeat(
                 return Err(ApiError::bad_request(
                     "Invalid or missing agent token received.",
                 ));
+            }
+            if n.provision_state.keeps_agent() && !st.conductor.fast_track_enabled(n) {
+                return Err(not_kept(n));
             }
             if let Some(old) = n.agent_url() {
                 if old != callback && n.driver_internal_info.contains_key("agent_command_id") {

@@ -7,12 +7,14 @@
 //! PXE + power on → `clean wait`; on the first heartbeat `clean.get_clean_steps`
 //! then the first step; each heartbeat that shows the step finished sends the
 //! next one at once. Every finished step's `clean_result` (the agent's wipe
-//! report) is appended to `driver_internal_info.clean_report`.
+//! report) is appended to `driver_internal_info.clean_report`. With fast
+//! track (`fast_track.rs`) a running agent is driven instead of booting the
+//! ramdisk, and the node stays powered on with the agent running afterwards.
 
 use serde_json::{Map, Value, json};
 use tracing::info;
 
-use super::{Conductor, ConductorError, Next, command_error_text, is_busy};
+use super::{Conductor, ConductorError, Next, command_error_text, fast_track, is_busy};
 use crate::agent_client::AgentEndpoint;
 use crate::model::{Intent, Node, now_iso, now_ms};
 use crate::power::PowerAction;
@@ -84,17 +86,23 @@ impl Conductor {
         } else {
             "metadata"
         };
-        self.modify(&node.uuid, |n| n.wipe_agent_info()).await?;
-        if let Err(e) = self.boot_agent(&node).await {
-            self.fail(
-                &node.uuid,
-                format!("Cleaning failed: booting the ramdisk: {e}"),
-                false,
-            )
-            .await?;
-            return Ok(Next::Idle);
+        let fast = self.fast_track_usable(&node).await;
+        if fast {
+            self.modify(&node.uuid, fast_track::forget_command).await?;
+            info!(node = %node.uuid, mode, "cleaning with the running agent (fast track)");
+        } else {
+            self.modify(&node.uuid, |n| n.wipe_agent_info()).await?;
+            if let Err(e) = self.boot_agent(&node).await {
+                self.fail(
+                    &node.uuid,
+                    format!("Cleaning failed: booting the ramdisk: {e}"),
+                    false,
+                )
+                .await?;
+                return Ok(Next::Idle);
+            }
+            info!(node = %node.uuid, mode, "cleaning ramdisk booting, waiting for the agent");
         }
-        info!(node = %node.uuid, mode, "cleaning ramdisk booting, waiting for the agent");
         let report =
             json!({"mode": mode, "started_at": now_iso(), "finished_at": null, "steps": []});
         self.release(&node.uuid, move |n| {
@@ -111,7 +119,8 @@ impl Conductor {
             }
         })
         .await?;
-        Ok(Next::Idle)
+        // With fast track the agent is running already: drive it at once.
+        Ok(if fast { Next::Again } else { Next::Idle })
     }
 
     pub(super) async fn continue_clean(&self, node: Node) -> Result<Next, ConductorError> {
@@ -291,22 +300,27 @@ impl Conductor {
 
     async fn finish_clean(&self, node: Node) -> Result<Next, ConductorError> {
         let uuid = node.uuid.clone();
-        if let Err(e) = self.set_power(&node, PowerAction::Off).await {
-            self.fail(&uuid, format!("Cleaning failed: power off: {e}"), false)
-                .await?;
-            return Ok(Next::Idle);
+        let keep = fast_track::keeps_agent(self.config(), &node);
+        if !keep {
+            if let Err(e) = self.set_power(&node, PowerAction::Off).await {
+                self.fail(&uuid, format!("Cleaning failed: power off: {e}"), false)
+                    .await?;
+                return Ok(Next::Idle);
+            }
         }
         let ev = done_event(&node);
-        info!(node = %uuid, "cleaning done");
+        info!(node = %uuid, fast_track = keep, "cleaning done");
         self.release(&uuid, move |n| {
-            n.wipe_agent_info();
+            fast_track::end_phase(keep, n);
             n.clean_step = Map::new();
             n.driver_internal_info.remove("clean_step_index");
             n.driver_internal_info.remove("clean_steps");
             if let Some(Value::Object(r)) = n.driver_internal_info.get_mut("clean_report") {
                 r.insert("finished_at".into(), json!(now_iso()));
             }
-            n.power_state = Some("power off".into());
+            if !keep {
+                n.power_state = Some("power off".into());
+            }
             n.last_error = None;
             if let Ok(next) = n.provision_state.on(ev) {
                 n.set_provision_state(next, None);

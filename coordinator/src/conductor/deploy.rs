@@ -5,12 +5,14 @@
 //! the agent's heartbeat the `write_image` deploy step is sent with
 //! `image_info` built from `instance_info` and the config drive; when a
 //! heartbeat shows it finished, `standby.sync`, boot device disk
-//! (persistent), reboot → `active`.
+//! (persistent), reboot → `active`. With fast track usable (`fast_track.rs`)
+//! the agent left running by cleaning is driven at once instead of booting
+//! the ramdisk; the end (reboot into the instance) is the same.
 
 use serde_json::{Map, Value, json};
 use tracing::info;
 
-use super::{Conductor, ConductorError, Next, command_error_text, is_busy};
+use super::{Conductor, ConductorError, Next, command_error_text, fast_track, is_busy};
 use crate::model::{Intent, Node, now_ms};
 use crate::power::PowerAction;
 use crate::state::{Event, ProvisionState};
@@ -125,22 +127,33 @@ impl Conductor {
                 .await?;
             return Ok(Next::Idle);
         }
-        // The agent must look itself up again and gets a fresh token.
-        self.modify(&node.uuid, |n| {
-            n.wipe_agent_info();
-            n.driver_internal_info.remove("deploy_write_started");
-        })
-        .await?;
-        if let Err(e) = self.boot_agent(&node).await {
-            self.fail(
-                &node.uuid,
-                format!("Deploy failed: booting the ramdisk: {e}"),
-                false,
-            )
+        let fast = self.fast_track_usable(&node).await;
+        if fast {
+            // Fast track: the running agent keeps its token and is driven at once.
+            self.modify(&node.uuid, |n| {
+                fast_track::forget_command(n);
+                n.driver_internal_info.remove("deploy_write_started");
+            })
             .await?;
-            return Ok(Next::Idle);
+            info!(node = %node.uuid, "deploying with the running agent (fast track)");
+        } else {
+            // The agent must look itself up again and gets a fresh token.
+            self.modify(&node.uuid, |n| {
+                n.wipe_agent_info();
+                n.driver_internal_info.remove("deploy_write_started");
+            })
+            .await?;
+            if let Err(e) = self.boot_agent(&node).await {
+                self.fail(
+                    &node.uuid,
+                    format!("Deploy failed: booting the ramdisk: {e}"),
+                    false,
+                )
+                .await?;
+                return Ok(Next::Idle);
+            }
+            info!(node = %node.uuid, "deploy ramdisk booting, waiting for the agent");
         }
-        info!(node = %node.uuid, "deploy ramdisk booting, waiting for the agent");
         self.release(&node.uuid, |n| {
             n.intent = None;
             n.last_error = None;
@@ -153,7 +166,7 @@ impl Conductor {
             }
         })
         .await?;
-        Ok(Next::Idle)
+        Ok(if fast { Next::Again } else { Next::Idle })
     }
 
     pub(super) async fn continue_deploy(&self, node: Node) -> Result<Next, ConductorError> {

@@ -5,13 +5,15 @@
 //! `local_gb` is the root disk chosen by `properties.root_device` hints, as the
 //! agent will choose it, and inspection fails if no disk satisfies them) and
 //! ports (one per NIC, LLDP → local_link_connection). The `fake` and
-//! `no-inspect` interfaces finish at once.
+//! `no-inspect` interfaces finish at once. With fast track (`fast_track.rs`)
+//! a running agent is driven instead of booting the ramdisk, and the node
+//! stays powered on with the agent running afterwards.
 
 use ingot_proto::inventory::{Interface, Inventory};
 use serde_json::{Map, Value, json};
 use tracing::info;
 
-use super::{Conductor, ConductorError, Next, is_busy};
+use super::{Conductor, ConductorError, Next, fast_track, is_busy};
 use crate::db::{Db, DbError};
 use crate::model::port::normalize_mac;
 use crate::model::{Node, Port, new_uuid, now_iso};
@@ -174,15 +176,20 @@ impl Conductor {
             .await?;
             return Ok(Next::Idle);
         }
-        self.modify(&node.uuid, |n| n.wipe_agent_info()).await?;
-        if let Err(e) = self.boot_agent(&node).await {
-            self.fail(
-                &node.uuid,
-                format!("Inspection failed: booting the ramdisk: {e}"),
-                false,
-            )
-            .await?;
-            return Ok(Next::Idle);
+        let fast = self.fast_track_usable(&node).await;
+        if fast {
+            self.modify(&node.uuid, fast_track::forget_command).await?;
+        } else {
+            self.modify(&node.uuid, |n| n.wipe_agent_info()).await?;
+            if let Err(e) = self.boot_agent(&node).await {
+                self.fail(
+                    &node.uuid,
+                    format!("Inspection failed: booting the ramdisk: {e}"),
+                    false,
+                )
+                .await?;
+                return Ok(Next::Idle);
+            }
         }
         self.release(&node.uuid, |n| {
             n.intent = None;
@@ -192,7 +199,8 @@ impl Conductor {
             }
         })
         .await?;
-        Ok(Next::Idle)
+        // With fast track the agent is running already: drive it at once.
+        Ok(if fast { Next::Again } else { Next::Idle })
     }
 
     pub(super) async fn continue_inspect(&self, node: Node) -> Result<Next, ConductorError> {
@@ -263,16 +271,21 @@ impl Conductor {
         }
         let mut updated = node.clone();
         apply_inventory(self.db(), &mut updated, &inventory).await?;
-        if let Err(e) = self.set_power(&node, PowerAction::Off).await {
-            tracing::warn!(node = %node.uuid, error = %e, "power off after inspection failed");
+        let keep = fast_track::keeps_agent(self.config(), &node);
+        if !keep {
+            if let Err(e) = self.set_power(&node, PowerAction::Off).await {
+                tracing::warn!(node = %node.uuid, error = %e, "power off after inspection failed");
+            }
         }
-        info!(node = %node.uuid, "inspection finished");
+        info!(node = %node.uuid, fast_track = keep, "inspection finished");
         self.release(&node.uuid, move |n| {
             n.properties = updated.properties.clone();
             n.boot_mode = updated.boot_mode.clone();
             n.inventory = updated.inventory.clone();
-            n.wipe_agent_info();
-            n.power_state = Some("power off".into());
+            fast_track::end_phase(keep, n);
+            if !keep {
+                n.power_state = Some("power off".into());
+            }
             n.inspection_finished_at = Some(now_iso());
             n.last_error = None;
             if let Ok(next) = n.provision_state.on(Event::Done) {

@@ -11,6 +11,7 @@
 
 mod clean;
 mod deploy;
+mod fast_track;
 mod inspect;
 mod power;
 mod power_sync;

@@ -186,11 +186,24 @@ impl ProvisionState {
     }
 
     /// States in which an agent may look itself up: the wait states, entered
-    /// once the coordinator has booted the ramdisk. (Ironic also allows the
-    /// transient states for fast-track, which Ingot does not do: a stale agent
-    /// that looked up before the boot would get a token that the boot wipes.)
-    pub fn allows_lookup(self) -> bool {
-        self.is_wait()
+    /// once the coordinator has booted the ramdisk, and with fast track
+    /// (`fast_track`: on for the node) also the stable states in which the
+    /// agent is kept running between operations ([`Self::keeps_agent`]).
+    /// Ironic's fast-track list also has the transient states (inspecting,
+    /// cleaning, deploying); Ingot does not allow them: there the conductor
+    /// decides between driving the running agent and booting the ramdisk,
+    /// and a stale agent that looked up just before a boot would get a token
+    /// that the boot wipes.
+    pub fn allows_lookup(self, fast_track: bool) -> bool {
+        self.is_wait() || (fast_track && self.keeps_agent())
+    }
+
+    /// Stable states in which, with fast track, the agent keeps running and
+    /// heartbeating between operations (enroll, manageable, available: the
+    /// stable part of Ironic's `FASTTRACK_LOOKUP_ALLOWED_STATES`). Heartbeats
+    /// there only record the agent.
+    pub fn keeps_agent(self) -> bool {
+        matches!(self, Self::Enroll | Self::Manageable | Self::Available)
     }
 
     /// States in which a node may be deleted (Ironic's `DELETE_ALLOWED_STATES`).
@@ -398,6 +411,17 @@ mod tests {
                     assert_eq!(s.on(Event::Fail).unwrap(), f);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn lookup_in_stable_states_needs_fast_track() {
+        use ProvisionState as S;
+        for s in ALL_STATES {
+            assert_eq!(s.allows_lookup(false), s.is_wait(), "{s}");
+            let stable = matches!(s, S::Enroll | S::Manageable | S::Available);
+            assert_eq!(s.allows_lookup(true), s.is_wait() || stable, "{s}");
+            assert!(!(s.is_transient() && s.allows_lookup(true)), "{s}");
         }
     }
 

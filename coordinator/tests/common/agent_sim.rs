@@ -36,6 +36,8 @@ pub struct SimState {
     pub lookups: u32,
     /// The MAC it looks itself up with.
     pub mac: String,
+    /// While set, the agent neither looks up nor heartbeats (a hung agent).
+    pub paused: bool,
 }
 
 /// The agent.
@@ -217,7 +219,14 @@ impl SimAgent {
     async fn run(self, api: String, mac: String) {
         let http = reqwest::Client::new();
         loop {
-            let token = self.state.lock().unwrap().token.clone();
+            let (token, paused) = {
+                let st = self.state.lock().unwrap();
+                (st.token.clone(), st.paused)
+            };
+            if paused {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
             match token {
                 None => {
                     let r = http
@@ -229,14 +238,21 @@ impl SimAgent {
                     if r.status().as_u16() == 200 {
                         let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
                         let t = v["config"]["agent_token"].as_str().unwrap().to_owned();
-                        let mut st = self.state.lock().unwrap();
-                        st.lookups += 1;
-                        if t != "******" {
-                            st.token = Some(t);
-                            st.node_uuid = v["node"]["uuid"].as_str().map(str::to_owned);
+                        let masked = t == "******";
+                        {
+                            let mut st = self.state.lock().unwrap();
+                            st.lookups += 1;
+                            if !masked {
+                                st.token = Some(t);
+                                st.node_uuid = v["node"]["uuid"].as_str().map(str::to_owned);
+                            }
+                            // A new boot of the ramdisk: a fresh command list.
+                            st.commands.clear();
                         }
-                        // A new boot of the ramdisk: a fresh command list.
-                        st.commands.clear();
+                        if masked {
+                            // Issued to someone else: ask again later, not in a busy loop.
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
                         continue;
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;

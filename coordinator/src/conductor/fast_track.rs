@@ -1,0 +1,251 @@
+//! Fast track (Ironic's `[deploy] fast_track`): the agent ramdisk is kept
+//! running between phases, so a node that was just inspected or cleaned is not
+//! booted into the ramdisk again for the next phase.
+//!
+//! - With fast track on (the configuration's `fast_track`, or the node's
+//!   `driver_info.fast_track`, which wins), inspection and cleaning end without
+//!   a power off, and the agent keeps its token: it goes on heartbeating in
+//!   `manageable` or `available`, where heartbeats only record the agent.
+//! - When the next phase starts, the running agent is driven directly (no boot
+//!   device change, no power action) if fast track is *usable*: enabled, the
+//!   node not in maintenance, the agent's URL and token known, its last
+//!   heartbeat younger than `fast_track_timeout`, and the power driver reading
+//!   the node as on. Otherwise the ramdisk is booted as usual.
+//! - Deploy's end (boot from disk) and tear-down (power off) are unchanged.
+
+use serde_json::Value;
+use tracing::{debug, info};
+
+use super::Conductor;
+use crate::config::Config;
+use crate::model::{Node, now_ms};
+use crate::power::PowerState;
+
+/// Whether fast track is on for `node`: `driver_info.fast_track` (a bool or a
+/// boolean string) when set, else the configuration's `fast_track`.
+pub fn enabled(config: &Config, node: &Node) -> bool {
+    match node.driver_info.get("fast_track") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" | "y" | "t" => true,
+            "false" | "0" | "no" | "off" | "n" | "f" => false,
+            _ => config.fast_track,
+        },
+        _ => config.fast_track,
+    }
+}
+
+/// Whether the agent stays running when an inspection or cleaning of `node`
+/// ends: fast track on and the node not in maintenance.
+pub fn keeps_agent(config: &Config, node: &Node) -> bool {
+    enabled(config, node) && !node.maintenance
+}
+
+/// Forgets the finished phase's agent command but keeps the agent (URL,
+/// token, last heartbeat), so that the next phase can drive it.
+pub fn forget_command(node: &mut Node) {
+    node.driver_internal_info.remove("agent_command_id");
+}
+
+/// Ends an agent phase: with fast track the agent is kept (only the phase's
+/// command is forgotten), without it everything about the agent is wiped.
+pub fn end_phase(keep_agent: bool, node: &mut Node) {
+    if keep_agent {
+        forget_command(node);
+    } else {
+        node.wipe_agent_info();
+    }
+}
+
+/// Milliseconds since the Unix epoch of an ISO 8601 UTC timestamp as the
+/// coordinator writes them (`2026-01-02T03:04:05.123456+00:00`); `Z` or no
+/// offset are read as UTC too, any other offset is refused.
+fn parse_utc_ms(s: &str) -> Option<i64> {
+    let s = s
+        .strip_suffix("+00:00")
+        .or_else(|| s.strip_suffix('Z'))
+        .unwrap_or(s);
+    let (date, clock) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-');
+    let year: i32 = d.next()?.parse().ok()?;
+    let month: u8 = d.next()?.parse().ok()?;
+    let day: u8 = d.next()?.parse().ok()?;
+    let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut t = hms.splitn(3, ':');
+    let hour: u8 = t.next()?.parse().ok()?;
+    let minute: u8 = t.next()?.parse().ok()?;
+    let second: u8 = t.next()?.parse().ok()?;
+    let micros: u32 = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().chain(std::iter::repeat('0')).take(6).collect();
+        digits.parse().ok()?
+    };
+    let date =
+        time::Date::from_calendar_date(year, time::Month::try_from(month).ok()?, day).ok()?;
+    let clock = time::Time::from_hms_micro(hour, minute, second, micros).ok()?;
+    let nanos = time::PrimitiveDateTime::new(date, clock)
+        .assume_utc()
+        .unix_timestamp_nanos();
+    i64::try_from(nanos / 1_000_000).ok()
+}
+
+/// Whether the node's last agent heartbeat is younger than `timeout_secs`
+/// at `now` (milliseconds since the epoch).
+pub fn heartbeat_fresh(node: &Node, timeout_secs: u64, now: i64) -> bool {
+    let Some(last) = node
+        .driver_internal_info
+        .get("agent_last_heartbeat")
+        .and_then(Value::as_str)
+        .and_then(parse_utc_ms)
+    else {
+        return false;
+    };
+    let limit = i64::try_from(timeout_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    now.saturating_sub(last) < limit
+}
+
+/// Everything fast track needs that can be read from the node alone:
+/// enabled, not in maintenance, recorded as powered on, an agent endpoint
+/// and a recent heartbeat.
+fn usable_on_record(config: &Config, node: &Node, now: i64) -> bool {
+    keeps_agent(config, node)
+        && node.power_state.as_deref() == Some("power on")
+        && node.agent_url().is_some()
+        && node.agent_token().is_some()
+        && heartbeat_fresh(node, config.fast_track_timeout, now)
+}
+
+impl Conductor {
+    /// Whether fast track is on for `node` (configuration, or the node's
+    /// `driver_info.fast_track`).
+    pub fn fast_track_enabled(&self, node: &Node) -> bool {
+        enabled(self.config(), node)
+    }
+
+    /// Whether an agent may look itself up for `node` now: the wait states,
+    /// and with fast track the stable states where the agent is kept running.
+    pub fn lookup_allowed(&self, node: &Node) -> bool {
+        node.provision_state
+            .allows_lookup(self.fast_track_enabled(node))
+    }
+
+    /// Whether the phase starting on `node` can drive the agent that is
+    /// already running instead of booting the ramdisk (Ironic's
+    /// `is_fast_track`): see the module documentation. The power state is
+    /// read from the driver, as Ironic does; a failed read means no.
+    pub(super) async fn fast_track_usable(&self, node: &Node) -> bool {
+        if !usable_on_record(self.config(), node, now_ms()) {
+            if self.fast_track_enabled(node) {
+                debug!(node = %node.uuid, "fast track not usable: no recent agent heartbeat, powered off or in maintenance");
+            }
+            return false;
+        }
+        let power = match self.power_driver(node) {
+            Ok(driver) => driver.get_power_state(&Self::power_target(node)).await,
+            Err(e) => Err(e),
+        };
+        match power {
+            Ok(PowerState::On) => {
+                info!(node = %node.uuid, state = %node.provision_state, "fast track: driving the running agent, no ramdisk boot");
+                true
+            }
+            Ok(PowerState::Off) => {
+                info!(node = %node.uuid, "fast track not usable: the node is powered off");
+                false
+            }
+            Err(e) => {
+                info!(node = %node.uuid, error = %e, "fast track not usable: reading the power state failed");
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::model::now_iso;
+
+    fn node(driver_info: Value) -> Node {
+        Node {
+            driver_info: driver_info.as_object().cloned().unwrap_or_default(),
+            ..Node::default()
+        }
+    }
+
+    #[test]
+    fn the_node_setting_wins() {
+        let on = Config {
+            fast_track: true,
+            ..Config::default()
+        };
+        let off = Config::default();
+        assert!(!enabled(&off, &node(json!({}))));
+        assert!(enabled(&on, &node(json!({}))));
+        assert!(!enabled(&on, &node(json!({"fast_track": false}))));
+        assert!(!enabled(&on, &node(json!({"fast_track": "False"}))));
+        assert!(enabled(&off, &node(json!({"fast_track": true}))));
+        assert!(enabled(&off, &node(json!({"fast_track": "yes"}))));
+        assert!(enabled(&on, &node(json!({"fast_track": "maybe"}))));
+        let mut maint = node(json!({}));
+        maint.maintenance = true;
+        assert!(enabled(&on, &maint) && !keeps_agent(&on, &maint));
+    }
+
+    #[test]
+    fn timestamps_parse() {
+        assert_eq!(parse_utc_ms("1970-01-01T00:00:01.500000+00:00"), Some(1500));
+        assert_eq!(parse_utc_ms("1970-01-01T00:01:00Z"), Some(60_000));
+        assert_eq!(parse_utc_ms("1970-01-02T00:00:00.25"), Some(86_400_250));
+        assert_eq!(parse_utc_ms("1970-01-01T00:00:00+02:00"), None);
+        assert_eq!(parse_utc_ms("yesterday"), None);
+        assert_eq!(parse_utc_ms("1970-13-01T00:00:00"), None);
+        let now = now_ms();
+        let parsed = parse_utc_ms(&now_iso()).unwrap_or_default();
+        assert!((now - parsed).abs() < 1000, "{now} vs {parsed}");
+    }
+
+    #[test]
+    fn heartbeats_age() {
+        let mut n = node(json!({}));
+        assert!(!heartbeat_fresh(&n, 300, now_ms()), "no heartbeat");
+        n.driver_internal_info
+            .insert("agent_last_heartbeat".into(), json!(now_iso()));
+        assert!(heartbeat_fresh(&n, 300, now_ms()));
+        assert!(!heartbeat_fresh(&n, 300, now_ms() + 301_000));
+        assert!(!heartbeat_fresh(&n, 0, now_ms() + 1));
+    }
+
+    #[test]
+    fn usable_needs_power_agent_and_a_recent_heartbeat() {
+        let config = Config {
+            fast_track: true,
+            ..Config::default()
+        };
+        let mut n = node(json!({}));
+        n.power_state = Some("power on".into());
+        for (k, v) in [
+            ("agent_url", "http://10.0.0.5:9999"),
+            ("agent_secret_token", "t"),
+        ] {
+            n.driver_internal_info.insert(k.into(), json!(v));
+        }
+        n.driver_internal_info
+            .insert("agent_last_heartbeat".into(), json!(now_iso()));
+        assert!(usable_on_record(&config, &n, now_ms()));
+        assert!(!usable_on_record(&Config::default(), &n, now_ms()));
+        let mut off = n.clone();
+        off.power_state = Some("power off".into());
+        assert!(!usable_on_record(&config, &off, now_ms()));
+        let mut maint = n.clone();
+        maint.maintenance = true;
+        assert!(!usable_on_record(&config, &maint, now_ms()));
+        let mut no_token = n.clone();
+        no_token.driver_internal_info.remove("agent_secret_token");
+        assert!(!usable_on_record(&config, &no_token, now_ms()));
+        assert!(!usable_on_record(&config, &n, now_ms() + 300_000));
+    }
+}
