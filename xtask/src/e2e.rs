@@ -24,9 +24,18 @@ pub enum Build {
     Minimal,
 }
 
-/// Runs the lab; `verbose` prints progress for a person. Returns where the
-/// time went (the builds, then the lab with its own preparation).
-pub fn run(build: Build, verbose: bool) -> Result<String> {
+/// The flags `demo` and `e2e` pass on to `ingot-lab`.
+const LAB_FLAGS: &[&str] = &["--fast-track"];
+
+/// True if every flag is one the lab takes.
+pub fn flags_ok(flags: &[String]) -> bool {
+    flags.iter().all(|f| LAB_FLAGS.contains(&f.as_str()))
+}
+
+/// Runs the lab with `flags` (see [`LAB_FLAGS`]); `verbose` prints progress
+/// for a person. Returns where the time went (the builds, then the lab with
+/// its own preparation).
+pub fn run(build: Build, verbose: bool, flags: &[String]) -> Result<String> {
     crate::deps::ensure()?;
     println!("\n==> building the static agent and the test image's init (musl)");
     let t = Instant::now();
@@ -68,6 +77,7 @@ pub fn run(build: Build, verbose: bool) -> Result<String> {
     if verbose {
         cmd.arg("--verbose");
     }
+    cmd.args(flags);
     println!("\n==> the lab");
     util::announce(&cmd);
     let t = Instant::now();

@@ -22,8 +22,9 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   test                 install missing packages, then fmt, clippy, tests, the static agent build
-  demo                 a virtual server provisioned end to end: inspect, clean, deploy, boot, wipe
-  e2e                  the same lab as CI runs it (evidence in target/e2e/)
+  demo [--fast-track]  a virtual server provisioned end to end: inspect, clean, deploy, boot, wipe
+                       (--fast-track: the node keeps its agent between phases, Ironic's fast track)
+  e2e [--fast-track]   the same lab as CI runs it (evidence in target/e2e/)
   write-image-demo     write a small disk image to a loop device with ingot-agent (root)
   bench write-image    time write-image against the machine's limits (root)
   bench wipe           time wipe against dd and blkdiscard (root)
@@ -33,8 +34,12 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") if args.len() == 1 => test::run(),
-        Some("demo") if args.len() == 1 => e2e::run(e2e::Build::Minimal, true).map(drop),
-        Some("e2e") if args.len() == 1 => e2e::run(e2e::Build::LikeTests, false).map(drop),
+        Some("demo") if e2e::flags_ok(&args[1..]) => {
+            e2e::run(e2e::Build::Minimal, true, &args[1..]).map(drop)
+        }
+        Some("e2e") if e2e::flags_ok(&args[1..]) => {
+            e2e::run(e2e::Build::LikeTests, false, &args[1..]).map(drop)
+        }
         Some("write-image-demo") if args.len() == 1 => write_image_demo::run(),
         Some("bench") => bench::run(&args[1..]),
         Some("help" | "-h" | "--help") => {

@@ -180,7 +180,7 @@ pub fn run() -> Result<()> {
     gate("tests", &mut || cargo_test(&mut counts));
     // Last: it reuses the test build and boots QEMU on a quiet machine.
     gate("e2e lab", &mut || {
-        crate::e2e::run(crate::e2e::Build::LikeTests, false).map(|timings| {
+        crate::e2e::run(crate::e2e::Build::LikeTests, false, &[]).map(|timings| {
             format!(
                 "{}; {timings}",
                 util::target_dir().join("e2e/report.json").display()

@@ -36,6 +36,10 @@ struct Common {
     /// Progress for a person on stdout.
     #[arg(long)]
     verbose: bool,
+    /// Enroll the node with `driver_info.fast_track`: provide and deploy
+    /// drive the agent inspection booted, without booting the ramdisk again.
+    #[arg(long)]
+    fast_track: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +94,7 @@ fn run(common: Common, artifacts: Artifacts) -> Result<()> {
         lab_bin,
         artifacts,
         verbose: common.verbose,
+        fast_track: common.fast_track,
         phase_timeout: Duration::from_secs(common.phase_timeout),
     })?;
     println!("\n{}", report.table());

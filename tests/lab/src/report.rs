@@ -23,6 +23,9 @@ pub struct Phase {
 pub struct Report {
     /// The node's UUID.
     pub node_uuid: String,
+    /// The node was enrolled with fast track (provide and deploy drive the
+    /// agent that inspection booted, without booting the ramdisk again).
+    pub fast_track: bool,
     /// The instance UUID given at deploy, and printed by the deployed image.
     pub instance_uuid: String,
     /// The console line that proved the image booted from disk.

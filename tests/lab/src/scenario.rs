@@ -53,6 +53,10 @@ pub struct Options {
     pub verbose: bool,
     /// Time allowed for each phase.
     pub phase_timeout: Duration,
+    /// Enroll the node with `driver_info.fast_track`: the agent stays up
+    /// after inspection and cleaning, and provide and deploy drive it without
+    /// booting the ramdisk again (Ironic's fast track).
+    pub fast_track: bool,
 }
 
 /// Prints progress lines with the time since the start.
@@ -411,6 +415,31 @@ fn power_on_times(node: &NodeDir) -> Vec<f64> {
         .collect()
 }
 
+/// How many times the BMC started the server from the network (the agent
+/// ramdisk) since `since` (Unix seconds).
+fn pxe_boots_since(node: &NodeDir, since: f64) -> usize {
+    std::fs::read_to_string(node.events())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(" power on: ") && l.ends_with(" boot pxe"))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<f64>().ok())
+        .filter(|t| *t >= since)
+        .count()
+}
+
+/// With fast track, a phase after inspection must not boot the ramdisk again.
+fn ensure_fast_track(opts: &Options, lab: &Lab, since: f64, phase: &str) -> Result<()> {
+    if !opts.fast_track {
+        return Ok(());
+    }
+    let boots = pxe_boots_since(&lab.node, since);
+    ensure!(
+        boots == 0,
+        "fast track: {phase} booted the agent ramdisk {boots} time(s) instead of driving the running agent"
+    );
+    Ok(())
+}
+
 /// Where `ingot-lab demo` builds the ramdisk and the test image, inside the
 /// work directory; kept when a run empties the rest.
 pub const BUILD_DIR: &str = "build";
@@ -591,10 +620,12 @@ async fn lifecycle(
                     "ipmi_password": bmc::PASSWORD,
                     // The agent sits behind QEMU's port forward.
                     "kernel_append_params": format!("%default% console=ttyS0,115200n8 ipa-advertise-host=127.0.0.1 ipa-advertise-port={fwd}"),
+                    "fast_track": opts.fast_track,
                 },
             }),
         )
         .await?;
+    report.fast_track = opts.fast_track;
     let uuid = node["uuid"].as_str().context("node uuid")?.to_owned();
     report.node_uuid = uuid.clone();
     api.post(
@@ -661,8 +692,10 @@ async fn lifecycle(
 
     // Provide: automated cleaning with a metadata wipe.
     let mut ph = PhaseRun::new(lab, progress, "provide (clean)");
+    let since = proc::unix_now();
     api.provision(&uuid, "provide", json!({})).await?;
     ph.wait(&uuid, "available", t).await?;
+    ensure_fast_track(opts, lab, since, "provide")?;
     ph.finish(report);
 
     // Deploy with a config drive.
@@ -691,7 +724,9 @@ async fn lifecycle(
         }}),
     )
     .await?;
+    let since = proc::unix_now();
     ph.wait(&uuid, "active", t).await?;
+    ensure_fast_track(opts, lab, since, "deploy")?;
     ph.finish(report);
 
     // The server boots its new disk and prints the instance UUID.
@@ -775,6 +810,15 @@ async fn lifecycle(
 
     // The host's checks.
     let ph = PhaseRun::new(lab, progress, "verify disks");
+    if opts.fast_track {
+        // Cleaning left the agent running for the next deploy: power off
+        // through the API, as an operator would, so the disks are at rest.
+        api.put(
+            &format!("/v1/nodes/{uuid}/states/power"),
+            json!({"target": "power off"}),
+        )
+        .await?;
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
     while lab.node.powered() {
         ensure!(
