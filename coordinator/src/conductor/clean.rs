@@ -86,21 +86,12 @@ impl Conductor {
         } else {
             "metadata"
         };
-        let fast = self.fast_track_usable(&node).await;
+        let Some(fast) = self.agent_for_phase(&node, "Cleaning", |_| {}).await? else {
+            return Ok(Next::Idle);
+        };
         if fast {
-            self.modify(&node.uuid, fast_track::forget_command).await?;
             info!(node = %node.uuid, mode, "cleaning with the running agent (fast track)");
         } else {
-            self.modify(&node.uuid, |n| n.wipe_agent_info()).await?;
-            if let Err(e) = self.boot_agent(&node).await {
-                self.fail(
-                    &node.uuid,
-                    format!("Cleaning failed: booting the ramdisk: {e}"),
-                    false,
-                )
-                .await?;
-                return Ok(Next::Idle);
-            }
             info!(node = %node.uuid, mode, "cleaning ramdisk booting, waiting for the agent");
         }
         let report =

@@ -12,7 +12,7 @@
 use serde_json::{Map, Value, json};
 use tracing::info;
 
-use super::{Conductor, ConductorError, Next, command_error_text, fast_track, is_busy};
+use super::{Conductor, ConductorError, Next, command_error_text, is_busy};
 use crate::model::{Intent, Node, now_ms};
 use crate::power::PowerAction;
 use crate::state::{Event, ProvisionState};
@@ -127,31 +127,16 @@ impl Conductor {
                 .await?;
             return Ok(Next::Idle);
         }
-        let fast = self.fast_track_usable(&node).await;
+        let forget_write = |n: &mut Node| {
+            n.driver_internal_info.remove("deploy_write_started");
+        };
+        let Some(fast) = self.agent_for_phase(&node, "Deploy", forget_write).await? else {
+            return Ok(Next::Idle);
+        };
         if fast {
             // Fast track: the running agent keeps its token and is driven at once.
-            self.modify(&node.uuid, |n| {
-                fast_track::forget_command(n);
-                n.driver_internal_info.remove("deploy_write_started");
-            })
-            .await?;
             info!(node = %node.uuid, "deploying with the running agent (fast track)");
         } else {
-            // The agent must look itself up again and gets a fresh token.
-            self.modify(&node.uuid, |n| {
-                n.wipe_agent_info();
-                n.driver_internal_info.remove("deploy_write_started");
-            })
-            .await?;
-            if let Err(e) = self.boot_agent(&node).await {
-                self.fail(
-                    &node.uuid,
-                    format!("Deploy failed: booting the ramdisk: {e}"),
-                    false,
-                )
-                .await?;
-                return Ok(Next::Idle);
-            }
             info!(node = %node.uuid, "deploy ramdisk booting, waiting for the agent");
         }
         self.release(&node.uuid, |n| {

@@ -16,7 +16,7 @@
 use serde_json::Value;
 use tracing::{debug, info};
 
-use super::Conductor;
+use super::{Conductor, ConductorError};
 use crate::config::Config;
 use crate::model::{Node, now_ms};
 use crate::power::PowerState;
@@ -128,6 +128,44 @@ impl Conductor {
     pub fn lookup_allowed(&self, node: &Node) -> bool {
         node.provision_state
             .allows_lookup(self.fast_track_enabled(node))
+    }
+
+    /// Gets an agent for the phase starting on `node`: the running one when
+    /// fast track is usable (its last command forgotten, its token kept),
+    /// else a fresh one (the old agent's data wiped, the ramdisk booted).
+    /// `reset` runs on the node either way (phase data to forget). Returns
+    /// whether the running agent is reused, or `None` when booting failed;
+    /// the node has then failed with "`{phase}` failed: booting the ramdisk".
+    pub(super) async fn agent_for_phase(
+        &self,
+        node: &Node,
+        phase: &str,
+        reset: impl Fn(&mut Node),
+    ) -> Result<Option<bool>, ConductorError> {
+        if self.fast_track_usable(node).await {
+            self.modify(&node.uuid, |n| {
+                forget_command(n);
+                reset(n);
+            })
+            .await?;
+            return Ok(Some(true));
+        }
+        // The agent must look itself up again and gets a fresh token.
+        self.modify(&node.uuid, |n| {
+            n.wipe_agent_info();
+            reset(n);
+        })
+        .await?;
+        if let Err(e) = self.boot_agent(node).await {
+            self.fail(
+                &node.uuid,
+                format!("{phase} failed: booting the ramdisk: {e}"),
+                false,
+            )
+            .await?;
+            return Ok(None);
+        }
+        Ok(Some(false))
     }
 
     /// Whether the phase starting on `node` can drive the agent that is

@@ -176,21 +176,9 @@ impl Conductor {
             .await?;
             return Ok(Next::Idle);
         }
-        let fast = self.fast_track_usable(&node).await;
-        if fast {
-            self.modify(&node.uuid, fast_track::forget_command).await?;
-        } else {
-            self.modify(&node.uuid, |n| n.wipe_agent_info()).await?;
-            if let Err(e) = self.boot_agent(&node).await {
-                self.fail(
-                    &node.uuid,
-                    format!("Inspection failed: booting the ramdisk: {e}"),
-                    false,
-                )
-                .await?;
-                return Ok(Next::Idle);
-            }
-        }
+        let Some(fast) = self.agent_for_phase(&node, "Inspection", |_| {}).await? else {
+            return Ok(Next::Idle);
+        };
         self.release(&node.uuid, |n| {
             n.intent = None;
             n.last_error = None;
