@@ -65,14 +65,7 @@ impl Ctx {
     }
 }
 
-/// Parses Ironic's spellings of booleans.
-pub fn parse_bool(v: &str) -> Option<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" | "y" | "t" => Some(true),
-        "false" | "0" | "no" | "off" | "n" | "f" => Some(false),
-        _ => None,
-    }
-}
+pub use crate::model::parse_bool;
 
 impl<S: Send + Sync> FromRequestParts<S> for Ctx {
     type Rejection = ApiError;

@@ -21,11 +21,8 @@ use crate::power::PowerAction;
 use crate::state::{Event, ProvisionState};
 
 fn secure_requested(c: &Conductor, node: &Node) -> bool {
-    match node.driver_info.get("ingot_secure_erase") {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => matches!(s.to_ascii_lowercase().as_str(), "true" | "1" | "yes"),
-        _ => c.config().secure_erase,
-    }
+    node.driver_info_flag("ingot_secure_erase")
+        .unwrap_or(c.config().secure_erase)
 }
 
 /// The event that ends cleaning: `available` after provide/tear-down,

@@ -24,15 +24,8 @@ use crate::power::PowerState;
 /// Whether fast track is on for `node`: `driver_info.fast_track` (a bool or a
 /// boolean string) when set, else the configuration's `fast_track`.
 pub fn enabled(config: &Config, node: &Node) -> bool {
-    match node.driver_info.get("fast_track") {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" | "on" | "y" | "t" => true,
-            "false" | "0" | "no" | "off" | "n" | "f" => false,
-            _ => config.fast_track,
-        },
-        _ => config.fast_track,
-    }
+    node.driver_info_flag("fast_track")
+        .unwrap_or(config.fast_track)
 }
 
 /// Whether the agent stays running when an inspection or cleaning of `node`
@@ -57,37 +50,16 @@ pub fn end_phase(keep_agent: bool, node: &mut Node) {
     }
 }
 
-/// Milliseconds since the Unix epoch of an ISO 8601 UTC timestamp as the
+/// Milliseconds since the Unix epoch of an RFC 3339 UTC timestamp as the
 /// coordinator writes them (`2026-01-02T03:04:05.123456+00:00`); `Z` or no
 /// offset are read as UTC too, any other offset is refused.
 fn parse_utc_ms(s: &str) -> Option<i64> {
-    let s = s
-        .strip_suffix("+00:00")
-        .or_else(|| s.strip_suffix('Z'))
-        .unwrap_or(s);
-    let (date, clock) = s.split_once('T')?;
-    let mut d = date.splitn(3, '-');
-    let year: i32 = d.next()?.parse().ok()?;
-    let month: u8 = d.next()?.parse().ok()?;
-    let day: u8 = d.next()?.parse().ok()?;
-    let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
-    let mut t = hms.splitn(3, ':');
-    let hour: u8 = t.next()?.parse().ok()?;
-    let minute: u8 = t.next()?.parse().ok()?;
-    let second: u8 = t.next()?.parse().ok()?;
-    let micros: u32 = if frac.is_empty() {
-        0
-    } else {
-        let digits: String = frac.chars().chain(std::iter::repeat('0')).take(6).collect();
-        digits.parse().ok()?
-    };
-    let date =
-        time::Date::from_calendar_date(year, time::Month::try_from(month).ok()?, day).ok()?;
-    let clock = time::Time::from_hms_micro(hour, minute, second, micros).ok()?;
-    let nanos = time::PrimitiveDateTime::new(date, clock)
-        .assume_utc()
-        .unix_timestamp_nanos();
-    i64::try_from(nanos / 1_000_000).ok()
+    use time::format_description::well_known::Rfc3339;
+    let t = time::OffsetDateTime::parse(s, &Rfc3339)
+        .or_else(|_| time::OffsetDateTime::parse(&format!("{s}Z"), &Rfc3339))
+        .ok()
+        .filter(|t| t.offset().is_utc())?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 /// Whether the node's last agent heartbeat is younger than `timeout_secs`

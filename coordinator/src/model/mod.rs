@@ -31,6 +31,15 @@ pub fn now_ms() -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Parses Ironic's spellings of booleans (`True`, `1`, `yes`, `on`, …).
+pub fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" | "y" | "t" => Some(true),
+        "false" | "0" | "no" | "off" | "n" | "f" => Some(false),
+        _ => None,
+    }
+}
+
 /// A new random UUID (version 4) in its hyphenated lower-case form.
 pub fn new_uuid() -> String {
     uuid::Uuid::new_v4().to_string()

@@ -361,6 +361,17 @@ impl Node {
         matches!(self.deploy_interface.as_deref(), Some("direct" | "agent"))
     }
 
+    /// A per-node switch in `driver_info` (a boolean, or one of Ironic's
+    /// boolean spellings as a string); `None` when unset or unreadable, so
+    /// the configuration's default applies.
+    pub fn driver_info_flag(&self, key: &str) -> Option<bool> {
+        match self.driver_info.get(key)? {
+            Value::Bool(b) => Some(*b),
+            Value::String(s) => super::parse_bool(s),
+            _ => None,
+        }
+    }
+
     /// The agent's URL recorded from the last heartbeat.
     pub fn agent_url(&self) -> Option<&str> {
         self.driver_internal_info
