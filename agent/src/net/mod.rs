@@ -18,9 +18,7 @@ use std::time::Duration;
 use crate::cmdline::{KernelParams, StaticIp};
 
 pub use dhcp::{DhcpError, Lease, run_dhcp};
-pub use lease::{
-    EventSink, LeaseEvent, LossReason, Maintenance, maintain, retransmit_wait, schedule,
-};
+pub use lease::{EventSink, LeaseEvent, LossReason, Maintenance, maintain};
 
 /// What to configure.
 #[derive(Debug, Clone)]

@@ -405,26 +405,23 @@ fn secure_wipe_reported(r: &Value) -> Result<()> {
     Ok(())
 }
 
-/// The Unix times at which the BMC powered the server on.
-fn power_on_times(node: &NodeDir) -> Vec<f64> {
+/// The BMC's power-ons (chassis_control starting QEMU), in order: Unix time
+/// and whether the server started from the network (the agent ramdisk).
+fn power_ons(node: &NodeDir) -> Vec<(f64, bool)> {
     std::fs::read_to_string(node.events())
         .unwrap_or_default()
         .lines()
         .filter(|l| l.contains(" power on: "))
-        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .filter_map(|l| {
+            let t = l.split_whitespace().next()?.parse().ok()?;
+            Some((t, l.ends_with(" boot pxe")))
+        })
         .collect()
 }
 
-/// How many times the BMC started the server from the network (the agent
-/// ramdisk) since `since` (Unix seconds).
-fn pxe_boots_since(node: &NodeDir, since: f64) -> usize {
-    std::fs::read_to_string(node.events())
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(" power on: ") && l.ends_with(" boot pxe"))
-        .filter_map(|l| l.split_whitespace().next()?.parse::<f64>().ok())
-        .filter(|t| *t >= since)
-        .count()
+/// The Unix times at which the BMC powered the server on.
+fn power_on_times(node: &NodeDir) -> Vec<f64> {
+    power_ons(node).into_iter().map(|(t, _)| t).collect()
 }
 
 /// With fast track, a phase after inspection must not boot the ramdisk again.
@@ -432,7 +429,10 @@ fn ensure_fast_track(opts: &Options, lab: &Lab, since: f64, phase: &str) -> Resu
     if !opts.fast_track {
         return Ok(());
     }
-    let boots = pxe_boots_since(&lab.node, since);
+    let boots = power_ons(&lab.node)
+        .into_iter()
+        .filter(|(t, pxe)| *pxe && *t >= since)
+        .count();
     ensure!(
         boots == 0,
         "fast track: {phase} booted the agent ramdisk {boots} time(s) instead of driving the running agent"
@@ -692,10 +692,9 @@ async fn lifecycle(
 
     // Provide: automated cleaning with a metadata wipe.
     let mut ph = PhaseRun::new(lab, progress, "provide (clean)");
-    let since = proc::unix_now();
     api.provision(&uuid, "provide", json!({})).await?;
     ph.wait(&uuid, "available", t).await?;
-    ensure_fast_track(opts, lab, since, "provide")?;
+    ensure_fast_track(opts, lab, ph.started_unix, "provide")?;
     ph.finish(report);
 
     // Deploy with a config drive.
@@ -724,9 +723,8 @@ async fn lifecycle(
         }}),
     )
     .await?;
-    let since = proc::unix_now();
     ph.wait(&uuid, "active", t).await?;
-    ensure_fast_track(opts, lab, since, "deploy")?;
+    ensure_fast_track(opts, lab, ph.started_unix, "deploy")?;
     ph.finish(report);
 
     // The server boots its new disk and prints the instance UUID.
