@@ -201,6 +201,31 @@ async fn serial_console_through_the_api_against_ipmi_sim() {
     assert_eq!(st, 400, "{v}");
     assert!(common::faultstring(&v).contains("console"), "{v}");
 
+    // An IPMI 1.5 node: SOL is an RMCP+ payload, so no console either
+    // (refused at once, not a console that never comes up).
+    let mut info15 = sim.driver_info();
+    info15["ipmi_protocol_version"] = json!("1.5");
+    api.create_node(json!({
+        "driver": "ipmi", "name": "v15", "console_interface": "ipmitool-socat",
+        "driver_info": info15,
+    }))
+    .await;
+    let (_, val) = api.get("/v1/nodes/v15/validate").await;
+    assert_eq!(val["console"]["result"], false, "{val}");
+    assert!(
+        val["console"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("IPMI 2.0"),
+        "{val}"
+    );
+    let (st, v) = api
+        .put("/v1/nodes/v15/states/console", json!({"enabled": true}))
+        .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(common::faultstring(&v).contains("IPMI 2.0"), "{v}");
+    assert_eq!(console(&api, "v15").await["console_enabled"], false);
+
     api.create_node(json!({
         "driver": "ipmi", "name": "sol-node", "console_interface": "ipmitool-socat",
         "driver_info": sim.driver_info(),

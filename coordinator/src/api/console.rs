@@ -8,10 +8,10 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::nodes::find;
-use super::{ApiError, AppState, Ctx, accepted_at, json_response, parse_bool, parse_object};
+use super::{ApiError, AppState, Ctx, accepted_at, json_response, parse_object};
 use crate::console;
 use crate::model::Node;
 
@@ -69,17 +69,12 @@ pub async fn set_console(
 ) -> Result<Response, ApiError> {
     let obj = parse_object(&body, "console", &["enabled"])?;
     let enabled = match obj.get("enabled") {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => parse_bool(s).ok_or_else(|| {
+        Some(v) => crate::model::json_bool(v).ok_or_else(|| {
             ApiError::bad_request(format!(
-                "Invalid input for field/attribute enabled. Value: {s}"
+                "Invalid input for field/attribute enabled. Value: {}",
+                v.as_str().map_or_else(|| v.to_string(), str::to_owned)
             ))
         })?,
-        Some(v) => {
-            return Err(ApiError::bad_request(format!(
-                "Invalid input for field/attribute enabled. Value: {v}"
-            )));
-        }
         None => {
             return Err(ApiError::bad_request(
                 "Invalid input for field/attribute enabled. Mandatory field missing.",
@@ -93,8 +88,7 @@ pub async fn set_console(
     }
     let consoles = st.conductor.consoles();
     if enabled {
-        let cfg = crate::power::ipmi::driver::bmc_config(&n.driver_info)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let cfg = console::console_bmc(&n).map_err(ApiError::bad_request)?;
         let bind = st.conductor.config().listen.ip();
         consoles
             .start(&n.uuid, cfg, bind)

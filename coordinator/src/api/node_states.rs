@@ -443,14 +443,12 @@ pub async fn set_boot_device(
         .ok_or_else(|| ApiError::bad_request("'boot_device' is a required string"))?;
     let persistent = match obj.get("persistent") {
         None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => super::parse_bool(s)
-            .ok_or_else(|| ApiError::bad_request(format!("Invalid persistent value {s}")))?,
-        Some(o) => {
-            return Err(ApiError::bad_request(format!(
-                "Invalid persistent value {o}"
-            )));
-        }
+        Some(v) => crate::model::json_bool(v).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "Invalid persistent value {}",
+                v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+            ))
+        })?,
     };
     let node = find(&st, &ident).await?;
     if let Some(host) = &node.reservation {
@@ -515,10 +513,12 @@ pub async fn validate(
     } else {
         ok()
     };
-    let console = if crate::console::supported(&node) {
-        power.clone()
-    } else {
+    let console = if !crate::console::supported(&node) {
         unsupported()
+    } else if let Err(e) = crate::console::console_bmc(&node) {
+        no(e)
+    } else {
+        power.clone()
     };
     let inspect = match node.inspect_interface.as_deref() {
         Some("no-inspect") | None => unsupported(),

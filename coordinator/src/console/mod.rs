@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::conductor::Conductor;
 use crate::model::Node;
-use crate::power::ipmi::{BmcConfig, Timing};
+use crate::power::ipmi::{BmcConfig, IpmiVersion, Timing};
 
 /// The console interface served here (Ironic's name, so clients and
 /// `baremetal node set --console-interface` use what they know).
@@ -127,6 +127,21 @@ pub fn supported(node: &Node) -> bool {
     node.console_interface.as_deref() == Some(SOCAT)
 }
 
+/// The node's BMC as its console needs it: the `driver_info` parses and
+/// speaks IPMI 2.0 (Serial-over-LAN is an RMCP+ payload; a node with
+/// `ipmi_protocol_version: "1.5"` has no console).
+pub fn console_bmc(node: &Node) -> Result<BmcConfig, String> {
+    let cfg =
+        crate::power::ipmi::driver::bmc_config(&node.driver_info).map_err(|e| e.to_string())?;
+    if cfg.version != IpmiVersion::V20 {
+        return Err(
+            "Serial-over-LAN needs IPMI 2.0 (RMCP+); the node's ipmi_protocol_version is 1.5"
+                .into(),
+        );
+    }
+    Ok(cfg)
+}
+
 /// Starts the consoles of nodes that have `console_enabled` and whose
 /// `conductor` is this coordinator (at start-up).
 /// A node whose console cannot start gets `console_enabled = false` and the
@@ -147,13 +162,13 @@ pub async fn restore(conductor: &Conductor) -> usize {
     let ours = |n: &&Node| n.conductor.as_deref().is_none_or(|c| c == me);
     for n in nodes.iter().filter(|n| n.console_enabled).filter(ours) {
         let result = if supported(n) {
-            match crate::power::ipmi::driver::bmc_config(&n.driver_info) {
+            match console_bmc(n) {
                 Ok(cfg) => conductor
                     .consoles()
                     .start(&n.uuid, cfg, bind)
                     .await
                     .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(e),
             }
         } else {
             Err(format!(

@@ -40,6 +40,15 @@ pub fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
+/// A JSON boolean, or a string with one of Ironic's boolean spellings.
+pub fn json_bool(v: &serde_json::Value) -> Option<bool> {
+    match v {
+        serde_json::Value::Bool(b) => Some(*b),
+        serde_json::Value::String(s) => parse_bool(s),
+        _ => None,
+    }
+}
+
 /// A new random UUID (version 4) in its hyphenated lower-case form.
 pub fn new_uuid() -> String {
     uuid::Uuid::new_v4().to_string()

@@ -365,11 +365,7 @@ impl Node {
     /// boolean spellings as a string); `None` when unset or unreadable, so
     /// the configuration's default applies.
     pub fn driver_info_flag(&self, key: &str) -> Option<bool> {
-        match self.driver_info.get(key)? {
-            Value::Bool(b) => Some(*b),
-            Value::String(s) => super::parse_bool(s),
-            _ => None,
-        }
+        super::json_bool(self.driver_info.get(key)?)
     }
 
     /// The agent's URL recorded from the last heartbeat.

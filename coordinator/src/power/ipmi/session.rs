@@ -463,11 +463,6 @@ impl Session {
         self.timing.retries = retries;
     }
 
-    /// Whether this is an RMCP+ (IPMI 2.0) session.
-    pub fn is_v20(&self) -> bool {
-        matches!(self.proto, Proto::V20(_))
-    }
-
     /// Closes the session on the BMC (best effort, one attempt).
     pub async fn close(mut self) {
         self.timing.retries = 0;

@@ -115,7 +115,9 @@ pub struct SolConsole {
     pub input: mpsc::Sender<Vec<u8>>,
     /// Bytes of the server's serial output.
     pub output: mpsc::Receiver<Vec<u8>>,
-    stop: Option<oneshot::Sender<()>>,
+    /// Dropping it (with the console) ends the pump too, which still
+    /// deactivates the payload.
+    stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -130,31 +132,15 @@ impl SolConsole {
             ));
         }
         let mut session = Session::open(cfg, timing).await?;
-        let mut r = session
-            .request(NETFN_APP, ACTIVATE_PAYLOAD, &activate_request())
-            .await?;
-        if r.completion == CC_ALREADY_ACTIVE {
-            tracing::info!(host = %cfg.host, port = cfg.port, "SOL active in another session; deactivating it");
-            let d = session
-                .request(NETFN_APP, DEACTIVATE_PAYLOAD, &deactivate_request())
-                .await?;
-            if d.completion != 0 {
-                return Err(IpmiError::Completion {
-                    cmd: "Deactivate Payload",
-                    code: d.completion,
-                });
+        let r = match activate_payload(&mut session, cfg).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Not left open on the BMC: the endpoint retries, and every
+                // leaked session would hold one of the BMC's few slots.
+                session.close().await;
+                return Err(e);
             }
-            r = session
-                .request(NETFN_APP, ACTIVATE_PAYLOAD, &activate_request())
-                .await?;
-        }
-        if r.completion != 0 {
-            session.close().await;
-            return Err(IpmiError::Completion {
-                cmd: "Activate Payload",
-                code: r.completion,
-            });
-        }
+        };
         // Response: aux (4), inbound payload size (2), outbound size (2), port (2), VLAN (2).
         let max_in = r
             .data
@@ -198,30 +184,55 @@ impl SolConsole {
         Ok(Self {
             input,
             output,
-            stop: Some(stop),
+            stop,
             task,
         })
     }
 
     /// Deactivates the payload and closes the session (waits up to 5 s).
-    pub async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if tokio::time::timeout(Duration::from_secs(5), &mut self.task)
+    pub async fn stop(self) {
+        let Self { stop, mut task, .. } = self;
+        let _ = stop.send(());
+        if tokio::time::timeout(Duration::from_secs(5), &mut task)
             .await
             .is_err()
         {
-            self.task.abort();
+            task.abort();
         }
     }
 }
 
-impl Drop for SolConsole {
-    fn drop(&mut self) {
-        // Dropping `stop` ends the pump, which still deactivates the payload.
-        self.stop.take();
+/// Activates the SOL payload on `session`, deactivating it first when
+/// another session holds it; returns the successful answer.
+async fn activate_payload(
+    session: &mut Session,
+    cfg: &BmcConfig,
+) -> Result<packet::IpmiResponse, IpmiError> {
+    let mut r = session
+        .request(NETFN_APP, ACTIVATE_PAYLOAD, &activate_request())
+        .await?;
+    if r.completion == CC_ALREADY_ACTIVE {
+        tracing::info!(host = %cfg.host, port = cfg.port, "SOL active in another session; deactivating it");
+        let d = session
+            .request(NETFN_APP, DEACTIVATE_PAYLOAD, &deactivate_request())
+            .await?;
+        if d.completion != 0 {
+            return Err(IpmiError::Completion {
+                cmd: "Deactivate Payload",
+                code: d.completion,
+            });
+        }
+        r = session
+            .request(NETFN_APP, ACTIVATE_PAYLOAD, &activate_request())
+            .await?;
     }
+    if r.completion != 0 {
+        return Err(IpmiError::Completion {
+            cmd: "Activate Payload",
+            code: r.completion,
+        });
+    }
+    Ok(r)
 }
 
 /// A packet of ours awaiting its acknowledgement.
