@@ -15,15 +15,14 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::venv::{baremetal, venv};
+use common::venv::{baremetal, baremetal_json, venv};
 use common::{Api, Backend, start_with, test_config, test_db};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(30);
 
 async fn json_of(venv: &Path, api: &Api, args: &[&str]) -> Value {
-    let out = baremetal(venv, &api.base, args).await;
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    baremetal_json(venv, &api.base, args).await
 }
 
 async fn scenario(backend: Backend) {

@@ -17,7 +17,7 @@ mod ipmi_sim;
 
 use std::time::{Duration, Instant};
 
-use common::venv::baremetal;
+use common::venv::{baremetal, baremetal_json};
 use ipmi_sim::IpmiSim;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -601,15 +601,12 @@ async fn baremetal_cli_console_commands() {
     )
     .await;
     baremetal(&venv, &api.base, &["node", "console", "enable", "cli"]).await;
-    let shown: Value = serde_json::from_str(
-        &baremetal(
-            &venv,
-            &api.base,
-            &["node", "console", "show", "cli", "-f", "json"],
-        )
-        .await,
+    let shown = baremetal_json(
+        &venv,
+        &api.base,
+        &["node", "console", "show", "cli", "-f", "json"],
     )
-    .unwrap();
+    .await;
     assert_eq!(shown["console_enabled"], true, "{shown}");
     let info = shown["console_info"].clone();
     assert_eq!(info["type"], "socat", "{shown}");
@@ -619,15 +616,12 @@ async fn baremetal_cli_console_commands() {
     serial.expect("via-cli\r", 10).await;
     baremetal(&venv, &api.base, &["node", "console", "disable", "cli"]).await;
     expect_closed(&mut client, 10).await;
-    let shown: Value = serde_json::from_str(
-        &baremetal(
-            &venv,
-            &api.base,
-            &["node", "console", "show", "cli", "-f", "json"],
-        )
-        .await,
+    let shown = baremetal_json(
+        &venv,
+        &api.base,
+        &["node", "console", "show", "cli", "-f", "json"],
     )
-    .unwrap();
+    .await;
     assert_eq!(shown["console_enabled"], false, "{shown}");
     assert!(shown["console_info"].is_null(), "{shown}");
     running.shutdown().await;

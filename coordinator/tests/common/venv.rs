@@ -84,6 +84,17 @@ pub fn venv() -> Option<PathBuf> {
     ensure(&IRONICCLIENT, &CACHE)
 }
 
+/// Runs `baremetal <args>` (with `-f json`) against `endpoint`; returns its
+/// output parsed.
+pub async fn baremetal_json(
+    venv: &std::path::Path,
+    endpoint: &str,
+    args: &[&str],
+) -> serde_json::Value {
+    let out = baremetal(venv, endpoint, args).await;
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
 /// Runs `baremetal <args>` against `endpoint`; returns stdout.
 pub async fn baremetal(venv: &std::path::Path, endpoint: &str, args: &[&str]) -> String {
     let bin = venv.join("bin/baremetal");

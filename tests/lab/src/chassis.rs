@@ -116,7 +116,9 @@ impl NodeDir {
         Ok(())
     }
 
-    fn power_off(&self) {
+    /// Powers the server off: SIGTERM to QEMU, SIGKILL after 3 s (nothing
+    /// to do when it is not running).
+    pub fn power_off(&self) {
         let Some(pid) = self.running_pid() else {
             let _ = std::fs::remove_file(self.pid());
             return;

@@ -29,10 +29,7 @@ pub fn install(node_dir: PathBuf) {
             std::thread::sleep(Duration::from_millis(100));
         }
         eprintln!("ingot-lab: interrupted; powering the server off");
-        let _ = crate::chassis::run(
-            &node_dir,
-            &["0x20".into(), "set".into(), "power".into(), "0".into()],
-        );
+        crate::chassis::NodeDir(node_dir).power_off();
         // SAFETY: kill(2) to our own process group; this process catches
         // SIGTERM (above), so only the children act on it.
         unsafe { libc::kill(0, libc::SIGTERM) };
