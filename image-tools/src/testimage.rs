@@ -12,12 +12,12 @@
 //! load order (dependencies first).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ingot_initramfs::cpio::{Archive, EntryKind};
 use ingot_initramfs::modinfo::{self, ModInfo};
+use ingot_initramfs::{Arch, Compression};
 
 /// The modules carried by default: virtio (PCI, block, SCSI), NVMe, AHCI,
 /// SCSI disks and CD-ROMs (a config drive attached as a CD) and ISO 9660.
@@ -279,34 +279,13 @@ pub fn modules_dir(given: &Path, kernel: &Path) -> Result<PathBuf, TestImageErro
 
 /// Checks the init is a static x86-64 ELF executable (no interpreter).
 fn check_init(path: &Path, elf: &[u8]) -> Result<(), TestImageError> {
-    let bad = |reason: &str| TestImageError::BadInit {
-        path: path.to_path_buf(),
-        reason: reason.to_string(),
-    };
-    if elf.len() < 64 || &elf[0..4] != b"\x7fELF" || elf[4] != 2 || elf[5] != 1 {
-        return Err(bad("not a 64-bit little-endian ELF file"));
+    match ingot_initramfs::build::not_static_reason(elf, Arch::X86_64, "ingot-testimage-init") {
+        None => Ok(()),
+        Some(reason) => Err(TestImageError::BadInit {
+            path: path.to_path_buf(),
+            reason,
+        }),
     }
-    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]);
-    if u16_at(0x12) != 62 {
-        return Err(bad("not an x86-64 executable"));
-    }
-    let mut off = [0u8; 8];
-    off.copy_from_slice(&elf[0x20..0x28]);
-    let phoff = usize::try_from(u64::from_le_bytes(off)).unwrap_or(usize::MAX);
-    let (phentsize, phnum) = (usize::from(u16_at(0x36)), usize::from(u16_at(0x38)));
-    for i in 0..phnum {
-        let at = phoff.saturating_add(i.saturating_mul(phentsize));
-        let Some(ph) = elf.get(at..at.saturating_add(4)) else {
-            return Err(bad("truncated program headers"));
-        };
-        if u32::from_le_bytes([ph[0], ph[1], ph[2], ph[3]]) == 3 {
-            return Err(bad(
-                "dynamically linked (it has an interpreter); build it for musl: \
-                 cargo build --profile agent --target x86_64-unknown-linux-musl -p ingot-testimage-init",
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// A module chosen for the initramfs.
@@ -379,10 +358,7 @@ fn select_modules(dir: &Path, names: &[String]) -> Result<ModuleSet, TestImageEr
             .strip_prefix(dir)
             .map(|r| r.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let rel_path = match rel.find(".ko") {
-            Some(i) => format!("{}.ko", &rel[..i]),
-            None => rel,
-        };
+        let rel_path = ingot_initramfs::modules::uncompressed_ko_path(&rel);
         visiting.insert(name.clone());
         stack.push((name.clone(), required, true));
         for d in info.softdeps.iter().rev() {
@@ -449,17 +425,10 @@ fn initramfs(
     let mut cpio = Vec::new();
     a.write_to(&mut cpio, mtime)
         .map_err(|e| TestImageError::Invalid(e.to_string()))?;
-    let zerr =
-        |e: std::io::Error| TestImageError::Invalid(format!("compressing the initramfs: {e}"));
-    // Single-threaded, content size and checksum recorded: deterministic.
-    let mut enc = zstd::Encoder::new(Vec::new(), 19).map_err(zerr)?;
-    enc.include_checksum(true).map_err(zerr)?;
-    enc.set_pledged_src_size(Some(cpio.len() as u64))
-        .map_err(zerr)?;
-    enc.include_contentsize(true).map_err(zerr)?;
-    enc.write_all(&cpio).map_err(zerr)?;
+    let image = ingot_initramfs::build::compress(&cpio, Compression::Zstd, 19)
+        .map_err(|e| TestImageError::Invalid(e.to_string()))?;
     Ok(Initrd {
-        image: enc.finish().map_err(zerr)?,
+        image,
         modules: loaded,
         builtin,
     })

@@ -161,32 +161,40 @@ fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
-/// Checks that the agent is a static executable for `arch`.
-fn check_agent(path: &Path, data: &[u8], arch: Arch) -> Result<(), BuildError> {
+/// Why `data` is not a static executable for `arch` (`None` if it is): the
+/// init of a ramdisk must run with no dynamic loader. `package` names what to
+/// build for musl in the message.
+pub fn not_static_reason(data: &[u8], arch: Arch, package: &str) -> Option<String> {
     use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
-    let bad = |reason: String| BuildError::BadAgent {
-        path: path.to_path_buf(),
-        reason,
+    let elf = match ElfFile64::<object::Endianness>::parse(data) {
+        Ok(elf) => elf,
+        Err(e) => return Some(format!("not a 64-bit ELF executable: {e}")),
     };
-    let elf = ElfFile64::<object::Endianness>::parse(data)
-        .map_err(|e| bad(format!("not a 64-bit ELF executable: {e}")))?;
     let endian = elf.endian();
     let machine = elf.elf_header().e_machine(endian);
     if machine != arch.elf_machine() {
-        return Err(bad(format!(
-            "built for ELF machine {machine}, not {arch:?}"
-        )));
+        return Some(format!("built for ELF machine {machine}, not {arch:?}"));
     }
-    for ph in elf.elf_program_headers() {
-        if ph.p_type(endian) == object::elf::PT_INTERP {
-            return Err(bad(
+    elf.elf_program_headers()
+        .iter()
+        .any(|ph| ph.p_type(endian) == object::elf::PT_INTERP)
+        .then(|| {
+            format!(
                 "dynamically linked (it has an interpreter); build it for musl: \
-                 cargo build --profile agent --target x86_64-unknown-linux-musl -p ingot-agent"
-                    .into(),
-            ));
-        }
+                 cargo build --profile agent --target x86_64-unknown-linux-musl -p {package}"
+            )
+        })
+}
+
+/// Checks that the agent is a static executable for `arch`.
+fn check_agent(path: &Path, data: &[u8], arch: Arch) -> Result<(), BuildError> {
+    match not_static_reason(data, arch, "ingot-agent") {
+        None => Ok(()),
+        Some(reason) => Err(BuildError::BadAgent {
+            path: path.to_path_buf(),
+            reason,
+        }),
     }
-    Ok(())
 }
 
 /// Builds the ramdisk into `opts.out`; returns the manifest.
@@ -316,7 +324,9 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest, BuildError> {
     Ok(manifest)
 }
 
-fn compress(cpio: &[u8], c: Compression, level: i32) -> Result<Vec<u8>, BuildError> {
+/// Compresses an initramfs archive, deterministically (the same bytes in,
+/// the same bytes out).
+pub fn compress(cpio: &[u8], c: Compression, level: i32) -> Result<Vec<u8>, BuildError> {
     let err = |e: std::io::Error| BuildError::Other(format!("compressing the initramfs: {e}"));
     Ok(match c {
         Compression::None => cpio.to_vec(),

@@ -318,10 +318,7 @@ fn drain(
                 }
             }
         }
-        let rel_path = match rel.find(".ko") {
-            Some(i) => format!("{}.ko", &rel[..i]),
-            None => rel.clone(),
-        };
+        let rel_path = uncompressed_ko_path(rel);
         if soft {
             if let Some(owner) = reason.strip_prefix("soft dependency of ") {
                 sel.softdeps
@@ -409,5 +406,14 @@ impl Selection {
             }
         }
         out
+    }
+}
+
+/// A module's path as the initramfs holds it: uncompressed, so `.ko.xz` and
+/// `.ko.zst` become `.ko` (paths without `.ko` stay as they are).
+pub fn uncompressed_ko_path(rel: &str) -> String {
+    match rel.find(".ko") {
+        Some(i) => format!("{}.ko", &rel[..i]),
+        None => rel.to_owned(),
     }
 }

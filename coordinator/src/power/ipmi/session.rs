@@ -72,16 +72,24 @@ impl Rmcpp {
         ))
     }
 
-    /// The payload of a packet of `payload_type` in this session.
-    fn accept(&self, p: &[u8], payload_type: u8) -> Option<Vec<u8>> {
+    /// `(payload type, payload)` of a packet of this session; `None` for
+    /// foreign or forged packets.
+    fn decode(&self, p: &[u8]) -> Option<(u8, Vec<u8>)> {
         match packet::parse_packet(p, Some(&self.keys))? {
             Incoming::V20 {
-                payload_type: t,
+                payload_type,
                 session_id,
                 payload,
-            } if t == payload_type && session_id == self.console_sid => Some(payload),
+            } if session_id == self.console_sid => Some((payload_type, payload)),
             _ => None,
         }
+    }
+
+    /// The payload of a packet of `payload_type` in this session.
+    fn accept(&self, p: &[u8], payload_type: u8) -> Option<Vec<u8>> {
+        self.decode(p)
+            .filter(|(t, _)| *t == payload_type)
+            .map(|(_, payload)| payload)
     }
 }
 
@@ -440,16 +448,9 @@ impl Session {
     /// Decodes a received packet of this session: `(payload type, payload)`
     /// for RMCP+ sessions; `None` for foreign or forged packets.
     pub(crate) fn decode(&self, p: &[u8]) -> Option<(u8, Vec<u8>)> {
-        let Proto::V20(s) = &self.proto else {
-            return None;
-        };
-        match packet::parse_packet(p, Some(&s.keys))? {
-            Incoming::V20 {
-                payload_type,
-                session_id,
-                payload,
-            } if session_id == s.console_sid => Some((payload_type, payload)),
-            _ => None,
+        match &self.proto {
+            Proto::V20(s) => s.decode(p),
+            Proto::V15(_) => None,
         }
     }
 
