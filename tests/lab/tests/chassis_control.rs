@@ -43,6 +43,16 @@ fn spec(dir: &Path, fake: &Path) {
     .unwrap();
 }
 
+/// Powers the stand-in off when a test ends, failed or not (it runs
+/// detached in its own process group and would otherwise loop for ever).
+struct PowerOffOnDrop<'a>(&'a Path);
+
+impl Drop for PowerOffOnDrop<'_> {
+    fn drop(&mut self) {
+        chassis(self.0, &["set", "power", "0"]);
+    }
+}
+
 fn pid(dir: &Path) -> u32 {
     std::fs::read_to_string(dir.join("qemu.pid"))
         .unwrap()
@@ -56,6 +66,7 @@ fn boot_device_and_power_follow_the_bmc() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     spec(d, &fake_qemu(d));
+    let _off = PowerOffOnDrop(d);
 
     assert_eq!(chassis(d, &["get", "power"]), (true, "power:0\n".into()));
     assert_eq!(
@@ -113,6 +124,7 @@ fn the_server_does_not_inherit_the_bmc_sockets() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     spec(d, &fake_qemu(d));
+    let _off = PowerOffOnDrop(d);
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let fd = sock.as_raw_fd();
     // SAFETY: clears FD_CLOEXEC on a socket this test owns, as ipmi_sim's are.
