@@ -422,7 +422,7 @@ impl Drop for IpmitoolSol {
 #[tokio::test]
 async fn ipmitool_sol_cross_check_and_takeover() {
     let _ = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
+        .with_env_filter("info,ingot_coordinator=debug")
         .with_test_writer()
         .try_init();
     let Some((serial_listener, sim)) = sol_bmc().await else {

@@ -45,6 +45,69 @@ impl TestCounts {
     }
 }
 
+/// The panics in a `cargo test` output: where and why each failing test
+/// stopped, kept for the summary at the end of the run (the CI log's tail),
+/// far below the tests' captured output.
+#[derive(Debug, Default)]
+struct Panics {
+    found: Vec<Panic>,
+    /// The panic whose message lines are being read.
+    open: Option<Panic>,
+}
+
+/// One `thread '…' panicked at …:` and its message.
+#[derive(Debug, PartialEq, Eq)]
+struct Panic {
+    thread: String,
+    at: String,
+    message: Vec<String>,
+}
+
+impl Panics {
+    /// Most panics kept, and message lines and characters per line kept.
+    const MAX: usize = 20;
+    const MAX_LINES: usize = 8;
+    const MAX_CHARS: usize = 400;
+
+    fn add_line(&mut self, line: &str) {
+        if let Some(rest) = line.strip_prefix("thread '")
+            && let Some((thread, at)) = rest.split_once("' panicked at ")
+        {
+            self.close();
+            self.open = Some(Panic {
+                thread: thread.to_owned(),
+                at: at.trim_end_matches(':').to_owned(),
+                message: Vec::new(),
+            });
+            return;
+        }
+        let Some(p) = &mut self.open else { return };
+        let end = line.is_empty()
+            || line.starts_with("note: ")
+            || line.starts_with("stack backtrace:")
+            || line.starts_with("---- ")
+            || line.starts_with("failures:");
+        if end || p.message.len() >= Self::MAX_LINES {
+            self.close();
+        } else {
+            p.message.push(line.chars().take(Self::MAX_CHARS).collect());
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some(p) = self.open.take()
+            && self.found.len() < Self::MAX
+        {
+            self.found.push(p);
+        }
+    }
+
+    fn finish(mut self) -> Vec<Panic> {
+        self.close();
+        self.found
+    }
+}
+
 /// One gate's outcome.
 struct Gate {
     name: &'static str,
@@ -54,7 +117,7 @@ struct Gate {
 
 /// Runs `cargo test --workspace` with privileged tests required, echoing its
 /// output and counting the results.
-fn cargo_test(counts: &mut TestCounts) -> Result<String> {
+fn cargo_test(counts: &mut TestCounts, panics: &mut Vec<Panic>) -> Result<String> {
     let mut cmd = util::cargo();
     cmd.args(["test", "--workspace", "--no-fail-fast"])
         .env("INGOT_REQUIRE_PRIVILEGED", "1");
@@ -66,12 +129,15 @@ fn cargo_test(counts: &mut TestCounts) -> Result<String> {
         .context("could not start cargo test")?;
     let stdout = child.stdout.take().context("no stdout pipe")?;
     let mut out = std::io::stdout().lock();
+    let mut seen = Panics::default();
     for line in BufReader::new(stdout).lines() {
         let line = line?;
         counts.add_line(&line);
+        seen.add_line(&line);
         writeln!(out, "{line}")?;
     }
     drop(out);
+    *panics = seen.finish();
     let status = child.wait()?;
     if !status.success() {
         bail!(
@@ -133,6 +199,7 @@ pub fn run() -> Result<()> {
         seconds: t.elapsed().as_secs_f64(),
     }];
     let mut counts = TestCounts::default();
+    let mut panics = Vec::new();
 
     let mut gate = |name: &'static str, f: &mut dyn FnMut() -> Result<String>| {
         println!("\n==> {name}");
@@ -177,7 +244,7 @@ pub fn run() -> Result<()> {
         });
     }
     // After the agent build: some tests boot or pack the static agent.
-    gate("tests", &mut || cargo_test(&mut counts));
+    gate("tests", &mut || cargo_test(&mut counts, &mut panics));
     // Last: it reuses the test build and boots QEMU on a quiet machine.
     gate("e2e lab", &mut || {
         crate::e2e::run(crate::e2e::Build::LikeTests, false, &[]).map(|timings| {
@@ -209,6 +276,16 @@ pub fn run() -> Result<()> {
         "tests: {} passed, {} failed, {} skipped",
         counts.passed, counts.failed, counts.ignored
     );
+    // Panics of passing tests (should_panic, a task's expected panic) are not news.
+    if counts.failed > 0 && !panics.is_empty() {
+        println!("test panics (the full output is above):");
+        for p in &panics {
+            println!("  {} at {}", p.thread, p.at);
+            for l in &p.message {
+                println!("      {l}");
+            }
+        }
+    }
     if failed > 0 {
         bail!("{failed} gate(s) failed");
     }
@@ -218,6 +295,44 @@ pub fn run() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keeps_panic_messages() {
+        let mut p = Panics::default();
+        for l in [
+            "---- sol_takeover stdout ----",
+            "2026-11-27T18:22:53Z DEBUG noise",
+            "thread 'sol_takeover' panicked at coordinator/tests/console.rs:441:15:",
+            "ipmitool sol: no \"SOL Session operational\" in",
+            "\"Info: SOL payload already active on another session\"",
+            "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace",
+            "thread 'tokio-runtime-worker' panicked at src/x.rs:1:2:",
+            "boom",
+            "",
+            "test result: FAILED. 4 passed; 1 failed; 0 ignored",
+        ] {
+            p.add_line(l);
+        }
+        let found = p.finish();
+        assert_eq!(
+            found,
+            vec![
+                Panic {
+                    thread: "sol_takeover".into(),
+                    at: "coordinator/tests/console.rs:441:15".into(),
+                    message: vec![
+                        "ipmitool sol: no \"SOL Session operational\" in".into(),
+                        "\"Info: SOL payload already active on another session\"".into()
+                    ],
+                },
+                Panic {
+                    thread: "tokio-runtime-worker".into(),
+                    at: "src/x.rs:1:2".into(),
+                    message: vec!["boom".into()],
+                },
+            ]
+        );
+    }
 
     #[test]
     fn counts_libtest_summaries() {

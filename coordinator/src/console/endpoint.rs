@@ -35,6 +35,9 @@ const SOL_RETRY: Duration = Duration::from_secs(3);
 const SOL_RETRY_MAX: Duration = Duration::from_secs(60);
 /// A client that does not take output for this long is disconnected.
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long stopping waits for an SOL activation in flight (which is then
+/// deactivated) before abandoning it.
+const STOP_ACTIVATION_WAIT: Duration = Duration::from_secs(2);
 
 /// A running endpoint.
 #[derive(Debug)]
@@ -88,10 +91,11 @@ impl Endpoint {
         })
     }
 
-    /// Closes the client, deactivates SOL and closes the listener.
+    /// Closes the listener, deactivates SOL and then closes the client
+    /// (waits up to 10 s).
     pub async fn stop(mut self) {
         let _ = self.stop.send(());
-        if tokio::time::timeout(Duration::from_secs(8), &mut self.task)
+        if tokio::time::timeout(Duration::from_secs(10), &mut self.task)
             .await
             .is_err()
         {
@@ -277,17 +281,29 @@ async fn run(
             _ = tokio::time::sleep_until(retry_at), if sol.is_none() && connecting.is_none() => {}
         }
     }
-    if let Some(c) = connecting.take() {
-        c.abort();
-    }
     handshakes.abort_all();
+    drop(listener);
+    // The BMC's payload is released before the client sees its connection
+    // close, so whoever waits for that close (a user about to run
+    // `ipmitool sol activate`) finds SOL free. An activation in flight is
+    // let finish briefly and released too, rather than left active.
+    let in_flight = match connecting.take() {
+        Some(mut c) => match tokio::time::timeout(STOP_ACTIVATION_WAIT, &mut c).await {
+            Ok(Ok(Ok(s))) => Some(s),
+            Ok(_) => None,
+            Err(_) => {
+                c.abort();
+                None
+            }
+        },
+        None => None,
+    };
+    for s in sol.take().into_iter().chain(in_flight) {
+        s.stop().await;
+    }
     if let Some(mut c) = client.take() {
         let _ = c.writer.shutdown().await;
         c.reader.abort();
-    }
-    drop(listener);
-    if let Some(s) = sol.take() {
-        s.stop().await;
     }
     tracing::info!(node = %node, "console stopped");
 }

@@ -3,8 +3,8 @@
 //! listener on the API's address and a free port, guarded by a random
 //! per-node token, bridged to the BMC's Serial-over-LAN payload
 //! ([`crate::power::ipmi::sol`]). Disabling it (or deleting the node, or
-//! shutting the coordinator down) closes the connection, deactivates the
-//! payload and closes the listener.
+//! shutting the coordinator down) closes the listener, deactivates the
+//! payload and then closes the client's connection.
 //!
 //! `console_enabled` is stored on the node; tokens and ports live only in
 //! memory. At start-up [`restore`] starts an endpoint for every node with
