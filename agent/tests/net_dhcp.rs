@@ -221,9 +221,10 @@ fn dhcp_on_the_cabled_interface_only() {
     assert_eq!(l["routers"], serde_json::json!(["10.77.0.1"]));
     assert_eq!(l["dns"], serde_json::json!(["10.77.0.53"]));
     assert_eq!(l["server"], "10.77.0.1");
-    // The uncabled NIC cost nothing beyond its own 2 s carrier wait, which
-    // runs in parallel with the DHCP exchange.
-    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    // The uncabled NIC was not waited on for a lease (that would take the
+    // 20 s DHCP timeout): only its 2 s carrier wait, in parallel with the
+    // DHCP exchange. Half the timeout leaves a busy machine room.
+    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
     // The kernel state: address, default route, resolv.conf.
     let a = sh(&["ip", "-n", &lab.cli, "-4", "addr", "show", "dev", "vc0"]);
     assert!(a.contains(&format!("{addr}/24")), "{a}");

