@@ -209,7 +209,7 @@ fn restart_keeps_the_token_and_a_lost_token_is_replaced() {
 
     // Restarted with the same state directory: lookup answers "******", and
     // the agent heartbeats with the token it saved.
-    let n = coord.count();
+    let n = coord.settled_count();
     let agent = start_agent(&coord.url(), dir.path(), &[]);
     let hb = coord.wait_heartbeat(n, Duration::from_secs(30));
     assert_eq!(hb.body["agent_token"], token.as_str());
@@ -222,18 +222,12 @@ fn restart_keeps_the_token_and_a_lost_token_is_replaced() {
     // A fresh agent without the saved token is not locked out: it keeps
     // looking up, and once the coordinator wipes the old token (a new
     // operation), it receives the new one.
-    let n = coord.count();
+    let n = coord.settled_count();
     let fresh = tempfile::tempdir().unwrap();
     let _agent = start_agent(&coord.url(), fresh.path(), &[]);
-    std::thread::sleep(Duration::from_millis(800));
+    coord.wait_request(n, "/v1/lookup", Duration::from_secs(30));
     {
         let st = coord.state.lock().unwrap();
-        assert!(
-            st.seen
-                .iter()
-                .skip(n)
-                .any(|s| s.path.starts_with("/v1/lookup"))
-        );
         assert!(
             !st.seen
                 .iter()

@@ -86,9 +86,11 @@ async fn one_download_many_agents() {
     node(&api, "c-2", "52:54:00:00:0c:02", &source, &sum).await;
     let a1 = SimAgent::start(&api.base, "52:54:00:00:0c:01").await;
     let a2 = SimAgent::start(&api.base, "52:54:00:00:0c:02").await;
+    // Each "machine" boots right after its own deploy call: a lookup of the
+    // other's in between would hand it a token that reboot() then forgets.
     api.provision("c-1", json!({"target": "active"})).await;
-    api.provision("c-2", json!({"target": "active"})).await;
     a1.reboot();
+    api.provision("c-2", json!({"target": "active"})).await;
     a2.reboot();
     api.wait_state("c-1", "active", T).await;
     api.wait_state("c-2", "active", T).await;

@@ -313,7 +313,8 @@ async fn wait_state_timeout(backend: Backend) {
         return;
     };
     let mut cfg = test_config(&db.url);
-    cfg.deploy_callback_timeout = 1;
+    // Long enough for the test to see `wait call-back` on a busy machine.
+    cfg.deploy_callback_timeout = 4;
     let (running, api) = start_with(cfg).await;
     let uuid = api
         .create_node(json!({

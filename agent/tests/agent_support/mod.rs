@@ -281,6 +281,39 @@ impl Coordinator {
         self.state.lock().unwrap().seen.len()
     }
 
+    /// The request count once no request has arrived for 300 ms: after an
+    /// agent was killed, a request it sent just before may still be being
+    /// recorded by a connection thread.
+    pub fn settled_count(&self) -> usize {
+        let mut n = self.count();
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = self.count();
+            if now == n {
+                return n;
+            }
+            n = now;
+        }
+    }
+
+    /// Waits until a request whose path starts with `prefix` arrived after
+    /// the first `after` requests.
+    pub fn wait_request(&self, after: usize, prefix: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self
+            .state
+            .lock()
+            .unwrap()
+            .seen
+            .iter()
+            .skip(after)
+            .any(|s| s.path.starts_with(prefix))
+        {
+            assert!(Instant::now() < deadline, "no {prefix} request");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The current token.
     pub fn token(&self) -> String {
         self.state.lock().unwrap().token.clone().unwrap()
