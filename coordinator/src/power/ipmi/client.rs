@@ -207,13 +207,7 @@ impl IpmiClient {
                 }
             };
             match session.request(netfn, cmd, data).await {
-                Ok(r) if r.completion == 0 => return Ok(r.data),
-                Ok(r) => {
-                    return Err(IpmiError::Completion {
-                        cmd: name,
-                        code: r.completion,
-                    });
-                }
+                Ok(r) => return r.completed(name).map(|r| r.data),
                 Err(IpmiError::Timeout) if reused && !fresh_retry => {
                     tracing::info!(host = %cfg.host, port = cfg.port, command = name,
                         "ipmi session stopped answering; opening a new one");

@@ -67,6 +67,17 @@ pub struct IpmiResponse {
     pub data: Vec<u8>,
 }
 
+impl IpmiResponse {
+    /// The response if its completion code is 0 ("command completed
+    /// normally"), otherwise [`super::IpmiError::Completion`] naming `cmd`.
+    pub fn completed(self, cmd: &'static str) -> Result<Self, super::IpmiError> {
+        match self.completion {
+            0 => Ok(self),
+            code => Err(super::IpmiError::Completion { cmd, code }),
+        }
+    }
+}
+
 /// Decodes an IPMI LAN response message, checking both checksums.
 pub fn parse_ipmi_response(m: &[u8]) -> Option<IpmiResponse> {
     if m.len() < 8 || checksum(&m[0..2]) != m[2] || checksum(&m[3..m.len() - 1]) != m[m.len() - 1] {

@@ -207,13 +207,10 @@ impl Session {
             last_used: Instant::now(),
         };
         // Raise the session to the requested privilege (it starts at User).
-        let r = session.request(0x06, 0x3B, &[cfg.privilege]).await?;
-        if r.completion != 0 {
-            return Err(IpmiError::Completion {
-                cmd: "Set Session Privilege Level",
-                code: r.completion,
-            });
-        }
+        session
+            .request(0x06, 0x3B, &[cfg.privilege])
+            .await?
+            .completed("Set Session Privilege Level")?;
         tracing::debug!(host = %cfg.host, port = cfg.port, version = ?cfg.version, "ipmi session open");
         Ok(session)
     }
@@ -243,13 +240,8 @@ impl Session {
                 _ => None,
             },
         )
-        .await?;
-        if caps.completion != 0 {
-            return Err(IpmiError::Completion {
-                cmd: "Get Channel Authentication Capabilities",
-                code: caps.completion,
-            });
-        }
+        .await?
+        .completed("Get Channel Authentication Capabilities")?;
         if caps.data.get(1).is_some_and(|b| b & 0x80 == 0) {
             return Err(IpmiError::Protocol(
                 "the BMC does not support IPMI 2.0 (RMCP+)".into(),

@@ -213,26 +213,15 @@ async fn activate_payload(
         .await?;
     if r.completion == CC_ALREADY_ACTIVE {
         tracing::info!(host = %cfg.host, port = cfg.port, "SOL active in another session; deactivating it");
-        let d = session
+        session
             .request(NETFN_APP, DEACTIVATE_PAYLOAD, &deactivate_request())
-            .await?;
-        if d.completion != 0 {
-            return Err(IpmiError::Completion {
-                cmd: "Deactivate Payload",
-                code: d.completion,
-            });
-        }
+            .await?
+            .completed("Deactivate Payload")?;
         r = session
             .request(NETFN_APP, ACTIVATE_PAYLOAD, &activate_request())
             .await?;
     }
-    if r.completion != 0 {
-        return Err(IpmiError::Completion {
-            cmd: "Activate Payload",
-            code: r.completion,
-        });
-    }
-    Ok(r)
+    r.completed("Activate Payload")
 }
 
 /// A packet of ours awaiting its acknowledgement.

@@ -232,13 +232,9 @@ pub(super) async fn handshake(
     };
     // 1. Get Channel Authentication Capabilities (no v2.0 bit).
     let caps_req = outside(0x38, &[0x0E, cfg.privilege]);
-    let caps = exchange(sock, timing, || Ok(caps_req.clone()), unauth(0x38)).await?;
-    if caps.completion != 0 {
-        return Err(IpmiError::Completion {
-            cmd: "Get Channel Authentication Capabilities",
-            code: caps.completion,
-        });
-    }
+    let caps = exchange(sock, timing, || Ok(caps_req.clone()), unauth(0x38))
+        .await?
+        .completed("Get Channel Authentication Capabilities")?;
     let mask = caps.data.get(1).copied().unwrap_or(0);
     let per_message_off = caps.data.get(2).is_some_and(|b| b & 0x10 != 0);
     let auth = AuthType::choose(mask).ok_or_else(|| {
