@@ -407,8 +407,53 @@ impl IpmitoolSol {
     }
 }
 
+/// Every process below `pid`, breadth first (the deepest come last), from
+/// the parent pids in `/proc/*/stat`.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces, so split after ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parent_of.push((child, ppid));
+        }
+    }
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
 impl Drop for IpmitoolSol {
+    /// Kills ipmitool itself with SIGKILL before `script`. Killing only
+    /// `script` closes the pseudo-terminal, and ipmitool may then read EOF
+    /// before the kernel's SIGHUP reaches it: it leaves its loop the
+    /// graceful way and sends Deactivate Payload for SOL instance 1, which
+    /// ipmi_sim (like many BMCs) honours from any session, so it would
+    /// deactivate the payload our console had taken over. (The console
+    /// recovers from that by activating again, see
+    /// `console_comes_back_after_the_bmc_restarts`, but the bytes typed in
+    /// that window are lost, and this test is about the takeover.)
     fn drop(&mut self) {
+        for pid in descendants(self.child.id()).into_iter().rev() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
