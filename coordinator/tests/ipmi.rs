@@ -29,7 +29,20 @@ fn cfg(sim: &IpmiSim) -> BmcConfig {
     }
 }
 
+/// Timing for tests where every request should be answered: a short
+/// spacing, and a timeout long enough that a slow answer on a busy machine
+/// is not mistaken for a lost one. A retransmission would run a chassis
+/// control twice and break the exact `requests()` lists.
 fn fast() -> Timing {
+    Timing {
+        timeout: Duration::from_secs(2),
+        ..quick_timeouts()
+    }
+}
+
+/// Timing for tests where requests are meant to go unanswered (a restarted
+/// or vanished BMC, a dropped activation): a 300 ms timeout keeps them short.
+fn quick_timeouts() -> Timing {
     Timing {
         timeout: Duration::from_millis(300),
         retries: 2,
@@ -191,7 +204,7 @@ async fn session_is_reopened_after_the_bmc_restarts() {
     let Some(mut sim) = IpmiSim::start() else {
         return;
     };
-    let client = IpmiClient::new(fast());
+    let client = IpmiClient::new(quick_timeouts());
     let c = cfg(&sim);
     client
         .chassis_control(&c, ChassisControl::On)
@@ -392,7 +405,10 @@ async fn ipmi_15_sessions_match_ipmitool_lan() {
         password: "not-the-password".into(),
         ..c.clone()
     };
-    let e = IpmiClient::new(fast()).power_is_on(&bad).await.unwrap_err();
+    let e = IpmiClient::new(quick_timeouts())
+        .power_is_on(&bad)
+        .await
+        .unwrap_err();
     assert!(matches!(e, IpmiError::Auth(_)), "{e:?}");
     assert_eq!(
         sim.requests(),

@@ -17,7 +17,18 @@ use ingot_coordinator::power::{PowerAction, PowerDriver, PowerError, PowerState,
 use serde_json::{Value, json};
 use snmpd::{Snmpd, outlet_oid};
 
+/// Timing for tests where every request should be answered: a timeout long
+/// enough that a slow answer on a busy machine is not mistaken for a lost
+/// one (a retransmitted SET would be recorded twice in `sets()`).
 fn fast() -> Timing {
+    Timing {
+        timeout: Duration::from_secs(2),
+        retries: 2,
+    }
+}
+
+/// Timing for requests that are meant to go unanswered: 300 ms per try.
+fn quick_timeouts() -> Timing {
     Timing {
         timeout: Duration::from_millis(300),
         retries: 2,
@@ -114,7 +125,9 @@ async fn client_get_and_set_against_snmpd_match_snmpget() {
     let bad = agent(&pdu, Version::V2c, "wrong", "wrong");
     let t = Instant::now();
     assert!(matches!(
-        client.get_integer(&bad, &oid(1)).await,
+        SnmpClient::new(quick_timeouts())
+            .get_integer(&bad, &oid(1))
+            .await,
         Err(SnmpError::Timeout(_))
     ));
     let took = t.elapsed();
