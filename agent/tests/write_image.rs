@@ -171,7 +171,10 @@ fn raw_over_http_to_file_recovers_from_a_stall() {
         "1",
     ]);
     let s = summary(&out);
-    assert_eq!(s["resumes"], 1);
+    // One stall is served; a busy machine may add a pause of its own that
+    // the 1 s read timeout also takes for one.
+    let resumes = s["resumes"].as_u64().unwrap_or(0);
+    assert!(resumes >= 1, "{s}");
     assert!(stderr(&out).contains("stalled"), "{}", stderr(&out));
     assert_eq!(std::fs::read(&target).unwrap(), *body);
 }

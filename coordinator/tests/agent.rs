@@ -22,8 +22,10 @@ use ingot_coordinator::server::{Running, start};
 use serde_json::{Map, Value, json};
 
 const T: Duration = Duration::from_secs(20);
-/// Well under the simulated agent's 10 s periodic heartbeat.
-const FAST: Duration = Duration::from_secs(5);
+/// Under the simulated agent's 10 s periodic heartbeat: a phase that needed
+/// one would take at least 10 s from the reboot; the 2 s left over are slack
+/// for a busy machine (the phases take well under 1 s here).
+const FAST: Duration = Duration::from_secs(8);
 const MAC: &str = "52:54:00:aa:bb:01";
 
 macro_rules! on_both {

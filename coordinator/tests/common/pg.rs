@@ -78,7 +78,7 @@ fn start_cluster() -> Result<Cluster, String> {
         }
     }
     let port = free_port();
-    let cluster = Cluster {
+    let mut cluster = Cluster {
         dir: dir.clone(),
         bin,
         port,
@@ -103,26 +103,38 @@ fn start_cluster() -> Result<Cluster, String> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let opts = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
-        dir.display()
-    );
-    let out = cluster
-        .pg_ctl(&[
-            "-o",
-            &opts,
-            "-l",
-            &dir.join("log").display().to_string(),
-            "-w",
-            "start",
-        ])
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
+    // The port was free when picked but the cluster binds it only after
+    // initdb; another test may take it in between, so a failed start is
+    // tried again on a new port.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            cluster.port,
+            dir.display()
+        );
+        let out = cluster
+            .pg_ctl(&[
+                "-o",
+                &opts,
+                "-l",
+                &dir.join("log").display().to_string(),
+                "-w",
+                "start",
+            ])
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            break;
+        }
         let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
-        return Err(format!(
-            "pg_ctl start failed: {}{log}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
+        if attempt >= 3 || !log.contains("could not bind") {
+            return Err(format!(
+                "pg_ctl start failed: {}{log}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        cluster.port = free_port();
     }
     // Statics are never dropped: a watchdog stops the cluster and removes it
     // when this test process is gone, however it ends.
