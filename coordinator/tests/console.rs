@@ -69,6 +69,34 @@ async fn read_until(s: &mut TcpStream, want: &str, secs: u64) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
+/// Writes `line` to the serial line every 500 ms until the console client
+/// reads it (SOL is back); returns how long that took, panics after `secs`.
+async fn output_arrives(
+    serial: &mut Serial,
+    client: &mut TcpStream,
+    line: &str,
+    secs: u64,
+) -> Duration {
+    let t = Instant::now();
+    let deadline = t + Duration::from_secs(secs);
+    let mut buf = [0u8; 1024];
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains(line) {
+        serial.write(format!("{line}\r\n").as_bytes()).await;
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(500), client.read(&mut buf)).await
+        {
+            let n = r.unwrap();
+            assert!(n > 0, "the client was closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SOL did not come back within {secs} s"
+        );
+    }
+    t.elapsed()
+}
+
 /// Reads until EOF (or a reset); panics if the connection stays open.
 async fn expect_closed(s: &mut TcpStream, secs: u64) -> String {
     let mut got = Vec::new();
@@ -507,6 +535,15 @@ async fn ipmitool_sol_cross_check_and_takeover() {
     client.write_all(b"ours\r").await.unwrap();
     serial.expect("ours\r", 10).await;
 
+    // Another session deactivates the payload, and ipmi_sim tells us
+    // nothing: with nobody typing, the keepalive (Get Payload Instance
+    // Info) notices and the console takes SOL back.
+    sim.ipmitool(&["sol", "deactivate"]);
+    let took = output_arrives(&mut serial, &mut client, "taken-back", 30).await;
+    eprintln!("SOL taken back {took:?} after another session deactivated it");
+    client.write_all(b"ours-again\r").await.unwrap();
+    serial.expect("ours-again\r", 10).await;
+
     set_console(&api, "n", false).await;
     expect_closed(&mut client, 10).await;
     let again = IpmitoolSol::start(&sim);
@@ -539,21 +576,8 @@ async fn console_comes_back_after_the_bmc_restarts() {
 
     sim.restart();
     let mut serial = Serial::accept(&serial_listener).await;
-    let t = Instant::now();
-    let deadline = t + Duration::from_secs(60);
-    let mut buf = [0u8; 1024];
-    let mut got = Vec::new();
-    while !String::from_utf8_lossy(&got).contains("back") {
-        serial.write(b"back\r\n").await;
-        if let Ok(r) = tokio::time::timeout(Duration::from_millis(500), client.read(&mut buf)).await
-        {
-            let n = r.unwrap();
-            assert!(n > 0, "the client was closed");
-            got.extend_from_slice(&buf[..n]);
-        }
-        assert!(Instant::now() < deadline, "SOL did not come back");
-    }
-    eprintln!("SOL back {:?} after the BMC restart", t.elapsed());
+    let took = output_arrives(&mut serial, &mut client, "back", 60).await;
+    eprintln!("SOL back {took:?} after the BMC restart");
     client.write_all(b"typed-after\r").await.unwrap();
     serial.expect("typed-after\r", 10).await;
     running.shutdown().await;

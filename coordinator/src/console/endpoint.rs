@@ -7,8 +7,9 @@
 //!
 //! The SOL session is activated when the endpoint starts (output while no
 //! client is connected is dropped) and re-activated whenever it ends (BMC
-//! restarted, session lost): after 3 s, doubling per failed attempt up to
-//! 60 s.
+//! restarted, session lost, payload deactivated by another session): after
+//! 3 s, doubling per failed attempt up to 60 s. Successive activations
+//! share one [`SolSequence`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -21,7 +22,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::{ConsoleError, ConsoleInfo};
-use crate::power::ipmi::sol::SolConsole;
+use crate::power::ipmi::sol::{SolConsole, SolSequence};
 use crate::power::ipmi::{BmcConfig, IpmiError, Timing};
 
 /// Time a new connection has to send its token.
@@ -170,12 +171,14 @@ async fn run(
     let mut connecting: Option<JoinHandle<Result<SolConsole, IpmiError>>> = None;
     let mut retry_at = Instant::now();
     let mut backoff = SOL_RETRY;
+    // Shared by this console's successive activations (see SolSequence).
+    let seq = SolSequence::default();
     loop {
         if sol.is_none() && connecting.is_none() && Instant::now() >= retry_at {
-            let (b, t) = (bmc.clone(), timing.clone());
-            connecting = Some(tokio::spawn(
-                async move { SolConsole::activate(&b, &t).await },
-            ));
+            let (b, t, q) = (bmc.clone(), timing.clone(), seq.clone());
+            connecting = Some(tokio::spawn(async move {
+                SolConsole::activate(&b, &t, q).await
+            }));
         }
         tokio::select! {
             _ = &mut stop => break,

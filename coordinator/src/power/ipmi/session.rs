@@ -408,8 +408,9 @@ impl Session {
         Ok(r)
     }
 
-    /// The BMC's session ID (the one Close Session names).
-    fn bmc_session_id(&self) -> u32 {
+    /// The BMC's session ID (the one Close Session names, and the one Get
+    /// Payload Instance Info names for a payload active in this session).
+    pub(crate) fn bmc_session_id(&self) -> u32 {
         match &self.proto {
             Proto::V20(s) => s.bmc_sid,
             Proto::V15(s) => s.session_id,

@@ -17,10 +17,19 @@
 //! SOL packets do not keep the session alive: a BMC may count only IPMI
 //! messages as session activity (OpenIPMI's `ipmi_sim` does, and closes the
 //! session, silently deactivating SOL, 30 s after the last one). So a
-//! keepalive (Get Device ID) goes out every 5 s however busy the console
-//! is, as `ipmitool sol activate` sends one every 15 s.
+//! keepalive goes out every 5 s however busy the console is, as
+//! `ipmitool sol activate` sends one every 15 s. The keepalive is Get
+//! Payload Instance Info (App 0x4B) for our SOL instance: its answer names
+//! the session the instance is active in, so a payload that another
+//! session deactivated (`ipmitool sol deactivate`, or an `ipmitool sol
+//! activate` we took it from, on its way out), which the BMC need not tell
+//! us about, is noticed within one interval even when nothing is typed.
+//! The check is trusted only once an answer has named our own session; a
+//! BMC that answers otherwise gets Get Device ID keepalives instead.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -36,6 +45,8 @@ pub const PAYLOAD_SOL: u8 = 0x01;
 const NETFN_APP: u8 = 0x06;
 const ACTIVATE_PAYLOAD: u8 = 0x48;
 const DEACTIVATE_PAYLOAD: u8 = 0x49;
+const GET_PAYLOAD_INSTANCE_INFO: u8 = 0x4B;
+const GET_DEVICE_ID: u8 = 0x01;
 /// Activate Payload auxiliary byte: encrypt and authenticate the payload.
 const AUX_ENCRYPT_AUTH: u8 = 0xC0;
 /// Completion code: the payload is already active in another session.
@@ -50,8 +61,9 @@ const STATUS_DEACTIVATING: u8 = 0x10;
 const RETRANSMIT: Duration = Duration::from_millis(500);
 /// Transmissions of one packet before the session is given up.
 const MAX_SENDS: u32 = 12;
-/// Interval of keepalives (Get Device ID), sent whatever the SOL traffic:
-/// BMCs may time the session out on IPMI messages alone (ipmi_sim: 30 s).
+/// Interval of keepalives (Get Payload Instance Info or Get Device ID),
+/// sent whatever the SOL traffic: BMCs may time the session out on IPMI
+/// messages alone (ipmi_sim: 30 s).
 const KEEPALIVE: Duration = Duration::from_secs(5);
 /// Silence from the BMC after which the session counts as lost (three
 /// keepalives unanswered).
@@ -106,6 +118,71 @@ pub fn deactivate_request() -> [u8; 6] {
     [PAYLOAD_SOL, 1, 0, 0, 0, 0]
 }
 
+/// The Get Payload Instance Info request data for SOL instance 1.
+pub fn instance_info_request() -> [u8; 2] {
+    [PAYLOAD_SOL, 1]
+}
+
+/// Which session a Get Payload Instance Info answer says holds the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceOwner {
+    /// The session `our_session` names: ours.
+    Ours,
+    /// Another session, or none (session ID 0: not active).
+    Other(u32),
+    /// No usable answer (a completion code, or too short).
+    Unknown,
+}
+
+/// Reads a Get Payload Instance Info answer (data: the session ID the
+/// instance is active in, 4 bytes little-endian, 0 when inactive; then
+/// payload-specific bytes) against the BMC's ID of our session.
+pub fn instance_owner(r: &packet::IpmiResponse, our_session: u32) -> InstanceOwner {
+    match r.data.get(0..4) {
+        Some(b) if r.completion == 0 => {
+            let sid = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            if sid == our_session {
+                InstanceOwner::Ours
+            } else {
+                InstanceOwner::Other(sid)
+            }
+        }
+        _ => InstanceOwner::Unknown,
+    }
+}
+
+/// What the keepalive checks, see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OwnerCheck {
+    /// Asking Get Payload Instance Info; no answer has named us yet.
+    Unproven,
+    /// An answer named our session: later ones naming another end SOL.
+    Trusted,
+    /// The BMC's answers are not usable: Get Device ID, liveness only.
+    Off,
+}
+
+/// The sequence numbers of one console's packets, carried over from one
+/// activation to the next. A BMC may remember the last packet's sequence
+/// number and accepted count across activations (ipmi_sim does): a first
+/// packet that repeated the previous session's last number would be taken
+/// for its retransmission, and as many characters as that one carried
+/// would be dropped. Cloning shares the counter.
+#[derive(Debug, Clone, Default)]
+pub struct SolSequence(Arc<AtomicU8>);
+
+impl SolSequence {
+    /// The next sequence number: 1 to 15, then 1 again.
+    pub fn next(&self) -> u8 {
+        let step = |s: u8| if (1..15).contains(&s) { s + 1 } else { 1 };
+        let prev = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| Some(step(s)))
+            .unwrap_or_default();
+        step(prev)
+    }
+}
+
 /// A running SOL session: write serial input to `input`, read the
 /// server's serial output from `output`. When `output` ends, the session
 /// ended (stopped, deactivated by the BMC, or lost).
@@ -124,8 +201,12 @@ pub struct SolConsole {
 impl SolConsole {
     /// Opens an RMCP+ session, activates SOL (deactivating it first when
     /// another session holds it, e.g. ours before a coordinator restart),
-    /// and starts the packet pump.
-    pub async fn activate(cfg: &BmcConfig, timing: &Timing) -> Result<Self, IpmiError> {
+    /// and starts the packet pump, numbering packets from `seq`.
+    pub async fn activate(
+        cfg: &BmcConfig,
+        timing: &Timing,
+        seq: SolSequence,
+    ) -> Result<Self, IpmiError> {
         if cfg.version != IpmiVersion::V20 {
             return Err(IpmiError::Protocol(
                 "serial-over-LAN needs IPMI 2.0 (RMCP+)".into(),
@@ -167,17 +248,22 @@ impl SolConsole {
                 out: out_tx,
                 queue: VecDeque::new(),
                 pending: None,
-                next_seq: 1,
+                seq,
                 last_rx: None,
                 rq_seq: 0,
+                owner_check: OwnerCheck::Unproven,
+                lost_payload: false,
             };
             let end = pump.run(in_rx, stop_rx).await;
             match &end {
                 Ok(()) => tracing::info!(bmc = %host, "SOL stopped"),
                 Err(e) => tracing::warn!(bmc = %host, error = %e, "SOL session ended"),
             }
-            // A session the BMC stopped answering is not worth a goodbye.
-            if !matches!(end, Err(IpmiError::Timeout)) {
+            if pump.lost_payload {
+                // Deactivating now could end another session's SOL.
+                pump.close().await;
+            } else if !matches!(end, Err(IpmiError::Timeout)) {
+                // A session the BMC stopped answering is not worth a goodbye.
                 pump.deactivate().await;
             }
         });
@@ -238,9 +324,12 @@ struct Pump {
     out: mpsc::Sender<Vec<u8>>,
     queue: VecDeque<u8>,
     pending: Option<Pending>,
-    next_seq: u8,
+    seq: SolSequence,
     last_rx: Option<u8>,
     rq_seq: u8,
+    owner_check: OwnerCheck,
+    /// Set when the BMC said the payload is no longer active in our session.
+    lost_payload: bool,
 }
 
 impl Pump {
@@ -251,7 +340,9 @@ impl Pump {
     ) -> Result<(), IpmiError> {
         let mut buf = vec![0u8; 2048];
         let mut heard = Instant::now();
-        let mut keepalive_at = Instant::now() + KEEPALIVE;
+        // The first keepalive goes out at once: its answer, while the payload
+        // is surely ours, proves the BMC's instance info names our session.
+        let mut keepalive_at = Instant::now();
         let mut input_open = true;
         loop {
             self.send_next().await?;
@@ -278,6 +369,10 @@ impl Pump {
                         if let Some(p) = SolPacket::decode(&body) {
                             self.received(p).await?;
                         }
+                    } else if ptype == payload::IPMI {
+                        if let Some(r) = packet::parse_ipmi_response(&body) {
+                            self.keepalive_answer(&r)?;
+                        }
                     }
                 }
                 _ = tokio::time::sleep_until(retransmit_at.unwrap_or(keepalive_at)), if retransmit_at.is_some() => {
@@ -295,16 +390,51 @@ impl Pump {
                     if heard.elapsed() > DEAD_AFTER {
                         return Err(IpmiError::Timeout);
                     }
-                    // Get Device ID; its answer only counts as "heard". Sent
-                    // on a fixed schedule: SOL traffic alone does not keep
-                    // the session open on every BMC.
+                    // Sent on a fixed schedule: SOL traffic alone does not
+                    // keep the session open on every BMC.
                     self.rq_seq = (self.rq_seq + 1) & 0x3F;
-                    let msg = packet::ipmi_request(NETFN_APP, self.rq_seq, 0x01, &[]);
+                    let msg = if self.owner_check == OwnerCheck::Off {
+                        packet::ipmi_request(NETFN_APP, self.rq_seq, GET_DEVICE_ID, &[])
+                    } else {
+                        packet::ipmi_request(NETFN_APP, self.rq_seq, GET_PAYLOAD_INSTANCE_INFO, &instance_info_request())
+                    };
                     self.session.send_payload(payload::IPMI, &msg).await?;
                     keepalive_at = Instant::now() + KEEPALIVE;
                 }
             }
         }
+    }
+
+    /// Checks a keepalive's answer (any answer already counted as "heard"):
+    /// an error when the payload is active in another session, or in none.
+    fn keepalive_answer(&mut self, r: &packet::IpmiResponse) -> Result<(), IpmiError> {
+        if r.cmd != GET_PAYLOAD_INSTANCE_INFO || r.rq_seq != self.rq_seq {
+            return Ok(());
+        }
+        let owner = instance_owner(r, self.session.bmc_session_id());
+        match (self.owner_check, owner) {
+            (OwnerCheck::Off, _) => {}
+            (_, InstanceOwner::Ours) => self.owner_check = OwnerCheck::Trusted,
+            (OwnerCheck::Unproven, owner) => {
+                tracing::debug!(
+                    ?owner,
+                    completion = r.completion,
+                    "Get Payload Instance Info does not name our session; keepalives check liveness only"
+                );
+                self.owner_check = OwnerCheck::Off;
+            }
+            (OwnerCheck::Trusted, InstanceOwner::Other(sid)) => {
+                self.lost_payload = true;
+                return Err(IpmiError::Protocol(if sid == 0 {
+                    "SOL was deactivated by another session".into()
+                } else {
+                    format!("SOL is active in another session ({sid:#010x})")
+                }));
+            }
+            // A BMC busy for a moment (e.g. completion code 0xC0).
+            (OwnerCheck::Trusted, InstanceOwner::Unknown) => {}
+        }
+        Ok(())
     }
 
     /// Sends the next chunk of queued input when nothing is outstanding.
@@ -314,8 +444,7 @@ impl Pump {
         }
         let n = self.queue.len().min(self.chunk);
         let data: Vec<u8> = self.queue.drain(..n).collect();
-        let seq = self.next_seq;
-        self.next_seq = if seq >= 15 { 1 } else { seq + 1 };
+        let seq = self.seq.next();
         let pkt = SolPacket {
             seq,
             ack: 0,
@@ -385,6 +514,12 @@ impl Pump {
         tracing::debug!(result = ?r.map(|r| r.completion), "SOL deactivate");
         self.session.close().await;
     }
+
+    /// Close Session only (one attempt), for a payload no longer ours.
+    async fn close(mut self) {
+        self.session.set_retries(1);
+        self.session.close().await;
+    }
 }
 
 #[cfg(test)]
@@ -405,5 +540,41 @@ mod tests {
         assert!(SolPacket::decode(&[1, 2, 3]).is_none());
         assert_eq!(activate_request(), [1, 1, 0xC0, 0, 0, 0]);
         assert_eq!(deactivate_request(), [1, 1, 0, 0, 0, 0]);
+        assert_eq!(instance_info_request(), [1, 1]);
+    }
+
+    #[test]
+    fn sequence_numbers_wrap_and_are_shared() {
+        let a = SolSequence::default();
+        let b = a.clone();
+        let got: Vec<u8> = (0..16)
+            .map(|i| if i % 2 == 0 { a.next() } else { b.next() })
+            .collect();
+        assert_eq!(got, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 1]);
+    }
+
+    #[test]
+    fn instance_owner_reads_the_session_id() {
+        let answer = |completion: u8, data: &[u8]| packet::IpmiResponse {
+            netfn: NETFN_APP + 1,
+            rq_seq: 1,
+            cmd: GET_PAYLOAD_INSTANCE_INFO,
+            completion,
+            data: data.to_vec(),
+        };
+        // ipmi_sim's answer while its session 0x102 holds SOL (port 1).
+        let held = answer(0, &[0x02, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(instance_owner(&held, 0x102), InstanceOwner::Ours);
+        assert_eq!(instance_owner(&held, 0x103), InstanceOwner::Other(0x102));
+        let inactive = answer(0, &[0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(instance_owner(&inactive, 0x102), InstanceOwner::Other(0));
+        assert_eq!(
+            instance_owner(&answer(0xC1, &[]), 0x102),
+            InstanceOwner::Unknown
+        );
+        assert_eq!(
+            instance_owner(&answer(0, &[2, 1]), 0x102),
+            InstanceOwner::Unknown
+        );
     }
 }
