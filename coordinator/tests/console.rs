@@ -471,11 +471,10 @@ impl Drop for IpmitoolSol {
     /// `script` closes the pseudo-terminal, and ipmitool may then read EOF
     /// before the kernel's SIGHUP reaches it: it leaves its loop the
     /// graceful way and sends Deactivate Payload for SOL instance 1, which
-    /// ipmi_sim (like many BMCs) honours from any session, so it would
-    /// deactivate the payload our console had taken over. (The console
-    /// recovers from that by activating again, see
-    /// `console_comes_back_after_the_bmc_restarts`, but the bytes typed in
-    /// that window are lost, and this test is about the takeover.)
+    /// ipmi_sim honours from any session, so it would deactivate the
+    /// payload our console had taken over. (The console notices that and
+    /// takes SOL back, as the cross-check tests with `ipmitool sol
+    /// deactivate`, but what is typed in between is lost.)
     fn drop(&mut self) {
         for pid in descendants(self.child.id()).into_iter().rev() {
             let _ = std::process::Command::new("kill")
