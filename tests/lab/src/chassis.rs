@@ -107,6 +107,15 @@ impl NodeDir {
                 .spawn()
                 .with_context(|| format!("starting {bin}"))?
         };
+        // spawn returns once the child has let go of our memory, which is
+        // before the kernel has put its new command line in place: until
+        // then /proc shows an empty one and `powered()` would say off, so a
+        // `get power` right after this one would too. Wait for it (a QEMU
+        // that dies at once never shows it: the next `get power` says off).
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !proc::alive(child.id(), "qemu-system") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         std::fs::write(self.pid(), child.id().to_string())?;
         self.log(&format!(
             "power on: qemu pid {} boot {}",

@@ -84,7 +84,11 @@ fn boot_device_and_power_follow_the_bmc() {
     assert_eq!(chassis(d, &["get", "power"]).1, "power:1\n");
     let first = pid(d);
     let cmdline = std::fs::read(format!("/proc/{first}/cmdline")).unwrap();
-    assert!(String::from_utf8_lossy(&cmdline).ends_with("pxe\0"));
+    assert!(
+        String::from_utf8_lossy(&cmdline).ends_with("pxe\0"),
+        "{:?}",
+        String::from_utf8_lossy(&cmdline)
+    );
 
     // A reset starts a new process that applies the new boot device.
     assert!(chassis(d, &["set", "boot", "default"]).0);
@@ -92,7 +96,11 @@ fn boot_device_and_power_follow_the_bmc() {
     let second = pid(d);
     assert_ne!(first, second);
     let cmdline = std::fs::read(format!("/proc/{second}/cmdline")).unwrap();
-    assert!(String::from_utf8_lossy(&cmdline).ends_with("disk\0"));
+    assert!(
+        String::from_utf8_lossy(&cmdline).ends_with("disk\0"),
+        "{:?}",
+        String::from_utf8_lossy(&cmdline)
+    );
 
     assert!(chassis(d, &["set", "power", "0"]).0);
     assert_eq!(chassis(d, &["get", "power"]).1, "power:0\n");
