@@ -254,22 +254,31 @@ impl Coordinator {
 
     /// Waits for an accepted heartbeat after `after` requests; returns it.
     pub fn wait_heartbeat(&self, after: usize, timeout: Duration) -> Seen {
+        self.wait_for(after, timeout, "accepted heartbeat", |s| {
+            s.path.starts_with("/v1/heartbeat/") && s.status == 202
+        })
+    }
+
+    /// Waits until a request matching `pred` arrived after the first `after`
+    /// requests and returns it; panics after `timeout`, naming `what`.
+    fn wait_for(
+        &self,
+        after: usize,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Seen) -> bool,
+    ) -> Seen {
         let deadline = Instant::now() + timeout;
         loop {
             {
                 let st = self.state.lock().unwrap();
-                if let Some(s) = st
-                    .seen
-                    .iter()
-                    .skip(after)
-                    .find(|s| s.path.starts_with("/v1/heartbeat/") && s.status == 202)
-                {
+                if let Some(s) = st.seen.iter().skip(after).find(|s| pred(s)) {
                     return s.clone();
                 }
             }
             assert!(
                 Instant::now() < deadline,
-                "no accepted heartbeat; seen: {:#?}",
+                "no {what}; seen: {:#?}",
                 self.state.lock().unwrap().seen
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -299,19 +308,9 @@ impl Coordinator {
     /// Waits until a request whose path starts with `prefix` arrived after
     /// the first `after` requests.
     pub fn wait_request(&self, after: usize, prefix: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self
-            .state
-            .lock()
-            .unwrap()
-            .seen
-            .iter()
-            .skip(after)
-            .any(|s| s.path.starts_with(prefix))
-        {
-            assert!(Instant::now() < deadline, "no {prefix} request");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_for(after, timeout, &format!("{prefix} request"), |s| {
+            s.path.starts_with(prefix)
+        });
     }
 
     /// The current token.
