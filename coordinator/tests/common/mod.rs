@@ -186,6 +186,23 @@ impl Api {
         }
     }
 
+    /// Waits until the node's `power_state` is `state` (panics with the node
+    /// on timeout). For power actions that follow a state change, such as
+    /// the power-off after a wait-state timeout.
+    pub async fn wait_power_state(&self, ident: &str, state: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let n = self.node(ident).await;
+            if n["power_state"] == state {
+                return n;
+            }
+            if Instant::now() > deadline {
+                panic!("node {ident} not {state} after {timeout:?}: {n}");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// Creates a node and returns its UUID.
     pub async fn create_node(&self, body: Value) -> String {
         let (st, v) = self.post("/v1/nodes", body).await;
