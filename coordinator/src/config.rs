@@ -14,6 +14,14 @@
 //! fast_track = false             # keep the agent running between phases (Ironic's [deploy] fast_track)
 //! fast_track_timeout = 300       # seconds since the last heartbeat within which the agent is reused
 //!
+//! [api]                          # limits of the HTTP server (defaults shown)
+//! header_timeout_ms = 10000      # a request's headers, and a kept-alive connection's idle time
+//! body_timeout_ms = 30000        # a request's body
+//! max_body_bytes = 2097152       # larger bodies get 413
+//! max_connections = 1024
+//! max_connections_per_ip = 256
+//! max_requests_per_connection = 1000
+//!
 //! [boot]                         # network boot of the agent ramdisk (optional)
 //! kernel = "/srv/ingot/vmlinuz"
 //! initramfs = "/srv/ingot/initramfs.img"
@@ -93,12 +101,46 @@ pub struct Config {
     /// How recent the agent's last heartbeat must be for fast track to reuse
     /// it (seconds; Ironic's `[deploy] fast_track_timeout`).
     pub fast_track_timeout: u64,
+    /// Limits of the API's HTTP server.
+    pub api: ApiConfig,
     /// Network boot of the agent ramdisk.
     pub boot: BootConfig,
     /// The image cache.
     pub images: ImagesConfig,
     /// The periodic power-state sync.
     pub power_sync: PowerSyncConfig,
+}
+
+/// Limits of the API's HTTP server (see [`crate::http_server`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Time for a request's headers to arrive, and for a kept-alive
+    /// connection to stay idle (milliseconds).
+    pub header_timeout_ms: u64,
+    /// Time for a request's body to arrive (milliseconds); 408 after it.
+    pub body_timeout_ms: u64,
+    /// Largest request body; 413 above it.
+    pub max_body_bytes: usize,
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Connections open at once from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Requests one connection serves before it is closed.
+    pub max_requests_per_connection: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            max_body_bytes: 2 * 1024 * 1024,
+            max_connections: 1024,
+            max_connections_per_ip: 256,
+            max_requests_per_connection: 1000,
+        }
+    }
 }
 
 /// The periodic power-state sync (Ironic's `sync_power_state_interval`,
@@ -185,6 +227,7 @@ impl Default for Config {
             agent_command_timeout: 60,
             fast_track: false,
             fast_track_timeout: 300,
+            api: ApiConfig::default(),
             boot: BootConfig::default(),
             images: ImagesConfig::default(),
             power_sync: PowerSyncConfig::default(),

@@ -94,7 +94,8 @@ pub async fn start(mut config: Config, power: PowerDrivers) -> Result<Running, S
     let app = router(AppState {
         conductor: conductor.clone(),
     });
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let limits = config.api.clone();
+    let server = tokio::spawn(crate::http_server::serve(listener, app, limits));
     let periodic = conductor.spawn_periodic();
     let power_sync = conductor.spawn_power_sync();
     Ok(Running {

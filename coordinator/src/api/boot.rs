@@ -121,9 +121,12 @@ pub async fn per_mac(
     Path(mac): Path<String>,
 ) -> Result<Response, ApiError> {
     let Some(mac) = normalize_mac(&mac) else {
-        return Ok(script(format!(
-            "#!ipxe\necho Ingot: {mac} is not a MAC address\nsleep 10\nexit\n"
-        )));
+        // Never echo the request into a script iPXE runs: it could carry
+        // newlines and iPXE commands.
+        tracing::debug!(mac = %mac.escape_debug(), "iPXE script asked for an invalid MAC");
+        return Ok(script(
+            "#!ipxe\necho Ingot: the path does not name a MAC address\nsleep 10\nexit\n".to_owned(),
+        ));
     };
     let node = match st.conductor.db().get_port_by_address(&mac).await? {
         Some(port) => st
@@ -149,9 +152,6 @@ pub async fn per_mac(
 
 /// A single byte range (start, end inclusive), or `Err` if unsatisfiable.
 type ByteRange = Result<(u64, u64), ()>;
-
-/// File length, the range asked for, and the bytes read.
-type FileSlice = (u64, Option<ByteRange>, Vec<u8>);
 
 /// Parses a single `Range` header; `None` means "serve the whole file".
 fn parse_range(h: &str, len: u64) -> Option<ByteRange> {
@@ -186,7 +186,66 @@ fn parse_range(h: &str, len: u64) -> Option<ByteRange> {
     Some(r)
 }
 
-/// Serves a file with single-range support (206/416), GET or HEAD.
+/// Bytes of a file read ahead of the client: [`FileBody::CHUNK`] times
+/// [`FileBody::CHUNKS_AHEAD`] per download, whatever the file's size.
+struct FileBody {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+}
+
+impl FileBody {
+    const CHUNK: usize = 256 * 1024;
+    const CHUNKS_AHEAD: usize = 4;
+
+    /// Streams `len` bytes of `file` from its current position. A task
+    /// reads ahead (through tokio's file I/O, so a slow client holds no
+    /// thread); it stops when the client goes away.
+    fn new(file: std::fs::File, len: u64) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(Self::CHUNKS_AHEAD);
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut file = tokio::fs::File::from_std(file);
+            let mut left = len;
+            while left > 0 {
+                let want = usize::try_from(left.min(Self::CHUNK as u64)).unwrap_or(Self::CHUNK);
+                let mut buf = vec![0u8; want];
+                let item = match file.read(&mut buf).await {
+                    Ok(0) => Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the file shrank while being served",
+                    )),
+                    Ok(n) => {
+                        buf.truncate(n);
+                        left -= n as u64;
+                        Ok(bytes::Bytes::from(buf))
+                    }
+                    Err(e) => Err(e),
+                };
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Self { rx }
+    }
+}
+
+impl http_body::Body for FileBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|item| item.map(|r| r.map(http_body::Frame::data)))
+    }
+}
+
+/// Serves a file with single-range support (206/416), GET or HEAD. The
+/// body is streamed from the file with bounded read-ahead, never held whole.
 pub(crate) async fn serve_file(
     path: Option<PathBuf>,
     what: &str,
@@ -202,29 +261,21 @@ pub(crate) async fn serve_file(
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let head = method == Method::HEAD;
-    let result = tokio::task::spawn_blocking(move || -> std::io::Result<FileSlice> {
-        use std::io::{Read, Seek, SeekFrom};
+    let opened = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        use std::io::{Seek, SeekFrom};
         let mut f = std::fs::File::open(&path)?;
         let len = f.metadata()?.len();
         let r = range.as_deref().and_then(|h| parse_range(h, len));
-        let (start, end) = match r {
-            Some(Ok((s, e))) => (s, e),
-            Some(Err(())) => return Ok((len, r, Vec::new())),
-            None => (0, len.saturating_sub(1)),
-        };
-        let mut buf = Vec::new();
-        if !head && len > 0 {
+        if let Some(Ok((start, _))) = r {
             f.seek(SeekFrom::Start(start))?;
-            f.take(end - start + 1).read_to_end(&mut buf)?;
         }
-        Ok((len, r, buf))
+        Ok((f, len, r))
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?
     .map_err(|e| ApiError::not_found(format!("The {what} cannot be read: {e}")))?;
-    let (len, r, body) = result;
-    let mut resp = match r {
+    let (file, len, r) = opened;
+    let (status, start, end) = match r {
         Some(Err(())) => {
             let mut resp = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
@@ -232,24 +283,24 @@ pub(crate) async fn serve_file(
             }
             return Ok(resp);
         }
-        Some(Ok((s, e))) => {
-            let mut resp = (StatusCode::PARTIAL_CONTENT, body).into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes {s}-{e}/{len}")) {
-                resp.headers_mut().insert(header::CONTENT_RANGE, v);
-            }
-            if let Ok(v) = HeaderValue::from_str(&(e - s + 1).to_string()) {
-                resp.headers_mut().insert(header::CONTENT_LENGTH, v);
-            }
-            resp
-        }
-        None => {
-            let mut resp = (StatusCode::OK, body).into_response();
-            if let Ok(v) = HeaderValue::from_str(&len.to_string()) {
-                resp.headers_mut().insert(header::CONTENT_LENGTH, v);
-            }
-            resp
-        }
+        Some(Ok((s, e))) => (StatusCode::PARTIAL_CONTENT, s, e),
+        None => (StatusCode::OK, 0, len.saturating_sub(1)),
     };
+    let count = if len == 0 { 0 } else { end - start + 1 };
+    let body = if method == Method::HEAD || count == 0 {
+        axum::body::Body::empty()
+    } else {
+        axum::body::Body::new(FileBody::new(file, count))
+    };
+    let mut resp = (status, body).into_response();
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}"))
+    {
+        resp.headers_mut().insert(header::CONTENT_RANGE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&count.to_string()) {
+        resp.headers_mut().insert(header::CONTENT_LENGTH, v);
+    }
     resp.headers_mut()
         .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     resp.headers_mut().insert(

@@ -7,6 +7,7 @@ pub mod boot;
 pub mod collection;
 pub mod console;
 pub mod errors;
+pub mod limits;
 pub mod microversion;
 pub mod node_states;
 pub mod nodes;
@@ -98,15 +99,53 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
     }
 }
 
-/// Parses a JSON request body, with Ironic-style 400s.
+/// How deeply a request body's JSON may nest. Every document the API stores
+/// is built from request bodies, and stored documents are read back with
+/// serde_json's own recursion limit (128): bounding the input far below it
+/// means nothing stored can fail to load. Ironic's deepest documents (RAID
+/// configurations, clean steps with arguments) nest about 5 levels.
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// The nesting depth of a JSON value (a scalar is 0), computed without
+/// recursion.
+pub fn json_depth(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 0_usize)];
+    while let Some((v, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        match v {
+            Value::Array(a) => stack.extend(a.iter().map(|x| (x, d + 1))),
+            Value::Object(m) => stack.extend(m.values().map(|x| (x, d + 1))),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// Parses a JSON request body, with Ironic-style 400s; refuses documents
+/// nested deeper than [`MAX_JSON_DEPTH`].
 pub fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request(
             "The request body is empty; a JSON document is required.",
         ));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("Invalid JSON in request body: {e}")))
+    let too_deep = || {
+        ApiError::bad_request(format!(
+            "Invalid JSON in request body: nested deeper than {MAX_JSON_DEPTH} levels"
+        ))
+    };
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        if e.to_string().contains("recursion limit") {
+            too_deep()
+        } else {
+            ApiError::bad_request(format!("Invalid JSON in request body: {e}"))
+        }
+    })?;
+    if json_depth(&v) > MAX_JSON_DEPTH {
+        return Err(too_deep());
+    }
+    Ok(v)
 }
 
 /// Parses a JSON object body, refusing keys outside `allowed`.
@@ -176,8 +215,16 @@ pub fn router(state: AppState) -> Router {
     for path in TRAILING_SLASH_ALIASES {
         r = r.route(&format!("{path}/"), alias(path));
     }
+    let limits = state.conductor.config().api.clone();
     r.fallback(not_found)
         .layer(axum::middleware::from_fn(microversion::negotiate))
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            limits::bounded_body,
+        ))
+        .layer(axum::middleware::from_fn(limits::ironic_envelope))
+        // `bounded_body` enforces `[api] max_body_bytes` before extractors run.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }
 

@@ -43,9 +43,18 @@ pub async fn find(st: &AppState, ident: &str) -> Result<Node, ApiError> {
         .ok_or_else(|| ApiError::node_not_found(ident))
 }
 
+/// Names that are also paths under `/v1/nodes/`, so a node with one of
+/// them could never be reached by name.
+const RESERVED_NAMES: [&str; 1] = ["detail"];
+
 /// Checks a node name: Ironic allows host-name characters plus `._~`, and
-/// names must not look like UUIDs.
+/// names must not look like UUIDs nor be a path of the API (`detail`).
 pub fn validate_name(name: &str) -> Result<(), ApiError> {
+    if RESERVED_NAMES.contains(&name.to_ascii_lowercase().as_str()) {
+        return Err(ApiError::bad_request(format!(
+            "Node name {name} is reserved: /v1/nodes/{name} is another resource."
+        )));
+    }
     let ok = !name.is_empty()
         && name.len() <= 255
         && !is_uuid(name)
@@ -59,6 +68,48 @@ pub fn validate_name(name: &str) -> Result<(), ApiError> {
             "Expected a logical name but received {name}."
         )))
     }
+}
+
+/// Checks the lengths (Ironic's column sizes) and forms of a node's string
+/// fields, so that no oversized or malformed value is stored.
+pub fn validate_fields(node: &Node) -> Result<(), ApiError> {
+    let limits: [(&str, Option<&str>, usize); 11] = [
+        ("driver", Some(node.driver.as_str()), 255),
+        ("resource_class", node.resource_class.as_deref(), 80),
+        ("conductor_group", Some(node.conductor_group.as_str()), 255),
+        ("owner", node.owner.as_deref(), 255),
+        ("lessee", node.lessee.as_deref(), 255),
+        ("shard", node.shard.as_deref(), 255),
+        ("description", node.description.as_deref(), 4096),
+        (
+            "maintenance_reason",
+            node.maintenance_reason.as_deref(),
+            4096,
+        ),
+        ("protected_reason", node.protected_reason.as_deref(), 4096),
+        ("retired_reason", node.retired_reason.as_deref(), 4096),
+        ("parent_node", node.parent_node.as_deref(), 255),
+    ];
+    for (field, value, max) in limits {
+        if let Some(v) = value
+            && v.chars().count() > max
+        {
+            return Err(ApiError::bad_request(format!(
+                "Invalid input for field/attribute {field}. Value: {} characters; at most {max} are allowed.",
+                v.chars().count()
+            )));
+        }
+    }
+    let group = &node.conductor_group;
+    if !group
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
+        return Err(ApiError::bad_request(format!(
+            "Invalid conductor_group {group:?}: only letters, digits, '_', '-' and '.' are allowed."
+        )));
+    }
+    Ok(())
 }
 
 /// Checks the root device hints in `properties` and `instance_info`, as
@@ -166,6 +217,7 @@ pub async fn create(
             )));
         }
     }
+    validate_fields(&node)?;
     validate_interfaces(&mut node)?;
     validate_root_device(&node)?;
     node.provision_state = if ctx.version.at_least(11) {
@@ -359,6 +411,7 @@ pub fn patch_node(
             validate_name(n)?;
         }
     }
+    validate_fields(&updated)?;
     match (&before.instance_uuid, &updated.instance_uuid) {
         (Some(old), Some(new)) if old != new => {
             return Err(ApiError::conflict(format!(

@@ -1,6 +1,8 @@
-//! JSON Patch (RFC 6902) with Ironic's rules for root attributes: `add` on an
-//! existing root attribute replaces it, and `remove` of a root attribute
-//! resets it to its default.
+//! JSON Patch (RFC 6902) with Ironic's rules: only `add`, `replace` and
+//! `remove` (Ironic's patch type refuses the others, and `copy`, `move` and
+//! `test` would let a client copy a masked secret into a field shown in clear,
+//! or confirm guesses of it); `add` on an existing root attribute replaces it,
+//! and `remove` of a root attribute resets it to its default.
 
 use serde_json::{Map, Value};
 
@@ -9,14 +11,12 @@ use super::ApiError;
 /// One operation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PatchOp {
-    /// `add`, `remove`, `replace`, `test`, `move` or `copy`.
+    /// `add`, `remove` or `replace`.
     pub op: String,
     /// JSON pointer.
     pub path: String,
-    /// Value for add/replace/test.
+    /// Value for add/replace.
     pub value: Option<Value>,
-    /// Source pointer for move/copy.
-    pub from: Option<String>,
 }
 
 impl PatchOp {
@@ -43,7 +43,7 @@ pub fn parse(body: &[u8]) -> Result<Vec<PatchOp>, ApiError> {
             };
             if let Some(k) = o
                 .keys()
-                .find(|k| !["op", "path", "value", "from"].contains(&k.as_str()))
+                .find(|k| !["op", "path", "value"].contains(&k.as_str()))
             {
                 return Err(ApiError::bad_request(format!(
                     "Invalid patch: unknown key {k}"
@@ -54,9 +54,9 @@ pub fn parse(body: &[u8]) -> Result<Vec<PatchOp>, ApiError> {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned();
-            if !["add", "remove", "replace", "test", "move", "copy"].contains(&op.as_str()) {
+            if !["add", "remove", "replace"].contains(&op.as_str()) {
                 return Err(ApiError::bad_request(format!(
-                    "Invalid patch: unknown op '{op}'"
+                    "Invalid patch: op '{op}' is not supported; use add, replace or remove"
                 )));
             }
             let path = o
@@ -68,23 +68,12 @@ pub fn parse(body: &[u8]) -> Result<Vec<PatchOp>, ApiError> {
                 })?
                 .to_owned();
             let value = o.get("value").cloned();
-            if ["add", "replace", "test"].contains(&op.as_str()) && value.is_none() {
+            if ["add", "replace"].contains(&op.as_str()) && value.is_none() {
                 return Err(ApiError::bad_request(format!(
                     "Invalid patch: '{op}' on {path} needs a value"
                 )));
             }
-            let from = o.get("from").and_then(Value::as_str).map(str::to_owned);
-            if ["move", "copy"].contains(&op.as_str()) && from.is_none() {
-                return Err(ApiError::bad_request(format!(
-                    "Invalid patch: '{op}' needs 'from'"
-                )));
-            }
-            Ok(PatchOp {
-                op,
-                path,
-                value,
-                from,
-            })
+            Ok(PatchOp { op, path, value })
         })
         .collect()
 }
@@ -94,18 +83,6 @@ fn split(path: &str) -> Vec<String> {
         .skip(1)
         .map(|s| s.replace("~1", "/").replace("~0", "~"))
         .collect()
-}
-
-fn get<'a>(doc: &'a Value, segs: &[String]) -> Option<&'a Value> {
-    let mut cur = doc;
-    for s in segs {
-        cur = match cur {
-            Value::Object(m) => m.get(s)?,
-            Value::Array(a) => a.get(s.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
-    }
-    Some(cur)
 }
 
 fn parent_mut<'a>(doc: &'a mut Value, segs: &[String]) -> Option<&'a mut Value> {
@@ -177,7 +154,7 @@ pub fn apply(
             match op.op.as_str() {
                 "add" => add(&mut v, &op.path, op.value.clone().unwrap_or(Value::Null))?,
                 "replace" => {
-                    if get(&v, &segs).is_none() && !is_root {
+                    if !is_root && parent_mut(&mut v, &segs).is_none() {
                         return Err(format!(
                             "can't replace non-existent object '{}'",
                             segs.last().cloned().unwrap_or_default()
@@ -192,21 +169,6 @@ pub fn apply(
                     } else {
                         remove(&mut v, &op.path)?;
                     }
-                }
-                "test" => {
-                    if get(&v, &segs) != op.value.as_ref() {
-                        return Err(format!("test failed for {}", op.path));
-                    }
-                }
-                "move" | "copy" => {
-                    let from = op.from.clone().unwrap_or_default();
-                    let val = get(&v, &split(&from))
-                        .cloned()
-                        .ok_or_else(|| format!("{from} does not exist"))?;
-                    if op.op == "move" {
-                        remove(&mut v, &from)?;
-                    }
-                    add(&mut v, &op.path, val)?;
                 }
                 other => return Err(format!("unknown op {other}")),
             }
@@ -257,5 +219,20 @@ mod tests {
         assert!(parse(br#"[{"op":"frob","path":"/a"}]"#).is_err());
         assert!(parse(br#"[{"op":"add","path":"/a"}]"#).is_err());
         assert!(parse(br#"[{"op":"add","path":"a","value":1}]"#).is_err());
+    }
+
+    #[test]
+    fn copy_move_and_test_are_refused() {
+        // They would copy a masked secret into a field shown in clear, or
+        // confirm guesses of it.
+        for op in [
+            r#"[{"op":"copy","from":"/driver_info/ipmi_password","path":"/extra/p"}]"#,
+            r#"[{"op":"move","from":"/instance_info/configdrive","path":"/extra/c"}]"#,
+            r#"[{"op":"test","path":"/driver_info/ipmi_password","value":"guess"}]"#,
+            r#"[{"op":"add","path":"/extra/x","value":1,"from":"/driver_info"}]"#,
+        ] {
+            let e = parse(op.as_bytes()).unwrap_err();
+            assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST, "{op}");
+        }
     }
 }

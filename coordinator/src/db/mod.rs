@@ -89,18 +89,24 @@ fn map_err(e: sqlx::Error, what: &str) -> DbError {
     DbError::Sqlx(e)
 }
 
-/// Rows of `(uuid, data)` parsed as `kind` records.
+/// Rows of `(uuid, data)` parsed as `kind` records. A document that does
+/// not parse is logged and left out, so one bad row never hides the rest
+/// of the fleet nor stops the coordinator (reading it alone still fails,
+/// with [`DbError::Corrupt`]).
 fn parse_rows<T: serde::de::DeserializeOwned>(
     kind: &'static str,
     rows: &[sqlx::any::AnyRow],
 ) -> Result<Vec<T>, DbError> {
-    rows.iter()
-        .map(|r| {
-            let uuid: String = r.try_get(0)?;
-            let data: String = r.try_get(1)?;
-            parse(kind, &uuid, &data)
-        })
-        .collect()
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let uuid: String = r.try_get(0)?;
+        let data: String = r.try_get(1)?;
+        match parse(kind, &uuid, &data) {
+            Ok(v) => out.push(v),
+            Err(e) => tracing::error!(kind, id = %uuid, error = %e, "skipping a corrupt document"),
+        }
+    }
+    Ok(out)
 }
 
 fn parse<T: serde::de::DeserializeOwned>(

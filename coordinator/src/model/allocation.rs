@@ -42,6 +42,7 @@ impl Allocation {
             Ok(Value::Object(m)) => m,
             _ => Map::new(),
         };
+        super::mask::mask_map(&mut v);
         v.insert(
             "links".into(),
             links(

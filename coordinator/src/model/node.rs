@@ -305,21 +305,7 @@ pub const INTERFACE_FIELDS: [(&str, &str); 13] = [
     ("firmware_interface", "firmware"),
 ];
 
-/// The mask Ironic shows instead of secrets.
-pub const MASK: &str = "******";
-
-fn mask_secrets(map: &mut Map<String, Value>) {
-    for (k, v) in map.iter_mut() {
-        if (k.contains("password")
-            || k.contains("secret")
-            || k.contains("token")
-            || k.ends_with("_key"))
-            && !v.is_null()
-        {
-            *v = Value::String(MASK.to_owned());
-        }
-    }
-}
+pub use super::mask::MASK;
 
 impl Node {
     /// The node as the API shows it: internal fields removed, secrets masked,
@@ -332,18 +318,9 @@ impl Node {
         for k in INTERNAL_FIELDS {
             v.remove(k);
         }
-        if let Some(Value::Object(di)) = v.get_mut("driver_info") {
-            mask_secrets(di);
-        }
-        if let Some(Value::Object(dii)) = v.get_mut("driver_internal_info") {
-            mask_secrets(dii);
-        }
-        if let Some(Value::Object(ii)) = v.get_mut("instance_info") {
-            if ii.contains_key("configdrive") {
-                ii.insert("configdrive".into(), Value::String(MASK.into()));
-            }
-            mask_secrets(ii);
-        }
+        // Secrets at every depth of every document (driver_info,
+        // instance_info with its config drive, extra, properties, …).
+        super::mask::mask_map(&mut v);
         let me = format!("{base}/v1/nodes/{}", self.uuid);
         let bookmark = format!("{base}/nodes/{}", self.uuid);
         v.insert("links".into(), links(&me, &bookmark));

@@ -89,6 +89,7 @@ impl Port {
             Ok(Value::Object(m)) => m,
             _ => Map::new(),
         };
+        super::mask::mask_map(&mut v);
         v.insert(
             "links".into(),
             links(
