@@ -4,6 +4,9 @@
 //! listen = "127.0.0.1:6385"
 //! database = "sqlite://ingot.db"
 //! conductor_name = "ingot"
+//! conductor_group = ""
+//! conductor_heartbeat_interval = 10  # seconds between this coordinator's heartbeats in the database
+//! conductor_heartbeat_timeout = 60   # seconds after which a silent coordinator counts as dead
 //! heartbeat_timeout = 30         # seconds; agents heartbeat every 0.3-0.6x this
 //! deploy_callback_timeout = 1800 # seconds without news from the agent in wait call-back
 //! clean_callback_timeout = 1800  # … in clean wait
@@ -76,6 +79,15 @@ pub struct Config {
     pub database: String,
     /// Name of this coordinator, stored in `reservation` and `conductor`.
     pub conductor_name: String,
+    /// This coordinator's group (Ironic's `[conductor] conductor_group`).
+    pub conductor_group: String,
+    /// Seconds between this coordinator's heartbeats in the database
+    /// (Ironic's `[conductor] heartbeat_interval`).
+    pub conductor_heartbeat_interval: u64,
+    /// Seconds without a heartbeat after which a coordinator counts as dead
+    /// and the reservations it holds are released (Ironic's
+    /// `[conductor] heartbeat_timeout`).
+    pub conductor_heartbeat_timeout: u64,
     /// The `heartbeat_timeout` agents get at lookup (seconds).
     pub heartbeat_timeout: u64,
     /// Timeout of `wait call-back` (seconds without news from the agent).
@@ -217,6 +229,9 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 6385)),
             database: "sqlite://ingot-coordinator.db".into(),
             conductor_name: "ingot".into(),
+            conductor_group: String::new(),
+            conductor_heartbeat_interval: 10,
+            conductor_heartbeat_timeout: 60,
             heartbeat_timeout: 30,
             deploy_callback_timeout: 1800,
             clean_callback_timeout: 1800,

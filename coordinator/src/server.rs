@@ -68,6 +68,14 @@ impl Running {
         }
         let _ = self.server.await;
         let _ = self.periodic.await;
+        if let Err(e) = self
+            .conductor
+            .db()
+            .unregister_conductor(self.conductor.name())
+            .await
+        {
+            tracing::warn!(error = %e, "could not mark this coordinator offline");
+        }
         self.conductor.db().close().await;
     }
 }

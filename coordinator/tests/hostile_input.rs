@@ -453,3 +453,136 @@ async fn weaker_checks_are_tightened() {
     faultstring(&v);
     running.shutdown().await;
 }
+
+/// Starts a coordinator that must fail; returns its error text.
+async fn start_fails(cfg: ingot_coordinator::config::Config) -> String {
+    let t = Instant::now();
+    let r =
+        ingot_coordinator::server::start(cfg, ingot_coordinator::power::PowerDrivers::default())
+            .await;
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "a refused database took {:?}",
+        t.elapsed()
+    );
+    match r {
+        Ok(running) => {
+            running.shutdown().await;
+            panic!("the coordinator started");
+        }
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn the_database_file_is_private_and_damage_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fleet.db");
+    let url = format!("sqlite://{}", path.display());
+    let (running, api) = start_with(test_config(&url)).await;
+    for i in 0..50 {
+        fake_node(&api, &format!("n{i}")).await;
+    }
+    running.shutdown().await;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "mode {mode:o}");
+    let good = std::fs::read(&path).unwrap();
+    assert!(good.len() > 3 * 4096, "{} bytes", good.len());
+
+    // An empty file is not a fleet.
+    std::fs::write(&path, b"").unwrap();
+    let e = start_fails(test_config(&url)).await;
+    assert!(e.contains("empty"), "{e}");
+    // Nor is a foreign one.
+    std::fs::write(&path, b"not a database at all, just text\n").unwrap();
+    let e = start_fails(test_config(&url)).await;
+    assert!(e.contains("not a SQLite"), "{e}");
+    // Truncated.
+    std::fs::write(&path, &good[..good.len() / 2]).unwrap();
+    let e = start_fails(test_config(&url)).await;
+    assert!(e.contains("cannot be used"), "{e}");
+    // A damaged page in the middle.
+    let mut bad = good.clone();
+    let page = 4096 * 2;
+    bad[page..page + 4096].fill(0xA5);
+    std::fs::write(&path, &bad).unwrap();
+    let e = start_fails(test_config(&url)).await;
+    assert!(e.contains("cannot be used"), "{e}");
+    // The good file still starts.
+    std::fs::write(&path, &good).unwrap();
+    let (running, api) = start_with(test_config(&url)).await;
+    assert_eq!(api.get("/v1/nodes").await.0, 200);
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn reservations_of_coordinators_that_are_not_alive_are_released() {
+    let db = test_db(Backend::Sqlite, "reservations").await.unwrap();
+    let mut cfg = test_config(&db.url);
+    cfg.conductor_name = "old-name".into();
+    let (running, api) = start_with(cfg.clone()).await;
+    let ghost = fake_node(&api, "ghost").await;
+    let stale = fake_node(&api, "stale").await;
+    running.shutdown().await;
+
+    // A reservation under a name that never registered, and one under a
+    // coordinator that registered and then went silent without a clean stop.
+    let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO conductors (hostname, conductor_group, api_url, online, heartbeat_ms) \
+         VALUES ('crashed', '', 'http://x', 1, CAST((julianday('now') - 2440587.5) * 86400000.0 AS BIGINT))",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let handle = ingot_coordinator::db::Db::connect(&db.url).await.unwrap();
+    for (uuid, holder) in [(&ghost, "never-registered"), (&stale, "crashed")] {
+        handle
+            .update_node::<(), _>(uuid, |n| {
+                n.reservation = Some(holder.to_owned());
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+    handle.close().await;
+
+    cfg.conductor_name = "new-name".into();
+    cfg.conductor_heartbeat_interval = 1;
+    cfg.conductor_heartbeat_timeout = 2;
+    let (running, api) = start_with(cfg).await;
+    // The unknown name is released at start.
+    assert!(api.node(&ghost).await["reservation"].is_null());
+    let (st, v) = api
+        .patch(
+            &format!("/v1/nodes/{ghost}"),
+            json!([{"op": "add", "path": "/extra/x", "value": 1}]),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    // The crashed one once its heartbeat is older than the timeout.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !api.node(&stale).await["reservation"].is_null() {
+        assert!(Instant::now() < deadline, "{}", api.node(&stale).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (st, v) = api.get("/v1/conductors").await;
+    assert_eq!(st, 200);
+    let alive: Vec<(String, bool)> = v["conductors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["hostname"].as_str().unwrap().to_owned(),
+                c["alive"] == true,
+            )
+        })
+        .collect();
+    assert!(alive.contains(&("new-name".into(), true)), "{v}");
+    assert!(alive.contains(&("crashed".into(), false)), "{v}");
+    assert!(alive.contains(&("old-name".into(), false)), "{v}");
+    running.shutdown().await;
+}

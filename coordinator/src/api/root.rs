@@ -133,18 +133,29 @@ pub async fn driver_properties(Path(name): Path<String>) -> Result<Response, Api
 }
 
 /// `GET /v1/conductors`
-pub async fn conductors(State(st): State<AppState>, ctx: Ctx) -> Response {
-    let name = st.conductor.name();
+pub async fn conductors(State(st): State<AppState>, ctx: Ctx) -> Result<Response, ApiError> {
     let b = &ctx.base;
     let drivers: Vec<&str> = HARDWARE_TYPES.iter().map(|h| h.name).collect();
-    json_response(
-        StatusCode::OK,
-        &json!({"conductors": [{
-            "hostname": name,
-            "conductor_group": "",
-            "alive": true,
-            "drivers": drivers,
-            "links": links(&format!("{b}/v1/conductors/{name}"), &format!("{b}/conductors/{name}")),
-        }]}),
+    let timeout_ms = i64::try_from(
+        st.conductor
+            .config()
+            .conductor_heartbeat_timeout
+            .saturating_mul(1000),
     )
+    .unwrap_or(i64::MAX);
+    let rows = st.conductor.db().list_conductors(timeout_ms).await?;
+    let list: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            let name = &r.hostname;
+            json!({
+                "hostname": name,
+                "conductor_group": r.conductor_group,
+                "alive": r.alive,
+                "drivers": drivers,
+                "links": links(&format!("{b}/v1/conductors/{name}"), &format!("{b}/conductors/{name}")),
+            })
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({"conductors": list})))
 }

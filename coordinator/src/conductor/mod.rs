@@ -473,6 +473,13 @@ impl Conductor {
         recovery::recover(self).await
     }
 
+    /// Records this coordinator's heartbeat and releases the reservations
+    /// of coordinators that are not alive; see [`recovery`].
+    pub async fn heartbeat(&self) -> Result<usize, ConductorError> {
+        self.db().conductor_heartbeat(self.name()).await?;
+        recovery::release_dead_reservations(self).await
+    }
+
     /// One pass of the wait-state timeout check; see [`recovery`].
     pub async fn check_timeouts(&self) -> Result<usize, ConductorError> {
         recovery::check_timeouts(self).await
@@ -485,8 +492,16 @@ impl Conductor {
             let mut tick =
                 tokio::time::interval(Duration::from_millis(me.config().check_interval_ms.max(50)));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let every = Duration::from_secs(me.config().conductor_heartbeat_interval.max(1));
+            let mut last_heartbeat = std::time::Instant::now();
             loop {
                 tick.tick().await;
+                if last_heartbeat.elapsed() >= every {
+                    last_heartbeat = std::time::Instant::now();
+                    if let Err(e) = me.heartbeat().await {
+                        warn!(error = %e, "coordinator heartbeat failed");
+                    }
+                }
                 if let Err(e) = me.check_timeouts().await {
                     warn!(error = %e, "timeout check failed");
                 }

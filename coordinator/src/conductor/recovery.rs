@@ -5,8 +5,10 @@
 //! the failure state with a `last_error` that says so, as Ironic does for
 //! "stuck" states. Wait states (wait call-back, clean wait, inspect wait)
 //! survive a restart: the agent is still running and heartbeats continue.
-//! Reservations this conductor held are released, and pending power
-//! changes are picked up again.
+//! Reservations this conductor held are released, and so are those held
+//! under a name that is not an alive coordinator (one that died, or this
+//! one under an earlier name): at start and after every heartbeat. Pending
+//! power changes are picked up again.
 //!
 //! Every wait state times out when nothing was heard from the agent (no
 //! heartbeat, no step progress) for the configured time.
@@ -18,8 +20,64 @@ use crate::model::now_ms;
 use crate::power::PowerAction;
 use crate::state::{Event, ProvisionState};
 
+/// Releases reservations held under names of coordinators that are not
+/// alive; returns how many. This coordinator's own name counts as alive
+/// here (its reservations are its workers'); at start, [`recover`] releases
+/// those.
+pub(super) async fn release_dead_reservations(c: &Conductor) -> Result<usize, ConductorError> {
+    let timeout_ms = i64::try_from(c.config().conductor_heartbeat_timeout.saturating_mul(1000))
+        .unwrap_or(i64::MAX);
+    let alive: Vec<String> = c
+        .db()
+        .list_conductors(timeout_ms)
+        .await?
+        .into_iter()
+        .filter(|r| r.alive)
+        .map(|r| r.hostname)
+        .collect();
+    let mut released = 0;
+    for (uuid, holder) in c.db().reserved_nodes().await? {
+        if holder == c.name() || alive.contains(&holder) {
+            continue;
+        }
+        let dead = holder.clone();
+        let r = c
+            .db()
+            .update_node::<std::convert::Infallible, _>(&uuid, move |n| {
+                if n.reservation.as_deref() == Some(dead.as_str()) {
+                    n.reservation = None;
+                }
+                Ok(())
+            })
+            .await;
+        match r {
+            Ok(n) if n.reservation.is_none() => {
+                released += 1;
+                warn!(node = %uuid, holder = %holder, "released the reservation of a coordinator that is not alive");
+            }
+            Ok(_) => {}
+            Err(crate::db::UpdateError::Db(crate::db::DbError::NotFound(_))) => {}
+            Err(e) => {
+                return Err(ConductorError::Db(match e {
+                    crate::db::UpdateError::Db(d) => d,
+                    crate::db::UpdateError::Refused(never) => match never {},
+                }));
+            }
+        }
+    }
+    Ok(released)
+}
+
 pub(super) async fn recover(c: &Conductor) -> Result<usize, ConductorError> {
     let me = c.name().to_owned();
+    c.db()
+        .register_conductor(
+            &me,
+            &c.config().conductor_group,
+            &c.config().agent_base_url(),
+        )
+        .await?;
+    release_dead_reservations(c).await?;
     let mut recovered = 0;
     for node in c.db().list_nodes().await? {
         let state = node.provision_state;

@@ -7,8 +7,14 @@ use sqlx::AnyPool;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// The migrations, in order. Never edit one that has shipped: add a new one.
-const MIGRATIONS: [(i64, &str, &str); 1] =
-    [(1, "init", include_str!("../../migrations/0001_init.sql"))];
+const MIGRATIONS: [(i64, &str, &str); 2] = [
+    (1, "init", include_str!("../../migrations/0001_init.sql")),
+    (
+        2,
+        "conductors",
+        include_str!("../../migrations/0002_conductors.sql"),
+    ),
+];
 
 /// Applies every migration not applied yet.
 pub async fn run(pool: &AnyPool) -> Result<(), sqlx::migrate::MigrateError> {

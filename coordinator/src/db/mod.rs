@@ -6,6 +6,7 @@
 //! each other's changes.
 
 mod migrate;
+mod sqlite_file;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -29,6 +30,14 @@ pub enum DbError {
     /// A uniqueness constraint failed (name, instance_uuid, MAC address, …).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The database file is empty, foreign, truncated or damaged.
+    #[error("the database {path} cannot be used: {reason}")]
+    Damaged {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// A stored document does not parse.
     #[error("corrupt {kind} document {id}: {source}")]
     Corrupt {
@@ -71,6 +80,21 @@ pub enum Backend {
     Sqlite,
     /// PostgreSQL.
     Postgres,
+}
+
+/// A coordinator registered in the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConductorRow {
+    /// Its name (`conductor_name`).
+    pub hostname: String,
+    /// Its `conductor_group`.
+    pub conductor_group: String,
+    /// Where its API listens.
+    pub api_url: String,
+    /// Online, with a heartbeat within the timeout.
+    pub alive: bool,
+    /// Milliseconds since its last heartbeat, by the database's clock.
+    pub heartbeat_age_ms: i64,
 }
 
 /// The database handle (cheap to clone).
@@ -155,6 +179,12 @@ impl Db {
             url: url.clone(),
             reason: e.to_string(),
         })?;
+        if backend == Backend::Sqlite
+            && let Some(path) = sqlite_file::path_of(&url)
+        {
+            sqlite_file::prepare(&path)?;
+            sqlite_file::quick_check(&url, &path).await?;
+        }
         let mut pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
             .acquire_timeout(Duration::from_secs(30));
@@ -183,6 +213,95 @@ impl Db {
     /// Closes the pool.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    // ---- conductors ----
+
+    /// The database's clock in milliseconds since the epoch, as SQL.
+    fn now_ms_sql(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS BIGINT)",
+            Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        }
+    }
+
+    /// Registers (or re-registers) a coordinator as online, heartbeat now.
+    pub async fn register_conductor(
+        &self,
+        hostname: &str,
+        group: &str,
+        api_url: &str,
+    ) -> Result<(), DbError> {
+        let now = self.now_ms_sql();
+        sqlx::query(&format!(
+            "INSERT INTO conductors (hostname, conductor_group, api_url, online, heartbeat_ms) \
+             VALUES ($1, $2, $3, 1, {now}) ON CONFLICT (hostname) DO UPDATE SET \
+             conductor_group = $4, api_url = $5, online = 1, heartbeat_ms = {now}"
+        ))
+        .bind(hostname)
+        .bind(group)
+        .bind(api_url)
+        .bind(group)
+        .bind(api_url)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a heartbeat of a coordinator.
+    pub async fn conductor_heartbeat(&self, hostname: &str) -> Result<(), DbError> {
+        let now = self.now_ms_sql();
+        sqlx::query(&format!(
+            "UPDATE conductors SET heartbeat_ms = {now}, online = 1 WHERE hostname = $1"
+        ))
+        .bind(hostname)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks a coordinator offline (a clean stop).
+    pub async fn unregister_conductor(&self, hostname: &str) -> Result<(), DbError> {
+        sqlx::query("UPDATE conductors SET online = 0 WHERE hostname = $1")
+            .bind(hostname)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every registered coordinator; `alive` when online with a heartbeat
+    /// within `timeout_ms` of the database's clock.
+    pub async fn list_conductors(&self, timeout_ms: i64) -> Result<Vec<ConductorRow>, DbError> {
+        let now = self.now_ms_sql();
+        let rows = sqlx::query(&format!(
+            "SELECT hostname, conductor_group, api_url, online, {now} - heartbeat_ms \
+             FROM conductors ORDER BY hostname"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let online: i64 = r.try_get(3)?;
+                let age_ms: i64 = r.try_get(4)?;
+                Ok(ConductorRow {
+                    hostname: r.try_get(0)?,
+                    conductor_group: r.try_get(1)?,
+                    api_url: r.try_get(2)?,
+                    alive: online == 1 && age_ms <= timeout_ms,
+                    heartbeat_age_ms: age_ms,
+                })
+            })
+            .collect()
+    }
+
+    /// `(uuid, reservation)` of every reserved node.
+    pub async fn reserved_nodes(&self) -> Result<Vec<(String, String)>, DbError> {
+        let rows = sqlx::query("SELECT uuid, reservation FROM nodes WHERE reservation IS NOT NULL")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
     }
 
     // ---- nodes ----
