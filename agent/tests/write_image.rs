@@ -397,3 +397,42 @@ fn writes_a_local_file_source_to_a_file() {
     assert!(s["mb_per_s"].as_f64().unwrap() > 0.0);
     assert_eq!(std::fs::read(&target).unwrap(), *fixture("disk.raw"));
 }
+
+/// `--xz-memlimit` caps the xz decoder: the fixture (`xz -6`, an 8 MiB
+/// dictionary) needs 9 MiB, so 4 MiB refuses it before anything is written
+/// and 16 MiB writes it.
+#[test]
+fn xz_memlimit_flag_caps_the_decoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("out.img");
+    let src = common::fixtures().join("disk.raw.xz");
+    let src = src.to_str().unwrap();
+    let out = agent(&[
+        "--source",
+        src,
+        "--device",
+        target.to_str().unwrap(),
+        "--xz-memlimit",
+        "4M",
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("xz stream needs 9 MiB of memory for its dictionary; the limit is 4 MiB"),
+        "{err}"
+    );
+    assert!(err.contains("the target was not modified"), "{err}");
+    let out = agent(&[
+        "--source",
+        src,
+        "--device",
+        target.to_str().unwrap(),
+        "--xz-memlimit",
+        "16",
+    ]);
+    summary(&out);
+    assert_eq!(std::fs::read(&target).unwrap(), *fixture("disk.raw"));
+    let out = agent(&["--source", src, "--device", "x", "--xz-memlimit", "0"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("more than zero"), "{}", stderr(&out));
+}

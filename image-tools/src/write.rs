@@ -61,6 +61,10 @@ pub struct WriteOptions {
     pub buffer_size: usize,
     /// Buffers in each of the two pools.
     pub buffers: usize,
+    /// Most memory the xz decoder may use, in bytes; `None` for
+    /// [`default_xz_memlimit`] (a quarter of the machine's RAM). An xz stream
+    /// whose dictionary needs more is refused before it is decoded.
+    pub xz_memlimit: Option<u64>,
 }
 
 impl WriteOptions {
@@ -76,7 +80,39 @@ impl WriteOptions {
             source_options: SourceOptions::default(),
             buffer_size: 1 << 20,
             buffers: 8,
+            xz_memlimit: None,
         }
+    }
+}
+
+/// The smallest default xz memory limit. `xz -9` needs 65 MiB to decode, so
+/// every standard preset decodes on any machine; the 1.5 GiB or 4 GiB
+/// dictionaries an xz header may declare do not.
+pub const XZ_MEMLIMIT_FLOOR: u64 = 128 << 20;
+
+/// The xz memory limit when the caller sets none: a quarter of `MemTotal`
+/// (`/proc/meminfo`), and at least [`XZ_MEMLIMIT_FLOOR`] (also when the RAM
+/// cannot be read).
+pub fn default_xz_memlimit() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| mem_total(&m));
+    xz_memlimit_for(total)
+}
+
+/// A quarter of `total` bytes of RAM, at least [`XZ_MEMLIMIT_FLOOR`].
+fn xz_memlimit_for(total: Option<u64>) -> u64 {
+    total.map_or(0, |t| t / 4).max(XZ_MEMLIMIT_FLOOR)
+}
+
+/// `MemTotal` in bytes from the text of `/proc/meminfo`.
+fn mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut words = line["MemTotal:".len()..].split_whitespace();
+    let kib: u64 = words.next()?.parse().ok()?;
+    match words.next() {
+        Some("kB") => kib.checked_mul(1024),
+        _ => None,
     }
 }
 
@@ -107,6 +143,19 @@ pub enum WriteError {
         at: u64,
         /// The decoder's message.
         reason: String,
+    },
+    /// An xz stream declares a dictionary that needs more memory than the
+    /// limit ([`WriteOptions::xz_memlimit`]).
+    #[error(
+        "xz stream needs {} MiB of memory for its dictionary; the limit is {} MiB",
+        .needed.div_ceil(1 << 20),
+        .limit >> 20
+    )]
+    XzMemLimit {
+        /// Bytes the decoder would need (what liblzma computed for the block).
+        needed: u64,
+        /// The limit in bytes.
+        limit: u64,
     },
     /// The image does not fit.
     #[error("the image is {image} bytes{}, larger than the target's {capacity} bytes", if *.at_least { " or more" } else { "" })]
@@ -306,6 +355,7 @@ pub fn write_image(
         Some(Err(e)) => return Err(WriteError::Internal(e.to_string()).into()),
         None => None,
     };
+    let xz_memlimit = opts.xz_memlimit.unwrap_or_else(default_xz_memlimit);
     let decoder = {
         let shared = shared.clone();
         let choice = opts.format;
@@ -320,6 +370,7 @@ pub fn write_image(
                     shared: &shared,
                     capacity,
                     len_hint,
+                    xz_memlimit,
                 };
                 match d.run(choice, ranges) {
                     Ok(decoded) => Some(decoded),
@@ -478,6 +529,7 @@ struct Decoder<'a> {
     shared: &'a Shared,
     capacity: Option<u64>,
     len_hint: Option<u64>,
+    xz_memlimit: u64,
 }
 
 impl Decoder<'_> {
@@ -513,7 +565,9 @@ impl Decoder<'_> {
             }
             Format::Xz => {
                 let r = ChunkReader::new(first, self.rx);
-                self.stream(format, liblzma::bufread::XzDecoder::new_multi_decoder(r))?
+                let dec = XzReader::new(r, self.xz_memlimit)
+                    .map_err(|e| self.decompress_err(format, 0, e))?;
+                self.stream(format, dec)?
             }
         };
         if image_size == 0 {
@@ -536,6 +590,15 @@ impl Decoder<'_> {
     fn decompress_err(&self, format: Format, at: u64, e: std::io::Error) -> WriteError {
         if self.shared.cancelled() {
             return WriteError::Cancelled;
+        }
+        if let Some(m) = e
+            .get_ref()
+            .and_then(|i| i.downcast_ref::<XzMemLimitExceeded>())
+        {
+            return WriteError::XzMemLimit {
+                needed: m.needed,
+                limit: m.limit,
+            };
         }
         WriteError::Decompress {
             format,
@@ -733,6 +796,110 @@ impl<'a> Assembler<'a> {
             )?;
         }
         Ok(())
+    }
+}
+
+/// The xz decoder refused a block whose dictionary needs more memory than the
+/// limit; carried through `io::Error` to [`WriteError::XzMemLimit`].
+#[derive(Debug, thiserror::Error)]
+#[error("xz stream needs {needed} bytes of memory; the limit is {limit} bytes")]
+struct XzMemLimitExceeded {
+    needed: u64,
+    limit: u64,
+}
+
+/// An xz decoder (concatenated streams) with a memory limit. liblzma checks
+/// each block's filter chain against the limit before allocating anything, so
+/// a header that declares a 4 GiB dictionary costs nothing. This is
+/// `liblzma::bufread::XzDecoder`'s loop, kept here because that type does not
+/// give its stream back, and the stream is what knows how much was needed.
+struct XzReader<R> {
+    input: R,
+    stream: liblzma::stream::Stream,
+    limit: u64,
+}
+
+impl<R: BufRead> XzReader<R> {
+    fn new(input: R, limit: u64) -> std::io::Result<Self> {
+        let stream =
+            liblzma::stream::Stream::new_stream_decoder(limit, liblzma::stream::CONCATENATED)?;
+        Ok(Self {
+            input,
+            stream,
+            limit,
+        })
+    }
+
+    /// What the refused block needs. liblzma records it, and its
+    /// `lzma_memlimit_set` refuses any limit below it, so the smallest limit
+    /// it accepts is the need (the crate does not bind `lzma_memusage`).
+    fn needed(&mut self) -> u64 {
+        // `lo` is refused (it is the limit that failed), `hi` is accepted.
+        let (mut lo, mut hi) = (self.limit, u64::MAX);
+        if self.stream.set_memlimit(hi).is_err() {
+            return hi;
+        }
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.stream.set_memlimit(mid).is_ok() {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        hi
+    }
+}
+
+impl<R: BufRead> Read for XzReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use liblzma::stream::{Action, Error, Status};
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let input = self.input.fill_buf()?;
+            let eof = input.is_empty();
+            let (in_before, out_before) = (self.stream.total_in(), self.stream.total_out());
+            let action = if eof { Action::Finish } else { Action::Run };
+            let ret = self.stream.process(input, buf, action);
+            let read = usize::try_from(self.stream.total_out() - out_before)
+                .map_err(std::io::Error::other)?;
+            let consumed = usize::try_from(self.stream.total_in() - in_before)
+                .map_err(std::io::Error::other)?;
+            self.input.consume(consumed);
+            let status = match ret {
+                Ok(s) => s,
+                Err(Error::MemLimit) => {
+                    let needed = self.needed();
+                    tracing::warn!(
+                        needed,
+                        limit = self.limit,
+                        "xz stream refused: its dictionary needs more memory than the limit"
+                    );
+                    return Err(std::io::Error::other(XzMemLimitExceeded {
+                        needed,
+                        limit: self.limit,
+                    }));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if read > 0 || eof || status == Status::StreamEnd {
+                if read == 0 && status != Status::StreamEnd {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "premature eof",
+                    ));
+                }
+                return Ok(read);
+            }
+            if consumed == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "corrupt xz stream",
+                ));
+            }
+        }
     }
 }
 
@@ -999,5 +1166,23 @@ impl Writer {
             Ok(()) => TargetState::Cleared,
             Err(e) => TargetState::ClearFailed(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xz_memlimit_is_a_quarter_of_the_ram_with_a_floor() {
+        let meminfo = "MemTotal:       24568320 kB\nMemFree:        22000000 kB\n";
+        assert_eq!(mem_total(meminfo), Some(24_568_320 * 1024));
+        assert_eq!(xz_memlimit_for(Some(16 << 30)), 4 << 30);
+        assert_eq!(xz_memlimit_for(Some(256 << 20)), XZ_MEMLIMIT_FLOOR);
+        assert_eq!(xz_memlimit_for(None), XZ_MEMLIMIT_FLOOR);
+        // Unreadable or absurd: the floor.
+        assert_eq!(mem_total("MemTotal: 18446744073709551615 kB\n"), None);
+        assert_eq!(mem_total("MemTotal: 1024 pages\n"), None);
+        assert_eq!(mem_total("MemFree: 1 kB\n"), None);
     }
 }

@@ -431,3 +431,128 @@ fn qcow2_table_mismatch_is_detected() {
         "{err}"
     );
 }
+
+/// An xz stream of `data` (preset 0: a 256 KiB dictionary) whose block header
+/// then declares a `dict`-byte LZMA2 dictionary instead (props byte and
+/// header CRC32 rewritten). The data decodes the same with any larger
+/// dictionary, but the decoder must allocate the declared one.
+fn xz_declaring_dictionary(data: &[u8], dict: u64) -> Vec<u8> {
+    use std::io::Read;
+    let mut xz = Vec::new();
+    liblzma::bufread::XzEncoder::new(data, 0)
+        .read_to_end(&mut xz)
+        .unwrap();
+    // LZMA2 props: dict = (2 | (p & 1)) << (p / 2 + 11).
+    let props = (0u8..40)
+        .find(|&p| (2u64 | u64::from(p & 1)) << (p / 2 + 11) == dict)
+        .expect("a dictionary size LZMA2 can encode");
+    // The block header follows the 12-byte stream header: its size byte,
+    // flags, optional sizes (VLIs), then the filter flags.
+    let start = 12;
+    let header_len = (usize::from(xz[start]) + 1) * 4;
+    let flags = xz[start + 1];
+    assert_eq!(flags & 0x03, 0, "one filter");
+    let mut i = start + 2;
+    for present in [flags & 0x40 != 0, flags & 0x80 != 0] {
+        if present {
+            while xz[i] & 0x80 != 0 {
+                i += 1;
+            }
+            i += 1;
+        }
+    }
+    assert_eq!(&xz[i..i + 2], &[0x21, 0x01], "LZMA2 with one props byte");
+    xz[i + 2] = props;
+    let crc_at = start + header_len - 4;
+    let mut crc = flate2::Crc::new();
+    crc.update(&xz[start..crc_at]);
+    xz[crc_at..crc_at + 4].copy_from_slice(&crc.sum().to_le_bytes());
+    xz
+}
+
+fn xz_write(source: &[u8], target: &Path, limit: Option<u64>) -> Result<(), WriteFailure> {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("image.xz");
+    std::fs::write(&src, source).unwrap();
+    write(src.to_str().unwrap(), target, |o| o.xz_memlimit = limit).map(|_| ())
+}
+
+/// An xz header that declares a 1.5 GiB dictionary is refused against a
+/// 64 MiB limit before anything is allocated or written, with both sizes in
+/// the error. Before the limit the decoder allocated what the header asked
+/// (1.08 GB resident for a 4 GiB dictionary).
+#[test]
+fn xz_dictionary_beyond_the_memory_limit_is_refused() {
+    let data = b"a tiny image with a huge declared dictionary\n".repeat(100);
+    let xz = xz_declaring_dictionary(&data, 3 << 29);
+    let dir = tempfile::tempdir().unwrap();
+    // The crafted stream itself is valid: without a limit in the way it decodes.
+    let target = dir.path().join("ok.img");
+    xz_write(&xz, &target, Some(2 << 30)).unwrap();
+    assert_eq!(std::fs::read(&target).unwrap(), data);
+
+    let target = old_disk(dir.path(), 8 << 20);
+    let err = xz_write(&xz, &target, Some(64 << 20)).unwrap_err();
+    match err.error {
+        WriteError::XzMemLimit { needed, limit } => {
+            assert!(needed > 3 << 29, "needed {needed}");
+            assert_eq!(limit, 64 << 20);
+        }
+        ref other => panic!("expected XzMemLimit, got {other}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("xz stream needs 1537 MiB of memory for its dictionary; the limit is 64 MiB"),
+        "{msg}"
+    );
+    assert_eq!(err.target, TargetState::Untouched, "{msg}");
+    assert_untouched(&target, 8 << 20);
+}
+
+/// The second stream of a concatenated xz file declares the huge dictionary,
+/// after the first stream's data was written: the error path clears the
+/// target, so the part written never boots.
+#[test]
+fn xz_dictionary_beyond_the_limit_in_a_later_stream_clears_the_target() {
+    let first: Vec<u8> = (0..6u32 << 20).map(|i| (i % 251) as u8 | 1).collect();
+    let mut xz = Vec::new();
+    {
+        use std::io::Read;
+        liblzma::bufread::XzEncoder::new(&first[..], 0)
+            .read_to_end(&mut xz)
+            .unwrap();
+    }
+    xz.extend(xz_declaring_dictionary(b"second stream", 3 << 29));
+    let dir = tempfile::tempdir().unwrap();
+    let target = old_disk(dir.path(), 32 << 20);
+    let err = xz_write(&xz, &target, Some(64 << 20)).unwrap_err();
+    assert!(matches!(err.error, WriteError::XzMemLimit { .. }), "{err}");
+    assert_eq!(err.target, TargetState::Cleared, "{err}");
+    assert!(err.to_string().contains("unbootable"), "{err}");
+    assert_cleared(&target);
+}
+
+/// Ordinary images decode under the smallest default limit (`xz -6` needs
+/// 9 MiB), and the default is at least that floor.
+#[test]
+fn xz_fixture_decodes_under_the_default_floor() {
+    use ingot_image_tools::write::{XZ_MEMLIMIT_FLOOR, default_xz_memlimit};
+    assert!(default_xz_memlimit() >= XZ_MEMLIMIT_FLOOR);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("out.img");
+    write(&fx("disk.raw.xz"), &target, |o| {
+        o.xz_memlimit = Some(XZ_MEMLIMIT_FLOOR)
+    })
+    .unwrap();
+    assert_same(&target, "disk.raw");
+    // 9 MiB is needed: a 4 MiB limit refuses it, naming both.
+    let err = write(&fx("disk.raw.xz"), &target, |o| {
+        o.xz_memlimit = Some(4 << 20)
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("xz stream needs 9 MiB of memory for its dictionary; the limit is 4 MiB"),
+        "{err}"
+    );
+}

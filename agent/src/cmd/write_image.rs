@@ -47,6 +47,33 @@ pub struct WriteImageArgs {
     /// Attempts to resume a failed download before giving up.
     #[arg(long, default_value_t = 6)]
     retries: u32,
+    /// Most memory the xz decoder may use: MiB, or with a unit (`512M`,
+    /// `2G`, `1536MiB`). An xz image whose dictionary needs more is refused.
+    /// Default: a quarter of the RAM, at least 128 MiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_memlimit)]
+    xz_memlimit: Option<u64>,
+}
+
+/// Parses a memory size: a whole number of MiB, or one with a K, M or G unit
+/// (`KiB`/`MiB`/`GiB` and `KB`/`MB`/`GB` mean the same, binary, as in xz).
+fn parse_memlimit(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 512M, 2G, or MiB)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "k" | "kb" | "kib" => 10,
+        "" | "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        other => return Err(format!("unknown unit {other:?} in {s:?} (K, M or G)")),
+    };
+    match number.checked_mul(1 << shift) {
+        Some(0) => Err("the xz memory limit must be more than zero".into()),
+        Some(bytes) => Ok(bytes),
+        None => Err(format!("{s:?} is too large")),
+    }
 }
 
 /// Runs the command; prints the JSON summary on stdout.
@@ -56,6 +83,7 @@ pub fn run(args: WriteImageArgs) -> anyhow::Result<()> {
     opts.allow_md5 = args.allow_md5;
     opts.format = args.format;
     opts.target_is_zeroed = args.target_is_zeroed;
+    opts.xz_memlimit = args.xz_memlimit;
     let ca_pem = match &args.ca_file {
         Some(p) => Some(std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?),
         None => None,
@@ -85,4 +113,28 @@ pub fn run(args: WriteImageArgs) -> anyhow::Result<()> {
     let summary = result?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_memlimit;
+
+    #[test]
+    fn memory_limits_parse_with_and_without_units() {
+        assert_eq!(parse_memlimit("64"), Ok(64 << 20));
+        assert_eq!(parse_memlimit("512M"), Ok(512 << 20));
+        assert_eq!(parse_memlimit("1536MiB"), Ok(1536 << 20));
+        assert_eq!(parse_memlimit("2G"), Ok(2 << 30));
+        assert_eq!(parse_memlimit("2 gib"), Ok(2 << 30));
+        assert_eq!(parse_memlimit("65536k"), Ok(64 << 20));
+        assert!(parse_memlimit("0").is_err());
+        assert!(parse_memlimit("-1").is_err());
+        assert!(parse_memlimit("1T").is_err());
+        assert!(parse_memlimit("G").is_err());
+        assert!(
+            parse_memlimit("99999999999999G")
+                .unwrap_err()
+                .contains("too large")
+        );
+    }
 }
