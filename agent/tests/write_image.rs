@@ -355,6 +355,62 @@ fn server_without_range_support_cannot_resume() {
     assert!(err.contains("cannot resume at byte"), "{err}");
 }
 
+/// The image is replaced on the server (new content, new ETag) while it
+/// downloads. The resume must not splice the new version's bytes onto the old
+/// one's, whether the server honours If-Range (a 200 with the new image) or
+/// ignores it (a 206 of the new image). No checksum is given, so nothing else
+/// would catch the splice.
+#[test]
+fn image_replaced_on_the_server_during_the_download_is_refused() {
+    let old = fixture("disk.raw");
+    let new: Vec<u8> = old.iter().map(|b| b ^ 0xff).collect();
+    let new = Arc::new(new);
+    for ignore_if_range in [true, false] {
+        let files = HashMap::from([("disk.raw".to_string(), old.clone())]);
+        let srv = TestServer::start(
+            files,
+            Faults {
+                drop_after: Some(1_500_000),
+                replace_after_first: Some(new.clone()),
+                ignore_if_range,
+                ..Default::default()
+            },
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("disk.img");
+        let mut previous = vec![0x5au8; 32 * MIB];
+        previous[510] = 0x55;
+        previous[511] = 0xaa;
+        std::fs::write(&target, &previous).unwrap();
+        let out = agent(&[
+            "--source",
+            &srv.url("disk.raw"),
+            "--device",
+            target.to_str().unwrap(),
+        ]);
+        let err = stderr(&out);
+        assert!(
+            !out.status.success(),
+            "ignore_if_range {ignore_if_range}: a spliced image was written: {err}"
+        );
+        assert!(
+            err.contains(
+                "the image changed on the server during the download \
+                 (ETag \"ingot-test-v1\" -> \"ingot-test-v2\") after 1500000 bytes"
+            ),
+            "ignore_if_range {ignore_if_range}: {err}"
+        );
+        // Only the held-back first MiB had arrived: nothing was written.
+        assert!(err.contains("the target was not modified"), "{err}");
+        assert!(std::fs::read(&target).unwrap() == previous);
+        // One resume, from where the connection broke, guarded by If-Range.
+        let ranges = srv.ranges.lock().unwrap().clone();
+        assert_eq!(ranges, ["-", "bytes=1500000-"]);
+        let if_ranges = srv.if_ranges.lock().unwrap().clone();
+        assert_eq!(if_ranges, ["-", "\"ingot-test-v1\""]);
+    }
+}
+
 #[test]
 fn missing_image_and_bad_arguments_are_clear_errors() {
     let (srv, _) = serve("disk.raw", Faults::default());

@@ -1,5 +1,6 @@
 //! A small HTTP/1.1 file server for tests, with injectable faults: dropped
-//! connections, stalls, lying lengths, and no Range support. Written for the
+//! connections, stalls, lying lengths, no Range support, and an image that
+//! changes on the server between two requests. Written for the
 //! tests (instead of nginx) because the faults must be exact and repeatable.
 #![allow(dead_code)]
 
@@ -24,6 +25,13 @@ pub struct Faults {
     pub no_range: bool,
     /// Announce this Content-Length while serving only the real bytes.
     pub announce_len: Option<u64>,
+    /// From the second request on, serve this body (under the ETag
+    /// `"ingot-test-v2"`) instead of the file: the image changes on the server
+    /// between the first connection and the resume.
+    pub replace_after_first: Option<Arc<Vec<u8>>>,
+    /// Answer a Range request even when its If-Range names another version,
+    /// as a server or cache without If-Range support does.
+    pub ignore_if_range: bool,
 }
 
 /// A running server; stops accepting when dropped.
@@ -32,6 +40,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// Every request's `Range` header (or "-" when there was none).
     pub ranges: Arc<Mutex<Vec<String>>>,
+    /// Every request's `If-Range` header (or "-" when there was none).
+    pub if_ranges: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -43,6 +53,7 @@ impl TestServer {
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let ranges = Arc::new(Mutex::new(Vec::new()));
+        let if_ranges = Arc::new(Mutex::new(Vec::new()));
         let files = Arc::new(files);
         let drops_left = Arc::new(AtomicU32::new(if faults.drop_after.is_some() {
             faults.drops.max(1)
@@ -50,9 +61,10 @@ impl TestServer {
             0
         }));
         let stalled = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicBool::new(false));
         let faults = Arc::new(faults);
         {
-            let (stop, ranges) = (stop.clone(), ranges.clone());
+            let (stop, ranges, if_ranges) = (stop.clone(), ranges.clone(), if_ranges.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     match listener.accept() {
@@ -61,8 +73,10 @@ impl TestServer {
                                 files: files.clone(),
                                 faults: faults.clone(),
                                 ranges: ranges.clone(),
+                                if_ranges: if_ranges.clone(),
                                 drops_left: drops_left.clone(),
                                 stalled: stalled.clone(),
+                                answered: answered.clone(),
                             };
                             std::thread::spawn(move || ctx.serve(s));
                         }
@@ -71,7 +85,12 @@ impl TestServer {
                 }
             });
         }
-        Self { addr, ranges, stop }
+        Self {
+            addr,
+            ranges,
+            if_ranges,
+            stop,
+        }
     }
 
     /// URL of a served path.
@@ -90,8 +109,11 @@ struct Conn {
     files: Arc<HashMap<String, Arc<Vec<u8>>>>,
     faults: Arc<Faults>,
     ranges: Arc<Mutex<Vec<String>>>,
+    if_ranges: Arc<Mutex<Vec<String>>>,
     drops_left: Arc<AtomicU32>,
     stalled: Arc<AtomicBool>,
+    /// Set once the first request was answered.
+    answered: Arc<AtomicBool>,
 }
 
 impl Conn {
@@ -122,13 +144,21 @@ impl Conn {
             .lock()
             .unwrap()
             .push(range.clone().unwrap_or_else(|| "-".into()));
+        self.if_ranges
+            .lock()
+            .unwrap()
+            .push(if_range.clone().unwrap_or_else(|| "-".into()));
         let path = request_line
             .split_whitespace()
             .nth(1)
             .unwrap_or("/")
             .to_string();
         let mut out = stream;
-        let Some(body) = self.files.get(path.trim_start_matches('/')) else {
+        let replaced = match &self.faults.replace_after_first {
+            Some(v2) if self.answered.swap(true, Ordering::SeqCst) => Some(v2),
+            _ => None,
+        };
+        let Some(body) = replaced.or_else(|| self.files.get(path.trim_start_matches('/'))) else {
             write!(
                 out,
                 "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -136,12 +166,18 @@ impl Conn {
             .ok();
             return;
         };
-        let etag = "\"ingot-test-v1\"";
+        let etag = if replaced.is_some() {
+            "\"ingot-test-v2\""
+        } else {
+            "\"ingot-test-v1\""
+        };
         let full_len = self.faults.announce_len.unwrap_or(body.len() as u64);
         let parsed = range
             .as_deref()
             .filter(|_| !self.faults.no_range)
-            .filter(|_| if_range.as_deref().is_none_or(|v| v == etag))
+            .filter(|_| {
+                self.faults.ignore_if_range || if_range.as_deref().is_none_or(|v| v == etag)
+            })
             .and_then(|r| r.strip_prefix("bytes="))
             .and_then(|r| r.split_once('-'))
             .and_then(|(a, b)| {

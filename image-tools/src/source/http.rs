@@ -1,6 +1,8 @@
 //! HTTP(S) source with resume: a dropped or stalled connection is continued with
 //! a `Range` request from the last byte received, guarded by `If-Range`, so the
 //! download never restarts from zero and never splices two versions of an image.
+//! A server that ignores `If-Range` is caught too: the resumed answer's ETag and
+//! Last-Modified must be those of the first answer.
 
 use reqwest::header::{
     CONTENT_LENGTH, CONTENT_RANGE, ETAG, HeaderMap, HeaderValue, IF_RANGE, LAST_MODIFIED, RANGE,
@@ -22,8 +24,53 @@ pub struct HttpSource {
     pending: bytes_buf::Pending,
     offset: u64,
     total: Option<u64>,
-    validator: Option<HeaderValue>,
+    validators: Validators,
     resumes: u32,
+}
+
+/// What identifies the version of the image an answer carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Validators {
+    etag: Option<HeaderValue>,
+    last_modified: Option<HeaderValue>,
+}
+
+impl Validators {
+    fn of(h: &HeaderMap) -> Self {
+        Self {
+            etag: h.get(ETAG).cloned(),
+            last_modified: h.get(LAST_MODIFIED).cloned(),
+        }
+    }
+
+    /// The `If-Range` value: the strong ETag, else Last-Modified (a weak ETag
+    /// cannot be used there).
+    fn if_range(&self) -> Option<&HeaderValue> {
+        self.etag
+            .as_ref()
+            .filter(|v| !v.as_bytes().starts_with(b"W/"))
+            .or(self.last_modified.as_ref())
+    }
+
+    /// How `now` differs from these: `(validator, before, after)`. ETags are
+    /// compared when both answers have one (weakly: `W/` aside), Last-Modified
+    /// otherwise. A validator missing from either answer proves nothing.
+    fn changed(&self, now: &Validators) -> Option<(&'static str, String, String)> {
+        fn opaque(v: &HeaderValue) -> &[u8] {
+            let b = v.as_bytes();
+            b.strip_prefix(b"W/").unwrap_or(b)
+        }
+        fn show(v: &HeaderValue) -> String {
+            String::from_utf8_lossy(v.as_bytes()).into_owned()
+        }
+        if let (Some(a), Some(b)) = (&self.etag, &now.etag) {
+            return (opaque(a) != opaque(b)).then(|| ("ETag", show(a), show(b)));
+        }
+        if let (Some(a), Some(b)) = (&self.last_modified, &now.last_modified) {
+            return (a != b).then(|| ("Last-Modified", show(a), show(b)));
+        }
+        None
+    }
 }
 
 /// Leftover bytes of the last chunk the connection delivered.
@@ -116,7 +163,7 @@ impl HttpSource {
             pending: Default::default(),
             offset: 0,
             total: None,
-            validator: None,
+            validators: Validators::default(),
             resumes: 0,
         };
         // Connect now so that a 404 or a refused connection fails before the
@@ -164,7 +211,7 @@ impl HttpSource {
         let mut req = self.client.get(&self.url);
         if self.offset > 0 {
             req = req.header(RANGE, format!("bytes={}-", self.offset));
-            if let Some(v) = &self.validator {
+            if let Some(v) = self.validators.if_range() {
                 req = req.header(IF_RANGE, v.clone());
             }
         }
@@ -184,12 +231,13 @@ impl HttpSource {
                 return Err(self.status_failure(status));
             }
             self.total = header_u64(h, CONTENT_LENGTH);
-            self.validator = h
-                .get(ETAG)
-                .filter(|v| !v.as_bytes().starts_with(b"W/"))
-                .or_else(|| h.get(LAST_MODIFIED))
-                .cloned();
+            self.validators = Validators::of(h);
             return Ok(resp);
+        }
+        // Whatever the status, an answer about another version of the image
+        // ends the download: the bytes received so far are the old version's.
+        if let Some(change) = self.validators.changed(&Validators::of(h)) {
+            return Err(Failure::Fatal(self.changed(change)));
         }
         match status {
             StatusCode::PARTIAL_CONTENT => match content_range(h) {
@@ -209,7 +257,7 @@ impl HttpSource {
                 )))),
             },
             StatusCode::OK => Err(Failure::Fatal(self.cannot_resume(
-                if self.validator.is_some() {
+                if self.validators.if_range().is_some() {
                     "the server sent the whole image again: it ignores Range, or the image changed"
                 } else {
                     "the server ignores Range requests"
@@ -235,6 +283,22 @@ impl HttpSource {
             Failure::Retry(err.to_string())
         } else {
             Failure::Fatal(err)
+        }
+    }
+
+    fn changed(&self, (validator, before, after): (&'static str, String, String)) -> SourceError {
+        tracing::error!(
+            url = %self.url,
+            offset = self.offset,
+            validator,
+            %before,
+            %after,
+            "the image changed on the server during the download"
+        );
+        SourceError::Changed {
+            url: self.url.clone(),
+            offset: self.offset,
+            change: format!("{validator} {before} -> {after}"),
         }
     }
 
@@ -331,7 +395,7 @@ impl Source for HttpSource {
             rt: runtime(&self.url)?,
             client: client(&self.url, &self.opts.retry, &self.opts.tls)?,
             url: self.url.clone(),
-            validator: self.validator.clone(),
+            validators: self.validators.clone(),
             retry: self.opts.retry.clone(),
         }))
     }
@@ -343,23 +407,35 @@ struct HttpRanges {
     rt: Runtime,
     client: Client,
     url: String,
-    validator: Option<HeaderValue>,
+    validators: Validators,
     retry: RetryPolicy,
 }
 
 impl HttpRanges {
     fn attempt(&self, offset: u64, len: u64) -> Result<Vec<u8>, (bool, String)> {
+        let last = offset
+            .checked_add(len)
+            .and_then(|end| end.checked_sub(1))
+            .ok_or_else(|| (false, "the range ends beyond 2^64 bytes".to_string()))?;
         let mut req = self
             .client
             .get(&self.url)
-            .header(RANGE, format!("bytes={}-{}", offset, offset + len - 1));
-        if let Some(v) = &self.validator {
+            .header(RANGE, format!("bytes={offset}-{last}"));
+        if let Some(v) = self.validators.if_range() {
             req = req.header(IF_RANGE, v.clone());
         }
         let timeout = self.retry.connect_timeout + self.retry.read_timeout;
         let fut = async {
             let resp = req.send().await.map_err(|e| (true, error_chain(&e)))?;
             let status = resp.status();
+            if let Some((validator, before, after)) =
+                self.validators.changed(&Validators::of(resp.headers()))
+            {
+                return Err((
+                    false,
+                    format!("the image changed on the server ({validator} {before} -> {after})"),
+                ));
+            }
             if status != StatusCode::PARTIAL_CONTENT {
                 let retry = status.is_server_error();
                 let why = if status == StatusCode::OK {
@@ -434,5 +510,49 @@ mod tests {
         assert_eq!(content_range(&h), Some((5, None)));
         h.insert(CONTENT_RANGE, HeaderValue::from_static("junk"));
         assert_eq!(content_range(&h), None);
+    }
+
+    fn validators(etag: Option<&'static str>, modified: Option<&'static str>) -> Validators {
+        Validators {
+            etag: etag.map(HeaderValue::from_static),
+            last_modified: modified.map(HeaderValue::from_static),
+        }
+    }
+
+    #[test]
+    fn validators_decide_if_range_and_changes() {
+        let date = "Tue, 01 Apr 2025 10:00:00 GMT";
+        let later = "Tue, 01 Apr 2025 10:05:00 GMT";
+        let first = validators(Some("\"v1\""), Some(date));
+        assert_eq!(first.if_range().unwrap(), "\"v1\"");
+        // A weak ETag cannot go in If-Range: Last-Modified does.
+        assert_eq!(
+            validators(Some("W/\"v1\""), Some(date)).if_range().unwrap(),
+            date
+        );
+        assert_eq!(validators(Some("W/\"v1\""), None).if_range(), None);
+
+        assert_eq!(first.changed(&first), None);
+        assert_eq!(
+            first.changed(&validators(Some("\"v2\""), Some(date))),
+            Some(("ETag", "\"v1\"".into(), "\"v2\"".into()))
+        );
+        // Same ETag: the content is the same, whatever the date says.
+        assert_eq!(
+            first.changed(&validators(Some("\"v1\""), Some(later))),
+            None
+        );
+        assert_eq!(first.changed(&validators(Some("W/\"v1\""), None)), None);
+        // Without ETags, Last-Modified decides.
+        assert_eq!(
+            validators(None, Some(date)).changed(&validators(None, Some(later))),
+            Some(("Last-Modified", date.into(), later.into()))
+        );
+        assert_eq!(
+            validators(Some("\"v1\""), Some(date)).changed(&validators(None, Some(later))),
+            Some(("Last-Modified", date.into(), later.into()))
+        );
+        // Nothing to compare proves nothing.
+        assert_eq!(first.changed(&validators(None, None)), None);
     }
 }

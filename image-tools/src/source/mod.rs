@@ -65,6 +65,20 @@ pub enum SourceError {
         /// Why resuming is impossible.
         reason: String,
     },
+    /// A resumed download found a different version of the image: its ETag
+    /// or Last-Modified changed since the first response. The bytes already
+    /// received belong to the old version, so the write fails.
+    #[error(
+        "{url}: the image changed on the server during the download ({change}) after {offset} bytes; start the write again"
+    )]
+    Changed {
+        /// The URL.
+        url: String,
+        /// Where the download stopped.
+        offset: u64,
+        /// The validator and its two values: `ETag "a" -> "b"`.
+        change: String,
+    },
     /// Fewer bytes arrived than the server announced.
     #[error("{url}: truncated: the server announced {expected} bytes but the image ends at {got}")]
     Truncated {
