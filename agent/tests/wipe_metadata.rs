@@ -284,6 +284,150 @@ fn metadata_wipe_dos_with_logical_partitions() {
     assert!(read_at(&image, p6.0 + 6 * 512, 512).iter().all(|&b| b == 0));
 }
 
+fn u64_at(image: &Path, offset: u64) -> u64 {
+    u64::from_le_bytes(read_at(image, offset, 8).try_into().unwrap())
+}
+
+/// A previous tenant's GPT whose entry 2 ends at LBA u64::MAX and entry 3 at
+/// 2^55 + 10 (where `(last + 1) * 512` wraps to 5632), in both entry arrays:
+/// both partitions are taken to end at the disk's end, their swap and ext4
+/// are found and erased, the wipe is verified, and the log names each field
+/// and value. Before, the debug binary died on the overflow (no report) and a
+/// release build probed wrapped bounds.
+#[test]
+fn metadata_wipe_gpt_entries_ending_beyond_2_pow_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("hostile-gpt.img");
+    let size = 64 * MIB;
+    sparse(&image, size);
+    sh(&format!(
+        "printf 'label: gpt\\nsize=8MiB, type=L\\nsize=16MiB, type=S\\nsize=16MiB, type=L\\n' | sfdisk -q '{}'",
+        image.display()
+    ));
+    let parts = partitions(&image);
+    let (p1, p2, p3) = (parts[0], parts[1], parts[2]);
+    let swap = dir.path().join("swap.img");
+    sparse(&swap, p2.1);
+    sh(&format!("mkswap '{}' >/dev/null 2>&1", swap.display()));
+    copy_in(&swap, &image, p2.0);
+    sh(&format!(
+        "mkfs.ext4 -q -F -E offset={} '{}' {}k",
+        p3.0,
+        image.display(),
+        p3.1 / 1024
+    ));
+    let near = (1u64 << 55) + 10;
+    let backup_entries = u64_at(&image, size - 512 + 72) * 512;
+    for array in [2 * 512, backup_entries] {
+        write_at(&image, array + 128 + 40, &u64::MAX.to_le_bytes());
+        write_at(&image, array + 2 * 128 + 40, &near.to_le_bytes());
+    }
+    let (ok, report, out) = wipe(&["--mode", "metadata", "--device", image.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let d = only(&report);
+    assert!(ok, "{d:#?}\n{stderr}");
+    let found: Vec<(u32, u64, u64)> = d
+        .partitions
+        .iter()
+        .map(|p| (p.number, p.offset, p.size))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (1, p1.0, p1.1),
+            (2, p2.0, size - p2.0),
+            (3, p3.0, size - p3.0)
+        ]
+    );
+    let names: Vec<&str> = d.signatures.iter().map(|s| s.name.as_str()).collect();
+    for want in ["gpt", "PMBR", "swap", "ext4"] {
+        assert!(names.contains(&want), "{want}: {names:?}");
+    }
+    assert_clean(&image, &[p1, p2, p3]);
+    for (entry, value) in [(2, u64::MAX), (3, near)] {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(&format!("GPT entry {entry} (header at byte 512)")))
+            .unwrap_or_else(|| panic!("no warning for entry {entry}:\n{stderr}"));
+        assert!(
+            line.contains("ending_lba")
+                && line.contains(&format!("value={value}"))
+                && line.contains("lies beyond the end of the disk (131072 sectors of 512 bytes); the partition is clamped to it"),
+            "{line}"
+        );
+    }
+}
+
+/// A dos table with u32::MAX values: a primary entry starting far beyond the
+/// 64 MiB disk, a logical partition running past its end, and an EBR link
+/// pointing outside the extended partition. What lies on the disk is probed
+/// and erased (verified); the rest is named in the log and skipped.
+#[test]
+fn metadata_wipe_dos_chain_with_huge_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("hostile-dos.img");
+    let size = 64 * MIB;
+    sparse(&image, size);
+    sh(&format!(
+        "printf 'label: dos\\n1: size=16MiB, type=82\\n2: size=32MiB, type=5\\n5: size=16MiB, type=82\\n' | sfdisk -q '{}'",
+        image.display()
+    ));
+    let parts = partitions(&image);
+    assert_eq!(parts.len(), 3, "{parts:?}");
+    let (p1, p2, p5) = (parts[0], parts[1], parts[2]);
+    for p in [p1, p5] {
+        let swap = dir.path().join("swap.img");
+        sparse(&swap, p.1);
+        sh(&format!("mkswap '{}' >/dev/null 2>&1", swap.display()));
+        copy_in(&swap, &image, p.0);
+    }
+    let max = u32::MAX.to_le_bytes();
+    // MBR entry 3: a partition at sector u32::MAX, u32::MAX sectors long.
+    write_at(&image, 446 + 32 + 4, &[0x83]);
+    write_at(&image, 446 + 32 + 8, &max);
+    write_at(&image, 446 + 32 + 12, &max);
+    // The first EBR (at the extended partition's start): its logical
+    // partition is u32::MAX sectors long, and its link points u32::MAX sectors
+    // into the extended partition.
+    write_at(&image, p2.0 + 446 + 12, &max);
+    write_at(&image, p2.0 + 446 + 16 + 4, &[0x05]);
+    write_at(&image, p2.0 + 446 + 16 + 8, &max);
+    write_at(&image, p2.0 + 446 + 16 + 12, &1u32.to_le_bytes());
+    let (ok, report, out) = wipe(&["--mode", "metadata", "--device", image.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let d = only(&report);
+    assert!(ok, "{d:#?}\n{stderr}");
+    let found: Vec<(String, u32, u64, u64)> = d
+        .partitions
+        .iter()
+        .map(|p| (p.table.clone(), p.number, p.offset, p.size))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            ("dos".into(), 1, p1.0, p1.1),
+            ("dos-logical".into(), 5, p5.0, size - p5.0)
+        ]
+    );
+    let swaps = d.signatures.iter().filter(|s| s.name == "swap").count();
+    assert_eq!(swaps, 2, "{:?}", d.signatures);
+    assert_clean(&image, &[p1, p5]);
+    for (location, field) in [
+        ("dos partition 3", "\"start\""),
+        ("logical partition 5", "\"sectors\""),
+        (
+            &format!("EBR at byte {}", p2.0) as &str,
+            "\"next EBR start\"",
+        ),
+    ] {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(location) && l.contains(field))
+            .unwrap_or_else(|| panic!("no warning for {location} {field}:\n{stderr}"));
+        assert!(line.contains("value=4294967295"), "{line}");
+    }
+}
+
 #[test]
 fn metadata_wipe_lvm_pv_on_loop_device() {
     if !common::privileged("metadata_wipe_lvm_pv_on_loop_device") {

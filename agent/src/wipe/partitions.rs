@@ -6,7 +6,14 @@
 //! Parsing is deliberately lenient: a table whose CRC does not match still
 //! yields its regions (and its entries, within the disk), because for a wipe
 //! erasing too much is harmless and missing a table is not.
+//!
+//! Every number in a table may have been crafted by a previous tenant. Byte
+//! offsets are computed with checked arithmetic and compared with the disk's
+//! size: a partition that starts beyond the disk (or beyond 2^64 bytes) is
+//! skipped, one that ends beyond it is clamped to the disk's end, and each such
+//! entry is recorded as an [`Anomaly`] naming the field and its value.
 
+use std::fmt;
 use std::io;
 
 use super::device::ReadAt;
@@ -43,6 +50,65 @@ pub struct Layout {
     /// Byte ranges `(offset, len)` holding table data: MBR and EBR sectors,
     /// GPT headers and entry arrays. All of them are zeroed by the wipe.
     pub regions: Vec<(u64, u64)>,
+    /// Table fields that could not be used as they are (logged as warnings).
+    pub anomalies: Vec<Anomaly>,
+}
+
+/// A table field that could not be used as it is (it points outside the disk,
+/// or contradicts another field): where it is, its value, and what the reader
+/// did about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anomaly {
+    /// Where the field is, e.g. `GPT entry 2 (header at byte 512)`.
+    pub location: String,
+    /// The field as the specification names it, e.g. `ending_lba`.
+    pub field: &'static str,
+    /// Its value.
+    pub value: u64,
+    /// What is wrong with it and what was done, e.g. `lies beyond the end of
+    /// the disk (131072 sectors of 512 bytes); the partition is clamped to it`.
+    pub problem: String,
+}
+
+impl fmt::Display for Anomaly {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} {} {}",
+            self.location, self.field, self.value, self.problem
+        )
+    }
+}
+
+impl Layout {
+    fn anomaly(&mut self, location: String, field: &'static str, value: u64, problem: String) {
+        tracing::warn!(
+            %location,
+            field,
+            value,
+            %problem,
+            "partition table field refused or clamped"
+        );
+        self.anomalies.push(Anomaly {
+            location,
+            field,
+            value,
+            problem,
+        });
+    }
+}
+
+/// `sectors * ss` as a byte offset, if it lies inside a disk of `size` bytes.
+fn byte_offset(base: u64, sectors: u64, ss: u64, size: u64) -> Option<u64> {
+    sectors
+        .checked_mul(ss)
+        .and_then(|b| base.checked_add(b))
+        .filter(|&o| o < size)
+}
+
+/// How the disk's size reads in a message.
+fn disk_extent(size: u64, ss: u64) -> String {
+    format!("{} sectors of {ss} bytes", size / ss)
 }
 
 const MBR_TABLE: usize = 446;
@@ -160,23 +226,62 @@ fn read_dos(
 ) -> io::Result<()> {
     let size = disk.size();
     for (i, e) in entries.iter().enumerate() {
-        let offset = u64::from(e.start) * ss;
-        let len = u64::from(e.sectors) * ss;
-        if offset >= size {
+        let number = i as u32 + 1;
+        let Some(offset) = byte_offset(0, u64::from(e.start), ss, size) else {
+            layout.anomaly(
+                format!("dos partition {number}"),
+                "start",
+                u64::from(e.start),
+                format!(
+                    "lies beyond the end of the disk ({}); the entry is skipped",
+                    disk_extent(size, ss)
+                ),
+            );
             continue;
-        }
+        };
+        let len = clamp_len(layout, offset, e.sectors, ss, size, || {
+            format!("dos partition {number}")
+        });
         if is_extended(e.kind) {
-            read_logical(disk, ss, offset, len.min(size - offset), layout)?;
+            read_logical(disk, ss, offset, len, layout)?;
         } else {
             layout.partitions.push(Partition {
                 table: "dos",
-                number: i as u32 + 1,
+                number,
                 offset,
-                size: len.min(size - offset),
+                size: len,
             });
         }
     }
     Ok(())
+}
+
+/// The length in bytes of `sectors` sectors from `offset` (inside the disk),
+/// clamped to the disk's end, with an anomaly when it had to be.
+fn clamp_len(
+    layout: &mut Layout,
+    offset: u64,
+    sectors: u32,
+    ss: u64,
+    size: u64,
+    location: impl FnOnce() -> String,
+) -> u64 {
+    let room = size - offset;
+    match u64::from(sectors).checked_mul(ss) {
+        Some(len) if len <= room => len,
+        _ => {
+            layout.anomaly(
+                location(),
+                "sectors",
+                u64::from(sectors),
+                format!(
+                    "runs past the end of the disk ({}); the partition is clamped to it",
+                    disk_extent(size, ss)
+                ),
+            );
+            room
+        }
+    }
 }
 
 /// Follows the EBR chain of an extended partition at `ext` bytes.
@@ -200,25 +305,49 @@ fn read_logical(
         let data = &s[MBR_TABLE..MBR_TABLE + 16];
         let link = &s[MBR_TABLE + 16..MBR_TABLE + 32];
         if data[4] != 0 && u32le(data, 12) != 0 {
-            let offset = ebr + u64::from(u32le(data, 8)) * ss;
-            if offset < size {
-                layout.partitions.push(Partition {
-                    table: "dos-logical",
-                    number,
-                    offset,
-                    size: (u64::from(u32le(data, 12)) * ss).min(size - offset),
-                });
+            let start = u32le(data, 8);
+            let location = || format!("logical partition {number} (EBR at byte {ebr})");
+            match byte_offset(ebr, u64::from(start), ss, size) {
+                Some(offset) => {
+                    let len = clamp_len(layout, offset, u32le(data, 12), ss, size, location);
+                    layout.partitions.push(Partition {
+                        table: "dos-logical",
+                        number,
+                        offset,
+                        size: len,
+                    });
+                }
+                None => layout.anomaly(
+                    location(),
+                    "start",
+                    u64::from(start),
+                    format!(
+                        "(relative to its EBR) lies beyond the end of the disk ({}); the entry is skipped",
+                        disk_extent(size, ss)
+                    ),
+                ),
             }
             number += 1;
         }
-        if !is_extended(link[4]) || u32le(link, 8) == 0 {
+        let link_start = u32le(link, 8);
+        if !is_extended(link[4]) || link_start == 0 {
             break;
         }
-        let next = ext + u64::from(u32le(link, 8)) * ss;
-        if next >= size || next < ext || next - ext >= ext_len.max(ss) {
-            break;
+        // The next EBR must lie inside the extended partition (and the disk).
+        match byte_offset(ext, u64::from(link_start), ss, size) {
+            Some(next) if next - ext < ext_len.max(ss) => ebr = next,
+            _ => {
+                layout.anomaly(
+                    format!("EBR at byte {ebr}"),
+                    "next EBR start",
+                    u64::from(link_start),
+                    format!(
+                        "(relative to the extended partition at byte {ext}) lies outside it; the chain ends here"
+                    ),
+                );
+                break;
+            }
         }
-        ebr = next;
     }
     Ok(())
 }
@@ -260,18 +389,36 @@ fn parse_gpt_header(s: &[u8]) -> Option<GptHeader> {
 /// and wherever a found header says its alternate is. Returns true if any.
 fn read_gpt(disk: &(impl ReadAt + ?Sized), ss: u64, layout: &mut Layout) -> io::Result<bool> {
     let size = disk.size();
-    if size < 2 * ss {
+    if size < ss.saturating_mul(2) {
         return Ok(false);
     }
     let last = size / ss - 1;
-    let mut candidates = vec![1, last];
+    // LBAs to look at, with the header field that named them (if any).
+    let mut candidates: Vec<(u64, Option<(&'static str, u64)>)> = vec![(1, None), (last, None)];
     let mut checked = std::collections::HashSet::new();
     let mut found = false;
-    while let Some(lba) = candidates.pop() {
-        if lba == 0 || lba > last || !checked.insert(lba) {
+    // The end of the last whole sector: every LBA up to `last` lies before it.
+    let sectors_end = (last + 1) * ss;
+    while let Some((lba, named_by)) = candidates.pop() {
+        if lba == 0 || !checked.insert(lba) {
             continue;
         }
-        let s = disk.read_at(lba * ss, usize::try_from(ss).unwrap_or(512))?;
+        // Headers are looked for only at LBAs `0 < lba <= last`.
+        let Some(at) = byte_offset(0, lba, ss, sectors_end) else {
+            if let Some((field, header)) = named_by {
+                layout.anomaly(
+                    format!("GPT header at byte {header}"),
+                    field,
+                    lba,
+                    format!(
+                        "lies beyond the end of the disk ({}); not looked for there",
+                        disk_extent(size, ss)
+                    ),
+                );
+            }
+            continue;
+        };
+        let s = disk.read_at(at, usize::try_from(ss).unwrap_or(512))?;
         let Some(h) = parse_gpt_header(&s) else {
             continue;
         };
@@ -281,18 +428,37 @@ fn read_gpt(disk: &(impl ReadAt + ?Sized), ss: u64, layout: &mut Layout) -> io::
         }
         layout.tables.push(Table {
             name: "gpt",
-            magic_offset: lba * ss,
+            magic_offset: at,
         });
-        layout.regions.push((lba * ss, ss));
-        candidates.push(h.alternate_lba);
+        layout.regions.push((at, ss));
+        candidates.push((h.alternate_lba, Some(("alternate_lba", at))));
         if h.my_lba != lba {
-            candidates.push(h.my_lba);
+            candidates.push((h.my_lba, Some(("my_lba", at))));
         }
-        if !(128..=4096).contains(&h.entry_size) || h.entries_lba > last {
+        let location = || format!("GPT header at byte {at}");
+        if !(128..=4096).contains(&h.entry_size) {
+            layout.anomaly(
+                location(),
+                "size_of_partition_entry",
+                h.entry_size,
+                "is outside 128..=4096; its entries are not read".into(),
+            );
             continue;
         }
-        let array_len = (h.num_entries * h.entry_size).min((last + 1 - h.entries_lba) * ss);
-        let array_off = h.entries_lba * ss;
+        let Some(array_off) = byte_offset(0, h.entries_lba, ss, sectors_end) else {
+            layout.anomaly(
+                location(),
+                "partition_entry_lba",
+                h.entries_lba,
+                format!(
+                    "lies beyond the end of the disk ({}); its entries are not read",
+                    disk_extent(size, ss)
+                ),
+            );
+            continue;
+        };
+        // At most 4096 entries of at most 4096 bytes: no overflow.
+        let array_len = (h.num_entries * h.entry_size).min(sectors_end - array_off);
         layout
             .regions
             .push((array_off, array_len.div_ceil(ss) * ss));
@@ -302,16 +468,51 @@ fn read_gpt(disk: &(impl ReadAt + ?Sized), ss: u64, layout: &mut Layout) -> io::
             if e[..16].iter().all(|&b| b == 0) {
                 continue;
             }
+            let number = i as u32 + 1;
+            let location = || format!("GPT entry {number} (header at byte {at})");
             let first = u64le(e, 32);
             let last_lba = u64le(e, 40);
-            if first > last_lba || first > last {
+            if first > last_lba {
+                layout.anomaly(
+                    location(),
+                    "starting_lba",
+                    first,
+                    format!("is after its ending_lba {last_lba}; the entry is skipped"),
+                );
                 continue;
             }
-            let offset = first * ss;
-            let end = ((last_lba + 1) * ss).min(size);
+            let Some(offset) = byte_offset(0, first, ss, sectors_end) else {
+                layout.anomaly(
+                    location(),
+                    "starting_lba",
+                    first,
+                    format!(
+                        "lies beyond the end of the disk ({}); the entry is skipped",
+                        disk_extent(size, ss)
+                    ),
+                );
+                continue;
+            };
+            // `ending_lba` is inclusive: the partition ends where the next
+            // sector starts, if that is on the disk.
+            let end = match last_lba.checked_add(1).and_then(|n| n.checked_mul(ss)) {
+                Some(end) if end <= size => end,
+                _ => {
+                    layout.anomaly(
+                        location(),
+                        "ending_lba",
+                        last_lba,
+                        format!(
+                            "lies beyond the end of the disk ({}); the partition is clamped to it",
+                            disk_extent(size, ss)
+                        ),
+                    );
+                    size
+                }
+            };
             layout.partitions.push(Partition {
                 table: "gpt",
-                number: i as u32 + 1,
+                number,
                 offset,
                 size: end - offset,
             });
@@ -471,6 +672,243 @@ mod tests {
             assert!(gpts.contains(&((32 << 20) - ss as u64)));
             assert!(l.tables.iter().any(|t| t.name == "PMBR"));
         }
+    }
+
+    fn anomalies(l: &Layout) -> Vec<String> {
+        l.anomalies.iter().map(ToString::to_string).collect()
+    }
+
+    fn has(found: &[String], want: &str) -> bool {
+        found.iter().any(|a| a.contains(want))
+    }
+
+    /// Entries from a previous tenant's disk whose ending LBA is u64::MAX, or
+    /// near 2^55 so that `(last + 1) * 512` wraps to a small number: the
+    /// partitions are clamped to the disk's end, and entries that start beyond
+    /// it or end before they start are skipped, each with the field and its
+    /// value named. (Before, a debug build panicked on the overflow and a
+    /// release build computed wrapped partition bounds.)
+    #[test]
+    fn gpt_entries_beyond_the_disk_are_clamped_or_skipped() {
+        let near = (1u64 << 55) + 10;
+        let mut disk = vec![0u8; 16 << 20];
+        write_gpt(
+            &mut disk,
+            512,
+            &[
+                (2048, u64::MAX),
+                (4096, near),
+                (u64::MAX - 1, u64::MAX),
+                (6000, 5000),
+            ],
+        );
+        let l = read_layout(disk.as_slice(), 512).unwrap();
+        let parts: Vec<(u32, u64, u64)> = l
+            .partitions
+            .iter()
+            .map(|p| (p.number, p.offset, p.size))
+            .collect();
+        assert_eq!(parts, vec![(1, 1 << 20, 15 << 20), (2, 2 << 20, 14 << 20)]);
+        let found = anomalies(&l);
+        for want in [
+            "GPT entry 1 (header at byte 512): ending_lba 18446744073709551615 lies beyond the end of the disk (32768 sectors of 512 bytes); the partition is clamped to it".to_string(),
+            format!("GPT entry 2 (header at byte 512): ending_lba {near} lies beyond the end of the disk"),
+            "GPT entry 3 (header at byte 512): starting_lba 18446744073709551614 lies beyond the end of the disk".to_string(),
+            "GPT entry 4 (header at byte 512): starting_lba 6000 is after its ending_lba 5000; the entry is skipped".to_string(),
+        ] {
+            assert!(has(&found, &want), "{want}\nnot in {found:#?}");
+        }
+    }
+
+    /// Writes an MBR/EBR entry at `sector` (a byte offset) of `disk`.
+    fn ebr(disk: &mut [u8], at: usize, data: (u8, u32, u32), link: (u8, u32, u32)) {
+        disk[at + 510] = 0x55;
+        disk[at + 511] = 0xaa;
+        mbr_entry(&mut disk[at..], 0, data.0, data.1, data.2);
+        mbr_entry(&mut disk[at..], 1, link.0, link.1, link.2);
+    }
+
+    /// A dos table with u32::MAX starts, lengths and links, at 512- and
+    /// 4096-byte sectors: what lies on the disk is used (clamped), the rest is
+    /// skipped with the field and value named, and the chain stops.
+    #[test]
+    fn dos_chain_with_huge_values() {
+        for ss in [512usize, 4096] {
+            let mut disk = vec![0u8; 64 << 20];
+            let size = disk.len() as u64;
+            disk[510] = 0x55;
+            disk[511] = 0xaa;
+            let s = |bytes: usize| u32::try_from(bytes / ss).unwrap();
+            mbr_entry(&mut disk, 0, 0x83, s(1 << 20), s(1 << 20));
+            mbr_entry(&mut disk, 1, 0x05, s(8 << 20), u32::MAX);
+            mbr_entry(&mut disk, 2, 0x83, u32::MAX, u32::MAX);
+            // EBR 1: a logical partition running past the disk, then a link
+            // far beyond it.
+            ebr(
+                &mut disk,
+                8 << 20,
+                (0x83, s(1 << 20), u32::MAX),
+                (0x05, u32::MAX, 1),
+            );
+            let l = read_layout(disk.as_slice(), ss as u64).unwrap();
+            let parts: Vec<(u32, u64, u64)> = l
+                .partitions
+                .iter()
+                .map(|p| (p.number, p.offset, p.size))
+                .collect();
+            assert_eq!(
+                parts,
+                vec![(1, 1 << 20, 1 << 20), (5, 9 << 20, size - (9 << 20))],
+                "ss {ss}"
+            );
+            let found = anomalies(&l);
+            for want in [
+                "dos partition 2: sectors 4294967295 runs past the end of the disk".to_string(),
+                "dos partition 3: start 4294967295 lies beyond the end of the disk".to_string(),
+                format!(
+                    "logical partition 5 (EBR at byte {}): sectors 4294967295 runs past the end of the disk",
+                    8 << 20
+                ),
+                format!(
+                    "EBR at byte {}: next EBR start 4294967295 (relative to the extended partition at byte {}) lies outside it",
+                    8 << 20,
+                    8 << 20
+                ),
+            ] {
+                assert!(has(&found, &want), "ss {ss}: {want}\nnot in {found:#?}");
+            }
+            // A logical partition starting beyond the disk is skipped.
+            ebr(&mut disk, 8 << 20, (0x83, u32::MAX, 8), (0, 0, 0));
+            let l = read_layout(disk.as_slice(), ss as u64).unwrap();
+            assert_eq!(l.partitions.len(), 1, "ss {ss}: {:?}", l.partitions);
+            assert!(
+                has(
+                    &anomalies(&l),
+                    "logical partition 5 (EBR at byte 8388608): start 4294967295 (relative to its EBR) lies beyond the end of the disk"
+                ),
+                "{:#?}",
+                l.anomalies
+            );
+        }
+    }
+
+    /// Tables filled with extreme numbers: reading them never overflows (the
+    /// unit tests run with overflow checks) and never yields a partition or a
+    /// region outside the disk. The signature prober runs over each result.
+    #[test]
+    fn hostile_tables_never_overflow() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let (mut gpt_parts, mut dos_parts, mut anomalies) = (0, 0, 0);
+        for round in 0..4000 {
+            let size = [64usize << 10, (64 << 10) + 512, 256 << 10][round % 3];
+            let mut disk = vec![0u8; size];
+            let ss = [512u64, 4096][(rnd() % 2) as usize];
+            let sectors = size as u64 / ss;
+            let pick = |r: u64| -> u64 {
+                let pool = [
+                    0,
+                    1,
+                    2,
+                    sectors - 1,
+                    sectors,
+                    sectors + 1,
+                    u64::from(u32::MAX),
+                    1 << 55,
+                    (1 << 55) + 3,
+                    (u64::MAX / ss) + 1,
+                    1 << 63,
+                    u64::MAX - 1,
+                    u64::MAX,
+                    r % (2 * sectors),
+                ];
+                pool[(r >> 32) as usize % pool.len()]
+            };
+            // MBR: four entries of random kinds and extreme numbers.
+            disk[510] = 0x55;
+            disk[511] = 0xaa;
+            for i in 0..4 {
+                let kind = [0x83, 0x83, 0x05, 0x0f, 0x85, 0xee, 0][(rnd() % 7) as usize];
+                let start = pick(rnd()) as u32;
+                let len = pick(rnd()) as u32;
+                mbr_entry(&mut disk, i, kind, start, len.max(1));
+            }
+            // EBRs scattered where extended partitions may point.
+            for _ in 0..4 {
+                let at = (rnd() % (size as u64 / 512)) as usize * 512;
+                let link = [0x05, 0x0f, 0][(rnd() % 3) as usize];
+                ebr(
+                    &mut disk,
+                    at,
+                    (0x83, pick(rnd()) as u32, pick(rnd()) as u32),
+                    (link, pick(rnd()) as u32, 1),
+                );
+            }
+            // Every other round, a GPT header at LBA 1 (and sometimes at the
+            // last LBA); the dos table is read only without one.
+            let gpt = round % 2 == 0;
+            let entries_lba = if rnd() % 2 == 0 { 2 } else { pick(rnd()) };
+            let entry_size = [128u32, 128, 128, 256, 4096, 0, 4097, u32::MAX][(rnd() % 8) as usize];
+            let count = [4u32, 128, 4096, u32::MAX][(rnd() % 4) as usize];
+            let headers = if gpt {
+                vec![1, if rnd() % 2 == 0 { sectors - 1 } else { 1 }]
+            } else {
+                Vec::new()
+            };
+            for lba in headers {
+                let at = (lba * ss) as usize;
+                let h = &mut disk[at..at + 92];
+                h[..8].copy_from_slice(GPT_SIGNATURE);
+                h[12..16].copy_from_slice(&92u32.to_le_bytes());
+                h[24..32].copy_from_slice(&pick(rnd()).to_le_bytes());
+                h[32..40].copy_from_slice(&pick(rnd()).to_le_bytes());
+                h[72..80].copy_from_slice(&entries_lba.to_le_bytes());
+                h[80..84].copy_from_slice(&count.to_le_bytes());
+                h[84..88].copy_from_slice(&entry_size.to_le_bytes());
+            }
+            if gpt && entries_lba < sectors && (entry_size == 128 || entry_size == 256) {
+                let at = (entries_lba * ss) as usize;
+                let esz = entry_size as usize;
+                for i in 0..4 {
+                    let e = at + i * esz;
+                    if e + esz > size {
+                        break;
+                    }
+                    disk[e] = 0xaf;
+                    disk[e + 32..e + 40].copy_from_slice(&pick(rnd()).to_le_bytes());
+                    disk[e + 40..e + 48].copy_from_slice(&pick(rnd()).to_le_bytes());
+                }
+            }
+            let lbs = [512u64, 4096][(rnd() % 2) as usize];
+            let l = read_layout(disk.as_slice(), lbs).unwrap();
+            gpt_parts += l.partitions.iter().filter(|p| p.table == "gpt").count();
+            dos_parts += l.partitions.iter().filter(|p| p.table != "gpt").count();
+            anomalies += l.anomalies.len();
+            let size = size as u64;
+            for p in &l.partitions {
+                assert!(
+                    p.offset < size && p.offset.checked_add(p.size).is_some_and(|e| e <= size),
+                    "round {round}: {p:?} outside a disk of {size} bytes"
+                );
+                crate::wipe::signatures::probe(disk.as_slice(), p.offset, p.size, false).unwrap();
+            }
+            for &(off, len) in &l.regions {
+                assert!(
+                    off < size && off.checked_add(len).is_some(),
+                    "round {round}: region ({off}, {len}) outside a disk of {size} bytes"
+                );
+            }
+            crate::wipe::metadata::merge_ranges(l.regions.clone(), 4096, size);
+            crate::wipe::signatures::probe(disk.as_slice(), 0, size, true).unwrap();
+        }
+        // The rounds reached partitions of both kinds, and refusals.
+        println!("{gpt_parts} gpt and {dos_parts} dos partitions, {anomalies} anomalies");
+        assert!(gpt_parts > 500 && dos_parts > 500 && anomalies > 2000);
     }
 
     #[test]

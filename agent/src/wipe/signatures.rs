@@ -86,7 +86,10 @@ impl<'a, D: ReadAt + ?Sized> View<'a, D> {
     }
 
     fn matches(&self, rel: u64, magic: &[u8]) -> io::Result<bool> {
-        Ok(rel + magic.len() as u64 <= self.size && *self.get(rel, magic.len())? == *magic)
+        Ok(rel
+            .checked_add(magic.len() as u64)
+            .is_some_and(|end| end <= self.size)
+            && *self.get(rel, magic.len())? == *magic)
     }
 
     fn u16le(&self, rel: u64) -> io::Result<u16> {
@@ -140,6 +143,16 @@ pub fn probe(
     if size < 1024 {
         return Ok(Vec::new());
     }
+    // Every offset below is `offset + rel` with `rel < size`: it must fit.
+    if offset.checked_add(size).is_none_or(|end| end > disk.size()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "container at byte {offset} (+{size}) lies beyond the end of the disk ({} bytes)",
+                disk.size()
+            ),
+        ));
+    }
     let mut v = View::new(disk, offset, size)?;
     probe_ext(&mut v)?;
     probe_xfs(&mut v)?;
@@ -191,11 +204,19 @@ fn probe_ext<D: ReadAt + ?Sized>(v: &mut View<'_, D>) -> io::Result<()> {
         let groups = blocks.div_ceil(blocks_per_group);
         let sparse = ro_compat & 0x1 != 0;
         for g in backup_groups(groups, sparse).into_iter().take(64) {
-            let block = first_data_block + g * blocks_per_group;
-            let off = block * bs;
+            // The counts come from the disk: a group whose offset does not fit
+            // in 64 bits is not on it (nor is any later group).
+            let Some(off) = g
+                .checked_mul(blocks_per_group)
+                .and_then(|b| b.checked_add(first_data_block))
+                .and_then(|block| block.checked_mul(bs))
+                .filter(|&off| off < v.size)
+            else {
+                break;
+            };
             // With 1 KiB blocks a backup sits at its block's start; the magic
             // is at 0x38 into the superblock either way.
-            if v.u16le(off + 0x38)? == 0xef53 {
+            if v.u16le(off.saturating_add(0x38))? == 0xef53 {
                 ranges.push((off, bs.max(4 * KIB)));
             }
         }
@@ -236,10 +257,13 @@ fn probe_xfs<D: ReadAt + ?Sized>(v: &mut View<'_, D>) -> io::Result<()> {
     let ag_count = u64::from(v.u32be(0x58)?);
     if (512..=65536).contains(&block) && ag_blocks > 0 {
         for ag in 1..ag_count.min(1024) {
-            let off = ag * ag_blocks * block;
-            if off >= v.size {
+            let Some(off) = ag
+                .checked_mul(ag_blocks)
+                .and_then(|b| b.checked_mul(block))
+                .filter(|&off| off < v.size)
+            else {
                 break;
-            }
+            };
             if v.matches(off, b"XFSB")? {
                 ranges.push((off, 4 * KIB));
             }
@@ -305,7 +329,10 @@ fn probe_ntfs<D: ReadAt + ?Sized>(v: &mut View<'_, D>) -> io::Result<()> {
     let sectors = u64::from_le_bytes(a);
     // The backup boot sector follows the volume (the last sector of the partition).
     let backup = sectors.saturating_mul(sector);
-    if (512..=4096).contains(&sector) && backup < v.size && v.matches(backup + 3, b"NTFS    ")? {
+    if (512..=4096).contains(&sector)
+        && backup < v.size
+        && v.matches(backup.saturating_add(3), b"NTFS    ")?
+    {
         ranges.push((backup, sector));
     }
     let last = v.size - 512;
@@ -603,6 +630,40 @@ mod tests {
         let mut n = names(&d, 0, 8 << 20);
         n.sort_unstable();
         assert_eq!(n, vec!["btrfs", "xfs"]);
+    }
+
+    /// An ext superblock with the largest counts it can declare (64-bit block
+    /// count, 64 KiB blocks, u32::MAX blocks per group and first data block):
+    /// backup superblock offsets that do not fit in 64 bits are not on the
+    /// disk and are not probed. Before, `block * bs` overflowed (a panic in a
+    /// debug build, a wrapped offset probed in a release build).
+    #[test]
+    fn ext_with_hostile_counts_does_not_overflow() {
+        let mut d = vec![0u8; 1 << 20];
+        let mut put = |at: usize, v: u32| d[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        put(0x404, u32::MAX); // blocks_count_lo
+        put(0x414, u32::MAX); // first_data_block
+        put(0x418, 6); // log_block_size: 64 KiB
+        put(0x420, u32::MAX); // blocks_per_group
+        put(0x460, 0x80); // incompat: 64bit
+        put(0x464, 0x1); // ro_compat: sparse_super
+        put(0x150, u32::MAX); // blocks_count_hi
+        d[0x438..0x43a].copy_from_slice(&0xef53u16.to_le_bytes());
+        let hits = probe(d.as_slice(), 0, 1 << 20, true).unwrap();
+        assert_eq!(hits.len(), 1, "{hits:?}");
+        assert_eq!(hits[0].name, "ext4");
+        assert_eq!(hits[0].erase, vec![(0, 4096)]);
+        // XFS with the largest AG geometry it can declare.
+        let mut d = vec![0u8; 1 << 20];
+        d[..4].copy_from_slice(b"XFSB");
+        d[4..8].copy_from_slice(&65536u32.to_be_bytes());
+        d[0x54..0x58].copy_from_slice(&u32::MAX.to_be_bytes());
+        d[0x58..0x5c].copy_from_slice(&u32::MAX.to_be_bytes());
+        let hits = probe(d.as_slice(), 0, 1 << 20, true).unwrap();
+        assert_eq!(hits[0].erase, vec![(0, 4096)]);
+        // A container that does not fit the disk is an error, not a wrap.
+        assert!(probe(d.as_slice(), u64::MAX - 4096, 8192, false).is_err());
+        assert!(probe(d.as_slice(), 512 << 10, 1 << 20, false).is_err());
     }
 
     #[test]
