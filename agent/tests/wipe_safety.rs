@@ -117,6 +117,34 @@ fn refuses_missing_and_duplicate_devices() {
             .unwrap()
             .contains("more than once")
     );
+    // The same file under other names: a symlink, a `..` detour, a hard link.
+    let link = dir.path().join("link.img");
+    std::os::unix::fs::symlink(&img, &link).unwrap();
+    let hard = dir.path().join("hard.img");
+    std::fs::hard_link(&img, &hard).unwrap();
+    let detour = dir.path().join("sub/../disk.img");
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    for other in [&link, &detour, &hard] {
+        let (ok, report, _) = wipe(&[
+            "--mode",
+            "metadata",
+            "--device",
+            p,
+            "--device",
+            other.to_str().unwrap(),
+        ]);
+        assert!(!ok, "{other:?}");
+        assert_eq!(report.devices[0].status, WipeStatus::Verified);
+        assert_eq!(report.devices[1].status, WipeStatus::Failed, "{other:?}");
+        let err = report.devices[1].error.as_deref().unwrap();
+        assert!(
+            err.contains(&format!(
+                "named more than once: {} is the same file as {p}",
+                other.display()
+            )),
+            "{err}"
+        );
+    }
     let (ok, report, _) = wipe(&["--device", "/dev/does-not-exist"]);
     assert!(!ok);
     assert!(
@@ -133,4 +161,48 @@ fn refuses_missing_and_duplicate_devices() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--device"));
+}
+
+/// One loop device under two device nodes (the second made with mknod, as a
+/// udev alias or a container's /dev would be): wiped once, the repeat refused
+/// with both names and the device number.
+#[test]
+fn refuses_one_block_device_under_two_nodes() {
+    if !common::privileged("refuses_one_block_device_under_two_nodes") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let lo = common::LoopDev::new(dir.path(), "disk.img", 16 * MIB, false);
+    let rdev = std::fs::metadata(&lo.path).unwrap().rdev();
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    let alias = dir.path().join("alias");
+    sh(&format!("mknod '{}' b {major} {minor}", alias.display()));
+    let dev = lo.path.to_str().unwrap();
+    let (ok, report, _) = wipe(&[
+        "--mode",
+        "metadata",
+        "--device",
+        dev,
+        "--device",
+        alias.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert_eq!(report.devices.len(), 2);
+    assert_eq!(
+        report.devices[0].status,
+        WipeStatus::Verified,
+        "{report:#?}"
+    );
+    assert_eq!(report.devices[1].status, WipeStatus::Failed);
+    let err = report.devices[1].error.as_deref().unwrap();
+    assert!(
+        err.contains(&format!(
+            "named more than once: {} is the same block device {major}:{minor} as {dev}",
+            alias.display()
+        )),
+        "{err}"
+    );
+    // Refused before it was opened: nothing about the device is reported.
+    assert!(report.devices[1].verification.is_none() && report.devices[1].method.is_none());
 }

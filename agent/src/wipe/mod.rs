@@ -17,8 +17,9 @@ pub mod secure;
 pub mod signatures;
 pub mod verify;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use ingot_image_tools::target::TargetError;
@@ -116,25 +117,72 @@ impl WipeError {
     }
 }
 
-/// Wipes every named device in parallel (one thread each) and returns the
-/// report, devices in the order given. A path named twice is refused.
-pub fn wipe_devices(paths: &[PathBuf], opts: &WipeOptions) -> WipeReport {
-    let mut seen = HashSet::new();
-    let dup: Vec<bool> = paths
+/// What makes two names one device.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Identity {
+    /// A block device: its device number (`st_rdev`), whatever node names it.
+    Block(u64),
+    /// Anything else that exists: its filesystem and inode (hard links too).
+    Inode(u64, u64),
+    /// A path that cannot be looked at (it is refused as missing anyway).
+    Path(PathBuf),
+}
+
+fn identity(path: &Path) -> Identity {
+    match std::fs::metadata(path) {
+        Ok(m) if m.file_type().is_block_device() => Identity::Block(m.rdev()),
+        Ok(m) => Identity::Inode(m.dev(), m.ino()),
+        Err(_) => Identity::Path(std::fs::canonicalize(path).unwrap_or_else(|_| path.into())),
+    }
+}
+
+/// For each path, why it is refused as a repeat of an earlier one: the same
+/// path, a symlink to it, another device node with the same device number,
+/// or a hard link to the same file.
+fn duplicates(paths: &[PathBuf]) -> Vec<Option<String>> {
+    let mut seen: HashMap<Identity, &Path> = HashMap::new();
+    paths
         .iter()
-        .map(|p| !seen.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())))
-        .collect();
+        .map(|p| {
+            let id = identity(p);
+            let first = seen.get(&id).copied();
+            if first.is_none() {
+                seen.insert(id.clone(), p);
+            }
+            first.map(|first| {
+                let how = match id {
+                    Identity::Block(rdev) => format!(
+                        "block device {}:{}",
+                        libc::major(rdev),
+                        libc::minor(rdev)
+                    ),
+                    Identity::Inode(..) | Identity::Path(_) => "file".into(),
+                };
+                tracing::warn!(device = %p.display(), same_as = %first.display(), %how, "device named more than once");
+                format!(
+                    "named more than once: {} is the same {how} as {}",
+                    p.display(),
+                    first.display()
+                )
+            })
+        })
+        .collect()
+}
+
+/// Wipes every named device in parallel (one thread each) and returns the
+/// report, devices in the order given. A device named twice (by the same path
+/// or another: a symlink, a second device node, a hard link) is wiped once;
+/// the repeats are refused.
+pub fn wipe_devices(paths: &[PathBuf], opts: &WipeOptions) -> WipeReport {
+    let dup = duplicates(paths);
     let devices: Vec<DeviceReport> = std::thread::scope(|s| {
         let handles: Vec<_> = paths
             .iter()
             .zip(&dup)
-            .map(|(p, &dup)| {
-                s.spawn(move || {
-                    if dup {
-                        refused(p, opts, "named more than once")
-                    } else {
-                        wipe_device(p, opts)
-                    }
+            .map(|(p, dup)| {
+                s.spawn(move || match dup {
+                    Some(why) => refused(p, opts, why),
+                    None => wipe_device(p, opts),
                 })
             })
             .collect();
