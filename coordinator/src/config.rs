@@ -17,6 +17,21 @@
 //! fast_track = false             # keep the agent running between phases (Ironic's [deploy] fast_track)
 //! fast_track_timeout = 300       # seconds since the last heartbeat within which the agent is reused
 //!
+//! [auth]                         # who may call the API (docs/security.md)
+//! strategy = "noauth"            # noauth | http_basic | keystone
+//! allow_noauth_on_network = false # noauth is refused on a non-loopback listen address
+//! htpasswd_file = "/etc/ingot/htpasswd"  # http_basic: bcrypt entries (htpasswd -B)
+//! service_project_name = "service"       # the service role in this project acts as a system member
+//! [auth.users.alice]             # http_basic: roles and scope; unlisted users are system admins
+//! roles = ["member"]
+//! project = "<project id>"       # omit for system scope
+//! [auth.keystone]                # keystone: the service's own credentials
+//! auth_url = "http://keystone:5000/v3"
+//! username = "ingot"
+//! password = "…"
+//! project_name = "service"
+//! cache_seconds = 300            # validated tokens are remembered at most this long
+//!
 //! [api]                          # limits of the HTTP server (defaults shown)
 //! header_timeout_ms = 10000      # a request's headers, and a kept-alive connection's idle time
 //! body_timeout_ms = 30000        # a request's body
@@ -113,6 +128,8 @@ pub struct Config {
     /// How recent the agent's last heartbeat must be for fast track to reuse
     /// it (seconds; Ironic's `[deploy] fast_track_timeout`).
     pub fast_track_timeout: u64,
+    /// Authentication of API clients.
+    pub auth: AuthConfig,
     /// Limits of the API's HTTP server.
     pub api: ApiConfig,
     /// Network boot of the agent ramdisk.
@@ -121,6 +138,118 @@ pub struct Config {
     pub images: ImagesConfig,
     /// The periodic power-state sync.
     pub power_sync: PowerSyncConfig,
+}
+
+/// Ironic's `auth_strategy`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum AuthStrategy {
+    /// No authentication: every caller is a system administrator.
+    #[default]
+    #[serde(rename = "noauth")]
+    NoAuth,
+    /// HTTP Basic against an htpasswd file.
+    #[serde(rename = "http_basic")]
+    HttpBasic,
+    /// Keystone tokens.
+    #[serde(rename = "keystone")]
+    Keystone,
+}
+
+/// Authentication of API clients (see [`crate::auth`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The strategy.
+    pub strategy: AuthStrategy,
+    /// Allow `noauth` on a non-loopback listen address.
+    pub allow_noauth_on_network: bool,
+    /// `http_basic`: the htpasswd file (bcrypt entries).
+    pub htpasswd_file: Option<std::path::PathBuf>,
+    /// `http_basic`: roles and scope per user (Ingot's own; Ironic makes
+    /// every http_basic user an administrator, and so do we for users not
+    /// listed here).
+    pub users: std::collections::BTreeMap<String, UserScope>,
+    /// The project whose `service` role acts as a system member (Ironic's
+    /// `rule:service_role`).
+    pub service_project_name: String,
+    /// `keystone`: how to reach Keystone.
+    pub keystone: KeystoneConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            strategy: AuthStrategy::NoAuth,
+            allow_noauth_on_network: false,
+            htpasswd_file: None,
+            users: Default::default(),
+            service_project_name: "service".into(),
+            keystone: KeystoneConfig::default(),
+        }
+    }
+}
+
+/// Roles and scope of an `http_basic` user.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UserScope {
+    /// Role names (`admin`, `member`, `reader`, `manager`, `service`).
+    pub roles: Vec<String>,
+    /// Project ID for project scope; none for system scope.
+    pub project: Option<String>,
+    /// Project name (for `service_project_name`); defaults to the ID.
+    pub project_name: Option<String>,
+}
+
+/// How the coordinator reaches Keystone and logs in to it.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeystoneConfig {
+    /// Keystone's v3 URL (`http://keystone:5000/v3`).
+    pub auth_url: String,
+    /// What 401s tell clients to authenticate against; default: `auth_url`.
+    pub www_authenticate_uri: Option<String>,
+    /// The service user.
+    pub username: String,
+    /// Its password.
+    pub password: String,
+    /// Its domain.
+    pub user_domain_name: String,
+    /// The project the service token is scoped to.
+    pub project_name: String,
+    /// That project's domain.
+    pub project_domain_name: String,
+    /// Longest a validated token is remembered (seconds).
+    pub cache_seconds: u64,
+    /// Timeout of one request to Keystone (milliseconds).
+    pub timeout_ms: u64,
+}
+
+impl std::fmt::Debug for KeystoneConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeystoneConfig")
+            .field("auth_url", &self.auth_url)
+            .field("username", &self.username)
+            .field("password", &"***")
+            .field("project_name", &self.project_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for KeystoneConfig {
+    fn default() -> Self {
+        Self {
+            auth_url: String::new(),
+            www_authenticate_uri: None,
+            username: String::new(),
+            password: String::new(),
+            user_domain_name: "Default".into(),
+            project_name: "service".into(),
+            project_domain_name: "Default".into(),
+            cache_seconds: 300,
+            timeout_ms: 5000,
+        }
+    }
 }
 
 /// Limits of the API's HTTP server (see [`crate::http_server`]).
@@ -242,6 +371,7 @@ impl Default for Config {
             agent_command_timeout: 60,
             fast_track: false,
             fast_track_timeout: 300,
+            auth: AuthConfig::default(),
             api: ApiConfig::default(),
             boot: BootConfig::default(),
             images: ImagesConfig::default(),

@@ -9,6 +9,7 @@
 
 pub mod agent_client;
 pub mod api;
+pub mod auth;
 pub mod conductor;
 pub mod config;
 pub mod configdrive;

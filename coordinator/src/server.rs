@@ -21,6 +21,9 @@ pub enum ServeError {
     /// Recovery.
     #[error(transparent)]
     Conductor(#[from] ConductorError),
+    /// Authentication settings.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthConfigError),
     /// Binding or serving.
     #[error("listening on {addr}: {source}")]
     Io {
@@ -82,6 +85,10 @@ impl Running {
 
 /// Connects the database, binds, recovers and serves in the background.
 pub async fn start(mut config: Config, power: PowerDrivers) -> Result<Running, ServeError> {
+    let auth = std::sync::Arc::new(crate::auth::Authenticator::from_config(
+        &config.auth,
+        config.listen,
+    )?);
     let db = Db::connect(&config.database).await?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -101,6 +108,7 @@ pub async fn start(mut config: Config, power: PowerDrivers) -> Result<Running, S
     info!(%addr, database = %redact(&config.database), recovered, consoles, "ingot-coordinator listening");
     let app = router(AppState {
         conductor: conductor.clone(),
+        auth,
     });
     let limits = config.api.clone();
     let server = tokio::spawn(crate::http_server::serve(listener, app, limits));

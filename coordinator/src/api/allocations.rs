@@ -37,6 +37,10 @@ async fn allocate(st: &AppState, a: &mut Allocation) -> Result<(), ApiError> {
                     .as_deref()
                     .is_none_or(|rc| n.resource_class.as_deref() == Some(rc))
                 && a.traits.iter().all(|t| n.traits.contains(t))
+                // An owned allocation picks among its project's nodes (Ironic).
+                && a.owner
+                    .as_ref()
+                    .is_none_or(|o| n.owner.as_ref() == Some(o) || n.lessee.as_ref() == Some(o))
                 && (a.candidate_nodes.is_empty()
                     || a.candidate_nodes
                         .iter()
@@ -122,6 +126,22 @@ pub async fn create(
     let mut a: Allocation = serde_json::from_value(Value::Object(obj)).map_err(|e| {
         ApiError::bad_request(format!("Invalid input for field/attribute allocation: {e}"))
     })?;
+    // A project member allocates for its own project; naming another owner
+    // needs baremetal:allocation:create_restricted (system members).
+    let caller = ctx.caller()?;
+    if !super::policy::Rule::SystemMember.allows(caller, Default::default()) {
+        let project = caller
+            .project()
+            .ok_or_else(|| super::policy::forbidden("baremetal:allocation:create"))?;
+        match &a.owner {
+            Some(o) if o != project => {
+                return Err(super::policy::forbidden(
+                    "baremetal:allocation:create_restricted",
+                ));
+            }
+            _ => a.owner = Some(project.to_owned()),
+        }
+    }
     if a.resource_class.as_deref().is_none_or(str::is_empty) {
         return Err(ApiError::bad_request(
             "Invalid input for field/attribute allocation. Value: 'resource_class' is a required property",
@@ -170,6 +190,7 @@ pub async fn create(
 
 /// `GET /v1/allocations`
 pub async fn list(State(st): State<AppState>, ctx: Ctx) -> Result<Response, ApiError> {
+    let caller = ctx.caller()?;
     let node = match ctx.param("node") {
         Some(n) => Some(super::nodes::find(&st, n).await?.uuid),
         None => None,
@@ -193,6 +214,7 @@ pub async fn list(State(st): State<AppState>, ctx: Ctx) -> Result<Response, ApiE
             ctx.param("owner")
                 .is_none_or(|o| a.owner.as_deref() == Some(o))
         })
+        .filter(|a| super::policy::sees_allocation(caller, a))
         .map(|a| a.to_api(&ctx.base))
         .collect();
     let known: Vec<String> = Allocation::default().to_api("").keys().cloned().collect();

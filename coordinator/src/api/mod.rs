@@ -12,6 +12,7 @@ pub mod microversion;
 pub mod node_states;
 pub mod nodes;
 pub mod patch;
+pub mod policy;
 pub mod ports;
 pub mod ramdisk;
 pub mod root;
@@ -33,6 +34,8 @@ pub use microversion::ApiVersion;
 pub struct AppState {
     /// The conductor (and through it the database and configuration).
     pub conductor: Conductor,
+    /// Who may call the API.
+    pub auth: crate::auth::SharedAuth,
 }
 
 /// Per-request context: negotiated version, base URL, query parameters.
@@ -44,9 +47,21 @@ pub struct Ctx {
     pub base: String,
     /// Query parameters in order.
     pub query: Vec<(String, String)>,
+    /// The authenticated caller (none on the public paths).
+    pub caller: Option<crate::auth::Caller>,
 }
 
 impl Ctx {
+    /// The authenticated caller; 401 on a path that has none.
+    pub fn caller(&self) -> Result<&crate::auth::Caller, ApiError> {
+        self.caller.as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "The request you have made requires authentication.",
+            )
+        })
+    }
+
     /// The first value of a query parameter.
     pub fn param(&self, key: &str) -> Option<&str> {
         self.query
@@ -95,6 +110,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
             version,
             base: format!("http://{host}"),
             query,
+            caller: parts.extensions.get::<crate::auth::Caller>().cloned(),
         })
     }
 }
@@ -216,16 +232,27 @@ pub fn router(state: AppState) -> Router {
         r = r.route(&format!("{path}/"), alias(path));
     }
     let limits = state.conductor.config().api.clone();
-    r.fallback(not_found)
-        .layer(axum::middleware::from_fn(microversion::negotiate))
-        .layer(axum::middleware::from_fn_with_state(
-            limits,
-            limits::bounded_body,
-        ))
-        .layer(axum::middleware::from_fn(limits::ironic_envelope))
-        // `bounded_body` enforces `[api] max_body_bytes` before extractors run.
-        .layer(axum::extract::DefaultBodyLimit::disable())
-        .with_state(state)
+    // Layers run outermost last: the error envelope, then authentication
+    // (before a body is read), body bounds, microversions, routing, and
+    // after routing the route's policy.
+    r.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        policy::authorize,
+    ))
+    .fallback(not_found)
+    .layer(axum::middleware::from_fn(microversion::negotiate))
+    .layer(axum::middleware::from_fn_with_state(
+        limits,
+        limits::bounded_body,
+    ))
+    .layer(axum::middleware::from_fn_with_state(
+        state.auth.clone(),
+        crate::auth::authenticate,
+    ))
+    .layer(axum::middleware::from_fn(limits::ironic_envelope))
+    // `bounded_body` enforces `[api] max_body_bytes` before extractors run.
+    .layer(axum::extract::DefaultBodyLimit::disable())
+    .with_state(state)
 }
 
 /// The method router of a collection path, for its trailing-slash twin.

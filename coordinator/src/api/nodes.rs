@@ -173,8 +173,15 @@ pub fn validate_interfaces(node: &mut Node) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A node as `ctx`'s caller may see it.
+fn shown(node: &Node, ctx: &Ctx) -> Result<Map<String, Value>, ApiError> {
+    let mut obj = node.to_api(&ctx.base);
+    super::policy::redact_node(ctx.caller()?, node, &mut obj);
+    Ok(obj)
+}
+
 fn node_response(status: StatusCode, node: &Node, ctx: &Ctx) -> Result<Response, ApiError> {
-    let obj = node.to_api(&ctx.base);
+    let obj = shown(node, ctx)?;
     let obj = match fields(ctx, known_fields())? {
         Some(f) => project(obj, &f),
         None => obj,
@@ -199,6 +206,22 @@ pub async fn create(
     let mut node: Node = serde_json::from_value(Value::Object(obj)).map_err(|e| {
         ApiError::bad_request(format!("Invalid input for field/attribute node: {e}"))
     })?;
+    // A project administrator (or service) creates nodes its project owns
+    // (Ironic's baremetal:node:create:self_owned_node).
+    let caller = ctx.caller()?;
+    if !super::policy::Rule::SystemAdmin.allows(caller, Default::default()) {
+        let project = caller
+            .project()
+            .ok_or_else(|| super::policy::forbidden("baremetal:node:create"))?;
+        match &node.owner {
+            Some(o) if o != project => {
+                return Err(super::policy::forbidden(
+                    "baremetal:node:create:self_owned_node",
+                ));
+            }
+            _ => node.owner = Some(project.to_owned()),
+        }
+    }
     if node.uuid.is_empty() {
         node.uuid = new_uuid();
     } else if !is_uuid(&node.uuid) {
@@ -308,10 +331,11 @@ async fn list_inner(
     path: &str,
 ) -> Result<Response, ApiError> {
     let detail = detail || ctx.bool_param("detail")?.unwrap_or(false);
+    let caller = ctx.caller()?;
     let mut items = Vec::new();
     for node in st.conductor.db().list_nodes().await? {
-        if matches_filters(&node, ctx)? {
-            items.push(node.to_api(&ctx.base));
+        if super::policy::sees_node(caller, &node) && matches_filters(&node, ctx)? {
+            items.push(shown(&node, ctx)?);
         }
     }
     let body = collection::page(
@@ -462,6 +486,8 @@ pub async fn update(
         }
     }
     let node = find(&st, &ident).await?;
+    let roots: Vec<String> = ops.iter().map(patch::PatchOp::root).collect();
+    super::policy::check_node_patch(ctx.caller()?, &node, &roots)?;
     let name = st.conductor.name().to_owned();
     let updated = st
         .conductor

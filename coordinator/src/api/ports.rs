@@ -72,6 +72,13 @@ pub async fn create(
         )));
     }
     check(&st, &mut port).await?;
+    let node = find(&st, &port.node_uuid).await?;
+    super::policy::enforce(
+        ctx.caller()?,
+        super::policy::Rule::SystemAdminOrOwnerAdmin,
+        "baremetal:port:create",
+        super::policy::Target::node(&node),
+    )?;
     port.created_at = Some(now_iso());
     st.conductor.db().insert_port(&port).await?;
     let mut resp = json_response(StatusCode::CREATED, &Value::Object(port.to_api(&ctx.base)));
@@ -101,6 +108,23 @@ async fn list_inner(
     let address = ctx
         .param("address")
         .map(|a| normalize_mac(a).unwrap_or_else(|| a.to_owned()));
+    // Callers who may not list every port see those of nodes they see.
+    let caller = ctx.caller()?;
+    let visible: Option<std::collections::HashSet<String>> =
+        if super::policy::Rule::SystemReader.allows(caller, Default::default()) {
+            None
+        } else {
+            Some(
+                st.conductor
+                    .db()
+                    .list_nodes()
+                    .await?
+                    .iter()
+                    .filter(|n| super::policy::sees_node(caller, n))
+                    .map(|n| n.uuid.clone())
+                    .collect(),
+            )
+        };
     let items: Vec<Map<String, Value>> = st
         .conductor
         .db()
@@ -108,6 +132,7 @@ async fn list_inner(
         .await?
         .iter()
         .filter(|p| address.as_ref().is_none_or(|a| *a == p.address))
+        .filter(|p| visible.as_ref().is_none_or(|v| v.contains(&p.node_uuid)))
         .map(|p| p.to_api(&ctx.base))
         .collect();
     let body = collection::page(

@@ -76,6 +76,8 @@ pub struct Api {
     client: reqwest::Client,
     /// The microversion header value (`None` = no header).
     pub version: Option<String>,
+    /// Extra headers sent with every request (credentials).
+    pub headers: Vec<(String, String)>,
 }
 
 /// Status and parsed body (Null if empty or not JSON).
@@ -88,7 +90,22 @@ impl Api {
             base: base.to_owned(),
             client: reqwest::Client::new(),
             version: Some("latest".into()),
+            headers: Vec::new(),
         }
+    }
+
+    /// The same client sending `name: value` with every request.
+    pub fn with_header(&self, name: &str, value: &str) -> Self {
+        let mut c = self.clone();
+        c.headers.push((name.to_owned(), value.to_owned()));
+        c
+    }
+
+    /// The same client with HTTP Basic credentials.
+    pub fn with_basic(&self, user: &str, password: &str) -> Self {
+        use base64::Engine;
+        let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        self.with_header("Authorization", &format!("Basic {b}"))
     }
 
     /// The same client with another microversion.
@@ -111,6 +128,9 @@ impl Api {
             .header("Accept", "application/json");
         if let Some(v) = &self.version {
             req = req.header("X-OpenStack-Ironic-API-Version", v);
+        }
+        for (k, v) in &self.headers {
+            req = req.header(k.as_str(), v.as_str());
         }
         if let Some(b) = body {
             req = req

@@ -1,0 +1,439 @@
+//! Authentication and Ironic's default roles (issue 13): `http_basic` users
+//! from a real htpasswd file (bcrypt), each given a role and a scope, run
+//! the role matrix against a real coordinator: list, show, patch, provision,
+//! power, console, drivers, delete, allocations and ports, for system
+//! admin/member/reader, owner and lessee projects, an unrelated project and
+//! a service user. Every answer is also checked for the BMC password.
+//! The same matrix runs against a real Keystone in `keystone.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::{Api, Backend, start_with, test_config, test_db};
+use ingot_coordinator::config::{AuthStrategy, Config, UserScope};
+use serde_json::{Value, json};
+
+const SECRET: &str = "s3cr3t-ipmi-password";
+
+/// What the matrix expects of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Anything but 401, 403 and 404 (the request got past policy).
+    Allowed,
+    /// 403.
+    Forbidden,
+    /// 404: a project caller is not told the node exists.
+    Hidden,
+}
+
+fn outcome(status: u16) -> Outcome {
+    match status {
+        403 => Outcome::Forbidden,
+        404 => Outcome::Hidden,
+        401 => panic!("401 inside the matrix: the credentials did not work"),
+        _ => Outcome::Allowed,
+    }
+}
+
+/// The personas, as (user, roles, project) — `None` is system scope.
+pub const PERSONAS: [(&str, &str, Option<&str>); 10] = [
+    ("sys-admin", "admin", None),
+    ("sys-member", "member", None),
+    ("sys-reader", "reader", None),
+    ("a-admin", "admin", Some("tenant-a")),
+    ("a-member", "member", Some("tenant-a")),
+    ("a-reader", "reader", Some("tenant-a")),
+    ("b-member", "member", Some("tenant-b")),
+    ("b-admin", "admin", Some("tenant-b")),
+    ("c-member", "member", Some("tenant-c")),
+    ("nova", "service", Some("service")),
+];
+
+/// One row of the matrix: an action and the outcome for each persona, in
+/// the order of [`PERSONAS`]. `A` allowed, `F` forbidden, `H` hidden.
+const MATRIX: [(&str, &str); 12] = [
+    ("show node-a", "AAAAAAAAHA"),
+    ("show node-x", "AAAHHHHHHA"),
+    ("patch extra", "AAFAAFAAHA"),
+    ("patch driver_info", "AAFAAFFFHA"),
+    ("patch owner", "AAFFFFFFHA"),
+    ("provision", "AAFAAFFAHA"),
+    ("power", "AAFAAFAAHA"),
+    ("console", "AAFAAFFFHA"),
+    ("drivers", "AAAFFFFFFA"),
+    ("delete", "AFFAFFHHHF"),
+    ("allocation", "AAFAAFAAAA"),
+    ("port", "AFFAFFFFFF"),
+];
+
+/// Which nodes each persona lists.
+const LISTS: [&[&str]; 10] = [
+    &["node-a", "node-x"],
+    &["node-a", "node-x"],
+    &["node-a", "node-x"],
+    &["node-a"],
+    &["node-a"],
+    &["node-a"],
+    &["node-a"],
+    &["node-a"],
+    &[],
+    &["node-a", "node-x"],
+];
+
+fn expected(code: char) -> Outcome {
+    match code {
+        'A' => Outcome::Allowed,
+        'F' => Outcome::Forbidden,
+        _ => Outcome::Hidden,
+    }
+}
+
+/// The project ID a persona's project name maps to (Keystone gives real IDs).
+pub type ProjectIds = BTreeMap<String, String>;
+
+/// Sets up the nodes as `admin`: node-a (owner tenant-a, lessee tenant-b,
+/// BMC password), node-x (owner tenant-x).
+pub async fn seed(admin: &Api, ids: &ProjectIds) {
+    let id = |name: &str| ids.get(name).cloned().unwrap_or_else(|| name.to_owned());
+    for (name, owner, lessee) in [
+        ("node-a", id("tenant-a"), Some(id("tenant-b"))),
+        ("node-x", "tenant-x".to_owned(), None),
+    ] {
+        let (st, v) = admin
+            .post(
+                "/v1/nodes",
+                json!({
+                    "driver": "fake-hardware",
+                    "name": name,
+                    "owner": owner,
+                    "lessee": lessee,
+                    "resource_class": "baremetal",
+                    "driver_info": {"ipmi_password": SECRET, "ipmi_address": "127.0.0.1"},
+                }),
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+    }
+}
+
+/// Runs one action as `api`; returns its status and the raw answer.
+async fn act(api: &Api, admin: &Api, action: &str, user: &str, ids: &ProjectIds) -> (u16, String) {
+    let id = |name: &str| ids.get(name).cloned().unwrap_or_else(|| name.to_owned());
+    let (st, v, _) = match action {
+        "show node-a" => api.raw("GET", "/v1/nodes/node-a", None).await,
+        "show node-x" => api.raw("GET", "/v1/nodes/node-x", None).await,
+        "patch extra" => {
+            let body = json!([{"op": "add", "path": format!("/extra/{user}"), "value": 1}]);
+            api.raw("PATCH", "/v1/nodes/node-a", Some(&body.to_string()))
+                .await
+        }
+        "patch driver_info" => {
+            let body = json!([{"op": "add", "path": "/driver_info/ipmi_username", "value": user}]);
+            api.raw("PATCH", "/v1/nodes/node-a", Some(&body.to_string()))
+                .await
+        }
+        "patch owner" => {
+            let body = json!([{"op": "add", "path": "/owner", "value": id("tenant-a")}]);
+            api.raw("PATCH", "/v1/nodes/node-a", Some(&body.to_string()))
+                .await
+        }
+        // An invalid target for the state: past policy it is a 400.
+        "provision" => {
+            let body = json!({"target": "deleted"});
+            api.raw(
+                "PUT",
+                "/v1/nodes/node-a/states/provision",
+                Some(&body.to_string()),
+            )
+            .await
+        }
+        "power" => {
+            let body = json!({"target": "power on"});
+            api.raw(
+                "PUT",
+                "/v1/nodes/node-a/states/power",
+                Some(&body.to_string()),
+            )
+            .await
+        }
+        "console" => {
+            api.raw("GET", "/v1/nodes/node-a/states/console", None)
+                .await
+        }
+        "drivers" => api.raw("GET", "/v1/drivers", None).await,
+        "delete" => {
+            let name = format!("del-{user}");
+            let (st, v) = admin
+                .post(
+                    "/v1/nodes",
+                    json!({"driver": "fake-hardware", "name": name, "owner": id("tenant-a")}),
+                )
+                .await;
+            assert_eq!(st, 201, "{v}");
+            api.raw("DELETE", &format!("/v1/nodes/{name}"), None).await
+        }
+        "allocation" => {
+            let body = json!({"resource_class": "none-such", "name": format!("alloc-{user}")});
+            api.raw("POST", "/v1/allocations", Some(&body.to_string()))
+                .await
+        }
+        "port" => {
+            let byte = user.bytes().map(usize::from).sum::<usize>() % 251;
+            let mac = format!("52:54:00:aa:00:{byte:02x}");
+            let body = json!({"address": mac, "node_uuid": admin.node("node-a").await["uuid"]});
+            api.raw("POST", "/v1/ports", Some(&body.to_string())).await
+        }
+        other => panic!("unknown action {other}"),
+    };
+    (st, v.to_string())
+}
+
+/// Runs the whole matrix; `login(user)` gives each persona's client.
+pub async fn run_matrix<F, Fut>(admin: &Api, ids: &ProjectIds, login: F)
+where
+    F: Fn(&'static str) -> Fut,
+    Fut: std::future::Future<Output = Api>,
+{
+    let mut failures = Vec::new();
+    for (i, (user, _, _)) in PERSONAS.iter().enumerate() {
+        let api = login(user).await;
+        // Lists show the nodes the persona may see, and no secret.
+        let (st, v, _) = api.raw("GET", "/v1/nodes?detail=True", None).await;
+        assert_eq!(st, 200, "{user} list: {v}");
+        let mut names: Vec<String> = v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n["name"].as_str())
+            .filter(|n| n.starts_with("node-"))
+            .map(str::to_owned)
+            .collect();
+        names.sort();
+        if names != LISTS[i] {
+            failures.push(format!("{user} lists {names:?}, expected {:?}", LISTS[i]));
+        }
+        assert!(!v.to_string().contains(SECRET), "{user} saw the secret");
+        for (action, row) in MATRIX {
+            let want = expected(row.chars().nth(i).unwrap());
+            let (status, body) = act(&api, admin, action, user, ids).await;
+            assert!(!body.contains(SECRET), "{user} {action}: secret in {body}");
+            let got = outcome(status);
+            if got != want {
+                failures.push(format!(
+                    "{user} {action}: {status} ({got:?}), expected {want:?}: {body}"
+                ));
+            }
+        }
+    }
+    // A lessee sees the node but not its driver_info or last_error.
+    let lessee = login("b-member").await;
+    let n = lessee.node("node-a").await;
+    assert!(
+        n["driver_info"]["content"]
+            .as_str()
+            .is_some_and(|s| s.contains("baremetal:node:get:driver_info")),
+        "{n}"
+    );
+    assert!(failures.is_empty(), "role matrix:\n{}", failures.join("\n"));
+}
+
+fn htpasswd(dir: &Path) -> std::path::PathBuf {
+    let mut text = String::from("# ingot test users\n");
+    for (user, _, _) in PERSONAS {
+        let hash = bcrypt::hash(format!("pw-{user}"), 4).unwrap();
+        // Apache's htpasswd -B writes $2y$; accept both spellings.
+        let hash = if user == "sys-admin" {
+            hash.replacen("$2b$", "$2y$", 1)
+        } else {
+            hash
+        };
+        text.push_str(&format!("{user}:{hash}\n"));
+    }
+    let path = dir.join("htpasswd");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn basic_config(db: &str, dir: &Path) -> Config {
+    let mut cfg = test_config(db);
+    cfg.auth.strategy = AuthStrategy::HttpBasic;
+    cfg.auth.htpasswd_file = Some(htpasswd(dir));
+    for (user, role, project) in PERSONAS {
+        // sys-admin stays unlisted: http_basic users are admins, as in Ironic.
+        if user == "sys-admin" {
+            continue;
+        }
+        cfg.auth.users.insert(
+            user.to_owned(),
+            UserScope {
+                roles: vec![role.to_owned()],
+                project: project.map(str::to_owned),
+                project_name: project.map(str::to_owned),
+            },
+        );
+    }
+    cfg
+}
+
+#[tokio::test]
+async fn http_basic_role_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = test_db(Backend::Sqlite, "rbac").await.unwrap();
+    let (running, anon) = start_with(basic_config(&db.url, dir.path())).await;
+
+    // Without or with wrong credentials: 401 with a Basic challenge.
+    let (st, v, h) = anon.raw("GET", "/v1/nodes", None).await;
+    assert_eq!(st, 401, "{v}");
+    assert!(h["www-authenticate"].to_str().unwrap().starts_with("Basic"));
+    let (st, _, _) = anon
+        .with_basic("sys-admin", "wrong")
+        .raw("GET", "/v1/nodes", None)
+        .await;
+    assert_eq!(st, 401);
+    let (st, _, _) = anon
+        .with_basic("nobody", "pw-nobody")
+        .raw("GET", "/v1/nodes", None)
+        .await;
+    assert_eq!(st, 401);
+    // The version documents and the ramdisk's endpoints stay public.
+    assert_eq!(anon.raw("GET", "/v1", None).await.0, 200);
+    assert_eq!(anon.raw("GET", "/", None).await.0, 200);
+    let (st, _, _) = anon
+        .raw("GET", "/v1/lookup?addresses=52:54:00:00:00:99", None)
+        .await;
+    assert_eq!(st, 404);
+
+    let admin = anon.with_basic("sys-admin", "pw-sys-admin");
+    let ids = ProjectIds::new();
+    seed(&admin, &ids).await;
+    run_matrix(&admin, &ids, |user| {
+        let a = anon.with_basic(user, &format!("pw-{user}"));
+        async move { a }
+    })
+    .await;
+
+    // A project admin creates nodes owned by its project, never another's.
+    let a_admin = anon.with_basic("a-admin", "pw-a-admin");
+    let (st, v) = a_admin
+        .post(
+            "/v1/nodes",
+            json!({"driver": "fake-hardware", "name": "mine"}),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["owner"], "tenant-a");
+    let (st, v) = a_admin
+        .post(
+            "/v1/nodes",
+            json!({"driver": "fake-hardware", "name": "theirs", "owner": "tenant-b"}),
+        )
+        .await;
+    assert_eq!(st, 403, "{v}");
+    // A project member's allocation is its project's.
+    let a_member = anon.with_basic("a-member", "pw-a-member");
+    let (st, v) = a_member.get("/v1/allocations").await;
+    assert_eq!(st, 200);
+    let owners: Vec<&Value> = v["allocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["owner"])
+        .collect();
+    assert!(owners.iter().all(|o| *o == "tenant-a"), "{v}");
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_baremetal_cli_authenticates_with_http_basic() {
+    let Some(venv) = common::venv::venv() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = test_db(Backend::Sqlite, "rbac_cli").await.unwrap();
+    let (running, anon) = start_with(basic_config(&db.url, dir.path())).await;
+    let admin = anon.with_basic("sys-admin", "pw-sys-admin");
+    seed(&admin, &ProjectIds::new()).await;
+    let run = |user: &str, args: &[&str]| {
+        let out = std::process::Command::new(venv.join("bin/baremetal"))
+            .args(args)
+            .env("OS_AUTH_TYPE", "http_basic")
+            .env("OS_USERNAME", user)
+            .env("OS_PASSWORD", format!("pw-{user}"))
+            .env("OS_ENDPOINT", &anon.base)
+            .env_remove("OS_CLOUD")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = run("sys-admin", &["node", "list", "-f", "json"]);
+    assert!(ok, "{out}{err}");
+    let names: Vec<String> = serde_json::from_str::<Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            n["name"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{out}"))
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(names, ["node-a", "node-x"]);
+    let (ok, out, err) = run("a-reader", &["node", "list", "-f", "json"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("node-a") && !out.contains("node-x"), "{out}");
+    let (ok, out, err) = run("a-reader", &["node", "power", "on", "node-a"]);
+    assert!(!ok, "a reader powered a node on: {out}");
+    assert!(err.contains("403") || err.contains("denied"), "{err}");
+    let (ok, out, err) = run("sys-admin", &["node", "show", "node-a", "-f", "json"]);
+    assert!(ok, "{out}{err}");
+    assert!(!out.contains(SECRET));
+    let (ok, _, err) = {
+        let out = std::process::Command::new(venv.join("bin/baremetal"))
+            .args(["node", "list"])
+            .env("OS_AUTH_TYPE", "http_basic")
+            .env("OS_USERNAME", "sys-admin")
+            .env("OS_PASSWORD", "wrong")
+            .env("OS_ENDPOINT", &anon.base)
+            .env_remove("OS_CLOUD")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::new(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert!(!ok, "a wrong password was accepted");
+    assert!(
+        err.contains("401") || err.to_lowercase().contains("unauthorized"),
+        "{err}"
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn noauth_is_refused_on_a_network_address() {
+    let db = test_db(Backend::Sqlite, "noauth").await.unwrap();
+    let mut cfg = test_config(&db.url);
+    cfg.listen = "0.0.0.0:0".parse().unwrap();
+    let e = ingot_coordinator::server::start(
+        cfg.clone(),
+        ingot_coordinator::power::PowerDrivers::default(),
+    )
+    .await
+    .err()
+    .expect("noauth started on 0.0.0.0");
+    assert!(e.to_string().contains("noauth"), "{e}");
+    cfg.auth.allow_noauth_on_network = true;
+    let (running, _) = start_with(cfg).await;
+    running.shutdown().await;
+}
