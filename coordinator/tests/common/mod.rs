@@ -5,6 +5,7 @@
 
 pub mod agent_sim;
 pub mod pg;
+pub mod roles;
 pub mod venv;
 
 use std::time::{Duration, Instant};

@@ -17,7 +17,7 @@ import requests
 DOMAIN = "default"
 PASSWORD = "pw"
 SERVICE_USER = ("ingot", "ingot-secret")
-PROJECTS = ["service", "tenant-a", "tenant-b"]
+PROJECTS = ["service", "tenant-a", "tenant-b", "tenant-c"]
 ROLES = ["reader", "member", "manager", "admin", "service"]
 # user -> [(role, "system" | project name)]
 USERS = {
@@ -28,6 +28,10 @@ USERS = {
     "a-reader": [("reader", "tenant-a")],
     "b-member": [("member", "tenant-b")],
     "a-admin": [("admin", "tenant-a")],
+    "b-admin": [("admin", "tenant-b")],
+    "c-member": [("member", "tenant-c")],
+    # A service user as Nova's: the service role in project service.
+    "nova": [("service", "service")],
 }
 
 
