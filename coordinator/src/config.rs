@@ -39,12 +39,16 @@
 //! max_connections = 1024
 //! max_connections_per_ip = 256
 //! max_requests_per_connection = 1000
+//! tls_cert_file = "/etc/ingot/api.crt"  # PEM chain: the API serves HTTPS (with tls_key_file)
+//! tls_key_file = "/etc/ingot/api.key"
+//! boot_listen = "10.0.0.1:8080"  # optional plain-HTTP listener for /boot/* only (iPXE without HTTPS)
 //!
 //! [boot]                         # network boot of the agent ramdisk (optional)
 //! kernel = "/srv/ingot/vmlinuz"
 //! initramfs = "/srv/ingot/initramfs.img"
 //! api_url = "http://10.0.2.2:6385"   # what agents call; default: the URL iPXE used
 //! kernel_params = "console=tty0 console=ttyS0,115200n8"
+//! agent_ca_file = "/etc/ingot/ca.pem"   # CA agents trust for the API's HTTPS (ingot.ca_b64=)
 //!
 //! [power_sync]                   # periodic power-state sync (Ironic's _sync_power_states)
 //! interval_ms = 120000           # 0 turns it off
@@ -269,6 +273,21 @@ pub struct ApiConfig {
     pub max_connections_per_ip: usize,
     /// Requests one connection serves before it is closed.
     pub max_requests_per_connection: u64,
+    /// PEM certificate chain: with `tls_key_file`, the API serves HTTPS.
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<std::path::PathBuf>,
+    /// A plain-HTTP listener that serves only `/boot/*` (iPXE scripts,
+    /// kernel and ramdisk, which hold no tenant data), for firmware whose
+    /// iPXE has no HTTPS while the API itself is HTTPS.
+    pub boot_listen: Option<SocketAddr>,
+}
+
+impl ApiConfig {
+    /// True when the API serves HTTPS.
+    pub fn tls(&self) -> bool {
+        self.tls_cert_file.is_some()
+    }
 }
 
 impl Default for ApiConfig {
@@ -280,6 +299,9 @@ impl Default for ApiConfig {
             max_connections: 1024,
             max_connections_per_ip: 256,
             max_requests_per_connection: 1000,
+            tls_cert_file: None,
+            tls_key_file: None,
+            boot_listen: None,
         }
     }
 }
@@ -333,7 +355,13 @@ impl Config {
             .url
             .clone()
             .or_else(|| self.boot.api_url.clone())
-            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .unwrap_or_else(|| self.api_url())
+    }
+
+    /// The API's own URL: `http(s)://<listen>`.
+    pub fn api_url(&self) -> String {
+        let scheme = if self.api.tls() { "https" } else { "http" };
+        format!("{scheme}://{}", self.listen)
     }
 }
 
@@ -350,6 +378,10 @@ pub struct BootConfig {
     pub api_url: Option<String>,
     /// Extra kernel parameters.
     pub kernel_params: String,
+    /// A PEM CA certificate agents trust for the coordinator's HTTPS
+    /// (`ingot.ca_b64=` on the ramdisk's kernel line), when the API's
+    /// certificate is not signed by a CA the ramdisk already has.
+    pub agent_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {

@@ -13,6 +13,11 @@
 //!
 //! Every limit that triggers is logged as a warning (at most one line per
 //! kind every 10 s, with the count).
+//!
+//! With a TLS acceptor the connection is HTTPS; the handshake must also
+//! finish within `header_timeout_ms`. Each request carries its
+//! [`RequestScheme`], so the URLs the API writes (links, iPXE scripts) use
+//! the scheme the client used.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -26,7 +31,9 @@ use axum::extract::ConnectInfo;
 use axum::http::{HeaderValue, Request, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use crate::config::ApiConfig;
@@ -122,10 +129,32 @@ impl RateLimitedWarning {
 static REFUSED_TOTAL: RateLimitedWarning = RateLimitedWarning::new("max_connections");
 static REFUSED_PER_IP: RateLimitedWarning = RateLimitedWarning::new("max_connections_per_ip");
 static HEADER_TIMEOUT: RateLimitedWarning = RateLimitedWarning::new("header_timeout_ms");
+static TLS_HANDSHAKE: RateLimitedWarning = RateLimitedWarning::new("tls_handshake");
 
-/// Serves `app` on `listener` under the limits of `limits`, until the task
-/// is aborted.
-pub async fn serve(listener: TcpListener, app: Router, limits: ApiConfig) -> std::io::Result<()> {
+/// A task aborted when this is dropped (a listener that lives as long as
+/// another task).
+#[derive(Debug)]
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<std::io::Result<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The scheme a request came in with (`http` or `https`), as a request
+/// extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestScheme(pub &'static str);
+
+/// Serves `app` on `listener` under the limits of `limits` (HTTPS with
+/// `tls`), until the task is aborted.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ApiConfig,
+    tls: Option<TlsAcceptor>,
+) -> std::io::Result<()> {
     let conns = Arc::new(Connections::default());
     let limits = Arc::new(limits);
     loop {
@@ -152,15 +181,36 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ApiConfig) -> std
         };
         let app = app.clone();
         let limits = limits.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            serve_connection(stream, peer, app, &limits).await;
+            let _ = stream.set_nodelay(true);
+            match tls {
+                None => serve_connection(stream, peer, app, &limits, "http").await,
+                Some(acceptor) => {
+                    let timeout = Duration::from_millis(limits.header_timeout_ms);
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => serve_connection(s, peer, app, &limits, "https").await,
+                        Ok(Err(e)) => {
+                            TLS_HANDSHAKE.hit(peer, &format!("TLS handshake failed: {e}"))
+                        }
+                        Err(_) => TLS_HANDSHAKE.hit(peer, "TLS handshake timed out"),
+                    }
+                }
+            }
             drop(admitted);
         });
     }
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, app: Router, limits: &ApiConfig) {
-    let _ = stream.set_nodelay(true);
+async fn serve_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    app: Router,
+    limits: &ApiConfig,
+    scheme: &'static str,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let served = Arc::new(AtomicU64::new(0));
     let max_requests = limits.max_requests_per_connection;
     let counted = served.clone();
@@ -168,6 +218,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, app: Router, limi
         let mut app = app.clone();
         let n = served.fetch_add(1, Ordering::Relaxed) + 1;
         req.extensions_mut().insert(ConnectInfo(peer));
+        req.extensions_mut().insert(RequestScheme(scheme));
         async move {
             let mut resp = tower_service::Service::call(&mut app, req.map(axum::body::Body::new))
                 .await

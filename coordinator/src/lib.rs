@@ -22,3 +22,4 @@ pub mod model;
 pub mod power;
 pub mod server;
 pub mod state;
+pub mod tls;

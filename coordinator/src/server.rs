@@ -24,6 +24,9 @@ pub enum ServeError {
     /// Authentication settings.
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthConfigError),
+    /// TLS settings.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// Binding or serving.
     #[error("listening on {addr}: {source}")]
     Io {
@@ -89,6 +92,7 @@ pub async fn start(mut config: Config, power: PowerDrivers) -> Result<Running, S
         &config.auth,
         config.listen,
     )?);
+    let tls = crate::tls::from_config(&config.api)?;
     let db = Db::connect(&config.database).await?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -111,7 +115,30 @@ pub async fn start(mut config: Config, power: PowerDrivers) -> Result<Running, S
         auth,
     });
     let limits = config.api.clone();
-    let server = tokio::spawn(crate::http_server::serve(listener, app, limits));
+    let boot_server = match config.api.boot_listen {
+        Some(boot_addr) => {
+            let l = TcpListener::bind(boot_addr)
+                .await
+                .map_err(|source| ServeError::Io {
+                    addr: boot_addr,
+                    source,
+                })?;
+            info!(addr = %boot_addr, "plain-HTTP boot listener (/boot/* only)");
+            let boot_app = crate::api::boot_router(app.clone());
+            Some(tokio::spawn(crate::http_server::serve(
+                l,
+                boot_app,
+                limits.clone(),
+                None,
+            )))
+        }
+        None => None,
+    };
+    let server = tokio::spawn(async move {
+        // The boot listener lives as long as the API's.
+        let _boot = boot_server.map(crate::http_server::AbortOnDrop);
+        crate::http_server::serve(listener, app, limits, tls).await
+    });
     let periodic = conductor.spawn_periodic();
     let power_sync = conductor.spawn_power_sync();
     Ok(Running {

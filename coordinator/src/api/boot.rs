@@ -75,11 +75,15 @@ fn kernel_params(node: &Node, default: &str) -> String {
     }
 }
 
-/// Renders the per-node script.
+/// Renders the per-node script. `base` is where this script was fetched
+/// (the kernel and ramdisk come from there); `api` is what agents call.
+/// `ca_b64` is the CA agents trust for the API (`ingot.ca_b64=`).
 pub fn node_script(
     node: Option<&Node>,
     mac: &str,
     base: &str,
+    api: &str,
+    ca_b64: Option<&str>,
     boot: &crate::config::BootConfig,
 ) -> String {
     let Some(node) = node else {
@@ -98,9 +102,11 @@ pub fn node_script(
         url_override(node, "deploy_kernel").unwrap_or_else(|| format!("{base}/boot/vmlinuz"));
     let initrd = url_override(node, "deploy_ramdisk")
         .unwrap_or_else(|| format!("{base}/boot/initramfs.img"));
-    let api = boot.api_url.clone().unwrap_or_else(|| base.to_owned());
     let bootif = format!("01-{}", mac.replace(':', "-"));
-    let params = kernel_params(node, &boot.kernel_params);
+    let mut params = kernel_params(node, &boot.kernel_params);
+    if let Some(ca) = ca_b64 {
+        params = format!("ingot.ca_b64={ca} {params}").trim().to_owned();
+    }
     let extra = if params.is_empty() {
         String::new()
     } else {
@@ -142,12 +148,51 @@ pub async fn per_mac(
     } else {
         tracing::info!(%mac, "iPXE script for an unknown MAC");
     }
+    let config = st.conductor.config();
+    let api = agent_api_url(config, &ctx.base);
+    let ca = match &config.boot.agent_ca_file {
+        Some(path) => Some(ca_b64(path).map_err(|e| {
+            tracing::error!(error = %e, "boot.agent_ca_file");
+            ApiError::internal(format!("boot.agent_ca_file: {e}"))
+        })?),
+        None => None,
+    };
     Ok(script(node_script(
         node.as_ref(),
         &mac,
         &ctx.base,
-        &st.conductor.config().boot,
+        &api,
+        ca.as_deref(),
+        &config.boot,
     )))
+}
+
+/// What agents call: `[boot] api_url`; else, with HTTPS, the API's port on
+/// the host this script was fetched from (the boot listener may be plain
+/// HTTP on another port); else the script's own base.
+fn agent_api_url(config: &crate::config::Config, base: &str) -> String {
+    if let Some(u) = &config.boot.api_url {
+        return u.clone();
+    }
+    if !config.api.tls() {
+        return base.to_owned();
+    }
+    let hostport = base.split_once("://").map_or(base, |(_, h)| h);
+    let host = match hostport.rfind(':') {
+        Some(i) if !hostport.ends_with(']') => &hostport[..i],
+        _ => hostport,
+    };
+    format!("https://{host}:{}", config.listen.port())
+}
+
+/// The first certificate of a PEM file, as base64 of its DER.
+fn ca_b64(path: &std::path::Path) -> Result<String, String> {
+    use base64::Engine;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let der =
+        CertificateDer::from_pem_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(der.as_ref()))
 }
 
 /// A single byte range (start, end inclusive), or `Err` if unsatisfiable.

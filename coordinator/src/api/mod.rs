@@ -43,7 +43,7 @@ pub struct AppState {
 pub struct Ctx {
     /// The negotiated microversion.
     pub version: ApiVersion,
-    /// `http://host:port` as the client addressed us (for links).
+    /// `http(s)://host:port` as the client addressed us (for links).
     pub base: String,
     /// Query parameters in order.
     pub query: Vec<(String, String)>,
@@ -106,9 +106,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
                     .collect()
             })
             .unwrap_or_default();
+        let scheme = parts
+            .extensions
+            .get::<crate::http_server::RequestScheme>()
+            .map_or("http", |s| s.0);
         Ok(Self {
             version,
-            base: format!("http://{host}"),
+            base: format!("{scheme}://{host}"),
             query,
             caller: parts.extensions.get::<crate::auth::Caller>().cloned(),
         })
@@ -253,6 +257,20 @@ pub fn router(state: AppState) -> Router {
     // `bounded_body` enforces `[api] max_body_bytes` before extractors run.
     .layer(axum::extract::DefaultBodyLimit::disable())
     .with_state(state)
+}
+
+/// The plain-HTTP boot listener's router (`[api] boot_listen`): the API's
+/// `/boot/*` routes and nothing else.
+pub fn boot_router(app: Router) -> Router {
+    app.layer(axum::middleware::from_fn(
+        |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            if req.uri().path().starts_with("/boot/") {
+                next.run(req).await
+            } else {
+                ApiError::not_found("The boot listener serves /boot/* only.").into_response()
+            }
+        },
+    ))
 }
 
 /// The method router of a collection path, for its trailing-slash twin.
