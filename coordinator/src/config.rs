@@ -60,6 +60,7 @@
 //! cache_dir = "/var/cache/ingot/images"
 //! url = "http://10.0.2.2:6385"   # base URL agents download from; default: boot.api_url, else http://<listen>
 //! always = false                 # cache every image, not only image_download_source = "local"
+//! url_ttl = 3600                 # seconds a signed, per-node image URL stays valid
 //! ```
 
 use std::net::SocketAddr;
@@ -335,8 +336,8 @@ impl Default for PowerSyncConfig {
 }
 
 /// The image cache: source images downloaded once, verified, and served to
-/// agents from `/images/<key>`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// agents from `/images/<key>` with per-node signed URLs.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ImagesConfig {
     /// Where cached images live; no directory, no cache.
@@ -346,6 +347,19 @@ pub struct ImagesConfig {
     /// Cache every image (otherwise only nodes with
     /// `instance_info.image_download_source = "local"`, Ironic's setting).
     pub always: bool,
+    /// How long a signed image URL handed to an agent stays valid (seconds).
+    pub url_ttl: u64,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: None,
+            url: None,
+            always: false,
+            url_ttl: 3600,
+        }
+    }
 }
 
 impl Config {

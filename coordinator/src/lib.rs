@@ -22,4 +22,5 @@ pub mod model;
 pub mod power;
 pub mod server;
 pub mod state;
+pub mod temp_url;
 pub mod tls;

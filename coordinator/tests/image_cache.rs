@@ -96,8 +96,11 @@ async fn one_download_many_agents() {
     api.wait_state("c-2", "active", T).await;
     assert_eq!(hits.load(Ordering::SeqCst), 1, "downloaded once");
     let urls = sent_urls(&a1);
-    assert_eq!(urls, sent_urls(&a2));
     let url = urls[0].as_str().unwrap().to_owned();
+    // One cached image, a URL of its own for each node.
+    let url2 = sent_urls(&a2)[0].as_str().unwrap().to_owned();
+    assert_eq!(url.split('?').next(), url2.split('?').next());
+    assert_ne!(url, url2);
     assert!(url.starts_with(&format!("{}/images/", api.base)), "{url}");
 
     let c = reqwest::Client::new();
@@ -112,10 +115,25 @@ async fn one_download_many_agents() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 206);
     assert_eq!(r.bytes().await.unwrap().to_vec(), &image[1000..2000]);
+    // Only the signed, per-node URL is served: not the bare path, not
+    // another node's, not a later expiry.
     let (st, _) = api
         .get("/images/0000000000000000000000000000000000000000000000000000000000000000")
         .await;
-    assert_eq!(st, 404);
+    assert_eq!(st, 403);
+    let bare = url.split('?').next().unwrap();
+    assert_eq!(c.get(bare).send().await.unwrap().status().as_u16(), 403);
+    let n1 = api.node("c-1").await["uuid"].as_str().unwrap().to_owned();
+    let n2 = api.node("c-2").await["uuid"].as_str().unwrap().to_owned();
+    let other = if url.contains(&n1) {
+        url.replace(&n1, &n2)
+    } else {
+        url.replace(&n2, &n1)
+    };
+    assert_eq!(c.get(&other).send().await.unwrap().status().as_u16(), 403);
+    let (head, exp) = url.split_once("expires=").unwrap();
+    let later = format!("{head}expires=9{exp}");
+    assert_eq!(c.get(&later).send().await.unwrap().status().as_u16(), 403);
 
     // A wrong checksum: the download is refused and the deploy fails.
     let bad = "0".repeat(64);

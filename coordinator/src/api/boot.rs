@@ -385,13 +385,27 @@ pub async fn initramfs(
     .await
 }
 
-/// `GET|HEAD /images/{key}`: a cached, verified image.
+/// `GET|HEAD /images/{key}?node=…&expires=…&sig=…`: a cached, verified
+/// image, for the node its signed URL names (see [`crate::temp_url`]).
 pub async fn image(
     State(st): State<AppState>,
     Path(key): Path<String>,
+    ctx: Ctx,
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let path = format!("/images/{key}");
+    match st
+        .conductor
+        .url_key()
+        .verify(&path, &ctx.query, crate::temp_url::now())
+    {
+        Ok(node) => tracing::debug!(%node, %key, "signed image download"),
+        Err(e) => {
+            tracing::info!(%key, reason = %e, "image download refused");
+            return Err(ApiError::new(StatusCode::FORBIDDEN, e.to_string()));
+        }
+    }
     let cache = st
         .conductor
         .image_cache()

@@ -307,7 +307,14 @@ impl Conductor {
         }
         let src = crate::image_cache::Source::of(node).map_err(|e| e.to_string())?;
         let key = cache.ensure(&src).await.map_err(|e| e.to_string())?;
-        let url = format!("{}/images/{key}", self.config().agent_base_url());
+        // Per node and time-limited: no other client can fetch the image.
+        let path = format!("/images/{key}");
+        let expires = crate::temp_url::now().saturating_add(self.config().images.url_ttl);
+        let url = format!(
+            "{}{}",
+            self.config().agent_base_url(),
+            self.url_key().signed(&path, &node.uuid, expires)
+        );
         info.insert("urls".into(), json!([url]));
         Ok(())
     }

@@ -76,6 +76,7 @@ struct Inner {
     workers: Mutex<HashMap<String, bool>>,
     sync: power_sync::SyncState,
     consoles: crate::console::Consoles,
+    url_key: std::sync::OnceLock<crate::temp_url::UrlKey>,
 }
 
 /// The conductor handle (cheap to clone).
@@ -117,6 +118,7 @@ impl Conductor {
                 workers: Mutex::new(HashMap::new()),
                 sync: power_sync::SyncState::default(),
                 consoles: crate::console::Consoles::default(),
+                url_key: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -129,6 +131,34 @@ impl Conductor {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The key that signs image URLs: shared through the database (loaded
+    /// by [`Conductor::recover`]); a process-local one before that.
+    pub fn url_key(&self) -> &crate::temp_url::UrlKey {
+        self.inner.url_key.get_or_init(|| {
+            crate::temp_url::UrlKey::from_hex(&crate::temp_url::UrlKey::random_hex())
+                .unwrap_or_else(|| unreachable_key())
+        })
+    }
+
+    /// Loads the database's image URL key.
+    async fn load_url_key(&self) -> Result<(), ConductorError> {
+        let hex = self
+            .db()
+            .shared_secret("image_url_key", crate::temp_url::UrlKey::random_hex)
+            .await?;
+        match crate::temp_url::UrlKey::from_hex(&hex) {
+            Some(k) => {
+                if self.inner.url_key.set(k).is_err() {
+                    warn!(
+                        "the image URL key was used before it was loaded; URLs signed before now fail"
+                    );
+                }
+            }
+            None => warn!("the stored image URL key is malformed; using a process-local one"),
+        }
+        Ok(())
     }
 
     /// The image cache, when configured.
@@ -468,8 +498,9 @@ impl Conductor {
         Ok(Next::Idle)
     }
 
-    /// Restart recovery; see [`recovery`].
+    /// Restart recovery; see [`recovery`]. Also loads the shared image URL key.
     pub async fn recover(&self) -> Result<usize, ConductorError> {
+        self.load_url_key().await?;
         recovery::recover(self).await
     }
 
@@ -508,6 +539,13 @@ impl Conductor {
             }
         })
     }
+}
+
+#[cold]
+fn unreachable_key() -> crate::temp_url::UrlKey {
+    // random_hex always gives 64 hex digits.
+    #[allow(clippy::expect_used)]
+    crate::temp_url::UrlKey::from_hex(&"0".repeat(64)).expect("64 hex digits")
 }
 
 /// Describes an agent command failure for `last_error`.

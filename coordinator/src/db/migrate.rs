@@ -7,12 +7,17 @@ use sqlx::AnyPool;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// The migrations, in order. Never edit one that has shipped: add a new one.
-const MIGRATIONS: [(i64, &str, &str); 2] = [
+const MIGRATIONS: [(i64, &str, &str); 3] = [
     (1, "init", include_str!("../../migrations/0001_init.sql")),
     (
         2,
         "conductors",
         include_str!("../../migrations/0002_conductors.sql"),
+    ),
+    (
+        3,
+        "secrets",
+        include_str!("../../migrations/0003_secrets.sql"),
     ),
 ];
 

@@ -215,6 +215,29 @@ impl Db {
         self.pool.close().await;
     }
 
+    // ---- shared secrets ----
+
+    /// The secret `name`, made with `make` by the first coordinator that
+    /// asks (the others of the database read the same one).
+    pub async fn shared_secret(
+        &self,
+        name: &str,
+        make: impl FnOnce() -> String,
+    ) -> Result<String, DbError> {
+        sqlx::query(
+            "INSERT INTO coordinator_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(make())
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query("SELECT value FROM coordinator_secrets WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
     // ---- conductors ----
 
     /// The database's clock in milliseconds since the epoch, as SQL.
