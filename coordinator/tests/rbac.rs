@@ -206,8 +206,7 @@ async fn noauth_is_refused_on_a_network_address() {
         ingot_coordinator::power::PowerDrivers::default(),
     )
     .await
-    .err()
-    .expect("noauth started on 0.0.0.0");
+    .expect_err("noauth started on 0.0.0.0");
     assert!(e.to_string().contains("noauth"), "{e}");
     cfg.auth.allow_noauth_on_network = true;
     let (running, _) = start_with(cfg).await;

@@ -180,7 +180,6 @@ async fn a_half_configured_tls_is_refused() {
     let e =
         ingot_coordinator::server::start(cfg, ingot_coordinator::power::PowerDrivers::default())
             .await
-            .err()
-            .expect("started with half a TLS configuration");
+            .expect_err("started with half a TLS configuration");
     assert!(e.to_string().contains("go together"), "{e}");
 }

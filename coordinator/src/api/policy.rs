@@ -108,8 +108,7 @@ impl Rule {
         let alloc_owner = eq(project, t.allocation_owner);
         let system_admin = c.has("admin") && sys;
         let system_member = (c.has("member") && sys) || c.service_project;
-        let system_reader =
-            (c.has("reader") && sys) || (c.has("service") && sys) || c.service_project;
+        let system_reader = ((c.has("reader") || c.has("service")) && sys) || c.service_project;
         let system_service = c.has("service") && sys;
         let project_service = c.has("service") && owner;
         let owner_admin = owner && (c.has("admin") || c.has("manager"));

@@ -138,7 +138,7 @@ impl Conductor {
     pub fn url_key(&self) -> &crate::temp_url::UrlKey {
         self.inner.url_key.get_or_init(|| {
             crate::temp_url::UrlKey::from_hex(&crate::temp_url::UrlKey::random_hex())
-                .unwrap_or_else(|| unreachable_key())
+                .unwrap_or_else(unreachable_key)
         })
     }
 
