@@ -4,6 +4,8 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use crate::ca::{CaError, TrustedCa};
+
 /// Static IPv4 configuration from the kernel's `ip=` parameter
 /// (`ip=<client>:<server>:<gateway>:<netmask>:<hostname>:<device>:<autoconf>:<dns0>:<dns1>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +35,9 @@ pub struct KernelParams {
     pub insecure: bool,
     /// PEM CA bundle path inside the ramdisk: `ingot.ca=`.
     pub ca_file: Option<String>,
+    /// A CA certificate on the command line: `ingot.ca_b64=` (base64 of a DER
+    /// certificate or of a PEM bundle). Checked by [`KernelParams::trusted_ca`].
+    pub ca_b64: Option<String>,
     /// Debug logging: `ingot.debug` or `ipa-debug=1`.
     pub debug: bool,
     /// PXE interface MAC from `BOOTIF=01-aa-bb-…`, as `aa:bb:…`.
@@ -99,6 +104,26 @@ pub fn parse_ip(v: &str) -> Option<StaticIp> {
     })
 }
 
+impl KernelParams {
+    /// The CA certificates of `ingot.ca=` and `ingot.ca_b64=` (both, when both
+    /// are given), read and checked. A configured CA that cannot be read,
+    /// decoded or parsed is an error naming the parameter: the agent must not
+    /// fall back to the public roots. Empty when neither is given.
+    pub fn trusted_ca(&self) -> Result<TrustedCa, CaError> {
+        let mut ca = TrustedCa::none();
+        if let Some(f) = &self.ca_file {
+            ca.extend(TrustedCa::from_pem_file(
+                &format!("ingot.ca={f}"),
+                std::path::Path::new(f),
+            )?);
+        }
+        if let Some(b) = &self.ca_b64 {
+            ca.extend(TrustedCa::from_base64("ingot.ca_b64", b)?);
+        }
+        Ok(ca)
+    }
+}
+
 /// Parses a command line.
 pub fn parse(cmdline: &str) -> KernelParams {
     let mut p = KernelParams::default();
@@ -112,6 +137,7 @@ pub fn parse(cmdline: &str) -> KernelParams {
             ("ingot.token" | "ipa-agent-token", Some(v)) => p.token = Some(v.to_string()),
             ("ingot.insecure" | "ipa-insecure", v) => p.insecure = truthy(v),
             ("ingot.ca", Some(v)) => p.ca_file = Some(v.to_string()),
+            ("ingot.ca_b64", Some(v)) => p.ca_b64 = Some(v.to_string()),
             ("ingot.debug" | "ipa-debug", v) => p.debug = truthy(v),
             ("BOOTIF", Some(v)) => p.bootif = bootif_mac(v),
             ("ip", Some(v)) => p.static_ip = parse_ip(v),
@@ -133,6 +159,9 @@ pub fn parse(cmdline: &str) -> KernelParams {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+
     use super::*;
 
     #[test]
@@ -164,5 +193,144 @@ mod tests {
             })
         );
         assert_eq!(parse("ip=dhcp").static_ip, None);
+    }
+
+    /// A self-signed CA certificate: (DER, PEM).
+    fn ca_cert() -> (Vec<u8>, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let c = p.self_signed(&key).unwrap();
+        (c.der().to_vec(), c.pem())
+    }
+
+    /// A DER certificate whose standard base64 differs from the URL-safe one.
+    fn ca_der_with_url_unsafe_base64() -> Vec<u8> {
+        loop {
+            let (der, _) = ca_cert();
+            let s = STANDARD.encode(&der);
+            if s.contains(['+', '/']) {
+                return der;
+            }
+        }
+    }
+
+    fn ca_b64(value: &str) -> Result<TrustedCa, CaError> {
+        parse(&format!("console=ttyS0 ingot.ca_b64={value} ingot.debug")).trusted_ca()
+    }
+
+    #[test]
+    fn ca_b64_der_in_both_alphabets_with_or_without_padding() {
+        let der = ca_der_with_url_unsafe_base64();
+        for engine in [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD] {
+            let text = engine.encode(&der);
+            let ca = ca_b64(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(ca.len(), 1);
+            assert_eq!(ca.origins(), ["ingot.ca_b64"]);
+            // The clients get the same certificate back as PEM.
+            let pem = String::from_utf8(ca.pem().unwrap()).unwrap();
+            let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+            assert_eq!(STANDARD.decode(body).unwrap(), der);
+        }
+        assert_eq!(parse("ingot.ca_b64=abc").ca_b64.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn ca_b64_pem_bundle() {
+        let (_, one) = ca_cert();
+        let (_, two) = ca_cert();
+        let ca = ca_b64(&URL_SAFE_NO_PAD.encode(format!("{one}{two}"))).unwrap();
+        assert_eq!(ca.len(), 2);
+        // Leading white space before -----BEGIN is still PEM.
+        let ca = ca_b64(&STANDARD.encode(format!("\n{one}"))).unwrap();
+        assert_eq!(ca.len(), 1);
+    }
+
+    #[test]
+    fn ca_b64_oversized_is_refused() {
+        let (_, pem) = ca_cert();
+        let mut bundle = String::new();
+        while bundle.len() <= crate::ca::MAX_CA_B64_BYTES {
+            bundle.push_str(&pem);
+        }
+        let e = ca_b64(&STANDARD.encode(&bundle)).unwrap_err();
+        assert_eq!(e.origin, "ingot.ca_b64");
+        assert!(e.reason.contains("too large"), "{e}");
+        // Just over the limit once decoded, though short enough to decode.
+        let e = ca_b64(&STANDARD_NO_PAD.encode(vec![0x30u8; 4097])).unwrap_err();
+        assert!(e.reason.contains("4097 bytes decoded"), "{e}");
+        // Exactly at the limit is decoded (and then fails as a certificate).
+        let e = ca_b64(&STANDARD.encode(vec![0x30u8; 4096])).unwrap_err();
+        assert!(e.reason.contains("not a valid"), "{e}");
+    }
+
+    #[test]
+    fn ca_b64_garbage_is_refused() {
+        let bad_cert =
+            STANDARD.encode("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+        let key_only =
+            STANDARD.encode("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n");
+        for (value, why) in [
+            ("", "empty"),
+            ("not*base64!", "not base64"),
+            ("QUJD", "not a valid"), // "ABC": base64, not a certificate
+            (bad_cert.as_str(), "certificate 1: not a valid"),
+            (key_only.as_str(), "no PEM certificate"),
+        ] {
+            let e = ca_b64(value).unwrap_err();
+            assert_eq!(e.origin, "ingot.ca_b64", "{value}");
+            assert!(e.reason.contains(why), "{value}: {e}");
+            assert!(e.to_string().contains("ingot.ca_b64"), "{e}");
+        }
+        // A truncated certificate.
+        let (der, _) = ca_cert();
+        assert!(ca_b64(&STANDARD.encode(&der[..der.len() - 10])).is_err());
+    }
+
+    #[test]
+    fn configured_but_missing_ca_file_is_an_error_not_a_fallback() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-ca.pem");
+        let p = parse(&format!("ingot.ca={}", missing.display()));
+        let e = p.trusted_ca().unwrap_err();
+        assert_eq!(e.origin, format!("ingot.ca={}", missing.display()));
+        assert!(e.reason.contains("cannot read"), "{e}");
+        // A file that holds no certificate is refused too.
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let e = parse(&format!("ingot.ca={}", empty.display()))
+            .trusted_ca()
+            .unwrap_err();
+        assert!(e.reason.contains("no PEM certificate"), "{e}");
+        // Without any CA configured: empty (public roots only).
+        assert!(
+            parse("ingot.api=https://c")
+                .trusted_ca()
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn ca_file_and_ca_b64_together_trust_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, pem) = ca_cert();
+        let (der, _) = ca_cert();
+        let f = dir.path().join("ca.pem");
+        std::fs::write(&f, &pem).unwrap();
+        let p = parse(&format!(
+            "ingot.ca={} ingot.ca_b64={}",
+            f.display(),
+            URL_SAFE.encode(&der)
+        ));
+        let ca = p.trusted_ca().unwrap();
+        assert_eq!(ca.len(), 2);
+        assert_eq!(
+            ca.origins(),
+            [format!("ingot.ca={}", f.display()), "ingot.ca_b64".into()]
+        );
+        // A broken ingot.ca_b64 fails even when ingot.ca is fine.
+        let p = parse(&format!("ingot.ca={} ingot.ca_b64=QUJD", f.display()));
+        assert_eq!(p.trusted_ca().unwrap_err().origin, "ingot.ca_b64");
     }
 }

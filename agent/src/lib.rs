@@ -5,6 +5,7 @@
 //! issues land.
 
 pub mod api;
+pub mod ca;
 pub mod cmdline;
 pub mod configdrive;
 pub mod coordinator;

@@ -8,6 +8,7 @@ use ingot_proto::agent::{LookupConfig, LookupNode};
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
 
+use crate::ca::TrustedCa;
 use crate::ipa::executor::Executor;
 use crate::logring::LogRing;
 
@@ -35,8 +36,9 @@ pub struct AgentConfig {
     /// Accept commands without a token when none is known (standalone use,
     /// no coordinator). Never set when a coordinator URL is given.
     pub allow_without_token: bool,
-    /// Trust this PEM CA bundle for image and config drive downloads.
-    pub ca_pem: Option<Vec<u8>>,
+    /// CA certificates trusted for image, checksum and config drive downloads
+    /// (besides the public roots).
+    pub ca: TrustedCa,
     /// Do not verify TLS certificates of downloads (labs only).
     pub insecure: bool,
     /// The version reported in heartbeats and `/v1/status`.
@@ -51,7 +53,7 @@ impl Default for AgentConfig {
             power: PowerPolicy::DryRun,
             state_dir: None,
             allow_without_token: false,
-            ca_pem: None,
+            ca: TrustedCa::none(),
             insecure: false,
             version: agent_version(),
         }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
+use ingot_agent::ca::TrustedCa;
 use ingot_agent::coordinator::runtime::{RunOptions, TlsMode, run as run_agent};
 use ingot_agent::state::{AgentConfig, AgentState, PowerPolicy};
 
@@ -75,9 +76,9 @@ pub struct RunArgs {
 /// Runs the agent; returns only on a setup error.
 pub fn run(args: RunArgs, log_level: &str) -> anyhow::Result<()> {
     let logs = ingot_agent::logring::init(log_level);
-    let ca_pem = match &args.ca_file {
-        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
-        None => None,
+    let ca = match &args.ca_file {
+        Some(p) => TrustedCa::from_pem_file(&format!("--ca-file {}", p.display()), p)?,
+        None => TrustedCa::none(),
     };
     let config = AgentConfig {
         root: args.root,
@@ -89,7 +90,7 @@ pub fn run(args: RunArgs, log_level: &str) -> anyhow::Result<()> {
         },
         state_dir: Some(args.state_dir),
         allow_without_token: false,
-        ca_pem: ca_pem.clone(),
+        ca: ca.clone(),
         insecure: args.insecure,
         ..AgentConfig::default()
     };
@@ -106,7 +107,7 @@ pub fn run(args: RunArgs, log_level: &str) -> anyhow::Result<()> {
         Tls::On => TlsMode::On,
         Tls::Off => TlsMode::Off,
     };
-    opts.ca_pem = ca_pem;
+    opts.ca = ca;
     opts.insecure = args.insecure;
     opts.lookup_interval = Duration::from_secs_f64(args.lookup_interval.max(0.05));
     opts.lookup_max_interval =

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use ingot_agent::ca::TrustedCa;
 use ingot_image_tools::checksum::Checksum;
 use ingot_image_tools::format::FormatChoice;
 use ingot_image_tools::progress::{Progress, spawn_reporter};
@@ -84,8 +85,9 @@ pub fn run(args: WriteImageArgs) -> anyhow::Result<()> {
     opts.format = args.format;
     opts.target_is_zeroed = args.target_is_zeroed;
     opts.xz_memlimit = args.xz_memlimit;
+    // Checked here, so a bad bundle is refused before the target is opened.
     let ca_pem = match &args.ca_file {
-        Some(p) => Some(std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?),
+        Some(p) => TrustedCa::from_pem_file(&format!("--ca-file {}", p.display()), p)?.pem(),
         None => None,
     };
     opts.source_options = SourceOptions {

@@ -12,6 +12,8 @@ use ingot_proto::agent::{
 use reqwest::StatusCode;
 use serde_json::Value;
 
+use crate::ca::TrustedCa;
+
 /// Why a request to the coordinator failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -41,7 +43,7 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
-    /// The client could not be built (bad CA bundle).
+    /// The client could not be built.
     #[error("HTTP client: {0}")]
     Setup(String),
 }
@@ -84,19 +86,15 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for `base` (e.g. `http://10.0.0.1:6385`).
-    pub fn new(base: &str, ca_pem: Option<&[u8]>, insecure: bool) -> Result<Self, ClientError> {
-        let mut b = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("ingot-agent/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = ca_pem {
-            for c in reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| ClientError::Setup(e.to_string()))?
-            {
-                b = b.add_root_certificate(c);
-            }
-        }
+    /// A client for `base` (e.g. `http://10.0.0.1:6385`) that trusts `ca`
+    /// besides the public roots, or verifies nothing when `insecure`.
+    pub fn new(base: &str, ca: &TrustedCa, insecure: bool) -> Result<Self, ClientError> {
+        let mut b = ca.apply(
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .connect_timeout(Duration::from_secs(10))
+                .user_agent(concat!("ingot-agent/", env!("CARGO_PKG_VERSION"))),
+        );
         if insecure {
             b = b.danger_accept_invalid_certs(true);
         }
@@ -142,15 +140,9 @@ impl Client {
         if let Some(v) = version {
             req = req.header("X-OpenStack-Ironic-API-Version", v);
         }
-        let resp = req.send().await.map_err(|e| ClientError::Transport {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })?;
+        let resp = req.send().await.map_err(|e| transport(url, &e))?;
         let status = resp.status();
-        let body = resp.text().await.map_err(|e| ClientError::Transport {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })?;
+        let body = resp.text().await.map_err(|e| transport(url, &e))?;
         if status != StatusCode::OK {
             return Err(ClientError::Status {
                 url: url.to_string(),
@@ -210,10 +202,7 @@ impl Client {
             .body(serde_json::to_vec(body).unwrap_or_default())
             .send()
             .await
-            .map_err(|e| ClientError::Transport {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| transport(&url, &e))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());
@@ -224,6 +213,26 @@ impl Client {
             status: status.as_u16(),
             body: error_message(&body),
         })
+    }
+}
+
+/// A transport error with its causes: reqwest's own message is only "error
+/// sending request", the TLS reason (`invalid peer certificate:
+/// UnknownIssuer`) is in the source chain.
+fn transport(url: &str, e: &reqwest::Error) -> ClientError {
+    let mut reason = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !reason.contains(&text) {
+            reason.push_str(": ");
+            reason.push_str(&text);
+        }
+        source = s.source();
+    }
+    ClientError::Transport {
+        url: url.to_string(),
+        reason,
     }
 }
 

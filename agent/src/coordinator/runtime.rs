@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 
 use super::{Client, ClientError};
 use crate::api;
+use crate::ca::TrustedCa;
 use crate::random::uniform;
 use crate::state::AgentState;
 
@@ -40,8 +41,8 @@ pub struct RunOptions {
     pub advertise_port: Option<u16>,
     /// TLS of the agent API.
     pub tls: TlsMode,
-    /// Trust this PEM CA bundle for the coordinator.
-    pub ca_pem: Option<Vec<u8>>,
+    /// CA certificates trusted for the coordinator (besides the public roots).
+    pub ca: TrustedCa,
     /// Do not verify the coordinator's certificate.
     pub insecure: bool,
     /// First lookup retry interval (doubles up to `lookup_max_interval`).
@@ -65,7 +66,7 @@ impl RunOptions {
             advertise_host: None,
             advertise_port: None,
             tls: TlsMode::Auto,
-            ca_pem: None,
+            ca: TrustedCa::none(),
             insecure: false,
             // Short at first: the network often comes up within a second of the
             // first try, and every retry delay adds to the time to the first heartbeat.
@@ -281,10 +282,22 @@ pub async fn run(state: Arc<AgentState>, mut opts: RunOptions) -> Result<(), Run
     if opts.api_urls.is_empty() {
         return Err(RunError::NoUrl);
     }
+    if opts.insecure {
+        tracing::warn!(
+            ignored_ca_certificates = opts.ca.len(),
+            "TLS verification is off (ingot.insecure / ipa-insecure / --insecure): neither the coordinator's nor the image servers' certificates are verified"
+        );
+    } else if !opts.ca.is_empty() {
+        tracing::info!(
+            certificates = opts.ca.len(),
+            from = ?opts.ca.origins(),
+            "trusting the configured CA certificates besides the public roots"
+        );
+    }
     let mut clients = opts
         .api_urls
         .iter()
-        .map(|u| Client::new(u, opts.ca_pem.as_deref(), opts.insecure))
+        .map(|u| Client::new(u, &opts.ca, opts.insecure))
         .collect::<Result<Vec<_>, _>>()?;
     if opts.macs.is_empty() {
         let root = state.config.root.clone();

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::ca::TrustedCa;
 use crate::cmdline::{self, KernelParams};
 use crate::coordinator::runtime::{RunOptions, TlsMode};
 use crate::ipa::power::{PowerAction, execute as power};
@@ -98,11 +99,12 @@ fn kernel_release() -> Option<String> {
     )
 }
 
-/// Run options for the coordinator from the kernel parameters.
-pub fn run_options(p: &KernelParams, api_url: &str) -> RunOptions {
+/// Run options for the coordinator from the kernel parameters; `ca` is
+/// [`KernelParams::trusted_ca`]'s result.
+pub fn run_options(p: &KernelParams, api_url: &str, ca: &TrustedCa) -> RunOptions {
     let mut o = RunOptions::new(api_url);
     o.insecure = p.insecure;
-    o.ca_pem = p.ca_file.as_ref().and_then(|f| std::fs::read(f).ok());
+    o.ca = ca.clone();
     o.advertise_host = p.advertise_host.clone();
     o.advertise_port = p.advertise_port;
     o.tls = match p.tls.as_deref() {
@@ -141,18 +143,24 @@ pub fn main() -> ! {
             "no ingot.api= (or ipa-api-url=) on the kernel command line",
         );
     };
+    // A configured CA that cannot be used is fatal: falling back to the
+    // public roots would trust servers the operator did not mean to.
+    let ca = match params.trusted_ca() {
+        Ok(ca) => ca,
+        Err(e) => reboot_later(timeout, &e.to_string()),
+    };
     let config = AgentConfig {
         power: PowerPolicy::Real,
         state_dir: Some("/run/ingot".into()),
         insecure: params.insecure,
-        ca_pem: params.ca_file.as_ref().and_then(|f| std::fs::read(f).ok()),
+        ca: ca.clone(),
         ..AgentConfig::default()
     };
     let state: Arc<AgentState> = AgentState::new(config, logs);
     if let Some(t) = &params.token {
         state.set_token(Some(t.clone()));
     }
-    let opts = run_options(&params, &api_url);
+    let opts = run_options(&params, &api_url, &ca);
     let net = crate::net::NetOptions::from_params(&params);
     let result = rt.block_on(async move {
         tokio::spawn(async move {

@@ -48,16 +48,11 @@ pub fn parse_image_info(v: Option<&Value>) -> Result<ImageInfo, CmdError> {
 }
 
 fn http_client(state: &AgentState) -> Result<reqwest::Client, CmdError> {
-    let mut b = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(30))
-        .timeout(Duration::from_secs(300));
-    if let Some(pem) = &state.config.ca_pem {
-        for c in reqwest::Certificate::from_pem_bundle(pem)
-            .map_err(|e| CmdError::execution(format!("bad CA bundle: {e}")))?
-        {
-            b = b.add_root_certificate(c);
-        }
-    }
+    let mut b = state.config.ca.apply(
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .timeout(Duration::from_secs(300)),
+    );
     if state.config.insecure {
         b = b.danger_accept_invalid_certs(true);
     }
@@ -210,7 +205,9 @@ pub async fn deploy_whole_disk(
         opts.source_options = SourceOptions {
             retry: RetryPolicy::default(),
             tls: TlsOptions {
-                ca_pem: state.config.ca_pem.clone(),
+                // The same validated certificates, as the PEM the image
+                // tools take.
+                ca_pem: state.config.ca.pem(),
                 insecure: state.config.insecure,
             },
         };
