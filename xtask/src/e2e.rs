@@ -25,7 +25,7 @@ pub enum Build {
 }
 
 /// The flags `demo` and `e2e` pass on to `ingot-lab`.
-const LAB_FLAGS: &[&str] = &["--fast-track"];
+const LAB_FLAGS: &[&str] = &["--fast-track", "--tls"];
 
 /// True if every flag is one the lab takes.
 pub fn flags_ok(flags: &[String]) -> bool {
@@ -91,6 +91,40 @@ pub fn run(build: Build, verbose: bool, flags: &[String]) -> Result<String> {
         bail!(
             "the end-to-end lab failed ({st}) after {timings}; evidence in {}",
             target.join("e2e").display()
+        );
+    }
+    Ok(timings)
+}
+
+/// The lab again with TLS on every hop (`ingot-lab run --tls`), reusing the
+/// ramdisk and test image the last [`run`] built in `target/e2e/build`
+/// (nothing is built again); evidence in `target/e2e-tls/`.
+pub fn run_tls_again() -> Result<String> {
+    let target = util::target_dir();
+    let bin = target.join("debug");
+    let built = target.join("e2e").join("build");
+    let mut cmd = Command::new(bin.join("ingot-lab"));
+    cmd.arg("run")
+        .arg("--workdir")
+        .arg(target.join("e2e-tls"))
+        .arg("--coordinator")
+        .arg(bin.join("ingot-coordinator"))
+        .arg("--kernel")
+        .arg(built.join("ramdisk/vmlinuz"))
+        .arg("--initramfs")
+        .arg(built.join("ramdisk/initramfs.img"))
+        .arg("--image")
+        .arg(built.join("test-image.raw"))
+        .arg("--tls");
+    println!("\n==> the lab with TLS on every hop");
+    util::announce(&cmd);
+    let t = Instant::now();
+    let st = cmd.status()?;
+    let timings = format!("lab {:.0} s", t.elapsed().as_secs_f64());
+    if !st.success() {
+        bail!(
+            "the end-to-end lab with TLS failed ({st}) after {timings}; evidence in {}",
+            target.join("e2e-tls").display()
         );
     }
     Ok(timings)

@@ -255,6 +255,16 @@ pub fn run() -> Result<()> {
         })
     });
 
+    // The same lab with TLS on every hop, on the ramdisk and image just built.
+    gate("e2e lab (TLS)", &mut || {
+        crate::e2e::run_tls_again().map(|timings| {
+            format!(
+                "{}; {timings}",
+                util::target_dir().join("e2e-tls/report.json").display()
+            )
+        })
+    });
+
     println!("\n==> summary");
     let mut failed = 0;
     for g in &gates {

@@ -234,7 +234,11 @@ pub async fn heartbeat(
             Ok(())
         })
         .await?;
-    tracing::debug!(node = %updated.uuid, "heartbeat");
+    if node.agent_url() != Some(callback.as_str()) {
+        tracing::info!(node = %updated.uuid, agent_url = %callback, verify_ca = ca.is_some(), "agent heartbeat from a new URL");
+    } else {
+        tracing::debug!(node = %updated.uuid, "heartbeat");
+    }
     st.conductor.kick(&updated.uuid);
     Ok(empty(StatusCode::ACCEPTED))
 }

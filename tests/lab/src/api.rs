@@ -15,13 +15,16 @@ pub struct Api {
 }
 
 impl Api {
-    /// A client of `base` (`http://127.0.0.1:<port>`).
-    pub fn new(base: &str) -> Result<Self> {
+    /// A client of `base` (`http(s)://127.0.0.1:<port>`); `ca_pem` is the
+    /// CA that signed an HTTPS API's certificate.
+    pub fn new(base: &str, ca_pem: Option<&[u8]>) -> Result<Self> {
+        let mut b = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        if let Some(pem) = ca_pem {
+            b = b.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
+        }
         Ok(Self {
             base: base.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()?,
+            http: b.build()?,
         })
     }
 

@@ -40,6 +40,10 @@ struct Common {
     /// drive the agent inspection booted, without booting the ramdisk again.
     #[arg(long)]
     fast_track: bool,
+    /// TLS on every hop (HTTPS API with a lab CA the agent verifies, the
+    /// image from the coordinator's cache over HTTPS).
+    #[arg(long)]
+    tls: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,6 +99,7 @@ fn run(common: Common, artifacts: Artifacts) -> Result<()> {
         artifacts,
         verbose: common.verbose,
         fast_track: common.fast_track,
+        tls: common.tls,
         phase_timeout: Duration::from_secs(common.phase_timeout),
     })?;
     println!("\n{}", report.table());

@@ -26,6 +26,8 @@ pub struct Report {
     /// The node was enrolled with fast track (provide and deploy drive the
     /// agent that inspection booted, without booting the ramdisk again).
     pub fast_track: bool,
+    /// TLS on every hop (`--tls`): what each hop used.
+    pub tls: Option<crate::scenario::TlsEvidence>,
     /// The instance UUID given at deploy, and printed by the deployed image.
     pub instance_uuid: String,
     /// The console line that proved the image booted from disk.

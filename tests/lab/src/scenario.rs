@@ -55,6 +55,94 @@ pub struct Options {
     /// after inspection and cleaning, and provide and deploy drive it without
     /// booting the ramdisk again (Ironic's fast track).
     pub fast_track: bool,
+    /// TLS on every hop: the API serves HTTPS with a certificate of a lab
+    /// CA, which the lab's client and the agent (`ingot.ca_b64=` from the
+    /// iPXE script) verify; the agent serves its API with auto-TLS; the
+    /// image comes from the coordinator's cache over HTTPS with a signed,
+    /// per-node URL. Only iPXE's boot files stay plain HTTP, on the boot
+    /// listener.
+    pub tls: bool,
+}
+
+/// What the TLS run proves about each hop, from the coordinator's own log
+/// and cache (in `report.json`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TlsEvidence {
+    /// The API listened with HTTPS only (the lab's client verified it
+    /// with the lab CA).
+    pub api: String,
+    /// The agent looked up and heartbeated over HTTPS: it verified the
+    /// coordinator's certificate with the CA from `ingot.ca_b64=`.
+    pub agent_to_coordinator: String,
+    /// The coordinator called the agent at an https:// URL (auto-TLS,
+    /// pinned to the certificate the heartbeat sent).
+    pub coordinator_to_agent: String,
+    /// The image came from the coordinator's cache over HTTPS.
+    pub image: String,
+}
+
+/// Reads the evidence of the TLS run after its deploy.
+fn tls_evidence(w: &Path) -> Result<TlsEvidence> {
+    let log = std::fs::read_to_string(w.join("coordinator.log")).unwrap_or_default();
+    let agent_url = log
+        .lines()
+        .filter_map(|l| l.split("agent_url=").nth(1))
+        .filter_map(|r| r.split_whitespace().next())
+        .last()
+        .map(|u| u.trim_matches('"').to_owned());
+    let cached: Vec<String> = std::fs::read_dir(w.join("image-cache"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    ensure!(
+        !cached.is_empty(),
+        "TLS run: the image cache is empty, so the agent did not download through the coordinator"
+    );
+    ensure!(
+        !log.contains("TLS handshake failed"),
+        "TLS run: the coordinator logged failed handshakes"
+    );
+    let agent = agent_url.unwrap_or_default();
+    ensure!(
+        agent.starts_with("https://"),
+        "TLS run: the agent's URL is {agent:?}, not https://"
+    );
+    Ok(TlsEvidence {
+        api: "https only (plain HTTP only for /boot/* on the boot listener)".into(),
+        agent_to_coordinator: "https, verified with the lab CA from ingot.ca_b64=".into(),
+        coordinator_to_agent: agent,
+        image: format!(
+            "https, signed per-node URL to the cache ({})",
+            cached.join(", ")
+        ),
+    })
+}
+
+/// The lab CA and the API's certificate (SANs 127.0.0.1, the guest's view
+/// of the host 10.0.2.2, localhost), as PEM files in `dir`: (ca, cert, key).
+fn lab_pki(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "Ingot lab CA");
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let key = KeyPair::generate()?;
+    let params = CertificateParams::new(vec![
+        "127.0.0.1".to_owned(),
+        "10.0.2.2".to_owned(),
+        "localhost".to_owned(),
+    ])?;
+    let cert = params.signed_by(&key, &Issuer::new(ca, ca_key))?;
+    let paths = (dir.join("ca.pem"), dir.join("api.crt"), dir.join("api.key"));
+    std::fs::write(&paths.0, ca_cert.pem())?;
+    std::fs::write(&paths.1, cert.pem())?;
+    std::fs::write(&paths.2, key.serialize_pem())?;
+    Ok(paths)
 }
 
 /// Prints progress lines with the time since the start.
@@ -262,11 +350,35 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
     let image_sha256 = crate::sha256_file(&served)?;
     let store = fileserver::start(&images, &w.join("image-server.log"))?;
 
-    // The coordinator: default configuration, a free port, the ramdisk.
+    // The coordinator: default configuration, a free port, the ramdisk;
+    // with TLS, a configuration file for HTTPS, the boot listener, the CA
+    // agents trust and the image cache.
     let api_port = proc::free_tcp_port()?;
+    let boot_port = if opts.tls {
+        proc::free_tcp_port()?
+    } else {
+        api_port
+    };
     let log = std::fs::File::create(w.join("coordinator.log"))?;
-    let child = Command::new(&opts.coordinator)
-        .arg("serve")
+    let mut cmd = Command::new(&opts.coordinator);
+    cmd.arg("serve");
+    let mut ca_pem = None;
+    if opts.tls {
+        let (ca, cert, key) = lab_pki(w)?;
+        let config = w.join("coordinator.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[api]\ntls_cert_file = {cert:?}\ntls_key_file = {key:?}\nboot_listen = \"127.0.0.1:{boot_port}\"\n\n\
+                 [boot]\nagent_ca_file = {ca:?}\n\n\
+                 [images]\ncache_dir = {cache:?}\nurl = \"https://10.0.2.2:{api_port}\"\nalways = true\n",
+                cache = w.join("image-cache"),
+            ),
+        )?;
+        cmd.arg("--config").arg(&config);
+        ca_pem = Some(std::fs::read(&ca)?);
+    }
+    let child = cmd
         .arg("--listen")
         .arg(format!("127.0.0.1:{api_port}"))
         .arg("--database")
@@ -282,13 +394,15 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
         .spawn()
         .context("starting ingot-coordinator")?;
     let mut coordinator = Guard::new("ingot-coordinator", child);
-    let base = format!("http://127.0.0.1:{api_port}");
-    let api = Api::new(&base)?;
+    let scheme = if opts.tls { "https" } else { "http" };
+    let base = format!("{scheme}://127.0.0.1:{api_port}");
+    let api = Api::new(&base, ca_pem.as_deref())?;
 
-    // iPXE's first script, served by QEMU's TFTP: ask the coordinator.
+    // iPXE's first script, served by QEMU's TFTP: ask the coordinator (its
+    // boot listener, in plain HTTP, with TLS).
     std::fs::write(
         tftp.join("boot.ipxe"),
-        format!("#!ipxe\nchain http://10.0.2.2:{api_port}/boot/boot.ipxe\n"),
+        format!("#!ipxe\nchain http://10.0.2.2:{boot_port}/boot/boot.ipxe\n"),
     )?;
 
     // The server: disks, console, boot orders.
@@ -343,10 +457,18 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
         "the coordinator did not answer on {base} within 30 s"
     );
     progress.say(&format!(
-        "coordinator: {base} (SQLite, default configuration)"
+        "coordinator: {base} (SQLite, {})",
+        if opts.tls {
+            "HTTPS with the lab CA, boot listener, image cache"
+        } else {
+            "default configuration"
+        }
     ));
-    // 10.0.2.2 is the host's loopback as the guest sees it.
-    let image_url = format!("http://10.0.2.2:{}/test-image.raw", store.port());
+    // 10.0.2.2 is the host's loopback as the guest sees it. With TLS the
+    // coordinator fetches the image into its cache (from the host), and the
+    // agent gets it from the coordinator over HTTPS.
+    let image_host = if opts.tls { "127.0.0.1" } else { "10.0.2.2" };
+    let image_url = format!("http://{image_host}:{}/test-image.raw", store.port());
     Ok(Lab {
         _coordinator: coordinator,
         _bmc: bmc,
@@ -717,6 +839,9 @@ async fn lifecycle(
     .await?;
     ph.wait(&uuid, "active", t).await?;
     ensure_fast_track(opts, lab, ph.started_unix, "deploy")?;
+    if opts.tls {
+        report.tls = Some(tls_evidence(&opts.workdir)?);
+    }
     ph.finish(report);
 
     // The server boots its new disk and prints the instance UUID.
