@@ -597,3 +597,67 @@ async fn reservations_of_coordinators_that_are_not_alive_are_released() {
     assert!(alive.contains(&("old-name".into(), false)), "{v}");
     running.shutdown().await;
 }
+
+/// Cases the campaign found handled, kept so they stay so.
+#[tokio::test]
+async fn already_handled_cases_stay_handled() {
+    let db = test_db(Backend::Sqlite, "handled").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(&db.url);
+    cfg.images.cache_dir = Some(dir.path().join("cache"));
+    let (running, api) = start_with(cfg).await;
+    let uuid = fake_node(&api, "n1").await;
+    // Traversal through the image and boot paths.
+    for path in [
+        "/images/..%2F..%2F..%2Fetc%2Fpasswd",
+        "/images/../../etc/passwd",
+        "/images/%2e%2e",
+        "/boot/ipxe/..%2F..%2Fetc%2Fpasswd",
+    ] {
+        let body = reqwest::get(format!("{}{path}", api.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!body.contains("root:"), "{path}: {body}");
+    }
+    // SQL-ish filters match nothing and change nothing.
+    for q in [
+        "name=%27%20OR%201%3D1--",
+        "provision_state=enroll%27%3B%20DROP%20TABLE%20nodes%3B--",
+        "owner=%25",
+        "conductor_group=%27%20OR%20%271%27%3D%271",
+    ] {
+        let (st, v) = api.get(&format!("/v1/nodes?{q}")).await;
+        assert!(st == 200 || st == 400, "{q}: {st} {v}");
+        if st == 200 {
+            assert!(v["nodes"].as_array().unwrap().len() <= 1, "{q}: {v}");
+        }
+    }
+    assert_eq!(api.node(&uuid).await["name"], "n1");
+    // Wrong agent tokens and file:// callbacks are refused.
+    for body in [
+        json!({"callback_url": "http://127.0.0.1:9999", "agent_token": "wrong", "agent_version": "1"}),
+        json!({"callback_url": "file:///etc/passwd", "agent_token": "wrong"}),
+        json!({"callback_url": "gopher://x", "agent_token": "x"}),
+        json!({"callback_url": "http://127.0.0.1:9999"}),
+    ] {
+        let (st, v) = api
+            .post(&format!("/v1/heartbeat/{uuid}"), body.clone())
+            .await;
+        assert_eq!(st, 400, "{body}: {v}");
+    }
+    // A body that is a JSON bomb of keys within the size limit is only data.
+    let wide: serde_json::Map<String, Value> =
+        (0..50_000).map(|i| (format!("k{i}"), json!(i))).collect();
+    let (st, _) = api
+        .patch(
+            &format!("/v1/nodes/{uuid}"),
+            json!([{"op": "add", "path": "/extra/wide", "value": wide}]),
+        )
+        .await;
+    assert!(st == 200 || st == 413, "{st}");
+    assert_eq!(api.get("/v1/nodes").await.0, 200);
+    running.shutdown().await;
+}
