@@ -4,6 +4,7 @@
 //! listen = "127.0.0.1:6385"
 //! database = "sqlite://ingot.db"
 //! conductor_name = "ingot"
+//! secrets_key_file = "/etc/ingot/secrets.key"  # driver_info secrets encrypted at rest (64 hex digits, 0600)
 //! conductor_group = ""
 //! conductor_heartbeat_interval = 10  # seconds between this coordinator's heartbeats in the database
 //! conductor_heartbeat_timeout = 60   # seconds after which a silent coordinator counts as dead
@@ -99,6 +100,9 @@ pub struct Config {
     pub database: String,
     /// Name of this coordinator, stored in `reservation` and `conductor`.
     pub conductor_name: String,
+    /// A key file (64 hex digits, mode 0600): `driver_info` secrets are
+    /// encrypted at rest with it (AES-256-GCM).
+    pub secrets_key_file: Option<std::path::PathBuf>,
     /// This coordinator's group (Ironic's `[conductor] conductor_group`).
     pub conductor_group: String,
     /// Seconds between this coordinator's heartbeats in the database
@@ -404,6 +408,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 6385)),
             database: "sqlite://ingot-coordinator.db".into(),
             conductor_name: "ingot".into(),
+            secrets_key_file: None,
             conductor_group: String::new(),
             conductor_heartbeat_interval: 10,
             conductor_heartbeat_timeout: 60,

@@ -93,7 +93,14 @@ pub async fn start(mut config: Config, power: PowerDrivers) -> Result<Running, S
         config.listen,
     )?);
     let tls = crate::tls::from_config(&config.api)?;
-    let db = Db::connect(&config.database).await?;
+    let key = match &config.secrets_key_file {
+        Some(path) => Some(crate::db::secrets::SecretBox::from_file(path).map_err(DbError::from)?),
+        None => None,
+    };
+    let db = Db::connect(&config.database)
+        .await?
+        .with_secrets(key)
+        .await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Io {

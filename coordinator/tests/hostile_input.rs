@@ -661,3 +661,78 @@ async fn already_handled_cases_stay_handled() {
     assert_eq!(api.get("/v1/nodes").await.0, 200);
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn driver_info_secrets_are_encrypted_at_rest() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("secrets.key");
+    std::fs::write(&key_file, format!("{}\n", "ab".repeat(32))).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let db = test_db(Backend::Sqlite, "at_rest").await.unwrap();
+    let mut cfg = test_config(&db.url);
+    cfg.secrets_key_file = Some(key_file.clone());
+    let (running, api) = start_with(cfg.clone()).await;
+    let (st, n) = api
+        .post(
+            "/v1/nodes",
+            json!({"driver": "fake-hardware", "name": "enc", "driver_info": {
+                "ipmi_password": "pw-at-rest-1",
+                "ipmi_address": "192.0.2.1",
+                "redfish": {"password": "pw-at-rest-2"},
+            }}),
+        )
+        .await;
+    assert_eq!(st, 201, "{n}");
+    let uuid = n["uuid"].as_str().unwrap().to_owned();
+    running.shutdown().await;
+
+    // On disk: ciphertext only.
+    let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+    let (data,): (String,) = sqlx::query_as("SELECT data FROM nodes WHERE uuid = $1")
+        .bind(&uuid)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert!(!data.contains("pw-at-rest"), "{data}");
+    assert!(
+        data.contains("ingot-aead-v1:") && data.contains("192.0.2.1"),
+        "{data}"
+    );
+    // The coordinator reads them back in clear (for its power drivers).
+    let key = ingot_coordinator::db::secrets::SecretBox::from_file(&key_file).unwrap();
+    let handle = ingot_coordinator::db::Db::connect(&db.url)
+        .await
+        .unwrap()
+        .with_secrets(Some(key))
+        .await
+        .unwrap();
+    let (node, _) = handle.get_node(&uuid).await.unwrap().unwrap();
+    assert_eq!(node.driver_info["ipmi_password"], "pw-at-rest-1");
+    assert_eq!(node.driver_info["redfish"]["password"], "pw-at-rest-2");
+    handle.close().await;
+
+    // Without the key, with another key, or with a key others can read: refused.
+    let mut no_key = cfg.clone();
+    no_key.secrets_key_file = None;
+    let e = start_fails(no_key).await;
+    assert!(e.contains("secrets_key_file"), "{e}");
+    let wrong = dir.path().join("wrong.key");
+    std::fs::write(&wrong, "cd".repeat(32)).unwrap();
+    std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut wrong_key = cfg.clone();
+    wrong_key.secrets_key_file = Some(wrong.clone());
+    let e = start_fails(wrong_key).await;
+    assert!(e.contains("does not decrypt"), "{e}");
+    std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut open_key = cfg.clone();
+    open_key.secrets_key_file = Some(wrong);
+    let e = start_fails(open_key).await;
+    assert!(e.contains("chmod 600"), "{e}");
+    // With the right key all is as before; the API still masks.
+    let (running, api) = start_with(cfg).await;
+    let n = api.node("enc").await;
+    assert_eq!(n["driver_info"]["ipmi_password"], "******");
+    running.shutdown().await;
+}

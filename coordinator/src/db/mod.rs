@@ -6,6 +6,7 @@
 //! each other's changes.
 
 mod migrate;
+pub mod secrets;
 mod sqlite_file;
 
 use std::str::FromStr;
@@ -60,6 +61,14 @@ pub enum DbError {
     /// Anything else from the driver.
     #[error("database error: {0}")]
     Sqlx(#[from] sqlx::Error),
+    /// The secrets key, or a value it does not decrypt.
+    #[error(transparent)]
+    Secrets(#[from] secrets::SecretsError),
+    /// Stored secrets are encrypted but no key is configured.
+    #[error(
+        "nodes hold driver_info secrets encrypted at rest, but no secrets_key_file is configured; configure the key they were written with"
+    )]
+    NoSecretsKey,
 }
 
 /// The outcome of [`Db::update_node`]: the caller's own error, or the database's.
@@ -102,6 +111,7 @@ pub struct ConductorRow {
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    secrets: Option<std::sync::Arc<secrets::SecretBox>>,
 }
 
 fn map_err(e: sqlx::Error, what: &str) -> DbError {
@@ -200,9 +210,57 @@ impl Db {
             });
         }
         let pool = pool.connect_with(opts).await?;
-        let db = Self { pool, backend };
+        let db = Self {
+            pool,
+            backend,
+            secrets: None,
+        };
         migrate::run(&db.pool).await?;
         Ok(db)
+    }
+
+    /// Encrypts `driver_info` secrets at rest with `key` from now on. Refuses
+    /// (before anything is written) a key that does not open what is stored;
+    /// without a key, refuses a database that holds encrypted secrets.
+    pub async fn with_secrets(mut self, key: Option<secrets::SecretBox>) -> Result<Self, DbError> {
+        let row = sqlx::query("SELECT uuid, data FROM nodes WHERE data LIKE $1 LIMIT 1")
+            .bind(format!("%{}%", secrets::PREFIX))
+            .fetch_optional(&self.pool)
+            .await?;
+        match (&key, row) {
+            (None, Some(_)) => return Err(DbError::NoSecretsKey),
+            (Some(k), Some(r)) => {
+                let uuid: String = r.try_get(0)?;
+                let data: String = r.try_get(1)?;
+                let mut node: Node = parse("node", &uuid, &data)?;
+                k.open_driver_info(&uuid, &mut node.driver_info)?;
+            }
+            _ => {}
+        }
+        self.secrets = key.map(std::sync::Arc::new);
+        Ok(self)
+    }
+
+    /// A node document as stored: its `driver_info` secrets sealed.
+    fn node_json(&self, node: &Node) -> String {
+        match &self.secrets {
+            None => to_json(node),
+            Some(k) => {
+                let mut n = node.clone();
+                k.seal_driver_info(&n.uuid, &mut n.driver_info);
+                to_json(&n)
+            }
+        }
+    }
+
+    /// A stored node document read: its `driver_info` secrets opened.
+    fn node_from(&self, uuid: &str, data: &str) -> Result<Node, DbError> {
+        let mut node: Node = parse("node", uuid, data)?;
+        if secrets::has_sealed(&node.driver_info) {
+            let k = self.secrets.as_ref().ok_or(DbError::NoSecretsKey)?;
+            k.open_driver_info(uuid, &mut node.driver_info)?;
+        }
+        Ok(node)
     }
 
     /// Which database this is.
@@ -342,7 +400,7 @@ impl Db {
                 let uuid: String = r.try_get(0)?;
                 let version: i64 = r.try_get(1)?;
                 let data: String = r.try_get(2)?;
-                Ok(Some((parse("node", &uuid, &data)?, version)))
+                Ok(Some((self.node_from(&uuid, &data)?, version)))
             }
         }
     }
@@ -352,7 +410,18 @@ impl Db {
         let rows = sqlx::query("SELECT uuid, data FROM nodes ORDER BY created_at, uuid")
             .fetch_all(&self.pool)
             .await?;
-        parse_rows("node", &rows)
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let uuid: String = r.try_get(0)?;
+            let data: String = r.try_get(1)?;
+            match self.node_from(&uuid, &data) {
+                Ok(n) => out.push(n),
+                Err(e) => {
+                    tracing::error!(id = %uuid, error = %e, "skipping a node that does not load")
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// UUIDs of nodes in the given provision states.
@@ -383,7 +452,7 @@ impl Db {
         .bind(node.reservation.clone())
         .bind(1_i64)
         .bind(node.created_at.clone().unwrap_or_default())
-        .bind(to_json(node))
+        .bind(self.node_json(node))
         .execute(&self.pool)
         .await
         .map_err(|e| map_err(e, "a node with this UUID or name already exists"))?;
@@ -417,7 +486,7 @@ impl Db {
             .bind(node.provision_state.as_str())
             .bind(node.reservation.clone())
             .bind(version + 1)
-            .bind(to_json(&node))
+            .bind(self.node_json(&node))
             .bind(&node.uuid)
             .bind(version)
             .execute(&self.pool)
