@@ -202,12 +202,7 @@ async fn secrets_are_masked_at_every_depth() {
         "/v1/nodes?detail=True",
         "/v1/nodes/detail",
     ] {
-        let body = reqwest::get(format!("{}{path}", api.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = common::get_text(&format!("{}{path}", api.base)).await;
         assert!(!body.contains("s3cret"), "{path}: {body}");
     }
     let n = api.node("masked").await;
@@ -614,12 +609,7 @@ async fn already_handled_cases_stay_handled() {
         "/images/%2e%2e",
         "/boot/ipxe/..%2F..%2Fetc%2Fpasswd",
     ] {
-        let body = reqwest::get(format!("{}{path}", api.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = common::get_text(&format!("{}{path}", api.base)).await;
         assert!(!body.contains("root:"), "{path}: {body}");
     }
     // SQL-ish filters match nothing and change nothing.

@@ -29,19 +29,11 @@ fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/keystone/keystone-lab.sh")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Keystone {
     /// Starts Keystone; `None` (skip) when it cannot run and skipping is allowed.
     fn start() -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = common::free_port();
         let out = Command::new(script())
             .arg("start")
             .arg(dir.path())

@@ -40,11 +40,7 @@ async fn the_api_serves_https_and_boot_files_stay_plain() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = pki(dir.path());
     let db = test_db(Backend::Sqlite, "tls").await.unwrap();
-    let boot_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let boot_port = common::free_port();
     let kernel = dir.path().join("vmlinuz");
     std::fs::write(&kernel, b"kernel bytes").unwrap();
     let mut cfg = test_config(&db.url);

@@ -128,20 +128,13 @@ pub async fn create(
     })?;
     // A project member allocates for its own project; naming another owner
     // needs baremetal:allocation:create_restricted (system members).
-    let caller = ctx.caller()?;
-    if !super::policy::Rule::SystemMember.allows(caller, Default::default()) {
-        let project = caller
-            .project()
-            .ok_or_else(|| super::policy::forbidden("baremetal:allocation:create"))?;
-        match &a.owner {
-            Some(o) if o != project => {
-                return Err(super::policy::forbidden(
-                    "baremetal:allocation:create_restricted",
-                ));
-            }
-            _ => a.owner = Some(project.to_owned()),
-        }
-    }
+    super::policy::owned_by_caller(
+        ctx.caller()?,
+        &mut a.owner,
+        super::policy::Rule::SystemMember,
+        "baremetal:allocation:create",
+        "baremetal:allocation:create_restricted",
+    )?;
     if a.resource_class.as_deref().is_none_or(str::is_empty) {
         return Err(ApiError::bad_request(
             "Invalid input for field/attribute allocation. Value: 'resource_class' is a required property",

@@ -208,20 +208,13 @@ pub async fn create(
     })?;
     // A project administrator (or service) creates nodes its project owns
     // (Ironic's baremetal:node:create:self_owned_node).
-    let caller = ctx.caller()?;
-    if !super::policy::Rule::SystemAdmin.allows(caller, Default::default()) {
-        let project = caller
-            .project()
-            .ok_or_else(|| super::policy::forbidden("baremetal:node:create"))?;
-        match &node.owner {
-            Some(o) if o != project => {
-                return Err(super::policy::forbidden(
-                    "baremetal:node:create:self_owned_node",
-                ));
-            }
-            _ => node.owner = Some(project.to_owned()),
-        }
-    }
+    super::policy::owned_by_caller(
+        ctx.caller()?,
+        &mut node.owner,
+        super::policy::Rule::SystemAdmin,
+        "baremetal:node:create",
+        "baremetal:node:create:self_owned_node",
+    )?;
     if node.uuid.is_empty() {
         node.uuid = new_uuid();
     } else if !is_uuid(&node.uuid) {

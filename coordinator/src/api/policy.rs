@@ -404,6 +404,30 @@ pub fn sees_allocation(caller: &Caller, a: &Allocation) -> bool {
     Rule::AllocationReader.allows(caller, Target::allocation(a))
 }
 
+/// The owner of a resource a caller creates: callers passing `unrestricted`
+/// (system admins for nodes, system members for allocations) name any
+/// owner; others create for their own project only (`create` refused
+/// without one, `restricted` when they name another).
+pub fn owned_by_caller(
+    caller: &Caller,
+    owner: &mut Option<String>,
+    unrestricted: Rule,
+    create: &str,
+    restricted: &str,
+) -> Result<(), ApiError> {
+    if unrestricted.allows(caller, Target::default()) {
+        return Ok(());
+    }
+    let project = caller.project().ok_or_else(|| forbidden(create))?;
+    match owner {
+        Some(o) if o != project => Err(forbidden(restricted)),
+        _ => {
+            *owner = Some(project.to_owned());
+            Ok(())
+        }
+    }
+}
+
 /// Fields a node document shows only to callers with the named policy
 /// (system readers and the owner, not the lessee).
 const OWNER_ONLY_FIELDS: [(&str, &str); 4] = [

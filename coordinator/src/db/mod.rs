@@ -123,21 +123,31 @@ fn map_err(e: sqlx::Error, what: &str) -> DbError {
     DbError::Sqlx(e)
 }
 
-/// Rows of `(uuid, data)` parsed as `kind` records. A document that does
-/// not parse is logged and left out, so one bad row never hides the rest
-/// of the fleet nor stops the coordinator (reading it alone still fails,
-/// with [`DbError::Corrupt`]).
+/// Rows of `(uuid, data)` parsed as `kind` records.
 fn parse_rows<T: serde::de::DeserializeOwned>(
     kind: &'static str,
     rows: &[sqlx::any::AnyRow],
+) -> Result<Vec<T>, DbError> {
+    load_rows(kind, rows, |uuid, data| parse(kind, uuid, data))
+}
+
+/// Rows of `(uuid, data)` loaded by `load`. A document that does not load
+/// is logged and left out, so one bad row never hides the rest of the fleet
+/// nor stops the coordinator (reading it alone still fails, with its error).
+fn load_rows<T>(
+    kind: &'static str,
+    rows: &[sqlx::any::AnyRow],
+    load: impl Fn(&str, &str) -> Result<T, DbError>,
 ) -> Result<Vec<T>, DbError> {
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let uuid: String = r.try_get(0)?;
         let data: String = r.try_get(1)?;
-        match parse(kind, &uuid, &data) {
+        match load(&uuid, &data) {
             Ok(v) => out.push(v),
-            Err(e) => tracing::error!(kind, id = %uuid, error = %e, "skipping a corrupt document"),
+            Err(e) => {
+                tracing::error!(kind, id = %uuid, error = %e, "skipping a document that does not load")
+            }
         }
     }
     Ok(out)
@@ -410,18 +420,7 @@ impl Db {
         let rows = sqlx::query("SELECT uuid, data FROM nodes ORDER BY created_at, uuid")
             .fetch_all(&self.pool)
             .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let uuid: String = r.try_get(0)?;
-            let data: String = r.try_get(1)?;
-            match self.node_from(&uuid, &data) {
-                Ok(n) => out.push(n),
-                Err(e) => {
-                    tracing::error!(id = %uuid, error = %e, "skipping a node that does not load")
-                }
-            }
-        }
-        Ok(out)
+        load_rows("node", &rows, |uuid, data| self.node_from(uuid, data))
     }
 
     /// UUIDs of nodes in the given provision states.

@@ -50,6 +50,21 @@ pub async fn test_db(backend: Backend, name: &str) -> Option<TestDb> {
     }
 }
 
+/// A free TCP port on loopback (free when asked; a race with other
+/// processes is possible and tolerated by the callers).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The body of `GET url` as text.
+pub async fn get_text(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
 /// A configuration for tests: free port, fast timeout checks.
 pub fn test_config(db: &str) -> Config {
     Config {

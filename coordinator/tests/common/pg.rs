@@ -48,14 +48,6 @@ fn find_bin() -> Option<PathBuf> {
     versions.pop()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start_cluster() -> Result<Cluster, String> {
     let bin = find_bin().ok_or("PostgreSQL server binaries not found under /usr/lib/postgresql (Debian package postgresql)")?;
     let root = {
@@ -77,7 +69,7 @@ fn start_cluster() -> Result<Cluster, String> {
             return Err("chown to postgres failed (is there a postgres user?)".into());
         }
     }
-    let port = free_port();
+    let port = super::free_port();
     let mut cluster = Cluster {
         dir: dir.clone(),
         bin,
@@ -134,7 +126,7 @@ fn start_cluster() -> Result<Cluster, String> {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
-        cluster.port = free_port();
+        cluster.port = super::free_port();
     }
     // Statics are never dropped: a watchdog stops the cluster and removes it
     // when this test process is gone, however it ends.
