@@ -400,7 +400,7 @@ pub async fn image(
         .url_key()
         .verify(&path, &ctx.query, crate::temp_url::now())
     {
-        Ok(node) => tracing::debug!(%node, %key, "signed image download"),
+        Ok(node) => tracing::info!(%node, %key, "signed image download"),
         Err(e) => {
             tracing::info!(%key, reason = %e, "image download refused");
             return Err(ApiError::new(StatusCode::FORBIDDEN, e.to_string()));

@@ -105,6 +105,10 @@ fn tls_evidence(w: &Path) -> Result<TlsEvidence> {
         !log.contains("TLS handshake failed"),
         "TLS run: the coordinator logged failed handshakes"
     );
+    ensure!(
+        log.contains("signed image download"),
+        "TLS run: the coordinator served no signed image download"
+    );
     let agent = agent_url.unwrap_or_default();
     ensure!(
         agent.starts_with("https://"),
