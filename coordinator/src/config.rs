@@ -34,7 +34,7 @@
 //! cache_seconds = 300            # validated tokens are remembered at most this long
 //!
 //! [api]                          # limits of the HTTP server (defaults shown)
-//! header_timeout_ms = 10000      # a request's headers, and a kept-alive connection's idle time
+//! header_timeout_ms = 20000      # a request's headers, and a kept-alive connection's idle time
 //! body_timeout_ms = 30000        # a request's body
 //! max_body_bytes = 2097152       # larger bodies get 413
 //! max_connections = 1024
@@ -298,7 +298,7 @@ impl ApiConfig {
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
-            header_timeout_ms: 10_000,
+            header_timeout_ms: 20_000,
             body_timeout_ms: 30_000,
             max_body_bytes: 2 * 1024 * 1024,
             max_connections: 1024,
