@@ -318,6 +318,10 @@ pub async fn authorize(
         tracing::error!(route, method = %req.method(), "route without a policy");
         return forbidden("unknown").into_response();
     };
+    if let Err(rejection) = &params {
+        // A path that does not decode (not UTF-8): the client's mistake.
+        return ApiError::bad_request(format!("Invalid URL: {rejection}")).into_response();
+    }
     let param = |name: &str| -> Option<String> {
         params
             .as_ref()
