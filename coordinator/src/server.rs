@@ -114,6 +114,9 @@ pub async fn start(mut config: Config, power: PowerDrivers) -> Result<Running, S
     // With port 0 the real port is known only now; URLs given to agents need it.
     config.listen = addr;
     let conductor = Conductor::new(db, config.clone(), power);
+    if let Some(acceptor) = &tls {
+        conductor.consoles().set_tls(acceptor.clone());
+    }
     let recovered = conductor.recover().await?;
     let consoles = crate::console::restore(&conductor).await;
     info!(%addr, database = %redact(&config.database), recovered, consoles, "ingot-coordinator listening");

@@ -168,6 +168,134 @@ async fn the_api_serves_https_and_boot_files_stay_plain() {
     running.shutdown().await;
 }
 
+/// A TLS client of the console endpoint at `addr` trusting `ca`; sends
+/// `line` and returns what the endpoint answered within `wait`.
+async fn console_exchange(addr: &str, ca: &Path, line: &str, wait: Duration) -> Option<String> {
+    use std::sync::Arc;
+    use tokio::io::AsyncWriteExt;
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(ca).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .ok()?;
+    s.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    // Keep the connection open until the caller is done with the answer.
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        drop(s);
+    });
+    Some(String::from_utf8_lossy(&got).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_endpoints_speak_tls_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = pki(dir.path());
+    let db = test_db(Backend::Sqlite, "tls_console").await.unwrap();
+    let mut cfg = test_config(&db.url);
+    cfg.api.tls_cert_file = Some(cert);
+    cfg.api.tls_key_file = Some(key);
+    let (running, _) = start_with(cfg).await;
+    let base = format!("https://127.0.0.1:{}", running.addr.port());
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let send = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
+        let mut r = client
+            .request(method, format!("{base}{path}"))
+            .header("X-OpenStack-Ironic-API-Version", "latest");
+        if let Some(b) = body {
+            r = r
+                .header("Content-Type", "application/json")
+                .body(b.to_string());
+        }
+        r.send()
+    };
+    // A BMC nobody answers at: SOL keeps retrying; the endpoint is up anyway.
+    let bmc_port = common::free_port();
+    let r = send(
+        reqwest::Method::POST,
+        "/v1/nodes",
+        Some(
+            json!({"driver": "ipmi", "name": "c1", "console_interface": "ipmitool-socat",
+            "driver_info": {"ipmi_address": "127.0.0.1", "ipmi_port": bmc_port,
+                            "ipmi_username": "u", "ipmi_password": "p"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = send(
+        reqwest::Method::PUT,
+        "/v1/nodes/c1/states/console",
+        Some(json!({"enabled": true})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 202);
+    let info: serde_json::Value = serde_json::from_slice(
+        &send(reqwest::Method::GET, "/v1/nodes/c1/states/console", None)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let url = info["console_info"]["url"].as_str().unwrap().to_owned();
+    let token = info["console_info"]["token"].as_str().unwrap().to_owned();
+    let addr = url
+        .strip_prefix("ssl://")
+        .unwrap_or_else(|| panic!("{info}"));
+    let short = Duration::from_millis(800);
+    let wrong = console_exchange(addr, &ca, "not-the-token", short)
+        .await
+        .unwrap();
+    assert!(wrong.contains("invalid console token"), "{wrong:?}");
+    let first = console_exchange(addr, &ca, &token, short).await.unwrap();
+    assert!(!first.contains("invalid"), "{first:?}");
+    let second = console_exchange(addr, &ca, &token, short).await.unwrap();
+    assert!(second.contains("in use"), "{second:?}");
+    // In plain TCP the token is not even read.
+    let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut plain, format!("{token}\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let r = tokio::time::timeout(Duration::from_secs(5), plain.read(&mut buf)).await;
+    assert!(
+        matches!(r, Ok(Ok(0)) | Ok(Err(_)))
+            || matches!(r, Ok(Ok(n)) if !String::from_utf8_lossy(&buf[..n]).contains("console")),
+        "{r:?}"
+    );
+    running.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_half_configured_tls_is_refused() {
     let db = test_db(Backend::Sqlite, "tls_half").await.unwrap();

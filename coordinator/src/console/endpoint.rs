@@ -1,4 +1,6 @@
-//! One node's console endpoint: a TCP listener whose clients must send the
+//! One node's console endpoint: a TCP listener (TLS when the API serves
+//! HTTPS: the same certificate, handshake within the token's time) whose
+//! clients must send the
 //! node's token as their first line (within 10 s, up to 128 bytes, `\r\n`
 //! or `\n`); then bytes from the client go to the server's serial input and
 //! the server's serial output goes to the client. One client at a time: a
@@ -14,12 +16,12 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 
 use super::{ConsoleError, ConsoleInfo};
 use crate::power::ipmi::sol::{SolConsole, SolSequence};
@@ -39,6 +41,11 @@ const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long stopping waits for an SOL activation in flight (which is then
 /// deactivated) before abandoning it.
 const STOP_ACTIVATION_WAIT: Duration = Duration::from_secs(2);
+
+/// A client's byte stream: plain TCP or TLS.
+trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientIo for T {}
+type ClientStream = Box<dyn ClientIo>;
 
 /// A running endpoint.
 #[derive(Debug)]
@@ -67,6 +74,7 @@ impl Endpoint {
         bmc: BmcConfig,
         bind: IpAddr,
         timing: Timing,
+        tls: Option<TlsAcceptor>,
     ) -> Result<Self, ConsoleError> {
         let listener = TcpListener::bind(SocketAddr::new(bind, 0))
             .await
@@ -83,10 +91,15 @@ impl Endpoint {
             bmc,
             timing,
             stop_rx,
+            tls.clone(),
         ));
-        tracing::info!(node, %addr, "console listening");
+        tracing::info!(node, %addr, tls = tls.is_some(), "console listening");
         Ok(Self {
-            info: ConsoleInfo { addr, token },
+            info: ConsoleInfo {
+                addr,
+                token,
+                tls: tls.is_some(),
+            },
             stop,
             task,
         })
@@ -105,8 +118,25 @@ impl Endpoint {
     }
 }
 
+/// Completes TLS (when configured) and reads the token line, both within
+/// [`TOKEN_TIMEOUT`].
+async fn handshake(
+    s: tokio::net::TcpStream,
+    token: String,
+    tls: Option<TlsAcceptor>,
+) -> Option<ClientStream> {
+    let s: ClientStream = match tls {
+        None => Box::new(s),
+        Some(acceptor) => match tokio::time::timeout(TOKEN_TIMEOUT, acceptor.accept(s)).await {
+            Ok(Ok(t)) => Box::new(t),
+            _ => return None,
+        },
+    };
+    check_token(s, token).await
+}
+
 /// Reads the first line and checks it against the token.
-async fn handshake(mut s: TcpStream, token: String) -> Option<TcpStream> {
+async fn check_token(mut s: ClientStream, token: String) -> Option<ClientStream> {
     let mut line = Vec::with_capacity(64);
     let read = async {
         let mut b = [0u8; 1];
@@ -136,7 +166,7 @@ async fn handshake(mut s: TcpStream, token: String) -> Option<TcpStream> {
 /// A connected, authenticated client.
 struct Client {
     id: u64,
-    writer: OwnedWriteHalf,
+    writer: WriteHalf<ClientStream>,
     reader: JoinHandle<()>,
 }
 
@@ -161,8 +191,9 @@ async fn run(
     bmc: BmcConfig,
     timing: Timing,
     mut stop: oneshot::Receiver<()>,
+    tls: Option<TlsAcceptor>,
 ) {
-    let (authed_tx, mut authed_rx) = mpsc::channel::<TcpStream>(4);
+    let (authed_tx, mut authed_rx) = mpsc::channel::<ClientStream>(4);
     let (in_tx, mut in_rx) = mpsc::channel::<(u64, Option<Vec<u8>>)>(64);
     let mut handshakes = JoinSet::new();
     let mut client: Option<Client> = None;
@@ -185,9 +216,9 @@ async fn run(
             acc = listener.accept() => match acc {
                 Ok((s, peer)) => {
                     tracing::debug!(node = %node, %peer, "console connection");
-                    let (tok, tx) = (token.clone(), authed_tx.clone());
+                    let (tok, tx, tls) = (token.clone(), authed_tx.clone(), tls.clone());
                     handshakes.spawn(async move {
-                        match handshake(s, tok).await {
+                        match handshake(s, tok, tls).await {
                             Some(s) => { let _ = tx.send(s).await; }
                             None => tracing::warn!(%peer, "console connection refused: invalid token"),
                         }
@@ -207,7 +238,7 @@ async fn run(
                 }
                 next_id += 1;
                 let id = next_id;
-                let (mut r, w) = s.into_split();
+                let (mut r, w) = tokio::io::split(s);
                 let tx = in_tx.clone();
                 let reader = tokio::spawn(async move {
                     let mut buf = vec![0u8; 1024];

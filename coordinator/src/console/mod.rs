@@ -49,6 +49,8 @@ pub struct ConsoleInfo {
     pub addr: SocketAddr,
     /// The token a client sends as its first line.
     pub token: String,
+    /// The endpoint speaks TLS (`ssl://` in the URL).
+    pub tls: bool,
 }
 
 impl ConsoleInfo {
@@ -63,22 +65,38 @@ impl ConsoleInfo {
         } else {
             ip.to_string()
         };
+        let scheme = if self.tls { "ssl" } else { "tcp" };
         json!({
             "type": "socat",
-            "url": format!("tcp://{h}:{}", self.addr.port()),
+            "url": format!("{scheme}://{h}:{}", self.addr.port()),
             "token": self.token,
         })
     }
 }
 
 /// The running consoles, by node UUID.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Consoles {
     running: Arc<tokio::sync::Mutex<HashMap<String, endpoint::Endpoint>>>,
     timing: Timing,
+    tls: Arc<std::sync::OnceLock<tokio_rustls::TlsAcceptor>>,
+}
+
+impl std::fmt::Debug for Consoles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consoles")
+            .field("tls", &self.tls.get().is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Consoles {
+    /// Serves the endpoints started from now on with TLS (the API's
+    /// certificate); set once at start-up.
+    pub fn set_tls(&self, acceptor: tokio_rustls::TlsAcceptor) {
+        let _ = self.tls.set(acceptor);
+    }
+
     /// Starts the node's console (or returns the running one's info).
     pub async fn start(
         &self,
@@ -90,7 +108,8 @@ impl Consoles {
         if let Some(e) = running.get(node) {
             return Ok(e.info.clone());
         }
-        let e = endpoint::Endpoint::start(node, bmc, bind, self.timing.clone()).await?;
+        let tls = self.tls.get().cloned();
+        let e = endpoint::Endpoint::start(node, bmc, bind, self.timing.clone(), tls).await?;
         let info = e.info.clone();
         running.insert(node.to_owned(), e);
         Ok(info)
