@@ -88,7 +88,7 @@ fn tls_evidence(w: &Path) -> Result<TlsEvidence> {
         .lines()
         .filter_map(|l| l.split("agent_url=").nth(1))
         .filter_map(|r| r.split_whitespace().next())
-        .last()
+        .next_back()
         .map(|u| u.trim_matches('"').to_owned());
     let cached: Vec<String> = std::fs::read_dir(w.join("image-cache"))
         .map(|d| {
