@@ -79,6 +79,8 @@ pub struct TlsEvidence {
     pub coordinator_to_agent: String,
     /// The image came from the coordinator's cache over HTTPS.
     pub image: String,
+    /// The serial console (IPMI SOL behind the coordinator) spoke TLS.
+    pub console: String,
 }
 
 /// Reads the evidence of the TLS run after its deploy.
@@ -108,6 +110,10 @@ fn tls_evidence(w: &Path) -> Result<TlsEvidence> {
     ensure!(
         log.contains("signed image download"),
         "TLS run: the coordinator served no signed image download"
+    );
+    ensure!(
+        log.contains("console listening") && !log.contains("tls=false"),
+        "TLS run: the console endpoint did not speak TLS"
     );
     let agent = agent_url.unwrap_or_default();
     ensure!(
@@ -200,6 +206,8 @@ struct Lab {
     bmc_port: u16,
     /// The host port forwarded to the agent's :9999.
     agent_forward: u16,
+    /// The lab CA of a TLS run (the console speaks TLS too).
+    ca_pem: Option<Vec<u8>>,
 }
 
 impl Drop for Lab {
@@ -401,6 +409,7 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
     let scheme = if opts.tls { "https" } else { "http" };
     let base = format!("{scheme}://127.0.0.1:{api_port}");
     let api = Api::new(&base, ca_pem.as_deref())?;
+    let ca_pem: Option<Vec<u8>> = ca_pem;
 
     // iPXE's first script, served by QEMU's TFTP: ask the coordinator (its
     // boot listener, in plain HTTP, with TLS).
@@ -485,6 +494,7 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
         image_sha256,
         bmc_port: ports.lan,
         agent_forward: fwd,
+        ca_pem,
     })
 }
 
@@ -765,7 +775,7 @@ async fn lifecycle(
     let token = c["console_info"]["token"]
         .as_str()
         .context("console token")?;
-    crate::serial::console_client(url, token, &lab.sol_console)?;
+    crate::serial::console_client(url, token, &lab.sol_console, lab.ca_pem.as_deref())?;
     progress.say(&format!(
         "console: {url} (IPMI Serial-over-LAN), kept in node1-sol-console.log"
     ));

@@ -78,15 +78,36 @@ pub fn start() -> Result<SerialRelay> {
 /// A client of the coordinator's console (Ironic's `console_info`, type
 /// `socat`, with Ingot's per-node token): everything the server prints over
 /// Serial-over-LAN is appended to `log`. Runs until the coordinator closes
-/// the connection.
-pub fn console_client(url: &str, token: &str, log: &std::path::Path) -> Result<()> {
-    let addr = url.strip_prefix("tcp://").unwrap_or(url);
-    let mut c = TcpStream::connect(addr)?;
-    c.write_all(format!("{token}\r\n").as_bytes())?;
-    let mut out = std::fs::OpenOptions::new()
+/// the connection. `ssl://` URLs (a coordinator serving HTTPS) are spoken
+/// in TLS, verified with `ca_pem`.
+pub fn console_client(
+    url: &str,
+    token: &str,
+    log: &std::path::Path,
+    ca_pem: Option<&[u8]>,
+) -> Result<()> {
+    let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)?;
+    if let Some(addr) = url.strip_prefix("ssl://") {
+        let tcp = TcpStream::connect(addr)?;
+        let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_owned();
+        let tls = tls_client(tcp, &host, ca_pem)?;
+        return log_console(tls, token, out);
+    }
+    let addr = url.strip_prefix("tcp://").unwrap_or(url);
+    log_console(TcpStream::connect(addr)?, token, out)
+}
+
+/// Sends the token, then copies everything read into `out` on a thread.
+fn log_console<S: std::io::Read + std::io::Write + Send + 'static>(
+    mut c: S,
+    token: &str,
+    mut out: std::fs::File,
+) -> Result<()> {
+    c.write_all(format!("{token}\r\n").as_bytes())?;
+    c.flush()?;
     std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
         while let Ok(n) = c.read(&mut buf) {
@@ -96,4 +117,28 @@ pub fn console_client(url: &str, token: &str, log: &std::path::Path) -> Result<(
         }
     });
     Ok(())
+}
+
+/// A blocking TLS client over `tcp`, trusting `ca_pem` for `host`.
+fn tls_client(
+    tcp: TcpStream,
+    host: &str,
+    ca_pem: Option<&[u8]>,
+) -> Result<tokio_rustls::rustls::StreamOwned<tokio_rustls::rustls::ClientConnection, TcpStream>> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.unwrap_or_default()) {
+        roots.add(cert?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = ServerName::try_from(host.to_owned())?;
+    let conn = rustls::ClientConnection::new(Arc::new(config), name)?;
+    Ok(rustls::StreamOwned::new(conn, tcp))
 }
