@@ -128,6 +128,7 @@ fn tls_evidence(w: &Path) -> Result<TlsEvidence> {
             "https, signed per-node URL to the cache ({})",
             cached.join(", ")
         ),
+        console: "ssl://, verified with the lab CA, then the token".into(),
     })
 }
 
