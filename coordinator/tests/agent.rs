@@ -188,6 +188,18 @@ async fn inspect_clean_deploy_undeploy(backend: Backend) {
     assert_eq!(info["node_uuid"], uuid.as_str());
     assert_eq!(step["args"]["configdrive"], "H4sICONFIGDRIVE");
     assert_eq!(params["node"]["uuid"], uuid.as_str());
+    // The agent echoed the step with the config drive; nothing stores it
+    // (issue 14: it was kept in deploy_result and shown by GET /v1/nodes).
+    let handle = ingot_coordinator::db::Db::connect(&db.url).await.unwrap();
+    let (stored, _) = handle.get_node(&uuid).await.unwrap().unwrap();
+    handle.close().await;
+    // (instance_info keeps it, as Ironic does, masked in every answer.)
+    let stored = serde_json::to_string(&stored.driver_internal_info).unwrap();
+    assert!(!stored.contains("H4sICONFIGDRIVE"), "{stored}");
+    for path in ["/v1/nodes?detail=True", "/v1/nodes/agent-1", "/v1/ports/detail"] {
+        let (_, v) = api.get(path).await;
+        assert!(!v.to_string().contains("H4sICONFIGDRIVE"), "{path}: {v}");
+    }
     assert_eq!(params["ports"].as_array().unwrap().len(), 2);
     let last: Vec<String> = received
         .iter()

@@ -323,7 +323,9 @@ fn manual_is_some(node: &Node) -> bool {
     matches!(node.intent, Some(Intent::Clean { steps: Some(_) }))
 }
 
-fn append_report(n: &mut Node, entry: Value, finished: Option<String>) {
+fn append_report(n: &mut Node, mut entry: Value, finished: Option<String>) {
+    // What the agent replied is stored without anything secret-looking.
+    crate::model::mask::mask_value(&mut entry);
     let report = n
         .driver_internal_info
         .entry("clean_report")

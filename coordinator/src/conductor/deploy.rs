@@ -353,6 +353,10 @@ impl Conductor {
             return Ok(Next::Idle);
         }
         info!(node = %uuid, "deployed");
+        // The agent echoes the step with its arguments (the config drive
+        // with the user data): never store secrets from agent replies.
+        let mut result = result;
+        crate::model::mask::mask_value(&mut result);
         self.release(&uuid, move |n| {
             n.wipe_agent_info();
             n.driver_internal_info
