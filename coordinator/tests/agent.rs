@@ -196,7 +196,11 @@ async fn inspect_clean_deploy_undeploy(backend: Backend) {
     // (instance_info keeps it, as Ironic does, masked in every answer.)
     let stored = serde_json::to_string(&stored.driver_internal_info).unwrap();
     assert!(!stored.contains("H4sICONFIGDRIVE"), "{stored}");
-    for path in ["/v1/nodes?detail=True", "/v1/nodes/agent-1", "/v1/ports/detail"] {
+    for path in [
+        "/v1/nodes?detail=True",
+        "/v1/nodes/agent-1",
+        "/v1/ports/detail",
+    ] {
         let (_, v) = api.get(path).await;
         assert!(!v.to_string().contains("H4sICONFIGDRIVE"), "{path}: {v}");
     }

@@ -352,7 +352,7 @@ async fn documents_and_features() {
     let (st, v1, _) = bare.raw("GET", "/v1/", None).await;
     assert_eq!(st, 200);
     assert_eq!(
-        v1["media_types"][0]["type"],
+        v1["media_types"]["type"],
         "application/vnd.openstack.ironic.v1+json"
     );
     let (_, _, h) = api.raw("GET", "/v1/nodes", None).await;

@@ -288,8 +288,33 @@ fn alias(path: &str) -> axum::routing::MethodRouter<AppState> {
     }
 }
 
+/// The routes of [`root::EMPTY_COLLECTIONS`] and
+/// [`root::EMPTY_NODE_COLLECTIONS`].
+fn empty_collections(mut r: Router<AppState>) -> Router<AppState> {
+    for (path, key, since) in root::EMPTY_COLLECTIONS {
+        r = r.route(
+            path,
+            get(move |ctx: Ctx| async move { root::empty_collection(&ctx, key, since) }),
+        );
+    }
+    for (sub, key, since) in root::EMPTY_NODE_COLLECTIONS {
+        r = r.route(
+            &format!("/v1/nodes/{{ident}}/{sub}"),
+            get(
+                move |axum::extract::State(st): axum::extract::State<AppState>,
+                      ctx: Ctx,
+                      axum::extract::Path(ident): axum::extract::Path<String>| async move {
+                    nodes::find(&st, &ident).await?;
+                    root::empty_collection(&ctx, key, since)
+                },
+            ),
+        );
+    }
+    r.route("/v1/volume", get(root::volume))
+}
+
 fn routes() -> Router<AppState> {
-    Router::new()
+    empty_collections(Router::new())
         .route("/", get(root::root))
         .route("/v1", get(root::v1))
         .route("/v1/", get(root::v1))

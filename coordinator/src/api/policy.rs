@@ -284,6 +284,20 @@ fn route_policy(method: &Method, route: &str) -> Option<(&'static str, Rule, Res
         ("GET", "/v1/drivers/{name}/properties") => {
             ("baremetal:driver:get_properties", SystemReader, X)
         }
+        ("GET", "/v1/volume" | "/v1/volume/targets" | "/v1/volume/connectors") => {
+            ("baremetal:volume:list", ApiReader, X)
+        }
+        ("GET", "/v1/deploy_templates") => ("baremetal:deploy_template:get", SystemReader, X),
+        ("GET", "/v1/shards") => ("baremetal:shards:get", SystemReader, X),
+        ("GET", "/v1/runbooks") => ("baremetal:runbook:list", ApiReader, X),
+        ("GET", "/v1/nodes/{ident}/bios") => ("baremetal:node:bios:get", SystemOrProjectReader, N),
+        ("GET", "/v1/nodes/{ident}/firmware") => {
+            ("baremetal:node:firmware:get", SystemOrProjectReader, N)
+        }
+        ("GET", "/v1/nodes/{ident}/children") => ("baremetal:node:get", SystemOrProjectReader, N),
+        ("GET", "/v1/nodes/{ident}/history") => {
+            ("baremetal:node:history:get", SystemOrOwnerReader, N)
+        }
         ("GET", "/v1/allocations") => ("baremetal:allocation:list", ApiReader, X),
         ("POST", "/v1/allocations") => ("baremetal:allocation:create", AllocationCreator, X),
         ("GET", "/v1/allocations/{ident}") => ("baremetal:allocation:get", AllocationReader, A),

@@ -44,7 +44,7 @@ pub async fn v1(ctx: Ctx) -> Response {
             {"href": format!("{b}/v1/"), "rel": "self"},
             {"href": "https://docs.openstack.org//ironic/latest/contributor//webapi.html", "rel": "describedby", "type": "text/html"}
         ],
-        "media_types": [{"base": "application/json", "type": "application/vnd.openstack.ironic.v1+json"}],
+        "media_types": {"base": "application/json", "type": "application/vnd.openstack.ironic.v1+json"},
         "version": version_doc(b),
     });
     for r in [
@@ -60,7 +60,63 @@ pub async fn v1(ctx: Ctx) -> Response {
     ] {
         doc[r] = links(&format!("{b}/v1/{r}/"), &format!("{b}/{r}/"));
     }
+    // Resources Ironic lists from the version that added them (Ingot
+    // serves them empty: see `empty_collection`).
+    for (r, since) in [
+        ("volume", 32),
+        ("events", 54),
+        ("deploy_templates", 55),
+        ("shards", 82),
+        ("continue_inspection", 84),
+        ("runbooks", 92),
+        ("inspection_rules", 96),
+    ] {
+        if ctx.version.at_least(since) {
+            doc[r] = links(&format!("{b}/v1/{r}/"), &format!("{b}/{r}/"));
+        }
+    }
     json_response(StatusCode::OK, &doc)
+}
+
+/// Resources Ingot does not model, which Ironic answers with an empty list
+/// (clients read them on their normal paths: Nova's ironic driver lists
+/// volume targets while it cleans up a failed spawn): the path, the list's
+/// key, and the microversion Ironic added it in (404 below it, as Ironic).
+pub const EMPTY_COLLECTIONS: [(&str, &str, u32); 5] = [
+    ("/v1/volume/targets", "targets", 32),
+    ("/v1/volume/connectors", "connectors", 32),
+    ("/v1/deploy_templates", "deploy_templates", 55),
+    ("/v1/shards", "shards", 82),
+    ("/v1/runbooks", "runbooks", 92),
+];
+
+/// The same for node sub-resources: path below `/v1/nodes/{ident}`, key, version.
+pub const EMPTY_NODE_COLLECTIONS: [(&str, &str, u32); 4] = [
+    ("bios", "bios", 40),
+    ("history", "history", 78),
+    ("children", "children", 83),
+    ("firmware", "firmware", 86),
+];
+
+/// An empty collection under `key`, from microversion `since`.
+pub fn empty_collection(ctx: &Ctx, key: &str, since: u32) -> Result<Response, ApiError> {
+    if !ctx.version.at_least(since) {
+        return Err(ApiError::not_found("The resource could not be found."));
+    }
+    Ok(json_response(StatusCode::OK, &json!({ key: [] })))
+}
+
+/// `GET /v1/volume`: the volume resource's links (1.32).
+pub async fn volume(ctx: Ctx) -> Result<Response, ApiError> {
+    if !ctx.version.at_least(32) {
+        return Err(ApiError::not_found("The resource could not be found."));
+    }
+    let b = &ctx.base;
+    let mut doc = json!({"links": links(&format!("{b}/v1/volume/"), &format!("{b}/volume/"))});
+    for r in ["connectors", "targets"] {
+        doc[r] = links(&format!("{b}/v1/volume/{r}"), &format!("{b}/volume/{r}"));
+    }
+    Ok(json_response(StatusCode::OK, &doc))
 }
 
 /// `GET /v1/portgroups[/detail]`: port groups are not modelled.
