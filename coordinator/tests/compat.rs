@@ -76,3 +76,79 @@ async fn empty_collections_and_the_v1_document() {
     }
     running.shutdown().await;
 }
+
+/// Brings a fake-hardware node to `available`.
+async fn available(api: &common::Api, name: &str, traits: &[&str]) -> String {
+    let (st, n) = api
+        .post(
+            "/v1/nodes",
+            json!({"driver": "fake-hardware", "name": name, "resource_class": "baremetal",
+                   "automated_clean": false}),
+        )
+        .await;
+    assert_eq!(st, 201, "{n}");
+    for t in traits {
+        let (st, v) = api
+            .put(&format!("/v1/nodes/{name}/traits/{t}"), json!({}))
+            .await;
+        assert!(st < 300, "{v}");
+    }
+    api.provision(name, json!({"target": "manage"})).await;
+    api.wait_state(name, "manageable", std::time::Duration::from_secs(30))
+        .await;
+    api.provision(name, json!({"target": "provide"})).await;
+    api.wait_state(name, "available", std::time::Duration::from_secs(30))
+        .await;
+    n["uuid"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn allocations_accept_what_metalsmith_sends() {
+    let db = test_db(Backend::Sqlite, "compat_alloc").await.unwrap();
+    let (running, api) = start_with(test_config(&db.url)).await;
+    available(&api, "m1", &["CUSTOM_GOLD"]).await;
+    let m2 = available(&api, "m2", &["CUSTOM_GOLD"]).await;
+    // metalsmith's body, nulls and all.
+    let (st, a) = api
+        .post(
+            "/v1/allocations",
+            json!({"candidate_nodes": null, "traits": ["CUSTOM_GOLD"], "extra": null, "uuid": null,
+                   "name": null, "owner": null, "resource_class": "baremetal"}),
+        )
+        .await;
+    assert_eq!(st, 201, "{a}");
+    assert_eq!(a["state"], "active", "{a}");
+    let picked = a["node_uuid"].as_str().unwrap();
+    // The allocation's traits are in the node's instance_info.
+    let n = api.node(picked).await;
+    assert_eq!(n["instance_info"]["traits"], json!(["CUSTOM_GOLD"]), "{n}");
+    // Candidates by name are stored as UUIDs.
+    let other = if picked == m2 { "m1" } else { "m2" };
+    let (st, b) = api
+        .post(
+            "/v1/allocations",
+            json!({"candidate_nodes": [other], "resource_class": "baremetal", "traits": null}),
+        )
+        .await;
+    assert_eq!(st, 201, "{b}");
+    let other_uuid = api.node(other).await["uuid"].as_str().unwrap().to_owned();
+    assert_eq!(b["candidate_nodes"], json!([other_uuid]));
+    assert_eq!(b["node_uuid"], other_uuid.as_str());
+    // Nulls in node and port creates are "absent" too.
+    let (st, n) = api
+        .post(
+            "/v1/nodes",
+            json!({"driver": "fake-hardware", "name": "nulls", "extra": null, "driver_info": null,
+                   "properties": null, "uuid": null}),
+        )
+        .await;
+    assert_eq!(st, 201, "{n}");
+    let (st, p) = api
+        .post(
+            "/v1/ports",
+            json!({"address": "52:54:00:00:77:01", "node_uuid": n["uuid"], "extra": null}),
+        )
+        .await;
+    assert_eq!(st, 201, "{p}");
+    running.shutdown().await;
+}

@@ -51,6 +51,7 @@ async fn allocate(st: &AppState, a: &mut Allocation) -> Result<(), ApiError> {
     candidates.sort_by_key(|n| n.name.is_none() || n.name != a.name);
     for node in candidates {
         let auuid = a.uuid.clone();
+        let traits = a.traits.clone();
         let r = st
             .conductor
             .db()
@@ -64,6 +65,12 @@ async fn allocate(st: &AppState, a: &mut Allocation) -> Result<(), ApiError> {
                 }
                 n.allocation_uuid = Some(auuid.clone());
                 n.instance_uuid = Some(auuid.clone());
+                // The allocation's traits go to the node's
+                // instance_info.traits, as Ironic copies them.
+                if !traits.is_empty() {
+                    n.instance_info
+                        .insert("traits".into(), serde_json::json!(traits));
+                }
                 Ok(())
             })
             .await;
@@ -118,7 +125,12 @@ pub async fn create(
             "node",
         ],
     )?;
-    if obj.contains_key("node") {
+    let mut obj = obj;
+    super::nulls_as_absent::<Allocation>(&mut obj);
+    if obj.get("node").is_some_and(Value::is_null) {
+        obj.remove("node");
+    }
+    if obj.get("node").is_some_and(|n| !n.is_null()) {
         return Err(ApiError::bad_request(
             "Backfilling allocations (node) is not supported by this coordinator.",
         ));
@@ -151,13 +163,19 @@ pub async fn create(
     if let Some(n) = &a.name {
         super::nodes::validate_name(n)?;
     }
+    // Candidates named by name are stored as UUIDs, as Ironic does.
+    let mut candidates = Vec::with_capacity(a.candidate_nodes.len());
     for c in &a.candidate_nodes {
-        if st.conductor.db().get_node(c).await?.is_none() {
-            return Err(ApiError::bad_request(format!(
-                "Node {c} could not be found."
-            )));
+        match st.conductor.db().get_node(c).await? {
+            Some((n, _)) => candidates.push(n.uuid),
+            None => {
+                return Err(ApiError::bad_request(format!(
+                    "Node {c} could not be found."
+                )));
+            }
         }
     }
+    a.candidate_nodes = candidates;
     a.state = "allocating".into();
     a.created_at = Some(now_iso());
     st.conductor

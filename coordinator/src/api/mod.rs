@@ -187,6 +187,17 @@ pub fn parse_object(
     Ok(obj)
 }
 
+/// Drops the keys of a create body whose value is `null` where the stored
+/// type has no null (a list, a map, a string): Ironic reads `null` as
+/// "absent" there, and clients send it (metalsmith posts `"traits": null`,
+/// `"candidate_nodes": null`, `"extra": null`, `"uuid": null`).
+pub fn nulls_as_absent<T: Default + serde::Serialize>(obj: &mut serde_json::Map<String, Value>) {
+    let Ok(Value::Object(defaults)) = serde_json::to_value(T::default()) else {
+        return;
+    };
+    obj.retain(|k, v| !(v.is_null() && defaults.get(k).is_some_and(|d| !d.is_null())));
+}
+
 /// A JSON response.
 pub fn json_response(status: StatusCode, value: &Value) -> Response {
     let mut resp = (status, value.to_string()).into_response();

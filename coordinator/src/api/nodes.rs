@@ -197,7 +197,8 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let mut allowed: Vec<&str> = PATCHABLE_FIELDS.to_vec();
     allowed.push("uuid");
-    let obj = parse_object(&body, "node", &allowed)?;
+    let mut obj = parse_object(&body, "node", &allowed)?;
+    super::nulls_as_absent::<Node>(&mut obj);
     if !obj.get("driver").is_some_and(Value::is_string) {
         return Err(ApiError::bad_request(
             "Invalid input for field/attribute node. Value: 'driver' is a required property",

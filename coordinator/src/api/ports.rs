@@ -52,7 +52,8 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let mut allowed = WRITABLE_FIELDS.to_vec();
     allowed.push("uuid");
-    let obj = parse_object(&body, "port", &allowed)?;
+    let mut obj = parse_object(&body, "port", &allowed)?;
+    super::nulls_as_absent::<Port>(&mut obj);
     for required in ["address", "node_uuid"] {
         if !obj.get(required).is_some_and(Value::is_string) {
             return Err(ApiError::bad_request(format!(
