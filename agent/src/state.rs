@@ -137,6 +137,29 @@ impl AgentState {
         }
     }
 
+    /// Takes the token a lookup offered. A token other than the one this agent
+    /// holds (or held until the coordinator rejected it) means the coordinator
+    /// wiped the old one: a power cycle or a new operation. The commands run
+    /// under the old token belong to an operation that is over, and a real
+    /// Ironic conductor reads the last command of `GET /v1/commands` to decide
+    /// whether its own command finished, so they are dropped (a running one
+    /// stays). The same token again keeps them. Returns how many were dropped.
+    pub fn accept_lookup_token(&self, token: String) -> usize {
+        let renewed = self.token().as_deref() != Some(token.as_str());
+        self.set_token(Some(token));
+        if !renewed {
+            return 0;
+        }
+        let dropped = self.executor.clear_finished();
+        if dropped > 0 {
+            tracing::info!(
+                dropped,
+                "new agent token: dropped the command history of the previous operation"
+            );
+        }
+        dropped
+    }
+
     /// Checks a token given with a command (IPA: 401 when missing or wrong).
     pub fn token_ok(&self, given: Option<&str>) -> bool {
         match (self.token(), given) {

@@ -246,5 +246,74 @@ fn restart_keeps_the_token_and_a_lost_token_is_replaced() {
     assert_eq!(coord.state.lock().unwrap().issued, 2);
 }
 
+/// An agent that outlived a power-off (the coordinator wiped its token) looks
+/// itself up again and receives a new token: the commands of the previous
+/// operation are dropped, so a conductor polling `GET /v1/commands` sees only
+/// its own. A lookup that hands out the same token again keeps them.
+#[test]
+fn a_new_token_drops_the_command_history_and_the_same_token_keeps_it() {
+    let coord = Coordinator::start(MAC, "1.115");
+    let dir = tempfile::tempdir().unwrap();
+    let agent = start_agent(&coord.url(), dir.path(), &["--tls", "off"]);
+    let hb = coord.wait_heartbeat(0, Duration::from_secs(30));
+    let c = Conductor::from_heartbeat(&hb);
+    let (s, _) = c.command("clean.get_clean_steps", json!({}), true);
+    assert_eq!(s, 200);
+    assert_eq!(c.commands().len(), 1);
+
+    // The node is briefly unknown (404 heartbeats): the agent looks up again
+    // and is handed the same token in clear. The history stays.
+    let n = coord.count();
+    {
+        let mut st = coord.state.lock().unwrap();
+        st.heartbeat_404 = true;
+        st.token_delivered = false;
+    }
+    coord.wait_request(n, "/v1/lookup", Duration::from_secs(60));
+    coord.state.lock().unwrap().heartbeat_404 = false;
+    let n = coord.count();
+    let hb = coord.wait_heartbeat(n, Duration::from_secs(60));
+    assert_eq!(hb.body["agent_token"], c.token.as_str());
+    assert_eq!(coord.state.lock().unwrap().issued, 1);
+    let names: Vec<Value> = c
+        .commands()
+        .iter()
+        .map(|x| x["command_name"].clone())
+        .collect();
+    assert_eq!(names, vec![json!("get_clean_steps")]);
+
+    // Powered off and on without the agent noticing: the coordinator wiped the
+    // token, rejects the old one, and the next lookup issues a new one.
+    let n = coord.count();
+    coord.state.lock().unwrap().token = None;
+    let hb = coord.wait_heartbeat(n, Duration::from_secs(90));
+    assert_eq!(coord.state.lock().unwrap().issued, 2);
+    assert_ne!(hb.body["agent_token"], c.token.as_str());
+    let fresh = Conductor::from_heartbeat(&hb);
+    assert_eq!(
+        fresh.commands(),
+        Vec::<Value>::new(),
+        "stale history served"
+    );
+    // The old token no longer opens the API.
+    let (s, _) = c.call(
+        Method::GET,
+        &format!("/v1/commands/?agent_token={}", c.token),
+        None,
+    );
+    assert_eq!(s, 401);
+    assert!(
+        agent
+            .log_text()
+            .contains("dropped the command history of the previous operation"),
+        "{}",
+        agent.log_text()
+    );
+    // Commands run under the new token are listed as usual.
+    let (s, _) = fresh.command("clean.get_clean_steps", json!({}), true);
+    assert_eq!(s, 200);
+    assert_eq!(fresh.commands().len(), 1);
+}
+
 #[allow(dead_code, clippy::all)]
 mod common;

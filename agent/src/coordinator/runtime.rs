@@ -177,7 +177,7 @@ async fn lookup(client: &Client, state: &AgentState, opts: &RunOptions) -> Looku
                 let required = resp.config.agent_token_required.unwrap_or(true);
                 match (offered, state.token()) {
                     (Some(t), _) => {
-                        state.set_token(Some(t));
+                        state.accept_lookup_token(t);
                         tracing::info!(node = %resp.node.uuid, "looked up; received the agent token");
                         state.set_lookup(resp.node.clone(), resp.config.clone());
                         return resp;

@@ -123,7 +123,9 @@ impl Record {
     }
 }
 
-/// All commands of this boot, in order (never pruned, as in IPA).
+/// The commands of the current operation, in order. As in IPA they are never
+/// pruned while the token stays the same; a new token from lookup means a new
+/// operation, and [`Executor::clear_finished`] drops the old one's commands.
 #[derive(Debug, Default)]
 pub struct Executor {
     records: Mutex<Vec<Arc<Record>>>,
@@ -144,6 +146,18 @@ impl Executor {
         let r = Arc::new(Record::new(name));
         recs.push(r.clone());
         Ok(r)
+    }
+
+    /// Drops every finished command and returns how many there were. A
+    /// command still running stays: it is still this agent's one command at a
+    /// time, and its result still comes.
+    pub fn clear_finished(&self) -> usize {
+        let Ok(mut recs) = self.records.lock() else {
+            return 0;
+        };
+        let before = recs.len();
+        recs.retain(|r| r.is_running());
+        before - recs.len()
     }
 
     /// Every command's envelope.

@@ -48,6 +48,9 @@ pub struct CoordState {
     pub heartbeat_timeout: f64,
     /// The node dict returned by lookup.
     pub node: Value,
+    /// Answer heartbeats 404 (node not found), as while the node is
+    /// unknown; the agent looks up again after three.
+    pub heartbeat_404: bool,
     /// Every request.
     pub seen: Vec<Seen>,
 }
@@ -144,6 +147,7 @@ impl Coordinator {
                 "driver_internal_info": {"is_whole_disk_image": true, "agent_secret_token": "******"},
                 "links": []
             }),
+            heartbeat_404: false,
             seen: Vec::new(),
         }));
         let stop = Arc::new(AtomicBool::new(false));
@@ -221,6 +225,11 @@ impl Coordinator {
             } else {
                 (404, ironic_error("Resource could not be found."))
             }
+        } else if method == "POST"
+            && path == format!("/v1/heartbeat/{}", st.node_uuid)
+            && st.heartbeat_404
+        {
+            (404, ironic_error("Node could not be found."))
         } else if method == "POST" && path == format!("/v1/heartbeat/{}", st.node_uuid) {
             let given = parsed.get("agent_token").and_then(Value::as_str);
             if given.is_some()
