@@ -15,6 +15,7 @@ pub mod ipa;
 pub mod logging;
 pub mod logring;
 pub mod net;
+pub mod ptable;
 pub mod random;
 pub mod state;
 pub mod wipe;

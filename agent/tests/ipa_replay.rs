@@ -141,7 +141,36 @@ fn replay_real_ipa_deploy_with_oob_reboot() {
         "prepare_image: image (gpt.raw) written to device /dev/vda root_uuid=0x00000000"
     );
     assert_eq!(done["command_result"]["deploy_step"], step);
-    assert_eq!(&disk(&s)[..s.image.len()], &s.image[..]);
+    // The image arrived; its GPT was fitted to the 256 MiB disk, as IPA's
+    // `sgdisk -e` does: the primary header names the disk's last sector as
+    // the backup, which is there, and the protective MBR covers the disk.
+    let d = disk(&s);
+    let n = s.image.len();
+    assert_eq!(&d[..446], &s.image[..446]);
+    assert_eq!(&d[1024..n - 33 * 512], &s.image[1024..n - 33 * 512]);
+    let gpt = &done["command_result"]["deploy_result"]["gpt"];
+    assert_eq!(gpt["moved"], true, "{gpt}");
+    assert_eq!(gpt["backup_lba_before"], n as u64 / 512 - 1);
+    assert_eq!(gpt["backup_lba"], DISK / 512 - 1);
+    assert_eq!(gpt["protective_mbr_fixed"], true);
+    assert_eq!(&d[512 + 32..512 + 40], &(DISK / 512 - 1).to_le_bytes());
+    assert_eq!(&d[DISK as usize - 512..DISK as usize - 504], b"EFI PART");
+    assert_eq!(
+        &d[446 + 12..446 + 16],
+        &u32::try_from(DISK / 512 - 1).unwrap().to_le_bytes()
+    );
+    assert!(d[n - 512..n].iter().all(|&b| b == 0), "stale backup header");
+    let verify = std::process::Command::new("sfdisk")
+        .arg("--verify")
+        .arg(s.dir.path().join("dev/vda"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&verify.stdout).to_string()
+        + &String::from_utf8_lossy(&verify.stderr);
+    assert!(
+        text.contains("No errors detected") && !text.contains("mismatch"),
+        "{text}"
+    );
 
     let r = ok(
         &c.command("standby.get_partition_uuids", json!({}), true),

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 use ingot_agent::ca::TrustedCa;
+use ingot_agent::ptable;
 use ingot_image_tools::checksum::Checksum;
 use ingot_image_tools::format::FormatChoice;
 use ingot_image_tools::progress::{Progress, spawn_reporter};
@@ -113,6 +114,12 @@ pub fn run(args: WriteImageArgs) -> anyhow::Result<()> {
         r.join().ok();
     }
     let summary = result?;
+    // On a whole disk (or a disk image file), a GPT image smaller than the
+    // disk gets its backup table moved to the disk's end, as the agent's
+    // deploy does. A partition is not a disk: its contents are left alone.
+    if !ptable::is_partition(&opts.device) {
+        ptable::fit::fit_gpt_to_disk(&opts.device)?;
+    }
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
 }

@@ -6,16 +6,17 @@
 //! The partition is written by offset, not through a partition device node,
 //! because the kernel may not have (or may not be able to) re-read the table.
 
-pub mod gpt;
-pub mod mbr;
+pub use crate::ptable::{gpt, mbr};
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use base64::Engine as _;
 use ingot_image_tools::blockdev;
+
+use crate::ptable::{disk_geometry, is_block_device};
 
 /// Largest accepted config drive (IPA's `MAX_CONFIG_DRIVE_SIZE_MB`).
 pub const MAX_SIZE: u64 = 64 << 20;
@@ -159,15 +160,6 @@ fn is_config2(dev: &File, offset: u64) -> bool {
     false
 }
 
-fn disk_size(dev: &File) -> io::Result<u64> {
-    let meta = dev.metadata()?;
-    if meta.file_type().is_block_device() {
-        blockdev::size_bytes(dev)
-    } else {
-        Ok(meta.len())
-    }
-}
-
 /// Writes `drive` into a config drive partition of the whole disk at `path`.
 pub fn write_partition(path: &Path, drive: &[u8]) -> Result<Placement, ConfigDriveError> {
     let disk = path.display().to_string();
@@ -184,25 +176,22 @@ pub fn write_partition(path: &Path, drive: &[u8]) -> Result<Placement, ConfigDri
         .write(true)
         .open(path)
         .map_err(io_err("open"))?;
-    let size = disk_size(&dev).map_err(io_err("size"))?;
-    let is_block = dev
-        .metadata()
-        .map(|m| m.file_type().is_block_device())
-        .unwrap_or(false);
-    let sector = if is_block {
-        u64::from(blockdev::logical_block_size(&dev).map_err(io_err("sector size"))?)
-    } else {
-        512
-    };
+    let (size, sector) = disk_geometry(&dev).map_err(io_err("size"))?;
+    let is_block = is_block_device(&dev);
     let sector0 = mbr::read(&dev).map_err(io_err("read the partition table"))?;
     let gpt = match &sector0 {
         Some(s) if mbr::is_protective(s) => {
-            gpt::Gpt::read(&dev, sector).map_err(io_err("read the GPT"))?
+            gpt::Gpt::read(&dev, sector, size).map_err(io_err("read the GPT"))?
         }
         _ => None,
     };
-    let placement = if let Some(mut g) = gpt {
-        place_gpt(&dev, &mut g, size, &disk)?
+    let placement = if let (Some(mut g), Some(mut s0)) = (gpt, sector0) {
+        let placed = place_gpt(&dev, &mut g, size, &disk)?;
+        // The GPT now spans the disk: so must its protective MBR (sgdisk
+        // rewrites it whenever it writes the table).
+        mbr::fit_protective(&dev, &mut s0, size / sector)
+            .map_err(io_err("write the protective MBR"))?;
+        placed
     } else if let Some(mut s0) = sector0 {
         place_mbr(&dev, &mut s0, size, sector, &disk)?
     } else {
@@ -247,35 +236,48 @@ fn place_gpt(
     disk: &str,
 ) -> Result<Placement, ConfigDriveError> {
     let sector = g.sector;
+    let no_room = |reason: String| ConfigDriveError::NoRoom {
+        disk: disk.to_string(),
+        reason,
+    };
+    // Partition bounds come from the disk: their byte offsets are checked.
+    let bytes = |first: u64, last: u64| {
+        let off = first.checked_mul(sector)?;
+        let end = last.checked_add(1)?.checked_mul(sector)?;
+        (end > off && end <= size).then_some((off, end))
+    };
     let parts = g.partitions();
+    let mut used_end = 0;
     for p in &parts {
-        let off = p.first_lba * sector;
+        let (off, end) = bytes(p.first_lba, p.last_lba).ok_or_else(|| {
+            no_room(format!(
+                "partition {} (LBA {}-{}) does not lie on the disk",
+                p.number, p.first_lba, p.last_lba
+            ))
+        })?;
         if p.name.eq_ignore_ascii_case("config-2") || is_config2(dev, off) {
             return Ok(Placement {
                 table: "gpt",
                 partition: p.number,
                 offset: off,
-                size: (p.last_lba + 1 - p.first_lba) * sector,
+                size: end - off,
                 created: false,
                 bytes: 0,
             });
         }
+        used_end = used_end.max(end);
     }
-    let last_usable = g.last_usable_at_end(size);
-    let end_bytes = (last_usable + 1) * sector;
+    let last_usable = g
+        .last_usable_at_end(size)
+        .ok_or_else(|| no_room(format!("{size} bytes cannot hold both GPT tables")))?;
+    let end_bytes = bytes(0, last_usable)
+        .map(|(_, end)| end)
+        .ok_or_else(|| no_room(format!("last usable LBA {last_usable} is beyond the disk")))?;
     let start = end_bytes.saturating_sub(PARTITION_SIZE) / ALIGN * ALIGN;
-    let used_end = parts
-        .iter()
-        .map(|p| (p.last_lba + 1) * sector)
-        .max()
-        .unwrap_or(0);
     if start < used_end || start == 0 {
-        return Err(ConfigDriveError::NoRoom {
-            disk: disk.to_string(),
-            reason: format!(
-                "the last partition ends at byte {used_end}, the drive would start at {start}"
-            ),
-        });
+        return Err(no_room(format!(
+            "the last partition ends at byte {used_end}, the drive would start at {start}"
+        )));
     }
     let mut unique = [0u8; 16];
     crate::random::fill(&mut unique);
@@ -289,10 +291,7 @@ fn place_gpt(
             unique,
             "config-2",
         )
-        .ok_or_else(|| ConfigDriveError::NoRoom {
-            disk: disk.to_string(),
-            reason: "the GPT has no free entry".into(),
-        })?;
+        .ok_or_else(|| no_room("the GPT has no free entry".into()))?;
     g.write(dev, size).map_err(|source| ConfigDriveError::Io {
         action: "write the GPT",
         disk: disk.to_string(),

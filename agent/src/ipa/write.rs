@@ -235,6 +235,13 @@ pub async fn deploy_whole_disk(
     let Some(summary) = summary else {
         return Err(last_err.unwrap_or_else(|| CmdError::write("no URL could be written")));
     };
+    // A GPT image smaller than the disk: its backup table to the disk's end
+    // (IPA runs `sgdisk -e` after every whole-disk write).
+    let p = path.clone();
+    let gpt = tokio::task::spawn_blocking(move || crate::ptable::fit::fit_gpt_to_disk(&p))
+        .await
+        .map_err(|e| CmdError::execution(e.to_string()))?
+        .map_err(|e| CmdError::write(format!("fitting the partition table to the disk: {e}")))?;
     let configdrive_param = configdrive_param
         .or_else(|| info.configdrive.clone())
         .filter(|c| !c.is_empty());
@@ -274,6 +281,7 @@ pub async fn deploy_whole_disk(
     Ok(json!({
         "result": format!("prepare_image: image ({}) written to device {} root_uuid={}", info.id, disk_name, root_uuid),
         "image_write": summary,
+        "gpt": gpt,
         "configdrive": placement,
     }))
 }
