@@ -58,8 +58,8 @@ pub static HARDWARE_TYPES: [HardwareType; 5] = [
     },
     hw!("manual-management",
         "boot" => ["ipxe", "pxe", "fake"],
-        "deploy" => ["direct", "fake"],
-        "management" => ["noop"],
+        "deploy" => ["direct", "fake", "noop"],
+        "management" => ["noop", "fake"],
         "power" => ["fake"],
         "inspect" => ["agent", "no-inspect"],
     ),
@@ -145,9 +145,19 @@ impl HardwareType {
                 "snmp_priv_protocol": "SNMPv3 privacy protocol. Optional.",
                 "snmp_priv_key": "SNMPv3 privacy key. Optional.",
             }),
+            // Ironic lists the properties of the default interfaces: for
+            // fake-hardware those of its fake vendor interface.
+            "fake-hardware" => json!({
+                "B1": "B1 description. Required.",
+                "B2": "B2 description. Required.",
+            }),
+            // The agent (direct) deploy and its boot: the keys of Ironic's
+            // list that Ingot reads.
             _ => json!({
-                "deploy_kernel": "URL or path of the deploy kernel. Optional.",
-                "deploy_ramdisk": "URL or path of the deploy ramdisk. Optional.",
+                "deploy_kernel": "URL or path of the deploy kernel. Required for the direct deploy.",
+                "deploy_ramdisk": "URL or path of the deploy ramdisk (the agent). Required for the direct deploy.",
+                "image_download_source": "Where the agent downloads the image from: http (the image's URL) or local (the coordinator's cache). Optional.",
+                "kernel_append_params": "Extra kernel command line for the deploy ramdisk. Optional.",
             }),
         }
     }

@@ -170,8 +170,10 @@ async fn inspect_clean_deploy_undeploy(backend: Backend) {
             .unwrap()
             .contains("written to device")
     );
+    // Fake management answers PXE whatever was set, as Ironic's; the boot
+    // device sequence of a deploy is checked by the recording tests below.
     let (_, bd) = api.get("/v1/nodes/agent-1/management/boot_device").await;
-    assert_eq!(bd, json!({"boot_device": "disk", "persistent": true}));
+    assert_eq!(bd, json!({"boot_device": "pxe", "persistent": false}));
     let received = agent.state.lock().unwrap().received.clone();
     let (name, params) = received
         .iter()

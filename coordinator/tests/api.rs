@@ -530,17 +530,13 @@ async fn documents_and_features() {
         )
         .await;
     assert_eq!(st, 204, "{v}");
+    // Ironic's fake management: always PXE, not persistent; only PXE.
     let (_, bd) = api.get("/v1/nodes/node-1/management/boot_device").await;
-    assert_eq!(bd, json!({"boot_device": "pxe", "persistent": true}));
+    assert_eq!(bd, json!({"boot_device": "pxe", "persistent": false}));
     let (_, sup) = api
         .get("/v1/nodes/node-1/management/boot_device/supported")
         .await;
-    assert!(
-        sup["supported_boot_devices"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("disk"))
-    );
+    assert_eq!(sup, json!({"supported_boot_devices": ["pxe"]}));
     let (_, d) = api.get("/v1/drivers").await;
     let names: Vec<&str> = d["drivers"]
         .as_array()

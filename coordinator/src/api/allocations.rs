@@ -14,6 +14,13 @@ use crate::db::UpdateError;
 use crate::model::{Allocation, is_uuid, new_uuid, now_iso};
 use crate::state::ProvisionState;
 
+/// An allocation as the request's version shows it.
+fn shown(a: &Allocation, ctx: &Ctx) -> Map<String, Value> {
+    let mut doc = a.to_api(&ctx.base);
+    super::versions::hide(&mut doc, super::versions::ALLOCATION_FIELDS, ctx.version);
+    doc
+}
+
 async fn find(st: &AppState, ident: &str) -> Result<Allocation, ApiError> {
     st.conductor
         .db()
@@ -106,11 +113,6 @@ pub async fn create(
     ctx: Ctx,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    if !ctx.version.at_least(52) {
-        return Err(ApiError::not_acceptable(
-            "Allocations need API version 1.52 or later.",
-        ));
-    }
     let obj = parse_object(
         &body,
         "allocation",
@@ -126,6 +128,7 @@ pub async fn create(
         ],
     )?;
     let mut obj = obj;
+    super::versions::check_create(&obj, super::versions::ALLOCATION_FIELDS, ctx.version)?;
     super::nulls_as_absent::<Allocation>(&mut obj);
     if obj.get("node").is_some_and(Value::is_null) {
         obj.remove("node");
@@ -192,7 +195,7 @@ pub async fn create(
     allocate(&st, &mut a).await?;
     a.updated_at = Some(now_iso());
     st.conductor.db().update_allocation(&a).await?;
-    let mut resp = json_response(StatusCode::CREATED, &Value::Object(a.to_api(&ctx.base)));
+    let mut resp = json_response(StatusCode::CREATED, &Value::Object(shown(&a, &ctx)));
     if let Ok(v) = HeaderValue::from_str(&format!("{}/v1/allocations/{}", ctx.base, a.uuid)) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
@@ -201,6 +204,7 @@ pub async fn create(
 
 /// `GET /v1/allocations`
 pub async fn list(State(st): State<AppState>, ctx: Ctx) -> Result<Response, ApiError> {
+    super::versions::check_requested_fields(&ctx, super::versions::ALLOCATION_FIELDS)?;
     let caller = ctx.caller()?;
     let node = match ctx.param("node") {
         Some(n) => Some(super::nodes::find(&st, n).await?.uuid),
@@ -226,7 +230,7 @@ pub async fn list(State(st): State<AppState>, ctx: Ctx) -> Result<Response, ApiE
                 .is_none_or(|o| a.owner.as_deref() == Some(o))
         })
         .filter(|a| super::policy::sees_allocation(caller, a))
-        .map(|a| a.to_api(&ctx.base))
+        .map(|a| shown(a, &ctx))
         .collect();
     let known: Vec<String> = Allocation::default().to_api("").keys().cloned().collect();
     let body = super::collection::page(
@@ -250,7 +254,7 @@ pub async fn show(
     let a = find(&st, &ident).await?;
     Ok(json_response(
         StatusCode::OK,
-        &Value::Object(a.to_api(&ctx.base)),
+        &Value::Object(shown(&a, &ctx)),
     ))
 }
 
@@ -262,6 +266,8 @@ pub async fn update(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let ops = patch::parse(&body)?;
+    let roots: Vec<String> = ops.iter().map(patch::PatchOp::root).collect();
+    super::versions::check_patch(&roots, super::versions::ALLOCATION_FIELDS, ctx.version)?;
     if let Some(op) = ops
         .iter()
         .find(|o| !["name", "extra", "owner"].contains(&o.root().as_str()))
@@ -292,7 +298,7 @@ pub async fn update(
     st.conductor.db().update_allocation(&updated).await?;
     Ok(json_response(
         StatusCode::OK,
-        &Value::Object(updated.to_api(&ctx.base)),
+        &Value::Object(shown(&updated, &ctx)),
     ))
 }
 

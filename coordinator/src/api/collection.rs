@@ -69,6 +69,16 @@ pub fn cmp_values(a: &Value, b: &Value) -> Ordering {
     }
 }
 
+/// The resource a collection key holds, as Ironic's errors name it.
+fn resource_name(key: &str) -> &'static str {
+    match key {
+        "nodes" => "Node",
+        "ports" => "Port",
+        "allocations" => "Allocation",
+        _ => "Resource",
+    }
+}
+
 /// Sorts, pages and projects full API objects; returns the collection body
 /// under `key`, with `next` when the page is full.
 pub fn page(
@@ -125,11 +135,20 @@ pub fn page(
         items.reverse();
     }
     if let Some(marker) = ctx.param("marker") {
+        if !crate::model::is_uuid(marker) {
+            return Err(ApiError::bad_request(format!(
+                "Expected a UUID but received {marker}."
+            )));
+        }
+        // Ironic looks the marker up as a resource: unknown is 404.
         let pos = items
             .iter()
             .position(|i| i.get("uuid").and_then(Value::as_str) == Some(marker))
             .ok_or_else(|| {
-                ApiError::bad_request(format!("Invalid marker: {marker} could not be found"))
+                ApiError::not_found(format!(
+                    "{} {marker} could not be found.",
+                    resource_name(key)
+                ))
             })?;
         items.drain(..=pos);
     }

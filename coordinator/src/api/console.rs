@@ -16,7 +16,7 @@ use crate::console;
 use crate::model::Node;
 
 fn check_interface(n: &Node) -> Result<(), ApiError> {
-    if console::supported(n) {
+    if console::supported(n) || console::is_fake(n) {
         return Ok(());
     }
     Err(ApiError::bad_request(format!(
@@ -45,7 +45,9 @@ pub async fn get_console(
 ) -> Result<Response, ApiError> {
     let n = find(&st, &ident).await?;
     check_interface(&n)?;
-    let info = if n.console_enabled {
+    let info = if n.console_enabled && console::is_fake(&n) {
+        Some(json!({}))
+    } else if n.console_enabled {
         st.conductor
             .consoles()
             .info(&n.uuid)
@@ -87,7 +89,7 @@ pub async fn set_console(
         return Err(ApiError::node_locked(&n.uuid, host));
     }
     let consoles = st.conductor.consoles();
-    if enabled {
+    if enabled && !console::is_fake(&n) {
         let cfg = console::console_bmc(&n).map_err(ApiError::bad_request)?;
         let bind = st.conductor.config().listen.ip();
         consoles

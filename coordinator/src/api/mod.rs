@@ -16,6 +16,7 @@ pub mod policy;
 pub mod ports;
 pub mod ramdisk;
 pub mod root;
+pub mod versions;
 
 use axum::Router;
 use axum::extract::FromRequestParts;
@@ -255,6 +256,7 @@ pub fn router(state: AppState) -> Router {
         policy::authorize,
     ))
     .fallback(not_found)
+    .layer(axum::middleware::from_fn(versions::gate))
     .layer(axum::middleware::from_fn(microversion::negotiate))
     .layer(axum::middleware::from_fn_with_state(
         limits,

@@ -21,12 +21,12 @@ use crate::state::{ProvisionState, Verb};
 /// `GET /v1/nodes/{ident}/states`
 pub async fn states(
     State(st): State<AppState>,
+    ctx: Ctx,
     Path(ident): Path<String>,
 ) -> Result<Response, ApiError> {
     let n = find(&st, &ident).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({
+    let mut doc = serde_json::Map::new();
+    if let Value::Object(m) = json!({
             "power_state": n.power_state,
             "target_power_state": n.target_power_state,
             "provision_state": n.provision_state,
@@ -38,8 +38,12 @@ pub async fn states(
             "target_raid_config": n.target_raid_config,
             "boot_mode": n.boot_mode,
             "secure_boot": n.secure_boot,
-        }),
-    ))
+    }) {
+        doc = m;
+    }
+    super::versions::hide(&mut doc, super::versions::STATES_FIELDS, ctx.version);
+    super::versions::older_state_names(&mut doc, ctx.version);
+    Ok(json_response(StatusCode::OK, &Value::Object(doc)))
 }
 
 fn validate_clean_steps(steps: &Value) -> Result<Vec<Value>, ApiError> {
@@ -390,11 +394,21 @@ pub async fn get_boot_device(
     Path(ident): Path<String>,
 ) -> Result<Response, ApiError> {
     let node = find(&st, &ident).await?;
-    if node.management_interface.as_deref() == Some("noop") {
-        return Ok(json_response(
-            StatusCode::OK,
-            &json!({"boot_device": null, "persistent": null}),
-        ));
+    match node.management_interface.as_deref() {
+        Some("noop") => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &json!({"boot_device": null, "persistent": null}),
+            ));
+        }
+        // Ironic's fake management always answers PXE.
+        Some("fake") => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &json!({"boot_device": "pxe", "persistent": false}),
+            ));
+        }
+        _ => {}
     }
     let driver = st
         .conductor
@@ -418,6 +432,8 @@ pub async fn supported_boot_devices(
     let node = find(&st, &ident).await?;
     let list = if node.management_interface.as_deref() == Some("noop") {
         Vec::new()
+    } else if node.management_interface.as_deref() == Some("fake") {
+        vec!["pxe"]
     } else {
         st.conductor
             .power_driver(&node)
@@ -460,8 +476,15 @@ pub async fn set_boot_device(
             BOOT_DEVICES.join(", ")
         )));
     }
-    if node.management_interface.as_deref() == Some("noop") {
-        return Ok(empty(StatusCode::NO_CONTENT));
+    match node.management_interface.as_deref() {
+        Some("noop") => return Ok(empty(StatusCode::NO_CONTENT)),
+        Some("fake") if dev == "pxe" => return Ok(empty(StatusCode::NO_CONTENT)),
+        Some("fake") => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid boot device {dev} specified."
+            )));
+        }
+        _ => {}
     }
     let driver = st
         .conductor
@@ -483,15 +506,35 @@ pub async fn set_boot_device(
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-/// `GET /v1/nodes/{ident}/validate`
+/// `GET /v1/nodes/{ident}/validate`: Ironic's answer per interface,
+/// `{"result": true}` or `{"result": false, "reason": …}`. An interface the
+/// node does not implement (`no-*`) is "not supported", as in Ironic; the
+/// `fake` ones validate.
 pub async fn validate(
     State(st): State<AppState>,
     Path(ident): Path<String>,
 ) -> Result<Response, ApiError> {
     let node = find(&st, &ident).await?;
-    let ok = || json!({"result": true, "reason": null});
+    let ok = || json!({"result": true});
     let no = |r: String| json!({"result": false, "reason": r});
-    let unsupported = || json!({"result": false, "reason": "not supported"});
+    let unsupported = |iface: &str| {
+        no(format!(
+            "Driver {} does not support {iface} (disabled or not implemented).",
+            node.driver
+        ))
+    };
+    let has_ports = !st
+        .conductor
+        .db()
+        .list_ports(Some(&node.uuid))
+        .await?
+        .is_empty();
+    let no_ports = || {
+        no(format!(
+            "Node {} does not have any port associated with it",
+            node.uuid
+        ))
+    };
     let power = match st
         .conductor
         .power_driver(&node)
@@ -500,45 +543,57 @@ pub async fn validate(
         Ok(()) => ok(),
         Err(e) => no(e.to_string()),
     };
-    let management = if node.management_interface.as_deref() == Some("noop") {
-        ok()
-    } else {
-        power.clone()
+    let management = match node.management_interface.as_deref() {
+        Some("noop" | "fake") => ok(),
+        _ => power.clone(),
+    };
+    let boot = match node.boot_interface.as_deref() {
+        Some("ipxe" | "pxe") if !has_ports => no_ports(),
+        _ => ok(),
     };
     let deploy = if node.uses_agent() {
-        match crate::conductor::image_info_for(&node) {
-            Ok(()) => ok(),
-            Err(e) => no(e),
+        if has_ports {
+            match crate::conductor::image_info_for(&node) {
+                Ok(()) => ok(),
+                Err(e) => no(e),
+            }
+        } else {
+            no_ports()
         }
     } else {
         ok()
     };
-    let console = if !crate::console::supported(&node) {
-        unsupported()
+    let console = if crate::console::is_fake(&node) {
+        ok()
+    } else if !crate::console::supported(&node) {
+        unsupported("console")
     } else if let Err(e) = crate::console::console_bmc(&node) {
         no(e)
     } else {
         power.clone()
     };
-    let inspect = match node.inspect_interface.as_deref() {
-        Some("no-inspect") | None => unsupported(),
-        _ => ok(),
+    // The interfaces whose only implementations here are `fake` (validates)
+    // and `no-*` (not supported), plus `agent` RAID and inspection.
+    let simple = |iface: &str, value: Option<&str>| match value {
+        Some(v) if v.starts_with("no-") => unsupported(iface),
+        None => unsupported(iface),
+        Some(_) => ok(),
     };
     Ok(json_response(
         StatusCode::OK,
         &json!({
-            "boot": ok(),
+            "boot": boot,
             "console": console,
             "deploy": deploy,
-            "inspect": inspect,
+            "inspect": simple("inspect", node.inspect_interface.as_deref()),
             "management": management,
             "network": ok(),
             "power": power,
-            "raid": unsupported(),
-            "rescue": unsupported(),
+            "raid": simple("raid", node.raid_interface.as_deref()),
+            "rescue": simple("rescue", node.rescue_interface.as_deref()),
             "storage": ok(),
-            "bios": unsupported(),
-            "firmware": unsupported(),
+            "bios": simple("bios", node.bios_interface.as_deref()),
+            "firmware": simple("firmware", node.firmware_interface.as_deref()),
         }),
     ))
 }

@@ -10,7 +10,7 @@ use axum::response::Response;
 use serde_json::{Map, Value};
 
 use super::collection::{self, fields, project};
-use super::{ApiError, AppState, Ctx, empty, json_response, parse_object, patch};
+use super::{ApiError, AppState, Ctx, empty, json_response, parse_object, patch, versions};
 use crate::drivers::hardware_type;
 use crate::model::node::{INTERFACE_FIELDS, PATCHABLE_FIELDS};
 use crate::model::{Node, is_uuid, new_uuid, now_iso};
@@ -73,7 +73,7 @@ pub fn validate_name(name: &str) -> Result<(), ApiError> {
 /// Checks the lengths (Ironic's column sizes) and forms of a node's string
 /// fields, so that no oversized or malformed value is stored.
 pub fn validate_fields(node: &Node) -> Result<(), ApiError> {
-    let limits: [(&str, Option<&str>, usize); 11] = [
+    let limits: [(&str, Option<&str>, usize); 12] = [
         ("driver", Some(node.driver.as_str()), 255),
         ("resource_class", node.resource_class.as_deref(), 80),
         ("conductor_group", Some(node.conductor_group.as_str()), 255),
@@ -89,6 +89,7 @@ pub fn validate_fields(node: &Node) -> Result<(), ApiError> {
         ("protected_reason", node.protected_reason.as_deref(), 4096),
         ("retired_reason", node.retired_reason.as_deref(), 4096),
         ("parent_node", node.parent_node.as_deref(), 255),
+        ("instance_name", node.instance_name.as_deref(), 255),
     ];
     for (field, value, max) in limits {
         if let Some(v) = value
@@ -99,6 +100,11 @@ pub fn validate_fields(node: &Node) -> Result<(), ApiError> {
                 v.chars().count()
             )));
         }
+    }
+    if node.instance_name.as_deref() == Some("") {
+        return Err(ApiError::bad_request(
+            "Invalid input for field/attribute instance_name. Value: ''. '' is too short",
+        ));
     }
     let group = &node.conductor_group;
     if !group
@@ -177,10 +183,12 @@ pub fn validate_interfaces(node: &mut Node) -> Result<(), ApiError> {
 fn shown(node: &Node, ctx: &Ctx) -> Result<Map<String, Value>, ApiError> {
     let mut obj = node.to_api(&ctx.base);
     super::policy::redact_node(ctx.caller()?, node, &mut obj);
+    versions::node_at(&mut obj, ctx.version);
     Ok(obj)
 }
 
 fn node_response(status: StatusCode, node: &Node, ctx: &Ctx) -> Result<Response, ApiError> {
+    versions::check_requested_fields(ctx, versions::NODE_FIELDS)?;
     let obj = shown(node, ctx)?;
     let obj = match fields(ctx, known_fields())? {
         Some(f) => project(obj, &f),
@@ -198,6 +206,7 @@ pub async fn create(
     let mut allowed: Vec<&str> = PATCHABLE_FIELDS.to_vec();
     allowed.push("uuid");
     let mut obj = parse_object(&body, "node", &allowed)?;
+    versions::check_create(&obj, versions::NODE_FIELDS, ctx.version)?;
     super::nulls_as_absent::<Node>(&mut obj);
     if !obj.get("driver").is_some_and(Value::is_string) {
         return Err(ApiError::bad_request(
@@ -242,9 +251,8 @@ pub async fn create(
     } else {
         ProvisionState::Available
     };
-    let now = now_iso();
-    node.created_at = Some(now.clone());
-    node.provision_updated_at = Some(now);
+    // provision_updated_at stays null until the first state change, as in Ironic.
+    node.created_at = Some(now_iso());
     node.progress_ms = crate::model::now_ms();
     node.conductor = Some(st.conductor.name().to_owned());
     if let Err(e) = st.conductor.db().insert_node(&node).await {
@@ -266,6 +274,33 @@ pub async fn create(
     Ok(resp)
 }
 
+/// Ironic's node faults (`fault=` filter values).
+const FAULTS: [&str; 4] = [
+    "power failure",
+    "clean failure",
+    "rescue abort failure",
+    "service failure",
+];
+
+/// Checks filter values that Ironic refuses whatever the nodes: an unknown
+/// `fault` (400) and a `chassis_uuid` (404: Ingot has no chassis).
+fn check_filter_values(ctx: &Ctx) -> Result<(), ApiError> {
+    if let Some(f) = ctx.param("fault") {
+        if !FAULTS.contains(&f) {
+            return Err(ApiError::bad_request(format!(
+                "Unrecognized fault \"{f}\" is specified, allowed faults are ({}).",
+                FAULTS.map(|f| format!("'{f}'")).join(", ")
+            )));
+        }
+    }
+    if let Some(c) = ctx.param("chassis_uuid") {
+        return Err(ApiError::not_found(format!(
+            "Chassis {c} could not be found."
+        )));
+    }
+    Ok(())
+}
+
 fn matches_filters(node: &Node, ctx: &Ctx) -> Result<bool, ApiError> {
     let eq = |key: &str, actual: Option<&str>| -> bool {
         match ctx.param(key) {
@@ -281,9 +316,32 @@ fn matches_filters(node: &Node, ctx: &Ctx) -> Result<bool, ApiError> {
         || !eq("lessee", node.lessee.as_deref())
         || !eq("fault", node.fault.as_deref())
         || !eq("chassis_uuid", node.chassis_uuid.as_deref())
-        || !eq("parent_node", node.parent_node.as_deref())
+        || !eq("conductor", node.conductor.as_deref())
+        || !eq("instance_name", node.instance_name.as_deref())
     {
         return Ok(false);
+    }
+    // Child nodes are listed only when asked for (Ironic 1.83).
+    match (
+        ctx.param("parent_node"),
+        ctx.bool_param("include_children")?,
+    ) {
+        (Some(p), _) => {
+            if node.parent_node.as_deref() != Some(p) {
+                return Ok(false);
+            }
+        }
+        (None, Some(true)) => {}
+        (None, _) => {
+            if node.parent_node.is_some() {
+                return Ok(false);
+            }
+        }
+    }
+    if let Some(s) = ctx.bool_param("sharded")? {
+        if s != node.shard.is_some() {
+            return Ok(false);
+        }
     }
     if let Some(g) = ctx.param("conductor_group") {
         if !g.eq_ignore_ascii_case(&node.conductor_group) {
@@ -324,6 +382,9 @@ async fn list_inner(
     detail: bool,
     path: &str,
 ) -> Result<Response, ApiError> {
+    versions::check_requested_fields(ctx, versions::NODE_FIELDS)?;
+    versions::check_filters(ctx, versions::NODE_FILTERS)?;
+    check_filter_values(ctx)?;
     let detail = detail || ctx.bool_param("detail")?.unwrap_or(false);
     let caller = ctx.caller()?;
     let mut items = Vec::new();
@@ -447,6 +508,15 @@ pub fn patch_node(
     if !updated.maintenance {
         updated.maintenance_reason = None;
     }
+    // As Ironic: a new instance_info's display_name names the instance,
+    // unless a name is already set.
+    if updated.instance_info != before.instance_info && updated.instance_name.is_none() {
+        updated.instance_name = updated
+            .instance_info
+            .get("display_name")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+    }
     let _ = conductor;
     *node = updated;
     Ok(())
@@ -460,6 +530,8 @@ pub async fn update(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let ops = patch::parse(&body)?;
+    let roots: Vec<String> = ops.iter().map(patch::PatchOp::root).collect();
+    versions::check_patch(&roots, versions::NODE_FIELDS, ctx.version)?;
     for op in &ops {
         let root = op.root();
         if !PATCHABLE_FIELDS.contains(&root.as_str()) {
@@ -480,7 +552,6 @@ pub async fn update(
         }
     }
     let node = find(&st, &ident).await?;
-    let roots: Vec<String> = ops.iter().map(patch::PatchOp::root).collect();
     super::policy::check_node_patch(ctx.caller()?, &node, &roots)?;
     let name = st.conductor.name().to_owned();
     let updated = st
@@ -520,7 +591,9 @@ pub async fn delete(
                     n.uuid, n.provision_state
                 )));
             }
-            if let Some(i) = &n.instance_uuid {
+            // In maintenance an associated node may go too (Ironic's way
+            // out for hopelessly broken nodes); its allocation goes with it.
+            if let Some(i) = n.instance_uuid.as_ref().filter(|_| !n.maintenance) {
                 return Err(ApiError::conflict(format!(
                     "Node {} is associated with instance {i}.",
                     n.uuid
@@ -537,6 +610,14 @@ pub async fn delete(
         })
         .await?;
     st.conductor.db().delete_node(&node.uuid).await?;
+    if let Some(alloc) = &node.allocation_uuid {
+        match st.conductor.db().delete_allocation(alloc).await {
+            Ok(_) | Err(crate::db::DbError::NotFound(_)) => {}
+            Err(e) => {
+                tracing::warn!(node = %node.uuid, allocation = %alloc, error = %e, "deleting the allocation of a deleted node failed");
+            }
+        }
+    }
     st.conductor.consoles().stop(&node.uuid).await;
     tracing::info!(node = %node.uuid, "node deleted");
     Ok(empty(StatusCode::NO_CONTENT))

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::collection::{self, fields, project};
 use super::nodes::find;
-use super::{ApiError, AppState, Ctx, empty, json_response, parse_object, patch};
+use super::{ApiError, AppState, Ctx, empty, json_response, parse_object, patch, versions};
 use crate::model::port::{WRITABLE_FIELDS, normalize_mac};
 use crate::model::{Port, is_uuid, new_uuid, now_iso};
 
@@ -19,6 +19,13 @@ use crate::model::{Port, is_uuid, new_uuid, now_iso};
 pub fn known_fields() -> &'static [String] {
     static KNOWN: OnceLock<Vec<String>> = OnceLock::new();
     KNOWN.get_or_init(|| Port::default().to_api("").keys().cloned().collect())
+}
+
+/// A port as the request's version shows it.
+fn shown(port: &Port, ctx: &Ctx) -> Map<String, Value> {
+    let mut doc = port.to_api(&ctx.base);
+    versions::hide(&mut doc, versions::PORT_FIELDS, ctx.version);
+    doc
 }
 
 async fn check(st: &AppState, port: &mut Port) -> Result<(), ApiError> {
@@ -53,6 +60,7 @@ pub async fn create(
     let mut allowed = WRITABLE_FIELDS.to_vec();
     allowed.push("uuid");
     let mut obj = parse_object(&body, "port", &allowed)?;
+    versions::check_create(&obj, versions::PORT_FIELDS, ctx.version)?;
     super::nulls_as_absent::<Port>(&mut obj);
     for required in ["address", "node_uuid"] {
         if !obj.get(required).is_some_and(Value::is_string) {
@@ -82,7 +90,7 @@ pub async fn create(
     )?;
     port.created_at = Some(now_iso());
     st.conductor.db().insert_port(&port).await?;
-    let mut resp = json_response(StatusCode::CREATED, &Value::Object(port.to_api(&ctx.base)));
+    let mut resp = json_response(StatusCode::CREATED, &Value::Object(shown(&port, &ctx)));
     if let Ok(v) = HeaderValue::from_str(&format!("{}/v1/ports/{}", ctx.base, port.uuid)) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
@@ -96,6 +104,8 @@ async fn list_inner(
     detail: bool,
     path: &str,
 ) -> Result<Response, ApiError> {
+    versions::check_requested_fields(ctx, versions::PORT_FIELDS)?;
+    versions::check_filters(ctx, &[])?;
     let detail = detail || ctx.bool_param("detail")?.unwrap_or(false);
     let node_ident = node.or_else(|| {
         ctx.param("node")
@@ -134,7 +144,7 @@ async fn list_inner(
         .iter()
         .filter(|p| address.as_ref().is_none_or(|a| *a == p.address))
         .filter(|p| visible.as_ref().is_none_or(|v| v.contains(&p.node_uuid)))
-        .map(|p| p.to_api(&ctx.base))
+        .map(|p| shown(p, ctx))
         .collect();
     let body = collection::page(
         ctx,
@@ -194,8 +204,9 @@ pub async fn show(
     ctx: Ctx,
     Path(ident): Path<String>,
 ) -> Result<Response, ApiError> {
+    versions::check_requested_fields(&ctx, versions::PORT_FIELDS)?;
     let port = find_port(&st, &ident).await?;
-    let obj = port.to_api(&ctx.base);
+    let obj = shown(&port, &ctx);
     let obj = match fields(&ctx, known_fields())? {
         Some(f) => project(obj, &f),
         None => obj,
@@ -211,6 +222,8 @@ pub async fn update(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let ops = patch::parse(&body)?;
+    let roots: Vec<String> = ops.iter().map(patch::PatchOp::root).collect();
+    versions::check_patch(&roots, versions::PORT_FIELDS, ctx.version)?;
     for op in &ops {
         let root = op.root();
         if !WRITABLE_FIELDS.contains(&root.as_str()) {
@@ -240,7 +253,7 @@ pub async fn update(
     st.conductor.db().update_port(&updated).await?;
     Ok(json_response(
         StatusCode::OK,
-        &Value::Object(updated.to_api(&ctx.base)),
+        &Value::Object(shown(&updated, &ctx)),
     ))
 }
 

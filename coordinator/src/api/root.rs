@@ -138,9 +138,32 @@ fn driver_doc(st: &AppState, ctx: &Ctx, name: &str, detail: bool) -> Value {
         "links": links(&format!("{b}/v1/drivers/{name}"), &format!("{b}/drivers/{name}")),
         "properties": links(&format!("{b}/v1/drivers/{name}/properties"), &format!("{b}/drivers/{name}/properties")),
     });
+    // Ironic: the properties link from 1.14; `type` and the interfaces
+    // (detail) from 1.30, each interface from the version that added it.
+    if !ctx.version.at_least(14) {
+        if let Some(m) = d.as_object_mut() {
+            m.remove("properties");
+        }
+    }
+    if !ctx.version.at_least(30) {
+        if let Some(m) = d.as_object_mut() {
+            m.remove("type");
+        }
+        return d;
+    }
     if detail {
         if let Some(hw) = hardware_type(name) {
             for (iface, _) in hw.interfaces {
+                let since = match *iface {
+                    "storage" => 33,
+                    "rescue" => 38,
+                    "bios" => 40,
+                    "firmware" => 86,
+                    _ => 30,
+                };
+                if !ctx.version.at_least(since) {
+                    continue;
+                }
                 // The first entry of an interface wins (as `HardwareType::supported`).
                 let list = hw.supported(iface);
                 d[format!("default_{iface}_interface")] = json!(list.first());

@@ -1,6 +1,6 @@
 //! Deploy and tear-down.
 //!
-//! With the `fake` deploy interface a deploy only powers the node on. With
+//! With the `fake` (or `noop`) deploy interface a deploy touches nothing, as in Ironic. With
 //! `direct` (the agent): boot device PXE and power on → `wait call-back`; on
 //! the agent's heartbeat the `write_image` deploy step is sent with
 //! `image_info` built from `instance_info` and the config drive; when a
@@ -104,14 +104,9 @@ impl Conductor {
             return Ok(Next::Idle);
         };
         if !node.uses_agent() {
-            if let Err(e) = self.set_power(&node, PowerAction::On).await {
-                self.fail(&node.uuid, format!("Deploy failed: power on: {e}"), false)
-                    .await?;
-                return Ok(Next::Idle);
-            }
+            // Ironic's fake and noop deploy interfaces touch no power.
             info!(node = %node.uuid, "deployed (fake deploy interface)");
             self.release(&node.uuid, |n| {
-                n.power_state = Some("power on".into());
                 n.intent = None;
                 n.last_error = None;
                 n.deploy_step = Map::new();
@@ -287,9 +282,11 @@ impl Conductor {
     /// Points `image_info.urls` at the image cache when the node or the
     /// configuration asks for it (Ironic's `image_download_source = local`).
     async fn cached_url(&self, node: &Node, info: &mut Map<String, Value>) -> Result<(), String> {
+        // instance_info overrides driver_info, as in Ironic.
         let local = node
             .instance_info
             .get("image_download_source")
+            .or_else(|| node.driver_info.get("image_download_source"))
             .and_then(Value::as_str)
             == Some("local");
         let Some(cache) = self.image_cache() else {
@@ -382,14 +379,19 @@ impl Conductor {
         else {
             return Ok(Next::Idle);
         };
-        if let Err(e) = self.set_power(&node, PowerAction::Off).await {
-            self.fail(
-                &node.uuid,
-                format!("Tear down failed: power off: {e}"),
-                false,
-            )
-            .await?;
-            return Ok(Next::Idle);
+        // The agent's tear down powers off; Ironic's fake and noop deploy
+        // interfaces leave the power as it is.
+        let power_off = node.uses_agent();
+        if power_off {
+            if let Err(e) = self.set_power(&node, PowerAction::Off).await {
+                self.fail(
+                    &node.uuid,
+                    format!("Tear down failed: power off: {e}"),
+                    false,
+                )
+                .await?;
+                return Ok(Next::Idle);
+            }
         }
         if let Some(alloc) = &node.allocation_uuid {
             if let Err(e) = self.db().delete_allocation(alloc).await {
@@ -398,9 +400,12 @@ impl Conductor {
         }
         info!(node = %node.uuid, "instance torn down, cleaning");
         self.release(&node.uuid, |n| {
-            n.power_state = Some("power off".into());
+            if power_off {
+                n.power_state = Some("power off".into());
+            }
             n.instance_info = Map::new();
             n.instance_uuid = None;
+            n.instance_name = None;
             n.allocation_uuid = None;
             n.wipe_agent_info();
             n.driver_internal_info.remove("deploy_result");

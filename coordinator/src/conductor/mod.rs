@@ -359,17 +359,30 @@ impl Conductor {
             return Ok(());
         }
         let driver = self.power_driver(node)?;
-        driver
+        let result = driver
             .set_power_state(&Self::power_target(node), action)
-            .await?;
-        let state = action.resulting_state().as_str().to_owned();
+            .await;
+        // As Ironic: every power action (failed ones too) is timestamped in
+        // driver_internal_info.last_power_state_change (naive UTC).
+        let stamp = crate::model::now_iso().replace("+00:00", "");
+        let state = result
+            .is_ok()
+            .then(|| action.resulting_state().as_str().to_owned());
         if let Err(e) = self
-            .modify(&node.uuid, move |n| n.power_state = Some(state.clone()))
+            .modify(&node.uuid, move |n| {
+                n.driver_internal_info.insert(
+                    "last_power_state_change".into(),
+                    Value::String(stamp.clone()),
+                );
+                if let Some(s) = &state {
+                    n.power_state = Some(s.clone());
+                }
+            })
             .await
         {
             warn!(node = %node.uuid, error = %e, "recording the power state failed");
         }
-        Ok(())
+        result
     }
 
     /// Sets the boot device unless the management interface is `noop`.
@@ -470,14 +483,20 @@ impl Conductor {
         let result = async {
             let driver = self.power_driver(&node)?;
             driver.validate(&node.driver_info)?;
-            driver.get_power_state(&Self::power_target(&node)).await
+            let target = Self::power_target(&node);
+            if !driver.knows_power_state(&target) {
+                return Ok(None);
+            }
+            driver.get_power_state(&target).await.map(Some)
         }
         .await;
         match result {
             Ok(state) => {
                 info!(node = %node.uuid, "credentials verified");
                 self.release(&node.uuid, |n| {
-                    n.power_state = Some(state.as_str().to_owned());
+                    if let Some(state) = state {
+                        n.power_state = Some(state.as_str().to_owned());
+                    }
                     n.intent = None;
                     n.last_error = None;
                     if let Ok(next) = n.provision_state.on(Event::Done) {

@@ -202,9 +202,18 @@ impl Conductor {
     async fn sync_node(&self, node: &Node) -> Result<Outcome, ConductorError> {
         let read = async {
             let driver = self.power_driver(node)?;
-            driver.get_power_state(&Self::power_target(node)).await
+            let target = Self::power_target(node);
+            if !driver.knows_power_state(&target) {
+                return Ok(None);
+            }
+            driver.get_power_state(&target).await.map(Some)
         }
         .await;
+        let read = match read {
+            Ok(None) => return Ok(Outcome::Same),
+            Ok(Some(state)) => Ok(state),
+            Err(e) => Err(e),
+        };
         if power_failed(node) {
             return self.try_recover(node, read).await;
         }

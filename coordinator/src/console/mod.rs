@@ -146,6 +146,12 @@ pub fn supported(node: &Node) -> bool {
     node.console_interface.as_deref() == Some(SOCAT)
 }
 
+/// True for Ironic's `fake` console interface: enabling and disabling are
+/// recorded, nothing listens, and `console_info` is empty.
+pub fn is_fake(node: &Node) -> bool {
+    node.console_interface.as_deref() == Some("fake")
+}
+
 /// The node's BMC as its console needs it: the `driver_info` parses and
 /// speaks IPMI 2.0 (Serial-over-LAN is an RMCP+ payload; a node with
 /// `ipmi_protocol_version: "1.5"` has no console).
@@ -179,7 +185,11 @@ pub async fn restore(conductor: &Conductor) -> usize {
     // Only nodes this coordinator conducts: with several coordinators on one
     // database, each node's console is restored once.
     let ours = |n: &&Node| n.conductor.as_deref().is_none_or(|c| c == me);
-    for n in nodes.iter().filter(|n| n.console_enabled).filter(ours) {
+    for n in nodes
+        .iter()
+        .filter(|n| n.console_enabled && !is_fake(n))
+        .filter(ours)
+    {
         let result = if supported(n) {
             match console_bmc(n) {
                 Ok(cfg) => conductor

@@ -55,6 +55,9 @@ pub struct Node {
     pub instance_info: Map<String, Value>,
     /// The instance that reserved the node.
     pub instance_uuid: Option<String>,
+    /// The instance's name (set by the client, or from
+    /// `instance_info.display_name`); cleared with the instance.
+    pub instance_name: Option<String>,
     /// Hardware properties (cpus, memory_mb, local_gb, cpu_arch, capabilities).
     pub properties: Map<String, Value>,
     /// `power on`, `power off` or null (unknown).
@@ -73,6 +76,9 @@ pub struct Node {
     pub maintenance_reason: Option<String>,
     /// Fault that put the node in maintenance.
     pub fault: Option<String>,
+    /// Hardware health the management interface reports (`OK`, `Warning`,
+    /// `Critical`); null when unknown, which with Ingot's drivers it is.
+    pub health: Option<String>,
     /// Last error of an operation.
     pub last_error: Option<String>,
     /// The conductor holding the node's lock, while it works on the node.
@@ -91,6 +97,8 @@ pub struct Node {
     pub clean_step: Map<String, Value>,
     /// The running deploy step.
     pub deploy_step: Map<String, Value>,
+    /// The running service step (Ironic's servicing; Ingot runs none).
+    pub service_step: Map<String, Value>,
     /// Chassis.
     pub chassis_uuid: Option<String>,
     /// Resource class for scheduling.
@@ -183,6 +191,7 @@ impl Default for Node {
             extra: Map::new(),
             instance_info: Map::new(),
             instance_uuid: None,
+            instance_name: None,
             properties: Map::new(),
             power_state: None,
             target_power_state: None,
@@ -192,6 +201,7 @@ impl Default for Node {
             maintenance: false,
             maintenance_reason: None,
             fault: None,
+            health: None,
             last_error: None,
             reservation: None,
             console_enabled: false,
@@ -201,6 +211,7 @@ impl Default for Node {
             inspection_finished_at: None,
             clean_step: Map::new(),
             deploy_step: Map::new(),
+            service_step: Map::new(),
             chassis_uuid: None,
             resource_class: None,
             conductor_group: String::new(),
@@ -248,8 +259,9 @@ impl Default for Node {
 pub const INTERNAL_FIELDS: [&str; 4] = ["intent", "power_intent", "inventory", "progress_ms"];
 
 /// Fields a client may change with PATCH.
-pub const PATCHABLE_FIELDS: [&str; 37] = [
+pub const PATCHABLE_FIELDS: [&str; 38] = [
     "name",
+    "instance_name",
     "driver",
     "driver_info",
     "extra",

@@ -37,6 +37,9 @@ pub struct Port {
     pub category: Option<String>,
     /// Vendor.
     pub vendor: Option<String>,
+    /// May join a dynamic port group (Ironic 1.111; Ingot has no port
+    /// groups, so it is only stored).
+    pub available_for_dynamic_portgroup: bool,
     /// Creation time.
     pub created_at: Option<String>,
     /// Last update time.
@@ -60,6 +63,7 @@ impl Default for Port {
             description: None,
             category: None,
             vendor: None,
+            available_for_dynamic_portgroup: true,
             created_at: None,
             updated_at: None,
         }
@@ -67,7 +71,7 @@ impl Default for Port {
 }
 
 /// Fields a client may set on create or PATCH.
-pub const WRITABLE_FIELDS: [&str; 12] = [
+pub const WRITABLE_FIELDS: [&str; 13] = [
     "address",
     "node_uuid",
     "extra",
@@ -80,6 +84,7 @@ pub const WRITABLE_FIELDS: [&str; 12] = [
     "description",
     "category",
     "vendor",
+    "available_for_dynamic_portgroup",
 ];
 
 impl Port {

@@ -35,6 +35,10 @@ impl PowerDriver for FakePower {
         Ok(())
     }
 
+    fn knows_power_state(&self, target: &PowerTarget) -> bool {
+        target.recorded.is_some() || self.with(&target.node_uuid, |s| s.power.is_some())
+    }
+
     fn get_power_state<'a>(
         &'a self,
         target: &'a PowerTarget,

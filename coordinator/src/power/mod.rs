@@ -128,6 +128,14 @@ pub trait PowerDriver: Send + Sync {
     /// Checks driver_info without talking to the hardware.
     fn validate(&self, driver_info: &Map<String, Value>) -> Result<(), PowerError>;
 
+    /// False when the driver cannot tell the node's power state at all: the
+    /// `fake` driver before anything set or recorded one (Ironic's fake
+    /// power then keeps `power_state` null). Verification and the power
+    /// sync record nothing then.
+    fn knows_power_state(&self, _target: &PowerTarget) -> bool {
+        true
+    }
+
     /// Reads the power state.
     fn get_power_state<'a>(
         &'a self,
