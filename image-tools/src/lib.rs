@@ -11,6 +11,7 @@ pub mod format;
 pub mod progress;
 pub mod qcow2;
 pub mod source;
+pub mod spool;
 pub mod target;
 #[cfg(feature = "test-image")]
 pub mod testimage;

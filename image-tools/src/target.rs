@@ -387,6 +387,18 @@ impl Target {
         Ok(())
     }
 
+    /// Cuts a file target to `len` bytes (no-op for devices, and for files
+    /// that are not longer).
+    pub fn truncate(&mut self, len: u64) -> Result<(), TargetError> {
+        if self.kind == TargetKind::File {
+            let cur = self.file.metadata().map_err(self.err("stat"))?.len();
+            if cur > len {
+                self.file.set_len(len).map_err(self.err("truncate"))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Flushes everything to stable storage.
     pub fn sync(&self) -> Result<(), TargetError> {
         self.file.sync_all().map_err(self.err("fsync"))

@@ -14,6 +14,10 @@
 //! written, then everything fsynced. On any failure after the target was
 //! touched, its first and last MiB are zeroed instead, so it never boots a
 //! half-written or unverified image. Memory is the two pools, whatever the size.
+//!
+//! A qcow2 image from a server that ignores `Range` is spooled on the target
+//! past its virtual disk, verified, and converted from there (`spool.rs`); the
+//! spool is wiped before the first MiB is committed.
 
 use std::io::{BufRead, Read};
 use std::path::PathBuf;
@@ -30,6 +34,7 @@ use crate::format::{self, Format, FormatChoice};
 use crate::progress::Progress;
 use crate::qcow2::{self, Qcow2Error, StreamMapper};
 use crate::source::{self, Source, SourceError, SourceOptions};
+use crate::spool::{self, Spool};
 use crate::target::{Target, TargetError, TargetKind};
 
 /// The first MiB is held back until the image is verified, and zeroed (with
@@ -167,6 +172,24 @@ pub enum WriteError {
         /// Target capacity.
         capacity: u64,
     },
+    /// The server ignores `Range`, so the qcow2 image is spooled on the target
+    /// past its virtual disk before it is converted, and the target is too
+    /// small for both.
+    #[error(
+        "the server ignores Range requests, so the qcow2 image is downloaded onto the target before it is converted, after the {virtual_size} bytes of the image: that needs {needed} bytes{}, but the target has {capacity}",
+        if *.at_least { " or more" } else { "" }
+    )]
+    SpoolTooLarge {
+        /// The image's virtual size.
+        virtual_size: u64,
+        /// Bytes of target needed (image, alignment and the qcow2 file).
+        needed: u64,
+        /// Whether `needed` is only a lower bound (the file's length was not
+        /// announced).
+        at_least: bool,
+        /// Target capacity.
+        capacity: u64,
+    },
     /// The downloaded bytes do not match the checksum.
     #[error("checksum mismatch: expected {algorithm}:{expected}, got {algorithm}:{actual}")]
     ChecksumMismatch {
@@ -238,6 +261,11 @@ enum WriteOp {
     },
     /// `[offset, offset + len)` reads as zeros.
     Zero { offset: u64, len: u64 },
+    /// Downloaded bytes to spool at `offset`, exactly as they are (no zero
+    /// detection, no held-back head): not image data.
+    Spool { offset: u64, chunk: Arc<Chunk> },
+    /// Answer once every earlier operation reached the target.
+    Barrier(Sender<()>),
 }
 
 /// The first error wins; later ones are consequences.
@@ -313,6 +341,9 @@ pub fn write_image(
     let (hash_tx, hash_rx) = bounded::<Arc<Chunk>>(depth);
     let (write_tx, write_rx) = bounded::<WriteOp>(depth);
     let (verdict_tx, verdict_rx) = bounded::<Option<u64>>(1);
+    // Whether the download is verified (or needs no checksum): what a
+    // spooled qcow2 waits for before it is converted.
+    let (verified_tx, verified_rx) = bounded::<bool>(1);
 
     let hasher = opts.checksum.as_ref().map(|c| Hasher::new(c.algorithm));
     let hash_tx = hasher.as_ref().map(|_| hash_tx);
@@ -360,6 +391,8 @@ pub fn write_image(
         let shared = shared.clone();
         let choice = opts.format;
         let len_hint = src.len_hint();
+        let device = opts.device.clone();
+        let spool_pool = src_pool.clone();
         std::thread::Builder::new()
             .name("ingot-decode".into())
             .spawn(move || {
@@ -371,6 +404,9 @@ pub fn write_image(
                     capacity,
                     len_hint,
                     xz_memlimit,
+                    device,
+                    spool_pool,
+                    verified: verified_rx,
                 };
                 match d.run(choice, ranges) {
                     Ok(decoded) => Some(decoded),
@@ -401,8 +437,15 @@ pub fn write_image(
     drop(decode_tx);
     drop(hash_tx);
 
-    let decoded = decoder.join().unwrap_or(None);
+    // The hash ends with the download. A spooled qcow2 is converted only
+    // once this says the download is verified.
     let digest = hash.map(|h| h.join().unwrap_or_default());
+    let matches = match (&opts.checksum, &digest) {
+        (Some(expected), Some(actual)) => *actual == expected.hex,
+        _ => true,
+    };
+    verified_tx.send(matches && !shared.cancelled()).ok();
+    let decoded = decoder.join().unwrap_or(None);
 
     // The verdict: commit only if every stage succeeded and the digest matched.
     if !shared.cancelled() {
@@ -530,6 +573,12 @@ struct Decoder<'a> {
     capacity: Option<u64>,
     len_hint: Option<u64>,
     xz_memlimit: u64,
+    /// The target, read back when a qcow2 image was spooled on it.
+    device: PathBuf,
+    /// Buffers to read a spooled image back into (the source pool, idle by then).
+    spool_pool: BufferPool,
+    /// Whether the download was verified: `true` lets a spooled image be converted.
+    verified: Receiver<bool>,
 }
 
 impl Decoder<'_> {
@@ -672,7 +721,8 @@ impl Decoder<'_> {
         }
     }
 
-    /// qcow2: tables by range reads, then clusters from the stream.
+    /// qcow2: tables by range reads, then clusters from the stream. A server
+    /// that ignores Range gets the spooled path instead.
     fn qcow2(
         &mut self,
         first: Arc<Chunk>,
@@ -685,7 +735,26 @@ impl Decoder<'_> {
                 "qcow2 image was not closed cleanly; using its L1/L2 tables as they are"
             );
         }
-        let layout = qcow2::read_layout(header, ranges.as_mut(), self.len_hint)?;
+        let layout = match qcow2::read_layout(header.clone(), ranges.as_mut(), self.len_hint) {
+            Ok(layout) => layout,
+            Err(Qcow2Error::Source(SourceError::RangeUnsupported { url })) => {
+                drop(ranges);
+                return self.qcow2_spooled(first, header, &url);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let rx = self.rx;
+        let mut next = Some(first);
+        self.convert(layout, &mut || next.take().or_else(|| rx.recv().ok()))
+    }
+
+    /// Converts a mapped qcow2 image whose file arrives, from its first byte,
+    /// in the chunks `next` yields.
+    fn convert(
+        &mut self,
+        layout: qcow2::Layout,
+        next: &mut dyn FnMut() -> Option<Arc<Chunk>>,
+    ) -> Result<u64, WriteError> {
         let size = layout.header.size;
         tracing::info!(
             virtual_size = size,
@@ -712,14 +781,11 @@ impl Decoder<'_> {
             }
         };
         let mut pos = 0u64;
-        let mut next = Some(first);
-        while let Some(chunk) = next {
+        while let Some(chunk) = next() {
             mapper
                 .feed(pos, chunk.data(), &mut emit)
                 .map_err(cancelled_or)?;
             pos += chunk.data().len() as u64;
-            drop(chunk);
-            next = self.rx.recv().ok();
         }
         if self.shared.cancelled() {
             return Err(WriteError::Cancelled);
@@ -727,6 +793,93 @@ impl Decoder<'_> {
         mapper.finish(pos, &mut emit).map_err(cancelled_or)?;
         out.flush()?;
         Ok(size)
+    }
+
+    /// qcow2 from a server that ignores Range: the file is written as it
+    /// arrives onto the target past the image's virtual disk, and converted
+    /// from there once the whole download is verified. Nothing reaches the
+    /// image's own area before that; the spool is wiped at commit or clear.
+    fn qcow2_spooled(
+        &mut self,
+        first: Arc<Chunk>,
+        header: qcow2::Header,
+        url: &str,
+    ) -> Result<u64, WriteError> {
+        let virtual_size = header.size;
+        let too_large = |needed: u64, at_least: bool, capacity: u64| WriteError::SpoolTooLarge {
+            virtual_size,
+            needed,
+            at_least,
+            capacity,
+        };
+        let start = spool::spool_start(virtual_size, HEAD_LEN)
+            .ok_or_else(|| too_large(u64::MAX, true, self.capacity.unwrap_or(0)))?;
+        if let (Some(capacity), Some(len)) = (self.capacity, self.len_hint) {
+            match start.checked_add(len) {
+                Some(needed) if needed <= capacity => {}
+                needed => return Err(too_large(needed.unwrap_or(u64::MAX), false, capacity)),
+            }
+        }
+        tracing::warn!(
+            url,
+            virtual_size,
+            spool_offset = start,
+            file_bytes = ?self.len_hint,
+            "the server ignores Range requests: spooling the qcow2 image on the target past its virtual disk, to convert it once verified"
+        );
+        let mut pos = 0u64;
+        let mut next = Some(first);
+        while let Some(chunk) = next {
+            let len = chunk.data().len() as u64;
+            let offset = start.checked_add(pos);
+            let end = offset.and_then(|o| o.checked_add(len));
+            match (end, self.capacity) {
+                (Some(end), Some(capacity)) if end > capacity => {
+                    return Err(too_large(end, true, capacity));
+                }
+                (None, capacity) => return Err(too_large(u64::MAX, true, capacity.unwrap_or(0))),
+                _ => {}
+            }
+            let offset = offset.unwrap_or(u64::MAX);
+            send(self.tx, WriteOp::Spool { offset, chunk })?;
+            pos += len;
+            next = self.rx.recv().ok();
+        }
+        if self.shared.cancelled() {
+            return Err(WriteError::Cancelled);
+        }
+        // Every spooled byte is on the target before it is read back.
+        let (ack_tx, ack_rx) = bounded(1);
+        send(self.tx, WriteOp::Barrier(ack_tx))?;
+        // A writer that failed before it reached the barrier leaves it queued
+        // (this stage still holds the channel), so wait on cancellation too.
+        loop {
+            match ack_rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                Ok(()) => break,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) if !self.shared.cancelled() => {}
+                Err(_) => return Err(WriteError::Cancelled),
+            }
+        }
+        // Converted only from a verified download: a wrong checksum (reported
+        // by the caller) or any other failure leaves the image's area as it was.
+        if !self.verified.recv().unwrap_or(false) {
+            return Err(WriteError::Cancelled);
+        }
+        tracing::info!(
+            spooled_bytes = pos,
+            spool_offset = start,
+            "spooled qcow2 verified; converting it"
+        );
+        let spool = Spool::open(&self.device, start, pos)?;
+        let layout = qcow2::read_layout(header, &mut spool.ranges(), Some(spool.len()))?;
+        let pool = self.spool_pool.clone();
+        let shared = self.shared;
+        let mut chunks = spool.chunks(&pool, &shared.cancel);
+        let size = self.convert(layout, &mut || chunks.next_chunk());
+        if let Some(e) = chunks.take_error() {
+            return Err(e.into());
+        }
+        size
     }
 }
 
@@ -968,6 +1121,9 @@ struct Writer {
     head: AlignedBuf,
     /// Whether anything reached the target yet.
     touched: bool,
+    /// `[start, end)` of the target holding a spooled qcow2 image, wiped
+    /// before the head is committed or when the target is cleared.
+    spool: Option<(u64, u64)>,
     pending_zero: Option<(u64, u64)>,
     data_bytes: u64,
     zero_bytes: u64,
@@ -981,6 +1137,7 @@ impl Writer {
             progress,
             head: AlignedBuf::new(HEAD_LEN as usize),
             touched: false,
+            spool: None,
             pending_zero: None,
             data_bytes: 0,
             zero_bytes: 0,
@@ -1000,6 +1157,11 @@ impl Writer {
                     len,
                 } => self.data(offset, &chunk.data()[start..start + len])?,
                 WriteOp::Zero { offset, len } => self.zero(offset, len)?,
+                WriteOp::Spool { offset, chunk } => self.spool(offset, chunk.data())?,
+                WriteOp::Barrier(ack) => {
+                    self.flush_zero()?;
+                    ack.send(()).ok();
+                }
             }
         }
         self.flush_zero()
@@ -1089,6 +1251,43 @@ impl Writer {
         Ok(())
     }
 
+    /// Writes spooled bytes exactly where they go, and remembers the extent.
+    fn spool(&mut self, offset: u64, data: &[u8]) -> Result<(), WriteError> {
+        self.touched = true;
+        self.target.write_at(data, offset)?;
+        let end = offset.saturating_add(data.len() as u64);
+        self.spool = Some(match self.spool {
+            Some((s, e)) => (s.min(offset), e.max(end)),
+            None => (offset, end),
+        });
+        Ok(())
+    }
+
+    /// Removes the spooled image: a growing file is cut to `keep` bytes
+    /// (the spool lies past them), a disk or fixed-size file gets the spool's
+    /// extent zeroed, whatever `skip_zeros` says, since the spool made it
+    /// non-zero. Left behind, the qcow2 file's clusters would look like file
+    /// systems to anything that later partitions that space.
+    fn wipe_spool(&mut self, keep: u64) -> Result<(), TargetError> {
+        let Some((start, end)) = self.spool else {
+            return Ok(());
+        };
+        if self.target.kind() == TargetKind::File && self.target.capacity().is_none() {
+            self.target.truncate(keep.min(start))?;
+        } else {
+            let (from, to) = (start / 512 * 512, end.next_multiple_of(512));
+            let to = self.target.capacity().map_or(to, |cap| to.min(cap));
+            self.target.zero_range(from, to.saturating_sub(from))?;
+        }
+        tracing::info!(
+            offset = start,
+            bytes = end - start,
+            "spooled qcow2 image wiped"
+        );
+        self.spool = None;
+        Ok(())
+    }
+
     fn flush_zero(&mut self) -> Result<(), WriteError> {
         if let Some((offset, len)) = self.pending_zero.take() {
             self.touched = true;
@@ -1120,6 +1319,9 @@ impl Writer {
 
     fn commit(&mut self, image_size: u64) -> Result<(), WriteError> {
         self.flush_zero()?;
+        // The spool is gone before the image can boot: a crash from here on
+        // leaves either no bootable head, or the image without the spool.
+        self.wipe_spool(image_size)?;
         let head_len = image_size.min(HEAD_LEN) as usize;
         if self.target.kind() == TargetKind::File {
             self.target.ensure_len(image_size)?;
@@ -1149,7 +1351,10 @@ impl Writer {
 
     /// Zeroes the first and last MiB so that a partial image cannot boot.
     fn clear(&mut self) -> TargetState {
-        let mut result = Ok(());
+        // First, so that a growing file's length below is the image's.
+        let mut result = self
+            .spool
+            .map_or(Ok(()), |(start, _)| self.wipe_spool(start));
         let len_now = match self.target.capacity() {
             Some(c) => c,
             None => self.target.file().metadata().map(|m| m.len()).unwrap_or(0),

@@ -411,12 +411,22 @@ struct HttpRanges {
     retry: RetryPolicy,
 }
 
+/// Why one range read failed.
+enum RangeFailure {
+    /// Worth another attempt.
+    Retry(String),
+    /// Final.
+    Fatal(String),
+    /// The server sent the whole object: it ignores Range.
+    Unsupported,
+}
+
 impl HttpRanges {
-    fn attempt(&self, offset: u64, len: u64) -> Result<Vec<u8>, (bool, String)> {
+    fn attempt(&self, offset: u64, len: u64) -> Result<Vec<u8>, RangeFailure> {
         let last = offset
             .checked_add(len)
             .and_then(|end| end.checked_sub(1))
-            .ok_or_else(|| (false, "the range ends beyond 2^64 bytes".to_string()))?;
+            .ok_or_else(|| RangeFailure::Fatal("the range ends beyond 2^64 bytes".into()))?;
         let mut req = self
             .client
             .get(&self.url)
@@ -426,40 +436,51 @@ impl HttpRanges {
         }
         let timeout = self.retry.connect_timeout + self.retry.read_timeout;
         let fut = async {
-            let resp = req.send().await.map_err(|e| (true, error_chain(&e)))?;
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| RangeFailure::Retry(error_chain(&e)))?;
             let status = resp.status();
             if let Some((validator, before, after)) =
                 self.validators.changed(&Validators::of(resp.headers()))
             {
-                return Err((
-                    false,
-                    format!("the image changed on the server ({validator} {before} -> {after})"),
-                ));
+                return Err(RangeFailure::Fatal(format!(
+                    "the image changed on the server ({validator} {before} -> {after})"
+                )));
+            }
+            if status == StatusCode::OK {
+                // The same version (the validators matched, or there are
+                // none): the server does not do ranges. The body is not read.
+                return Err(RangeFailure::Unsupported);
             }
             if status != StatusCode::PARTIAL_CONTENT {
-                let retry = status.is_server_error();
-                let why = if status == StatusCode::OK {
-                    "the server ignores Range requests (qcow2 over HTTP needs them), or the image changed".to_string()
+                let why = format!("HTTP {status}");
+                return Err(if status.is_server_error() {
+                    RangeFailure::Retry(why)
                 } else {
-                    format!("HTTP {status}")
-                };
-                return Err((retry, why));
+                    RangeFailure::Fatal(why)
+                });
             }
             if content_range(resp.headers()).map(|(s, _)| s) != Some(offset) {
-                return Err((false, "wrong Content-Range in the answer".into()));
+                return Err(RangeFailure::Fatal(
+                    "wrong Content-Range in the answer".into(),
+                ));
             }
-            let body = resp.bytes().await.map_err(|e| (true, error_chain(&e)))?;
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| RangeFailure::Retry(error_chain(&e)))?;
             Ok(body.to_vec())
         };
         let body = match self
             .rt
             .block_on(async { tokio::time::timeout(timeout, fut).await })
         {
-            Err(_) => return Err((true, "timed out".into())),
+            Err(_) => return Err(RangeFailure::Retry("timed out".into())),
             Ok(r) => r?,
         };
         if body.len() as u64 != len {
-            return Err((false, format!("got {} bytes", body.len())));
+            return Err(RangeFailure::Fatal(format!("got {} bytes", body.len())));
         }
         Ok(body)
     }
@@ -473,23 +494,32 @@ impl RangeRead for HttpRanges {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.attempt(offset, len) {
+            let reason = match self.attempt(offset, len) {
                 Ok(b) => return Ok(b),
-                Err((retry, reason)) if !retry || attempt >= self.retry.max_attempts => {
-                    return Err(SourceError::Range {
-                        what: self.url.clone(),
-                        offset,
-                        len,
-                        reason,
+                Err(RangeFailure::Unsupported) => {
+                    tracing::info!(url = %self.url, offset, len, "the server answered a Range request with the whole image");
+                    return Err(SourceError::RangeUnsupported {
+                        url: self.url.clone(),
                     });
                 }
-                Err(_) => std::thread::sleep(
-                    self.retry
-                        .initial_backoff
-                        .saturating_mul(1 << (attempt - 1).min(16))
-                        .min(self.retry.max_backoff),
-                ),
-            }
+                Err(RangeFailure::Fatal(reason)) => reason,
+                Err(RangeFailure::Retry(reason)) if attempt >= self.retry.max_attempts => reason,
+                Err(RangeFailure::Retry(_)) => {
+                    std::thread::sleep(
+                        self.retry
+                            .initial_backoff
+                            .saturating_mul(1 << (attempt - 1).min(16))
+                            .min(self.retry.max_backoff),
+                    );
+                    continue;
+                }
+            };
+            return Err(SourceError::Range {
+                what: self.url.clone(),
+                offset,
+                len,
+                reason,
+            });
         }
     }
 }

@@ -89,6 +89,13 @@ pub enum SourceError {
         /// Bytes actually available.
         got: u64,
     },
+    /// The server answered a `Range` request with the whole object (200):
+    /// it does not serve ranges. qcow2 then takes its spooled path.
+    #[error("{url}: the server ignores Range requests")]
+    RangeUnsupported {
+        /// The URL.
+        url: String,
+    },
     /// A random-access read (for qcow2 metadata) failed.
     #[error("reading {len} bytes at offset {offset} of {what}: {reason}")]
     Range {
