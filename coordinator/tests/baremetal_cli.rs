@@ -180,3 +180,97 @@ async fn baremetal_cli_sqlite() {
 async fn baremetal_cli_postgres() {
     scenario(Backend::Postgres).await;
 }
+
+/// Issue 14's findings through the CLI's own requests: version-correct
+/// documents, fake interfaces that validate, Ironic's driver properties,
+/// null fake power after `manage`, and deleting an associated node in
+/// maintenance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baremetal_cli_compat() {
+    let Some(venv) = venv() else { return };
+    let Some(db) = test_db(Backend::Sqlite, "baremetal_cli_compat").await else {
+        return;
+    };
+    let (running, api) = start_with(test_config(&db.url)).await;
+    let node = json_of(
+        &venv,
+        &api,
+        &[
+            "node",
+            "create",
+            "--driver",
+            "fake-hardware",
+            "--name",
+            "c-1",
+            "--resource-class",
+            "rc",
+            "-f",
+            "json",
+        ],
+    )
+    .await;
+    let uuid = node["uuid"].as_str().unwrap().to_owned();
+    // Every fake interface validates, with no reason.
+    let validate = json_of(&venv, &api, &["node", "validate", "c-1", "-f", "json"]).await;
+    for row in validate.as_array().unwrap() {
+        assert_eq!(row["Result"], true, "{validate}");
+        assert_eq!(row["Reason"], "", "{validate}");
+    }
+    let props = json_of(
+        &venv,
+        &api,
+        &["driver", "property", "list", "fake-hardware", "-f", "json"],
+    )
+    .await;
+    let names: Vec<&str> = props
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["property"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["B1", "B2"]);
+    // At 1.1 the CLI prints the 20 fields Ironic 39 gives it there.
+    let old = json_of(
+        &venv,
+        &api,
+        &[
+            "--os-baremetal-api-version",
+            "1.1",
+            "node",
+            "show",
+            &uuid,
+            "-f",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(old.as_object().unwrap().len(), 20, "{old}");
+    let shown = json_of(&venv, &api, &["node", "show", "c-1", "-f", "json"]).await;
+    for key in ["health", "instance_name", "service_step"] {
+        assert!(shown.get(key).is_some(), "{key} missing: {shown}");
+    }
+    baremetal(&venv, &api.base, &["node", "manage", "c-1"]).await;
+    let n = api.wait_state(&uuid, "manageable", T).await;
+    assert!(n["power_state"].is_null(), "{n}");
+    baremetal(&venv, &api.base, &["node", "provide", "c-1"]).await;
+    api.wait_state(&uuid, "available", T).await;
+    let alloc = json_of(
+        &venv,
+        &api,
+        &[
+            "allocation",
+            "create",
+            "--resource-class",
+            "rc",
+            "-f",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(alloc["state"], "active", "{alloc}");
+    baremetal(&venv, &api.base, &["node", "maintenance", "set", "c-1"]).await;
+    baremetal(&venv, &api.base, &["node", "delete", "c-1"]).await;
+    let allocs = json_of(&venv, &api, &["allocation", "list", "-f", "json"]).await;
+    assert_eq!(allocs, serde_json::json!([]));
+    running.shutdown().await;
+}

@@ -24,6 +24,8 @@ const APT_PACKAGES: &[&[&str]] = &[
     &["e2fsprogs"],
     // sfdisk.
     &["fdisk"],
+    // sgdisk -v cross-checks the agent's GPT fix-ups (agent/tests/partition_table.rs).
+    &["gdisk"],
     &["curl"],
     &["openssl"],
     // Serves images over loopback HTTP.
