@@ -82,8 +82,8 @@ fn configdrive(node: &Node) -> Result<Value, String> {
         None | Some(Value::Null) => Ok(Value::Null),
         Some(Value::String(s)) => Ok(json!(s)),
         Some(Value::Object(dict)) => {
-            let uuid = node.instance_uuid.as_deref().unwrap_or(&node.uuid);
-            crate::configdrive::build_encoded(dict, uuid)
+            // As Ironic: meta_data.uuid and .name default to the node's.
+            crate::configdrive::build_encoded(dict, &node.uuid, node.name.as_deref())
                 .map(Value::String)
                 .map_err(|e| e.to_string())
         }

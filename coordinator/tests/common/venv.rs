@@ -1,6 +1,7 @@
 //! Python venvs with real tools from PyPI, made by `tests/python-venv.sh`:
-//! python-ironicclient (the `baremetal` CLI, and with it openstacksdk) and
-//! sushy-tools (the Redfish emulator).
+//! python-ironicclient (the `baremetal` CLI, and with it openstacksdk),
+//! sushy-tools (the Redfish emulator), and pycdlib with cloud-init's
+//! Python dependencies (the config drive tests).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -38,6 +39,17 @@ pub const SUSHY: VenvSpec = VenvSpec {
     marker: "bin/sushy-emulator",
     packages: &["sushy-tools"],
     what: "sushy-tools",
+};
+
+/// pycdlib, an independent ISO 9660 reader, and the libraries cloud-init's
+/// config drive code imports (PyYAML, requests, configobj, jsonpatch;
+/// cloud-init itself comes from Debian's package, see `tests/cloud_init.rs`).
+pub const CONFIGDRIVE: VenvSpec = VenvSpec {
+    name: "venv-configdrive",
+    env_var: "INGOT_CONFIGDRIVE_VENV",
+    marker: "bin/pycdlib-extract-files",
+    packages: &["pycdlib", "PyYAML", "requests", "configobj", "jsonpatch"],
+    what: "pycdlib and cloud-init's Python dependencies",
 };
 
 /// Makes the venv of `spec` (once per test process) and returns its
@@ -82,6 +94,12 @@ pub fn ensure(
 pub fn venv() -> Option<PathBuf> {
     static CACHE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     ensure(&IRONICCLIENT, &CACHE)
+}
+
+/// The pycdlib venv of the config drive tests.
+pub fn configdrive_venv() -> Option<PathBuf> {
+    static CACHE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    ensure(&CONFIGDRIVE, &CACHE)
 }
 
 /// Runs `baremetal <args>` (with `-f json`) against `endpoint`; returns its

@@ -846,8 +846,10 @@ async fn lifecycle(
     api.provision(
         &uuid,
         "active",
+        // meta_data.uuid is the instance's, as Nova sends it (Ironic and
+        // Ingot default it to the node's UUID).
         json!({"configdrive": {
-            "meta_data": {"hostname": "e2e-instance", "name": "e2e-instance"},
+            "meta_data": {"uuid": instance, "hostname": "e2e-instance", "name": "e2e-instance"},
             "user_data": "#cloud-config\n",
         }}),
     )
