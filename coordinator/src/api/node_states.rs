@@ -11,7 +11,8 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 
 use super::nodes::find;
-use super::{ApiError, AppState, Ctx, accepted_at, empty, json_response, parse_object};
+use super::{ApiError, ApiVersion, AppState, Ctx, accepted_at, empty, json_response, parse_object};
+use crate::configdrive::ConfigDriveError;
 use crate::model::node::PowerIntent;
 use crate::model::{Intent, Node, now_iso};
 use crate::power::{BOOT_DEVICES, PowerAction};
@@ -166,6 +167,67 @@ fn apply_verb(
     Ok(())
 }
 
+/// `null`, `""` or `{}`: no config drive (Ironic tests `not configdrive`).
+fn is_empty_configdrive(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Object(m) => m.is_empty(),
+        _ => false,
+    }
+}
+
+/// Checks a config drive at request time as Ironic's
+/// `check_allow_configdrive` does: only with active (deploy) or rebuild
+/// (1.35); a dict from 1.56 and as Ironic's schema allows it
+/// ([`crate::configdrive::validate`]), `vendor_data` from 1.59; a string
+/// is a URL or base64. Every refusal is a 400.
+fn check_configdrive(verb: Verb, cd: &Value, version: ApiVersion) -> Result<(), ApiError> {
+    let rebuild = version.at_least(35);
+    if !(verb == Verb::Deploy || (verb == Verb::Rebuild && rebuild)) {
+        return Err(ApiError::bad_request(format!(
+            "Adding a config drive is only supported when setting provision state to {}",
+            if rebuild { "active, rebuild" } else { "active" }
+        )));
+    }
+    match cd {
+        Value::Object(dict) => {
+            crate::configdrive::validate(dict).map_err(|e| match e {
+                ConfigDriveError::Invalid(m) => {
+                    ApiError::bad_request(format!("Invalid configdrive format: {m}"))
+                }
+                other => ApiError::bad_request(other.to_string()),
+            })?;
+            if !version.at_least(56) {
+                return Err(ApiError::bad_request(
+                    "Providing a JSON object for configdrive is only supported starting with API version 1.56",
+                ));
+            }
+            if dict.contains_key("vendor_data") && !version.at_least(59) {
+                return Err(ApiError::bad_request(
+                    "Providing vendor_data in configdrive is only supported starting with API version 1.59",
+                ));
+            }
+        }
+        // `:` is not base64: a URL.
+        Value::String(s) if s.contains("://") => {}
+        Value::String(s)
+            if s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+/=\n\r\t ".contains(c)) => {}
+        Value::String(_) => {
+            return Err(ApiError::bad_request(
+                "Invalid configdrive format: it is neither a JSON, nor a URL, nor a base64 string",
+            ));
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "Invalid configdrive format: it must be a string (gzip+base64 ISO or URL) or an object",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `PUT /v1/nodes/{ident}/states/provision`
 pub async fn provision(
     State(st): State<AppState>,
@@ -212,27 +274,13 @@ pub async fn provision(
             )));
         }
     }
-    let configdrive = obj.get("configdrive").filter(|v| !v.is_null()).cloned();
+    // As Ironic: an empty config drive (null, "" or {}) is none at all.
+    let configdrive = obj
+        .get("configdrive")
+        .filter(|v| !is_empty_configdrive(v))
+        .cloned();
     if let Some(cd) = &configdrive {
-        if !matches!(verb, Verb::Deploy | Verb::Rebuild) {
-            return Err(ApiError::bad_request(
-                "Adding a config drive is only supported when setting provision state to active or rebuild",
-            ));
-        }
-        match cd {
-            Value::String(_) => {}
-            Value::Object(_) if ctx.version.at_least(56) => {}
-            Value::Object(_) => {
-                return Err(ApiError::not_acceptable(
-                    "A config drive as a dict needs API version 1.56 or later.",
-                ));
-            }
-            _ => {
-                return Err(ApiError::bad_request(
-                    "configdrive must be a string or an object",
-                ));
-            }
-        }
+        check_configdrive(verb, cd, ctx.version)?;
     }
     let clean_steps = match (verb, obj.get("clean_steps")) {
         (Verb::Clean, Some(s)) => Some(validate_clean_steps(s)?),
