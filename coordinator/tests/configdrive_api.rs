@@ -27,9 +27,11 @@ const INSTANCE: &str = "3c9d5c0e-0f7e-4d0c-a1a7-1d0b2b6f0d11";
 /// faultstring, and the node unchanged.
 async fn refused(api: &Api, node: &str, version: &str, body: Value, want: &str) {
     let before = api.node(node).await;
+    // By UUID: names identify nodes only from 1.5.
+    let uuid = before["uuid"].as_str().unwrap();
     let (st, v) = api
         .with_version(Some(version))
-        .put(&format!("/v1/nodes/{node}/states/provision"), body.clone())
+        .put(&format!("/v1/nodes/{uuid}/states/provision"), body.clone())
         .await;
     assert_eq!(st, 400, "{body} at {version}: {v}");
     let m = faultstring(&v);
