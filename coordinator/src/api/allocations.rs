@@ -29,10 +29,13 @@ async fn find(st: &AppState, ident: &str) -> Result<Allocation, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("Allocation {ident} could not be found.")))
 }
 
-/// Picks and reserves a node; sets `state` to `active` or `error`.
+/// Picks and reserves a node; sets `state` to `active` or `error`. The
+/// candidates and the failure messages are Ironic's: available, not in
+/// maintenance, unassociated, with a known power state, of the resource
+/// class (and owner, and `candidate_nodes`); then those with the traits.
 async fn allocate(st: &AppState, a: &mut Allocation) -> Result<(), ApiError> {
     let nodes = st.conductor.db().list_nodes().await?;
-    let mut candidates: Vec<_> = nodes
+    let eligible: Vec<_> = nodes
         .into_iter()
         .filter(|n| {
             n.provision_state == ProvisionState::Available
@@ -40,10 +43,10 @@ async fn allocate(st: &AppState, a: &mut Allocation) -> Result<(), ApiError> {
                 && !n.retired
                 && n.instance_uuid.is_none()
                 && n.allocation_uuid.is_none()
+                && n.power_state.is_some()
                 && a.resource_class
                     .as_deref()
                     .is_none_or(|rc| n.resource_class.as_deref() == Some(rc))
-                && a.traits.iter().all(|t| n.traits.contains(t))
                 // An owned allocation picks among its project's nodes (Ironic).
                 && a.owner
                     .as_ref()
@@ -54,6 +57,32 @@ async fn allocate(st: &AppState, a: &mut Allocation) -> Result<(), ApiError> {
                         .any(|c| *c == n.uuid || Some(c) == n.name.as_ref()))
         })
         .collect();
+    let rc = a.resource_class.clone().unwrap_or_default();
+    let failed = |a: &mut Allocation, why: String| {
+        a.state = "error".into();
+        a.last_error = Some(format!("Failed to process allocation {}: {why}.", a.uuid));
+    };
+    if eligible.is_empty() {
+        let why = if a.candidate_nodes.is_empty() {
+            format!("no available nodes match the resource class {rc}")
+        } else {
+            format!("none of the requested nodes are available and match the resource class {rc}")
+        };
+        failed(a, why);
+        return Ok(());
+    }
+    let mut candidates: Vec<_> = eligible
+        .into_iter()
+        .filter(|n| a.traits.iter().all(|t| n.traits.contains(t)))
+        .collect();
+    if candidates.is_empty() {
+        let why = format!(
+            "no suitable nodes have the requested traits {}",
+            a.traits.join(", ")
+        );
+        failed(a, why);
+        return Ok(());
+    }
     // Prefer a node whose name is the allocation's name (as Ironic does).
     candidates.sort_by_key(|n| n.name.is_none() || n.name != a.name);
     for node in candidates {
@@ -72,12 +101,10 @@ async fn allocate(st: &AppState, a: &mut Allocation) -> Result<(), ApiError> {
                 }
                 n.allocation_uuid = Some(auuid.clone());
                 n.instance_uuid = Some(auuid.clone());
-                // The allocation's traits go to the node's
-                // instance_info.traits, as Ironic copies them.
-                if !traits.is_empty() {
-                    n.instance_info
-                        .insert("traits".into(), serde_json::json!(traits));
-                }
+                // The allocation's traits (an empty list too) go to the
+                // node's instance_info.traits, as Ironic copies them.
+                n.instance_info
+                    .insert("traits".into(), serde_json::json!(traits));
                 Ok(())
             })
             .await;
@@ -93,17 +120,11 @@ async fn allocate(st: &AppState, a: &mut Allocation) -> Result<(), ApiError> {
             Err(UpdateError::Db(e)) => return Err(e.into()),
         }
     }
-    a.state = "error".into();
-    a.last_error = Some(format!(
-        "Failed to process allocation {}: no available nodes match the resource class {}{}.",
-        a.uuid,
-        a.resource_class.clone().unwrap_or_default(),
-        if a.traits.is_empty() {
-            String::new()
-        } else {
-            format!(" and traits {}", a.traits.join(", "))
-        }
-    ));
+    // Every candidate was taken meanwhile.
+    failed(
+        a,
+        format!("no available nodes match the resource class {rc}"),
+    );
     Ok(())
 }
 
@@ -204,6 +225,7 @@ pub async fn create(
 
 /// `GET /v1/allocations`
 pub async fn list(State(st): State<AppState>, ctx: Ctx) -> Result<Response, ApiError> {
+    super::versions::check_params(&ctx, super::versions::ALLOCATION_LIST_PARAMS)?;
     super::versions::check_requested_fields(&ctx, super::versions::ALLOCATION_FIELDS)?;
     let caller = ctx.caller()?;
     let node = match ctx.param("node") {
@@ -251,11 +273,15 @@ pub async fn show(
     ctx: Ctx,
     Path(ident): Path<String>,
 ) -> Result<Response, ApiError> {
+    super::versions::check_params(&ctx, super::versions::SHOW_PARAMS)?;
+    super::versions::check_requested_fields(&ctx, super::versions::ALLOCATION_FIELDS)?;
     let a = find(&st, &ident).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &Value::Object(shown(&a, &ctx)),
-    ))
+    let known: Vec<String> = Allocation::default().to_api("").keys().cloned().collect();
+    let doc = match super::collection::fields(&ctx, &known)? {
+        Some(f) => super::collection::project(shown(&a, &ctx), &f),
+        None => shown(&a, &ctx),
+    };
+    Ok(json_response(StatusCode::OK, &Value::Object(doc)))
 }
 
 /// `PATCH /v1/allocations/{ident}`: `name`, `extra` and `owner` only.

@@ -382,6 +382,7 @@ async fn list_inner(
     detail: bool,
     path: &str,
 ) -> Result<Response, ApiError> {
+    versions::check_params(ctx, versions::NODE_LIST_PARAMS)?;
     versions::check_requested_fields(ctx, versions::NODE_FIELDS)?;
     versions::check_filters(ctx, versions::NODE_FILTERS)?;
     check_filter_values(ctx)?;
@@ -424,6 +425,7 @@ pub async fn show(
     ctx: Ctx,
     Path(ident): Path<String>,
 ) -> Result<Response, ApiError> {
+    versions::check_params(&ctx, versions::SHOW_PARAMS)?;
     let node = find(&st, &ident).await?;
     node_response(StatusCode::OK, &node, &ctx)
 }

@@ -104,6 +104,7 @@ async fn list_inner(
     detail: bool,
     path: &str,
 ) -> Result<Response, ApiError> {
+    versions::check_params(ctx, versions::PORT_LIST_PARAMS)?;
     versions::check_requested_fields(ctx, versions::PORT_FIELDS)?;
     versions::check_filters(ctx, &[])?;
     let detail = detail || ctx.bool_param("detail")?.unwrap_or(false);
@@ -204,6 +205,7 @@ pub async fn show(
     ctx: Ctx,
     Path(ident): Path<String>,
 ) -> Result<Response, ApiError> {
+    versions::check_params(&ctx, versions::SHOW_PARAMS)?;
     versions::check_requested_fields(&ctx, versions::PORT_FIELDS)?;
     let port = find_port(&st, &ident).await?;
     let obj = shown(&port, &ctx);

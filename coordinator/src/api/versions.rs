@@ -114,6 +114,92 @@ pub const STATES_FIELDS: &[Since] = &[
 /// `detail=true` on a list: 1.43.
 pub const DETAIL_PARAM: u32 = 43;
 
+/// Query parameters of `GET /v1/nodes` and `/v1/nodes/detail` (Ironic's
+/// arguments; the ones Ingot does not filter by are accepted and ignored).
+pub const NODE_LIST_PARAMS: &[&str] = &[
+    "chassis_uuid",
+    "instance_uuid",
+    "associated",
+    "maintenance",
+    "retired",
+    "provision_state",
+    "marker",
+    "limit",
+    "sort_key",
+    "sort_dir",
+    "driver",
+    "fields",
+    "resource_class",
+    "fault",
+    "conductor_group",
+    "conductor",
+    "owner",
+    "description_contains",
+    "lessee",
+    "project",
+    "shard",
+    "sharded",
+    "include_children",
+    "parent_node",
+    "instance_name",
+    "detail",
+];
+
+/// Query parameters of `GET /v1/ports` and `/v1/ports/detail`.
+pub const PORT_LIST_PARAMS: &[&str] = &[
+    "node",
+    "node_uuid",
+    "address",
+    "marker",
+    "limit",
+    "sort_key",
+    "sort_dir",
+    "fields",
+    "portgroup",
+    "detail",
+    "shard",
+    "description_contains",
+    "conductor_groups",
+];
+
+/// Query parameters of `GET /v1/allocations`.
+pub const ALLOCATION_LIST_PARAMS: &[&str] = &[
+    "node",
+    "resource_class",
+    "state",
+    "marker",
+    "limit",
+    "sort_key",
+    "sort_dir",
+    "fields",
+    "owner",
+];
+
+/// Query parameters of a single resource's `GET`.
+pub const SHOW_PARAMS: &[&str] = &["fields"];
+
+/// 400 for query parameters the endpoint does not take, as Ironic answers
+/// ("Unexpected arguments: …"): a misspelt or foreign filter (metalsmith's
+/// Neutron `binding:host_id` sent to the wrong endpoint) must not silently
+/// list everything.
+pub fn check_params(ctx: &Ctx, allowed: &[&str]) -> Result<(), ApiError> {
+    let mut unexpected: Vec<&str> = ctx
+        .query
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| !allowed.contains(k))
+        .collect();
+    unexpected.dedup();
+    if unexpected.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "Unexpected arguments: {}",
+            unexpected.join(", ")
+        )))
+    }
+}
+
 /// Names of `table` that `version` does not know.
 fn unknown_at(table: &[Since], version: ApiVersion) -> impl Iterator<Item = &'static str> + '_ {
     table
