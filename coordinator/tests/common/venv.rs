@@ -1,7 +1,7 @@
 //! Python venvs with real tools from PyPI, made by `tests/python-venv.sh`:
 //! python-ironicclient (the `baremetal` CLI, and with it openstacksdk),
-//! sushy-tools (the Redfish emulator), and pycdlib with cloud-init's
-//! Python dependencies (the config drive tests).
+//! sushy-tools (the Redfish emulator), pycdlib with cloud-init's Python
+//! dependencies (the config drive tests), and metalsmith.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -52,6 +52,16 @@ pub const CONFIGDRIVE: VenvSpec = VenvSpec {
     what: "pycdlib and cloud-init's Python dependencies",
 };
 
+/// metalsmith (its own venv: it brings its own openstacksdk), for the
+/// metalsmith CLI test. Pinned: the test checks what this version sends.
+pub const METALSMITH: VenvSpec = VenvSpec {
+    name: "venv-metalsmith",
+    env_var: "INGOT_METALSMITH_VENV",
+    marker: "bin/metalsmith",
+    packages: &["metalsmith==2.5.0"],
+    what: "the metalsmith CLI",
+};
+
 /// Makes the venv of `spec` (once per test process) and returns its
 /// directory; `None` (skip) when it cannot be made and skipping is allowed.
 pub fn ensure(
@@ -100,6 +110,12 @@ pub fn venv() -> Option<PathBuf> {
 pub fn configdrive_venv() -> Option<PathBuf> {
     static CACHE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     ensure(&CONFIGDRIVE, &CACHE)
+}
+
+/// The metalsmith venv.
+pub fn metalsmith_venv() -> Option<PathBuf> {
+    static CACHE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    ensure(&METALSMITH, &CACHE)
 }
 
 /// Runs `baremetal <args>` (with `-f json`) against `endpoint`; returns its
