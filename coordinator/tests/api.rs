@@ -601,6 +601,7 @@ async fn documents_and_features() {
         api.wait_state(name, "manageable", T).await;
         api.provision(name, json!({"target": "provide"})).await;
         api.wait_state(name, "available", T).await;
+        api.set_power(name, "power off").await;
     }
     let (st, a) = api
         .post(
@@ -622,11 +623,12 @@ async fn documents_and_features() {
         .await;
     assert_eq!(st, 201);
     assert_eq!(b["state"], "error", "the only GPU node is taken: {b}");
+    // Ironic's message: node-3 is of the class, but without the trait.
     assert!(
         b["last_error"]
             .as_str()
             .unwrap()
-            .contains("no available nodes")
+            .contains("no suitable nodes have the requested traits CUSTOM_GPU")
     );
     let (st, c) = api
         .post(

@@ -254,6 +254,25 @@ async fn baremetal_cli_compat() {
     assert!(n["power_state"].is_null(), "{n}");
     baremetal(&venv, &api.base, &["node", "provide", "c-1"]).await;
     api.wait_state(&uuid, "available", T).await;
+    // Allocations need a known power state (Ironic's rule too).
+    let alloc = json_of(
+        &venv,
+        &api,
+        &[
+            "allocation",
+            "create",
+            "--resource-class",
+            "rc",
+            "-f",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(alloc["state"], "error", "{alloc}");
+    let failed = alloc["uuid"].as_str().unwrap().to_owned();
+    baremetal(&venv, &api.base, &["allocation", "delete", &failed]).await;
+    baremetal(&venv, &api.base, &["node", "power", "off", "c-1"]).await;
+    api.wait_power_state(&uuid, "power off", T).await;
     let alloc = json_of(
         &venv,
         &api,

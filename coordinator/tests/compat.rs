@@ -99,6 +99,7 @@ async fn available(api: &common::Api, name: &str, traits: &[&str]) -> String {
     api.provision(name, json!({"target": "provide"})).await;
     api.wait_state(name, "available", std::time::Duration::from_secs(30))
         .await;
+    api.set_power(name, "power off").await;
     n["uuid"].as_str().unwrap().to_owned()
 }
 

@@ -143,7 +143,7 @@ impl Metalsmith {
     }
 }
 
-/// A fake-hardware node in `available`, as metalsmith wants them.
+/// A fake-hardware node in `available` and powered off, as metalsmith wants them.
 async fn node(api: &Api, name: &str, mac: &str, traits: &[&str]) -> String {
     let uuid = api
         .create_node(json!({
@@ -167,6 +167,16 @@ async fn node(api: &Api, name: &str, mac: &str, traits: &[&str]) -> String {
     api.wait_state(&uuid, "manageable", T).await;
     api.provision(&uuid, json!({"target": "provide"})).await;
     api.wait_state(&uuid, "available", T).await;
+    // Fake power knows no state until one is set, and allocations (Ironic's
+    // and Ingot's) only pick nodes with a known power state.
+    let (st, v) = api
+        .put(
+            &format!("/v1/nodes/{uuid}/states/power"),
+            json!({"target": "power off"}),
+        )
+        .await;
+    assert_eq!(st, 202, "{v}");
+    api.wait_power_state(&uuid, "power off", T).await;
     uuid
 }
 

@@ -592,6 +592,21 @@ async fn requests_at_old_versions() {
         .post("/v1/allocations", json!({"resource_class": "x"}))
         .await;
     assert_eq!(st, 405);
+    // Arguments an endpoint does not take are refused, not ignored.
+    for path in [
+        "/v1/ports?binding%3Ahost_id=x".to_owned(),
+        "/v1/nodes?foo=1".to_owned(),
+        "/v1/nodes/detail?foo=1".to_owned(),
+        "/v1/allocations?foo=1".to_owned(),
+        format!("/v1/nodes/{uuid}?foo=1"),
+    ] {
+        let (st, doc) = api.get(&path).await;
+        assert_eq!(st, 400, "{path}: {doc}");
+        assert!(
+            common::faultstring(&doc).starts_with("Unexpected arguments: "),
+            "{doc}"
+        );
+    }
     running.shutdown().await;
 }
 

@@ -19,6 +19,8 @@ assert node.provision_state == "manageable", node.provision_state
 node = bm.set_node_provision_state(node, "provide", wait=True, timeout=30)
 assert node.provision_state == "available", node.provision_state
 bm.add_node_trait(node, "CUSTOM_SDK")
+# Fake power knows no state until one is set; allocations need one (as Ironic).
+bm.set_node_power_state(node, "power off", wait=True, timeout=30)
 node = bm.get_node(node.id)
 
 # metalsmith: allocation by resource class and traits, then VIF, instance_info, validate, deploy.

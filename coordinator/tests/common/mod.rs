@@ -188,6 +188,21 @@ impl Api {
         self.call("DELETE", path, None).await
     }
 
+    /// Sets the node's power (`power on`, `power off`) and waits for it. Fake
+    /// power knows no state until one is set, and allocations pick only nodes
+    /// with a known power state (as Ironic's).
+    pub async fn set_power(&self, ident: &str, target: &str) {
+        let (st, v) = self
+            .put(
+                &format!("/v1/nodes/{ident}/states/power"),
+                serde_json::json!({ "target": target }),
+            )
+            .await;
+        assert_eq!(st, 202, "power {target} on {ident}: {v}");
+        self.wait_power_state(ident, target, Duration::from_secs(30))
+            .await;
+    }
+
     /// The node document.
     pub async fn node(&self, ident: &str) -> Value {
         let (st, v) = self.get(&format!("/v1/nodes/{ident}")).await;
