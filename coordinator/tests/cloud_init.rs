@@ -20,21 +20,12 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use base64::Engine;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 const NODE: &str = "1be26c0b-03f2-4d2e-ae87-c02d7f33c123";
-
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
 
 /// cloud-init's `dist-packages` directory from Debian's package, unpacked
 /// once into `target/cloud-init-deb` (or `$INGOT_CLOUD_INIT_DIR`); `None`
@@ -69,7 +60,7 @@ fn fetch(dir: &Path) -> Result<(), String> {
             .map_err(|e| format!("running apt-get: {e}"))
     };
     let mut out = download()?;
-    if !out.status.success() && is_root() {
+    if !out.status.success() && common::drive::is_root() {
         let _ = Command::new("apt-get").args(["update", "-q"]).output();
         out = download()?;
     }
@@ -108,18 +99,7 @@ fn fetch(dir: &Path) -> Result<(), String> {
 /// Builds the drive of `dict` for the node `NODE` named `node-1` and
 /// extracts its files to `dir/name` with pycdlib (Rock Ridge names).
 fn drive_files(venv: &Path, dict: Value, dir: &Path, name: &str) -> PathBuf {
-    let dict: Map<String, Value> = dict.as_object().cloned().unwrap();
-    let encoded =
-        ingot_coordinator::configdrive::build_encoded(&dict, NODE, Some("node-1")).unwrap();
-    let gz = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .unwrap();
-    let mut iso = Vec::new();
-    flate2::read::GzDecoder::new(&gz[..])
-        .read_to_end(&mut iso)
-        .unwrap();
-    let file = dir.join(format!("{name}.iso"));
-    std::fs::write(&file, &iso).unwrap();
+    let file = common::drive::write_iso(&dict, NODE, "node-1", &dir.join(format!("{name}.iso")));
     let out_dir = dir.join(name);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/configdrive_read.py");
     let out = Command::new(venv.join("bin/python"))

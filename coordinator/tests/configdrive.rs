@@ -11,38 +11,17 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use base64::Engine;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 const NODE: &str = "1be26c0b-03f2-4d2e-ae87-c02d7f33c123";
-
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
 
 /// Builds the drive of `dict` for the node `NODE` named `node-1`, and
 /// writes the ISO (un-gzipped) to `dir/name`.
 fn build_to(dict: &Value, dir: &Path, name: &str) -> PathBuf {
-    let dict: Map<String, Value> = dict.as_object().cloned().unwrap();
-    let encoded =
-        ingot_coordinator::configdrive::build_encoded(&dict, NODE, Some("node-1")).unwrap();
-    let gz = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .unwrap();
-    let mut iso = Vec::new();
-    flate2::read::GzDecoder::new(&gz[..])
-        .read_to_end(&mut iso)
-        .unwrap();
-    let file = dir.join(name);
-    std::fs::write(&file, &iso).unwrap();
-    file
+    common::drive::write_iso(dict, NODE, "node-1", &dir.join(name))
 }
 
 /// blkid's view of the image (`TYPE`, `LABEL`, `UUID`, …); `None` (skip)
@@ -246,7 +225,7 @@ fn every_drive_has_its_own_volume_uuid() {
 fn check_with_the_kernel(file: &Path, dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    if !is_root() || !fs.contains("iso9660") {
+    if !common::drive::is_root() || !fs.contains("iso9660") {
         eprintln!(
             "SKIPPED mount check: needs root and iso9660 in the kernel (pycdlib checked the image)"
         );

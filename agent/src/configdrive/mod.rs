@@ -16,7 +16,7 @@ use std::path::Path;
 use base64::Engine as _;
 use ingot_image_tools::blockdev;
 
-use crate::ptable::{disk_geometry, is_block_device};
+use crate::ptable::is_block_device;
 
 /// Largest accepted config drive (IPA's `MAX_CONFIG_DRIVE_SIZE_MB`).
 pub const MAX_SIZE: u64 = 64 << 20;
@@ -171,12 +171,8 @@ pub fn write_partition(path: &Path, drive: &[u8]) -> Result<Placement, ConfigDri
             source,
         }
     };
-    let dev = File::options()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(io_err("open"))?;
-    let (size, sector) = disk_geometry(&dev).map_err(io_err("size"))?;
+    let (dev, size, sector) =
+        crate::ptable::open_disk(path).map_err(|(action, e)| io_err(action)(e))?;
     let is_block = is_block_device(&dev);
     let sector0 = mbr::read(&dev).map_err(io_err("read the partition table"))?;
     let gpt = match &sector0 {

@@ -5,14 +5,13 @@
 //! report a damaged table, and the space after the image cannot be
 //! partitioned (cloud-init's growpart refuses).
 
-use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use ingot_image_tools::blockdev;
 
-use super::{disk_geometry, gpt, is_block_device, mbr};
+use super::{gpt, is_block_device, mbr};
 
 /// What [`fit_gpt_to_disk`] found and did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -69,12 +68,7 @@ pub fn fit_gpt_to_disk(path: &Path) -> Result<Option<GptFit>, FitError> {
             source,
         }
     };
-    let dev = File::options()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(io_err("open"))?;
-    let (size, sector) = disk_geometry(&dev).map_err(io_err("read the disk size"))?;
+    let (dev, size, sector) = super::open_disk(path).map_err(|(action, e)| io_err(action)(e))?;
     let Some(mut sector0) = mbr::read(&dev).map_err(io_err("read sector 0"))? else {
         return Ok(None);
     };

@@ -25,6 +25,19 @@ pub fn disk_geometry(dev: &File) -> io::Result<(u64, u64)> {
     }
 }
 
+/// Opens the whole disk (or disk image) at `path` for reading and writing
+/// and reads its geometry ([`disk_geometry`]). The error names the step
+/// that failed (`open`, `read the disk size`).
+pub fn open_disk(path: &Path) -> Result<(File, u64, u64), (&'static str, io::Error)> {
+    let dev = File::options()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| ("open", e))?;
+    let (size, sector) = disk_geometry(&dev).map_err(|e| ("read the disk size", e))?;
+    Ok((dev, size, sector))
+}
+
 /// Whether `dev` is a block device (whose partition table the kernel may
 /// re-read).
 pub fn is_block_device(dev: &File) -> bool {

@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod agent_sim;
+pub mod drive;
 pub mod pg;
 pub mod roles;
 pub mod venv;
