@@ -22,6 +22,11 @@ bm.add_node_trait(node, "CUSTOM_SDK")
 # Fake power knows no state until one is set; allocations need one (as Ironic).
 bm.set_node_power_state(node, "power off", wait=True, timeout=30)
 node = bm.get_node(node.id)
+# The fields openstacksdk 4.22 reads at 1.109 (issue 14), and fake interfaces
+# that all validate.
+assert node.health is None and node.instance_name is None, node
+assert node.service_step == {}, node.service_step
+assert all(r.result for r in bm.validate_node(node, required=()).values())
 
 # metalsmith: allocation by resource class and traits, then VIF, instance_info, validate, deploy.
 alloc = bm.create_allocation(name="sdk-host", resource_class="baremetal", traits=["CUSTOM_SDK"])
