@@ -89,6 +89,11 @@ async fn inspect_clean_deploy_undeploy(backend: Backend) {
     let ports = ports["ports"].as_array().unwrap();
     assert_eq!(ports.len(), 2, "{ports:?}");
     let eth0 = ports.iter().find(|p| p["address"] == MAC).unwrap();
+    // The agent names the boot NIC in PXELINUX's BOOTIF form (01-…): only
+    // that port boots (issue 15).
+    assert_eq!(eth0["pxe_enabled"], true);
+    let eth1 = ports.iter().find(|p| p["address"] != MAC).unwrap();
+    assert_eq!(eth1["pxe_enabled"], false, "{eth1}");
     assert_eq!(
         eth0["local_link_connection"],
         json!({"switch_id": "52:54:00:00:be:ef", "port_id": "eth1", "switch_info": "switch-1"})

@@ -382,6 +382,11 @@ pub async fn power(
             }
             n.power_intent = Some(PowerIntent { target: target.clone() });
             n.target_power_state = Some(target.clone());
+            // A new power action clears the last error, except in a failure
+            // state, whose error says why the node is there (Ironic).
+            if !n.provision_state.is_failure() {
+                n.last_error = None;
+            }
             Ok(())
         })
         .await?;

@@ -570,6 +570,11 @@ pub async fn update(
             }
             other => other.into(),
         })?;
+    // Removing the instance (Nova's cleanup after a failed spawn) frees its
+    // VIFs too, so that the next instance finds the NICs free.
+    if node.instance_uuid.is_some() && updated.instance_uuid.is_none() {
+        st.conductor.detach_vifs(&updated.uuid).await?;
+    }
     node_response(StatusCode::OK, &updated, &ctx)
 }
 

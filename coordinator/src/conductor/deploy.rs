@@ -379,6 +379,9 @@ impl Conductor {
         else {
             return Ok(Next::Idle);
         };
+        // The instance's VIFs go first, whatever happens next (Ironic
+        // removes them in its tear-down's `finally`).
+        self.detach_vifs(&node.uuid).await?;
         // The agent's tear down powers off; Ironic's fake and noop deploy
         // interfaces leave the power as it is.
         let power_off = node.uses_agent();

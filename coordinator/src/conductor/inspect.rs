@@ -122,7 +122,7 @@ pub async fn apply_inventory(db: &Db, node: &mut Node, raw: &Value) -> Result<()
         node.boot_mode = Some(inv.boot.current_boot_mode.clone());
     }
     node.inventory = Some(raw.clone());
-    let pxe = inv.boot.pxe_interface.as_deref().and_then(normalize_mac);
+    let pxe = inv.boot.pxe_interface.as_deref().and_then(boot_mac);
     for iface in &inv.interfaces {
         let Some(mac) = normalize_mac(&iface.mac_address) else {
             continue;
@@ -130,8 +130,14 @@ pub async fn apply_inventory(db: &Db, node: &mut Node, raw: &Value) -> Result<()
         let llc = local_link_connection(iface);
         match db.get_port_by_address(&mac).await? {
             Some(mut p) if p.node_uuid == node.uuid => {
-                if !llc.is_empty() {
-                    p.local_link_connection = llc;
+                // Ironic's inspection updates the PXE flag of known ports
+                // too (`update_pxe_enabled`): only the boot NIC boots.
+                let pxe_enabled = pxe.as_ref().map_or(p.pxe_enabled, |b| *b == mac);
+                if !llc.is_empty() || pxe_enabled != p.pxe_enabled {
+                    if !llc.is_empty() {
+                        p.local_link_connection = llc;
+                    }
+                    p.pxe_enabled = pxe_enabled;
                     p.updated_at = Some(now_iso());
                     db.update_port(&p).await?;
                 }
@@ -282,5 +288,32 @@ impl Conductor {
         })
         .await?;
         Ok(())
+    }
+}
+
+/// The boot NIC's MAC from the inventory's `boot.pxe_interface`: a MAC, or
+/// PXELINUX's `BOOTIF` form `01-52-54-00-e2-e0-01` (the `01-` is the ARP
+/// hardware type, Ethernet), which Ironic strips.
+fn boot_mac(raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    let mac = match raw.strip_prefix("01-") {
+        Some(rest) if rest.split('-').count() == 6 => rest,
+        _ => raw,
+    };
+    normalize_mac(mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::boot_mac;
+
+    #[test]
+    fn bootif_and_plain_macs() {
+        let want = Some("52:54:00:e2:e0:01".to_owned());
+        assert_eq!(boot_mac("01-52-54-00-e2-e0-01"), want);
+        assert_eq!(boot_mac("52:54:00:E2:E0:01"), want);
+        assert_eq!(boot_mac("52-54-00-e2-e0-01"), want);
+        assert_eq!(boot_mac("01-52-54-00-e2-e0"), None);
+        assert_eq!(boot_mac(""), None);
     }
 }

@@ -345,12 +345,35 @@ impl Conductor {
                 n.deploy_step = Map::new();
             })
             .await?;
+        if node.provision_state == ProvisionState::DeployFailed {
+            if let Err(e) = self.detach_vifs(uuid).await {
+                warn!(node = %uuid, error = %e, "detaching the VIFs after a failed deploy failed");
+            }
+        }
         if power_off {
             if let Err(e) = self.set_power(&node, PowerAction::Off).await {
                 warn!(node = %uuid, error = %e, "power off after failure failed");
             }
         }
         Ok(())
+    }
+
+    /// Detaches every VIF of the node (Ironic's `remove_vifs_from_node`): on
+    /// tear-down, a failed deploy and when the instance fields are removed,
+    /// so that the next instance finds its NICs free. Returns how many.
+    pub async fn detach_vifs(&self, uuid: &str) -> Result<usize, ConductorError> {
+        let mut detached = 0;
+        for mut port in self.db().list_ports(Some(uuid)).await? {
+            if port.internal_info.remove("tenant_vif_port_id").is_some() {
+                port.updated_at = Some(crate::model::now_iso());
+                self.db().update_port(&port).await?;
+                detached += 1;
+            }
+        }
+        if detached > 0 {
+            info!(node = %uuid, detached, "VIFs detached");
+        }
+        Ok(detached)
     }
 
     /// Changes the power state through the driver and records it.

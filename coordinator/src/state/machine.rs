@@ -226,6 +226,15 @@ impl ProvisionState {
         )
     }
 
+    /// Ironic's `FAILURE_STATES` (of ours): a power action there keeps
+    /// `last_error`, which says why the node is there.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            Self::DeployFailed | Self::CleanFailed | Self::InspectFailed | Self::Error
+        )
+    }
+
     /// The failure state of an operation in this state, used for timeouts and
     /// restart recovery.
     pub fn failure_state(self) -> Option<Self> {

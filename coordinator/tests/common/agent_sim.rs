@@ -66,7 +66,7 @@ pub fn inventory(mac: &str) -> Value {
         ],
         "bmc_address": null, "bmc_v6address": null,
         "system_vendor": {"product_name": "Standard PC", "serial_number": "S1", "manufacturer": "QEMU", "firmware": {}},
-        "boot": {"current_boot_mode": "uefi", "pxe_interface": mac},
+        "boot": {"current_boot_mode": "uefi", "pxe_interface": format!("01-{}", mac.replace(':', "-"))},
         "hostname": "sim"
     })
 }
