@@ -62,6 +62,12 @@
 //! url = "http://10.0.2.2:6385"   # base URL agents download from; default: boot.api_url, else http://<listen>
 //! always = false                 # cache every image, not only image_download_source = "local"
 //! url_ttl = 3600                 # seconds a signed, per-node image URL stays valid
+//!
+//! [glance]                       # image_source given as a Glance UUID (needs [images] cache_dir)
+//! endpoint = "http://glance:9292"
+//! auth_type = "none"             # none | token | password ([auth.keystone]'s service user)
+//! token = "…"                    # auth_type = "token"
+//! timeout_ms = 30000
 //! ```
 
 use std::net::SocketAddr;
@@ -145,6 +151,8 @@ pub struct Config {
     pub boot: BootConfig,
     /// The image cache.
     pub images: ImagesConfig,
+    /// Glance, for `image_source` given as a Glance image UUID.
+    pub glance: GlanceConfig,
     /// The periodic power-state sync.
     pub power_sync: PowerSyncConfig,
 }
@@ -366,6 +374,57 @@ impl Default for ImagesConfig {
     }
 }
 
+/// How the coordinator authenticates to Glance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GlanceAuthType {
+    /// No credentials (a Glance without Keystone, or behind a proxy).
+    #[default]
+    None,
+    /// `X-Auth-Token` with the configured `token`.
+    Token,
+    /// A token of the `[auth.keystone]` service user, renewed before it
+    /// expires.
+    Password,
+}
+
+/// Glance (`[glance]`): where images named by UUID come from.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GlanceConfig {
+    /// Glance's URL (`http://glance:9292`); none: Glance images are refused.
+    pub endpoint: Option<String>,
+    /// How to authenticate.
+    pub auth_type: GlanceAuthType,
+    /// The token of `auth_type = "token"`.
+    pub token: Option<String>,
+    /// Timeout of one request (milliseconds); the image download has none
+    /// beyond the connection's.
+    pub timeout_ms: u64,
+}
+
+impl Default for GlanceConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            auth_type: GlanceAuthType::None,
+            token: None,
+            timeout_ms: 30_000,
+        }
+    }
+}
+
+impl std::fmt::Debug for GlanceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GlanceConfig")
+            .field("endpoint", &self.endpoint)
+            .field("auth_type", &self.auth_type)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
 impl Config {
     /// The base URL agents reach the coordinator at.
     pub fn agent_base_url(&self) -> String {
@@ -426,6 +485,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             boot: BootConfig::default(),
             images: ImagesConfig::default(),
+            glance: GlanceConfig::default(),
             power_sync: PowerSyncConfig::default(),
         }
     }

@@ -92,6 +92,11 @@ pub struct Source {
     pub algo: String,
     /// Lower-case hex digest.
     pub digest: String,
+    /// Headers of the download (Glance's `X-Auth-Token`); not in the key.
+    pub headers: Vec<(String, String)>,
+    /// The size the source declared (Glance's `size`): a longer download is
+    /// refused, a shorter one fails its digest.
+    pub max_bytes: Option<u64>,
 }
 
 impl Source {
@@ -132,7 +137,14 @@ impl Source {
                 "unsupported hash algorithm {algo}"
             )));
         }
-        Ok(Self { url, algo, digest })
+        let max_bytes = ii.get("image_size").and_then(Value::as_u64);
+        Ok(Self {
+            url,
+            algo,
+            digest,
+            headers: Vec::new(),
+            max_bytes,
+        })
     }
 
     /// The cache key.
@@ -204,12 +216,11 @@ impl ImageCache {
             url: src.url.clone(),
             message,
         };
-        let mut resp = self
-            .http
-            .get(&src.url)
-            .send()
-            .await
-            .map_err(|e| dl(e.to_string()))?;
+        let mut req = self.http.get(&src.url);
+        for (k, v) in &src.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let mut resp = req.send().await.map_err(|e| dl(e.to_string()))?;
         if !resp.status().is_success() {
             return Err(dl(format!("HTTP {}", resp.status())));
         }
@@ -219,9 +230,17 @@ impl ImageCache {
         let mut file = std::fs::File::create(&part).map_err(io_err(&part))?;
         let mut bytes = 0u64;
         while let Some(chunk) = resp.chunk().await.map_err(|e| dl(e.to_string()))? {
+            bytes = bytes.saturating_add(chunk.len() as u64);
+            if src.max_bytes.is_some_and(|max| bytes > max) {
+                drop(file);
+                let _ = std::fs::remove_file(&part);
+                return Err(dl(format!(
+                    "more than the {} bytes the source declared",
+                    src.max_bytes.unwrap_or_default()
+                )));
+            }
             hasher.update(&chunk);
             file.write_all(&chunk).map_err(io_err(&part))?;
-            bytes += chunk.len() as u64;
         }
         file.sync_all().map_err(io_err(&part))?;
         drop(file);

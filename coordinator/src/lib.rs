@@ -16,6 +16,7 @@ pub mod configdrive;
 pub mod console;
 pub mod db;
 pub mod drivers;
+pub mod glance;
 pub mod http_server;
 pub mod image_cache;
 pub mod model;

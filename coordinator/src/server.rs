@@ -27,6 +27,9 @@ pub enum ServeError {
     /// TLS settings.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// Glance settings.
+    #[error("{0}")]
+    Glance(String),
     /// Binding or serving.
     #[error("listening on {addr}: {source}")]
     Io {
@@ -93,6 +96,13 @@ pub async fn start(mut config: Config, power: PowerDrivers) -> Result<Running, S
         config.listen,
     )?);
     let tls = crate::tls::from_config(&config.api)?;
+    // Checked before anything listens; the conductor builds its own client.
+    crate::glance::Glance::from_config(&config).map_err(ServeError::Glance)?;
+    if config.glance.endpoint.is_some() && config.images.cache_dir.is_none() {
+        return Err(ServeError::Glance(
+            "[glance] endpoint needs [images] cache_dir: Glance images are served to the agent from the cache".into(),
+        ));
+    }
     let key = match &config.secrets_key_file {
         Some(path) => Some(crate::db::secrets::SecretBox::from_file(path).map_err(DbError::from)?),
         None => None,

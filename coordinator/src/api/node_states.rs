@@ -298,7 +298,7 @@ pub async fn provision(
     };
     let node = find(&st, &ident).await?;
     if matches!(verb, Verb::Deploy | Verb::Rebuild) && node.uses_agent() {
-        if let Err(e) = crate::conductor::image_info_for(&node) {
+        if let Err(e) = st.conductor.check_image_source(&node) {
             return Err(ApiError::bad_request(format!(
                 "Cannot deploy node {}: {e}",
                 node.uuid
@@ -606,7 +606,7 @@ pub async fn validate(
     };
     let deploy = if node.uses_agent() {
         if has_ports {
-            match crate::conductor::image_info_for(&node) {
+            match st.conductor.check_image_source(&node) {
                 Ok(()) => ok(),
                 Err(e) => no(e),
             }

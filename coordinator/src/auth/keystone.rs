@@ -81,6 +81,12 @@ impl KeystoneAuth {
         format!("{}{path}", self.config.auth_url.trim_end_matches('/'))
     }
 
+    /// The service user's token for calling other services (Glance), from
+    /// the same login as the one that validates client tokens.
+    pub async fn token_for_services(&self) -> Result<String, AuthError> {
+        self.service_token(false).await
+    }
+
     /// The service's token, logging in when there is none or it is about
     /// to expire.
     async fn service_token(&self, renew: bool) -> Result<String, AuthError> {

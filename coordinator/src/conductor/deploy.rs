@@ -17,29 +17,57 @@ use crate::model::{Intent, Node, now_ms};
 use crate::power::PowerAction;
 use crate::state::{Event, ProvisionState};
 
+/// The Glance image id of the node's `image_source`, if it names one.
+pub fn glance_image_id(node: &Node) -> Option<&str> {
+    node.instance_info
+        .get("image_source")
+        .and_then(Value::as_str)
+        .and_then(crate::glance::image_id)
+}
+
 /// Builds IPA's `image_info` from `instance_info`.
 pub fn image_info(node: &Node) -> Result<Map<String, Value>, String> {
+    image_info_with_source(node, false)
+}
+
+/// [`image_info`]; with `glance_pending` a Glance image source that is not
+/// looked up yet passes (URL and checksum come from Glance when the deploy
+/// starts) and the answer is empty.
+pub(crate) fn image_info_with_source(
+    node: &Node,
+    glance_pending: bool,
+) -> Result<Map<String, Value>, String> {
     let ii = &node.instance_info;
     let source = ii
         .get("image_source")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .ok_or("instance_info.image_source is missing")?;
-    if !(source.starts_with("http://") || source.starts_with("https://")) {
+    let glance = crate::glance::image_id(source);
+    if glance.is_none() && !(source.starts_with("http://") || source.starts_with("https://")) {
         return Err(format!(
-            "instance_info.image_source must be an http(s) URL (Glance images are not supported), got {source}"
+            "instance_info.image_source must be an http(s) URL or a Glance image UUID, got {source}"
         ));
     }
-    let url = ii
-        .get("image_url")
-        .and_then(Value::as_str)
-        .unwrap_or(source);
-    let id = source
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or(source)
-        .to_owned();
+    let resolved = ii.get("image_url").and_then(Value::as_str);
+    if let (Some(id), None) = (glance, resolved) {
+        if glance_pending {
+            return Ok(Map::new());
+        }
+        return Err(format!("Glance image {id} was not looked up"));
+    }
+    let url = resolved.unwrap_or(source);
+    let id = glance.map_or_else(
+        || {
+            source
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or(source)
+                .to_owned()
+        },
+        str::to_owned,
+    );
     let checksum = ii.get("image_checksum").and_then(Value::as_str);
     let algo = ii.get("image_os_hash_algo").and_then(Value::as_str);
     let value = ii.get("image_os_hash_value").and_then(Value::as_str);
@@ -117,6 +145,14 @@ impl Conductor {
             .await?;
             return Ok(Next::Idle);
         }
+        let node = match self.resolve_glance(node).await? {
+            Ok(node) => node,
+            Err((uuid, e)) => {
+                self.fail(&uuid, format!("Deploy failed: {e}"), false)
+                    .await?;
+                return Ok(Next::Idle);
+            }
+        };
         if let Err(e) = image_info(&node).and_then(|_| configdrive(&node)) {
             self.fail(&node.uuid, format!("Deploy failed: {e}"), false)
                 .await?;
@@ -279,16 +315,66 @@ impl Conductor {
         }
     }
 
+    /// Looks a Glance image source up (the deploy's first step, as Ironic's
+    /// `build_instance_info_for_deploy`): the record's checksum, hash,
+    /// formats, size and properties go into `instance_info`, and
+    /// `image_url` becomes the image's data URL, which the coordinator
+    /// downloads into its cache. Any other source drops an `image_url` a
+    /// previous Glance deploy left. The inner error carries the node's UUID
+    /// and the reason (Ironic's words).
+    async fn resolve_glance(
+        &self,
+        node: Node,
+    ) -> Result<Result<Node, (String, String)>, ConductorError> {
+        let uuid = node.uuid.clone();
+        let Some(id) = glance_image_id(&node).map(str::to_owned) else {
+            if node.driver_internal_info.contains_key("glance_image") {
+                let n = self
+                    .modify(&uuid, |n| {
+                        n.driver_internal_info.remove("glance_image");
+                        n.instance_info.remove("image_url");
+                    })
+                    .await?;
+                return Ok(Ok(n));
+            }
+            return Ok(Ok(node));
+        };
+        let Some(glance) = self.glance() else {
+            let e = crate::glance::GlanceError::NotConfigured(id);
+            return Ok(Err((uuid, e.to_string())));
+        };
+        let record = match glance.image(&id).await {
+            Ok(r) => r,
+            Err(e) => return Ok(Err((uuid, e.to_string()))),
+        };
+        info!(node = %uuid, image = %id, "Glance image looked up");
+        let n = self
+            .modify(&uuid, move |n| {
+                for (k, v) in &record.instance_info {
+                    n.instance_info.insert(k.clone(), v.clone());
+                }
+                n.instance_info
+                    .insert("image_url".into(), json!(record.file_url));
+                n.driver_internal_info
+                    .insert("glance_image".into(), json!(record.id));
+            })
+            .await?;
+        Ok(Ok(n))
+    }
+
     /// Points `image_info.urls` at the image cache when the node or the
-    /// configuration asks for it (Ironic's `image_download_source = local`).
+    /// configuration asks for it (Ironic's `image_download_source = local`),
+    /// and always for Glance images.
     async fn cached_url(&self, node: &Node, info: &mut Map<String, Value>) -> Result<(), String> {
+        let glance = glance_image_id(node).map(str::to_owned);
         // instance_info overrides driver_info, as in Ironic.
-        let local = node
-            .instance_info
-            .get("image_download_source")
-            .or_else(|| node.driver_info.get("image_download_source"))
-            .and_then(Value::as_str)
-            == Some("local");
+        let local = glance.is_some()
+            || node
+                .instance_info
+                .get("image_download_source")
+                .or_else(|| node.driver_info.get("image_download_source"))
+                .and_then(Value::as_str)
+                == Some("local");
         let Some(cache) = self.image_cache() else {
             return if local {
                 Err(
@@ -302,8 +388,20 @@ impl Conductor {
         if !(local || self.config().images.always) {
             return Ok(());
         }
-        let src = crate::image_cache::Source::of(node).map_err(|e| e.to_string())?;
-        let key = cache.ensure(&src).await.map_err(|e| e.to_string())?;
+        let mut src = crate::image_cache::Source::of(node).map_err(|e| e.to_string())?;
+        let key = match (&glance, self.glance()) {
+            (Some(id), Some(g)) => {
+                src.headers = g.auth_headers().await.map_err(|e| e.to_string())?;
+                // Ironic's words for a Glance image that does not arrive whole.
+                cache.ensure(&src).await.map_err(|e| match e {
+                    crate::image_cache::CacheError::Checksum { .. } => format!(
+                        "Failed to download image {id}, reason: The supplied image checksum is invalid or does not match. ({e})"
+                    ),
+                    other => format!("Failed to download image {id}, reason: {other}"),
+                })?
+            }
+            _ => cache.ensure(&src).await.map_err(|e| e.to_string())?,
+        };
         // Per node and time-limited: no other client can fetch the image.
         let path = format!("/images/{key}");
         let expires = crate::temp_url::now().saturating_add(self.config().images.url_ttl);

@@ -71,6 +71,7 @@ struct Inner {
     db: Db,
     config: Config,
     cache: Option<crate::image_cache::ImageCache>,
+    glance: Option<crate::glance::Glance>,
     power: PowerDrivers,
     agent: AgentClient,
     workers: Mutex<HashMap<String, bool>>,
@@ -112,6 +113,8 @@ impl Conductor {
                     .cache_dir
                     .clone()
                     .map(crate::image_cache::ImageCache::new),
+                // server::start refuses a bad [glance]; here it is only built.
+                glance: crate::glance::Glance::from_config(&config).ok().flatten(),
                 config,
                 power,
                 agent,
@@ -164,6 +167,11 @@ impl Conductor {
     /// The image cache, when configured.
     pub fn image_cache(&self) -> Option<&crate::image_cache::ImageCache> {
         self.inner.cache.as_ref()
+    }
+
+    /// The Glance client, when `[glance] endpoint` is set.
+    pub fn glance(&self) -> Option<&crate::glance::Glance> {
+        self.inner.glance.as_ref()
     }
 
     /// The nodes' serial consoles.
@@ -620,4 +628,19 @@ fn is_busy(err: &AgentError) -> bool {
 /// checksum, config drive form).
 pub fn image_info_for(node: &Node) -> Result<(), String> {
     deploy::image_info(node).map(|_| ())
+}
+
+impl Conductor {
+    /// [`image_info_for`] with this coordinator's Glance: a Glance image
+    /// source passes when Glance is configured (it is looked up when the
+    /// deploy starts).
+    pub fn check_image_source(&self, node: &Node) -> Result<(), String> {
+        match deploy::glance_image_id(node) {
+            Some(id) if self.glance().is_none() => {
+                Err(crate::glance::GlanceError::NotConfigured(id.to_owned()).to_string())
+            }
+            Some(_) => deploy::image_info_with_source(node, true).map(|_| ()),
+            None => image_info_for(node),
+        }
+    }
 }
