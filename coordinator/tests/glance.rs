@@ -14,99 +14,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::agent_sim::SimAgent;
+use common::glance::Glance;
 use common::{Api, Backend, start_with, test_config, test_db};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(60);
-
-/// A Glance of this test, stopped on drop.
-struct Glance {
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/glance/glance-lab.sh")
-}
-
-impl Glance {
-    /// Starts Glance; `None` (skip) when it cannot run and skipping is allowed.
-    fn start() -> Option<Self> {
-        let dir = tempfile::tempdir().unwrap();
-        let port = common::free_port();
-        let out = Command::new(script())
-            .arg("start")
-            .arg(dir.path())
-            .arg(port.to_string())
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            let why = format!(
-                "glance-lab.sh start failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            if common::must_not_skip() {
-                panic!("a real Glance is required: {why}");
-            }
-            eprintln!("SKIPPED: {why}");
-            return None;
-        }
-        Some(Self { dir, port })
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Uploads `file` as `format`; returns the image id.
-    fn upload(&self, file: &Path, format: &str) -> String {
-        let out = Command::new(script())
-            .arg("upload")
-            .arg(self.dir.path())
-            .arg(self.port.to_string())
-            .arg(file)
-            .arg(format)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "upload: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-
-    /// How often the image's data was downloaded (Glance's access log).
-    fn downloads(&self, id: &str) -> usize {
-        let log = std::fs::read_to_string(self.dir.path().join("glance.log")).unwrap_or_default();
-        let needle = format!("GET /v2/images/{id}/file");
-        log.lines().filter(|l| l.contains(&needle)).count()
-    }
-
-    /// The file store's copy of an image.
-    fn stored(&self, id: &str) -> PathBuf {
-        self.dir.path().join("images").join(id)
-    }
-
-    fn stop(&self) {
-        let _ = Command::new(script())
-            .arg("stop")
-            .arg(self.dir.path())
-            .output();
-    }
-}
-
-impl Drop for Glance {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// An agent-deployed node in `available`, its agent running.
 async fn node(api: &Api, name: &str, mac: &str) -> (String, SimAgent) {
@@ -255,23 +170,7 @@ async fn deploys_from_glance() {
     reset(&api, &a).await;
 
     // An image that is not active (created, no data).
-    let queued: Value = serde_json::from_slice(
-        &reqwest::Client::new()
-            .post(format!("{}/v2/images", glance.url()))
-            .header("Content-Type", "application/json")
-            .body(
-                json!({"name": "empty", "disk_format": "raw", "container_format": "bare"})
-                    .to_string(),
-            )
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-    let queued = queued["id"].as_str().unwrap().to_owned();
+    let queued = glance.queued("empty").await;
     deploy(&api, &a, &queued, None).await;
     let e = failed(&api, &a).await;
     assert!(

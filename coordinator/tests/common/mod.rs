@@ -5,6 +5,7 @@
 
 pub mod agent_sim;
 pub mod drive;
+pub mod glance;
 pub mod pg;
 pub mod roles;
 pub mod venv;
