@@ -1,8 +1,15 @@
 //! The Ingot agent: PID 1 of the provisioning ramdisk and a standalone CLI.
 //!
-//! Today it carries the logging setup and the image write command; the wipe
-//! library, hardware inventory and the IPA-compatible API join it as their
-//! issues land.
+//! - [`init`]: bringing the machine up as PID 1 (mounts, modules);
+//!   [`net`]: DHCP; [`cmdline`]: the kernel parameters; [`ca`]: the CA the
+//!   coordinator's certificate is checked against.
+//! - [`coordinator`]: lookup and heartbeat; [`api`]: ironic-python-agent's
+//!   command API on :9999 (auto-TLS); [`ipa`]: its commands; [`state`]: the
+//!   token and the command history.
+//! - [`inventory`]: the hardware inventory; [`wipe`]: disk wipes with
+//!   reports; [`ptable`]: MBR and GPT; [`configdrive`]: the config drive
+//!   partition.
+//! - [`logging`], [`logring`], [`random`]: support.
 
 pub mod api;
 pub mod ca;

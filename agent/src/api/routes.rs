@@ -62,38 +62,9 @@ fn unauthorized() -> Response<Full<Bytes>> {
 
 /// Query parameters, percent-decoded.
 fn query(req: &Request<Incoming>) -> Vec<(String, String)> {
-    req.uri()
-        .query()
-        .unwrap_or_default()
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (percent_decode(k), percent_decode(v))
-        })
+    form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -248,17 +219,5 @@ pub async fn handle(state: Arc<AgentState>, req: Request<Incoming>) -> Response<
             format!("Resource {path} not found"),
             None,
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decodes_percent() {
-        assert_eq!(percent_decode("a%2Bb+c"), "a+b c");
-        assert_eq!(percent_decode("abc%"), "abc%");
-        assert_eq!(percent_decode("%4"), "%4");
     }
 }

@@ -36,20 +36,6 @@ impl std::fmt::Debug for AutoTls {
     }
 }
 
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian.
-fn civil_from_days(days: i64) -> (i32, u8, u8) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-    ((y + i64::from(m <= 2)) as i32, m, d)
-}
-
 /// Generates the certificate for `host` (an IP address or a name).
 pub fn generate(host: &str) -> Result<AutoTls, TlsError> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384)?;
@@ -57,16 +43,10 @@ pub fn generate(host: &str) -> Result<AutoTls, TlsError> {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, host);
     params.distinguished_name = dn;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs() as i64;
-    // Day granularity: from yesterday (covers the hour of allowed clock skew)
-    // to 90 days ahead.
-    let (y, m, d) = civil_from_days(now / 86_400 - 1);
-    params.not_before = rcgen::date_time_ymd(y, m, d);
-    let (y, m, d) = civil_from_days(now / 86_400 + 90);
-    params.not_after = rcgen::date_time_ymd(y, m, d);
+    // From a day ago (covers the hour of allowed clock skew) to 90 days ahead.
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(90);
     let cert = params.self_signed(&key)?;
     let cert_pem = cert.pem();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -86,13 +66,6 @@ pub fn generate(host: &str) -> Result<AutoTls, TlsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-    }
 
     #[test]
     fn generates_a_certificate() {

@@ -440,11 +440,7 @@ fn root_default(field: &str) -> Value {
 
 /// Applies a JSON patch to a node, with Ironic's checks. Pure: used inside
 /// the compare-and-swap loop.
-pub fn patch_node(
-    node: &mut Node,
-    ops: &[patch::PatchOp],
-    conductor: &str,
-) -> Result<(), ApiError> {
+pub fn patch_node(node: &mut Node, ops: &[patch::PatchOp]) -> Result<(), ApiError> {
     let only_instance_removal = ops
         .iter()
         .all(|o| o.op == "remove" && o.path == "/instance_uuid");
@@ -519,7 +515,6 @@ pub fn patch_node(
             .and_then(Value::as_str)
             .map(str::to_owned);
     }
-    let _ = conductor;
     *node = updated;
     Ok(())
 }
@@ -555,11 +550,10 @@ pub async fn update(
     }
     let node = find(&st, &ident).await?;
     super::policy::check_node_patch(ctx.caller()?, &node, &roots)?;
-    let name = st.conductor.name().to_owned();
     let updated = st
         .conductor
         .db()
-        .update_node(&node.uuid, |n| patch_node(n, &ops, &name))
+        .update_node(&node.uuid, |n| patch_node(n, &ops))
         .await
         .map_err(|e| match e {
             crate::db::UpdateError::Db(crate::db::DbError::Conflict(_)) => {

@@ -13,7 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use base64::Engine;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::{ApiError, AppState, Ctx, empty, json_response, parse_object};
 use crate::model::node::MASK;
@@ -296,6 +296,5 @@ pub async fn continue_inspection(
     if let Value::Object(m) = &mut body {
         m.insert("uuid".into(), json!(node.uuid));
     }
-    let _ = Map::<String, Value>::new();
     Ok(json_response(StatusCode::OK, &body))
 }
