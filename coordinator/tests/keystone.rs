@@ -34,22 +34,7 @@ impl Keystone {
     fn start() -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let port = common::free_port();
-        let out = Command::new(script())
-            .arg("start")
-            .arg(dir.path())
-            .arg(port.to_string())
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            let why = format!(
-                "keystone-lab.sh start failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            if common::must_not_skip() {
-                panic!("a real Keystone is required: {why}");
-            }
-            eprintln!("SKIPPED: {why}");
+        if !common::start_lab(&script(), dir.path(), port, "a real Keystone") {
             return None;
         }
         Some(Self { dir, port })

@@ -15,13 +15,11 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use common::agent_sim::SimAgent;
 use common::glance::Glance;
-use common::venv::venv;
+use common::venv::{run_python, venv};
 use common::{Backend, start_with, test_config, test_db};
 use serde_json::json;
 
@@ -64,26 +62,8 @@ async fn nova_spawns_three_instances_on_one_node() {
     // The ramdisk, whenever the node boots it.
     let _agent = SimAgent::start(&api.base, MAC).await;
 
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/nova_replay.py");
-    let endpoint = api.base.clone();
-    let args = [endpoint, node.clone(), good.clone(), bad];
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(venv.join("bin/python"))
-            .arg(script)
-            .args(args)
-            .env_remove("OS_CLOUD")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "nova replay failed:\n{text}");
-    assert!(text.contains("nova replay ok"), "{text}");
+    let args = vec![api.base.clone(), node.clone(), good.clone(), bad];
+    run_python(&venv, "nova_replay.py", args, "nova replay ok").await;
     // Two deploys of the good image, one download from Glance.
     assert_eq!(glance.downloads(&good), 1);
     let n = api.node(&node).await;

@@ -19,22 +19,7 @@ impl Glance {
     pub fn start() -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let port = super::free_port();
-        let out = Command::new(script())
-            .arg("start")
-            .arg(dir.path())
-            .arg(port.to_string())
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            let why = format!(
-                "glance-lab.sh start failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            if super::must_not_skip() {
-                panic!("a real Glance is required: {why}");
-            }
-            eprintln!("SKIPPED: {why}");
+        if !super::start_lab(&script(), dir.path(), port, "a real Glance") {
             return None;
         }
         Some(Self { dir, port })

@@ -291,3 +291,29 @@ pub fn must_not_skip() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
         || std::env::var("INGOT_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1")
 }
+
+/// Starts a lab service with its script (`<script> start <dir> <port>`, as
+/// `keystone-lab.sh` and `glance-lab.sh` take it). `false` (skip) when it
+/// cannot run and skipping is allowed; panics otherwise.
+pub fn start_lab(script: &std::path::Path, dir: &std::path::Path, port: u16, what: &str) -> bool {
+    let out = std::process::Command::new(script)
+        .arg("start")
+        .arg(dir)
+        .arg(port.to_string())
+        .output()
+        .unwrap();
+    if out.status.success() {
+        return true;
+    }
+    let why = format!(
+        "{} start failed: {}{}",
+        script.file_name().unwrap_or_default().to_string_lossy(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if must_not_skip() {
+        panic!("{what} is required: {why}");
+    }
+    eprintln!("SKIPPED: {why}");
+    false
+}

@@ -153,3 +153,35 @@ pub async fn baremetal(venv: &std::path::Path, endpoint: &str, args: &[&str]) ->
     .await
     .unwrap()
 }
+
+/// Runs `tests/<script>` with the venv's Python and `args`; panics unless it
+/// exits 0 and prints `ok_line`. Returns its stdout and stderr.
+pub async fn run_python(
+    venv: &std::path::Path,
+    script: &str,
+    args: Vec<String>,
+    ok_line: &str,
+) -> String {
+    let python = venv.join("bin/python");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(script);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .args(args)
+            .env_remove("OS_CLOUD")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{ok_line:?} not reached:\n{text}");
+    assert!(text.contains(ok_line), "{text}");
+    text
+}
