@@ -1,6 +1,7 @@
 //! Ctrl-C and SIGTERM: the server's QEMU runs in its own process group (the
 //! BMC's chassis_control starts it detached, as ipmi_sim needs), so stopping
-//! the lab must power it off explicitly, like the end of a run does.
+//! the lab must power it off explicitly, like the end of a run does. Glance
+//! (`--glance`) runs in a session of its own, so it is stopped too.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,9 +16,10 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 /// Catches SIGINT and SIGTERM (children started later get the default
 /// handlers back at exec) and starts a thread that, once one arrives, powers
-/// off the node in `node_dir`, asks the rest of the process group
-/// (coordinator, ipmi_sim) to stop, and exits with 130.
-pub fn install(node_dir: PathBuf) {
+/// off the node of the work directory `workdir`, stops its Glance if one
+/// runs, asks the rest of the process group (coordinator, ipmi_sim) to stop,
+/// and exits with 130.
+pub fn install(workdir: PathBuf) {
     let handler: extern "C" fn(libc::c_int) = on_signal;
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: the handler only stores to an atomic, which is
@@ -29,7 +31,8 @@ pub fn install(node_dir: PathBuf) {
             std::thread::sleep(Duration::from_millis(100));
         }
         eprintln!("ingot-lab: interrupted; powering the server off");
-        crate::chassis::NodeDir(node_dir).power_off();
+        crate::chassis::NodeDir(workdir.join("node1")).power_off();
+        crate::glance::stop_left_over(&workdir.join("glance"), &workdir.join("glance-lab.log"));
         // SAFETY: kill(2) to our own process group; this process catches
         // SIGTERM (above), so only the children act on it.
         unsafe { libc::kill(0, libc::SIGTERM) };

@@ -5,7 +5,9 @@
 //! binary) starts and stops QEMU and applies the boot device. The server
 //! network-boots through QEMU's user-mode TFTP, whose `boot.ipxe` chains to
 //! the coordinator's HTTP on 10.0.2.2 (the host's loopback). The coordinator
-//! runs with its default configuration plus the ramdisk paths and a free port.
+//! runs with its default configuration plus the ramdisk paths and a free port
+//! (`--tls` and `--glance` add a configuration file: HTTPS on every hop; a
+//! real Glance that the image is deployed from by its UUID).
 //! The scenario then drives the node through the Ironic API: enroll, manage,
 //! inspect, provide (metadata wipe), deploy with a config drive, boot from
 //! disk, undeploy with a secure wipe; and the host checks the disk files.
@@ -19,6 +21,7 @@ pub mod chassis;
 pub mod checks;
 pub mod console;
 pub mod fileserver;
+pub mod glance;
 pub mod interrupt;
 pub mod prepare;
 pub mod proc;

@@ -44,6 +44,11 @@ struct Common {
     /// image from the coordinator's cache over HTTPS).
     #[arg(long)]
     tls: bool,
+    /// The image from a real Glance (coordinator/tests/glance/glance-lab.sh,
+    /// its venv made when missing): the test image uploaded as raw, the node
+    /// deployed with `instance_info.image_source` = its UUID only, as Nova does.
+    #[arg(long)]
+    glance: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,6 +105,7 @@ fn run(common: Common, artifacts: Artifacts) -> Result<()> {
         verbose: common.verbose,
         fast_track: common.fast_track,
         tls: common.tls,
+        glance: common.glance,
         phase_timeout: Duration::from_secs(common.phase_timeout),
     })?;
     println!("\n{}", report.table());

@@ -28,6 +28,10 @@ pub struct Report {
     pub fast_track: bool,
     /// TLS on every hop (`--tls`): what each hop used.
     pub tls: Option<crate::scenario::TlsEvidence>,
+    /// The image from a real Glance, deployed by its UUID (`--glance`): the
+    /// image id, Glance's record, the node's `instance_info` after the
+    /// deploy, and the downloads seen in Glance's and the coordinator's logs.
+    pub glance: Option<crate::glance::GlanceEvidence>,
     /// The instance UUID given at deploy, and printed by the deployed image.
     pub instance_uuid: String,
     /// The console line that proved the image booted from disk.

@@ -13,6 +13,7 @@ use crate::bmc::{self, BmcPorts};
 use crate::chassis::{NodeDir, NodeSpec};
 use crate::checks;
 use crate::console::Tail;
+use crate::glance::{GlanceEvidence, GlanceServer};
 use crate::proc::{self, Guard};
 use crate::report::{Phase, Report};
 use crate::{Artifacts, fileserver};
@@ -62,6 +63,11 @@ pub struct Options {
     /// per-node URL. Only iPXE's boot files stay plain HTTP, on the boot
     /// listener.
     pub tls: bool,
+    /// The image from a real Glance (`coordinator/tests/glance/glance-lab.sh`):
+    /// the test image is uploaded to it as `raw`, the coordinator is given
+    /// its endpoint, and the deploy names the image by its UUID only, as
+    /// Nova's Ironic driver does.
+    pub glance: bool,
 }
 
 /// What the TLS run proves about each hop, from the coordinator's own log
@@ -192,6 +198,163 @@ fn interesting(line: &str) -> bool {
     .any(|k| l.contains(&k.to_ascii_lowercase()))
 }
 
+/// Glance in a `--glance` run: the server, the uploaded test image, and the
+/// evidence gathered so far.
+struct LabGlance {
+    server: GlanceServer,
+    evidence: GlanceEvidence,
+}
+
+/// Starts Glance in `<workdir>/glance` on a free port (its venv made first
+/// when missing), uploads the test image as `raw` and checks Glance's record
+/// of it.
+fn start_glance(
+    w: &Path,
+    image: &Path,
+    progress: &Progress,
+    rt: &tokio::runtime::Runtime,
+) -> Result<LabGlance> {
+    let log = w.join("glance-lab.log");
+    progress.say("Glance: making its venv when missing (about 45 s the first time)");
+    let venv_seconds = GlanceServer::venv(&log)?;
+    let t = Instant::now();
+    let server = GlanceServer::start(&w.join("glance"), proc::free_tcp_port()?, &log)?;
+    let start_seconds = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let image_id = server.upload(image, "ingot-e2e-test-image")?;
+    let upload_seconds = t.elapsed().as_secs_f64();
+    let sha512 = crate::glance::sha512_file(image)?;
+    let url = format!("{}/v2/images/{image_id}", server.endpoint());
+    let full: Value = rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        ensure!(resp.status().is_success(), "GET {url}: {}", resp.status());
+        Ok(serde_json::from_slice(&resp.bytes().await?)?)
+    })?;
+    let record: serde_json::Map<String, Value> = [
+        "status",
+        "disk_format",
+        "container_format",
+        "size",
+        "virtual_size",
+        "checksum",
+        "os_hash_algo",
+        "os_hash_value",
+    ]
+    .iter()
+    .filter_map(|k| full.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+    .collect();
+    ensure!(
+        full["status"] == "active"
+            && full["os_hash_algo"] == "sha512"
+            && full["os_hash_value"] == sha512.as_str(),
+        "Glance's record of the test image is not active with its SHA-512 ({sha512}): {full}"
+    );
+    progress.say(&format!(
+        "Glance: {} (pid {}; venv {venv_seconds:.1} s, start {start_seconds:.1} s); \
+         test image uploaded as {image_id} (raw, {upload_seconds:.1} s)",
+        server.endpoint(),
+        server.pid
+    ));
+    let evidence = GlanceEvidence {
+        endpoint: server.endpoint(),
+        image_id,
+        venv_seconds,
+        start_seconds,
+        upload_seconds,
+        record: Value::Object(record),
+        sha512,
+        ..GlanceEvidence::default()
+    };
+    Ok(LabGlance { server, evidence })
+}
+
+/// Reads the evidence of the Glance run after its deploy into `e`: the
+/// node's image keys, Glance's access log, the coordinator's log, the lab's
+/// image store's log.
+async fn glance_evidence(w: &Path, lab: &Lab, g: &LabGlance, uuid: &str, e: &mut GlanceEvidence) {
+    if let Ok(n) = lab.api.get(&format!("/v1/nodes/{uuid}")).await {
+        let ii = &n["instance_info"];
+        let keys = [
+            "image_source",
+            "image_checksum",
+            "image_os_hash_algo",
+            "image_os_hash_value",
+            "image_disk_format",
+            "image_container_format",
+            "image_size",
+            "image_url",
+        ];
+        e.instance_info_after = Value::Object(
+            keys.iter()
+                .filter_map(|k| ii.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+                .collect(),
+        );
+    }
+    e.glance_file_downloads = crate::glance::file_downloads(&g.server.glance_log(), &e.image_id);
+    let log = std::fs::read_to_string(w.join("coordinator.log")).unwrap_or_default();
+    let file = format!("/v2/images/{}/file", e.image_id);
+    e.coordinator_cached = log
+        .lines()
+        .filter(|l| l.contains("image cached") && l.contains(&file))
+        .map(|l| l.trim().to_owned())
+        .collect();
+    e.agent_downloads = log
+        .lines()
+        .filter(|l| l.contains("signed image download"))
+        .count();
+    e.image_store_requests = std::fs::read_to_string(w.join("image-server.log"))
+        .unwrap_or_default()
+        .lines()
+        .count();
+}
+
+/// Checks the Glance evidence: the node's hash came from Glance (SHA-512),
+/// Glance served the file exactly once, to the coordinator, which cached it
+/// once; the agent got it from the coordinator, and the lab's own image
+/// store served nothing.
+fn check_glance(e: &GlanceEvidence) -> Result<()> {
+    let ii = &e.instance_info_after;
+    ensure!(
+        ii["image_source"] == e.image_id.as_str(),
+        "Glance run: instance_info.image_source is {}, not the image id {}",
+        ii["image_source"],
+        e.image_id
+    );
+    ensure!(
+        ii["image_os_hash_algo"] == "sha512"
+            && ii["image_os_hash_value"] == e.sha512.as_str()
+            && ii["image_checksum"] == e.record["checksum"]
+            && ii["image_disk_format"] == "raw",
+        "Glance run: the node's instance_info does not carry Glance's sha512, checksum and raw format: {ii}"
+    );
+    ensure!(
+        e.glance_file_downloads.len() == 1,
+        "Glance run: Glance's log shows {} downloads of the image's file, want exactly one: {:?}",
+        e.glance_file_downloads.len(),
+        e.glance_file_downloads
+    );
+    ensure!(
+        e.coordinator_cached.len() == 1,
+        "Glance run: the coordinator's log shows {} cachings of the Glance image, want one: {:?}",
+        e.coordinator_cached.len(),
+        e.coordinator_cached
+    );
+    ensure!(
+        e.agent_downloads >= 1,
+        "Glance run: the agent did not download the image from the coordinator's signed URL"
+    );
+    ensure!(
+        e.image_store_requests == 0,
+        "Glance run: the lab's own image store got {} requests; the image should come from Glance",
+        e.image_store_requests
+    );
+    Ok(())
+}
+
 /// The running lab: processes are stopped when it is dropped.
 struct Lab {
     _coordinator: Guard,
@@ -209,6 +372,8 @@ struct Lab {
     agent_forward: u16,
     /// The lab CA of a TLS run (the console speaks TLS too).
     ca_pem: Option<Vec<u8>>,
+    /// Glance, in a `--glance` run (stopped after the coordinator).
+    glance: Option<LabGlance>,
 }
 
 impl Drop for Lab {
@@ -363,9 +528,17 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
     let image_sha256 = crate::sha256_file(&served)?;
     let store = fileserver::start(&images, &w.join("image-server.log"))?;
 
+    // Glance, with the test image in it (the lab's store then serves nothing).
+    let glance = if opts.glance {
+        Some(start_glance(w, &served, progress, rt)?)
+    } else {
+        None
+    };
+
     // The coordinator: default configuration, a free port, the ramdisk;
     // with TLS, a configuration file for HTTPS, the boot listener, the CA
-    // agents trust and the image cache.
+    // agents trust and the image cache; with Glance, its endpoint and the
+    // image cache (Glance images are always cached and served to the agent).
     let api_port = proc::free_tcp_port()?;
     let boot_port = if opts.tls {
         proc::free_tcp_port()?
@@ -376,20 +549,34 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
     let mut cmd = Command::new(&opts.coordinator);
     cmd.arg("serve");
     let mut ca_pem = None;
+    let mut config = String::new();
     if opts.tls {
         let (ca, cert, key) = lab_pki(w)?;
-        let config = w.join("coordinator.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[api]\ntls_cert_file = {cert:?}\ntls_key_file = {key:?}\nboot_listen = \"127.0.0.1:{boot_port}\"\n\n\
-                 [boot]\nagent_ca_file = {ca:?}\n\n\
-                 [images]\ncache_dir = {cache:?}\nurl = \"https://10.0.2.2:{api_port}\"\nalways = true\n",
-                cache = w.join("image-cache"),
-            ),
-        )?;
-        cmd.arg("--config").arg(&config);
+        config.push_str(&format!(
+            "[api]\ntls_cert_file = {cert:?}\ntls_key_file = {key:?}\nboot_listen = \"127.0.0.1:{boot_port}\"\n\n\
+             [boot]\nagent_ca_file = {ca:?}\n\n"
+        ));
         ca_pem = Some(std::fs::read(&ca)?);
+    }
+    let scheme = if opts.tls { "https" } else { "http" };
+    if opts.tls || glance.is_some() {
+        // The agent reaches the host's loopback as 10.0.2.2.
+        config.push_str(&format!(
+            "[images]\ncache_dir = {cache:?}\nurl = \"{scheme}://10.0.2.2:{api_port}\"\nalways = {always}\n\n",
+            cache = w.join("image-cache"),
+            always = opts.tls,
+        ));
+    }
+    if let Some(g) = &glance {
+        config.push_str(&format!(
+            "[glance]\nendpoint = \"{}\"\nauth_type = \"none\"\n",
+            g.server.endpoint()
+        ));
+    }
+    if !config.is_empty() {
+        let file = w.join("coordinator.toml");
+        std::fs::write(&file, config)?;
+        cmd.arg("--config").arg(&file);
     }
     let child = cmd
         .arg("--listen")
@@ -407,7 +594,6 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
         .spawn()
         .context("starting ingot-coordinator")?;
     let mut coordinator = Guard::new("ingot-coordinator", child);
-    let scheme = if opts.tls { "https" } else { "http" };
     let base = format!("{scheme}://127.0.0.1:{api_port}");
     let api = Api::new(&base, ca_pem.as_deref())?;
     let ca_pem: Option<Vec<u8>> = ca_pem;
@@ -470,13 +656,23 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
         rt_ok,
         "the coordinator did not answer on {base} within 30 s"
     );
+    let mut features = vec![];
+    if opts.tls {
+        features.push("HTTPS with the lab CA, boot listener, image cache");
+    }
+    if glance.is_some() {
+        features.push(if opts.tls {
+            "Glance"
+        } else {
+            "Glance, image cache"
+        });
+    }
+    if features.is_empty() {
+        features.push("default configuration");
+    }
     progress.say(&format!(
         "coordinator: {base} (SQLite, {})",
-        if opts.tls {
-            "HTTPS with the lab CA, boot listener, image cache"
-        } else {
-            "default configuration"
-        }
+        features.join("; ")
     ));
     // 10.0.2.2 is the host's loopback as the guest sees it. With TLS the
     // coordinator fetches the image into its cache (from the host), and the
@@ -496,6 +692,7 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
         bmc_port: ports.lan,
         agent_forward: fwd,
         ca_pem,
+        glance,
     })
 }
 
@@ -584,6 +781,8 @@ fn empty_workdir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let old = NodeDir(dir.join("node1"));
     old.power_off();
+    // A Glance that run started runs in a session of its own.
+    crate::glance::stop_left_over(&dir.join("glance"), &dir.join("glance-lab.log"));
     for e in std::fs::read_dir(dir)? {
         let e = e?;
         if e.file_name() == BUILD_DIR {
@@ -604,7 +803,7 @@ fn empty_workdir(dir: &Path) -> Result<()> {
 pub fn run(opts: &Options) -> Result<Report> {
     empty_workdir(&opts.workdir)?;
     check_free_space(&opts.workdir)?;
-    crate::interrupt::install(opts.workdir.join("node1"));
+    crate::interrupt::install(opts.workdir.clone());
     let progress = Progress {
         start: Instant::now(),
         verbose: opts.verbose,
@@ -830,16 +1029,27 @@ async fn lifecycle(
     let instance = uuid::Uuid::new_v4().to_string();
     report.instance_uuid = instance.clone();
     let mut ph = PhaseRun::new(lab, progress, "deploy");
+    let instance_info = match &lab.glance {
+        // As Nova's Ironic driver: the image's UUID, nothing else; the
+        // coordinator reads checksum, hash and formats from Glance.
+        Some(g) => json!({"image_source": g.evidence.image_id}),
+        None => json!({
+            "image_source": lab.image_url,
+            "image_os_hash_algo": "sha256",
+            "image_os_hash_value": lab.image_sha256,
+            "image_disk_format": "raw",
+        }),
+    };
+    if let Some(g) = &lab.glance {
+        let mut e = g.evidence.clone();
+        e.instance_info_given = instance_info.clone();
+        report.glance = Some(e);
+    }
     api.patch(
         &format!("/v1/nodes/{uuid}"),
         json!([
             {"op": "add", "path": "/instance_uuid", "value": instance},
-            {"op": "add", "path": "/instance_info", "value": {
-                "image_source": lab.image_url,
-                "image_os_hash_algo": "sha256",
-                "image_os_hash_value": lab.image_sha256,
-                "image_disk_format": "raw",
-            }},
+            {"op": "add", "path": "/instance_info", "value": instance_info},
         ]),
     )
     .await?;
@@ -854,10 +1064,29 @@ async fn lifecycle(
         }}),
     )
     .await?;
-    ph.wait(&uuid, "active", t).await?;
+    let waited = ph.wait(&uuid, "active", t).await;
+    // The Glance evidence also when the deploy failed (it tells why).
+    if let (Some(g), Some(e)) = (&lab.glance, report.glance.as_mut()) {
+        glance_evidence(&opts.workdir, lab, g, &uuid, e).await;
+    }
+    waited?;
     ensure_fast_track(opts, lab, ph.started_unix, "deploy")?;
     if opts.tls {
         report.tls = Some(tls_evidence(&opts.workdir)?);
+    }
+    if let Some(e) = &report.glance {
+        check_glance(e)?;
+        progress.say(&format!(
+            "Glance: image {} deployed by UUID; instance_info {} {} from Glance; \
+             Glance served its file once: {}",
+            e.image_id,
+            e.instance_info_after["image_os_hash_algo"],
+            e.instance_info_after["image_os_hash_value"]
+                .as_str()
+                .map(|v| format!("{}…", &v[..v.len().min(16)]))
+                .unwrap_or_default(),
+            e.glance_file_downloads.join(" | ")
+        ));
     }
     ph.finish(report);
 
