@@ -5,7 +5,9 @@
 //! demo`, which builds the agent ramdisk from the Debian kernel and the test
 //! image with `ingot-image test-image`, and drives a QEMU server with an
 //! ipmi_sim BMC through its lifecycle via the coordinator's Ironic API.
-//! Evidence lands in `target/e2e/` (see docs/e2e.md).
+//! Evidence lands in `target/e2e/` (see docs/e2e.md). [`run_tls_glance_again`]
+//! runs the lab a second time with TLS on every hop and the image from a
+//! real Glance, on the ramdisk and image the first run built.
 
 use std::process::Command;
 use std::time::Instant;
@@ -25,7 +27,7 @@ pub enum Build {
 }
 
 /// The flags `demo` and `e2e` pass on to `ingot-lab`.
-const LAB_FLAGS: &[&str] = &["--fast-track", "--tls"];
+const LAB_FLAGS: &[&str] = &["--fast-track", "--tls", "--glance"];
 
 /// True if every flag is one the lab takes.
 pub fn flags_ok(flags: &[String]) -> bool {
@@ -96,17 +98,20 @@ pub fn run(build: Build, verbose: bool, flags: &[String]) -> Result<String> {
     Ok(timings)
 }
 
-/// The lab again with TLS on every hop (`ingot-lab run --tls`), reusing the
+/// The lab again with TLS on every hop and the image from a real Glance,
+/// deployed by its UUID (`ingot-lab run --tls --glance`), reusing the
 /// ramdisk and test image the last [`run`] built in `target/e2e/build`
-/// (nothing is built again); evidence in `target/e2e-tls/`.
-pub fn run_tls_again() -> Result<String> {
+/// (nothing is built again; Glance's venv is made when missing); evidence in
+/// `target/e2e-tls/`. Returns the lab's time, with Glance's venv and start.
+pub fn run_tls_glance_again() -> Result<String> {
     let target = util::target_dir();
     let bin = target.join("debug");
     let built = target.join("e2e").join("build");
+    let work = target.join("e2e-tls");
     let mut cmd = Command::new(bin.join("ingot-lab"));
     cmd.arg("run")
         .arg("--workdir")
-        .arg(target.join("e2e-tls"))
+        .arg(&work)
         .arg("--coordinator")
         .arg(bin.join("ingot-coordinator"))
         .arg("--kernel")
@@ -115,17 +120,58 @@ pub fn run_tls_again() -> Result<String> {
         .arg(built.join("ramdisk/initramfs.img"))
         .arg("--image")
         .arg(built.join("test-image.raw"))
-        .arg("--tls");
-    println!("\n==> the lab with TLS on every hop");
+        .arg("--tls")
+        .arg("--glance");
+    println!("\n==> the lab with TLS on every hop and the image from Glance");
     util::announce(&cmd);
     let t = Instant::now();
     let st = cmd.status()?;
-    let timings = format!("lab {:.0} s", t.elapsed().as_secs_f64());
+    let report = std::fs::read_to_string(work.join("report.json")).unwrap_or_default();
+    let timings = format!(
+        "lab {:.0} s{}",
+        t.elapsed().as_secs_f64(),
+        glance_times(&report)
+    );
+    println!("e2e (TLS, Glance): {timings}");
     if !st.success() {
         bail!(
-            "the end-to-end lab with TLS failed ({st}) after {timings}; evidence in {}",
-            target.join("e2e-tls").display()
+            "the end-to-end lab with TLS and Glance failed ({st}) after {timings}; evidence in {}",
+            work.display()
         );
     }
     Ok(timings)
+}
+
+/// Glance's share of a run, from its `report.json`: " (Glance venv V s,
+/// start S s)", or nothing when the report has no Glance times.
+fn glance_times(report: &str) -> String {
+    match (
+        util::json_number(report, "venv_seconds"),
+        util::json_number(report, "start_seconds"),
+    ) {
+        (Some(v), Some(s)) => format!(" (Glance venv {v:.0} s, start {s:.0} s)"),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_glance_times() {
+        let r = "{\n  \"glance\": {\n    \"venv_seconds\": 31.23846493,\n    \"start_seconds\": 3.1144166110000002,\n    \"upload_seconds\": 0.77\n  }\n}";
+        assert_eq!(glance_times(r), " (Glance venv 31 s, start 3 s)");
+        assert_eq!(glance_times("{\"glance\": null}"), "");
+        assert_eq!(glance_times(""), "");
+    }
+
+    #[test]
+    fn takes_the_lab_flags() {
+        let f = |v: &[&str]| flags_ok(&v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+        assert!(f(&["--tls", "--glance"]));
+        assert!(f(&["--glance", "--fast-track"]));
+        assert!(f(&[]));
+        assert!(!f(&["--glances"]));
+    }
 }

@@ -4,6 +4,8 @@
 //! - `demo`: the end-to-end lab for a person (a QEMU server provisioned
 //!   through the coordinator's Ironic API), with progress.
 //! - `e2e`: the same lab as CI runs it.
+//!
+//! `demo` and `e2e` take `--fast-track`, `--tls` and `--glance`.
 //! - `write-image-demo`: write a real disk image onto a loop device with the agent.
 //! - `bench <name>`: benchmarks (`write-image`, `wipe`, `power-sync`).
 
@@ -21,10 +23,13 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  test                 install missing packages, then fmt, clippy, tests, the static agent build
-  demo [--fast-track]  a virtual server provisioned end to end: inspect, clean, deploy, boot, wipe
-                       (--fast-track: the node keeps its agent between phases, Ironic's fast track)
-  e2e [--fast-track]   the same lab as CI runs it (evidence in target/e2e/)
+  test                 install missing packages, then fmt, clippy, tests, the static agent build,
+                       the lab, and the lab again with --tls --glance
+  demo [FLAGS]         a virtual server provisioned end to end: inspect, clean, deploy, boot, wipe
+  e2e [FLAGS]          the same lab as CI runs it (evidence in target/e2e/)
+                       FLAGS: --fast-track (the node keeps its agent between phases, Ironic's fast track)
+                              --tls (TLS on every hop)
+                              --glance (the image from a real Glance, deployed by its UUID as Nova does)
   write-image-demo     write a small disk image to a loop device with ingot-agent (root)
   bench write-image    time write-image against the machine's limits (root)
   bench wipe           time wipe against dd and blkdiscard (root)

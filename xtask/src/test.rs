@@ -3,7 +3,9 @@
 //! Gates: rustfmt, clippy (`-D warnings`), the static musl agent build and an
 //! ELF check that it really is static, then the workspace tests with privileged
 //! tests required (`INGOT_REQUIRE_PRIVILEGED=1`; some of them boot or pack the
-//! static agent, hence the order), and last the end-to-end lab (`e2e`). A failed gate does not stop the later ones
+//! static agent, hence the order), and last the end-to-end lab (`e2e`), then
+//! the same lab again with TLS on every hop and the image from a real Glance
+//! (`ingot-lab run --tls --glance`). A failed gate does not stop the later ones
 //! (except the ELF check, which needs the build); the task exits non-zero if
 //! any failed.
 
@@ -255,9 +257,11 @@ pub fn run() -> Result<()> {
         })
     });
 
-    // The same lab with TLS on every hop, on the ramdisk and image just built.
-    gate("e2e lab (TLS)", &mut || {
-        crate::e2e::run_tls_again().map(|timings| {
+    // The same lab with TLS on every hop and the image from a real Glance
+    // (deployed by UUID, as Nova does), on the ramdisk and image just built:
+    // one run for both variants keeps CI short.
+    gate("e2e lab (TLS, Glance)", &mut || {
+        crate::e2e::run_tls_glance_again().map(|timings| {
             format!(
                 "{}; {timings}",
                 util::target_dir().join("e2e-tls/report.json").display()
@@ -269,10 +273,10 @@ pub fn run() -> Result<()> {
     let mut failed = 0;
     for g in &gates {
         match &g.outcome {
-            Ok(msg) => println!("  ok      {:<20} {:>6.1} s  {msg}", g.name, g.seconds),
+            Ok(msg) => println!("  ok      {:<21} {:>6.1} s  {msg}", g.name, g.seconds),
             Err(e) => {
                 failed += 1;
-                println!("  FAILED  {:<20} {:>6.1} s  {e:#}", g.name, g.seconds);
+                println!("  FAILED  {:<21} {:>6.1} s  {e:#}", g.name, g.seconds);
             }
         }
     }
