@@ -313,7 +313,12 @@ mod tests {
         assert_eq!(boot_mac("01-52-54-00-e2-e0-01"), want);
         assert_eq!(boot_mac("52:54:00:E2:E0:01"), want);
         assert_eq!(boot_mac("52-54-00-e2-e0-01"), want);
-        assert_eq!(boot_mac("01-52-54-00-e2-e0"), None);
+        // Six octets after all: a MAC that starts with 01, kept whole.
+        assert_eq!(
+            boot_mac("01-52-54-00-e2-e0"),
+            Some("01:52:54:00:e2:e0".to_owned())
+        );
+        assert_eq!(boot_mac("01-52-54-00-e2"), None);
         assert_eq!(boot_mac(""), None);
     }
 }
