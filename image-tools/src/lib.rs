@@ -13,8 +13,6 @@ pub mod qcow2;
 pub mod source;
 pub mod spool;
 pub mod target;
-#[cfg(feature = "test-image")]
-pub mod testimage;
 pub mod write;
 
 pub use write::{WriteError, WriteFailure, WriteOptions, write_image};

@@ -1,9 +1,9 @@
 //! `cargo xtask e2e` and `cargo xtask demo`: the end-to-end lab.
 //!
 //! Builds the static agent and the test image's init (musl), the host
-//! binaries (coordinator, `ingot-image`, `ingot-lab`), then runs `ingot-lab
-//! demo`, which builds the agent ramdisk from the Debian kernel and the test
-//! image with `ingot-image test-image`, and drives a QEMU server with an
+//! binaries (coordinator, `ingot-test-image`, `ingot-lab`), then runs
+//! `ingot-lab demo`, which builds the agent ramdisk from the Debian kernel and
+//! the test image with `ingot-test-image`, and drives a QEMU server with an
 //! ipmi_sim BMC through its lifecycle via the coordinator's Ironic API.
 //! Evidence lands in `target/e2e/` (see docs/e2e.md). [`run_tls_glance_again`]
 //! runs the lab a second time with TLS on every hop and the image from a
@@ -20,7 +20,9 @@ use crate::util;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Build {
     /// `cargo test --workspace --no-run`: the exact build CI's test gate
-    /// made, so nothing is compiled twice in CI.
+    /// made, so nothing is compiled twice in CI. It builds the three
+    /// binaries: cargo builds a package's binaries for its integration tests
+    /// (`ingot-test-image`'s test runs it).
     LikeTests,
     /// Only the three binaries: the shortest way on a fresh machine.
     Minimal,
@@ -44,7 +46,7 @@ pub fn run(build: Build, verbose: bool, flags: &[String]) -> Result<String> {
     let agent = util::build_agent()?;
     let init = util::build_test_init()?;
     let musl_s = t.elapsed().as_secs_f64();
-    println!("\n==> building the coordinator, ingot-image and ingot-lab");
+    println!("\n==> building the coordinator, ingot-test-image and ingot-lab");
     let t = Instant::now();
     match build {
         Build::LikeTests => util::run(util::cargo().args(["test", "--workspace", "--no-run"]))?,
@@ -53,7 +55,7 @@ pub fn run(build: Build, verbose: bool, flags: &[String]) -> Result<String> {
             "-p",
             "ingot-coordinator",
             "-p",
-            "ingot-image-tools",
+            "ingot-test-image",
             "-p",
             "ingot-lab",
             "--bins",
@@ -68,8 +70,8 @@ pub fn run(build: Build, verbose: bool, flags: &[String]) -> Result<String> {
         .arg(target.join("e2e"))
         .arg("--coordinator")
         .arg(bin.join("ingot-coordinator"))
-        .arg("--ingot-image")
-        .arg(bin.join("ingot-image"))
+        .arg("--test-image-builder")
+        .arg(bin.join("ingot-test-image"))
         .arg("--agent")
         .arg(agent)
         .arg("--test-init")

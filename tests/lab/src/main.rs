@@ -77,9 +77,9 @@ enum Cmd {
         /// The test image's static init.
         #[arg(long)]
         test_init: PathBuf,
-        /// The `ingot-image` binary.
+        /// The `ingot-test-image` binary (builds the test image).
         #[arg(long)]
-        ingot_image: PathBuf,
+        test_image_builder: PathBuf,
         /// Where the Debian kernel is cached.
         #[arg(long, default_value = "target/kernel")]
         kernel_cache: PathBuf,
@@ -151,7 +151,7 @@ fn main() -> ExitCode {
             common,
             agent,
             test_init,
-            ingot_image,
+            test_image_builder,
             kernel_cache,
         } => (|| {
             let out = std::path::absolute(&common.workdir)?.join(ingot_lab::scenario::BUILD_DIR);
@@ -164,7 +164,7 @@ fn main() -> ExitCode {
                 kernel_cache: &kernel_cache,
                 agent: &agent,
                 test_init: &test_init,
-                ingot_image: &ingot_image,
+                test_image_builder: &test_image_builder,
                 out: &out,
             })?;
             run(common, artifacts)

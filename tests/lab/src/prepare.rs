@@ -1,5 +1,5 @@
 //! What the lab boots: the agent ramdisk (from the Debian kernel and the static
-//! agent) and the test image (from the same kernel, by `ingot-image test-image`).
+//! agent) and the test image (from the same kernel, by `ingot-test-image`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,8 +28,8 @@ pub struct Inputs<'a> {
     pub agent: &'a Path,
     /// The test image's static init.
     pub test_init: &'a Path,
-    /// The `ingot-image` binary.
-    pub ingot_image: &'a Path,
+    /// The `ingot-test-image` binary.
+    pub test_image_builder: &'a Path,
     /// Output directory.
     pub out: &'a Path,
 }
@@ -87,7 +87,7 @@ pub fn build(inp: &Inputs<'_>) -> Result<Artifacts> {
     for (what, p) in [
         ("static agent", inp.agent),
         ("test image init", inp.test_init),
-        ("ingot-image", inp.ingot_image),
+        ("ingot-test-image", inp.test_image_builder),
     ] {
         if !p.exists() {
             bail!("{what} not found at {}", p.display());
@@ -118,8 +118,7 @@ pub fn build(inp: &Inputs<'_>) -> Result<Artifacts> {
     }
     let t = Instant::now();
     let image = inp.out.join("test-image.raw");
-    let out = Command::new(inp.ingot_image)
-        .arg("test-image")
+    let out = Command::new(inp.test_image_builder)
         .arg("--kernel")
         .arg(&kernel.vmlinuz)
         .arg("--modules")
@@ -130,9 +129,9 @@ pub fn build(inp: &Inputs<'_>) -> Result<Artifacts> {
         .arg(&image)
         .stderr(std::process::Stdio::inherit())
         .output()
-        .context("running ingot-image test-image")?;
+        .context("running ingot-test-image")?;
     if !out.status.success() {
-        bail!("ingot-image test-image failed ({})", out.status);
+        bail!("ingot-test-image failed ({})", out.status);
     }
     // Its JSON report stays with the image; people get one line.
     std::fs::write(inp.out.join("test-image.json"), &out.stdout)?;

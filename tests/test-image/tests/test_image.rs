@@ -1,6 +1,7 @@
 //! The test image boots from disk in QEMU (TCG) and reads its config drive:
-//! `ingot-image test-image` builds it from the Debian kernel and the static
-//! `ingot-testimage-init`, the test appends a `config-2` ISO 9660 partition
+//! the `ingot-test-image` binary builds it from the Debian kernel and the
+//! static `ingot-testimage-init` (its JSON report is checked, and a second
+//! build through the library must be identical), the test appends a `config-2` ISO 9660 partition
 //! at the end of the disk as the agent does (a new DOS partition in the last
 //! 64 MiB), boots it through SeaBIOS and syslinux with the disk on
 //! virtio-blk and on NVMe, and waits for the init's marker and the UUID on
@@ -17,12 +18,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ingot_image_tools::testimage::{self, ImageFormat, TestImageOptions};
+use ingot_test_image::{self as testimage, ImageFormat, TestImageOptions};
 
 const UUID: &str = "5b0b3c1e-7f2a-4c55-9e61-2d9f8a4b7c30";
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn required() -> bool {
@@ -258,13 +259,52 @@ fn image(test: &str) -> Option<PathBuf> {
     std::fs::create_dir_all(&dir).unwrap();
     let output = dir.join("test-image.raw");
     let opts = TestImageOptions::new(vmlinuz, modules, static_init(), output.clone());
-    let report = testimage::build(&opts).unwrap();
-    eprintln!(
-        "test image: {} bytes, initrd {} bytes, modules {:?}",
-        report.image_bytes, report.initrd_bytes, report.modules
+    // The binary, as the lab runs it: arguments and JSON report.
+    let out = Command::new(env!("CARGO_BIN_EXE_ingot-test-image"))
+        .arg("--kernel")
+        .arg(&opts.kernel)
+        .arg("--modules")
+        .arg(&opts.modules)
+        .arg("--init")
+        .arg(&opts.init)
+        .arg("--output")
+        .arg(&output)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ingot-test-image failed: {}",
+        out.status
     );
-    assert_eq!(report.disk_bytes, 64 << 20);
-    // The same inputs give the same image.
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!(
+        "test image: {} bytes, initrd {} bytes, modules {}",
+        report["image_bytes"], report["initrd_bytes"], report["modules"]
+    );
+    assert_eq!(report["disk_bytes"], 64u64 << 20);
+    assert_eq!(report["format"], "raw");
+    assert_eq!(report["output"], output.display().to_string());
+    assert!(
+        report["kernel_version"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty())
+    );
+    // virtio_blk is carried, or built into the kernel.
+    let names = |k: &str| report[k].as_array().cloned().unwrap_or_default();
+    assert!(
+        names("modules")
+            .iter()
+            .chain(names("builtin").iter())
+            .any(|n| n == "virtio_blk"),
+        "{report}"
+    );
+    assert_eq!(
+        report["image_bytes"].as_u64(),
+        Some(std::fs::metadata(&output).unwrap().len())
+    );
+    // The same inputs give the same image, through the library too.
     let again = dir.join("again.raw");
     testimage::build(&TestImageOptions {
         output: again.clone(),

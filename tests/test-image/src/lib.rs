@@ -1,7 +1,11 @@
-//! `ingot-image test-image`: a BIOS-bootable raw disk image for end-to-end
-//! tests. One bootable FAT16 partition at 1 MiB holds syslinux, a kernel and
-//! an initramfs whose `/init` is a small static program (the lab uses
-//! `ingot-testimage-init`); syslinux's MBR boot code is in sector 0.
+//! The lab's test image (`ingot-test-image`): a BIOS-bootable disk image for
+//! end-to-end tests. One bootable FAT16 partition at 1 MiB holds syslinux, a
+//! kernel and an initramfs whose `/init` is a small static program (the lab
+//! uses `ingot-testimage-init`); syslinux's MBR boot code is in sector 0.
+//!
+//! A test fixture, not part of the product: it lives under `tests/` so that
+//! `ingot-image-tools` (and through it the agent) does not depend on
+//! `ingot-initramfs`.
 //!
 //! Built without root or mounts: `mkfs.vfat -C` makes the partition as a
 //! file, `syslinux --install` (Debian's mtools-based installer) makes it
@@ -412,7 +416,7 @@ fn initramfs(
         .map_err(cpio_err)?;
     a.add("dev/null", 0o666, EntryKind::CharDev(1, 3))
         .map_err(cpio_err)?;
-    let mut list = String::from("# Modules in load order, written by ingot-image test-image.\n");
+    let mut list = String::from("# Modules in load order, written by ingot-test-image.\n");
     let mut loaded = Vec::new();
     for m in chosen {
         let path = format!("lib/modules/{version}/{}", m.rel_path);
