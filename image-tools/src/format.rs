@@ -90,21 +90,36 @@ pub enum FormatChoice {
     Forced(Format),
 }
 
+impl FromStr for Format {
+    type Err = String;
+    /// `raw`, `qcow2`, `zstd` (or `zst`), `gzip` (or `gz`), `xz`; any case.
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "raw" => Format::Raw,
+            "zstd" | "zst" => Format::Zstd,
+            "gzip" | "gz" => Format::Gzip,
+            "xz" => Format::Xz,
+            "qcow2" => Format::Qcow2,
+            other => {
+                return Err(format!(
+                    "unknown format {other:?} (raw, qcow2, zstd, gzip, xz)"
+                ));
+            }
+        })
+    }
+}
+
 impl FromStr for FormatChoice {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s.to_ascii_lowercase().as_str() {
-            "auto" => FormatChoice::Auto,
-            "raw" => FormatChoice::Forced(Format::Raw),
-            "zstd" | "zst" => FormatChoice::Forced(Format::Zstd),
-            "gzip" | "gz" => FormatChoice::Forced(Format::Gzip),
-            "xz" => FormatChoice::Forced(Format::Xz),
-            "qcow2" => FormatChoice::Forced(Format::Qcow2),
-            other => {
-                return Err(format!(
-                    "unknown format {other:?} (auto, raw, qcow2, zstd, gzip, xz)"
-                ));
-            }
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(FormatChoice::Auto);
+        }
+        s.parse().map(FormatChoice::Forced).map_err(|_| {
+            format!(
+                "unknown format {:?} (auto, raw, qcow2, zstd, gzip, xz)",
+                s.to_ascii_lowercase()
+            )
         })
     }
 }

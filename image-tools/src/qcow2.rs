@@ -607,50 +607,18 @@ impl StreamMapper {
     }
 
     fn decompress(&mut self, e: &Extent) -> Result<(), Qcow2Error> {
-        let want = self.cluster.len();
-        let bad = |why: String| {
+        inflate_cluster(
+            self.layout.header.compression,
+            &mut self.deflate,
+            &self.compressed,
+            &mut self.cluster,
+        )
+        .map_err(|why| {
             Qcow2Error::Corrupt(format!(
                 "compressed cluster for guest offset {:#x}: {why}",
                 e.guest
             ))
-        };
-        match self.layout.header.compression {
-            Compression::Deflate => {
-                self.deflate.reset(false);
-                self.deflate
-                    .decompress(
-                        &self.compressed,
-                        &mut self.cluster,
-                        flate2::FlushDecompress::Finish,
-                    )
-                    .map_err(|err| bad(err.to_string()))?;
-                let out = self.deflate.total_out() as usize;
-                if out < want {
-                    return Err(bad(format!("inflated to {out} of {want} bytes")));
-                }
-            }
-            Compression::Zstd => {
-                use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
-                let mut dec = Decoder::new().map_err(|err| bad(err.to_string()))?;
-                let mut input = InBuffer::around(&self.compressed);
-                let mut output = OutBuffer::around(&mut self.cluster[..]);
-                while output.pos() < want && input.pos() < input.src.len() {
-                    let before = (input.pos(), output.pos());
-                    dec.run(&mut input, &mut output)
-                        .map_err(|err| bad(err.to_string()))?;
-                    if (input.pos(), output.pos()) == before {
-                        break;
-                    }
-                }
-                if output.pos() < want {
-                    return Err(bad(format!(
-                        "decompressed to {} of {want} bytes",
-                        output.pos()
-                    )));
-                }
-            }
-        }
-        Ok(())
+        })
     }
 
     /// Ends the stream at `stream_len` bytes. A compressed last cluster whose
@@ -686,6 +654,48 @@ impl StreamMapper {
         }
         Ok(())
     }
+}
+
+/// Decompresses one compressed cluster (`input`, its bytes in the file) into
+/// `out`, which must come out full (one cluster). `deflate` is reused between
+/// clusters. Shared by [`StreamMapper`] and `ingot-image convert`'s reader.
+pub fn inflate_cluster(
+    compression: Compression,
+    deflate: &mut flate2::Decompress,
+    input: &[u8],
+    out: &mut [u8],
+) -> Result<(), String> {
+    let want = out.len();
+    match compression {
+        Compression::Deflate => {
+            deflate.reset(false);
+            deflate
+                .decompress(input, out, flate2::FlushDecompress::Finish)
+                .map_err(|err| err.to_string())?;
+            let got = usize::try_from(deflate.total_out()).unwrap_or(usize::MAX);
+            if got < want {
+                return Err(format!("inflated to {got} of {want} bytes"));
+            }
+        }
+        Compression::Zstd => {
+            use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
+            let mut dec = Decoder::new().map_err(|err| err.to_string())?;
+            let mut input = InBuffer::around(input);
+            let mut output = OutBuffer::around(out);
+            while output.pos() < want && input.pos() < input.src.len() {
+                let before = (input.pos(), output.pos());
+                dec.run(&mut input, &mut output)
+                    .map_err(|err| err.to_string())?;
+                if (input.pos(), output.pos()) == before {
+                    break;
+                }
+            }
+            if output.pos() < want {
+                return Err(format!("decompressed to {} of {want} bytes", output.pos()));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

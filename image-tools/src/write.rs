@@ -30,6 +30,7 @@ use ingot_proto::image::{VerifiedChecksum, WriteSummary};
 
 use crate::buffer::{AlignedBuf, BufferPool, Chunk, is_zero};
 use crate::checksum::{Checksum, ChecksumError, Hasher};
+use crate::decode;
 use crate::format::{self, Format, FormatChoice};
 use crate::progress::Progress;
 use crate::qcow2::{self, Qcow2Error, StreamMapper};
@@ -599,22 +600,14 @@ impl Decoder<'_> {
         let image_size = match format {
             Format::Raw => self.raw(first)?,
             Format::Qcow2 => self.qcow2(first, ranges)?,
-            Format::Zstd => {
-                if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(first.data()) {
+            Format::Zstd | Format::Gzip | Format::Xz => {
+                if format == Format::Zstd
+                    && let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(first.data())
+                {
                     self.check_fits(size, false)?;
                 }
                 let r = ChunkReader::new(first, self.rx);
-                let dec = zstd::stream::read::Decoder::with_buffer(r)
-                    .map_err(|e| self.decompress_err(format, 0, e))?;
-                self.stream(format, dec)?
-            }
-            Format::Gzip => {
-                let r = ChunkReader::new(first, self.rx);
-                self.stream(format, flate2::bufread::MultiGzDecoder::new(r))?
-            }
-            Format::Xz => {
-                let r = ChunkReader::new(first, self.rx);
-                let dec = XzReader::new(r, self.xz_memlimit)
+                let dec = decode::stream_decoder(format, r, self.xz_memlimit)
                     .map_err(|e| self.decompress_err(format, 0, e))?;
                 self.stream(format, dec)?
             }
@@ -640,10 +633,7 @@ impl Decoder<'_> {
         if self.shared.cancelled() {
             return WriteError::Cancelled;
         }
-        if let Some(m) = e
-            .get_ref()
-            .and_then(|i| i.downcast_ref::<XzMemLimitExceeded>())
-        {
+        if let Some(m) = decode::xz_memlimit_exceeded(&e) {
             return WriteError::XzMemLimit {
                 needed: m.needed,
                 limit: m.limit,
@@ -949,110 +939,6 @@ impl<'a> Assembler<'a> {
             )?;
         }
         Ok(())
-    }
-}
-
-/// The xz decoder refused a block whose dictionary needs more memory than the
-/// limit; carried through `io::Error` to [`WriteError::XzMemLimit`].
-#[derive(Debug, thiserror::Error)]
-#[error("xz stream needs {needed} bytes of memory; the limit is {limit} bytes")]
-struct XzMemLimitExceeded {
-    needed: u64,
-    limit: u64,
-}
-
-/// An xz decoder (concatenated streams) with a memory limit. liblzma checks
-/// each block's filter chain against the limit before allocating anything, so
-/// a header that declares a 4 GiB dictionary costs nothing. This is
-/// `liblzma::bufread::XzDecoder`'s loop, kept here because that type does not
-/// give its stream back, and the stream is what knows how much was needed.
-struct XzReader<R> {
-    input: R,
-    stream: liblzma::stream::Stream,
-    limit: u64,
-}
-
-impl<R: BufRead> XzReader<R> {
-    fn new(input: R, limit: u64) -> std::io::Result<Self> {
-        let stream =
-            liblzma::stream::Stream::new_stream_decoder(limit, liblzma::stream::CONCATENATED)?;
-        Ok(Self {
-            input,
-            stream,
-            limit,
-        })
-    }
-
-    /// What the refused block needs. liblzma records it, and its
-    /// `lzma_memlimit_set` refuses any limit below it, so the smallest limit
-    /// it accepts is the need (the crate does not bind `lzma_memusage`).
-    fn needed(&mut self) -> u64 {
-        // `lo` is refused (it is the limit that failed), `hi` is accepted.
-        let (mut lo, mut hi) = (self.limit, u64::MAX);
-        if self.stream.set_memlimit(hi).is_err() {
-            return hi;
-        }
-        while hi - lo > 1 {
-            let mid = lo + (hi - lo) / 2;
-            if self.stream.set_memlimit(mid).is_ok() {
-                hi = mid;
-            } else {
-                lo = mid;
-            }
-        }
-        hi
-    }
-}
-
-impl<R: BufRead> Read for XzReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use liblzma::stream::{Action, Error, Status};
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        loop {
-            let input = self.input.fill_buf()?;
-            let eof = input.is_empty();
-            let (in_before, out_before) = (self.stream.total_in(), self.stream.total_out());
-            let action = if eof { Action::Finish } else { Action::Run };
-            let ret = self.stream.process(input, buf, action);
-            let read = usize::try_from(self.stream.total_out() - out_before)
-                .map_err(std::io::Error::other)?;
-            let consumed = usize::try_from(self.stream.total_in() - in_before)
-                .map_err(std::io::Error::other)?;
-            self.input.consume(consumed);
-            let status = match ret {
-                Ok(s) => s,
-                Err(Error::MemLimit) => {
-                    let needed = self.needed();
-                    tracing::warn!(
-                        needed,
-                        limit = self.limit,
-                        "xz stream refused: its dictionary needs more memory than the limit"
-                    );
-                    return Err(std::io::Error::other(XzMemLimitExceeded {
-                        needed,
-                        limit: self.limit,
-                    }));
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if read > 0 || eof || status == Status::StreamEnd {
-                if read == 0 && status != Status::StreamEnd {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "premature eof",
-                    ));
-                }
-                return Ok(read);
-            }
-            if consumed == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "corrupt xz stream",
-                ));
-            }
-        }
     }
 }
 

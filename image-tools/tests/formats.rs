@@ -3,35 +3,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+
+use common::fx;
 
 use ingot_image_tools::checksum::{Algorithm, Checksum, Hasher};
 use ingot_image_tools::progress::Progress;
 use ingot_image_tools::qcow2::Qcow2Error;
 use ingot_image_tools::write::{TargetState, WriteError, WriteFailure};
 use ingot_image_tools::{WriteOptions, write_image};
-
-fn fixtures() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-fixtures");
-        if !dir.join(".complete").exists() {
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gen.sh");
-            let st = std::process::Command::new("bash")
-                .arg(script)
-                .arg(&dir)
-                .status()
-                .expect("run gen.sh");
-            assert!(st.success(), "fixture generation failed");
-        }
-        dir
-    })
-}
-
-fn fx(name: &str) -> String {
-    fixtures().join(name).display().to_string()
-}
 
 fn sha256_of(path: &str) -> Checksum {
     let mut h = Hasher::new(Algorithm::Sha256);

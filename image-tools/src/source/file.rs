@@ -88,6 +88,12 @@ impl RangeRead for FileRanges {
             .map_err(|e| range_err(&self.path, offset, len, &e.to_string()))?;
         Ok(buf)
     }
+
+    fn read_range_into(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| range_err(&self.path, offset, buf.len() as u64, &e.to_string()))
+    }
 }
 
 fn range_err(path: &str, offset: u64, len: u64, reason: &str) -> SourceError {

@@ -162,6 +162,22 @@ pub trait Source: Send {
 pub trait RangeRead: Send {
     /// Reads exactly `len` bytes at `offset`.
     fn read_range(&mut self, offset: u64, len: u64) -> Result<Vec<u8>, SourceError>;
+
+    /// Reads exactly `buf.len()` bytes at `offset` into `buf`. The default
+    /// goes through [`RangeRead::read_range`]; a file reads in place.
+    fn read_range_into(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
+        let data = self.read_range(offset, buf.len() as u64)?;
+        if data.len() != buf.len() {
+            return Err(SourceError::Range {
+                what: "the image".into(),
+                offset,
+                len: buf.len() as u64,
+                reason: format!("{} bytes came back", data.len()),
+            });
+        }
+        buf.copy_from_slice(&data);
+        Ok(())
+    }
 }
 
 /// Options for opening a source.
@@ -178,14 +194,24 @@ pub fn open(location: &str, opts: &SourceOptions) -> Result<Box<dyn Source>, Sou
     let lower = location.to_ascii_lowercase();
     if lower.starts_with("http://") || lower.starts_with("https://") {
         Ok(Box::new(HttpSource::open(location, opts)?))
-    } else if let Some(path) = location.strip_prefix("file://") {
+    } else if let Some(path) = local_path(location) {
         Ok(Box::new(FileSource::open(path)?))
-    } else if lower.contains("://") {
+    } else {
         Err(SourceError::BadUrl {
             url: location.to_string(),
             reason: "only http, https and file URLs are supported".into(),
         })
+    }
+}
+
+/// The local path `location` names (a path, or a `file://` URL), as
+/// [`open`] reads it; `None` for a URL of any other scheme.
+pub fn local_path(location: &str) -> Option<&str> {
+    if let Some(path) = location.strip_prefix("file://") {
+        Some(path)
+    } else if location.contains("://") {
+        None
     } else {
-        Ok(Box::new(FileSource::open(location)?))
+        Some(location)
     }
 }
