@@ -6,6 +6,8 @@ use std::str::FromStr;
 use md5::Md5;
 use sha2::{Digest, Sha256, Sha512};
 
+use crate::source::{self, SourceError, SourceOptions};
+
 /// A hash algorithm accepted for image verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
@@ -156,6 +158,45 @@ impl Hasher {
             Hasher::Md5(h) => hex::encode(h.finalize()),
         }
     }
+}
+
+/// The digest of an image file as it is downloaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceDigest {
+    /// The digest.
+    pub checksum: Checksum,
+    /// Bytes hashed.
+    pub bytes: u64,
+}
+
+/// Hashes every byte `location` (a path, or an http(s) URL) yields, read as
+/// the agent reads it: the file as stored, not the disk it decodes to. This
+/// is what the coordinator and the agent check against `image_checksum` or
+/// `image_os_hash_value` (Glance's `os_hash_value`).
+pub fn digest_source(
+    location: &str,
+    algorithm: Algorithm,
+    opts: &SourceOptions,
+) -> Result<SourceDigest, SourceError> {
+    let mut src = source::open(location, opts)?;
+    let mut hasher = Hasher::new(algorithm);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = src.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        bytes += n as u64;
+    }
+    Ok(SourceDigest {
+        checksum: Checksum {
+            algorithm,
+            hex: hasher.finish_hex(),
+        },
+        bytes,
+    })
 }
 
 #[cfg(test)]

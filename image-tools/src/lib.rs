@@ -7,6 +7,7 @@
 pub mod blockdev;
 pub mod buffer;
 pub mod checksum;
+pub mod convert;
 pub mod decode;
 pub mod format;
 pub mod progress;
