@@ -7,7 +7,7 @@
 //!
 //! `demo` and `e2e` take `--fast-track`, `--tls` and `--glance`.
 //! - `write-image-demo`: write a real disk image onto a loop device with the agent.
-//! - `bench <name>`: benchmarks (`write-image`, `wipe`, `power-sync`).
+//! - `bench <name>`: benchmarks (`write-image`, `wipe`, `power-sync`, `convert`).
 
 mod bench;
 mod deps;
@@ -33,7 +33,8 @@ tasks:
   write-image-demo     write a small disk image to a loop device with ingot-agent (root)
   bench write-image    time write-image against the machine's limits (root)
   bench wipe           time wipe against dd and blkdiscard (root)
-  bench power-sync     one power-state sync of 10,000 simulated IPMI BMCs against ipmitool";
+  bench power-sync     one power-state sync of 10,000 simulated IPMI BMCs against ipmitool
+  bench convert        ingot-image convert against qemu-img convert (qcow2 -> raw, raw -> qcow2)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -1,14 +1,16 @@
 //! `cargo xtask bench <name>`: benchmarks that time Ingot against the machine's
 //! own limits, measured in the same run.
 
+pub mod convert;
 pub mod power_sync;
+pub mod timing;
 pub mod wipe;
 pub mod write_image;
 
 use anyhow::{Result, bail};
 
 /// The benchmarks, for the usage text.
-pub const NAMES: &str = "write-image | wipe | power-sync";
+pub const NAMES: &str = "write-image | wipe | power-sync | convert";
 
 /// Runs the benchmark named by the first argument.
 pub fn run(args: &[String]) -> Result<()> {
@@ -16,6 +18,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("write-image") => write_image::run(&args[1..]),
         Some("wipe") => wipe::run(),
         Some("power-sync") => power_sync::run(&args[1..]),
+        Some("convert") => convert::run(&args[1..]),
         Some(other) => bail!("unknown benchmark {other:?}; expected one of: {NAMES}"),
         None => bail!("which benchmark? cargo xtask bench <{NAMES}>"),
     }

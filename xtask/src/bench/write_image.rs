@@ -13,15 +13,14 @@
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::{Read, Write as _};
+use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
 use super::median;
+use super::timing::{Sample, cpu_model, load_average, os, timed, warm};
 use crate::disk_image::{self, Image, Spec};
 use crate::util::{self, LoopDevice, Nginx};
 
@@ -40,15 +39,6 @@ const IMAGE: Spec = Spec {
 };
 const DEFAULT_ROUNDS: usize = 3;
 const MIB: f64 = (1u64 << 20) as f64;
-
-/// One run's cost, from `/usr/bin/time`.
-#[derive(Debug, Clone, Copy)]
-struct Sample {
-    wall: f64,
-    user: f64,
-    sys: f64,
-    rss_kib: u64,
-}
 
 /// A timed command.
 struct Job {
@@ -80,73 +70,6 @@ impl Job {
     }
 }
 
-fn os(words: &[&str]) -> Vec<OsString> {
-    words.iter().map(OsString::from).collect()
-}
-
-/// Runs `argv` under `/usr/bin/time`; stdout goes to `out` (or /dev/null),
-/// stderr to `log`.
-fn timed(argv: &[OsString], out: Option<&Path>, log: &Path) -> Result<Sample> {
-    let tf = log.with_extension("time");
-    let mut cmd = Command::new("/usr/bin/time");
-    cmd.args(["-f", "%e %U %S %M", "-o"]).arg(&tf).args(argv);
-    util::announce(&cmd);
-    let stdout = match out {
-        Some(p) => Stdio::from(File::create(p)?),
-        None => Stdio::null(),
-    };
-    let t = Instant::now();
-    let status = cmd
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(File::create(log)?)
-        .status()
-        .with_context(|| format!("could not start `{}`", util::display(&cmd)))?;
-    let wall = t.elapsed().as_secs_f64();
-    if !status.success() {
-        let log_text = std::fs::read_to_string(log).unwrap_or_default();
-        let tail: Vec<&str> = log_text.lines().rev().take(15).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        bail!(
-            "`{}` failed ({status}):\n{}",
-            util::display(&cmd),
-            tail.join("\n")
-        );
-    }
-    let text = std::fs::read_to_string(&tf)?;
-    // The last line: an earlier one may say "Command exited with non-zero status".
-    let last = text.lines().last().unwrap_or_default();
-    let f: Vec<&str> = last.split_whitespace().collect();
-    let [_, user, sys, rss] = f.as_slice() else {
-        bail!("unexpected /usr/bin/time output: {text:?}");
-    };
-    let sample = Sample {
-        wall,
-        user: user.parse()?,
-        sys: sys.parse()?,
-        rss_kib: rss.parse()?,
-    };
-    println!(
-        "  {:.2} s (user {:.2} s, sys {:.2} s, peak RSS {:.1} MiB)",
-        sample.wall,
-        sample.user,
-        sample.sys,
-        sample.rss_kib as f64 / 1024.0
-    );
-    Ok(sample)
-}
-
-/// Reads files once so that every command finds them in the page cache.
-fn warm(paths: &[&Path]) -> Result<()> {
-    let mut buf = vec![0u8; 8 << 20];
-    for p in paths {
-        println!("reading {} into the page cache", p.display());
-        let mut f = File::open(p)?;
-        while f.read(&mut buf)? > 0 {}
-    }
-    Ok(())
-}
-
 /// Fills the device with a non-zero pattern, so a read-back proves the writer
 /// wrote (or zeroed) every byte.
 fn poison(dev: &Path, size: u64) -> Result<()> {
@@ -161,25 +84,6 @@ fn poison(dev: &Path, size: u64) -> Result<()> {
     }
     f.sync_all()?;
     Ok(())
-}
-
-fn cpu_model() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = info
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, m)| m.trim().to_string())
-        .unwrap_or_else(|| "unknown CPU".into());
-    let sha_ni = info
-        .lines()
-        .find(|l| l.starts_with("flags"))
-        .is_some_and(|l| l.split_whitespace().any(|f| f == "sha_ni"));
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!(
-        "{model}, {cores} cores, SHA-NI {}",
-        if sha_ni { "yes" } else { "no" }
-    )
 }
 
 fn parse_rounds(args: &[String]) -> Result<usize> {
@@ -383,14 +287,6 @@ fn measure(
     }
 
     Ok(report(&jobs, img, rounds, &load_at_start))
-}
-
-/// The 1-minute load average, to show how busy the machine was.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "?".into())
 }
 
 fn report(jobs: &[Job], img: &Image, rounds: usize, load_at_start: &str) -> String {
