@@ -5,15 +5,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
 
 mod common;
+// The agent's fault-injecting HTTP test server, shared rather than copied.
+#[path = "../../agent/tests/common/http.rs"]
+mod http;
 
+use std::collections::HashMap;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 use common::fx;
+use ingot_image_tools::checksum::{Algorithm, digest_source};
 use ingot_image_tools::convert::{self, ConvertError, ConvertOptions, ConvertReport};
 use ingot_image_tools::format::{Format, FormatChoice};
 use ingot_image_tools::progress::Progress;
+use ingot_image_tools::source::SourceOptions;
 use ingot_image_tools::{WriteOptions, write_image};
 
 /// The qcow2 fixtures qemu-img made, and the raw image each holds.
@@ -424,4 +431,46 @@ fn checksum_is_of_the_file_and_matches_coreutils() {
         .output()
         .unwrap();
     assert!(!o.status.success());
+}
+
+#[test]
+fn urls_are_read_as_the_agent_reads_them() {
+    let files: HashMap<String, Arc<Vec<u8>>> = ["disk.qcow2", "disk.raw.zst", "disk.raw"]
+        .iter()
+        .map(|n| (n.to_string(), Arc::new(std::fs::read(fx(n)).unwrap())))
+        .collect();
+    let server = http::TestServer::start(files.clone(), http::Faults::default());
+    let dir = tempfile::tempdir().unwrap();
+    // qcow2 through Range reads, zstd and raw as streams.
+    for name in ["disk.qcow2", "disk.raw.zst", "disk.raw"] {
+        let out = dir.path().join(format!("{name}.raw"));
+        let r = convert_ok(&server.url(name), &out, Format::Raw);
+        assert_eq!(r.source_bytes, Some(files[name].len() as u64));
+        assert_same_file(&out, Path::new(&fx("disk.raw")));
+    }
+    // The checksum of a URL is that of the file it serves.
+    let d = digest_source(
+        &server.url("disk.qcow2"),
+        Algorithm::Sha256,
+        &SourceOptions::default(),
+    )
+    .unwrap();
+    let theirs = run(Command::new("sha256sum").arg(fx("disk.qcow2")));
+    assert_eq!(
+        Some(d.checksum.hex.as_str()),
+        theirs.split_whitespace().next()
+    );
+    assert_eq!(d.bytes, files["disk.qcow2"].len() as u64);
+    // A qcow2 needs Range reads: a server without them is refused by name.
+    let no_range = http::TestServer::start(
+        files,
+        http::Faults {
+            no_range: true,
+            ..Default::default()
+        },
+    );
+    let out = dir.path().join("no-range.raw");
+    let err = convert_to(&no_range.url("disk.qcow2"), &out, Format::Raw, |_| {}).unwrap_err();
+    assert!(err.to_string().contains("ignores Range"), "{err}");
+    assert!(!out.exists());
 }

@@ -336,9 +336,9 @@ impl Sink for Qcow2Writer {
             }
             self.append(&block)?;
         }
-        let block_offsets: Vec<u64> = (first_block..first_block + blocks)
-            .map(|c| c * self.cluster_size)
-            .collect();
+        let block_offsets = (first_block..first_block + blocks)
+            .map(|c| c.checked_mul(self.cluster_size).ok_or_else(too_large))
+            .collect::<Result<Vec<u64>, _>>()?;
         let refcount_table_offset = self.append_table(&block_offsets)?;
         debug_assert_eq!(self.next_host, total);
 
