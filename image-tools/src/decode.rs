@@ -34,6 +34,53 @@ pub struct XzMemLimitExceeded {
     pub limit: u64,
 }
 
+/// Why a compressed stream could not be decoded: the same for the write
+/// pipeline and `ingot-image convert`.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The stream was corrupt or ended early.
+    #[error("corrupt or truncated {format} stream after {at} decoded bytes: {reason}")]
+    Corrupt {
+        /// zstd, gzip or xz.
+        format: Format,
+        /// Decoded bytes before the error.
+        at: u64,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// An xz stream declares a dictionary that needs more memory than the
+    /// limit.
+    #[error(
+        "xz stream needs {} MiB of memory for its dictionary; the limit is {} MiB",
+        .needed.div_ceil(1 << 20),
+        .limit >> 20
+    )]
+    XzMemLimit {
+        /// Bytes the decoder would need (what liblzma computed for the block).
+        needed: u64,
+        /// The limit in bytes.
+        limit: u64,
+    },
+}
+
+impl DecodeError {
+    /// The error of a decoder's read `e` in a `format` stream, `at` decoded
+    /// bytes in.
+    pub fn of(format: Format, at: u64, e: &io::Error) -> Self {
+        match xz_memlimit_exceeded(e) {
+            Some(m) => Self::XzMemLimit {
+                needed: m.needed,
+                limit: m.limit,
+            },
+            None => Self::Corrupt {
+                format,
+                at,
+                reason: e.to_string(),
+            },
+        }
+    }
+}
+
 /// The [`XzMemLimitExceeded`] an xz decoder's read error carries, if any.
 pub fn xz_memlimit_exceeded(e: &io::Error) -> Option<&XzMemLimitExceeded> {
     e.get_ref()

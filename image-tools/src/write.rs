@@ -140,29 +140,10 @@ pub enum WriteError {
     /// A qcow2 image was refused.
     #[error(transparent)]
     Qcow2(#[from] Qcow2Error),
-    /// A compressed stream was corrupt or truncated.
-    #[error("corrupt or truncated {format} stream after {at} decoded bytes: {reason}")]
-    Decompress {
-        /// zstd, gzip or xz.
-        format: Format,
-        /// Decoded bytes before the error.
-        at: u64,
-        /// The decoder's message.
-        reason: String,
-    },
-    /// An xz stream declares a dictionary that needs more memory than the
-    /// limit ([`WriteOptions::xz_memlimit`]).
-    #[error(
-        "xz stream needs {} MiB of memory for its dictionary; the limit is {} MiB",
-        .needed.div_ceil(1 << 20),
-        .limit >> 20
-    )]
-    XzMemLimit {
-        /// Bytes the decoder would need (what liblzma computed for the block).
-        needed: u64,
-        /// The limit in bytes.
-        limit: u64,
-    },
+    /// A compressed stream was corrupt or truncated, or an xz stream
+    /// needs more memory than [`WriteOptions::xz_memlimit`].
+    #[error(transparent)]
+    Decode(#[from] decode::DecodeError),
     /// The image does not fit.
     #[error("the image is {image} bytes{}, larger than the target's {capacity} bytes", if *.at_least { " or more" } else { "" })]
     TooLarge {
@@ -633,17 +614,7 @@ impl Decoder<'_> {
         if self.shared.cancelled() {
             return WriteError::Cancelled;
         }
-        if let Some(m) = decode::xz_memlimit_exceeded(&e) {
-            return WriteError::XzMemLimit {
-                needed: m.needed,
-                limit: m.limit,
-            };
-        }
-        WriteError::Decompress {
-            format,
-            at,
-            reason: e.to_string(),
-        }
+        WriteError::Decode(decode::DecodeError::of(format, at, &e))
     }
 
     /// Raw: chunks go to the writer as they are.

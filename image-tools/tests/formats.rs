@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use common::fx;
 
 use ingot_image_tools::checksum::{Algorithm, Checksum, Hasher};
+use ingot_image_tools::decode::DecodeError;
 use ingot_image_tools::progress::Progress;
 use ingot_image_tools::qcow2::Qcow2Error;
 use ingot_image_tools::write::{TargetState, WriteError, WriteFailure};
@@ -225,7 +226,7 @@ fn truncated_streams_fail_and_clear_the_target() {
         let target = old_disk(dir.path(), 32 << 20);
         let err = write(&fx(name), &target, |_| {}).unwrap_err();
         assert!(
-            matches!(err.error, WriteError::Decompress { .. }),
+            matches!(err.error, WriteError::Decode(DecodeError::Corrupt { .. })),
             "{name}: {err}"
         );
         assert!(err.to_string().contains("truncated"), "{err}");
@@ -476,7 +477,7 @@ fn xz_dictionary_beyond_the_memory_limit_is_refused() {
     let target = old_disk(dir.path(), 8 << 20);
     let err = xz_write(&xz, &target, Some(64 << 20)).unwrap_err();
     match err.error {
-        WriteError::XzMemLimit { needed, limit } => {
+        WriteError::Decode(DecodeError::XzMemLimit { needed, limit }) => {
             assert!(needed > 3 << 29, "needed {needed}");
             assert_eq!(limit, 64 << 20);
         }
@@ -508,7 +509,13 @@ fn xz_dictionary_beyond_the_limit_in_a_later_stream_clears_the_target() {
     let dir = tempfile::tempdir().unwrap();
     let target = old_disk(dir.path(), 32 << 20);
     let err = xz_write(&xz, &target, Some(64 << 20)).unwrap_err();
-    assert!(matches!(err.error, WriteError::XzMemLimit { .. }), "{err}");
+    assert!(
+        matches!(
+            err.error,
+            WriteError::Decode(DecodeError::XzMemLimit { .. })
+        ),
+        "{err}"
+    );
     assert_eq!(err.target, TargetState::Cleared, "{err}");
     assert!(err.to_string().contains("unbootable"), "{err}");
     assert_cleared(&target);

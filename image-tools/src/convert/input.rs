@@ -187,11 +187,8 @@ impl Read for SourceReader {
 /// The error of a stream read: the source's own, the xz memory limit, or a
 /// corrupt stream.
 fn stream_error(format: Format, at: u64, e: io::Error) -> ConvertError {
-    if let Some(m) = decode::xz_memlimit_exceeded(&e) {
-        return ConvertError::XzMemLimit {
-            needed: m.needed,
-            limit: m.limit,
-        };
+    if decode::xz_memlimit_exceeded(&e).is_some() {
+        return ConvertError::Decode(decode::DecodeError::of(format, at, &e));
     }
     if e.get_ref().is_some_and(|i| i.is::<SourceError>()) {
         if let Some(inner) = e.into_inner()
@@ -204,11 +201,7 @@ fn stream_error(format: Format, at: u64, e: io::Error) -> ConvertError {
     if format == Format::Raw {
         return ConvertError::Invalid(format!("reading the image at byte {at}: {e}"));
     }
-    ConvertError::Decompress {
-        format,
-        at,
-        reason: e.to_string(),
-    }
+    ConvertError::Decode(decode::DecodeError::of(format, at, &e))
 }
 
 /// A sequential stream (compressed, or raw from a URL).

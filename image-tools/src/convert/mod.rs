@@ -102,28 +102,10 @@ pub enum ConvertError {
     /// A qcow2 input was refused.
     #[error(transparent)]
     Qcow2(#[from] Qcow2Error),
-    /// A compressed input was corrupt or truncated.
-    #[error("corrupt or truncated {format} stream after {at} decoded bytes: {reason}")]
-    Decompress {
-        /// zstd, gzip or xz.
-        format: Format,
-        /// Decoded bytes before the error.
-        at: u64,
-        /// The decoder's message.
-        reason: String,
-    },
-    /// An xz input declares a dictionary larger than the memory limit.
-    #[error(
-        "xz stream needs {} MiB of memory for its dictionary; the limit is {} MiB",
-        .needed.div_ceil(1 << 20),
-        .limit >> 20
-    )]
-    XzMemLimit {
-        /// Bytes the decoder would need.
-        needed: u64,
-        /// The limit in bytes.
-        limit: u64,
-    },
+    /// A compressed input was corrupt or truncated, or an xz input needs
+    /// more memory than the limit.
+    #[error(transparent)]
+    Decode(#[from] crate::decode::DecodeError),
     /// The output could not be written.
     #[error("{path}: {source}")]
     Output {
