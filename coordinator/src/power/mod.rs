@@ -112,9 +112,6 @@ pub enum PowerError {
     /// driver_info lacks keys or has bad values.
     #[error("{0}")]
     InvalidDriverInfo(String),
-    /// The driver exists by name but has no protocol code yet.
-    #[error("the {0} power driver is not implemented yet")]
-    NotImplemented(String),
     /// The BMC or PDU failed.
     #[error("{0}")]
     Failed(String),

@@ -56,17 +56,7 @@ impl Job {
 }
 
 fn parse_rounds(args: &[String]) -> Result<usize> {
-    match args {
-        [] => Ok(DEFAULT_ROUNDS),
-        [flag, n] if flag == "--rounds" => {
-            let n: usize = n.parse().context("--rounds takes a number")?;
-            if n == 0 {
-                bail!("--rounds must be at least 1");
-            }
-            Ok(n)
-        }
-        _ => bail!("usage: cargo xtask bench convert [--rounds N]"),
-    }
+    super::parse_rounds(args, "convert", DEFAULT_ROUNDS)
 }
 
 /// Runs the benchmark.

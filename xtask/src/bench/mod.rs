@@ -24,6 +24,23 @@ pub fn run(args: &[String]) -> Result<()> {
     }
 }
 
+/// `[--rounds N]` of a benchmark named `name`: N (at least 1), else `default`.
+pub fn parse_rounds(args: &[String], name: &str, default: usize) -> Result<usize> {
+    match args {
+        [] => Ok(default),
+        [flag, n] if flag == "--rounds" => {
+            let n: usize = n
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--rounds takes a number: {e}"))?;
+            if n == 0 {
+                bail!("--rounds must be at least 1");
+            }
+            Ok(n)
+        }
+        _ => bail!("usage: cargo xtask bench {name} [--rounds N]"),
+    }
+}
+
 /// The median of some samples (the mean of the middle two for an even count).
 pub fn median(samples: &[f64]) -> f64 {
     let mut v = samples.to_vec();

@@ -87,17 +87,7 @@ fn poison(dev: &Path, size: u64) -> Result<()> {
 }
 
 fn parse_rounds(args: &[String]) -> Result<usize> {
-    match args {
-        [] => Ok(DEFAULT_ROUNDS),
-        [flag, n] if flag == "--rounds" => {
-            let n: usize = n.parse().context("--rounds takes a number")?;
-            if n == 0 {
-                bail!("--rounds must be at least 1");
-            }
-            Ok(n)
-        }
-        _ => bail!("usage: cargo xtask bench write-image [--rounds N]"),
-    }
+    super::parse_rounds(args, "write-image", DEFAULT_ROUNDS)
 }
 
 /// Runs the benchmark.
