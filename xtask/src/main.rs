@@ -10,6 +10,7 @@
 //! - `bench <name>`: benchmarks (`write-image`, `wipe`, `power-sync`, `convert`).
 
 mod bench;
+mod deny;
 mod deps;
 mod disk_image;
 mod e2e;

@@ -1,13 +1,15 @@
 //! `cargo xtask test`: install what is missing, then run every gate CI runs.
 //!
-//! Gates: rustfmt, clippy (`-D warnings`), the static musl agent build and an
-//! ELF check that it really is static, then the workspace tests with privileged
-//! tests required (`INGOT_REQUIRE_PRIVILEGED=1`; some of them boot or pack the
-//! static agent, hence the order), and last the end-to-end lab (`e2e`), then
-//! the same lab again with TLS on every hop and the image from a real Glance
-//! (`ingot-lab run --tls --glance`). A failed gate does not stop the later ones
-//! (except the ELF check, which needs the build); the task exits non-zero if
-//! any failed.
+//! Gates: rustfmt, `cargo deny` (deny.toml's bans, licences and sources;
+//! cargo-deny is installed first if missing), clippy (`-D warnings`), the
+//! static musl agent build and an ELF check that it really is static, then
+//! the workspace tests with privileged tests required
+//! (`INGOT_REQUIRE_PRIVILEGED=1`; some of them boot or pack the static agent,
+//! hence the order), and last the end-to-end lab (`e2e`), then the same lab
+//! again with TLS on every hop and the image from a real Glance
+//! (`ingot-lab run --tls --glance`). A failed gate does not stop the later
+//! ones (except the ELF check, which needs the build); the task exits
+//! non-zero if any failed.
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::process::Stdio;
@@ -221,6 +223,7 @@ pub fn run() -> Result<()> {
             .map(|()| "formatted".into())
             .context("code is not formatted: run `cargo fmt --all`")
     });
+    gate("cargo deny", &mut crate::deny::check);
     gate("clippy", &mut || {
         util::run(util::cargo().args([
             "clippy",
