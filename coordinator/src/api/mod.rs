@@ -5,11 +5,9 @@
 pub mod allocations;
 pub mod boot;
 pub mod collection;
-pub mod console;
 pub mod errors;
 pub mod limits;
 pub mod microversion;
-pub mod node_states;
 pub mod nodes;
 pub mod patch;
 pub mod policy;
@@ -337,48 +335,48 @@ fn routes() -> Router<AppState> {
             "/v1/nodes/{ident}",
             get(nodes::show).patch(nodes::update).delete(nodes::delete),
         )
-        .route("/v1/nodes/{ident}/states", get(node_states::states))
+        .route("/v1/nodes/{ident}/states", get(nodes::states::get))
         .route(
             "/v1/nodes/{ident}/states/provision",
-            put(node_states::provision),
+            put(nodes::provision::set),
         )
-        .route("/v1/nodes/{ident}/states/power", put(node_states::power))
+        .route("/v1/nodes/{ident}/states/power", put(nodes::power::set))
         .route(
             "/v1/nodes/{ident}/states/console",
-            get(console::get_console).put(console::set_console),
+            get(nodes::console::get).put(nodes::console::set),
         )
         .route(
             "/v1/nodes/{ident}/maintenance",
-            put(node_states::set_maintenance).delete(node_states::unset_maintenance),
+            put(nodes::maintenance::set).delete(nodes::maintenance::unset),
         )
         .route(
             "/v1/nodes/{ident}/management/boot_device",
-            get(node_states::get_boot_device).put(node_states::set_boot_device),
+            get(nodes::boot_device::get).put(nodes::boot_device::set),
         )
         .route(
             "/v1/nodes/{ident}/management/boot_device/supported",
-            get(node_states::supported_boot_devices),
+            get(nodes::boot_device::supported),
         )
-        .route("/v1/nodes/{ident}/validate", get(node_states::validate))
+        .route("/v1/nodes/{ident}/validate", get(nodes::validate::get))
         .route(
             "/v1/nodes/{ident}/vifs",
-            get(node_states::list_vifs).post(node_states::attach_vif),
+            get(nodes::vifs::list).post(nodes::vifs::attach),
         )
         .route(
             "/v1/nodes/{ident}/vifs/{vif}",
-            axum::routing::delete(node_states::detach_vif),
+            axum::routing::delete(nodes::vifs::detach),
         )
         .route(
             "/v1/nodes/{ident}/traits",
-            get(node_states::get_traits)
-                .put(node_states::set_traits)
-                .delete(node_states::delete_all_traits),
+            get(nodes::traits::list)
+                .put(nodes::traits::set_all)
+                .delete(nodes::traits::delete_all),
         )
         .route(
             "/v1/nodes/{ident}/traits/{trait_name}",
-            put(node_states::add_trait).delete(node_states::delete_trait),
+            put(nodes::traits::add).delete(nodes::traits::delete),
         )
-        .route("/v1/nodes/{ident}/inventory", get(node_states::inventory))
+        .route("/v1/nodes/{ident}/inventory", get(nodes::inventory::get))
         .route("/v1/nodes/{ident}/ports", get(ports::list_of_node))
         .route(
             "/v1/nodes/{ident}/ports/detail",

@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
 
-use super::nodes::find;
-use super::{ApiError, AppState, Ctx, accepted_at, json_response, parse_object};
+use super::find;
+use crate::api::{ApiError, AppState, Ctx, accepted_at, json_response, parse_object};
 use crate::console;
 use crate::model::Node;
 
@@ -38,7 +38,7 @@ fn host_of(ctx: &Ctx) -> String {
 }
 
 /// `GET /v1/nodes/{ident}/states/console`
-pub async fn get_console(
+pub async fn get(
     State(st): State<AppState>,
     Path(ident): Path<String>,
     ctx: Ctx,
@@ -63,7 +63,7 @@ pub async fn get_console(
 }
 
 /// `PUT /v1/nodes/{ident}/states/console`
-pub async fn set_console(
+pub async fn set(
     State(st): State<AppState>,
     Path(ident): Path<String>,
     ctx: Ctx,

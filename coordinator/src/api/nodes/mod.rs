@@ -1,5 +1,17 @@
 //! `/v1/nodes`: create, list (filters, fields, detail, pagination), show,
-//! JSON-Patch update (with the `instance_uuid` reservation) and delete.
+//! JSON-Patch update (with the `instance_uuid` reservation) and delete; the
+//! node's sub-resources are in the submodules, one a resource.
+
+pub mod boot_device;
+pub mod console;
+pub mod inventory;
+pub mod maintenance;
+pub mod power;
+pub mod provision;
+pub mod states;
+pub mod traits;
+pub mod validate;
+pub mod vifs;
 
 use std::sync::OnceLock;
 
