@@ -12,10 +12,12 @@
 //!   A node's `driver_info.deploy_kernel`/`deploy_ramdisk`, when http(s)
 //!   URLs, replace them in its script.
 
+use std::convert::Infallible;
 use std::path::PathBuf;
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
@@ -289,23 +291,41 @@ impl http_body::Body for FileBody {
     }
 }
 
+/// What serving a file takes of a request: GET or HEAD, and the `Range`.
+#[derive(Debug, Clone)]
+pub struct FileGet {
+    head: bool,
+    range: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for FileGet {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
+        Ok(Self {
+            head: parts.method == Method::HEAD,
+            range: parts
+                .headers
+                .get(header::RANGE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        })
+    }
+}
+
 /// Serves a file with single-range support (206/416), GET or HEAD. The
 /// body is streamed from the file with bounded read-ahead, never held whole.
 pub(crate) async fn serve_file(
     path: Option<PathBuf>,
     what: &str,
-    method: Method,
-    headers: HeaderMap,
+    get: FileGet,
 ) -> Result<Response, ApiError> {
     let Some(path) = path else {
         return Err(ApiError::not_found(format!(
             "No {what} configured: set boot.{what} in the coordinator's configuration."
         )));
     };
-    let range = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let range = get.range;
     let opened = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
         use std::io::{Seek, SeekFrom};
         let mut f = std::fs::File::open(&path)?;
@@ -332,7 +352,7 @@ pub(crate) async fn serve_file(
         None => (StatusCode::OK, 0, len.saturating_sub(1)),
     };
     let count = if len == 0 { 0 } else { end - start + 1 };
-    let body = if method == Method::HEAD || count == 0 {
+    let body = if get.head || count == 0 {
         axum::body::Body::empty()
     } else {
         axum::body::Body::new(FileBody::new(file, count))
@@ -356,31 +376,16 @@ pub(crate) async fn serve_file(
 }
 
 /// `GET|HEAD /boot/vmlinuz`
-pub async fn kernel(
-    State(st): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    serve_file(
-        st.conductor.config().boot.kernel.clone(),
-        "kernel",
-        method,
-        headers,
-    )
-    .await
+pub async fn kernel(State(st): State<AppState>, get: FileGet) -> Result<Response, ApiError> {
+    serve_file(st.conductor.config().boot.kernel.clone(), "kernel", get).await
 }
 
 /// `GET|HEAD /boot/initramfs.img`
-pub async fn initramfs(
-    State(st): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
+pub async fn initramfs(State(st): State<AppState>, get: FileGet) -> Result<Response, ApiError> {
     serve_file(
         st.conductor.config().boot.initramfs.clone(),
         "initramfs",
-        method,
-        headers,
+        get,
     )
     .await
 }
@@ -391,8 +396,7 @@ pub async fn image(
     State(st): State<AppState>,
     Path(key): Path<String>,
     ctx: Ctx,
-    method: Method,
-    headers: HeaderMap,
+    get: FileGet,
 ) -> Result<Response, ApiError> {
     let path = format!("/images/{key}");
     match st
@@ -415,7 +419,7 @@ pub async fn image(
             "Image {key} could not be found."
         )));
     }
-    serve_file(Some(cache.path(&key)), "image", method, headers).await
+    serve_file(Some(cache.path(&key)), "image", get).await
 }
 
 #[cfg(test)]
