@@ -3,26 +3,38 @@
 //! the same compare-and-swap as a Nova reservation (so two allocations, or an
 //! allocation and Nova, never get the same node).
 
+use std::sync::OnceLock;
+
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Map, Value};
 
-use super::{ApiError, AppState, Ctx, empty, json_response, parse_object, patch};
+use super::handler::{CreateBody, assign_uuid, from_body, with_location};
+use super::{ApiError, AppState, Ctx, Req, empty, json_ok, json_response, patch, versions};
 use crate::db::UpdateError;
-use crate::model::{Allocation, is_uuid, new_uuid, now_iso};
+use crate::model::{Allocation, now_iso};
 use crate::state::ProvisionState;
+
+/// Every API field of an allocation.
+fn known_fields() -> &'static [String] {
+    static KNOWN: OnceLock<Vec<String>> = OnceLock::new();
+    KNOWN.get_or_init(|| Allocation::default().to_api("").keys().cloned().collect())
+}
 
 /// An allocation as the request's version shows it.
 fn shown(a: &Allocation, ctx: &Ctx) -> Map<String, Value> {
     let mut doc = a.to_api(&ctx.base);
-    super::versions::hide(&mut doc, super::versions::ALLOCATION_FIELDS, ctx.version);
+    versions::hide(&mut doc, versions::ALLOCATION_FIELDS, ctx.version);
     doc
 }
 
-async fn find(st: &AppState, ident: &str) -> Result<Allocation, ApiError> {
-    st.conductor
+/// The allocation the path names, or 404.
+async fn find(req: &Req) -> Result<Allocation, ApiError> {
+    let ident = &req.ident;
+    req.st
+        .conductor
         .db()
         .get_allocation(ident)
         .await?
@@ -134,10 +146,9 @@ pub async fn create(
     ctx: Ctx,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let obj = parse_object(
-        &body,
-        "allocation",
-        &[
+    let create = CreateBody {
+        what: "allocation",
+        allowed: &[
             "uuid",
             "name",
             "resource_class",
@@ -147,10 +158,10 @@ pub async fn create(
             "owner",
             "node",
         ],
-    )?;
-    let mut obj = obj;
-    super::versions::check_create(&obj, super::versions::ALLOCATION_FIELDS, ctx.version)?;
-    super::nulls_as_absent::<Allocation>(&mut obj);
+        required: &[],
+        fields: versions::ALLOCATION_FIELDS,
+    };
+    let mut obj = create.parse::<Allocation>(&ctx, &body)?;
     if obj.get("node").is_some_and(Value::is_null) {
         obj.remove("node");
     }
@@ -159,9 +170,7 @@ pub async fn create(
             "Backfilling allocations (node) is not supported by this coordinator.",
         ));
     }
-    let mut a: Allocation = serde_json::from_value(Value::Object(obj)).map_err(|e| {
-        ApiError::bad_request(format!("Invalid input for field/attribute allocation: {e}"))
-    })?;
+    let mut a: Allocation = from_body(obj, "allocation")?;
     // A project member allocates for its own project; naming another owner
     // needs baremetal:allocation:create_restricted (system members).
     super::policy::owned_by_caller(
@@ -176,14 +185,7 @@ pub async fn create(
             "Invalid input for field/attribute allocation. Value: 'resource_class' is a required property",
         ));
     }
-    if a.uuid.is_empty() {
-        a.uuid = new_uuid();
-    } else if !is_uuid(&a.uuid) {
-        return Err(ApiError::bad_request(format!(
-            "Expected a UUID but received {}.",
-            a.uuid
-        )));
-    }
+    assign_uuid(&mut a.uuid)?;
     if let Some(n) = &a.name {
         super::nodes::validate_name(n)?;
     }
@@ -216,17 +218,18 @@ pub async fn create(
     allocate(&st, &mut a).await?;
     a.updated_at = Some(now_iso());
     st.conductor.db().update_allocation(&a).await?;
-    let mut resp = json_response(StatusCode::CREATED, &Value::Object(shown(&a, &ctx)));
-    if let Ok(v) = HeaderValue::from_str(&format!("{}/v1/allocations/{}", ctx.base, a.uuid)) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(resp)
+    let resp = json_response(StatusCode::CREATED, &Value::Object(shown(&a, &ctx)));
+    Ok(with_location(
+        resp,
+        &ctx,
+        &format!("/v1/allocations/{}", a.uuid),
+    ))
 }
 
 /// `GET /v1/allocations`
 pub async fn list(State(st): State<AppState>, ctx: Ctx) -> Result<Response, ApiError> {
-    super::versions::check_params(&ctx, super::versions::ALLOCATION_LIST_PARAMS)?;
-    super::versions::check_requested_fields(&ctx, super::versions::ALLOCATION_FIELDS)?;
+    versions::check_params(&ctx, versions::ALLOCATION_LIST_PARAMS)?;
+    versions::check_requested_fields(&ctx, versions::ALLOCATION_FIELDS)?;
     let caller = ctx.caller()?;
     let node = match ctx.param("node") {
         Some(n) => Some(super::nodes::find(&st, n).await?.uuid),
@@ -254,13 +257,12 @@ pub async fn list(State(st): State<AppState>, ctx: Ctx) -> Result<Response, ApiE
         .filter(|a| super::policy::sees_allocation(caller, a))
         .map(|a| shown(a, &ctx))
         .collect();
-    let known: Vec<String> = Allocation::default().to_api("").keys().cloned().collect();
     let body = super::collection::page(
         &ctx,
         "allocations",
         "/v1/allocations",
         items,
-        &known,
+        known_fields(),
         None,
         true,
     )?;
@@ -268,32 +270,21 @@ pub async fn list(State(st): State<AppState>, ctx: Ctx) -> Result<Response, ApiE
 }
 
 /// `GET /v1/allocations/{ident}`
-pub async fn show(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    Path(ident): Path<String>,
-) -> Result<Response, ApiError> {
-    super::versions::check_params(&ctx, super::versions::SHOW_PARAMS)?;
-    super::versions::check_requested_fields(&ctx, super::versions::ALLOCATION_FIELDS)?;
-    let a = find(&st, &ident).await?;
-    let known: Vec<String> = Allocation::default().to_api("").keys().cloned().collect();
-    let doc = match super::collection::fields(&ctx, &known)? {
-        Some(f) => super::collection::project(shown(&a, &ctx), &f),
-        None => shown(&a, &ctx),
-    };
-    Ok(json_response(StatusCode::OK, &Value::Object(doc)))
+pub async fn show(req: Req) -> Result<Response, ApiError> {
+    let ctx = &req.ctx;
+    versions::check_params(ctx, versions::SHOW_PARAMS)?;
+    versions::check_requested_fields(ctx, versions::ALLOCATION_FIELDS)?;
+    let a = find(&req).await?;
+    json_ok(Value::Object(super::collection::select(
+        ctx,
+        shown(&a, ctx),
+        known_fields(),
+    )?))
 }
 
 /// `PATCH /v1/allocations/{ident}`: `name`, `extra` and `owner` only.
-pub async fn update(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    Path(ident): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let ops = patch::parse(&body)?;
-    let roots: Vec<String> = ops.iter().map(patch::PatchOp::root).collect();
-    super::versions::check_patch(&roots, super::versions::ALLOCATION_FIELDS, ctx.version)?;
+pub async fn update(req: Req, body: Bytes) -> Result<Response, ApiError> {
+    let (ops, _) = patch::parse_for(&body, versions::ALLOCATION_FIELDS, req.ctx.version)?;
     if let Some(op) = ops
         .iter()
         .find(|o| !["name", "extra", "owner"].contains(&o.root().as_str()))
@@ -303,37 +294,21 @@ pub async fn update(
             op.path
         )));
     }
-    let a = find(&st, &ident).await?;
-    let mut doc = match serde_json::to_value(&a) {
-        Ok(Value::Object(m)) => m,
-        _ => return Err(ApiError::internal("allocation does not serialize")),
-    };
-    patch::apply(&mut doc, &ops, |f| {
-        if f == "extra" {
-            Value::Object(Map::new())
-        } else {
-            Value::Null
-        }
-    })?;
-    let mut updated: Allocation = serde_json::from_value(Value::Object(doc))
-        .map_err(|e| ApiError::bad_request(format!("Invalid input for field/attribute: {e}")))?;
+    let a = find(&req).await?;
+    // The roots are name, extra and owner: their defaults are null, {} and null.
+    let mut updated = patch::apply_to(&a, &ops, "allocation")?;
     if let Some(n) = &updated.name {
         super::nodes::validate_name(n)?;
     }
     updated.updated_at = Some(now_iso());
-    st.conductor.db().update_allocation(&updated).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &Value::Object(shown(&updated, &ctx)),
-    ))
+    req.st.conductor.db().update_allocation(&updated).await?;
+    json_ok(Value::Object(shown(&updated, &req.ctx)))
 }
 
 /// `DELETE /v1/allocations/{ident}`: frees the node unless it is deployed.
-pub async fn delete(
-    State(st): State<AppState>,
-    Path(ident): Path<String>,
-) -> Result<Response, ApiError> {
-    let a = find(&st, &ident).await?;
+pub async fn delete(req: Req) -> Result<Response, ApiError> {
+    let st = &req.st;
+    let a = find(&req).await?;
     if let Some(node_uuid) = &a.node_uuid {
         let auuid = a.uuid.clone();
         let r = st

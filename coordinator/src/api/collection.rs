@@ -38,6 +38,18 @@ pub fn fields(ctx: &Ctx, known: &[String]) -> Result<Option<Vec<String>>, ApiErr
     Ok(Some(list))
 }
 
+/// An object with only the `fields=` the request asks for (all without).
+pub fn select(
+    ctx: &Ctx,
+    obj: Map<String, Value>,
+    known: &[String],
+) -> Result<Map<String, Value>, ApiError> {
+    Ok(match fields(ctx, known)? {
+        Some(f) => project(obj, &f),
+        None => obj,
+    })
+}
+
 /// Keeps only `fields` of an object.
 pub fn project(mut obj: Map<String, Value>, fields: &[String]) -> Map<String, Value> {
     obj.retain(|k, _| fields.iter().any(|f| f == k));

@@ -6,6 +6,7 @@ pub mod allocations;
 pub mod boot;
 pub mod collection;
 pub mod errors;
+pub mod handler;
 pub mod limits;
 pub mod microversion;
 pub mod nodes;
@@ -26,6 +27,7 @@ use serde_json::Value;
 
 use crate::conductor::Conductor;
 pub use errors::ApiError;
+pub use handler::Req;
 pub use microversion::ApiVersion;
 
 /// Shared state of the handlers.
@@ -59,6 +61,15 @@ impl Ctx {
                 "The request you have made requires authentication.",
             )
         })
+    }
+
+    /// 406 with `message` unless the request asked for 1.`minor` or later.
+    pub fn require(&self, minor: u32, message: &str) -> Result<(), ApiError> {
+        if self.version.at_least(minor) {
+            Ok(())
+        } else {
+            Err(ApiError::not_acceptable(message))
+        }
     }
 
     /// The first value of a query parameter.
@@ -207,18 +218,30 @@ pub fn json_response(status: StatusCode, value: &Value) -> Response {
     resp
 }
 
+/// A 200 with a JSON document.
+pub fn json_ok(value: Value) -> Result<Response, ApiError> {
+    Ok(json_response(StatusCode::OK, &value))
+}
+
+/// A boolean of a request body (`true`, `"True"`, `"1"`, …); else 400
+/// `{message} {value}`.
+pub fn body_bool(v: &Value, message: &str) -> Result<bool, ApiError> {
+    crate::model::json_bool(v).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "{message} {}",
+            v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+        ))
+    })
+}
+
 /// An empty response with a status (202, 204).
 pub fn empty(status: StatusCode) -> Response {
     status.into_response()
 }
 
-/// An empty response with a `Location` header.
-pub fn accepted_at(location: &str) -> Response {
-    let mut resp = StatusCode::ACCEPTED.into_response();
-    if let Ok(v) = HeaderValue::from_str(location) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    resp
+/// An empty 202 with `Location: {base}{path}`.
+pub fn accepted_at(ctx: &Ctx, path: &str) -> Response {
+    handler::with_location(StatusCode::ACCEPTED.into_response(), ctx, path)
 }
 
 async fn not_found() -> ApiError {
@@ -311,14 +334,10 @@ fn empty_collections(mut r: Router<AppState>) -> Router<AppState> {
     for (sub, key, since) in root::EMPTY_NODE_COLLECTIONS {
         r = r.route(
             &format!("/v1/nodes/{{ident}}/{sub}"),
-            get(
-                move |axum::extract::State(st): axum::extract::State<AppState>,
-                      ctx: Ctx,
-                      axum::extract::Path(ident): axum::extract::Path<String>| async move {
-                    nodes::find(&st, &ident).await?;
-                    root::empty_collection(&ctx, key, since)
-                },
-            ),
+            get(move |req: Req| async move {
+                req.node().await?;
+                root::empty_collection(&req.ctx, key, since)
+            }),
         );
     }
     r.route("/v1/volume", get(root::volume))

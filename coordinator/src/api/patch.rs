@@ -4,9 +4,12 @@
 //! or confirm guesses of it); `add` on an existing root attribute replaces it,
 //! and `remove` of a root attribute resets it to its default.
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::ApiError;
+use super::versions::{self, Since};
+use super::{ApiError, ApiVersion};
 
 /// One operation.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +79,42 @@ pub fn parse(body: &[u8]) -> Result<Vec<PatchOp>, ApiError> {
             Ok(PatchOp { op, path, value })
         })
         .collect()
+}
+
+/// Parses a patch document of a resource whose fields by version are
+/// `fields` (406 for a root the request's `version` does not know); returns
+/// the operations and their root attributes.
+pub fn parse_for(
+    body: &[u8],
+    fields: &[Since],
+    version: ApiVersion,
+) -> Result<(Vec<PatchOp>, Vec<String>), ApiError> {
+    let ops = parse(body)?;
+    let roots: Vec<String> = ops.iter().map(PatchOp::root).collect();
+    versions::check_patch(&roots, fields, version)?;
+    Ok((ops, roots))
+}
+
+/// `current` with the operations applied; a removed root attribute takes
+/// its value in `T::default()`. `what` names the resource in errors.
+pub fn apply_to<T: Serialize + DeserializeOwned + Default>(
+    current: &T,
+    ops: &[PatchOp],
+    what: &str,
+) -> Result<T, ApiError> {
+    let mut doc = match serde_json::to_value(current) {
+        Ok(Value::Object(m)) => m,
+        _ => return Err(ApiError::internal(format!("{what} does not serialize"))),
+    };
+    let defaults = match serde_json::to_value(T::default()) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    apply(&mut doc, ops, |f| {
+        defaults.get(f).cloned().unwrap_or(Value::Null)
+    })?;
+    serde_json::from_value(Value::Object(doc))
+        .map_err(|e| ApiError::bad_request(format!("Invalid input for field/attribute: {e}")))
 }
 
 fn split(path: &str) -> Vec<String> {

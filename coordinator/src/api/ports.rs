@@ -4,16 +4,17 @@
 use std::sync::OnceLock;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Map, Value};
 
-use super::collection::{self, fields, project};
-use super::nodes::find;
-use super::{ApiError, AppState, Ctx, empty, json_response, parse_object, patch, versions};
+use super::collection;
+use super::handler::{CreateBody, assign_uuid, from_body, with_location};
+use super::nodes::{check_unlocked, find};
+use super::{ApiError, AppState, Ctx, Req, empty, json_ok, json_response, patch, versions};
 use crate::model::port::{WRITABLE_FIELDS, normalize_mac};
-use crate::model::{Port, is_uuid, new_uuid, now_iso};
+use crate::model::{Port, is_uuid, now_iso};
 
 /// Every API field of a port.
 pub fn known_fields() -> &'static [String] {
@@ -59,27 +60,14 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let mut allowed = WRITABLE_FIELDS.to_vec();
     allowed.push("uuid");
-    let mut obj = parse_object(&body, "port", &allowed)?;
-    versions::check_create(&obj, versions::PORT_FIELDS, ctx.version)?;
-    super::nulls_as_absent::<Port>(&mut obj);
-    for required in ["address", "node_uuid"] {
-        if !obj.get(required).is_some_and(Value::is_string) {
-            return Err(ApiError::bad_request(format!(
-                "Invalid input for field/attribute port. Value: '{required}' is a required property"
-            )));
-        }
-    }
-    let mut port: Port = serde_json::from_value(Value::Object(obj)).map_err(|e| {
-        ApiError::bad_request(format!("Invalid input for field/attribute port: {e}"))
-    })?;
-    if port.uuid.is_empty() {
-        port.uuid = new_uuid();
-    } else if !is_uuid(&port.uuid) {
-        return Err(ApiError::bad_request(format!(
-            "Expected a UUID but received {}.",
-            port.uuid
-        )));
-    }
+    let create = CreateBody {
+        what: "port",
+        allowed: &allowed,
+        required: &["address", "node_uuid"],
+        fields: versions::PORT_FIELDS,
+    };
+    let mut port: Port = from_body(create.parse::<Port>(&ctx, &body)?, "port")?;
+    assign_uuid(&mut port.uuid)?;
     check(&st, &mut port).await?;
     let node = find(&st, &port.node_uuid).await?;
     super::policy::enforce(
@@ -90,11 +78,12 @@ pub async fn create(
     )?;
     port.created_at = Some(now_iso());
     st.conductor.db().insert_port(&port).await?;
-    let mut resp = json_response(StatusCode::CREATED, &Value::Object(shown(&port, &ctx)));
-    if let Ok(v) = HeaderValue::from_str(&format!("{}/v1/ports/{}", ctx.base, port.uuid)) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(resp)
+    let resp = json_response(StatusCode::CREATED, &Value::Object(shown(&port, &ctx)));
+    Ok(with_location(
+        resp,
+        &ctx,
+        &format!("/v1/ports/{}", port.uuid),
+    ))
 }
 
 async fn list_inner(
@@ -170,29 +159,23 @@ pub async fn list_detail(State(st): State<AppState>, ctx: Ctx) -> Result<Respons
 }
 
 /// `GET /v1/nodes/{ident}/ports`
-pub async fn list_of_node(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    Path(ident): Path<String>,
-) -> Result<Response, ApiError> {
-    list_inner(&st, &ctx, Some(ident), false, "/v1/ports").await
+pub async fn list_of_node(req: Req) -> Result<Response, ApiError> {
+    list_inner(&req.st, &req.ctx, Some(req.ident), false, "/v1/ports").await
 }
 
 /// `GET /v1/nodes/{ident}/ports/detail`
-pub async fn list_of_node_detail(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    Path(ident): Path<String>,
-) -> Result<Response, ApiError> {
-    list_inner(&st, &ctx, Some(ident), true, "/v1/ports/detail").await
+pub async fn list_of_node_detail(req: Req) -> Result<Response, ApiError> {
+    list_inner(&req.st, &req.ctx, Some(req.ident), true, "/v1/ports/detail").await
 }
 
-async fn find_port(st: &AppState, ident: &str) -> Result<Port, ApiError> {
+/// The port the path names (by UUID or MAC address), or 404.
+async fn find_port(req: &Req) -> Result<Port, ApiError> {
+    let (db, ident) = (req.st.conductor.db(), &req.ident);
     let found = if is_uuid(ident) {
-        st.conductor.db().get_port(ident).await?
+        db.get_port(ident).await?
     } else {
         match normalize_mac(ident) {
-            Some(mac) => st.conductor.db().get_port_by_address(&mac).await?,
+            Some(mac) => db.get_port_by_address(&mac).await?,
             None => None,
         }
     };
@@ -200,76 +183,42 @@ async fn find_port(st: &AppState, ident: &str) -> Result<Port, ApiError> {
 }
 
 /// `GET /v1/ports/{uuid}`
-pub async fn show(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    Path(ident): Path<String>,
-) -> Result<Response, ApiError> {
-    versions::check_params(&ctx, versions::SHOW_PARAMS)?;
-    versions::check_requested_fields(&ctx, versions::PORT_FIELDS)?;
-    let port = find_port(&st, &ident).await?;
-    let obj = shown(&port, &ctx);
-    let obj = match fields(&ctx, known_fields())? {
-        Some(f) => project(obj, &f),
-        None => obj,
-    };
+pub async fn show(req: Req) -> Result<Response, ApiError> {
+    let ctx = &req.ctx;
+    versions::check_params(ctx, versions::SHOW_PARAMS)?;
+    versions::check_requested_fields(ctx, versions::PORT_FIELDS)?;
+    let port = find_port(&req).await?;
+    let obj = collection::select(ctx, shown(&port, ctx), known_fields())?;
     Ok(json_response(StatusCode::OK, &Value::Object(obj)))
 }
 
 /// `PATCH /v1/ports/{uuid}`
-pub async fn update(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    Path(ident): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let ops = patch::parse(&body)?;
-    let roots: Vec<String> = ops.iter().map(patch::PatchOp::root).collect();
-    versions::check_patch(&roots, versions::PORT_FIELDS, ctx.version)?;
-    for op in &ops {
-        let root = op.root();
+pub async fn update(req: Req, body: Bytes) -> Result<Response, ApiError> {
+    let (ops, roots) = patch::parse_for(&body, versions::PORT_FIELDS, req.ctx.version)?;
+    for root in roots {
         if !WRITABLE_FIELDS.contains(&root.as_str()) {
             return Err(ApiError::bad_request(format!(
                 "'/{root}' is an internal attribute and can not be updated"
             )));
         }
     }
-    let port = find_port(&st, &ident).await?;
-    let mut doc = match serde_json::to_value(&port) {
-        Ok(Value::Object(m)) => m,
-        _ => return Err(ApiError::internal("port does not serialize")),
-    };
-    let defaults = match serde_json::to_value(Port::default()) {
-        Ok(Value::Object(m)) => m,
-        _ => Map::new(),
-    };
-    patch::apply(&mut doc, &ops, |f| {
-        defaults.get(f).cloned().unwrap_or(Value::Null)
-    })?;
-    let mut updated: Port = serde_json::from_value(Value::Object(doc))
-        .map_err(|e| ApiError::bad_request(format!("Invalid input for field/attribute: {e}")))?;
+    let port = find_port(&req).await?;
+    let mut updated = patch::apply_to(&port, &ops, "port")?;
     updated.uuid = port.uuid.clone();
     updated.internal_info = port.internal_info.clone();
-    check(&st, &mut updated).await?;
+    check(&req.st, &mut updated).await?;
     updated.updated_at = Some(now_iso());
-    st.conductor.db().update_port(&updated).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &Value::Object(shown(&updated, &ctx)),
-    ))
+    req.st.conductor.db().update_port(&updated).await?;
+    json_ok(Value::Object(shown(&updated, &req.ctx)))
 }
 
 /// `DELETE /v1/ports/{uuid}`
-pub async fn delete(
-    State(st): State<AppState>,
-    Path(ident): Path<String>,
-) -> Result<Response, ApiError> {
-    let port = find_port(&st, &ident).await?;
-    if let Some((node, _)) = st.conductor.db().get_node(&port.node_uuid).await? {
-        if let Some(host) = &node.reservation {
-            return Err(ApiError::node_locked(&node.uuid, host));
-        }
+pub async fn delete(req: Req) -> Result<Response, ApiError> {
+    let port = find_port(&req).await?;
+    let db = req.st.conductor.db();
+    if let Some((node, _)) = db.get_node(&port.node_uuid).await? {
+        check_unlocked(&node)?;
     }
-    st.conductor.db().delete_port(&port.uuid).await?;
+    db.delete_port(&port.uuid).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }

@@ -9,13 +9,14 @@
 //! records the agent (URL, version, time, CA) for the next operation.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use base64::Engine;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, Ctx, empty, json_response, parse_object};
+use super::nodes::check_unlocked;
+use super::{ApiError, AppState, Ctx, Req, empty, json_response, parse_object};
 use crate::model::node::MASK;
 use crate::model::port::normalize_mac;
 use crate::model::{Node, now_iso, now_ms};
@@ -83,9 +84,7 @@ async fn issue_token(st: &AppState, node: &Node) -> Result<(Node, String), ApiEr
         .db()
         .update_node(&node.uuid, |n| {
             issued = false;
-            if let Some(host) = &n.reservation {
-                return Err(ApiError::node_locked(&n.uuid, host));
-            }
+            check_unlocked(n)?;
             if !st.conductor.lookup_allowed(n) {
                 return Err(lookup_not_found());
             }
@@ -115,11 +114,7 @@ fn not_kept(n: &Node) -> ApiError {
 
 /// `GET /v1/lookup?addresses=<mac>,<mac>[&node_uuid=<uuid>]`
 pub async fn lookup(State(st): State<AppState>, ctx: Ctx) -> Result<Response, ApiError> {
-    if !ctx.version.at_least(22) {
-        return Err(ApiError::not_acceptable(
-            "Lookup needs API version 1.22 or later.",
-        ));
-    }
+    ctx.require(22, "Lookup needs API version 1.22 or later.")?;
     let macs: Vec<String> = ctx
         .param("addresses")
         .unwrap_or("")
@@ -148,17 +143,9 @@ pub async fn lookup(State(st): State<AppState>, ctx: Ctx) -> Result<Response, Ap
 }
 
 /// `POST /v1/heartbeat/{node}`: records the agent and wakes the conductor.
-pub async fn heartbeat(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    Path(ident): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    if !ctx.version.at_least(22) {
-        return Err(ApiError::not_acceptable(
-            "Heartbeats need API version 1.22 or later.",
-        ));
-    }
+pub async fn heartbeat(req: Req, body: Bytes) -> Result<Response, ApiError> {
+    req.ctx
+        .require(22, "Heartbeats need API version 1.22 or later.")?;
     let obj = parse_object(
         &body,
         "heartbeat",
@@ -195,7 +182,8 @@ pub async fn heartbeat(
         .get("agent_verify_ca")
         .and_then(Value::as_str)
         .map(str::to_owned);
-    let node = super::nodes::find(&st, &ident).await?;
+    let st = &req.st;
+    let node = req.node().await?;
     let updated = st
         .conductor
         .db()

@@ -5,13 +5,11 @@
 //! while enabled, else null). Only this resource shows the token.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
 
-use super::find;
-use crate::api::{ApiError, AppState, Ctx, accepted_at, json_response, parse_object};
+use super::{check_unlocked, update_unlocked};
+use crate::api::{ApiError, Ctx, Req, accepted_at, body_bool, json_ok, parse_object};
 use crate::console;
 use crate::model::Node;
 
@@ -38,56 +36,39 @@ fn host_of(ctx: &Ctx) -> String {
 }
 
 /// `GET /v1/nodes/{ident}/states/console`
-pub async fn get(
-    State(st): State<AppState>,
-    Path(ident): Path<String>,
-    ctx: Ctx,
-) -> Result<Response, ApiError> {
-    let n = find(&st, &ident).await?;
+pub async fn get(req: Req) -> Result<Response, ApiError> {
+    let n = req.node().await?;
     check_interface(&n)?;
     let info = if n.console_enabled && console::is_fake(&n) {
         Some(json!({}))
     } else if n.console_enabled {
-        st.conductor
+        req.st
+            .conductor
             .consoles()
             .info(&n.uuid)
             .await
-            .map(|i| i.to_json(&host_of(&ctx)))
+            .map(|i| i.to_json(&host_of(&req.ctx)))
     } else {
         None
     };
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"console_enabled": n.console_enabled, "console_info": info}),
-    ))
+    json_ok(json!({"console_enabled": n.console_enabled, "console_info": info}))
 }
 
 /// `PUT /v1/nodes/{ident}/states/console`
-pub async fn set(
-    State(st): State<AppState>,
-    Path(ident): Path<String>,
-    ctx: Ctx,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+pub async fn set(req: Req, body: Bytes) -> Result<Response, ApiError> {
     let obj = parse_object(&body, "console", &["enabled"])?;
     let enabled = match obj.get("enabled") {
-        Some(v) => crate::model::json_bool(v).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "Invalid input for field/attribute enabled. Value: {}",
-                v.as_str().map_or_else(|| v.to_string(), str::to_owned)
-            ))
-        })?,
+        Some(v) => body_bool(v, "Invalid input for field/attribute enabled. Value:")?,
         None => {
             return Err(ApiError::bad_request(
                 "Invalid input for field/attribute enabled. Mandatory field missing.",
             ));
         }
     };
-    let n = find(&st, &ident).await?;
+    let n = req.node().await?;
     check_interface(&n)?;
-    if let Some(host) = &n.reservation {
-        return Err(ApiError::node_locked(&n.uuid, host));
-    }
+    check_unlocked(&n)?;
+    let st = &req.st;
     let consoles = st.conductor.consoles();
     if enabled && !console::is_fake(&n) {
         let cfg = console::console_bmc(&n).map_err(ApiError::bad_request)?;
@@ -97,24 +78,18 @@ pub async fn set(
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?;
     }
-    let recorded = st
-        .conductor
-        .db()
-        .update_node(&n.uuid, |m| {
-            if let Some(host) = &m.reservation {
-                return Err(ApiError::node_locked(&m.uuid, host));
-            }
-            m.console_enabled = enabled;
-            Ok(())
-        })
-        .await;
+    let recorded = update_unlocked(st, &n.uuid, |m| {
+        m.console_enabled = enabled;
+        Ok(())
+    })
+    .await;
     if !enabled || recorded.is_err() {
         consoles.stop(&n.uuid).await;
     }
     recorded?;
     tracing::info!(node = %n.uuid, enabled, "console mode set");
-    Ok(accepted_at(&format!(
-        "{}/v1/nodes/{}/states/console",
-        ctx.base, n.uuid
-    )))
+    Ok(accepted_at(
+        &req.ctx,
+        &format!("/v1/nodes/{}/states/console", n.uuid),
+    ))
 }

@@ -1,25 +1,16 @@
 //! `GET /v1/nodes/{ident}/inventory`: the inventory stored by the last
 //! inspection.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
 
-use super::find;
-use crate::api::{ApiError, AppState, json_response};
+use crate::api::{ApiError, Req, json_ok};
 
 /// `GET /v1/nodes/{ident}/inventory`: the last inventory from inspection.
-pub async fn get(
-    State(st): State<AppState>,
-    Path(ident): Path<String>,
-) -> Result<Response, ApiError> {
-    let node = find(&st, &ident).await?;
+pub async fn get(req: Req) -> Result<Response, ApiError> {
+    let node = req.node().await?;
     match node.inventory {
-        Some(inv) => Ok(json_response(
-            StatusCode::OK,
-            &json!({"inventory": inv, "plugin_data": {}}),
-        )),
+        Some(inv) => json_ok(json!({"inventory": inv, "plugin_data": {}})),
         None => Err(ApiError::not_found(format!(
             "Inventory for node {} could not be found.",
             node.uuid

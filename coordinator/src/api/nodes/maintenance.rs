@@ -1,20 +1,14 @@
 //! `/v1/nodes/{ident}/maintenance`: sets and clears maintenance mode.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::Value;
 
-use super::find;
-use crate::api::{ApiError, AppState, empty, parse_object};
+use crate::api::{ApiError, Req, empty, parse_object};
 
 /// `PUT /v1/nodes/{ident}/maintenance`
-pub async fn set(
-    State(st): State<AppState>,
-    Path(ident): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+pub async fn set(req: Req, body: Bytes) -> Result<Response, ApiError> {
     let reason = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
@@ -23,32 +17,23 @@ pub async fn set(
             .and_then(Value::as_str)
             .map(str::to_owned)
     };
-    let node = find(&st, &ident).await?;
-    st.conductor
-        .db()
-        .update_node::<ApiError, _>(&node.uuid, |n| {
-            n.maintenance = true;
-            n.maintenance_reason = reason.clone();
-            Ok(())
-        })
-        .await?;
+    req.change_node(|n| {
+        n.maintenance = true;
+        n.maintenance_reason = reason.clone();
+        Ok(())
+    })
+    .await?;
     Ok(empty(StatusCode::ACCEPTED))
 }
 
 /// `DELETE /v1/nodes/{ident}/maintenance`
-pub async fn unset(
-    State(st): State<AppState>,
-    Path(ident): Path<String>,
-) -> Result<Response, ApiError> {
-    let node = find(&st, &ident).await?;
-    st.conductor
-        .db()
-        .update_node::<ApiError, _>(&node.uuid, |n| {
-            n.maintenance = false;
-            n.maintenance_reason = None;
-            n.fault = None;
-            Ok(())
-        })
-        .await?;
+pub async fn unset(req: Req) -> Result<Response, ApiError> {
+    req.change_node(|n| {
+        n.maintenance = false;
+        n.maintenance_reason = None;
+        n.fault = None;
+        Ok(())
+    })
+    .await?;
     Ok(empty(StatusCode::ACCEPTED))
 }

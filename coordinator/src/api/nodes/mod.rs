@@ -16,16 +16,17 @@ pub mod vifs;
 use std::sync::OnceLock;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Map, Value};
 
-use super::collection::{self, fields, project};
-use super::{ApiError, AppState, Ctx, empty, json_response, parse_object, patch, versions};
+use super::collection;
+use super::handler::{CreateBody, assign_uuid, from_body, with_location};
+use super::{ApiError, AppState, Ctx, Req, empty, json_response, patch, versions};
 use crate::drivers::hardware_type;
 use crate::model::node::{INTERFACE_FIELDS, PATCHABLE_FIELDS};
-use crate::model::{Node, is_uuid, new_uuid, now_iso};
+use crate::model::{Node, is_uuid, now_iso};
 use crate::state::ProvisionState;
 
 /// Fields shown by a list without `detail` or `fields`.
@@ -53,6 +54,31 @@ pub async fn find(st: &AppState, ident: &str) -> Result<Node, ApiError> {
         .await?
         .map(|(n, _)| n)
         .ok_or_else(|| ApiError::node_not_found(ident))
+}
+
+/// 409 NodeLocked while a conductor holds the node's lock.
+pub fn check_unlocked(node: &Node) -> Result<(), ApiError> {
+    match &node.reservation {
+        Some(host) => Err(ApiError::node_locked(&node.uuid, host)),
+        None => Ok(()),
+    }
+}
+
+/// Changes node `uuid` unless a conductor holds its lock (409), in one
+/// compare-and-swap write (`f` runs again on a lost race).
+pub async fn update_unlocked(
+    st: &AppState,
+    uuid: &str,
+    mut f: impl FnMut(&mut Node) -> Result<(), ApiError>,
+) -> Result<Node, ApiError> {
+    Ok(st
+        .conductor
+        .db()
+        .update_node(uuid, |n| {
+            check_unlocked(n)?;
+            f(n)
+        })
+        .await?)
 }
 
 /// Names that are also paths under `/v1/nodes/`, so a node with one of
@@ -201,11 +227,7 @@ fn shown(node: &Node, ctx: &Ctx) -> Result<Map<String, Value>, ApiError> {
 
 fn node_response(status: StatusCode, node: &Node, ctx: &Ctx) -> Result<Response, ApiError> {
     versions::check_requested_fields(ctx, versions::NODE_FIELDS)?;
-    let obj = shown(node, ctx)?;
-    let obj = match fields(ctx, known_fields())? {
-        Some(f) => project(obj, &f),
-        None => obj,
-    };
+    let obj = collection::select(ctx, shown(node, ctx)?, known_fields())?;
     Ok(json_response(status, &Value::Object(obj)))
 }
 
@@ -217,17 +239,13 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let mut allowed: Vec<&str> = PATCHABLE_FIELDS.to_vec();
     allowed.push("uuid");
-    let mut obj = parse_object(&body, "node", &allowed)?;
-    versions::check_create(&obj, versions::NODE_FIELDS, ctx.version)?;
-    super::nulls_as_absent::<Node>(&mut obj);
-    if !obj.get("driver").is_some_and(Value::is_string) {
-        return Err(ApiError::bad_request(
-            "Invalid input for field/attribute node. Value: 'driver' is a required property",
-        ));
-    }
-    let mut node: Node = serde_json::from_value(Value::Object(obj)).map_err(|e| {
-        ApiError::bad_request(format!("Invalid input for field/attribute node: {e}"))
-    })?;
+    let create = CreateBody {
+        what: "node",
+        allowed: &allowed,
+        required: &["driver"],
+        fields: versions::NODE_FIELDS,
+    };
+    let mut node: Node = from_body(create.parse::<Node>(&ctx, &body)?, "node")?;
     // A project administrator (or service) creates nodes its project owns
     // (Ironic's baremetal:node:create:self_owned_node).
     super::policy::owned_by_caller(
@@ -237,14 +255,7 @@ pub async fn create(
         "baremetal:node:create",
         "baremetal:node:create:self_owned_node",
     )?;
-    if node.uuid.is_empty() {
-        node.uuid = new_uuid();
-    } else if !is_uuid(&node.uuid) {
-        return Err(ApiError::bad_request(format!(
-            "Expected a UUID but received {}.",
-            node.uuid
-        )));
-    }
+    assign_uuid(&mut node.uuid)?;
     if let Some(n) = &node.name {
         validate_name(n)?;
     }
@@ -279,11 +290,12 @@ pub async fn create(
         });
     }
     tracing::info!(node = %node.uuid, driver = %node.driver, "node created");
-    let mut resp = node_response(StatusCode::CREATED, &node, &ctx)?;
-    if let Ok(v) = HeaderValue::from_str(&format!("{}/v1/nodes/{}", ctx.base, node.uuid)) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(resp)
+    let resp = node_response(StatusCode::CREATED, &node, &ctx)?;
+    Ok(with_location(
+        resp,
+        &ctx,
+        &format!("/v1/nodes/{}", node.uuid),
+    ))
 }
 
 /// Ironic's node faults (`fault=` filter values).
@@ -432,22 +444,9 @@ pub async fn list_detail(State(st): State<AppState>, ctx: Ctx) -> Result<Respons
 }
 
 /// `GET /v1/nodes/{ident}`
-pub async fn show(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    Path(ident): Path<String>,
-) -> Result<Response, ApiError> {
-    versions::check_params(&ctx, versions::SHOW_PARAMS)?;
-    let node = find(&st, &ident).await?;
-    node_response(StatusCode::OK, &node, &ctx)
-}
-
-fn root_default(field: &str) -> Value {
-    let d = match serde_json::to_value(Node::default()) {
-        Ok(Value::Object(m)) => m,
-        _ => Map::new(),
-    };
-    d.get(field).cloned().unwrap_or(Value::Null)
+pub async fn show(req: Req) -> Result<Response, ApiError> {
+    versions::check_params(&req.ctx, versions::SHOW_PARAMS)?;
+    node_response(StatusCode::OK, &req.node().await?, &req.ctx)
 }
 
 /// Applies a JSON patch to a node, with Ironic's checks. Pure: used inside
@@ -456,9 +455,7 @@ pub fn patch_node(node: &mut Node, ops: &[patch::PatchOp]) -> Result<(), ApiErro
     let only_instance_removal = ops
         .iter()
         .all(|o| o.op == "remove" && o.path == "/instance_uuid");
-    if let Some(host) = &node.reservation {
-        return Err(ApiError::node_locked(&node.uuid, host));
-    }
+    check_unlocked(node)?;
     if node.target_provision_state.is_some()
         && !node.provision_state.allows_update_in_transition()
         && !(node.maintenance && only_instance_removal)
@@ -469,13 +466,7 @@ pub fn patch_node(node: &mut Node, ops: &[patch::PatchOp]) -> Result<(), ApiErro
         )));
     }
     let before = node.clone();
-    let mut doc = match serde_json::to_value(&*node) {
-        Ok(Value::Object(m)) => m,
-        _ => return Err(ApiError::internal("node does not serialize")),
-    };
-    patch::apply(&mut doc, ops, root_default)?;
-    let mut updated: Node = serde_json::from_value(Value::Object(doc))
-        .map_err(|e| ApiError::bad_request(format!("Invalid input for field/attribute: {e}")))?;
+    let mut updated = patch::apply_to(&before, ops, "node")?;
     // Fields outside PATCHABLE_FIELDS were refused before; keep the rest as it was.
     updated.uuid = before.uuid.clone();
     if updated.driver != before.driver
@@ -532,15 +523,9 @@ pub fn patch_node(node: &mut Node, ops: &[patch::PatchOp]) -> Result<(), ApiErro
 }
 
 /// `PATCH /v1/nodes/{ident}`
-pub async fn update(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    Path(ident): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let ops = patch::parse(&body)?;
-    let roots: Vec<String> = ops.iter().map(patch::PatchOp::root).collect();
-    versions::check_patch(&roots, versions::NODE_FIELDS, ctx.version)?;
+pub async fn update(req: Req, body: Bytes) -> Result<Response, ApiError> {
+    let Req { st, ctx, .. } = &req;
+    let (ops, roots) = patch::parse_for(&body, versions::NODE_FIELDS, ctx.version)?;
     for op in &ops {
         let root = op.root();
         if !PATCHABLE_FIELDS.contains(&root.as_str()) {
@@ -560,7 +545,7 @@ pub async fn update(
             ));
         }
     }
-    let node = find(&st, &ident).await?;
+    let node = req.node().await?;
     super::policy::check_node_patch(ctx.caller()?, &node, &roots)?;
     let updated = st
         .conductor
@@ -581,23 +566,16 @@ pub async fn update(
     if node.instance_uuid.is_some() && updated.instance_uuid.is_none() {
         st.conductor.detach_vifs(&updated.uuid).await?;
     }
-    node_response(StatusCode::OK, &updated, &ctx)
+    node_response(StatusCode::OK, &updated, ctx)
 }
 
 /// `DELETE /v1/nodes/{ident}`
-pub async fn delete(
-    State(st): State<AppState>,
-    Path(ident): Path<String>,
-) -> Result<Response, ApiError> {
-    let node = find(&st, &ident).await?;
+pub async fn delete(req: Req) -> Result<Response, ApiError> {
+    let st = &req.st;
+    let node = req.node().await?;
     // Lock the node for deletion so nothing starts on it meanwhile.
     let me = st.conductor.name().to_owned();
-    st.conductor
-        .db()
-        .update_node(&node.uuid, |n| {
-            if let Some(host) = &n.reservation {
-                return Err(ApiError::node_locked(&n.uuid, host));
-            }
+    update_unlocked(st, &node.uuid, |n| {
             if !n.provision_state.allows_delete() && !n.maintenance {
                 return Err(ApiError::conflict(format!(
                     "Can not delete node {} while it is in provision state \"{}\". Valid provision states to start deletion are: manageable, enroll, available.",

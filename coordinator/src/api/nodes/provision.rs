@@ -6,13 +6,12 @@
 //! wakes the conductor; it answers 202 at once.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Map, Value};
 
-use super::find;
-use crate::api::{ApiError, ApiVersion, AppState, Ctx, accepted_at, parse_object};
+use super::{states, update_unlocked};
+use crate::api::{ApiError, ApiVersion, Req, parse_object};
 use crate::configdrive::ConfigDriveError;
 use crate::model::node::PowerIntent;
 use crate::model::{Intent, Node, now_iso};
@@ -53,16 +52,14 @@ fn invalid_state(verb: Verb, node: &Node) -> ApiError {
     ))
 }
 
-/// Records a provision verb on the node (pure; runs inside the CAS loop).
+/// Records a provision verb on an unlocked node (pure; runs inside the CAS
+/// loop).
 fn apply_verb(
     n: &mut Node,
     verb: Verb,
     configdrive: &Option<Value>,
     clean_steps: &Option<Vec<Value>>,
 ) -> Result<(), ApiError> {
-    if let Some(host) = &n.reservation {
-        return Err(ApiError::node_locked(&n.uuid, host));
-    }
     if n.maintenance
         && matches!(
             verb,
@@ -201,12 +198,7 @@ fn check_configdrive(verb: Verb, cd: &Value, version: ApiVersion) -> Result<(), 
 }
 
 /// `PUT /v1/nodes/{ident}/states/provision`
-pub async fn set(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    Path(ident): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+pub async fn set(req: Req, body: Bytes) -> Result<Response, ApiError> {
     let obj = parse_object(
         &body,
         "body",
@@ -221,12 +213,8 @@ pub async fn set(
             "runbook",
         ],
     )?;
-    let target = obj.get("target").and_then(Value::as_str).ok_or_else(|| {
-        ApiError::bad_request(
-            "Invalid input for field/attribute target. Value: 'target' is a required string",
-        )
-    })?;
-    let verb = match Verb::parse(target, ctx.version.0) {
+    let target = states::target(&obj)?;
+    let verb = match Verb::parse(target, req.ctx.version.0) {
         Ok(v) => v,
         Err(Some(min)) => {
             return Err(ApiError::not_acceptable(format!(
@@ -252,7 +240,7 @@ pub async fn set(
         .filter(|v| !is_empty_configdrive(v))
         .cloned();
     if let Some(cd) = &configdrive {
-        check_configdrive(verb, cd, ctx.version)?;
+        check_configdrive(verb, cd, req.ctx.version)?;
     }
     let clean_steps = match (verb, obj.get("clean_steps")) {
         (Verb::Clean, Some(s)) => Some(validate_clean_steps(s)?),
@@ -268,26 +256,19 @@ pub async fn set(
         }
         _ => None,
     };
-    let node = find(&st, &ident).await?;
+    let node = req.node().await?;
     if matches!(verb, Verb::Deploy | Verb::Rebuild) && node.uses_agent() {
-        if let Err(e) = st.conductor.check_image_source(&node) {
+        if let Err(e) = req.st.conductor.check_image_source(&node) {
             return Err(ApiError::bad_request(format!(
                 "Cannot deploy node {}: {e}",
                 node.uuid
             )));
         }
     }
-    let updated = st
-        .conductor
-        .db()
-        .update_node(&node.uuid, |n| {
-            apply_verb(n, verb, &configdrive, &clean_steps)
-        })
-        .await?;
+    let updated = update_unlocked(&req.st, &node.uuid, |n| {
+        apply_verb(n, verb, &configdrive, &clean_steps)
+    })
+    .await?;
     tracing::info!(node = %updated.uuid, verb = verb.as_str(), state = %updated.provision_state, "provision request");
-    st.conductor.kick(&updated.uuid);
-    Ok(accepted_at(&format!(
-        "{}/v1/nodes/{}/states",
-        ctx.base, updated.uuid
-    )))
+    Ok(states::started(&req, &updated))
 }

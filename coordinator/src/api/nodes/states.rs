@@ -1,22 +1,17 @@
 //! `GET /v1/nodes/{ident}/states`: the power, provision, console, RAID
 //! and boot-mode state of a node.
 
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-use super::find;
-use crate::api::{ApiError, AppState, Ctx, json_response, versions};
+use crate::api::{ApiError, Req, accepted_at, json_response, versions};
+use crate::model::Node;
 
 /// `GET /v1/nodes/{ident}/states`
-pub async fn get(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    Path(ident): Path<String>,
-) -> Result<Response, ApiError> {
-    let n = find(&st, &ident).await?;
-    let mut doc = serde_json::Map::new();
+pub async fn get(req: Req) -> Result<Response, ApiError> {
+    let n = req.node().await?;
+    let mut doc = Map::new();
     if let Value::Object(m) = json!({
             "power_state": n.power_state,
             "target_power_state": n.target_power_state,
@@ -32,7 +27,23 @@ pub async fn get(
     }) {
         doc = m;
     }
-    versions::hide(&mut doc, versions::STATES_FIELDS, ctx.version);
-    versions::older_state_names(&mut doc, ctx.version);
+    versions::hide(&mut doc, versions::STATES_FIELDS, req.ctx.version);
+    versions::older_state_names(&mut doc, req.ctx.version);
     Ok(json_response(StatusCode::OK, &Value::Object(doc)))
+}
+
+/// The `target` of a state change request (provision or power).
+pub fn target(body: &Map<String, Value>) -> Result<&str, ApiError> {
+    body.get("target").and_then(Value::as_str).ok_or_else(|| {
+        ApiError::bad_request(
+            "Invalid input for field/attribute target. Value: 'target' is a required string",
+        )
+    })
+}
+
+/// The 202 of a state change recorded on `node`: wakes the conductor for
+/// it and points at the node's states.
+pub fn started(req: &Req, node: &Node) -> Response {
+    req.st.conductor.kick(&node.uuid);
+    accepted_at(&req.ctx, &format!("/v1/nodes/{}/states", node.uuid))
 }

@@ -2,24 +2,17 @@
 //! deleted one by one or all at once.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
 
-use super::find;
-use crate::api::{ApiError, AppState, empty, json_response, parse_object};
+use super::check_unlocked;
+use crate::api::{ApiError, Req, empty, json_ok, parse_object};
 
 /// `GET /v1/nodes/{ident}/traits`
-pub async fn list(
-    State(st): State<AppState>,
-    Path(ident): Path<String>,
-) -> Result<Response, ApiError> {
-    let node = find(&st, &ident).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"traits": node.traits}),
-    ))
+pub async fn list(req: Req) -> Result<Response, ApiError> {
+    json_ok(json!({"traits": req.node().await?.traits}))
 }
 
 fn check_trait(t: &str) -> Result<(), ApiError> {
@@ -39,37 +32,28 @@ fn check_trait(t: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Changes the traits of the node the path names, unless it is locked; 204.
 async fn change(
-    st: &AppState,
-    ident: &str,
+    req: &Req,
     f: impl Fn(&mut Vec<String>) -> Result<(), ApiError>,
 ) -> Result<Response, ApiError> {
-    let node = find(st, ident).await?;
-    st.conductor
-        .db()
-        .update_node(&node.uuid, |n| {
-            if let Some(host) = &n.reservation {
-                return Err(ApiError::node_locked(&n.uuid, host));
-            }
-            f(&mut n.traits)
-        })
-        .await?;
+    req.change_node(|n| {
+        check_unlocked(n)?;
+        f(&mut n.traits)
+    })
+    .await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
 /// `PUT /v1/nodes/{ident}/traits`
-pub async fn set_all(
-    State(st): State<AppState>,
-    Path(ident): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+pub async fn set_all(req: Req, body: Bytes) -> Result<Response, ApiError> {
     let obj = parse_object(&body, "traits", &["traits"])?;
     let list: Vec<String> = serde_json::from_value(obj.get("traits").cloned().unwrap_or(json!([])))
         .map_err(|e| ApiError::bad_request(format!("traits must be a list of strings: {e}")))?;
     for t in &list {
         check_trait(t)?;
     }
-    change(&st, &ident, |tr| {
+    change(&req, |tr| {
         let mut l = list.clone();
         l.sort();
         l.dedup();
@@ -80,12 +64,9 @@ pub async fn set_all(
 }
 
 /// `PUT /v1/nodes/{ident}/traits/{trait}`
-pub async fn add(
-    State(st): State<AppState>,
-    Path((ident, t)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
+pub async fn add(req: Req, Path((_, t)): Path<(String, String)>) -> Result<Response, ApiError> {
     check_trait(&t)?;
-    change(&st, &ident, |tr| {
+    change(&req, |tr| {
         if !tr.contains(&t) {
             tr.push(t.clone());
             tr.sort();
@@ -96,11 +77,8 @@ pub async fn add(
 }
 
 /// `DELETE /v1/nodes/{ident}/traits/{trait}`
-pub async fn delete(
-    State(st): State<AppState>,
-    Path((ident, t)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    change(&st, &ident, |tr| {
+pub async fn delete(req: Req, Path((_, t)): Path<(String, String)>) -> Result<Response, ApiError> {
+    change(&req, |tr| {
         let before = tr.len();
         tr.retain(|x| *x != t);
         if tr.len() == before {
@@ -114,11 +92,8 @@ pub async fn delete(
 }
 
 /// `DELETE /v1/nodes/{ident}/traits`
-pub async fn delete_all(
-    State(st): State<AppState>,
-    Path(ident): Path<String>,
-) -> Result<Response, ApiError> {
-    change(&st, &ident, |tr| {
+pub async fn delete_all(req: Req) -> Result<Response, ApiError> {
+    change(&req, |tr| {
         tr.clear();
         Ok(())
     })

@@ -1,22 +1,17 @@
 //! `GET /v1/nodes/{ident}/validate`: whether each interface of a node can work.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
 
-use super::find;
-use crate::api::{ApiError, AppState, json_response};
+use crate::api::{ApiError, Req, json_ok};
 
 /// `GET /v1/nodes/{ident}/validate`: Ironic's answer per interface,
 /// `{"result": true}` or `{"result": false, "reason": …}`. An interface the
 /// node does not implement (`no-*`) is "not supported", as in Ironic; the
 /// `fake` ones validate.
-pub async fn get(
-    State(st): State<AppState>,
-    Path(ident): Path<String>,
-) -> Result<Response, ApiError> {
-    let node = find(&st, &ident).await?;
+pub async fn get(req: Req) -> Result<Response, ApiError> {
+    let st = &req.st;
+    let node = req.node().await?;
     let ok = || json!({"result": true});
     let no = |r: String| json!({"result": false, "reason": r});
     let unsupported = |iface: &str| {
@@ -81,9 +76,7 @@ pub async fn get(
         None => unsupported(iface),
         Some(_) => ok(),
     };
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({
+    json_ok(json!({
             "boot": boot,
             "console": console,
             "deploy": deploy,
@@ -96,6 +89,5 @@ pub async fn get(
             "storage": ok(),
             "bios": simple("bios", node.bios_interface.as_deref()),
             "firmware": simple("firmware", node.firmware_interface.as_deref()),
-        }),
-    ))
+    }))
 }

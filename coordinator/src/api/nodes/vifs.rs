@@ -2,22 +2,20 @@
 //! (`internal_info.tenant_vif_port_id`), as Ironic's `noop` network does.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::find;
-use crate::api::{ApiError, AppState, Ctx, empty, json_response, parse_object};
-use crate::model::now_iso;
+use super::check_unlocked;
+use crate::api::{ApiError, Req, empty, json_ok, parse_object};
+use crate::model::{Port, now_iso};
 
 /// `GET /v1/nodes/{ident}/vifs`
-pub async fn list(
-    State(st): State<AppState>,
-    Path(ident): Path<String>,
-) -> Result<Response, ApiError> {
-    let node = find(&st, &ident).await?;
-    let vifs: Vec<Value> = st
+pub async fn list(req: Req) -> Result<Response, ApiError> {
+    let node = req.node().await?;
+    let vifs: Vec<Value> = req
+        .st
         .conductor
         .db()
         .list_ports(Some(&node.uuid))
@@ -25,31 +23,21 @@ pub async fn list(
         .iter()
         .filter_map(|p| p.vif().map(|v| json!({"id": v})))
         .collect();
-    Ok(json_response(StatusCode::OK, &json!({"vifs": vifs})))
+    json_ok(json!({"vifs": vifs}))
 }
 
 /// `POST /v1/nodes/{ident}/vifs`
-pub async fn attach(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    Path(ident): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    if !ctx.version.at_least(28) {
-        return Err(ApiError::not_acceptable(
-            "VIFs need API version 1.28 or later.",
-        ));
-    }
+pub async fn attach(req: Req, body: Bytes) -> Result<Response, ApiError> {
+    req.ctx
+        .require(28, "VIFs need API version 1.28 or later.")?;
     let obj = parse_object(&body, "vif", &["id", "port_uuid", "portgroup_uuid"])?;
     let vif = obj
         .get("id")
         .and_then(Value::as_str)
         .ok_or_else(|| ApiError::bad_request("'id' is a required string"))?;
-    let node = find(&st, &ident).await?;
-    if let Some(host) = &node.reservation {
-        return Err(ApiError::node_locked(&node.uuid, host));
-    }
-    let ports = st.conductor.db().list_ports(Some(&node.uuid)).await?;
+    let node = req.node().await?;
+    check_unlocked(&node)?;
+    let ports = req.st.conductor.db().list_ports(Some(&node.uuid)).await?;
     if let Some(p) = ports.iter().find(|p| p.vif() == Some(vif)) {
         return Err(ApiError::conflict(format!(
             "Unable to attach VIF {vif}, it is already attached to port {}.",
@@ -62,33 +50,39 @@ pub async fn attach(
         .filter(|p| p.vif().is_none() && wanted.is_none_or(|w| w == p.uuid))
         .collect();
     free.sort_by_key(|p| !p.pxe_enabled);
-    let Some(mut port) = free.into_iter().next() else {
+    let Some(port) = free.into_iter().next() else {
         return Err(ApiError::bad_request(format!(
             "Unable to attach VIF {vif}, not enough free physical ports."
         )));
     };
-    port.internal_info
-        .insert("tenant_vif_port_id".into(), json!(vif));
-    port.updated_at = Some(now_iso());
-    st.conductor.db().update_port(&port).await?;
-    Ok(empty(StatusCode::NO_CONTENT))
+    record(&req, port, Some(vif)).await
 }
 
 /// `DELETE /v1/nodes/{ident}/vifs/{vif}`
 pub async fn detach(
-    State(st): State<AppState>,
-    Path((ident, vif)): Path<(String, String)>,
+    req: Req,
+    Path((_, vif)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let node = find(&st, &ident).await?;
-    let ports = st.conductor.db().list_ports(Some(&node.uuid)).await?;
-    let Some(mut port) = ports.into_iter().find(|p| p.vif() == Some(vif.as_str())) else {
+    let node = req.node().await?;
+    let ports = req.st.conductor.db().list_ports(Some(&node.uuid)).await?;
+    let Some(port) = ports.into_iter().find(|p| p.vif() == Some(vif.as_str())) else {
         return Err(ApiError::bad_request(format!(
             "Unable to detach VIF {vif} from node {}: it is not attached.",
             node.uuid
         )));
     };
-    port.internal_info.remove("tenant_vif_port_id");
+    record(&req, port, None).await
+}
+
+/// Records `vif` on `port` (or, with `None`, removes it); 204.
+async fn record(req: &Req, mut port: Port, vif: Option<&str>) -> Result<Response, ApiError> {
+    match vif {
+        Some(v) => port
+            .internal_info
+            .insert("tenant_vif_port_id".into(), json!(v)),
+        None => port.internal_info.remove("tenant_vif_port_id"),
+    };
     port.updated_at = Some(now_iso());
-    st.conductor.db().update_port(&port).await?;
+    req.st.conductor.db().update_port(&port).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
