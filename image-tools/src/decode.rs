@@ -1,5 +1,5 @@
 //! The stream decoders of the compressed formats (zstd, gzip, xz), shared by
-//! the write pipeline (`write.rs`) and `ingot-image convert`, so that the tool
+//! the write pipeline (`write/decode.rs`) and `ingot-image convert`, so that the tool
 //! and the agent read an image the same way.
 
 use std::io::{self, BufRead, Read};

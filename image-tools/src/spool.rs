@@ -6,7 +6,7 @@
 //! past the end of its virtual disk (where the image will never write), its
 //! checksum is verified, and then it is read back from there and converted
 //! like a local file. This module places the spool and reads it back; the
-//! pipeline (`write.rs`) writes and wipes it.
+//! pipeline (`write/`) writes and wipes it.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
