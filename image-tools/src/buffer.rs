@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crate::handoff::{Receiver, RecvTimeoutError, Sender, bounded};
 
 /// Alignment of every pipeline buffer: enough for O_DIRECT on 512- and 4096-byte
 /// logical blocks.
@@ -87,8 +87,8 @@ impl BufferPool {
             }
             match self.free_rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(buf) => return Some(buf),
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return None,
             }
         }
     }

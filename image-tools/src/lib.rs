@@ -10,6 +10,7 @@ pub mod checksum;
 pub mod convert;
 pub mod decode;
 pub mod format;
+pub mod handoff;
 pub mod progress;
 pub mod qcow2;
 pub mod source;

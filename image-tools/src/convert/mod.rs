@@ -175,7 +175,7 @@ fn pump(
     mut reader: input::GuestReader,
     mut sink: Box<dyn output::Sink>,
 ) -> Result<(input::GuestReader, output::Finished), ConvertError> {
-    use crossbeam_channel::bounded;
+    use crate::handoff::bounded;
     let (full_tx, full_rx) = bounded::<(Vec<u8>, Piece)>(BUFFERS);
     let (free_tx, free_rx) = bounded::<Vec<u8>>(BUFFERS);
     for _ in 0..BUFFERS {
@@ -187,7 +187,7 @@ fn pump(
             .name("ingot-convert-read".into())
             .spawn_scoped(s, move || -> Result<input::GuestReader, ConvertError> {
                 // A closed channel means the writer failed; it reports why.
-                while let Ok(mut buf) = free_rx.recv() {
+                while let Some(mut buf) = free_rx.recv() {
                     let Some(piece) = reader.next_into(&mut buf)? else {
                         break;
                     };

@@ -1,6 +1,6 @@
 //! Packing small pieces of guest data (qcow2 clusters) into whole buffers.
 
-use crossbeam_channel::Sender;
+use crate::handoff::Sender;
 
 use super::writer::WriteOp;
 use super::{Shared, WriteError, send};

@@ -6,7 +6,7 @@ use std::io::{BufRead, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, Sender};
+use crate::handoff::{Receiver, Sender};
 
 use super::writer::WriteOp;
 use super::{Shared, WriteError, send};
@@ -58,7 +58,7 @@ impl Decoder<'_> {
         choice: FormatChoice,
         ranges: Box<dyn source::RangeRead>,
     ) -> Result<Decoded, WriteError> {
-        let Ok(first) = self.rx.recv() else {
+        let Some(first) = self.rx.recv() else {
             if self.shared.cancelled() {
                 return Err(WriteError::Cancelled);
             }
@@ -126,7 +126,7 @@ impl Decoder<'_> {
                 },
             )?;
             offset += len as u64;
-            next = self.rx.recv().ok();
+            next = self.rx.recv();
         }
         Ok(offset)
     }
@@ -209,7 +209,7 @@ impl BufRead for ChunkReader<'_> {
             if !exhausted {
                 break;
             }
-            self.cur = self.rx.recv().ok();
+            self.cur = self.rx.recv();
             self.pos = 0;
         }
         Ok(self.cur.as_ref().map_or(&[][..], |c| &c.data()[self.pos..]))

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crossbeam_channel::Sender;
+use crate::handoff::Sender;
 
 use super::{Shared, WriteError, send};
 use crate::buffer::{BufferPool, Chunk};

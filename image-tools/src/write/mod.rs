@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crossbeam_channel::{Sender, bounded};
+use crate::handoff::{Sender, bounded};
 use ingot_proto::image::{VerifiedChecksum, WriteSummary};
 
 use crate::buffer::{BufferPool, Chunk};
@@ -149,7 +149,7 @@ pub fn write_image(
                 }
                 drop(write_rx);
                 // The image is committed only on an explicit verdict.
-                let verdict = verdict_rx.recv().ok().flatten();
+                let verdict = verdict_rx.recv().flatten();
                 w.finish(verdict)
             })
             .map_err(|e| WriteError::Internal(e.to_string()))?

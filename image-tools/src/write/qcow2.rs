@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crossbeam_channel::bounded;
+use crate::handoff::{RecvTimeoutError, bounded};
 
 use super::HEAD_LEN;
 use super::assemble::Assembler;
@@ -41,7 +41,7 @@ impl Decoder<'_> {
         };
         let rx = self.rx;
         let mut next = Some(first);
-        self.convert(layout, &mut || next.take().or_else(|| rx.recv().ok()))
+        self.convert(layout, &mut || next.take().or_else(|| rx.recv()))
     }
 
     /// Converts a mapped qcow2 image whose file arrives, from its first byte,
@@ -139,7 +139,7 @@ impl Decoder<'_> {
             let offset = offset.unwrap_or(u64::MAX);
             send(self.tx, WriteOp::Spool { offset, chunk })?;
             pos += len;
-            next = self.rx.recv().ok();
+            next = self.rx.recv();
         }
         if self.shared.cancelled() {
             return Err(WriteError::Cancelled);
@@ -152,7 +152,7 @@ impl Decoder<'_> {
         loop {
             match ack_rx.recv_timeout(std::time::Duration::from_millis(100)) {
                 Ok(()) => break,
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) if !self.shared.cancelled() => {}
+                Err(RecvTimeoutError::Timeout) if !self.shared.cancelled() => {}
                 Err(_) => return Err(WriteError::Cancelled),
             }
         }

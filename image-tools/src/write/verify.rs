@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::Receiver;
+use crate::handoff::Receiver;
 
 use super::{Shared, WriteError};
 use crate::buffer::Chunk;

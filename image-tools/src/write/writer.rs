@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crossbeam_channel::{Receiver, Sender};
+use crate::handoff::{Receiver, Sender};
 
 use super::{HEAD_LEN, Shared, TargetState, WriteError};
 use crate::buffer::{AlignedBuf, Chunk, is_zero};
