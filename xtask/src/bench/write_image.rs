@@ -10,6 +10,11 @@
 //! Each ingot format is then run once more onto a poisoned device and read back
 //! with `cmp`. The result is a markdown table, also written to
 //! `target/bench/write-image.md`.
+//!
+//! With `--busy`, a CPU-bound competitor (a shell busy loop pinned to CPU 0 by
+//! `taskset`) runs through every round, during the baselines as during ingot,
+//! so the ratios compare like with like on a machine that is not idle. That
+//! report goes to `target/bench/write-image-busy.md`.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -86,13 +91,47 @@ fn poison(dev: &Path, size: u64) -> Result<()> {
     Ok(())
 }
 
-fn parse_rounds(args: &[String]) -> Result<usize> {
-    super::parse_rounds(args, "write-image", DEFAULT_ROUNDS)
+/// The options: `[--busy] [--rounds N]`.
+#[derive(Debug, PartialEq, Eq)]
+struct Options {
+    rounds: usize,
+    busy: bool,
+}
+
+fn parse_args(args: &[String]) -> Result<Options> {
+    let busy = args.iter().any(|a| a == "--busy");
+    let rest: Vec<String> = args.iter().filter(|a| *a != "--busy").cloned().collect();
+    let rounds = super::parse_rounds(&rest, "write-image [--busy]", DEFAULT_ROUNDS)?;
+    Ok(Options { rounds, busy })
+}
+
+/// A CPU-bound process pinned to CPU 0 while it lives: `sh`'s empty loop
+/// never sleeps and makes no system calls.
+struct Competitor(std::process::Child);
+
+impl Competitor {
+    fn start() -> Result<Self> {
+        let child = Command::new("taskset")
+            .args(["--cpu-list", "0", "sh", "-c", "while :; do :; done"])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .context("starting the CPU-bound competitor (taskset)")?;
+        println!("competitor: pid {} busy on CPU 0", child.id());
+        Ok(Self(child))
+    }
+}
+
+impl Drop for Competitor {
+    fn drop(&mut self) {
+        // taskset execs sh, so this is the busy loop itself.
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
 }
 
 /// Runs the benchmark.
 pub fn run(args: &[String]) -> Result<()> {
-    let rounds = parse_rounds(args)?;
+    let opts = parse_args(args)?;
     util::require_root("bench write-image")?;
     crate::deps::ensure()?;
     println!("\n==> building the static agent");
@@ -117,14 +156,18 @@ pub fn run(args: &[String]) -> Result<()> {
             (qcow2.as_path(), qcow2_sha.as_str()),
             &dev.path,
             &logs,
-            rounds,
+            &opts,
         )
     })();
     drop(nginx);
     std::fs::remove_file(&backing).ok();
     let report = result?;
     println!("\n{report}");
-    let out = dir.join("write-image.md");
+    let out = dir.join(if opts.busy {
+        "write-image-busy.md"
+    } else {
+        "write-image.md"
+    });
     std::fs::write(&out, &report)?;
     println!("(written to {})", out.display());
     Ok(())
@@ -137,7 +180,7 @@ fn measure(
     (qcow2, qcow2_sha): (&Path, &str),
     dev: &Path,
     logs: &Path,
-    rounds: usize,
+    &Options { rounds, busy }: &Options,
 ) -> Result<String> {
     let name = |p: &Path| -> String {
         p.file_name()
@@ -239,6 +282,11 @@ fn measure(
     println!("\n==> warm-up: one untimed write of the whole device");
     let disk = &jobs[0];
     timed(&disk.argv, None, &logs.join("warm-up.log"))?;
+    let competitor = if busy {
+        Some(Competitor::start()?)
+    } else {
+        None
+    };
     for round in 1..=rounds {
         println!("\n==> round {round} of {rounds}");
         for job in &mut jobs {
@@ -257,6 +305,7 @@ fn measure(
             job.samples.push(sample);
         }
     }
+    drop(competitor);
 
     println!("\n==> read-back: each format onto a poisoned device, then cmp");
     let checked = ["ingot-raw", "ingot-zst", "ingot-qcow2"];
@@ -276,10 +325,10 @@ fn measure(
         .with_context(|| format!("{}: the device does not match the image", job.key))?;
     }
 
-    Ok(report(&jobs, img, rounds, &load_at_start))
+    Ok(report(&jobs, img, rounds, busy, &load_at_start))
 }
 
-fn report(jobs: &[Job], img: &Image, rounds: usize, load_at_start: &str) -> String {
+fn report(jobs: &[Job], img: &Image, rounds: usize, busy: bool, load_at_start: &str) -> String {
     let get = |key: &str| jobs.iter().find(|j| j.key == key);
     let wall = |key: &str| get(key).map_or(f64::NAN, Job::wall);
     let date = util::output(Command::new("date").args(["-u", "+%Y-%m-%d"]))
@@ -293,18 +342,26 @@ fn report(jobs: &[Job], img: &Image, rounds: usize, load_at_start: &str) -> Stri
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "### write-image, {} image ({date})\n",
+        "### write-image{}, {} image ({date})\n",
+        if busy { " --busy" } else { "" },
         util::human_bytes(img.raw_size)
     );
     let _ = writeln!(
         md,
-        "`cargo xtask bench write-image` on {}, kernel {kernel}. Image: {}{}. \
+        "`cargo xtask bench write-image{}` on {}, kernel {kernel}.{} Image: {}{}. \
          Served by nginx (sendfile) on 127.0.0.1; written to a loop device \
          (`--direct-io=on`) over a sparse file. Median of {rounds} interleaved rounds; \
          GB/s is image bytes (10^9) per second; CPU and peak RSS are the median run's \
          from `/usr/bin/time`. Load average (1 min) {load_at_start} at the start, {} at \
          the end.\n",
+        if busy { " --busy" } else { "" },
         cpu_model(),
+        if busy {
+            " A CPU-bound competitor (`taskset -c 0 sh -c 'while :; do :; done'`) \
+             ran through every round, baselines included."
+        } else {
+            ""
+        },
         img.describe(),
         if img.fat_esp {
             ", FAT32 ESP"
@@ -352,6 +409,12 @@ fn report(jobs: &[Job], img: &Image, rounds: usize, load_at_start: &str) -> Stri
             format!("{:.2}×", raw / wall(slow_key)),
             "≤ 1.25×".into(),
             verdict(raw / wall(slow_key) <= 1.25),
+        ),
+        (
+            "ingot raw ÷ hashing alone (`openssl dgst -sha256`)".into(),
+            format!("{:.2}×", raw / wall("hash")),
+            "—".into(),
+            "",
         ),
         (
             "ingot raw ÷ HTTP alone (`curl`)".into(),
@@ -432,10 +495,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rounds_flag() {
-        assert_eq!(parse_rounds(&[]).unwrap(), DEFAULT_ROUNDS);
-        assert_eq!(parse_rounds(&["--rounds".into(), "1".into()]).unwrap(), 1);
-        assert!(parse_rounds(&["--rounds".into(), "0".into()]).is_err());
-        assert!(parse_rounds(&["--fast".into()]).is_err());
+    fn flags() {
+        let parse = |a: &[&str]| parse_args(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let opts = |rounds, busy| Options { rounds, busy };
+        assert_eq!(parse(&[]).unwrap(), opts(DEFAULT_ROUNDS, false));
+        assert_eq!(parse(&["--rounds", "1"]).unwrap(), opts(1, false));
+        assert_eq!(parse(&["--busy"]).unwrap(), opts(DEFAULT_ROUNDS, true));
+        assert_eq!(parse(&["--busy", "--rounds", "2"]).unwrap(), opts(2, true));
+        assert_eq!(parse(&["--rounds", "2", "--busy"]).unwrap(), opts(2, true));
+        assert!(parse(&["--rounds", "0"]).is_err());
+        assert!(parse(&["--fast"]).is_err());
     }
 }
