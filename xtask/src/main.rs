@@ -32,7 +32,8 @@ tasks:
                               --tls (TLS on every hop)
                               --glance (the image from a real Glance, deployed by its UUID as Nova does)
   write-image-demo     write a small disk image to a loop device with ingot-agent (root)
-  bench write-image    time write-image against the machine's limits (root)
+  bench write-image    time write-image against the machine's limits (root; --busy: with a
+                       CPU-bound competitor on one core)
   bench wipe           time wipe against dd and blkdiscard (root)
   bench power-sync     one power-state sync of 10,000 simulated IPMI BMCs against ipmitool
   bench convert        ingot-image convert against qemu-img convert (qcow2 -> raw, raw -> qcow2)";
