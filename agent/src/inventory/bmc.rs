@@ -1,11 +1,14 @@
 //! The BMC's LAN addresses, read in-band through the kernel IPMI driver
 //! (`/dev/ipmi0`) with "Get LAN Configuration Parameters", as IPA does with
-//! `ipmitool lan print` on channels 1–11.
+//! `ipmitool lan print` on channels 1–11. The command's data and answers
+//! are `ingot-ipmi`'s message codec; this module is the driver's ioctls.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+use ingot_ipmi::message::{self, lan, netfn};
 
 /// What the BMC reported.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -20,10 +23,6 @@ pub struct BmcInfo {
 
 const IPMI_SYSTEM_INTERFACE_ADDR_TYPE: i32 = 0x0c;
 const IPMI_BMC_CHANNEL: i16 = 0xf;
-const NETFN_TRANSPORT: u8 = 0x0c;
-const CMD_GET_LAN_CONFIG: u8 = 0x02;
-const PARAM_IP: u8 = 3;
-const PARAM_MAC: u8 = 5;
 
 #[repr(C)]
 struct SystemInterfaceAddr {
@@ -76,33 +75,16 @@ pub fn query(dev: &Path) -> BmcInfo {
         mac: None,
     };
     for channel in 1..=11u8 {
-        let Some(ip) = lan_param(&file, channel, PARAM_IP) else {
+        let Some(ip) = lan_param(&file, channel, lan::PARAM_IP) else {
             continue;
         };
-        if let Some(ip) = parse_ip(&ip) {
+        if let Some(ip) = lan::parse_ip(&ip) {
             info.address = Some(ip);
-            info.mac = lan_param(&file, channel, PARAM_MAC).and_then(|m| parse_mac(&m));
+            info.mac = lan_param(&file, channel, lan::PARAM_MAC).and_then(|m| lan::parse_mac(&m));
             break;
         }
     }
     info
-}
-
-/// The IPv4 address in a parameter 3 answer (revision byte first); `None` for 0.0.0.0.
-pub fn parse_ip(data: &[u8]) -> Option<String> {
-    let a = data.get(1..5)?;
-    (a != [0, 0, 0, 0]).then(|| format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3]))
-}
-
-/// The MAC in a parameter 5 answer (revision byte first).
-pub fn parse_mac(data: &[u8]) -> Option<String> {
-    let m = data.get(1..7)?;
-    Some(
-        m.iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":"),
-    )
 }
 
 /// Sends Get LAN Configuration Parameters and returns the data after the
@@ -114,14 +96,14 @@ fn lan_param(file: &File, channel: u8, param: u8) -> Option<Vec<u8>> {
         channel: IPMI_BMC_CHANNEL,
         lun: 0,
     };
-    let mut data = [channel, param, 0, 0];
+    let mut data = lan::get_request(channel, param);
     let mut req = IpmiReq {
         addr: (&mut addr as *mut SystemInterfaceAddr).cast(),
         addr_len: std::mem::size_of::<SystemInterfaceAddr>() as u32,
         msgid: libc::c_long::from(param) << 8 | libc::c_long::from(channel),
         msg: IpmiMsg {
-            netfn: NETFN_TRANSPORT,
-            cmd: CMD_GET_LAN_CONFIG,
+            netfn: netfn::TRANSPORT,
+            cmd: lan::GET_LAN_CONFIG,
             data_len: data.len() as u16,
             data: data.as_mut_ptr(),
         },
@@ -166,11 +148,7 @@ fn lan_param(file: &File, channel: u8, param: u8) -> Option<Vec<u8>> {
             continue;
         }
         let len = usize::from(recv.msg.data_len).min(rdata.len());
-        let reply = &rdata[..len];
-        return match reply.split_first() {
-            Some((0, rest)) => Some(rest.to_vec()),
-            _ => None,
-        };
+        return message::completed_data(&rdata[..len]).map(<[u8]>::to_vec);
     }
 }
 
@@ -179,16 +157,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_answers() {
-        assert_eq!(
-            parse_ip(&[0x11, 10, 1, 0, 23]).as_deref(),
-            Some("10.1.0.23")
-        );
-        assert_eq!(parse_ip(&[0x11, 0, 0, 0, 0]), None);
-        assert_eq!(
-            parse_mac(&[0x11, 0xb4, 0x96, 0x91, 0xaa, 0xbb, 0]).as_deref(),
-            Some("b4:96:91:aa:bb:00")
-        );
+    fn ioctl_numbers() {
         assert_eq!(IPMICTL_SEND_COMMAND, 0x8028_690d);
         assert_eq!(IPMICTL_RECEIVE_MSG_TRUNC, 0xc030_690b);
     }

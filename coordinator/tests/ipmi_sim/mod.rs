@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ingot_coordinator::power::ipmi::packet;
+use ingot_ipmi::packet;
 
 /// User name and password of the simulated BMC's admin user.
 pub const USER: &str = "admin";

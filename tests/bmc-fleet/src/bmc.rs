@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
-use ingot_coordinator::power::ipmi::crypto::{self, AuthAlg, RakpParams};
-use ingot_coordinator::power::ipmi::packet::{self, Incoming, SessionKeys, payload};
+use ingot_ipmi::crypto::{self, AuthAlg, RakpParams};
+use ingot_ipmi::packet::{self, Incoming, SessionKeys, payload};
 
 /// Sessions kept per BMC; the oldest is dropped beyond this.
 const MAX_SESSIONS: usize = 16;

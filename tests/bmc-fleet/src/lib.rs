@@ -3,7 +3,8 @@
 //! (RAKP-HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128): Get Channel Authentication
 //! Capabilities, Open Session, RAKP 1–4, Set Session Privilege Level, Close
 //! Session, Get Device ID, Get Chassis Status and Chassis Control. The packet
-//! and RAKP code is the coordinator's own, used from the BMC side.
+//! and RAKP code is `ingot-ipmi`'s, the coordinator's client's own, used from
+//! the BMC side.
 
 pub mod bmc;
 

@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use ingot_coordinator::power::ipmi::{
+use ingot_ipmi::{
     BmcConfig, ChassisControl, CipherSuite, IpmiClient, IpmiVersion, Timing, privilege,
 };
 
@@ -121,4 +121,55 @@ async fn ipmitool_lanplus_suite_3_reads_and_switches_power() {
             .await
             .unwrap()
     );
+}
+
+/// The session state machine needs no socket: its datagrams go straight
+/// into a simulated BMC and the answers straight back.
+#[test]
+fn sans_io_session_against_one_bmc_without_sockets() {
+    use ingot_ipmi::chassis;
+    use ingot_ipmi::message::netfn;
+    use ingot_ipmi::session::{Handshake, Progress};
+
+    let mut bmc = ingot_bmc_fleet::Bmc::new(7, "admin", "secret");
+    let mut hs = Handshake::new(&cfg(623, "secret")).unwrap();
+    let mut steps = 0;
+    loop {
+        steps += 1;
+        assert!(steps < 10, "handshake does not end");
+        let request = hs.datagram().unwrap();
+        let answer = bmc.handle(&request).expect("the BMC answers");
+        // A stray datagram changes nothing.
+        assert_eq!(hs.receive(b"not ipmi").unwrap(), Progress::Ignored);
+        match hs.receive(&answer).unwrap() {
+            Progress::Next => continue,
+            Progress::Established => break,
+            Progress::Ignored => panic!("answer ignored at step {steps}"),
+        }
+    }
+    // Capabilities, Open Session, RAKP 1/2, RAKP 3/4, Set Session Privilege Level.
+    assert_eq!(steps, 5);
+    let mut session = hs.into_session().unwrap();
+    let req = session.request(netfn::CHASSIS, chassis::GET_CHASSIS_STATUS, &[]);
+    // A retransmission is a new datagram (new sequence number and IV); both are answered.
+    let first = session.datagram(&req).unwrap();
+    let again = session.datagram(&req).unwrap();
+    assert_ne!(first, again);
+    let answer = bmc.handle(&again).expect("answered");
+    let r = session
+        .response(&req, &answer)
+        .expect("the answer to the request");
+    assert!(!chassis::parse_power_on(&r.completed("status").unwrap().data).unwrap());
+
+    // A wrong password fails at RAKP 2, in the state machine.
+    let mut hs = Handshake::new(&cfg(623, "wrong")).unwrap();
+    let err = loop {
+        let answer = bmc.handle(&hs.datagram().unwrap()).expect("answered");
+        match hs.receive(&answer) {
+            Ok(Progress::Next) => continue,
+            Ok(p) => panic!("unexpected {p:?}"),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, ingot_ipmi::IpmiError::Auth(_)), "{err:?}");
 }

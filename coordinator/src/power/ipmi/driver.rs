@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::client::{BootDevice, ChassisControl, IpmiClient};
-use super::{BmcConfig, CipherSuite, IpmiError, IpmiVersion, Timing, privilege};
 use crate::power::{
     BootDeviceState, BoxFuture, PowerAction, PowerDriver, PowerError, PowerState, PowerTarget,
     require_keys,
+};
+use ingot_ipmi::{
+    BmcConfig, BootDevice, ChassisControl, CipherSuite, IpmiClient, IpmiError, IpmiVersion, Timing,
+    privilege,
 };
 
 /// The IPMI power driver.

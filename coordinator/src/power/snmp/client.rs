@@ -1,9 +1,13 @@
-//! An async SNMP v1/v2c client for GET and SET of one INTEGER over UDP, with
-//! a timeout per transmission and retransmissions of the same request-id.
+//! An async SNMP v1/v2c/v3 client for GET and SET of one INTEGER over UDP,
+//! with a timeout per transmission and retransmissions of the same
+//! request-id, on the UDP request helper shared with IPMI
+//! ([`ingot_ipmi::udp`]: an ICMP unreachable counts as one failed attempt).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::time::Duration;
 
+use ingot_ipmi::udp::{self, Retry, UdpError};
 use tokio::net::UdpSocket;
 
 use super::ber::{format_oid, tag};
@@ -234,7 +238,8 @@ impl SnmpClient {
     }
 
     /// Sends `packet` and waits for an answer `accept` takes, retransmitting
-    /// after each timeout.
+    /// after each timeout (no pause between attempts), with
+    /// [`ingot_ipmi::udp`]'s handling of ICMP errors.
     async fn round_trip<T>(
         &self,
         sock: &UdpSocket,
@@ -242,50 +247,40 @@ impl SnmpClient {
         packet: &[u8],
         mut accept: impl FnMut(&[u8]) -> Option<T>,
     ) -> Result<T, SnmpError> {
-        let mut buf = vec![0u8; 65_535];
-        for attempt in 0..=self.timing.retries {
-            if attempt > 0 {
-                tracing::debug!(agent = %addr, attempt, "snmp retransmission");
-            }
-            sock.send(packet)
-                .await
-                .map_err(|e| SnmpError::Io(format!("send to {addr}: {e}")))?;
-            let deadline = tokio::time::Instant::now() + self.timing.timeout;
-            loop {
-                match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
-                    Err(_) => break,
-                    // ICMP port unreachable surfaces here; treat as no answer.
-                    Ok(Err(e)) => {
-                        tracing::debug!(agent = %addr, error = %e, "snmp receive failed");
-                        tokio::time::sleep_until(deadline).await;
-                        break;
-                    }
-                    Ok(Ok(n)) => {
-                        if let Some(t) = accept(&buf[..n]) {
-                            return Ok(t);
-                        }
-                    }
+        let retry = Retry {
+            timeout: self.timing.timeout,
+            max_timeout: self.timing.timeout,
+            retries: self.timing.retries,
+            backoff: Duration::ZERO,
+        };
+        let mut attempt = 0u32;
+        let mut x = udp::Closures(
+            || {
+                if attempt > 0 {
+                    tracing::debug!(agent = %addr, attempt, "snmp retransmission");
                 }
-            }
-        }
-        Err(SnmpError::Timeout(addr.to_string()))
+                attempt += 1;
+                Ok::<_, UdpError>(packet.to_vec())
+            },
+            |buf: &[u8]| accept(buf).map(Ok),
+        );
+        udp::exchange(sock, &retry, &mut x)
+            .await
+            .map_err(|e| match e {
+                UdpError::Timeout { .. } => SnmpError::Timeout(addr.to_string()),
+                UdpError::Unreachable { error, .. } => SnmpError::Unreachable {
+                    agent: addr.to_string(),
+                    error,
+                },
+                UdpError::Io(e) => SnmpError::Io(format!("{addr}: {e}")),
+            })
     }
 }
 
 async fn connect(agent: &Agent) -> Result<(UdpSocket, SocketAddr), SnmpError> {
-    let addr = resolve(&agent.host, agent.port).await?;
-    let bind: SocketAddr = if addr.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let sock = UdpSocket::bind(bind)
+    udp::connect(&agent.host, agent.port)
         .await
-        .map_err(|e| SnmpError::Io(format!("bind: {e}")))?;
-    sock.connect(addr)
-        .await
-        .map_err(|e| SnmpError::Io(format!("connect {addr}: {e}")))?;
-    Ok((sock, addr))
+        .map_err(|e| SnmpError::Io(e.to_string()))
 }
 
 fn check_status(resp: &Response, op: &'static str, oid: &str) -> Result<(), SnmpError> {
@@ -300,13 +295,4 @@ fn check_status(resp: &Response, op: &'static str, oid: &str) -> Result<(), Snmp
             name: error_status_name(s),
         }),
     }
-}
-
-async fn resolve(host: &str, port: u16) -> Result<SocketAddr, SnmpError> {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| SnmpError::Io(format!("resolve {host}: {e}")))?
-        .next()
-        .ok_or_else(|| SnmpError::Io(format!("{host} has no address")))
 }

@@ -51,6 +51,14 @@ pub enum SnmpError {
     /// No answer after all retries.
     #[error("no answer from the SNMP agent at {0} (timed out)")]
     Timeout(String),
+    /// The last attempt got an ICMP error (port, host or network unreachable).
+    #[error("the SNMP agent at {agent} is unreachable: {error}")]
+    Unreachable {
+        /// The agent's address.
+        agent: String,
+        /// The error the socket reported.
+        error: String,
+    },
     /// Socket or name resolution failure.
     #[error("network error: {0}")]
     Io(String),

@@ -6,6 +6,22 @@
 use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit, block_padding::NoPadding};
 use hmac::{Hmac, Mac};
 
+use crate::IpmiError;
+
+/// 16 random bytes (RAKP random numbers, AES IVs).
+pub fn random16() -> Result<[u8; 16], IpmiError> {
+    let mut b = [0u8; 16];
+    getrandom::getrandom(&mut b).map_err(|e| IpmiError::Io(format!("random: {e}")))?;
+    Ok(b)
+}
+
+/// A random nonzero session ID or sequence number.
+pub fn random_u32() -> Result<u32, IpmiError> {
+    let mut b = [0u8; 4];
+    getrandom::getrandom(&mut b).map_err(|e| IpmiError::Io(format!("random: {e}")))?;
+    Ok(u32::from_le_bytes(b) | 1)
+}
+
 /// The authentication (RAKP) algorithm of a cipher suite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthAlg {

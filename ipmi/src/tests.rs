@@ -3,8 +3,8 @@
 //! loopback. Our RAKP codes, session integrity key, K1/K2, integrity check
 //! and decryption must reproduce what both real implementations exchanged.
 
-use super::crypto::{self, AuthAlg, RakpParams};
-use super::packet::{self, Incoming, SessionKeys, payload};
+use crate::crypto::{self, AuthAlg, RakpParams};
+use crate::packet::{self, Incoming, SessionKeys, payload};
 
 fn h(s: &str) -> Vec<u8> {
     hex::decode(s).expect("hex")

@@ -18,11 +18,11 @@
 //! up by one per transmitted packet (skipping 0).
 
 use md5::Digest as _;
-use tokio::net::UdpSocket;
 
-use super::packet::{self as ipmi, RMCP_HEADER};
-use super::session::{exchange, random_u32};
-use super::{BmcConfig, IpmiError, Timing};
+use crate::crypto;
+use crate::message::{self as ipmi, netfn::APP as NETFN_APP};
+use crate::packet::{AUTH_RMCPPLUS, RMCP_HEADER};
+use crate::{BmcConfig, IpmiError};
 
 /// Session authentication types (bit numbers of the capabilities mask).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +121,7 @@ pub struct Packet15 {
 
 /// Decodes an IPMI 1.5 packet (`None` for RMCP+ or malformed packets).
 pub fn parse(p: &[u8]) -> Option<Packet15> {
-    if p.len() < 14 || p[..4] != RMCP_HEADER || p[4] == ipmi::AUTH_RMCPPLUS {
+    if p.len() < 14 || p[..4] != RMCP_HEADER || p[4] == AUTH_RMCPPLUS {
         return None;
     }
     let auth = p[4];
@@ -206,113 +206,198 @@ pub fn session_completion(cmd: &'static str, code: u8) -> Result<(), IpmiError> 
     }
 }
 
-/// The IPMI 1.5 handshake on a connected socket: capabilities, challenge,
-/// activation. Set Session Privilege Level follows in the session.
-pub(super) async fn handshake(
-    sock: &UdpSocket,
-    cfg: &BmcConfig,
-    timing: &Timing,
-) -> Result<Lan15, IpmiError> {
-    let password = password16(&cfg.password);
-    let outside = |cmd: u8, data: &[u8]| {
+/// Where an IPMI 1.5 handshake is.
+#[derive(Debug, Clone)]
+enum Step {
+    /// Get Channel Authentication Capabilities (no v2.0 bit).
+    Capabilities,
+    /// Get Session Challenge with the chosen type.
+    Challenge {
+        auth: AuthType,
+        per_message_off: bool,
+    },
+    /// Activate Session, authenticated with the temporary session ID and
+    /// sequence number 0.
+    Activate {
+        auth: AuthType,
+        per_message_off: bool,
+        temp_sid: u32,
+        request: Vec<u8>,
+    },
+}
+
+/// The IPMI 1.5 handshake (capabilities, challenge, activation) as a
+/// state machine without I/O: send [`Handshake15::datagram`], feed what
+/// arrives to [`Handshake15::receive`]. Set Session Privilege Level follows
+/// in the session (see [`crate::session::Handshake`]).
+#[derive(Debug, Clone)]
+pub struct Handshake15 {
+    password: [u8; 16],
+    user: Vec<u8>,
+    privilege: u8,
+    host: String,
+    step: Step,
+}
+
+/// What a datagram did to an IPMI 1.5 handshake.
+#[derive(Debug)]
+pub enum Progress15 {
+    /// Not the answer to the current step.
+    Ignored,
+    /// The step is done: send the next datagram.
+    Next,
+    /// The session is active.
+    Active(Lan15),
+}
+
+impl Handshake15 {
+    /// Starts a handshake.
+    pub fn new(cfg: &BmcConfig) -> Result<Self, IpmiError> {
+        let user = cfg.username.as_bytes();
+        if user.len() > 16 {
+            return Err(IpmiError::Protocol("user name longer than 16 bytes".into()));
+        }
+        Ok(Self {
+            password: password16(&cfg.password),
+            user: user.to_vec(),
+            privilege: cfg.privilege,
+            host: format!("{}:{}", cfg.host, cfg.port),
+            step: Step::Capabilities,
+        })
+    }
+
+    fn outside(&self, cmd: u8, data: &[u8]) -> Vec<u8> {
         packet(
             AuthType::None,
-            &password,
+            &self.password,
             0,
             0,
-            &ipmi::ipmi_request(0x06, 0, cmd, data),
+            &ipmi::ipmi_request(NETFN_APP, 0, cmd, data),
         )
-    };
-    let unauth = |cmd: u8| {
-        move |p: &[u8]| {
+    }
+
+    /// The datagram of the current step (the same for each retransmission).
+    pub fn datagram(&self) -> Vec<u8> {
+        match &self.step {
+            Step::Capabilities => self.outside(0x38, &[0x0E, self.privilege]),
+            Step::Challenge { auth, .. } => {
+                let mut data = vec![auth.byte()];
+                data.extend_from_slice(&self.user);
+                data.resize(17, 0);
+                self.outside(0x39, &data)
+            }
+            Step::Activate { request, .. } => request.clone(),
+        }
+    }
+
+    /// The error to report when the current step got no answer: BMCs drop
+    /// activations whose AuthCode does not verify.
+    pub fn no_answer(&self, e: IpmiError) -> IpmiError {
+        match (&self.step, e) {
+            (Step::Activate { auth, .. }, IpmiError::Timeout) if *auth != AuthType::None => {
+                IpmiError::Auth("Activate Session got no answer (wrong password?)".into())
+            }
+            (_, e) => e,
+        }
+    }
+
+    /// Takes a datagram from the BMC.
+    pub fn receive(&mut self, p: &[u8]) -> Result<Progress15, IpmiError> {
+        let unauth = |cmd: u8| {
             parse(p)
                 .and_then(|pk| ipmi::parse_ipmi_response(&pk.msg))
                 .filter(|r| r.cmd == cmd)
+        };
+        match &self.step {
+            Step::Capabilities => {
+                let Some(caps) = unauth(0x38) else {
+                    return Ok(Progress15::Ignored);
+                };
+                let caps = caps.completed("Get Channel Authentication Capabilities")?;
+                let mask = caps.data.get(1).copied().unwrap_or(0);
+                let per_message_off = caps.data.get(2).is_some_and(|b| b & 0x10 != 0);
+                let auth = AuthType::choose(mask).ok_or_else(|| {
+                    IpmiError::Auth(format!(
+                        "the BMC offers no IPMI 1.5 authentication type this client speaks (mask {mask:#04x}; MD2 and OEM are not supported)"
+                    ))
+                })?;
+                if auth == AuthType::None {
+                    tracing::warn!(bmc = %self.host, "ipmi 1.5 session without authentication: the BMC offers no MD5 or password type");
+                }
+                self.step = Step::Challenge {
+                    auth,
+                    per_message_off,
+                };
+                Ok(Progress15::Next)
+            }
+            Step::Challenge {
+                auth,
+                per_message_off,
+            } => {
+                let Some(ch) = unauth(0x39) else {
+                    return Ok(Progress15::Ignored);
+                };
+                session_completion("Get Session Challenge", ch.completion)?;
+                let Some(challenge) = ch.data.get(4..20) else {
+                    return Err(IpmiError::Protocol(
+                        "Get Session Challenge: short response".into(),
+                    ));
+                };
+                let temp_sid = u32::from_le_bytes([ch.data[0], ch.data[1], ch.data[2], ch.data[3]]);
+                let outbound = crypto::random_u32()?;
+                let mut data = vec![auth.byte(), self.privilege];
+                data.extend_from_slice(challenge);
+                data.extend_from_slice(&outbound.to_le_bytes());
+                let msg = ipmi::ipmi_request(NETFN_APP, 0, 0x3A, &data);
+                self.step = Step::Activate {
+                    auth: *auth,
+                    per_message_off: *per_message_off,
+                    temp_sid,
+                    request: packet(*auth, &self.password, temp_sid, 0, &msg),
+                };
+                Ok(Progress15::Next)
+            }
+            Step::Activate {
+                temp_sid,
+                per_message_off,
+                ..
+            } => {
+                let Some(act) = parse(p)
+                    .filter(|pk| pk.session_id == *temp_sid || pk.session_id == 0)
+                    .and_then(|pk| ipmi::parse_ipmi_response(&pk.msg))
+                    .filter(|r| r.cmd == 0x3A)
+                else {
+                    return Ok(Progress15::Ignored);
+                };
+                session_completion("Activate Session", act.completion)?;
+                let d = &act.data;
+                if d.len() < 9 {
+                    return Err(IpmiError::Protocol(
+                        "Activate Session: short response".into(),
+                    ));
+                }
+                let session_id = u32::from_le_bytes([d[1], d[2], d[3], d[4]]);
+                let seq = u32::from_le_bytes([d[5], d[6], d[7], d[8]]);
+                let auth = match d[0] & 0x0F {
+                    0 => AuthType::None,
+                    2 => AuthType::Md5,
+                    4 => AuthType::Straight,
+                    other => {
+                        return Err(IpmiError::Protocol(format!(
+                            "Activate Session: unsupported session auth type {other}"
+                        )));
+                    }
+                };
+                Ok(Progress15::Active(Lan15 {
+                    auth,
+                    session_id,
+                    seq: seq.max(1),
+                    password: self.password,
+                    unauthenticated_answers: *per_message_off,
+                }))
+            }
         }
-    };
-    // 1. Get Channel Authentication Capabilities (no v2.0 bit).
-    let caps_req = outside(0x38, &[0x0E, cfg.privilege]);
-    let caps = exchange(sock, timing, || Ok(caps_req.clone()), unauth(0x38))
-        .await?
-        .completed("Get Channel Authentication Capabilities")?;
-    let mask = caps.data.get(1).copied().unwrap_or(0);
-    let per_message_off = caps.data.get(2).is_some_and(|b| b & 0x10 != 0);
-    let auth = AuthType::choose(mask).ok_or_else(|| {
-        IpmiError::Auth(format!(
-            "the BMC offers no IPMI 1.5 authentication type this client speaks (mask {mask:#04x}; MD2 and OEM are not supported)"
-        ))
-    })?;
-    if auth == AuthType::None {
-        tracing::warn!(host = %cfg.host, port = cfg.port, "ipmi 1.5 session without authentication: the BMC offers no MD5 or password type");
     }
-    // 2. Get Session Challenge.
-    let user = cfg.username.as_bytes();
-    if user.len() > 16 {
-        return Err(IpmiError::Protocol("user name longer than 16 bytes".into()));
-    }
-    let mut data = vec![auth.byte()];
-    data.extend_from_slice(user);
-    data.resize(17, 0);
-    let ch_req = outside(0x39, &data);
-    let ch = exchange(sock, timing, || Ok(ch_req.clone()), unauth(0x39)).await?;
-    session_completion("Get Session Challenge", ch.completion)?;
-    if ch.data.len() < 20 {
-        return Err(IpmiError::Protocol(
-            "Get Session Challenge: short response".into(),
-        ));
-    }
-    let temp_sid = u32::from_le_bytes([ch.data[0], ch.data[1], ch.data[2], ch.data[3]]);
-    // 3. Activate Session, authenticated with the temporary session ID and sequence 0.
-    let outbound = random_u32()?;
-    let mut data = vec![auth.byte(), cfg.privilege];
-    data.extend_from_slice(&ch.data[4..20]);
-    data.extend_from_slice(&outbound.to_le_bytes());
-    let act_msg = ipmi::ipmi_request(0x06, 0, 0x3A, &data);
-    let act_req = packet(auth, &password, temp_sid, 0, &act_msg);
-    let act = exchange(
-        sock,
-        timing,
-        || Ok(act_req.clone()),
-        |p| {
-            parse(p)
-                .filter(|pk| pk.session_id == temp_sid || pk.session_id == 0)
-                .and_then(|pk| ipmi::parse_ipmi_response(&pk.msg))
-                .filter(|r| r.cmd == 0x3A)
-        },
-    )
-    .await
-    .map_err(|e| match e {
-        // BMCs drop activations whose AuthCode does not verify.
-        IpmiError::Timeout if auth != AuthType::None => {
-            IpmiError::Auth("Activate Session got no answer (wrong password?)".into())
-        }
-        e => e,
-    })?;
-    session_completion("Activate Session", act.completion)?;
-    if act.data.len() < 9 {
-        return Err(IpmiError::Protocol(
-            "Activate Session: short response".into(),
-        ));
-    }
-    let session_id = u32::from_le_bytes([act.data[1], act.data[2], act.data[3], act.data[4]]);
-    let seq = u32::from_le_bytes([act.data[5], act.data[6], act.data[7], act.data[8]]);
-    let auth = match act.data[0] & 0x0F {
-        0 => AuthType::None,
-        2 => AuthType::Md5,
-        4 => AuthType::Straight,
-        other => {
-            return Err(IpmiError::Protocol(format!(
-                "Activate Session: unsupported session auth type {other}"
-            )));
-        }
-    };
-    Ok(Lan15 {
-        auth,
-        session_id,
-        seq: seq.max(1),
-        password,
-        unauthenticated_answers: per_message_off,
-    })
 }
 
 #[cfg(test)]

@@ -1,14 +1,14 @@
-//! Wire encoding: the RMCP header, IPMI 1.5 and 2.0 (RMCP+) session
-//! wrappers and IPMI LAN messages (IPMI 2.0 §13.6–13.8).
+//! Wire encoding: the RMCP header and the IPMI 1.5 and 2.0 (RMCP+) session
+//! wrappers (IPMI 2.0 §13.6–13.7). The messages inside are [`crate::message`]'s,
+//! re-exported here.
 
-use super::crypto;
+use crate::crypto;
+pub use crate::message::{
+    BMC_ADDR, CONSOLE_ADDR, IpmiResponse, checksum, ipmi_request, parse_ipmi_response,
+};
 
 /// RMCP header for IPMI class messages (version 6, sequence 0xFF: no ACK).
 pub const RMCP_HEADER: [u8; 4] = [0x06, 0x00, 0xFF, 0x07];
-/// The BMC's responder address.
-pub const BMC_ADDR: u8 = 0x20;
-/// Our (remote console software) requester address.
-pub const CONSOLE_ADDR: u8 = 0x81;
 /// Authentication type byte marking an RMCP+ (IPMI 2.0) session header.
 pub const AUTH_RMCPPLUS: u8 = 0x06;
 
@@ -28,68 +28,6 @@ pub mod payload {
     pub const RAKP3: u8 = 0x14;
     /// RAKP message 4.
     pub const RAKP4: u8 = 0x15;
-}
-
-/// Two's complement checksum: the bytes plus it sum to zero.
-pub fn checksum(bytes: &[u8]) -> u8 {
-    bytes
-        .iter()
-        .fold(0u8, |a, b| a.wrapping_add(*b))
-        .wrapping_neg()
-}
-
-/// An IPMI LAN request message (BMC at LUN 0).
-pub fn ipmi_request(netfn: u8, rq_seq: u8, cmd: u8, data: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(7 + data.len());
-    m.push(BMC_ADDR);
-    m.push(netfn << 2);
-    m.push(checksum(&m[0..2]));
-    m.push(CONSOLE_ADDR);
-    m.push(rq_seq << 2);
-    m.push(cmd);
-    m.extend_from_slice(data);
-    m.push(checksum(&m[3..]));
-    m
-}
-
-/// A decoded IPMI LAN response message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IpmiResponse {
-    /// Response network function (request netfn + 1).
-    pub netfn: u8,
-    /// Requester sequence number it answers.
-    pub rq_seq: u8,
-    /// Command.
-    pub cmd: u8,
-    /// Completion code.
-    pub completion: u8,
-    /// Response data after the completion code.
-    pub data: Vec<u8>,
-}
-
-impl IpmiResponse {
-    /// The response if its completion code is 0 ("command completed
-    /// normally"), otherwise [`super::IpmiError::Completion`] naming `cmd`.
-    pub fn completed(self, cmd: &'static str) -> Result<Self, super::IpmiError> {
-        match self.completion {
-            0 => Ok(self),
-            code => Err(super::IpmiError::Completion { cmd, code }),
-        }
-    }
-}
-
-/// Decodes an IPMI LAN response message, checking both checksums.
-pub fn parse_ipmi_response(m: &[u8]) -> Option<IpmiResponse> {
-    if m.len() < 8 || checksum(&m[0..2]) != m[2] || checksum(&m[3..m.len() - 1]) != m[m.len() - 1] {
-        return None;
-    }
-    Some(IpmiResponse {
-        netfn: m[1] >> 2,
-        rq_seq: m[4] >> 2,
-        cmd: m[5],
-        completion: m[6],
-        data: m[7..m.len() - 1].to_vec(),
-    })
 }
 
 /// An IPMI 1.5 packet without authentication (used before a session exists,
@@ -243,20 +181,6 @@ mod tests {
         ]
         .concat();
         assert_eq!(hex::encode(&p), want);
-    }
-
-    #[test]
-    fn response_checksums_are_checked() {
-        // Chassis status response: power on.
-        let mut m = vec![0x81, 0x04, 0x00, 0x20, 0x08, 0x01, 0x00, 0x01, 0x00, 0x00];
-        m[2] = checksum(&m[0..2]);
-        let c = checksum(&m[3..]);
-        m.push(c);
-        let r = parse_ipmi_response(&m).expect("valid");
-        assert_eq!((r.netfn, r.rq_seq, r.cmd, r.completion), (0x01, 2, 0x01, 0));
-        assert_eq!(r.data, [0x01, 0x00, 0x00]);
-        m[7] ^= 1;
-        assert!(parse_ipmi_response(&m).is_none());
     }
 
     #[test]
