@@ -22,10 +22,12 @@ use serde_json::{Map, Value, json};
 
 const T: Duration = Duration::from_secs(20);
 
-/// A driver whose reads fail while `fail` is set, and that counts reads.
+/// A driver whose reads fail while `fail` is set (with `wrong_password`,
+/// as an authentication failure), and that counts reads.
 #[derive(Default)]
 struct Flaky {
     fail: AtomicBool,
+    wrong_password: AtomicBool,
     reads: AtomicUsize,
 }
 
@@ -39,7 +41,9 @@ impl PowerDriver for Flaky {
     ) -> BoxFuture<'a, Result<PowerState, PowerError>> {
         Box::pin(async move {
             self.reads.fetch_add(1, Ordering::SeqCst);
-            if self.fail.load(Ordering::SeqCst) {
+            if self.wrong_password.load(Ordering::SeqCst) {
+                Err(PowerError::Auth("RAKP 2 mismatch (test)".into()))
+            } else if self.fail.load(Ordering::SeqCst) {
                 Err(PowerError::Failed("BMC unreachable (test)".into()))
             } else {
                 Ok(PowerState::On)
@@ -208,9 +212,40 @@ async fn failures_are_counted_cleared_on_success_and_lead_to_maintenance() {
     let reason = n["maintenance_reason"].as_str().unwrap();
     assert!(reason.contains("max retries exceeded"), "{reason}");
     assert!(reason.contains("BMC unreachable (test)"), "{reason}");
+    assert!(reason.contains("3 times in a row (failed)"), "{reason}");
     // In maintenance, the node is no longer read.
     let r = c.sync_power_states().await.unwrap();
     assert_eq!((r.checked, r.skipped), (0, 3), "{r:?}");
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_authentication_failure_is_not_retried() {
+    let db = common::test_db(common::Backend::Sqlite, "sync_auth")
+        .await
+        .unwrap();
+    let flaky = Arc::new(Flaky::default());
+    flaky.wrong_password.store(true, Ordering::SeqCst);
+    let mut drivers = PowerDrivers::default();
+    drivers.register("fake", flaky.clone());
+    let (running, api) = coordinator(&db.url, 0, drivers).await;
+    let c = running.conductor.clone();
+    let uuid = api.create_node(fake_node("wrong-pw", "fake")).await;
+    make_manageable(&running, &uuid).await;
+
+    // The next pass would fail the same way: maintenance at once.
+    let r = c.sync_power_states().await.unwrap();
+    assert_eq!((r.failed, r.to_maintenance), (1, 1), "{r:?}");
+    let n = api.node("wrong-pw").await;
+    assert_eq!(n["maintenance"], true, "{n}");
+    assert_eq!(n["fault"], "power failure", "{n}");
+    let reason = n["maintenance_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("(authentication failed; retrying would not help)")
+            && reason.contains("RAKP 2 mismatch (test)")
+            && reason.contains(&uuid),
+        "{reason}"
+    );
     running.shutdown().await;
 }
 
@@ -267,7 +302,10 @@ async fn ipmi_node_with_a_dead_bmc_goes_to_maintenance_after_three_passes() {
     assert_eq!(n["power_state"], Value::Null, "{n}");
     let reason = n["maintenance_reason"].as_str().unwrap();
     assert!(
-        reason.contains("max retries exceeded") && reason.contains(&uuid),
+        reason.contains("max retries exceeded")
+            && reason.contains(&uuid)
+            && reason.contains("(unreachable)")
+            && reason.contains("IPMI call failed: the BMC is unreachable"),
         "{reason}"
     );
     running.shutdown().await;

@@ -9,7 +9,7 @@ mod sushy;
 use std::time::{Duration, Instant};
 
 use ingot_coordinator::power::redfish::{RedfishClient, RedfishPower};
-use ingot_coordinator::power::{PowerAction, PowerDriver, PowerState, PowerTarget};
+use ingot_coordinator::power::{PowerAction, PowerDriver, PowerErrorKind, PowerState, PowerTarget};
 use serde_json::{Value, json};
 use sushy::Sushy;
 
@@ -90,7 +90,9 @@ async fn wrong_credentials_are_refused() {
         with(sushy.driver_info(), json!({"redfish_password": "wrong"})),
         None,
     );
-    let e = d.get_power_state(&t).await.unwrap_err().to_string();
+    let e = d.get_power_state(&t).await.unwrap_err();
+    assert_eq!(e.kind(), PowerErrorKind::Auth, "{e}");
+    let e = e.to_string();
     assert!(e.contains("401"), "{e}");
     let t = target(
         with(sushy.driver_info(), json!({"redfish_auth_type": "session"})),

@@ -227,13 +227,13 @@ async fn snmp_power_driver_switches_and_reboots_an_apc_outlet() {
         Err(PowerError::Unsupported(_))
     ));
 
-    // A PDU that is not there fails, not hangs.
+    // A PDU that is not there fails, not hangs, and says it is unreachable.
     let mut gone = target(&pdu, 5, json!({}));
     gone.driver_info.insert("snmp_port".into(), json!(9));
     let start = Instant::now();
     assert!(matches!(
         driver.get_power_state(&gone).await,
-        Err(PowerError::Failed(_))
+        Err(PowerError::Unreachable(_))
     ));
     assert!(
         start.elapsed() < Duration::from_secs(10),

@@ -11,8 +11,12 @@
 //! - Failures are counted per node in memory; after `power_sync.max_retries`
 //!   consecutive failures the node goes into maintenance with
 //!   `fault = "power failure"` and a `maintenance_reason` that names the
-//!   error. A success clears the count. Nodes that failed recently are
-//!   synced first.
+//!   error and its kind ([`PowerErrorKind`]). A success clears the count.
+//!   Nodes that failed recently are synced first. Only transient errors
+//!   ([`PowerError::is_transient`]: no answer, a busy BMC, an unexplained
+//!   failure) are retried: wrong credentials, a refusal, an unsupported
+//!   request or invalid driver_info put the node into maintenance at the
+//!   first failure, since the next pass would fail the same way.
 //! - Every `power_sync.recovery_interval_ms`, a pass also reads the nodes
 //!   that the sync put into maintenance (`fault = "power failure"`); one that
 //!   answers leaves maintenance (Ironic's `power_failure_recovery_interval`).
@@ -26,7 +30,7 @@ use tracing::{info, warn};
 
 use super::{Conductor, ConductorError};
 use crate::model::Node;
-use crate::power::PowerError;
+use crate::power::{PowerError, PowerErrorKind};
 use crate::state::ProvisionState;
 
 /// The `fault` Ironic records when power sync gives up on a node.
@@ -95,6 +99,29 @@ fn busy(node: &Node) -> bool {
             node.provision_state,
             ProvisionState::Enroll | ProvisionState::CleanWait | ProvisionState::WaitCallBack
         )
+}
+
+/// The `maintenance_reason` of a node the sync gives up on.
+fn maintenance_reason(
+    uuid: &str,
+    attempt: u32,
+    transient: bool,
+    kind: PowerErrorKind,
+    e: &PowerError,
+) -> String {
+    if transient {
+        format!(
+            "During sync_power_state, max retries exceeded for node {uuid}: the power state \
+             could not be read {attempt} times in a row ({kind}). Switching node to \
+             maintenance mode. Error: {e}"
+        )
+    } else {
+        format!(
+            "During sync_power_state, the power state of node {uuid} could not be read \
+             ({kind}; retrying would not help). Switching node to maintenance mode. \
+             Error: {e}"
+        )
+    }
 }
 
 impl Conductor {
@@ -268,19 +295,16 @@ impl Conductor {
             *count += 1;
             *count
         };
-        if attempt < max {
+        let kind = e.kind();
+        let transient = e.is_transient();
+        if transient && attempt < max {
             warn!(
-                node = %node.uuid, attempt, max_retries = max, error = %e,
+                node = %node.uuid, attempt, max_retries = max, kind = %kind, error = %e,
                 "power sync: could not get the power state"
             );
             return Ok(Outcome::Failed);
         }
-        let reason = format!(
-            "During sync_power_state, max retries exceeded for node {}: the power state \
-             could not be read {attempt} times in a row. Switching node to maintenance mode. \
-             Error: {e}",
-            node.uuid
-        );
+        let reason = maintenance_reason(&node.uuid, attempt, transient, kind, e);
         let written = self
             .db()
             .update_node(&node.uuid, |n| {
@@ -297,7 +321,7 @@ impl Conductor {
         match written {
             Ok(_) => {
                 self.inner.sync.failures().remove(&node.uuid);
-                warn!(node = %node.uuid, attempts = attempt, error = %e,
+                warn!(node = %node.uuid, attempts = attempt, kind = %kind, error = %e,
                     "power sync: node put into maintenance");
                 Ok(Outcome::Maintenance)
             }
@@ -316,7 +340,7 @@ impl Conductor {
         let state = match read {
             Ok(s) => s.as_str(),
             Err(e) => {
-                info!(node = %node.uuid, error = %e, "power sync: BMC still failing; node stays in maintenance");
+                info!(node = %node.uuid, kind = %e.kind(), error = %e, "power sync: BMC still failing; node stays in maintenance");
                 return Ok(Outcome::Failed);
             }
         };

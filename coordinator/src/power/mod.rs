@@ -106,18 +106,102 @@ pub struct PowerTarget {
     pub boot_mode: Option<String>,
 }
 
-/// Errors of power drivers.
+/// Errors of power drivers, by kind. The message (`Display`) is what the
+/// API shows (`last_error`, error bodies); [`PowerError::kind`] is what the
+/// power sync decides on.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PowerError {
-    /// driver_info lacks keys or has bad values.
+    /// driver_info lacks keys or has bad values (invalid configuration).
     #[error("{0}")]
     InvalidDriverInfo(String),
-    /// The BMC or PDU failed.
+    /// The BMC or PDU did not answer: a timeout, an ICMP unreachable, a
+    /// connection or name resolution failure.
     #[error("{0}")]
-    Failed(String),
-    /// Not supported by this driver.
+    Unreachable(String),
+    /// The BMC or PDU refused the credentials (RAKP, HTTP 401/403, SNMPv3
+    /// authentication).
+    #[error("{0}")]
+    Auth(String),
+    /// The BMC or PDU answered with an error: an IPMI completion code or
+    /// RMCP+ status, an HTTP status, an SNMP error-status.
+    #[error("{message}")]
+    Refused {
+        /// The message.
+        message: String,
+        /// The answer said "not now" (IPMI node busy, HTTP 429 or 5xx,
+        /// SNMP genErr or resourceUnavailable): worth retrying.
+        busy: bool,
+    },
+    /// Not supported by this driver or this BMC.
     #[error("{0}")]
     Unsupported(String),
+    /// Anything else: malformed or unexpected answers, a power state not
+    /// reached in time.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The kinds of [`PowerError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerErrorKind {
+    /// [`PowerError::InvalidDriverInfo`].
+    InvalidConfig,
+    /// [`PowerError::Unreachable`].
+    Unreachable,
+    /// [`PowerError::Auth`].
+    Auth,
+    /// [`PowerError::Refused`].
+    Refused,
+    /// [`PowerError::Unsupported`].
+    Unsupported,
+    /// [`PowerError::Failed`].
+    Failed,
+}
+
+impl PowerErrorKind {
+    /// A short name for logs and maintenance reasons.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidConfig => "invalid configuration",
+            Self::Unreachable => "unreachable",
+            Self::Auth => "authentication failed",
+            Self::Refused => "refused by the BMC",
+            Self::Unsupported => "unsupported",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for PowerErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PowerError {
+    /// The kind.
+    pub fn kind(&self) -> PowerErrorKind {
+        match self {
+            Self::InvalidDriverInfo(_) => PowerErrorKind::InvalidConfig,
+            Self::Unreachable(_) => PowerErrorKind::Unreachable,
+            Self::Auth(_) => PowerErrorKind::Auth,
+            Self::Refused { .. } => PowerErrorKind::Refused,
+            Self::Unsupported(_) => PowerErrorKind::Unsupported,
+            Self::Failed(_) => PowerErrorKind::Failed,
+        }
+    }
+
+    /// True when trying again later may succeed: no answer, a busy answer,
+    /// or an unexplained failure. Wrong credentials, refusals, unsupported
+    /// requests and invalid driver_info stay wrong until someone changes
+    /// something.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unreachable(_) | Self::Failed(_) => true,
+            Self::Refused { busy, .. } => *busy,
+            Self::InvalidDriverInfo(_) | Self::Auth(_) | Self::Unsupported(_) => false,
+        }
+    }
 }
 
 /// A power (and boot device) driver.

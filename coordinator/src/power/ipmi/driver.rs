@@ -117,8 +117,31 @@ pub fn bmc_config(info: &Map<String, Value>) -> Result<BmcConfig, PowerError> {
     })
 }
 
-fn failed(e: IpmiError) -> PowerError {
-    PowerError::Failed(format!("IPMI call failed: {e}"))
+/// The power error of an IPMI error, by kind; the message keeps Ironic's
+/// "IPMI call failed" prefix.
+pub fn failed(e: IpmiError) -> PowerError {
+    let message = format!("IPMI call failed: {e}");
+    if e.is_no_answer() {
+        PowerError::Unreachable(message)
+    } else if e.is_busy() {
+        PowerError::Refused {
+            message,
+            busy: true,
+        }
+    } else if e.is_auth_status() {
+        PowerError::Auth(message)
+    } else if e.is_unsupported_status() {
+        PowerError::Unsupported(message)
+    } else {
+        match e {
+            IpmiError::Auth(_) => PowerError::Auth(message),
+            IpmiError::Completion { .. } | IpmiError::Rakp { .. } => PowerError::Refused {
+                message,
+                busy: false,
+            },
+            _ => PowerError::Failed(message),
+        }
+    }
 }
 
 impl IpmiPower {
@@ -285,6 +308,37 @@ mod tests {
             Value::Object(m) => m,
             _ => Map::new(),
         }
+    }
+
+    #[test]
+    fn ipmi_errors_map_to_kinds() {
+        use crate::power::PowerErrorKind as K;
+        let kind = |e: IpmiError| failed(e).kind();
+        assert_eq!(kind(IpmiError::Timeout), K::Unreachable);
+        assert_eq!(
+            kind(IpmiError::Unreachable("refused".into())),
+            K::Unreachable
+        );
+        assert_eq!(kind(IpmiError::Auth("RAKP 2".into())), K::Auth);
+        let rakp = |code| IpmiError::Rakp {
+            step: "RAKP 2",
+            code,
+        };
+        assert_eq!(kind(rakp(0x0D)), K::Auth, "unauthorised name");
+        assert_eq!(kind(rakp(0x11)), K::Unsupported, "no cipher suite match");
+        let cc = |code| IpmiError::Completion {
+            cmd: "Get Chassis Status",
+            code,
+        };
+        assert_eq!(kind(cc(0xD4)), K::Refused);
+        assert!(!failed(cc(0xD4)).is_transient(), "insufficient privilege");
+        assert!(failed(cc(0xC0)).is_transient(), "node busy");
+        assert_eq!(kind(IpmiError::Protocol("short".into())), K::Failed);
+        assert!(
+            failed(IpmiError::Timeout)
+                .to_string()
+                .starts_with("IPMI call failed: no answer")
+        );
     }
 
     #[test]

@@ -132,6 +132,9 @@ impl RedfishClient {
                     tracing::debug!(base = %cfg.base, path, error = %e, attempt, "redfish request failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500) * attempt).await;
                 }
+                Err(e) if e.is_connect() || e.is_timeout() => {
+                    return Err(RedfishError::Unreachable(e.to_string()));
+                }
                 Err(e) => return Err(http(e)),
             }
         }

@@ -57,8 +57,21 @@ impl Default for RedfishPower {
     }
 }
 
+/// The power error of a Redfish error, by kind.
 fn failed(e: RedfishError) -> PowerError {
-    PowerError::Failed(format!("Redfish call failed: {e}"))
+    let message = format!("Redfish call failed: {e}");
+    match e {
+        RedfishError::Unreachable(_) => PowerError::Unreachable(message),
+        RedfishError::Status {
+            status: 401 | 403, ..
+        } => PowerError::Auth(message),
+        RedfishError::Status { status: 501, .. } => PowerError::Unsupported(message),
+        RedfishError::Status { status, .. } => PowerError::Refused {
+            message,
+            busy: status == 429 || status >= 500,
+        },
+        RedfishError::Http(_) | RedfishError::Protocol(_) => PowerError::Failed(message),
+    }
 }
 
 /// Ironic's reading of `PowerState`.

@@ -57,7 +57,11 @@ pub struct RedfishConfig {
 /// Redfish errors.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RedfishError {
-    /// Connection or TLS failure, or a timeout.
+    /// No connection (refused, unroutable, TLS handshake) or a timeout.
+    #[error("cannot reach the Redfish service: {0}")]
+    Unreachable(String),
+    /// Other HTTP client failures (a CA bundle that cannot be read, a body
+    /// that cannot be read).
     #[error("cannot reach the Redfish service: {0}")]
     Http(String),
     /// A non-success HTTP status.

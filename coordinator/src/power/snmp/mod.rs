@@ -98,6 +98,31 @@ pub enum SnmpError {
 
 impl From<SnmpError> for PowerError {
     fn from(e: SnmpError) -> Self {
-        PowerError::Failed(format!("SNMP PDU: {e}"))
+        let message = format!("SNMP PDU: {e}");
+        match e {
+            SnmpError::Timeout(_) | SnmpError::Unreachable { .. } | SnmpError::Io(_) => {
+                PowerError::Unreachable(message)
+            }
+            SnmpError::Usm(reason) => match reason.as_str() {
+                "unknown user name"
+                | "wrong digest (authentication key)"
+                | "decryption error (privacy key)"
+                | "unsupported security level" => PowerError::Auth(message),
+                _ => PowerError::Failed(message),
+            },
+            // noAccess, authorizationError: the community or user may not do this.
+            SnmpError::Status { status: 6 | 16, .. } => PowerError::Auth(message),
+            SnmpError::Status { status, .. } => PowerError::Refused {
+                message,
+                // genErr, resourceUnavailable.
+                busy: matches!(status, 5 | 13),
+            },
+            SnmpError::NoSuchObject(_) => PowerError::Refused {
+                message,
+                busy: false,
+            },
+            SnmpError::Encode(_) => PowerError::InvalidDriverInfo(message),
+            SnmpError::Decode(_) | SnmpError::WrongType { .. } => PowerError::Failed(message),
+        }
     }
 }
