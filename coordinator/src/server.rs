@@ -128,7 +128,13 @@ pub async fn start(mut config: Config, power: PowerDrivers) -> Result<Running, S
         conductor.consoles().set_tls(acceptor.clone());
     }
     let recovered = conductor.recover().await?;
-    let consoles = crate::console::restore(&conductor).await;
+    let consoles = crate::console::restore(
+        conductor.db(),
+        conductor.consoles(),
+        config.listen.ip(),
+        conductor.name(),
+    )
+    .await;
     info!(%addr, database = %redact(&config.database), recovered, consoles, "ingot-coordinator listening");
     let app = router(AppState {
         conductor: conductor.clone(),

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::conductor::Conductor;
+use crate::db::Db;
 use crate::model::Node;
 use crate::power::ipmi::{BmcConfig, IpmiVersion, Timing};
 
@@ -168,19 +168,20 @@ pub fn console_bmc(node: &Node) -> Result<BmcConfig, String> {
 }
 
 /// Starts the consoles of nodes that have `console_enabled` and whose
-/// `conductor` is this coordinator (at start-up).
-/// A node whose console cannot start gets `console_enabled = false` and the
-/// reason in `last_error`. Returns how many were started.
-pub async fn restore(conductor: &Conductor) -> usize {
-    let nodes = match conductor.db().list_nodes().await {
+/// `conductor` is this coordinator (`me`), listening on `bind` (at
+/// start-up). A node whose console cannot start gets
+/// `console_enabled = false` and the reason in `last_error`. Returns how
+/// many were started. It takes the database and the consoles rather than
+/// the conductor, so that this module does not depend on the conductor
+/// (which owns the [`Consoles`]).
+pub async fn restore(db: &Db, consoles: &Consoles, bind: IpAddr, me: &str) -> usize {
+    let nodes = match db.list_nodes().await {
         Ok(n) => n,
         Err(e) => {
             tracing::warn!(error = %e, "listing nodes to restore consoles failed");
             return 0;
         }
     };
-    let bind = conductor.config().listen.ip();
-    let me = conductor.name();
     let mut started = 0;
     // Only nodes this coordinator conducts: with several coordinators on one
     // database, each node's console is restored once.
@@ -192,8 +193,7 @@ pub async fn restore(conductor: &Conductor) -> usize {
     {
         let result = if supported(n) {
             match console_bmc(n) {
-                Ok(cfg) => conductor
-                    .consoles()
+                Ok(cfg) => consoles
                     .start(&n.uuid, cfg, bind)
                     .await
                     .map_err(|e| e.to_string()),
@@ -215,8 +215,7 @@ pub async fn restore(conductor: &Conductor) -> usize {
                 let msg = format!(
                     "The console could not be restarted after a coordinator restart: {reason}"
                 );
-                let r = conductor
-                    .db()
+                let r = db
                     .update_node(&n.uuid, |m| {
                         m.console_enabled = false;
                         m.last_error = Some(msg.clone());
