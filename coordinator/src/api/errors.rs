@@ -105,6 +105,9 @@ impl From<ConductorError> for ApiError {
     fn from(e: ConductorError) -> Self {
         match e {
             ConductorError::Db(d) => d.into(),
+            ConductorError::Transition(t) => {
+                Self::internal(format!("The conductor's change of state was refused: {t}"))
+            }
         }
     }
 }

@@ -14,6 +14,7 @@
 use serde_json::{Map, Value, json};
 use tracing::info;
 
+use super::outcome::{Outcome, Target, Until};
 use super::{Conductor, ConductorError, Next, command_error_text, fast_track, is_busy};
 use crate::agent_client::AgentEndpoint;
 use crate::model::{Intent, Node, now_iso, now_ms};
@@ -55,15 +56,12 @@ impl Conductor {
         if !node.uses_agent() || (manual.is_none() && !enabled) {
             info!(node = %node.uuid, "cleaning done (nothing to run in band)");
             let ev = done_event(&node);
-            self.release(&node.uuid, move |n| {
+            let outcome = Outcome::transition(ev, Target::Clear, |n| {
                 n.intent = None;
                 n.clean_step = Map::new();
                 n.last_error = None;
-                if let Ok(next) = n.provision_state.on(ev) {
-                    n.set_provision_state(next, None);
-                }
-            })
-            .await?;
+            });
+            self.apply(&node.uuid, outcome).await?;
             return Ok(Next::Idle);
         }
         let secure = secure_requested(self, &node);
@@ -93,7 +91,7 @@ impl Conductor {
         }
         let report =
             json!({"mode": mode, "started_at": now_iso(), "finished_at": null, "steps": []});
-        self.release(&node.uuid, move |n| {
+        let outcome = Outcome::transition(Event::Wait, Target::Keep, move |n| {
             n.intent = None;
             n.last_error = None;
             n.driver_internal_info
@@ -101,12 +99,8 @@ impl Conductor {
             n.driver_internal_info.remove("clean_step_index");
             n.driver_internal_info
                 .insert("clean_report".into(), report.clone());
-            if let Ok(next) = n.provision_state.on(Event::Wait) {
-                let target = n.target_provision_state;
-                n.set_provision_state(next, target);
-            }
-        })
-        .await?;
+        });
+        self.apply(&node.uuid, outcome).await?;
         // With fast track the agent is running already: drive it at once.
         Ok(if fast { Next::Again } else { Next::Idle })
     }
@@ -143,7 +137,7 @@ impl Conductor {
                     .and_then(|v| v.get("hardware_manager_version").cloned())
                     .unwrap_or(json!({})),
                 Err(e) if is_busy(&e) => {
-                    self.release(&uuid, |_| {}).await?;
+                    self.apply(&uuid, Outcome::wait(Until::Kicked)).await?;
                     return Ok(Next::Idle);
                 }
                 Err(e) => {
@@ -193,7 +187,7 @@ impl Conductor {
         };
         match cmd.command_status {
             ingot_proto::agent::CommandStatus::Running => {
-                self.release(&uuid, |n| n.progress_ms = now_ms()).await?;
+                self.apply(&uuid, Outcome::still_running()).await?;
                 Ok(Next::Idle)
             }
             ingot_proto::agent::CommandStatus::Succeeded => {
@@ -271,7 +265,7 @@ impl Conductor {
                 Ok(if done { Next::Again } else { Next::Idle })
             }
             Err(e) if is_busy(&e) => {
-                self.release(&uuid, |_| {}).await?;
+                self.apply(&uuid, Outcome::wait(Until::Kicked)).await?;
                 Ok(Next::Idle)
             }
             Err(e) => {
@@ -298,7 +292,7 @@ impl Conductor {
         }
         let ev = done_event(&node);
         info!(node = %uuid, fast_track = keep, "cleaning done");
-        self.release(&uuid, move |n| {
+        let outcome = Outcome::transition(ev, Target::Clear, move |n| {
             fast_track::end_phase(keep, n);
             n.clean_step = Map::new();
             n.driver_internal_info.remove("clean_step_index");
@@ -310,11 +304,8 @@ impl Conductor {
                 n.power_state = Some("power off".into());
             }
             n.last_error = None;
-            if let Ok(next) = n.provision_state.on(ev) {
-                n.set_provision_state(next, None);
-            }
-        })
-        .await?;
+        });
+        self.apply(&uuid, outcome).await?;
         Ok(Next::Idle)
     }
 }

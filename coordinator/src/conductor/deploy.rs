@@ -12,6 +12,7 @@
 use serde_json::{Map, Value, json};
 use tracing::info;
 
+use super::outcome::{Outcome, Target, Until};
 use super::{Conductor, ConductorError, Next, command_error_text, is_busy};
 use crate::model::{Intent, Node, now_ms};
 use crate::power::PowerAction;
@@ -134,15 +135,12 @@ impl Conductor {
         if !node.uses_agent() {
             // Ironic's fake and noop deploy interfaces touch no power.
             info!(node = %node.uuid, "deployed (fake deploy interface)");
-            self.release(&node.uuid, |n| {
+            let outcome = Outcome::transition(Event::Done, Target::Clear, |n| {
                 n.intent = None;
                 n.last_error = None;
                 n.deploy_step = Map::new();
-                if let Ok(next) = n.provision_state.on(Event::Done) {
-                    n.set_provision_state(next, None);
-                }
-            })
-            .await?;
+            });
+            self.apply(&node.uuid, outcome).await?;
             return Ok(Next::Idle);
         }
         let node = match self.resolve_glance(node).await? {
@@ -170,18 +168,15 @@ impl Conductor {
         } else {
             info!(node = %node.uuid, "deploy ramdisk booting, waiting for the agent");
         }
-        self.release(&node.uuid, |n| {
+        let outcome = Outcome::transition(Event::Wait, Target::To(ProvisionState::Active), |n| {
             n.intent = None;
             n.last_error = None;
             n.deploy_step = json!({"interface": "deploy", "step": "deploy", "priority": 100})
                 .as_object()
                 .cloned()
                 .unwrap_or_default();
-            if let Ok(next) = n.provision_state.on(Event::Wait) {
-                n.set_provision_state(next, Some(ProvisionState::Active));
-            }
-        })
-        .await?;
+        });
+        self.apply(&node.uuid, outcome).await?;
         Ok(if fast { Next::Again } else { Next::Idle })
     }
 
@@ -214,7 +209,7 @@ impl Conductor {
             match commands.iter().find(|c| c.id == id) {
                 Some(c) => match c.command_status {
                     ingot_proto::agent::CommandStatus::Running => {
-                        self.release(&uuid, |n| n.progress_ms = now_ms()).await?;
+                        self.apply(&uuid, Outcome::still_running()).await?;
                         return Ok(Next::Idle);
                     }
                     ingot_proto::agent::CommandStatus::Succeeded => {
@@ -300,7 +295,7 @@ impl Conductor {
                 Ok(Next::Idle)
             }
             Err(e) if is_busy(&e) => {
-                self.release(&uuid, |_| {}).await?;
+                self.apply(&uuid, Outcome::wait(Until::Kicked)).await?;
                 Ok(Next::Idle)
             }
             Err(e) => {
@@ -452,18 +447,15 @@ impl Conductor {
         // with the user data): never store secrets from agent replies.
         let mut result = result;
         crate::model::mask::mask_value(&mut result);
-        self.release(&uuid, move |n| {
+        let outcome = Outcome::transition(Event::Done, Target::Clear, move |n| {
             n.wipe_agent_info();
             n.driver_internal_info
                 .insert("deploy_result".into(), result.clone());
             n.deploy_step = Map::new();
             n.last_error = None;
             n.power_state = Some("power on".into());
-            if let Ok(next) = n.provision_state.on(Event::Done) {
-                n.set_provision_state(next, None);
-            }
-        })
-        .await?;
+        });
+        self.apply(&uuid, outcome).await?;
         Ok(Next::Idle)
     }
 
@@ -500,22 +492,23 @@ impl Conductor {
             }
         }
         info!(node = %node.uuid, "instance torn down, cleaning");
-        self.release(&node.uuid, |n| {
-            if power_off {
-                n.power_state = Some("power off".into());
-            }
-            n.instance_info = Map::new();
-            n.instance_uuid = None;
-            n.instance_name = None;
-            n.allocation_uuid = None;
-            n.wipe_agent_info();
-            n.driver_internal_info.remove("deploy_result");
-            n.intent = Some(Intent::Clean { steps: None });
-            if let Ok(next) = n.provision_state.on(Event::StartClean) {
-                n.set_provision_state(next, Some(ProvisionState::Available));
-            }
-        })
-        .await?;
+        let outcome = Outcome::transition(
+            Event::StartClean,
+            Target::To(ProvisionState::Available),
+            move |n| {
+                if power_off {
+                    n.power_state = Some("power off".into());
+                }
+                n.instance_info = Map::new();
+                n.instance_uuid = None;
+                n.instance_name = None;
+                n.allocation_uuid = None;
+                n.wipe_agent_info();
+                n.driver_internal_info.remove("deploy_result");
+                n.intent = Some(Intent::Clean { steps: None });
+            },
+        );
+        self.apply(&node.uuid, outcome).await?;
         Ok(Next::Again)
     }
 }

@@ -13,6 +13,7 @@ use ingot_proto::inventory::{Interface, Inventory};
 use serde_json::{Map, Value, json};
 use tracing::info;
 
+use super::outcome::{Outcome, Target, Until};
 use super::{Conductor, ConductorError, Next, fast_track, is_busy};
 use crate::db::{Db, DbError};
 use crate::model::port::normalize_mac;
@@ -171,28 +172,23 @@ impl Conductor {
             return Ok(Next::Idle);
         };
         if node.inspect_interface.as_deref() != Some("agent") {
-            self.release(&node.uuid, |n| {
+            let outcome = Outcome::transition(Event::Done, Target::Clear, |n| {
                 n.intent = None;
                 n.last_error = None;
                 n.inspection_finished_at = Some(now_iso());
-                if let Ok(next) = n.provision_state.on(Event::Done) {
-                    n.set_provision_state(next, None);
-                }
-            })
-            .await?;
+            });
+            self.apply(&node.uuid, outcome).await?;
             return Ok(Next::Idle);
         }
         let Some(fast) = self.agent_for_phase(&node, "Inspection", |_| {}).await? else {
             return Ok(Next::Idle);
         };
-        self.release(&node.uuid, |n| {
-            n.intent = None;
-            n.last_error = None;
-            if let Ok(next) = n.provision_state.on(Event::Wait) {
-                n.set_provision_state(next, Some(ProvisionState::Manageable));
-            }
-        })
-        .await?;
+        let outcome =
+            Outcome::transition(Event::Wait, Target::To(ProvisionState::Manageable), |n| {
+                n.intent = None;
+                n.last_error = None;
+            });
+        self.apply(&node.uuid, outcome).await?;
         // With fast track the agent is running already: drive it at once.
         Ok(if fast { Next::Again } else { Next::Idle })
     }
@@ -226,7 +222,7 @@ impl Conductor {
                 }
             },
             Err(e) if is_busy(&e) => {
-                self.release(&node.uuid, |_| {}).await?;
+                self.apply(&node.uuid, Outcome::wait(Until::Kicked)).await?;
             }
             Err(e) => {
                 self.fail(&node.uuid, format!("Inspection failed: {e}"), true)
@@ -272,7 +268,7 @@ impl Conductor {
             }
         }
         info!(node = %node.uuid, fast_track = keep, "inspection finished");
-        self.release(&node.uuid, move |n| {
+        let outcome = Outcome::transition(Event::Done, Target::Clear, move |n| {
             n.properties = updated.properties.clone();
             n.boot_mode = updated.boot_mode.clone();
             n.inventory = updated.inventory.clone();
@@ -282,11 +278,8 @@ impl Conductor {
             }
             n.inspection_finished_at = Some(now_iso());
             n.last_error = None;
-            if let Ok(next) = n.provision_state.on(Event::Done) {
-                n.set_provision_state(next, None);
-            }
-        })
-        .await?;
+        });
+        self.apply(&node.uuid, outcome).await?;
         Ok(())
     }
 }

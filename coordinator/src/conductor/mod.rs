@@ -13,6 +13,7 @@ mod clean;
 mod deploy;
 mod fast_track;
 mod inspect;
+mod outcome;
 mod power;
 mod power_sync;
 mod recovery;
@@ -30,6 +31,7 @@ use crate::db::{Db, DbError, UpdateError};
 use crate::model::Node;
 use crate::power::{PowerAction, PowerDriver, PowerDrivers, PowerError, PowerState, PowerTarget};
 use crate::state::{Event, ProvisionState};
+use outcome::{Outcome, Target};
 
 pub use inspect::apply_inventory;
 pub use power_sync::{POWER_FAILURE, SyncReport};
@@ -40,6 +42,10 @@ pub enum ConductorError {
     /// Database failure.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The state table refused a transition the conductor decided (a bug:
+    /// the node's state and the handler disagree); see [`outcome`].
+    #[error("the conductor's transition was refused: {0}")]
+    Transition(#[from] crate::state::InvalidTransition),
 }
 
 /// Why a lock attempt did not give us the node.
@@ -337,32 +343,7 @@ impl Conductor {
         message: String,
         power_off: bool,
     ) -> Result<(), ConductorError> {
-        warn!(node = %uuid, error = %message, "operation failed");
-        let msg = message.clone();
-        let node = self
-            .release(uuid, move |n| {
-                if let Ok(next) = n.provision_state.on(Event::Fail) {
-                    n.set_provision_state(next, None);
-                } else if let Some(next) = n.provision_state.failure_state() {
-                    n.set_provision_state(next, None);
-                }
-                n.last_error = Some(msg.clone());
-                n.intent = None;
-                n.wipe_agent_info();
-                n.clean_step = Map::new();
-                n.deploy_step = Map::new();
-            })
-            .await?;
-        if node.provision_state == ProvisionState::DeployFailed {
-            if let Err(e) = self.detach_vifs(uuid).await {
-                warn!(node = %uuid, error = %e, "detaching the VIFs after a failed deploy failed");
-            }
-        }
-        if power_off {
-            if let Err(e) = self.set_power(&node, PowerAction::Off).await {
-                warn!(node = %uuid, error = %e, "power off after failure failed");
-            }
-        }
+        self.apply(uuid, Outcome::fail(message, power_off)).await?;
         Ok(())
     }
 
@@ -524,17 +505,14 @@ impl Conductor {
         match result {
             Ok(state) => {
                 info!(node = %node.uuid, "credentials verified");
-                self.release(&node.uuid, |n| {
+                let outcome = Outcome::transition(Event::Done, Target::Clear, move |n| {
                     if let Some(state) = state {
                         n.power_state = Some(state.as_str().to_owned());
                     }
                     n.intent = None;
                     n.last_error = None;
-                    if let Ok(next) = n.provision_state.on(Event::Done) {
-                        n.set_provision_state(next, None);
-                    }
-                })
-                .await?;
+                });
+                self.apply(&node.uuid, outcome).await?;
             }
             Err(e) => {
                 self.fail(

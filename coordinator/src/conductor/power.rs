@@ -2,9 +2,10 @@
 
 use tracing::info;
 
+use super::outcome::{Outcome, Until};
 use super::{Conductor, ConductorError, Next};
 use crate::model::Node;
-use crate::power::PowerAction;
+use crate::power::{PowerAction, PowerError};
 
 impl Conductor {
     pub(super) async fn handle_power_intent(&self, node: Node) -> Result<Next, ConductorError> {
@@ -21,29 +22,65 @@ impl Conductor {
                 intent.target
             ))),
         };
-        let target = intent.target.clone();
-        match result {
-            Ok(action) => {
-                info!(node = %node.uuid, target = %target, "power state changed");
-                let state = action.resulting_state().as_str().to_owned();
-                self.release(&node.uuid, move |n| {
-                    n.power_state = Some(state.clone());
-                    n.target_power_state = None;
-                    n.power_intent = None;
-                })
-                .await?;
-            }
-            Err(e) => {
-                let msg =
-                    format!("Failed to change power state to '{target}' by '{target}'. Error: {e}");
-                self.release(&node.uuid, move |n| {
-                    n.target_power_state = None;
-                    n.power_intent = None;
-                    n.last_error = Some(msg.clone());
-                })
-                .await?;
-            }
+        if result.is_ok() {
+            info!(node = %node.uuid, target = %intent.target, "power state changed");
         }
-        Ok(Next::Again)
+        self.apply(&node.uuid, power_changed(&intent.target, result))
+            .await
+    }
+}
+
+/// The end of a power change to `target`: the new power state, or the
+/// error in `last_error`; the request is done either way and the node keeps
+/// its provision state (the handler looks at it again at once).
+fn power_changed(target: &str, result: Result<PowerAction, PowerError>) -> Outcome {
+    match result {
+        Ok(action) => {
+            let state = action.resulting_state().as_str().to_owned();
+            Outcome::wait_with(Until::Now, move |n| {
+                n.power_state = Some(state.clone());
+                n.target_power_state = None;
+                n.power_intent = None;
+            })
+        }
+        Err(e) => {
+            let msg =
+                format!("Failed to change power state to '{target}' by '{target}'. Error: {e}");
+            Outcome::wait_with(Until::Now, move |n| {
+                n.target_power_state = None;
+                n.power_intent = None;
+                n.last_error = Some(msg.clone());
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_power_change_is_recorded_and_the_request_forgotten() {
+        let mut n = Node {
+            power_state: Some("power off".into()),
+            target_power_state: Some("power on".into()),
+            ..Node::default()
+        };
+        let before = n.provision_state;
+        power_changed("power on", Ok(PowerAction::On))
+            .apply_to(&mut n)
+            .unwrap();
+        assert_eq!(n.power_state.as_deref(), Some("power on"));
+        assert_eq!(n.target_power_state, None);
+        assert_eq!(n.provision_state, before);
+        power_changed("power off", Err(PowerError::Unsupported("no".into())))
+            .apply_to(&mut n)
+            .unwrap();
+        assert_eq!(n.power_state.as_deref(), Some("power on"));
+        assert!(
+            n.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("'power off'"))
+        );
     }
 }
