@@ -9,12 +9,15 @@
 //! the agent left running by cleaning is driven at once instead of booting
 //! the ramdisk; the end (reboot into the instance) is the same.
 
+use ingot_proto::agent::{CommandResult, CommandStatus};
 use serde_json::{Map, Value, json};
 use tracing::info;
 
 use super::outcome::{Outcome, Target, Until};
+use super::phase::{Phase, Plan, Sent, sent_command};
 use super::{Conductor, ConductorError, Next, command_error_text, is_busy};
-use crate::model::{Intent, Node, now_ms};
+use crate::agent_client::AgentEndpoint;
+use crate::model::{Intent, Node};
 use crate::power::PowerAction;
 use crate::state::{Event, ProvisionState};
 
@@ -122,205 +125,267 @@ fn configdrive(node: &Node) -> Result<Value, String> {
     }
 }
 
-impl Conductor {
-    pub(super) async fn start_deploy(&self, node: Node) -> Result<Next, ConductorError> {
-        let Some(node) = self
-            .lock(&node.uuid, |n| {
-                n.provision_state == ProvisionState::Deploying
-            })
-            .await?
-        else {
-            return Ok(Next::Idle);
-        };
+/// Deploy, as an agent [`Phase`].
+pub(super) struct Deploy;
+
+/// A deploy without the agent (Ironic's fake and noop deploy interfaces
+/// touch no power) is done at once.
+fn deployed_without_agent() -> Outcome {
+    Outcome::transition(Event::Done, Target::Clear, |n| {
+        n.intent = None;
+        n.last_error = None;
+        n.deploy_step = Map::new();
+    })
+}
+
+/// What is written when the deploy goes to `wait call-back`.
+fn deploy_started(n: &mut Node) {
+    n.intent = None;
+    n.last_error = None;
+    n.deploy_step = json!({"interface": "deploy", "step": "deploy", "priority": 100})
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+}
+
+/// The `write_image` deploy step with its arguments.
+fn write_image_step(info: Map<String, Value>, configdrive: Value) -> Value {
+    json!({
+        "interface": "deploy",
+        "step": "write_image",
+        "priority": 80,
+        "args": {"image_info": info, "configdrive": configdrive},
+    })
+}
+
+/// `write_image` was sent and the agent answered `r`: a failed command
+/// fails the deploy; else the command is recorded (the step shown without
+/// the config drive) and the node waits for it, or looks again at once when
+/// the agent finished already.
+fn write_image_sent(r: &CommandResult, step: &Value) -> Outcome {
+    if r.command_status == CommandStatus::Failed {
+        return Outcome::fail(
+            format!(
+                "Deploy step deploy.write_image failed: {}",
+                command_error_text(r)
+            ),
+            true,
+        );
+    }
+    let id = r.id.clone();
+    let mut shown = step.as_object().cloned().unwrap_or_default();
+    if let Some(Value::Object(args)) = shown.get_mut("args") {
+        args.insert("configdrive".into(), json!(crate::model::node::MASK));
+    }
+    let until = if r.command_status == CommandStatus::Succeeded {
+        Until::Now
+    } else {
+        Until::Kicked
+    };
+    Outcome::wait_with(until, move |n| {
+        n.driver_internal_info
+            .insert("agent_command_id".into(), json!(id));
+        n.deploy_step = shown.clone();
+        n.progress_ms = crate::model::now_ms();
+    })
+}
+
+/// The instance is written and the node rebooted into it: `active`, with
+/// the agent's result (secrets masked: the agent echoes the step with the
+/// config drive and its user data).
+fn deployed(mut result: Value) -> Outcome {
+    crate::model::mask::mask_value(&mut result);
+    Outcome::transition(Event::Done, Target::Clear, move |n| {
+        n.wipe_agent_info();
+        n.driver_internal_info
+            .insert("deploy_result".into(), result.clone());
+        n.deploy_step = Map::new();
+        n.last_error = None;
+        n.power_state = Some("power on".into());
+    })
+}
+
+/// The instance is torn down (powered off when `powered_off`): it is
+/// forgotten and automated cleaning starts.
+fn torn_down(powered_off: bool) -> Outcome {
+    Outcome::transition(
+        Event::StartClean,
+        Target::To(ProvisionState::Available),
+        move |n| {
+            if powered_off {
+                n.power_state = Some("power off".into());
+            }
+            n.instance_info = Map::new();
+            n.instance_uuid = None;
+            n.instance_name = None;
+            n.allocation_uuid = None;
+            n.wipe_agent_info();
+            n.driver_internal_info.remove("deploy_result");
+            n.intent = Some(Intent::Clean { steps: None });
+        },
+    )
+}
+
+impl Phase for Deploy {
+    const START: ProvisionState = ProvisionState::Deploying;
+    const WAIT: ProvisionState = ProvisionState::WaitCallBack;
+    const NAME: &'static str = "Deploy";
+
+    async fn plan(&self, c: &Conductor, node: Node) -> Result<Plan, ConductorError> {
         if !node.uses_agent() {
-            // Ironic's fake and noop deploy interfaces touch no power.
             info!(node = %node.uuid, "deployed (fake deploy interface)");
-            let outcome = Outcome::transition(Event::Done, Target::Clear, |n| {
-                n.intent = None;
-                n.last_error = None;
-                n.deploy_step = Map::new();
-            });
-            self.apply(&node.uuid, outcome).await?;
-            return Ok(Next::Idle);
+            return Ok(Plan::Now(deployed_without_agent()));
         }
-        let node = match self.resolve_glance(node).await? {
+        let node = match c.resolve_glance(node).await? {
             Ok(node) => node,
-            Err((uuid, e)) => {
-                self.fail(&uuid, format!("Deploy failed: {e}"), false)
-                    .await?;
-                return Ok(Next::Idle);
+            Err(e) => {
+                return Ok(Plan::Now(Outcome::fail(
+                    format!("Deploy failed: {e}"),
+                    false,
+                )));
             }
         };
         if let Err(e) = image_info(&node).and_then(|_| configdrive(&node)) {
-            self.fail(&node.uuid, format!("Deploy failed: {e}"), false)
-                .await?;
-            return Ok(Next::Idle);
+            return Ok(Plan::Now(Outcome::fail(
+                format!("Deploy failed: {e}"),
+                false,
+            )));
         }
-        let forget_write = |n: &mut Node| {
-            n.driver_internal_info.remove("deploy_write_started");
-        };
-        let Some(fast) = self.agent_for_phase(&node, "Deploy", forget_write).await? else {
-            return Ok(Next::Idle);
-        };
-        if fast {
-            // Fast track: the running agent keeps its token and is driven at once.
-            info!(node = %node.uuid, "deploying with the running agent (fast track)");
-        } else {
-            info!(node = %node.uuid, "deploy ramdisk booting, waiting for the agent");
-        }
-        let outcome = Outcome::transition(Event::Wait, Target::To(ProvisionState::Active), |n| {
-            n.intent = None;
-            n.last_error = None;
-            n.deploy_step = json!({"interface": "deploy", "step": "deploy", "priority": 100})
-                .as_object()
-                .cloned()
-                .unwrap_or_default();
-        });
-        self.apply(&node.uuid, outcome).await?;
-        Ok(if fast { Next::Again } else { Next::Idle })
+        Ok(Plan::Agent {
+            node,
+            reset: Box::new(|n: &mut Node| {
+                n.driver_internal_info.remove("deploy_write_started");
+            }),
+            record: Box::new(deploy_started),
+            target: Target::To(ProvisionState::Active),
+        })
     }
 
-    pub(super) async fn continue_deploy(&self, node: Node) -> Result<Next, ConductorError> {
-        let Some((node, ep)) = self
-            .lock_waiting_for_agent(&node, ProvisionState::WaitCallBack)
-            .await?
-        else {
-            return Ok(Next::Idle);
-        };
-        let uuid = node.uuid.clone();
-        let sent = node
+    async fn drive(
+        &self,
+        c: &Conductor,
+        node: Node,
+        ep: &AgentEndpoint,
+    ) -> Result<Outcome, ConductorError> {
+        if node
             .driver_internal_info
             .get("agent_command_id")
             .and_then(Value::as_str)
-            .map(str::to_owned);
-        if let Some(id) = sent {
-            let commands = match self.agent().list_commands(&ep).await {
-                Ok(c) => c,
+            .is_some()
+        {
+            let commands = match c.agent().list_commands(ep).await {
+                Ok(commands) => commands,
                 Err(e) => {
-                    self.fail(
-                        &uuid,
+                    return Ok(Outcome::fail(
                         format!("Deploy failed: reading the agent's commands: {e}"),
                         true,
-                    )
-                    .await?;
-                    return Ok(Next::Idle);
+                    ));
                 }
             };
-            match commands.iter().find(|c| c.id == id) {
-                Some(c) => match c.command_status {
-                    ingot_proto::agent::CommandStatus::Running => {
-                        self.apply(&uuid, Outcome::still_running()).await?;
-                        return Ok(Next::Idle);
-                    }
-                    ingot_proto::agent::CommandStatus::Succeeded => {
-                        let result = c.command_result.clone().unwrap_or(Value::Null);
-                        return self.finish_deploy(node, &ep, result).await;
-                    }
-                    _ => {
-                        self.fail(
-                            &uuid,
-                            format!(
-                                "Deploy step deploy.write_image failed: {}",
-                                command_error_text(c)
-                            ),
-                            true,
-                        )
-                        .await?;
-                        return Ok(Next::Idle);
-                    }
-                },
-                None => {
-                    // The agent restarted or never got it: send it again below.
-                    info!(node = %uuid, "write_image not known to the agent, sending it again");
+            match sent_command(&node, &commands) {
+                Sent::Running => return Ok(Outcome::still_running()),
+                Sent::Succeeded(cmd) => {
+                    let result = cmd.command_result.clone().unwrap_or(Value::Null);
+                    return finish_deploy(c, &node, ep, result).await;
+                }
+                Sent::Failed(cmd) => {
+                    return Ok(Outcome::fail(
+                        format!(
+                            "Deploy step deploy.write_image failed: {}",
+                            command_error_text(cmd)
+                        ),
+                        true,
+                    ));
+                }
+                // The agent restarted or never got it: send it again.
+                Sent::Unknown => {
+                    info!(node = %node.uuid, "write_image not known to the agent, sending it again");
                 }
             }
         }
-        let (mut info, cd) = match image_info(&node).and_then(|i| Ok((i, configdrive(&node)?))) {
-            Ok(v) => v,
-            Err(e) => {
-                self.fail(&uuid, format!("Deploy failed: {e}"), true)
-                    .await?;
-                return Ok(Next::Idle);
-            }
-        };
-        if let Err(e) = self.cached_url(&node, &mut info).await {
-            self.fail(&uuid, format!("Deploy failed: image cache: {e}"), true)
-                .await?;
-            return Ok(Next::Idle);
-        }
-        let step = json!({
-            "interface": "deploy",
-            "step": "write_image",
-            "priority": 80,
-            "args": {"image_info": info, "configdrive": cd},
-        });
-        let mut params = self.step_params(&node).await?;
-        params.insert("step".into(), step.clone());
-        params.insert("deploy_version".into(), json!({}));
-        match self
+        send_write_image(c, &node, ep).await
+    }
+}
+
+/// Sends the `write_image` deploy step.
+async fn send_write_image(
+    c: &Conductor,
+    node: &Node,
+    ep: &AgentEndpoint,
+) -> Result<Outcome, ConductorError> {
+    let (mut info, cd) = match image_info(node).and_then(|i| Ok((i, configdrive(node)?))) {
+        Ok(v) => v,
+        Err(e) => return Ok(Outcome::fail(format!("Deploy failed: {e}"), true)),
+    };
+    if let Err(e) = c.cached_url(node, &mut info).await {
+        return Ok(Outcome::fail(
+            format!("Deploy failed: image cache: {e}"),
+            true,
+        ));
+    }
+    let step = write_image_step(info, cd);
+    let mut params = c.step_params(node).await?;
+    params.insert("step".into(), step.clone());
+    params.insert("deploy_version".into(), json!({}));
+    Ok(
+        match c
             .agent()
-            .execute(&ep, "deploy.execute_deploy_step", params, false)
+            .execute(ep, "deploy.execute_deploy_step", params, false)
             .await
         {
-            Ok(r) if r.command_status == ingot_proto::agent::CommandStatus::Failed => {
-                self.fail(
-                    &uuid,
-                    format!(
-                        "Deploy step deploy.write_image failed: {}",
-                        command_error_text(&r)
-                    ),
-                    true,
-                )
-                .await?;
-                Ok(Next::Idle)
-            }
             Ok(r) => {
-                info!(node = %uuid, command = %r.id, "write_image sent to the agent");
-                let id = r.id.clone();
-                let mut shown = step.as_object().cloned().unwrap_or_default();
-                if let Some(Value::Object(args)) = shown.get_mut("args") {
-                    args.insert("configdrive".into(), json!(crate::model::node::MASK));
+                if r.command_status != CommandStatus::Failed {
+                    info!(node = %node.uuid, command = %r.id, "write_image sent to the agent");
                 }
-                self.release(&uuid, move |n| {
-                    n.driver_internal_info
-                        .insert("agent_command_id".into(), json!(id));
-                    n.deploy_step = shown.clone();
-                    n.progress_ms = now_ms();
-                })
-                .await?;
-                // A synchronous agent may already be done.
-                if r.command_status == ingot_proto::agent::CommandStatus::Succeeded {
-                    return Ok(Next::Again);
-                }
-                Ok(Next::Idle)
+                write_image_sent(&r, &step)
             }
-            Err(e) if is_busy(&e) => {
-                self.apply(&uuid, Outcome::wait(Until::Kicked)).await?;
-                Ok(Next::Idle)
-            }
-            Err(e) => {
-                self.fail(
-                    &uuid,
-                    format!("Deploy failed: sending write_image: {e}"),
-                    true,
-                )
-                .await?;
-                Ok(Next::Idle)
-            }
-        }
-    }
+            Err(e) if is_busy(&e) => Outcome::wait(Until::Kicked),
+            Err(e) => Outcome::fail(format!("Deploy failed: sending write_image: {e}"), true),
+        },
+    )
+}
 
+/// The image is written: flush, boot from disk, reboot into the instance.
+async fn finish_deploy(
+    c: &Conductor,
+    node: &Node,
+    ep: &AgentEndpoint,
+    result: Value,
+) -> Result<Outcome, ConductorError> {
+    let uuid = &node.uuid;
+    // Flush the page cache to the disk before the out-of-band reboot.
+    if let Err(e) = c
+        .agent()
+        .execute(ep, "standby.sync", Map::new(), true)
+        .await
+    {
+        tracing::warn!(node = %uuid, error = %e, "standby.sync failed; rebooting anyway");
+    }
+    if let Err(e) = c.set_boot_device(node, "disk", true).await {
+        return Ok(Outcome::fail(
+            format!("Deploy failed: setting boot device disk: {e}"),
+            true,
+        ));
+    }
+    if let Err(e) = c.set_power(node, PowerAction::Reboot).await {
+        return Ok(Outcome::fail(
+            format!("Deploy failed: rebooting into the instance: {e}"),
+            true,
+        ));
+    }
+    info!(node = %uuid, "deployed");
+    Ok(deployed(result))
+}
+
+impl Conductor {
     /// Looks a Glance image source up (the deploy's first step, as Ironic's
     /// `build_instance_info_for_deploy`): the record's checksum, hash,
     /// formats, size and properties go into `instance_info`, and
     /// `image_url` becomes the image's data URL, which the coordinator
     /// downloads into its cache. Any other source drops an `image_url` a
-    /// previous Glance deploy left. The inner error carries the node's UUID
-    /// and the reason (Ironic's words).
-    async fn resolve_glance(
-        &self,
-        node: Node,
-    ) -> Result<Result<Node, (String, String)>, ConductorError> {
+    /// previous Glance deploy left. The inner error is the reason (Ironic's
+    /// words).
+    async fn resolve_glance(&self, node: Node) -> Result<Result<Node, String>, ConductorError> {
         let uuid = node.uuid.clone();
         let Some(id) = glance_image_id(&node).map(str::to_owned) else {
             if node.driver_internal_info.contains_key("glance_image") {
@@ -336,11 +401,11 @@ impl Conductor {
         };
         let Some(glance) = self.glance() else {
             let e = crate::glance::GlanceError::NotConfigured(id);
-            return Ok(Err((uuid, e.to_string())));
+            return Ok(Err(e.to_string()));
         };
         let record = match glance.image(&id).await {
             Ok(r) => r,
-            Err(e) => return Ok(Err((uuid, e.to_string()))),
+            Err(e) => return Ok(Err(e.to_string())),
         };
         info!(node = %uuid, image = %id, "Glance image looked up");
         let n = self
@@ -409,56 +474,6 @@ impl Conductor {
         Ok(())
     }
 
-    async fn finish_deploy(
-        &self,
-        node: Node,
-        ep: &crate::agent_client::AgentEndpoint,
-        result: Value,
-    ) -> Result<Next, ConductorError> {
-        let uuid = node.uuid.clone();
-        // Flush the page cache to the disk before the out-of-band reboot.
-        if let Err(e) = self
-            .agent()
-            .execute(ep, "standby.sync", Map::new(), true)
-            .await
-        {
-            tracing::warn!(node = %uuid, error = %e, "standby.sync failed; rebooting anyway");
-        }
-        if let Err(e) = self.set_boot_device(&node, "disk", true).await {
-            self.fail(
-                &uuid,
-                format!("Deploy failed: setting boot device disk: {e}"),
-                true,
-            )
-            .await?;
-            return Ok(Next::Idle);
-        }
-        if let Err(e) = self.set_power(&node, PowerAction::Reboot).await {
-            self.fail(
-                &uuid,
-                format!("Deploy failed: rebooting into the instance: {e}"),
-                true,
-            )
-            .await?;
-            return Ok(Next::Idle);
-        }
-        info!(node = %uuid, "deployed");
-        // The agent echoes the step with its arguments (the config drive
-        // with the user data): never store secrets from agent replies.
-        let mut result = result;
-        crate::model::mask::mask_value(&mut result);
-        let outcome = Outcome::transition(Event::Done, Target::Clear, move |n| {
-            n.wipe_agent_info();
-            n.driver_internal_info
-                .insert("deploy_result".into(), result.clone());
-            n.deploy_step = Map::new();
-            n.last_error = None;
-            n.power_state = Some("power on".into());
-        });
-        self.apply(&uuid, outcome).await?;
-        Ok(Next::Idle)
-    }
-
     /// Deleting: power off, forget the instance, then automated cleaning.
     pub(super) async fn tear_down(&self, node: Node) -> Result<Next, ConductorError> {
         let Some(node) = self
@@ -477,13 +492,8 @@ impl Conductor {
         let power_off = node.uses_agent();
         if power_off {
             if let Err(e) = self.set_power(&node, PowerAction::Off).await {
-                self.fail(
-                    &node.uuid,
-                    format!("Tear down failed: power off: {e}"),
-                    false,
-                )
-                .await?;
-                return Ok(Next::Idle);
+                let failed = Outcome::fail(format!("Tear down failed: power off: {e}"), false);
+                return self.apply(&node.uuid, failed).await;
             }
         }
         if let Some(alloc) = &node.allocation_uuid {
@@ -492,23 +502,102 @@ impl Conductor {
             }
         }
         info!(node = %node.uuid, "instance torn down, cleaning");
-        let outcome = Outcome::transition(
-            Event::StartClean,
-            Target::To(ProvisionState::Available),
-            move |n| {
-                if power_off {
-                    n.power_state = Some("power off".into());
-                }
-                n.instance_info = Map::new();
-                n.instance_uuid = None;
-                n.instance_name = None;
-                n.allocation_uuid = None;
-                n.wipe_agent_info();
-                n.driver_internal_info.remove("deploy_result");
-                n.intent = Some(Intent::Clean { steps: None });
-            },
+        self.apply(&node.uuid, torn_down(power_off)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conductor::phase::tests::command;
+
+    fn waiting() -> Node {
+        Node {
+            uuid: "n1".into(),
+            deploy_interface: Some("direct".into()),
+            provision_state: ProvisionState::WaitCallBack,
+            target_provision_state: Some(ProvisionState::Active),
+            ..Node::default()
+        }
+    }
+
+    #[test]
+    fn a_deploy_without_the_agent_is_done_at_once() {
+        let mut n = waiting();
+        n.provision_state = ProvisionState::Deploying;
+        n.intent = Some(Intent::Clean { steps: None });
+        deployed_without_agent().apply_to(&mut n).unwrap();
+        assert_eq!(n.provision_state, ProvisionState::Active);
+        assert_eq!(n.target_provision_state, None);
+        assert!(n.intent.is_none());
+    }
+
+    #[test]
+    fn the_sent_write_image_is_recorded_without_the_config_drive() {
+        let step = write_image_step(Map::new(), json!("H4sI-secret-user-data"));
+        let running = write_image_sent(&command("w1", CommandStatus::Running), &step);
+        assert!(matches!(
+            running,
+            Outcome::Wait {
+                until: Until::Kicked,
+                ..
+            }
+        ));
+        let mut n = waiting();
+        running.apply_to(&mut n).unwrap();
+        assert_eq!(n.provision_state, ProvisionState::WaitCallBack);
+        assert_eq!(n.driver_internal_info["agent_command_id"], "w1");
+        assert_eq!(n.deploy_step["step"], "write_image");
+        assert_eq!(
+            n.deploy_step["args"]["configdrive"],
+            json!(crate::model::node::MASK)
         );
-        self.apply(&node.uuid, outcome).await?;
-        Ok(Next::Again)
+        let done = write_image_sent(&command("w1", CommandStatus::Succeeded), &step);
+        assert!(matches!(
+            done,
+            Outcome::Wait {
+                until: Until::Now,
+                ..
+            }
+        ));
+        let failed = write_image_sent(&command("w1", CommandStatus::Failed), &step);
+        let Outcome::Fail { reason, power_off } = failed else {
+            panic!("a failed write_image fails the deploy");
+        };
+        assert!(reason.starts_with("Deploy step deploy.write_image failed"));
+        assert!(power_off);
+    }
+
+    #[test]
+    fn a_finished_deploy_is_active_and_forgets_the_agent() {
+        let mut n = waiting();
+        n.driver_internal_info
+            .insert("agent_url".into(), json!("http://a:9999"));
+        let result = json!({"deploy_result": {"args": {"configdrive": {"user_data": "x"}, "password": "p"}}});
+        deployed(result).apply_to(&mut n).unwrap();
+        assert_eq!(n.provision_state, ProvisionState::Active);
+        assert_eq!(n.power_state.as_deref(), Some("power on"));
+        assert_eq!(n.agent_url(), None);
+        let stored = n.driver_internal_info["deploy_result"].to_string();
+        assert!(!stored.contains("\"p\""), "{stored}");
+    }
+
+    #[test]
+    fn a_torn_down_node_cleans_towards_available() {
+        let mut n = waiting();
+        n.provision_state = ProvisionState::Deleting;
+        n.instance_uuid = Some("i1".into());
+        torn_down(true).apply_to(&mut n).unwrap();
+        assert_eq!(n.provision_state, ProvisionState::Cleaning);
+        assert_eq!(n.target_provision_state, Some(ProvisionState::Available));
+        assert_eq!(n.instance_uuid, None);
+        assert_eq!(n.power_state.as_deref(), Some("power off"));
+        assert!(matches!(n.intent, Some(Intent::Clean { steps: None })));
+        let mut active = waiting();
+        active.provision_state = ProvisionState::Active;
+        assert!(
+            torn_down(false).apply_to(&mut active).is_err(),
+            "only a node being deleted starts cleaning"
+        );
     }
 }

@@ -19,7 +19,7 @@ use tracing::{debug, info};
 use super::{Conductor, ConductorError};
 use crate::config::Config;
 use crate::model::{Node, now_ms};
-use crate::power::PowerState;
+use crate::power::{PowerError, PowerState};
 
 /// Whether fast track is on for `node`: `driver_info.fast_track` (a bool or a
 /// boolean string) when set, else the configuration's `fast_track`.
@@ -106,21 +106,20 @@ impl Conductor {
     /// fast track is usable (its last command forgotten, its token kept),
     /// else a fresh one (the old agent's data wiped, the ramdisk booted).
     /// `reset` runs on the node either way (phase data to forget). Returns
-    /// whether the running agent is reused, or `None` when booting failed;
-    /// the node has then failed with "`{phase}` failed: booting the ramdisk".
+    /// whether the running agent is reused, or why booting the ramdisk
+    /// failed.
     pub(super) async fn agent_for_phase(
         &self,
         node: &Node,
-        phase: &str,
-        reset: impl Fn(&mut Node),
-    ) -> Result<Option<bool>, ConductorError> {
+        reset: &(dyn Fn(&mut Node) + Send + Sync),
+    ) -> Result<Result<bool, PowerError>, ConductorError> {
         if self.fast_track_usable(node).await {
             self.modify(&node.uuid, |n| {
                 forget_command(n);
                 reset(n);
             })
             .await?;
-            return Ok(Some(true));
+            return Ok(Ok(true));
         }
         // The agent must look itself up again and gets a fresh token.
         self.modify(&node.uuid, |n| {
@@ -128,16 +127,7 @@ impl Conductor {
             reset(n);
         })
         .await?;
-        if let Err(e) = self.boot_agent(node).await {
-            self.fail(
-                &node.uuid,
-                format!("{phase} failed: booting the ramdisk: {e}"),
-                false,
-            )
-            .await?;
-            return Ok(None);
-        }
-        Ok(Some(false))
+        Ok(self.boot_agent(node).await.map(|()| false))
     }
 
     /// Whether the phase starting on `node` can drive the agent that is

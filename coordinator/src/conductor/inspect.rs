@@ -9,16 +9,18 @@
 //! a running agent is driven instead of booting the ramdisk, and the node
 //! stays powered on with the agent running afterwards.
 
+use ingot_proto::agent::{CommandResult, CommandStatus};
 use ingot_proto::inventory::{Interface, Inventory};
 use serde_json::{Map, Value, json};
 use tracing::info;
 
 use super::outcome::{Outcome, Target, Until};
-use super::{Conductor, ConductorError, Next, fast_track, is_busy};
+use super::phase::{Phase, Plan, agent_left};
+use super::{Conductor, ConductorError, command_error_text, is_busy};
+use crate::agent_client::AgentEndpoint;
 use crate::db::{Db, DbError};
 use crate::model::port::normalize_mac;
 use crate::model::{Node, Port, new_uuid, now_iso};
-use crate::power::PowerAction;
 use crate::state::{Event, ProvisionState};
 
 fn tlv_bytes(hex_value: &str) -> Vec<u8> {
@@ -161,77 +163,89 @@ pub async fn apply_inventory(db: &Db, node: &mut Node, raw: &Value) -> Result<()
     Ok(())
 }
 
-impl Conductor {
-    pub(super) async fn start_inspect(&self, node: Node) -> Result<Next, ConductorError> {
-        let Some(node) = self
-            .lock(&node.uuid, |n| {
-                n.provision_state == ProvisionState::Inspecting
-            })
-            .await?
-        else {
-            return Ok(Next::Idle);
-        };
+/// Inspection, as an agent [`Phase`].
+pub(super) struct Inspect;
+
+/// An inspect interface other than `agent` (`fake`, `no-inspect`) finishes
+/// at once.
+fn inspected_without_agent() -> Outcome {
+    Outcome::transition(Event::Done, Target::Clear, |n| {
+        n.intent = None;
+        n.last_error = None;
+        n.inspection_finished_at = Some(now_iso());
+    })
+}
+
+/// The inventory in the agent's answer to `poll.get_hardware_info`, or the
+/// failure of the inspection.
+fn hardware_info(r: CommandResult) -> Result<Value, Outcome> {
+    match r.command_result {
+        Some(inventory) if r.command_status == CommandStatus::Succeeded => Ok(inventory),
+        _ => Err(Outcome::fail(
+            format!(
+                "Inspection failed: poll.get_hardware_info: {}",
+                command_error_text(&r)
+            ),
+            true,
+        )),
+    }
+}
+
+/// Inspection finished with the inventory applied to `updated`; the agent
+/// is kept running (`keep`) or the node was powered off.
+fn inspected(updated: Node, keep: bool) -> Outcome {
+    Outcome::transition(Event::Done, Target::Clear, move |n| {
+        n.properties = updated.properties.clone();
+        n.boot_mode = updated.boot_mode.clone();
+        n.inventory = updated.inventory.clone();
+        agent_left(keep, n);
+        n.inspection_finished_at = Some(now_iso());
+        n.last_error = None;
+    })
+}
+
+impl Phase for Inspect {
+    const START: ProvisionState = ProvisionState::Inspecting;
+    const WAIT: ProvisionState = ProvisionState::InspectWait;
+    const NAME: &'static str = "Inspection";
+
+    async fn plan(&self, _c: &Conductor, node: Node) -> Result<Plan, ConductorError> {
         if node.inspect_interface.as_deref() != Some("agent") {
-            let outcome = Outcome::transition(Event::Done, Target::Clear, |n| {
-                n.intent = None;
-                n.last_error = None;
-                n.inspection_finished_at = Some(now_iso());
-            });
-            self.apply(&node.uuid, outcome).await?;
-            return Ok(Next::Idle);
+            return Ok(Plan::Now(inspected_without_agent()));
         }
-        let Some(fast) = self.agent_for_phase(&node, "Inspection", |_| {}).await? else {
-            return Ok(Next::Idle);
-        };
-        let outcome =
-            Outcome::transition(Event::Wait, Target::To(ProvisionState::Manageable), |n| {
+        Ok(Plan::Agent {
+            node,
+            reset: Box::new(|_: &mut Node| {}),
+            record: Box::new(|n: &mut Node| {
                 n.intent = None;
                 n.last_error = None;
-            });
-        self.apply(&node.uuid, outcome).await?;
-        // With fast track the agent is running already: drive it at once.
-        Ok(if fast { Next::Again } else { Next::Idle })
+            }),
+            target: Target::To(ProvisionState::Manageable),
+        })
     }
 
-    pub(super) async fn continue_inspect(&self, node: Node) -> Result<Next, ConductorError> {
-        let Some((node, ep)) = self
-            .lock_waiting_for_agent(&node, ProvisionState::InspectWait)
-            .await?
-        else {
-            return Ok(Next::Idle);
-        };
-        match self
+    async fn drive(
+        &self,
+        c: &Conductor,
+        node: Node,
+        ep: &AgentEndpoint,
+    ) -> Result<Outcome, ConductorError> {
+        match c
             .agent()
-            .execute(&ep, "poll.get_hardware_info", Map::new(), true)
+            .execute(ep, "poll.get_hardware_info", Map::new(), true)
             .await
         {
-            Ok(r) => match r.command_result {
-                Some(inv) if r.command_status == ingot_proto::agent::CommandStatus::Succeeded => {
-                    self.finish_inspection_locked(node, inv).await?;
-                }
-                _ => {
-                    self.fail(
-                        &node.uuid,
-                        format!(
-                            "Inspection failed: poll.get_hardware_info: {}",
-                            super::command_error_text(&r)
-                        ),
-                        true,
-                    )
-                    .await?;
-                }
+            Ok(r) => match hardware_info(r) {
+                Ok(inventory) => c.inspection_result(node, inventory).await,
+                Err(failed) => Ok(failed),
             },
-            Err(e) if is_busy(&e) => {
-                self.apply(&node.uuid, Outcome::wait(Until::Kicked)).await?;
-            }
-            Err(e) => {
-                self.fail(&node.uuid, format!("Inspection failed: {e}"), true)
-                    .await?;
-            }
+            Err(e) if is_busy(&e) => Ok(Outcome::wait(Until::Kicked)),
+            Err(e) => Ok(Outcome::fail(format!("Inspection failed: {e}"), true)),
         }
-        Ok(Next::Idle)
     }
+}
 
+impl Conductor {
     /// Finishes inspection with an inventory the agent POSTed to
     /// `/v1/continue_inspection`. Returns false if the node is not waiting.
     pub async fn finish_inspection(
@@ -245,42 +259,30 @@ impl Conductor {
         else {
             return Ok(false);
         };
-        self.finish_inspection_locked(node, inventory).await?;
+        let outcome = self.inspection_result(node, inventory).await?;
+        self.apply(uuid, outcome).await?;
         Ok(true)
     }
 
-    async fn finish_inspection_locked(
+    /// The end of the inspection of the reserved `node` with `inventory`:
+    /// checked against the root device hints, applied (ports are created
+    /// here), the agent kept or the node powered off.
+    async fn inspection_result(
         &self,
         node: Node,
         inventory: Value,
-    ) -> Result<(), ConductorError> {
+    ) -> Result<Outcome, ConductorError> {
         if let Err(e) = check_root_device(&node, &inventory) {
-            self.fail(&node.uuid, format!("Inspection failed: {e}"), true)
-                .await?;
-            return Ok(());
+            return Ok(Outcome::fail(format!("Inspection failed: {e}"), true));
         }
         let mut updated = node.clone();
         apply_inventory(self.db(), &mut updated, &inventory).await?;
-        let keep = fast_track::keeps_agent(self.config(), &node);
-        if !keep {
-            if let Err(e) = self.set_power(&node, PowerAction::Off).await {
-                tracing::warn!(node = %node.uuid, error = %e, "power off after inspection failed");
-            }
+        let (keep, powered_off) = self.leave_agent(&node).await;
+        if let Err(e) = powered_off {
+            tracing::warn!(node = %node.uuid, error = %e, "power off after inspection failed");
         }
         info!(node = %node.uuid, fast_track = keep, "inspection finished");
-        let outcome = Outcome::transition(Event::Done, Target::Clear, move |n| {
-            n.properties = updated.properties.clone();
-            n.boot_mode = updated.boot_mode.clone();
-            n.inventory = updated.inventory.clone();
-            fast_track::end_phase(keep, n);
-            if !keep {
-                n.power_state = Some("power off".into());
-            }
-            n.inspection_finished_at = Some(now_iso());
-            n.last_error = None;
-        });
-        self.apply(&node.uuid, outcome).await?;
-        Ok(())
+        Ok(inspected(updated, keep))
     }
 }
 
@@ -298,7 +300,7 @@ fn boot_mac(raw: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::boot_mac;
+    use super::*;
 
     #[test]
     fn bootif_and_plain_macs() {
@@ -313,5 +315,59 @@ mod tests {
         );
         assert_eq!(boot_mac("01-52-54-00-e2"), None);
         assert_eq!(boot_mac(""), None);
+    }
+
+    #[test]
+    fn a_hardware_info_answer_finishes_or_fails_the_inspection() {
+        let ok = CommandResult {
+            id: "h".into(),
+            command_name: "get_hardware_info".into(),
+            command_status: CommandStatus::Succeeded,
+            command_error: None,
+            command_result: Some(json!({"cpu": {"count": 4}})),
+        };
+        assert_eq!(
+            hardware_info(ok.clone()).ok(),
+            Some(json!({"cpu": {"count": 4}}))
+        );
+        let failed = CommandResult {
+            command_status: CommandStatus::Failed,
+            ..ok.clone()
+        };
+        let Err(Outcome::Fail { reason, power_off }) = hardware_info(failed) else {
+            panic!("a failed command fails the inspection");
+        };
+        assert!(reason.starts_with("Inspection failed: poll.get_hardware_info"));
+        assert!(power_off);
+        let empty = CommandResult {
+            command_result: None,
+            ..ok
+        };
+        assert!(hardware_info(empty).is_err());
+    }
+
+    #[test]
+    fn an_inspected_node_is_manageable_with_its_properties() {
+        let mut n = Node {
+            provision_state: ProvisionState::InspectWait,
+            target_provision_state: Some(ProvisionState::Manageable),
+            last_error: Some("old".into()),
+            ..Node::default()
+        };
+        let mut updated = n.clone();
+        updated.properties.insert("cpus".into(), json!(4));
+        inspected(updated, false).apply_to(&mut n).unwrap();
+        assert_eq!(n.provision_state, ProvisionState::Manageable);
+        assert_eq!(n.target_provision_state, None);
+        assert_eq!(n.properties["cpus"], 4);
+        assert_eq!(n.power_state.as_deref(), Some("power off"));
+        assert!(n.inspection_finished_at.is_some() && n.last_error.is_none());
+
+        let mut enrolled = Node {
+            provision_state: ProvisionState::Inspecting,
+            ..Node::default()
+        };
+        inspected_without_agent().apply_to(&mut enrolled).unwrap();
+        assert_eq!(enrolled.provision_state, ProvisionState::Manageable);
     }
 }

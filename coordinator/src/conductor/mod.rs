@@ -14,6 +14,7 @@ mod deploy;
 mod fast_track;
 mod inspect;
 mod outcome;
+mod phase;
 mod power;
 mod power_sync;
 mod recovery;
@@ -31,6 +32,9 @@ use crate::db::{Db, DbError, UpdateError};
 use crate::model::Node;
 use crate::power::{PowerAction, PowerDriver, PowerDrivers, PowerError, PowerState, PowerTarget};
 use crate::state::{Event, ProvisionState};
+use clean::Clean;
+use deploy::Deploy;
+use inspect::Inspect;
 use outcome::{Outcome, Target};
 
 pub use inspect::apply_inventory;
@@ -266,12 +270,12 @@ impl Conductor {
             } else {
                 match node.provision_state {
                     ProvisionState::Verifying => self.verify(node).await?,
-                    ProvisionState::Inspecting => self.start_inspect(node).await?,
-                    ProvisionState::InspectWait => self.continue_inspect(node).await?,
-                    ProvisionState::Cleaning => self.start_clean(node).await?,
-                    ProvisionState::CleanWait => self.continue_clean(node).await?,
-                    ProvisionState::Deploying => self.start_deploy(node).await?,
-                    ProvisionState::WaitCallBack => self.continue_deploy(node).await?,
+                    ProvisionState::Inspecting => self.start_phase(&Inspect, node).await?,
+                    ProvisionState::InspectWait => self.continue_phase(&Inspect, node).await?,
+                    ProvisionState::Cleaning => self.start_phase(&Clean, node).await?,
+                    ProvisionState::CleanWait => self.continue_phase(&Clean, node).await?,
+                    ProvisionState::Deploying => self.start_phase(&Deploy, node).await?,
+                    ProvisionState::WaitCallBack => self.continue_phase(&Deploy, node).await?,
                     ProvisionState::Deleting => self.tear_down(node).await?,
                     _ => Next::Idle,
                 }
@@ -332,19 +336,6 @@ impl Conductor {
                 Ok(())
             })
             .await?)
-    }
-
-    /// Fails the current operation: the failure state of the node's state,
-    /// `last_error`, agent forgotten, reservation released; then powers the
-    /// node off when `power_off` (Ironic does so after deploy failures).
-    async fn fail(
-        &self,
-        uuid: &str,
-        message: String,
-        power_off: bool,
-    ) -> Result<(), ConductorError> {
-        self.apply(uuid, Outcome::fail(message, power_off)).await?;
-        Ok(())
     }
 
     /// Detaches every VIF of the node (Ironic's `remove_vifs_from_node`): on
@@ -502,28 +493,10 @@ impl Conductor {
             driver.get_power_state(&target).await.map(Some)
         }
         .await;
-        match result {
-            Ok(state) => {
-                info!(node = %node.uuid, "credentials verified");
-                let outcome = Outcome::transition(Event::Done, Target::Clear, move |n| {
-                    if let Some(state) = state {
-                        n.power_state = Some(state.as_str().to_owned());
-                    }
-                    n.intent = None;
-                    n.last_error = None;
-                });
-                self.apply(&node.uuid, outcome).await?;
-            }
-            Err(e) => {
-                self.fail(
-                    &node.uuid,
-                    format!("Failed to verify the node's credentials: {e}"),
-                    false,
-                )
-                .await?;
-            }
+        if result.is_ok() {
+            info!(node = %node.uuid, "credentials verified");
         }
-        Ok(Next::Idle)
+        self.apply(&node.uuid, verified(result)).await
     }
 
     /// Restart recovery; see [`recovery`]. Also loads the shared image URL key.
@@ -566,6 +539,24 @@ impl Conductor {
                 }
             }
         })
+    }
+}
+
+/// The end of verifying: `manageable` with the power state read (when the
+/// driver knows it), or back to `enroll` with the reason.
+fn verified(result: Result<Option<PowerState>, PowerError>) -> Outcome {
+    match result {
+        Ok(state) => Outcome::transition(Event::Done, Target::Clear, move |n| {
+            if let Some(state) = state {
+                n.power_state = Some(state.as_str().to_owned());
+            }
+            n.intent = None;
+            n.last_error = None;
+        }),
+        Err(e) => Outcome::fail(
+            format!("Failed to verify the node's credentials: {e}"),
+            false,
+        ),
     }
 }
 
@@ -620,5 +611,40 @@ impl Conductor {
             Some(_) => deploy::image_info_with_source(node, true).map(|_| ()),
             None => image_info_for(node),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifying_ends_manageable_or_back_in_enroll() {
+        let verifying = Node {
+            provision_state: ProvisionState::Verifying,
+            target_provision_state: Some(ProvisionState::Manageable),
+            last_error: Some("old".into()),
+            ..Node::default()
+        };
+        let mut n = verifying.clone();
+        verified(Ok(Some(PowerState::On))).apply_to(&mut n).unwrap();
+        assert_eq!(n.provision_state, ProvisionState::Manageable);
+        assert_eq!(n.power_state.as_deref(), Some("power on"));
+        assert_eq!(n.last_error, None);
+        let mut n = verifying.clone();
+        verified(Ok(None)).apply_to(&mut n).unwrap();
+        assert_eq!(
+            n.power_state, None,
+            "a driver that cannot read the power leaves it"
+        );
+        let mut n = verifying;
+        let failed = verified(Err(PowerError::Unsupported("no BMC".into())));
+        failed.apply_to(&mut n).unwrap();
+        assert_eq!(n.provision_state, ProvisionState::Enroll);
+        assert!(
+            n.last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("Failed to verify the node's credentials"))
+        );
     }
 }

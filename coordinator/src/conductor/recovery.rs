@@ -13,7 +13,7 @@
 //! Every wait state times out when nothing was heard from the agent (no
 //! heartbeat, no step progress) for the configured time.
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::{Conductor, ConductorError, wait_timeout_ms};
 use crate::model::now_ms;
@@ -164,7 +164,13 @@ pub(super) async fn check_timeouts(c: &Conductor) -> Result<usize, ConductorErro
                         "Timeout reached while inspecting the node: no inventory from the agent after {secs} s (inspect_wait_timeout)"
                     ),
                 };
-                let next = state.on(Event::Fail).map_err(|_| ())?;
+                let next = match state.on(Event::Fail) {
+                    Ok(next) => next,
+                    Err(refused) => {
+                        error!(node = %n.uuid, state = %refused.state, event = ?refused.event, "the timeout's transition was refused by the state table");
+                        return Err(());
+                    }
+                };
                 n.set_provision_state(next, None);
                 n.last_error = Some(msg);
                 n.wipe_agent_info();
