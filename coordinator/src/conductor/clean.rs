@@ -237,7 +237,7 @@ impl Phase for Clean {
             CleanPlan::Steps { steps, mode } => {
                 info!(node = %node.uuid, mode, "cleaning starts");
                 Plan::Agent {
-                    node,
+                    node: Box::new(node),
                     reset: Box::new(|_: &mut Node| {}),
                     record: Box::new(clean_started(steps, mode)),
                     target: Target::Keep,

@@ -252,7 +252,7 @@ impl Phase for Deploy {
             )));
         }
         Ok(Plan::Agent {
-            node,
+            node: Box::new(node),
             reset: Box::new(|n: &mut Node| {
                 n.driver_internal_info.remove("deploy_write_started");
             }),

@@ -214,7 +214,7 @@ impl Phase for Inspect {
             return Ok(Plan::Now(inspected_without_agent()));
         }
         Ok(Plan::Agent {
-            node,
+            node: Box::new(node),
             reset: Box::new(|_: &mut Node| {}),
             record: Box::new(|n: &mut Node| {
                 n.intent = None;

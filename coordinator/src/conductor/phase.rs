@@ -56,8 +56,8 @@ pub(super) enum Plan {
     Now(Outcome),
     /// With the agent: then the node waits for it.
     Agent {
-        /// The node (as the plan may have changed it).
-        node: Node,
+        /// The node (as the plan may have changed it; boxed, it is large).
+        node: Box<Node>,
         /// Phase data of earlier runs to forget, whichever agent runs.
         reset: Change,
         /// Written with the move to the wait state.
