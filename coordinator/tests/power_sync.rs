@@ -107,7 +107,7 @@ async fn make_manageable(running: &Running, uuid: &str) {
         .db()
         .update_node::<(), _>(uuid, |n| {
             n.provision_state = ProvisionState::Manageable;
-            n.power_state = Some("power on".into());
+            n.power_state = Some(PowerState::On);
             Ok(())
         })
         .await

@@ -390,6 +390,7 @@ mod tests {
 
     use super::*;
     use crate::conductor::phase::tests::command;
+    use crate::power::PowerState;
 
     fn agent_node(state: ProvisionState) -> Node {
         Node {
@@ -566,6 +567,6 @@ mod tests {
         cleaned(Event::Manage, false).apply_to(&mut n).unwrap();
         assert_eq!(n.provision_state, ProvisionState::Manageable);
         assert_eq!(n.agent_url(), None);
-        assert_eq!(n.power_state.as_deref(), Some("power off"));
+        assert_eq!(n.power_state, Some(PowerState::Off));
     }
 }

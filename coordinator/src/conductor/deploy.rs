@@ -18,7 +18,7 @@ use super::phase::{Phase, Plan, Sent, sent_command};
 use super::{Conductor, ConductorError, Next, command_error_text, is_busy};
 use crate::agent_client::AgentEndpoint;
 use crate::model::{Intent, Node};
-use crate::power::PowerAction;
+use crate::power::{PowerAction, PowerState};
 use crate::state::{Event, ProvisionState};
 
 /// The Glance image id of the node's `image_source`, if it names one.
@@ -201,7 +201,7 @@ fn deployed(mut result: Value) -> Outcome {
             .insert("deploy_result".into(), result.clone());
         n.deploy_step = Map::new();
         n.last_error = None;
-        n.power_state = Some("power on".into());
+        n.power_state = Some(PowerState::On);
     })
 }
 
@@ -213,7 +213,7 @@ fn torn_down(powered_off: bool) -> Outcome {
         Target::To(ProvisionState::Available),
         move |n| {
             if powered_off {
-                n.power_state = Some("power off".into());
+                n.power_state = Some(PowerState::Off);
             }
             n.instance_info = Map::new();
             n.instance_uuid = None;
@@ -576,7 +576,7 @@ mod tests {
         let result = json!({"deploy_result": {"args": {"configdrive": {"user_data": "x"}, "password": "p"}}});
         deployed(result).apply_to(&mut n).unwrap();
         assert_eq!(n.provision_state, ProvisionState::Active);
-        assert_eq!(n.power_state.as_deref(), Some("power on"));
+        assert_eq!(n.power_state, Some(PowerState::On));
         assert_eq!(n.agent_url(), None);
         let stored = n.driver_internal_info["deploy_result"].to_string();
         assert!(!stored.contains("\"p\""), "{stored}");
@@ -591,7 +591,7 @@ mod tests {
         assert_eq!(n.provision_state, ProvisionState::Cleaning);
         assert_eq!(n.target_provision_state, Some(ProvisionState::Available));
         assert_eq!(n.instance_uuid, None);
-        assert_eq!(n.power_state.as_deref(), Some("power off"));
+        assert_eq!(n.power_state, Some(PowerState::Off));
         assert!(matches!(n.intent, Some(Intent::Clean { steps: None })));
         let mut active = waiting();
         active.provision_state = ProvisionState::Active;

@@ -82,7 +82,7 @@ pub fn heartbeat_fresh(node: &Node, timeout_secs: u64, now: i64) -> bool {
 /// and a recent heartbeat.
 fn usable_on_record(config: &Config, node: &Node, now: i64) -> bool {
     keeps_agent(config, node)
-        && node.power_state.as_deref() == Some("power on")
+        && node.power_state == Some(PowerState::On)
         && node.agent_url().is_some()
         && node.agent_token().is_some()
         && heartbeat_fresh(node, config.fast_track_timeout, now)
@@ -226,7 +226,7 @@ mod tests {
             ..Config::default()
         };
         let mut n = node(json!({}));
-        n.power_state = Some("power on".into());
+        n.power_state = Some(PowerState::On);
         for (k, v) in [
             ("agent_url", "http://10.0.0.5:9999"),
             ("agent_secret_token", "t"),
@@ -238,7 +238,7 @@ mod tests {
         assert!(usable_on_record(&config, &n, now_ms()));
         assert!(!usable_on_record(&Config::default(), &n, now_ms()));
         let mut off = n.clone();
-        off.power_state = Some("power off".into());
+        off.power_state = Some(PowerState::Off);
         assert!(!usable_on_record(&config, &off, now_ms()));
         let mut maint = n.clone();
         maint.maintenance = true;

@@ -301,6 +301,7 @@ fn boot_mac(raw: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::power::PowerState;
 
     #[test]
     fn bootif_and_plain_macs() {
@@ -360,7 +361,7 @@ mod tests {
         assert_eq!(n.provision_state, ProvisionState::Manageable);
         assert_eq!(n.target_provision_state, None);
         assert_eq!(n.properties["cpus"], 4);
-        assert_eq!(n.power_state.as_deref(), Some("power off"));
+        assert_eq!(n.power_state, Some(PowerState::Off));
         assert!(n.inspection_finished_at.is_some() && n.last_error.is_none());
 
         let mut enrolled = Node {

@@ -207,11 +207,7 @@ impl Conductor {
         PowerTarget {
             node_uuid: node.uuid.clone(),
             driver_info: node.driver_info.clone(),
-            recorded: match node.power_state.as_deref() {
-                Some("power on") => Some(PowerState::On),
-                Some("power off") => Some(PowerState::Off),
-                _ => None,
-            },
+            recorded: node.power_state,
             boot_mode: node.boot_mode.clone(),
         }
     }
@@ -368,17 +364,15 @@ impl Conductor {
         // As Ironic: every power action (failed ones too) is timestamped in
         // driver_internal_info.last_power_state_change (naive UTC).
         let stamp = crate::model::now_iso().replace("+00:00", "");
-        let state = result
-            .is_ok()
-            .then(|| action.resulting_state().as_str().to_owned());
+        let state = result.is_ok().then(|| action.resulting_state());
         if let Err(e) = self
             .modify(&node.uuid, move |n| {
                 n.driver_internal_info.insert(
                     "last_power_state_change".into(),
                     Value::String(stamp.clone()),
                 );
-                if let Some(s) = &state {
-                    n.power_state = Some(s.clone());
+                if let Some(s) = state {
+                    n.power_state = Some(s);
                 }
             })
             .await
@@ -407,7 +401,7 @@ impl Conductor {
     /// reboot (or power on if off).
     async fn boot_agent(&self, node: &Node) -> Result<(), PowerError> {
         self.set_boot_device(node, "pxe", false).await?;
-        let action = if node.power_state.as_deref() == Some("power on") {
+        let action = if node.power_state == Some(PowerState::On) {
             PowerAction::Reboot
         } else {
             PowerAction::On
@@ -548,7 +542,7 @@ fn verified(result: Result<Option<PowerState>, PowerError>) -> Outcome {
     match result {
         Ok(state) => Outcome::transition(Event::Done, Target::Clear, move |n| {
             if let Some(state) = state {
-                n.power_state = Some(state.as_str().to_owned());
+                n.power_state = Some(state);
             }
             n.intent = None;
             n.last_error = None;
@@ -629,7 +623,7 @@ mod tests {
         let mut n = verifying.clone();
         verified(Ok(Some(PowerState::On))).apply_to(&mut n).unwrap();
         assert_eq!(n.provision_state, ProvisionState::Manageable);
-        assert_eq!(n.power_state.as_deref(), Some("power on"));
+        assert_eq!(n.power_state, Some(PowerState::On));
         assert_eq!(n.last_error, None);
         let mut n = verifying.clone();
         verified(Ok(None)).apply_to(&mut n).unwrap();

@@ -21,7 +21,7 @@ use super::outcome::{Change, Outcome, Target};
 use super::{Conductor, ConductorError, Next, fast_track};
 use crate::agent_client::AgentEndpoint;
 use crate::model::Node;
-use crate::power::{PowerAction, PowerError};
+use crate::power::{PowerAction, PowerError, PowerState};
 use crate::state::{Event, ProvisionState};
 
 /// One agent phase: the parts that differ between inspection, cleaning and
@@ -143,7 +143,7 @@ impl Conductor {
 pub(super) fn agent_left(keep: bool, node: &mut Node) {
     fast_track::end_phase(keep, node);
     if !keep {
-        node.power_state = Some("power off".into());
+        node.power_state = Some(PowerState::Off);
     }
 }
 
@@ -229,6 +229,6 @@ pub(super) mod tests {
         assert_eq!(kept.power_state, None);
         agent_left(false, &mut n);
         assert_eq!(n.agent_url(), None);
-        assert_eq!(n.power_state.as_deref(), Some("power off"));
+        assert_eq!(n.power_state, Some(PowerState::Off));
     }
 }

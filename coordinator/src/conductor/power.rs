@@ -5,6 +5,8 @@ use tracing::info;
 use super::outcome::{Outcome, Until};
 use super::{Conductor, ConductorError, Next};
 use crate::model::Node;
+#[cfg(test)]
+use crate::power::PowerState;
 use crate::power::{PowerAction, PowerError};
 
 impl Conductor {
@@ -15,30 +17,24 @@ impl Conductor {
         let Some(intent) = node.power_intent.clone() else {
             return Ok(Next::Idle);
         };
-        let result = match PowerAction::parse(&intent.target) {
-            Some(action) => self.set_power(&node, action).await.map(|()| action),
-            None => Err(crate::power::PowerError::Unsupported(format!(
-                "unknown power target {}",
-                intent.target
-            ))),
-        };
+        let action = intent.target;
+        let result = self.set_power(&node, action).await.map(|()| action);
         if result.is_ok() {
-            info!(node = %node.uuid, target = %intent.target, "power state changed");
+            info!(node = %node.uuid, target = %action, "power state changed");
         }
-        self.apply(&node.uuid, power_changed(&intent.target, result))
-            .await
+        self.apply(&node.uuid, power_changed(action, result)).await
     }
 }
 
 /// The end of a power change to `target`: the new power state, or the
 /// error in `last_error`; the request is done either way and the node keeps
 /// its provision state (the handler looks at it again at once).
-fn power_changed(target: &str, result: Result<PowerAction, PowerError>) -> Outcome {
+fn power_changed(target: PowerAction, result: Result<PowerAction, PowerError>) -> Outcome {
     match result {
         Ok(action) => {
-            let state = action.resulting_state().as_str().to_owned();
+            let state = action.resulting_state();
             Outcome::wait_with(Until::Now, move |n| {
-                n.power_state = Some(state.clone());
+                n.power_state = Some(state);
                 n.target_power_state = None;
                 n.power_intent = None;
             })
@@ -62,21 +58,21 @@ mod tests {
     #[test]
     fn a_power_change_is_recorded_and_the_request_forgotten() {
         let mut n = Node {
-            power_state: Some("power off".into()),
-            target_power_state: Some("power on".into()),
+            power_state: Some(PowerState::Off),
+            target_power_state: Some(PowerState::On),
             ..Node::default()
         };
         let before = n.provision_state;
-        power_changed("power on", Ok(PowerAction::On))
+        power_changed(PowerAction::On, Ok(PowerAction::On))
             .apply_to(&mut n)
             .unwrap();
-        assert_eq!(n.power_state.as_deref(), Some("power on"));
+        assert_eq!(n.power_state, Some(PowerState::On));
         assert_eq!(n.target_power_state, None);
         assert_eq!(n.provision_state, before);
-        power_changed("power off", Err(PowerError::Unsupported("no".into())))
+        power_changed(PowerAction::Off, Err(PowerError::Unsupported("no".into())))
             .apply_to(&mut n)
             .unwrap();
-        assert_eq!(n.power_state.as_deref(), Some("power on"));
+        assert_eq!(n.power_state, Some(PowerState::On));
         assert!(
             n.last_error
                 .as_deref()

@@ -247,11 +247,10 @@ impl Conductor {
         match read {
             Ok(state) => {
                 self.inner.sync.failures().remove(&node.uuid);
-                let actual = state.as_str();
-                if node.power_state.as_deref() == Some(actual) {
+                if node.power_state == Some(state) {
                     return Ok(Outcome::Same);
                 }
-                let recorded = node.power_state.clone();
+                let recorded = node.power_state;
                 let written = self
                     .db()
                     .update_node(&node.uuid, |n| {
@@ -259,7 +258,7 @@ impl Conductor {
                         if skip(n) || n.power_state != recorded {
                             return Err(());
                         }
-                        n.power_state = Some(actual.to_owned());
+                        n.power_state = Some(state);
                         Ok(())
                     })
                     .await;
@@ -269,11 +268,11 @@ impl Conductor {
                             Some(before) => info!(
                                 node = %node.uuid,
                                 recorded = %before,
-                                actual = %actual,
+                                actual = %state,
                                 "power state changed outside Ingot; recorded"
                             ),
                             None => {
-                                info!(node = %node.uuid, actual = %actual, "power state learned")
+                                info!(node = %node.uuid, actual = %state, "power state learned")
                             }
                         }
                         Ok(Outcome::Changed)
@@ -338,7 +337,7 @@ impl Conductor {
         read: Result<crate::power::PowerState, PowerError>,
     ) -> Result<Outcome, ConductorError> {
         let state = match read {
-            Ok(s) => s.as_str(),
+            Ok(s) => s,
             Err(e) => {
                 info!(node = %node.uuid, kind = %e.kind(), error = %e, "power sync: BMC still failing; node stays in maintenance");
                 return Ok(Outcome::Failed);
@@ -353,7 +352,7 @@ impl Conductor {
                 n.maintenance = false;
                 n.maintenance_reason = None;
                 n.fault = None;
-                n.power_state = Some(state.to_owned());
+                n.power_state = Some(state);
                 Ok(())
             })
             .await;

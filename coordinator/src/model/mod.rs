@@ -4,6 +4,7 @@ pub mod allocation;
 pub mod mask;
 pub mod node;
 pub mod port;
+pub mod power;
 
 pub use allocation::Allocation;
 pub use node::{Intent, Node};

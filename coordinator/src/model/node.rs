@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::model::power::{PowerAction, PowerState, deserialize_target};
 use crate::state::ProvisionState;
 
 /// What the API asked the conductor to do; the per-node handler acts on it and
@@ -31,8 +32,8 @@ pub enum Intent {
 /// A power change requested through `states/power`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PowerIntent {
-    /// `power on`, `power off`, `rebooting`, `soft power off`, `soft rebooting`.
-    pub target: String,
+    /// The requested action.
+    pub target: PowerAction,
 }
 
 /// An Ironic node.
@@ -61,9 +62,10 @@ pub struct Node {
     /// Hardware properties (cpus, memory_mb, local_gb, cpu_arch, capabilities).
     pub properties: Map<String, Value>,
     /// `power on`, `power off` or null (unknown).
-    pub power_state: Option<String>,
-    /// Power state being set.
-    pub target_power_state: Option<String>,
+    pub power_state: Option<PowerState>,
+    /// The power state being set (Ironic's: `power on` for the reboots).
+    #[serde(deserialize_with = "deserialize_target", default)]
+    pub target_power_state: Option<PowerState>,
     /// Provision state.
     pub provision_state: ProvisionState,
     /// Target of the running operation.

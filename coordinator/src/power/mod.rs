@@ -23,61 +23,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// A boot device and whether it is persistent; either may be unknown.
 pub type BootDeviceState = (Option<String>, Option<bool>);
 
-/// Power states as Ironic spells them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PowerState {
-    /// `power on`
-    On,
-    /// `power off`
-    Off,
-}
-
-impl PowerState {
-    /// Wire spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::On => "power on",
-            Self::Off => "power off",
-        }
-    }
-}
-
-/// A power action (`target` of `states/power`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PowerAction {
-    /// `power on`
-    On,
-    /// `power off`
-    Off,
-    /// `rebooting`
-    Reboot,
-    /// `soft power off`
-    SoftOff,
-    /// `soft rebooting`
-    SoftReboot,
-}
-
-impl PowerAction {
-    /// Parses the API's `target`.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "power on" => Self::On,
-            "power off" => Self::Off,
-            "rebooting" => Self::Reboot,
-            "soft power off" => Self::SoftOff,
-            "soft rebooting" => Self::SoftReboot,
-            _ => return None,
-        })
-    }
-
-    /// The power state after the action.
-    pub fn resulting_state(self) -> PowerState {
-        match self {
-            Self::Off | Self::SoftOff => PowerState::Off,
-            Self::On | Self::Reboot | Self::SoftReboot => PowerState::On,
-        }
-    }
-}
+pub use crate::model::power::{PowerAction, PowerState};
 
 /// Boot devices (Ironic `ironic/common/boot_devices.py`).
 pub const BOOT_DEVICES: [&str; 9] = [

@@ -41,10 +41,9 @@ pub async fn set(req: Req, body: Bytes) -> Result<Response, ApiError> {
                 n.conductor.clone().unwrap_or_default()
             )));
         }
-        n.power_intent = Some(PowerIntent {
-            target: target.clone(),
-        });
-        n.target_power_state = Some(target.clone());
+        n.power_intent = Some(PowerIntent { target: action });
+        // As Ironic: the state the action leads to (`power on` for reboots).
+        n.target_power_state = Some(action.resulting_state());
         // A new power action clears the last error, except in a failure
         // state, whose error says why the node is there (Ironic).
         if !n.provision_state.is_failure() {

@@ -14,6 +14,7 @@ use super::{states, update_unlocked};
 use crate::api::{ApiError, ApiVersion, Req, parse_object};
 use crate::configdrive::ConfigDriveError;
 use crate::model::node::PowerIntent;
+use crate::model::power::{PowerAction, PowerState};
 use crate::model::{Intent, Node, now_iso};
 use crate::state::machine::target_after;
 use crate::state::{ProvisionState, Verb};
@@ -99,9 +100,9 @@ fn apply_verb(
             n.clean_step = Map::new();
             n.deploy_step = Map::new();
             n.power_intent = Some(PowerIntent {
-                target: "power off".into(),
+                target: PowerAction::Off,
             });
-            n.target_power_state = Some("power off".into());
+            n.target_power_state = Some(PowerState::Off);
             return Ok(());
         }
         Verb::Manage => {
