@@ -68,6 +68,15 @@
 //! auth_type = "none"             # none | token | password ([auth.keystone]'s service user)
 //! token = "…"                    # auth_type = "token"
 //! timeout_ms = 30000
+//!
+//! [tftp]                         # TFTP for PXE boot loaders (docs/network.md)
+//! enabled = false
+//! listen = "0.0.0.0:69"
+//! root = "/usr/lib/ipxe"         # default: Debian's ipxe loaders when present
+//! max_transfers = 64             # at once; more get "server busy"
+//! timeout_ms = 1000              # retransmission interval unless the client asks (timeout option)
+//! retries = 5                    # retransmissions of one block before giving up
+//! transfer_timeout = 300         # seconds one whole transfer may take
 //! ```
 
 use std::net::SocketAddr;
@@ -155,6 +164,44 @@ pub struct Config {
     pub glance: GlanceConfig,
     /// The periodic power-state sync.
     pub power_sync: PowerSyncConfig,
+    /// The TFTP server for PXE boot loaders.
+    pub tftp: TftpConfig,
+}
+
+/// The TFTP server (`[tftp]`, see [`crate::tftp`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TftpConfig {
+    /// Serve TFTP.
+    pub enabled: bool,
+    /// UDP address.
+    pub listen: SocketAddr,
+    /// Directory served; default [`crate::tftp::DEBIAN_IPXE_DIR`].
+    pub root: Option<std::path::PathBuf>,
+    /// Transfers at once.
+    pub max_transfers: usize,
+    /// Retransmission interval when the client sets no `timeout` option
+    /// (milliseconds).
+    pub timeout_ms: u64,
+    /// Retransmissions of one block (or window) before the transfer is
+    /// abandoned.
+    pub retries: u32,
+    /// Longest a whole transfer may take (seconds).
+    pub transfer_timeout: u64,
+}
+
+impl Default for TftpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: SocketAddr::from(([0, 0, 0, 0], 69)),
+            root: None,
+            max_transfers: 64,
+            timeout_ms: 1000,
+            retries: 5,
+            transfer_timeout: 300,
+        }
+    }
 }
 
 /// Ironic's `auth_strategy`.
@@ -487,6 +534,7 @@ impl Default for Config {
             images: ImagesConfig::default(),
             glance: GlanceConfig::default(),
             power_sync: PowerSyncConfig::default(),
+            tftp: TftpConfig::default(),
         }
     }
 }

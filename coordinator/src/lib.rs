@@ -24,4 +24,5 @@ pub mod power;
 pub mod server;
 pub mod state;
 pub mod temp_url;
+pub mod tftp;
 pub mod tls;

@@ -30,6 +30,9 @@ pub enum ServeError {
     /// Glance settings.
     #[error("{0}")]
     Glance(String),
+    /// The TFTP server.
+    #[error(transparent)]
+    Tftp(#[from] crate::tftp::TftpError),
     /// Binding or serving.
     #[error("listening on {addr}: {source}")]
     Io {
@@ -50,6 +53,10 @@ pub struct Running {
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     periodic: tokio::task::JoinHandle<()>,
     power_sync: Option<tokio::task::JoinHandle<()>>,
+    /// Where the TFTP server listens, when enabled.
+    pub tftp_addr: Option<SocketAddr>,
+    /// Network-boot services (TFTP, DHCP), stopped with the coordinator.
+    net: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -63,6 +70,9 @@ impl Running {
         if let Some(p) = &self.power_sync {
             p.abort();
         }
+        for t in &self.net {
+            t.abort();
+        }
         r
     }
 
@@ -74,6 +84,10 @@ impl Running {
         if let Some(p) = self.power_sync {
             p.abort();
             let _ = p.await;
+        }
+        for t in self.net {
+            t.abort();
+            let _ = t.await;
         }
         let _ = self.server.await;
         let _ = self.periodic.await;
@@ -111,6 +125,15 @@ pub async fn start(mut config: Config, power: PowerDrivers) -> Result<Running, S
         .await?
         .with_secrets(key)
         .await?;
+    // Network-boot services bind before anything serves, so a bad setting
+    // stops start-up instead of leaving a half-working coordinator.
+    let mut net = Vec::new();
+    let mut tftp_addr = None;
+    if config.tftp.enabled {
+        let tftp = crate::tftp::TftpServer::bind(&config.tftp).await?;
+        tftp_addr = tftp.local_addr().ok();
+        net.push(tokio::spawn(tftp.run()));
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Io {
@@ -173,6 +196,8 @@ pub async fn start(mut config: Config, power: PowerDrivers) -> Result<Running, S
         server,
         periodic,
         power_sync,
+        tftp_addr,
+        net,
     })
 }
 

@@ -69,6 +69,10 @@ const APT_PACKAGES: &[&[&str]] = &[
     &["syslinux"],
     &["syslinux-common"],
     &["mtools"],
+    // coordinator/tests/tftp.rs: real TFTP clients against the coordinator's
+    // TFTP server (atftp negotiates blksize/tsize/windowsize).
+    &["atftp"],
+    &["tftp-hpa"],
 ];
 
 /// Rust components `rust-toolchain.toml` asks for.
