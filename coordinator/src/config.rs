@@ -77,6 +77,23 @@
 //! timeout_ms = 1000              # retransmission interval unless the client asks (timeout option)
 //! retries = 5                    # retransmissions of one block before giving up
 //! transfer_timeout = 300         # seconds one whole transfer may take
+//!
+//! [dhcp]                         # DHCPv4 / proxyDHCP for network boot (docs/network.md)
+//! enabled = false
+//! interface = "br0"              # bound with SO_BINDTODEVICE (needs root or CAP_NET_RAW)
+//! server_ip = "10.0.0.1"         # this host's address on that interface
+//! mode = "full"                  # full: addresses from the range | proxy: boot information only
+//! range_start = "10.0.0.100"     # full mode
+//! range_end = "10.0.0.199"
+//! subnet_mask = "255.255.255.0"
+//! router = "10.0.0.1"            # optional
+//! dns = ["10.0.0.1"]             # optional
+//! lease_time = 3600              # seconds
+//! unknown_macs = "ignore"        # ignore | inspect (answer MACs of no enrolled port too)
+//! http_url = "http://10.0.0.1:8080"  # base of /boot/boot.ipxe; default: [api] boot_listen, else listen
+//! bios_loader = "undionly.kpxe"  # TFTP file for BIOS PXE (arch 0)
+//! uefi_loader = "snponly.efi"    # … x86-64 UEFI PXE (arch 7, 9)
+//! arm64_loader = "snponly-arm64.efi"  # … arm64 UEFI PXE (arch 11)
 //! ```
 
 use std::net::SocketAddr;
@@ -166,6 +183,95 @@ pub struct Config {
     pub power_sync: PowerSyncConfig,
     /// The TFTP server for PXE boot loaders.
     pub tftp: TftpConfig,
+    /// The DHCP server for network boot.
+    pub dhcp: DhcpConfig,
+}
+
+/// How the DHCP server hands out addresses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DhcpMode {
+    /// A DHCP server: addresses from the range, plus boot information.
+    #[default]
+    Full,
+    /// A proxyDHCP server (PXE specification): boot information only,
+    /// beside another DHCP server that hands out the addresses.
+    Proxy,
+}
+
+/// What the DHCP server does with MACs of no enrolled port.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownMacs {
+    /// No answer (logged at debug level).
+    #[default]
+    Ignore,
+    /// Answered like a booting node, so that it reaches `/boot/boot.ipxe`
+    /// (discovery of unenrolled machines).
+    Inspect,
+}
+
+/// The DHCP server (`[dhcp]`, see [`crate::dhcp`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DhcpConfig {
+    /// Serve DHCP.
+    pub enabled: bool,
+    /// The interface served (SO_BINDTODEVICE).
+    pub interface: String,
+    /// This host's address on the interface (server identifier, next server).
+    pub server_ip: Option<std::net::Ipv4Addr>,
+    /// Full or proxy.
+    pub mode: DhcpMode,
+    /// First address of the pool (full mode).
+    pub range_start: Option<std::net::Ipv4Addr>,
+    /// Last address of the pool (full mode).
+    pub range_end: Option<std::net::Ipv4Addr>,
+    /// Subnet mask handed out.
+    pub subnet_mask: std::net::Ipv4Addr,
+    /// Default gateway handed out.
+    pub router: Option<std::net::Ipv4Addr>,
+    /// DNS servers handed out.
+    pub dns: Vec<std::net::Ipv4Addr>,
+    /// Lease time (seconds).
+    pub lease_time: u32,
+    /// MACs of no enrolled port.
+    pub unknown_macs: UnknownMacs,
+    /// Base URL iPXE and UEFI HTTP Boot clients fetch `/boot/boot.ipxe`
+    /// from; default: `[api] boot_listen`, else the API's address (an
+    /// unspecified IP replaced by `server_ip`).
+    pub http_url: Option<String>,
+    /// TFTP loader for BIOS PXE clients (architecture 0).
+    pub bios_loader: String,
+    /// TFTP loader for x86-64 UEFI PXE clients (architectures 7 and 9).
+    pub uefi_loader: String,
+    /// TFTP loader for arm64 UEFI PXE clients (architecture 11).
+    pub arm64_loader: String,
+    /// UDP port of the server (67; tests may change it).
+    pub port: u16,
+}
+
+impl Default for DhcpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            interface: String::new(),
+            server_ip: None,
+            mode: DhcpMode::Full,
+            range_start: None,
+            range_end: None,
+            subnet_mask: std::net::Ipv4Addr::new(255, 255, 255, 0),
+            router: None,
+            dns: Vec::new(),
+            lease_time: 3600,
+            unknown_macs: UnknownMacs::Ignore,
+            http_url: None,
+            bios_loader: "undionly.kpxe".into(),
+            uefi_loader: "snponly.efi".into(),
+            arm64_loader: "snponly-arm64.efi".into(),
+            port: 67,
+        }
+    }
 }
 
 /// The TFTP server (`[tftp]`, see [`crate::tftp`]).
@@ -535,6 +641,7 @@ impl Default for Config {
             glance: GlanceConfig::default(),
             power_sync: PowerSyncConfig::default(),
             tftp: TftpConfig::default(),
+            dhcp: DhcpConfig::default(),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod config;
 pub mod configdrive;
 pub mod console;
 pub mod db;
+pub mod dhcp;
 pub mod drivers;
 pub mod glance;
 pub mod http_server;

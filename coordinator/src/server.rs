@@ -33,6 +33,9 @@ pub enum ServeError {
     /// The TFTP server.
     #[error(transparent)]
     Tftp(#[from] crate::tftp::TftpError),
+    /// The DHCP server.
+    #[error(transparent)]
+    Dhcp(#[from] crate::dhcp::DhcpError),
     /// Binding or serving.
     #[error("listening on {addr}: {source}")]
     Io {
@@ -146,6 +149,11 @@ pub async fn start(mut config: Config, power: PowerDrivers) -> Result<Running, S
     })?;
     // With port 0 the real port is known only now; URLs given to agents need it.
     config.listen = addr;
+    if config.dhcp.enabled {
+        // After the API is bound: the boot URL handed out needs its port.
+        let dhcp = crate::dhcp::DhcpServer::bind(&config, db.clone())?;
+        net.push(tokio::spawn(dhcp.run()));
+    }
     let conductor = Conductor::new(db, config.clone(), power);
     if let Some(acceptor) = &tls {
         conductor.consoles().set_tls(acceptor.clone());

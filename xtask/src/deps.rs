@@ -73,6 +73,8 @@ const APT_PACKAGES: &[&[&str]] = &[
     // TFTP server (atftp negotiates blksize/tsize/windowsize).
     &["atftp"],
     &["tftp-hpa"],
+    // coordinator/tests/dhcp.rs: busybox udhcpc as the DHCP client.
+    &["udhcpc"],
 ];
 
 /// Rust components `rust-toolchain.toml` asks for.

@@ -7,7 +7,7 @@ use sqlx::AnyPool;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// The migrations, in order. Never edit one that has shipped: add a new one.
-const MIGRATIONS: [(i64, &str, &str); 3] = [
+const MIGRATIONS: [(i64, &str, &str); 4] = [
     (1, "init", include_str!("../../migrations/0001_init.sql")),
     (
         2,
@@ -18,6 +18,11 @@ const MIGRATIONS: [(i64, &str, &str); 3] = [
         3,
         "secrets",
         include_str!("../../migrations/0003_secrets.sql"),
+    ),
+    (
+        4,
+        "dhcp_leases",
+        include_str!("../../migrations/0004_dhcp_leases.sql"),
     ),
 ];
 

@@ -5,6 +5,7 @@
 //! writers (API requests, the conductor, another coordinator) can never lose
 //! each other's changes.
 
+pub mod leases;
 mod migrate;
 pub mod secrets;
 mod sqlite_file;
