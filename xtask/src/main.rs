@@ -8,6 +8,8 @@
 //! `demo` and `e2e` take `--fast-track`, `--tls` and `--glance`.
 //! - `write-image-demo`: write a real disk image onto a loop device with the agent.
 //! - `bench <name>`: benchmarks (`write-image`, `wipe`, `power-sync`, `convert`).
+//! - `fuzz [--seconds N] [TARGET...]`: every fuzz target under libFuzzer
+//!   (nightly, cargo-fuzz; both installed if missing).
 
 mod bench;
 mod deny;
@@ -15,6 +17,7 @@ mod deps;
 mod disk_image;
 mod e2e;
 mod elf;
+mod fuzz;
 mod test;
 mod util;
 mod write_image_demo;
@@ -36,7 +39,10 @@ tasks:
                        CPU-bound competitor on one core)
   bench wipe           time wipe against dd and blkdiscard (root)
   bench power-sync     one power-state sync of 10,000 simulated IPMI BMCs against ipmitool
-  bench convert        ingot-image convert against qemu-img convert (qcow2 -> raw, raw -> qcow2)";
+  bench convert        ingot-image convert against qemu-img convert (qcow2 -> raw, raw -> qcow2)
+  fuzz [--seconds N] [TARGET...]
+                       run every fuzz target (or those named) N seconds each (default 60) under
+                       libFuzzer with nightly and cargo-fuzz (installed if missing); see docs/fuzzing.md";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -50,6 +56,7 @@ fn main() -> ExitCode {
         }
         Some("write-image-demo") if args.len() == 1 => write_image_demo::run(),
         Some("bench") => bench::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
