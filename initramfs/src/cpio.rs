@@ -42,14 +42,28 @@ pub enum CpioError {
     /// Two different entries for one path.
     #[error("{0}: added twice with different contents")]
     Conflict(String),
-    /// An empty or `..` path.
+    /// An empty or `..` path, one with a NUL byte (the kernel reads names as
+    /// C strings), or `TRAILER!!!` (the name that ends an archive).
     #[error("invalid archive path {0:?}")]
     BadPath(String),
+    /// Permission bits beyond 0o7777 (they would change the entry's type).
+    #[error("{0}: invalid permissions {1:#o}")]
+    BadPerm(String, u32),
+    /// A symbolic link target with a NUL byte.
+    #[error("{0}: invalid symbolic link target {1:?}")]
+    BadTarget(String, String),
 }
+
+/// The name whose entry ends a newc archive.
+const TRAILER: &str = "TRAILER!!!";
 
 fn normalize(path: &str) -> Result<String, CpioError> {
     let p = path.trim_start_matches('/').trim_end_matches('/');
-    if p.is_empty() || p.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+    if p.is_empty()
+        || p == TRAILER
+        || p.contains('\0')
+        || p.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+    {
         return Err(CpioError::BadPath(path.to_string()));
     }
     Ok(p.to_string())
@@ -61,21 +75,29 @@ impl Archive {
         Self::default()
     }
 
-    /// Adds an entry, creating its parent directories (0755).
+    /// Adds an entry, creating its parent directories (0755). A parent that
+    /// exists as something other than a directory is a conflict.
     pub fn add(&mut self, path: &str, perm: u32, kind: EntryKind) -> Result<(), CpioError> {
         let p = normalize(path)?;
-        let mut parent = String::new();
-        for comp in p
-            .split('/')
-            .collect::<Vec<_>>()
-            .split_last()
-            .map_or(&[][..], |(_, r)| r)
+        if perm & !0o7777 != 0 {
+            return Err(CpioError::BadPerm(p, perm));
+        }
+        if let EntryKind::Symlink(target) = &kind
+            && target.contains('\0')
         {
-            if !parent.is_empty() {
-                parent.push('/');
-            }
-            parent.push_str(comp);
-            self.entries.entry(parent.clone()).or_insert(Entry {
+            return Err(CpioError::BadTarget(p, target.clone()));
+        }
+        let comps: Vec<&str> = p.split('/').collect();
+        let parents: Vec<String> = (1..comps.len()).map(|n| comps[..n].join("/")).collect();
+        if let Some(file) = parents.iter().find(|d| {
+            self.entries
+                .get(*d)
+                .is_some_and(|e| e.kind != EntryKind::Dir)
+        }) {
+            return Err(CpioError::Conflict(file.clone()));
+        }
+        for parent in parents {
+            self.entries.entry(parent).or_insert(Entry {
                 perm: 0o755,
                 kind: EntryKind::Dir,
             });
@@ -227,6 +249,27 @@ mod tests {
         a.file("x", 0o644, b"1".to_vec()).unwrap();
         assert!(a.file("x", 0o644, b"2".to_vec()).is_err());
         a.file("x", 0o644, b"1".to_vec()).unwrap();
+    }
+
+    /// Entries the kernel would unpack as something else, found by the
+    /// `cpio` fuzz target (fuzz/regressions/cpio/).
+    #[test]
+    fn refuses_entries_the_kernel_would_misread() {
+        let mut a = Archive::new();
+        // Type bits in the permissions: a "file" that unpacks as a socket.
+        assert!(a.file("f", 0o140644, vec![]).is_err());
+        // Names are C strings to the kernel; TRAILER!!! ends the archive.
+        assert!(a.file("a\0b", 0o644, vec![]).is_err());
+        assert!(a.file("TRAILER!!!", 0o644, vec![]).is_err());
+        a.file("dir/TRAILER!!!", 0o644, vec![]).unwrap();
+        assert!(
+            a.add("l", 0o777, EntryKind::Symlink("/x\0y".into()))
+                .is_err()
+        );
+        // A file cannot be the parent of another entry.
+        a.file("x", 0o644, b"1".to_vec()).unwrap();
+        assert!(a.file("x/y", 0o644, vec![]).is_err());
+        assert!(a.entries().all(|(p, _)| p != "x/y"));
     }
 
     /// The archive is read back by GNU cpio, the reference implementation.
