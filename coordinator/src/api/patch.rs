@@ -124,12 +124,21 @@ fn split(path: &str) -> Vec<String> {
         .collect()
 }
 
+/// An array index as RFC 6901 writes it: `0`, or digits without a leading
+/// zero (no sign): Ironic's jsonpointer refuses `01` and `+1`.
+fn index(s: &str) -> Option<usize> {
+    let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits && (s == "0" || !s.starts_with('0')))
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
 fn parent_mut<'a>(doc: &'a mut Value, segs: &[String]) -> Option<&'a mut Value> {
     let mut cur = doc;
     for s in segs {
         cur = match cur {
             Value::Object(m) => m.get_mut(s)?,
-            Value::Array(a) => a.get_mut(s.parse::<usize>().ok()?)?,
+            Value::Array(a) => a.get_mut(index(s)?)?,
             _ => return None,
         };
     }
@@ -149,7 +158,7 @@ fn add(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
                 a.push(value);
                 return Ok(());
             }
-            let i: usize = last.parse().map_err(|_| format!("bad index in {path}"))?;
+            let i = index(last).ok_or_else(|| format!("bad index in {path}"))?;
             if i > a.len() {
                 return Err(format!("index out of range in {path}"));
             }
@@ -167,7 +176,7 @@ fn remove(doc: &mut Value, path: &str) -> Result<Value, String> {
     match parent_mut(doc, parent) {
         Some(Value::Object(m)) => m.remove(last).ok_or_else(missing),
         Some(Value::Array(a)) => {
-            let i: usize = last.parse().map_err(|_| missing())?;
+            let i = index(last).ok_or_else(missing)?;
             if i < a.len() {
                 Ok(a.remove(i))
             } else {
@@ -193,13 +202,19 @@ pub fn apply(
             match op.op.as_str() {
                 "add" => add(&mut v, &op.path, op.value.clone().unwrap_or(Value::Null))?,
                 "replace" => {
-                    if !is_root && parent_mut(&mut v, &segs).is_none() {
-                        return Err(format!(
-                            "can't replace non-existent object '{}'",
-                            segs.last().cloned().unwrap_or_default()
-                        ));
+                    // The value in place (RFC 6902 §4.3): an array keeps its
+                    // length, where `add` would insert.
+                    let value = op.value.clone().unwrap_or(Value::Null);
+                    match parent_mut(&mut v, &segs) {
+                        Some(target) => *target = value,
+                        None if is_root => add(&mut v, &op.path, value)?,
+                        None => {
+                            return Err(format!(
+                                "can't replace non-existent object '{}'",
+                                segs.last().cloned().unwrap_or_default()
+                            ));
+                        }
                     }
-                    add(&mut v, &op.path, op.value.clone().unwrap_or(Value::Null))?;
                 }
                 "remove" => {
                     if is_root {
@@ -243,6 +258,23 @@ mod tests {
             Value::Object(doc),
             json!({"instance_info": {"root_gb": "10"}, "name": "b"})
         );
+    }
+
+    /// Found by the `json_patch` fuzz target (fuzz/regressions/json_patch/).
+    #[test]
+    fn replace_in_an_array_replaces_and_indexes_are_strict() {
+        let mut doc = json!({"extra": {"l": [1, 2]}})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let ops = parse(br#"[{"op":"replace","path":"/extra/l/0","value":9}]"#).unwrap();
+        apply(&mut doc, &ops, |_| Value::Null).unwrap();
+        assert_eq!(Value::Object(doc.clone()), json!({"extra": {"l": [9, 2]}}));
+        for bad in ["/extra/l/01", "/extra/l/+1", "/extra/l/-0"] {
+            let ops =
+                parse(format!(r#"[{{"op":"add","path":"{bad}","value":0}}]"#).as_bytes()).unwrap();
+            assert!(apply(&mut doc, &ops, |_| Value::Null).is_err(), "{bad}");
+        }
     }
 
     #[test]
