@@ -79,20 +79,31 @@ fn all_targets() -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// `cargo +nightly …` through rustup, without the variables of the stable
-/// cargo that runs xtask (a cargo-fuzz that found `CARGO` would build with it).
+/// `cargo +nightly …` through rustup, without the variables the stable
+/// cargo that runs xtask set: a cargo-fuzz that found `CARGO` would build
+/// with it, and build scripts that watch `CARGO_PKG_NAME` and the like
+/// (ring's does) would run again, and everything above them be rebuilt,
+/// whenever the fuzz build is started from xtask after a plain
+/// `cargo +nightly fuzz build`, or the reverse.
 fn nightly_cargo() -> Command {
     let mut cmd = Command::new("rustup");
     cmd.args(["run", "nightly", "cargo"])
         .current_dir(util::repo_root());
-    for var in [
-        "CARGO",
-        "RUSTC",
-        "RUSTDOC",
-        "RUSTUP_TOOLCHAIN",
-        "RUSTC_WRAPPER",
-    ] {
-        cmd.env_remove(var);
+    for (var, _) in std::env::vars_os() {
+        let name = var.to_string_lossy();
+        let set_by_cargo = name.starts_with("CARGO_") && name != "CARGO_HOME";
+        if set_by_cargo
+            || [
+                "CARGO",
+                "RUSTC",
+                "RUSTDOC",
+                "RUSTUP_TOOLCHAIN",
+                "RUSTC_WRAPPER",
+            ]
+            .contains(&name.as_ref())
+        {
+            cmd.env_remove(&var);
+        }
     }
     cmd
 }
@@ -136,6 +147,9 @@ fn build_flags(target_dir: &Path) -> Vec<String> {
 /// What one target's run did.
 #[derive(Debug, Default, PartialEq)]
 struct RunStats {
+    /// libFuzzer's own count (`Done N runs in S second(s)`): without the
+    /// build that `cargo fuzz run` may do first.
+    seconds: Option<u64>,
     execs: u64,
     execs_per_sec: u64,
     cov: u64,
@@ -149,7 +163,11 @@ fn parse_stats(log: &str) -> RunStats {
     for line in log.lines() {
         let line = line.trim();
         let num = |v: &str| v.trim().parse::<u64>().unwrap_or(0);
-        if let Some(v) = line.strip_prefix("stat::number_of_executed_units:") {
+        if let Some(rest) = line.strip_prefix("Done ")
+            && let Some((_, secs)) = rest.split_once(" runs in ")
+        {
+            s.seconds = secs.split_whitespace().next().map(num);
+        } else if let Some(v) = line.strip_prefix("stat::number_of_executed_units:") {
             s.execs = num(v);
         } else if let Some(v) = line.strip_prefix("stat::average_exec_per_sec:") {
             s.execs_per_sec = num(v);
@@ -241,10 +259,11 @@ fn run_target(name: &str, seconds: u64, work: &Path) -> Result<Row> {
             log_path.display()
         )
     };
+    let stats = parse_stats(&text);
     Ok(Row {
         target: name.to_owned(),
-        seconds: elapsed,
-        stats: parse_stats(&text),
+        seconds: stats.seconds.map_or(elapsed, |s| s as f64),
+        stats,
         seeds: count_files(&seeds_dir) + count_files(&regressions),
         corpus: count_files(&corpus),
         outcome,
@@ -348,6 +367,7 @@ mod tests {
         assert_eq!(
             parse_stats(log),
             RunStats {
+                seconds: Some(2),
                 execs: 5000,
                 execs_per_sec: 2500,
                 cov: 123,

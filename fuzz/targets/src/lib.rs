@@ -15,9 +15,12 @@ use serde_json::Value;
 
 pub use disk::{SparseDisk, sparse_encode};
 
+/// A target's entry point.
+pub type EntryPoint = fn(&[u8]);
+
 /// Every target: its name (the file name in `fuzz/fuzz_targets/` and the
 /// corpus folder) and its entry point.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, EntryPoint)] = &[
     ("qcow2", qcow2),
     ("partition_table", partition_table),
     ("wipe_signatures", wipe_signatures),
