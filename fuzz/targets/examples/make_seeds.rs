@@ -3,15 +3,16 @@
 //! make), and converts disk images to the sparse format of the disk targets.
 //! `fuzz/make-seeds.sh` runs it; see docs/fuzzing.md.
 //!
-//! - `make_seeds <fuzz dir>`: dhcp_agent, lldp, snmp_ber, ipmi, json_patch, cpio.
+//! - `make_seeds <fuzz dir>`: dhcp_agent, dhcp_coordinator, lldp, snmp_ber,
+//!   ipmi, json_patch, cpio.
 //! - `make_seeds --sparse <image> <out>`: one disk image as a sparse seed.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use ingot_coordinator::power::ipmi::{packet, v15};
 use ingot_coordinator::power::snmp::{ber, message, usm};
+use ingot_ipmi::{message as ipmi_message, packet, v15};
 
 fn write(dir: &Path, target: &str, name: &str, data: &[u8]) -> Result<()> {
     let d = dir.join("corpus").join(target);
@@ -66,7 +67,32 @@ fn dhcp(dir: &Path) -> Result<()> {
     write(dir, "dhcp_agent", "offer-ip", &to_client(&offer))?;
     write(dir, "dhcp_agent", "ack-ip", &to_client(&ack))?;
     write(dir, "dhcp_agent", "nak-ip", &to_client(&nak))?;
-    write(dir, "dhcp_agent", "offer-bootp", &offer)
+    write(dir, "dhcp_agent", "offer-bootp", &offer)?;
+    // What the coordinator's server receives: the agent's own requests, and
+    // a PXE firmware's DISCOVER (class identifier, architecture, iPXE).
+    use ingot_agent::net::dhcp_packet::{DISCOVER, REQUEST, renew_request, request};
+    let discover = request(DISCOVER, 0x1234_5678, mac, None, None, 3);
+    write(dir, "dhcp_coordinator", "agent-discover", &discover)?;
+    let selecting = request(
+        REQUEST,
+        0x1234_5678,
+        mac,
+        Some(Ipv4Addr::new(10, 0, 0, 5)),
+        Some(Ipv4Addr::new(10, 0, 0, 1)),
+        4,
+    );
+    write(dir, "dhcp_coordinator", "agent-request", &selecting)?;
+    let renew = renew_request(0x1234_5679, mac, Ipv4Addr::new(10, 0, 0, 5), 60);
+    write(dir, "dhcp_coordinator", "agent-renew", &renew)?;
+    let mut pxe = discover[..240].to_vec();
+    pxe.extend_from_slice(&[53, 1, DISCOVER]);
+    pxe.extend_from_slice(&[60, 20]);
+    pxe.extend_from_slice(b"PXEClient:Arch:00007");
+    pxe.extend_from_slice(&[93, 2, 0, 7, 97, 17, 0]);
+    pxe.extend_from_slice(&[0x11; 16]);
+    pxe.extend_from_slice(&[77, 4, b'i', b'P', b'X', b'E', 175, 3, 0x13, 1, 1]);
+    pxe.extend_from_slice(&[55, 4, 1, 3, 66, 67, 255]);
+    write(dir, "dhcp_coordinator", "pxe-discover", &pxe)
 }
 
 fn lldp(dir: &Path) -> Result<()> {
@@ -147,7 +173,7 @@ fn snmp(dir: &Path) -> Result<()> {
 fn ipmi(dir: &Path) -> Result<()> {
     // Get Channel Authentication Capabilities as ipmitool sends it, and a
     // Chassis Status response (the coordinator's IPMI unit tests).
-    let caps = packet::ipmi_request(0x06, 0, 0x38, &[0x8E, 0x04]);
+    let caps = ipmi_message::ipmi_request(0x06, 0, 0x38, &[0x8E, 0x04]);
     write(
         dir,
         "ipmi",
@@ -155,8 +181,8 @@ fn ipmi(dir: &Path) -> Result<()> {
         &packet::v15_unauthenticated(&caps),
     )?;
     let mut status = vec![0x81, 0x04, 0x00, 0x20, 0x08, 0x01, 0x00, 0x01, 0x00, 0x00];
-    status[2] = packet::checksum(&status[0..2]);
-    let c = packet::checksum(&status[3..]);
+    status[2] = ipmi_message::checksum(&status[0..2]);
+    let c = ipmi_message::checksum(&status[3..]);
     status.push(c);
     write(
         dir,

@@ -25,6 +25,7 @@ pub const TARGETS: &[(&str, EntryPoint)] = &[
     ("partition_table", partition_table),
     ("wipe_signatures", wipe_signatures),
     ("dhcp_agent", dhcp_agent),
+    ("dhcp_coordinator", dhcp_coordinator),
     ("lldp", lldp),
     ("snmp_ber", snmp_ber),
     ("json_patch", json_patch),
@@ -219,6 +220,17 @@ pub fn dhcp_agent(data: &[u8]) {
     reply(data);
 }
 
+/// The coordinator's DHCP server: `dhcp::wire::decode` (its bounds-checked
+/// sanitiser, then `dhcproto`, which can panic on what the sanitiser lets
+/// through) and `dhcp::policy::client`, what the server reads from a request.
+pub fn dhcp_coordinator(data: &[u8]) {
+    use ingot_coordinator::dhcp::{policy, wire};
+    if let Some(m) = wire::decode(data) {
+        let _ = policy::client(&m);
+        let _ = m.opts().msg_type();
+    }
+}
+
 /// The agent's LLDP parser: a whole Ethernet frame, and the bytes as an
 /// LLDPDU.
 pub fn lldp(data: &[u8]) {
@@ -376,12 +388,12 @@ fn node_document() -> serde_json::Map<String, Value> {
     }
 }
 
-/// The coordinator's IPMI decoders: RMCP/RMCP+ packets (`parse_packet`
+/// `ingot-ipmi`'s decoders (the coordinator's IPMI): RMCP/RMCP+ packets (`parse_packet`
 /// without keys, and with HMAC-SHA1 and HMAC-SHA256 session keys), IPMI 1.5
 /// packets, LAN response messages and SOL payloads, also on each payload a
 /// packet yields.
 pub fn ipmi(data: &[u8]) {
-    use ingot_coordinator::power::ipmi::{packet, sol, v15};
+    use ingot_ipmi::{message, packet, sol, v15};
     let payloads = |p: Option<packet::Incoming>| match p {
         Some(packet::Incoming::V15(m)) => Some(m),
         Some(packet::Incoming::V20 { payload, .. }) => Some(payload),
@@ -397,16 +409,17 @@ pub fn ipmi(data: &[u8]) {
     }
     inner.push(data.to_vec());
     for m in &inner {
-        let _ = packet::parse_ipmi_response(m);
+        let _ = message::parse_ipmi_response(m);
+        let _ = message::completed_data(m);
         let _ = sol::SolPacket::decode(m);
     }
 }
 
 /// The session keys [`ipmi`] checks integrity and decrypts with (those the
 /// seeds were made with).
-pub fn ipmi_keys() -> [ingot_coordinator::power::ipmi::packet::SessionKeys; 2] {
-    use ingot_coordinator::power::ipmi::crypto::AuthAlg;
-    use ingot_coordinator::power::ipmi::packet::SessionKeys;
+pub fn ipmi_keys() -> [ingot_ipmi::packet::SessionKeys; 2] {
+    use ingot_ipmi::crypto::AuthAlg;
+    use ingot_ipmi::packet::SessionKeys;
     [
         SessionKeys {
             alg: AuthAlg::HmacSha1,
