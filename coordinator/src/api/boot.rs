@@ -24,7 +24,6 @@ use serde_json::Value;
 use super::{ApiError, AppState, Ctx};
 use crate::model::Node;
 use crate::model::port::normalize_mac;
-use crate::state::ProvisionState;
 
 fn script(body: String) -> Response {
     let mut r = (StatusCode::OK, body).into_response();
@@ -41,18 +40,6 @@ pub async fn chain(ctx: Ctx) -> Response {
         "#!ipxe\n# Ingot: ask the coordinator what this machine boots\nchain {}/boot/ipxe/${{net0/mac}}\n",
         ctx.base
     ))
-}
-
-fn needs_agent(state: ProvisionState) -> bool {
-    matches!(
-        state,
-        ProvisionState::Inspecting
-            | ProvisionState::InspectWait
-            | ProvisionState::Cleaning
-            | ProvisionState::CleanWait
-            | ProvisionState::Deploying
-            | ProvisionState::WaitCallBack
-    )
 }
 
 fn url_override(node: &Node, key: &str) -> Option<String> {
@@ -94,7 +81,7 @@ pub fn node_script(
         );
     };
     let label = node.name.clone().unwrap_or_else(|| node.uuid.clone());
-    if !needs_agent(node.provision_state) {
+    if !node.provision_state.boots_ramdisk() {
         return format!(
             "#!ipxe\necho Ingot: node {label} is {}: booting from the local disk\nexit\n",
             node.provision_state

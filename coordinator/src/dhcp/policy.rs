@@ -8,7 +8,6 @@ use serde_json::Value;
 
 use crate::config::{Config, DhcpConfig};
 use crate::model::{Node, Port};
-use crate::state::ProvisionState;
 
 /// Whether `node` should be booting the agent ramdisk now: the states the
 /// per-MAC iPXE script boots the ramdisk in (inspecting, cleaning,
@@ -17,15 +16,7 @@ use crate::state::ProvisionState;
 /// kept running (its ramdisk renews its lease there). Ingot has no rescue
 /// states yet; they would belong here.
 pub fn boots_ramdisk(config: &Config, node: &Node) -> bool {
-    let transient_or_wait = matches!(
-        node.provision_state,
-        ProvisionState::Inspecting
-            | ProvisionState::InspectWait
-            | ProvisionState::Cleaning
-            | ProvisionState::CleanWait
-            | ProvisionState::Deploying
-            | ProvisionState::WaitCallBack
-    );
+    let transient_or_wait = node.provision_state.boots_ramdisk();
     let fast_track = node
         .driver_info_flag("fast_track")
         .unwrap_or(config.fast_track);

@@ -168,6 +168,20 @@ impl ProvisionState {
         ALL_STATES.into_iter().find(|st| st.as_str() == s)
     }
 
+    /// States in which the node network-boots the provisioning ramdisk:
+    /// `/boot/ipxe/<mac>` serves it and the DHCP server answers the node.
+    pub fn boots_ramdisk(self) -> bool {
+        matches!(
+            self,
+            Self::Inspecting
+                | Self::InspectWait
+                | Self::Cleaning
+                | Self::CleanWait
+                | Self::Deploying
+                | Self::WaitCallBack
+        )
+    }
+
     /// States in which the coordinator is actively working on the node. A
     /// coordinator that restarts finds such nodes orphaned and fails them.
     pub fn is_transient(self) -> bool {
