@@ -6,8 +6,6 @@
 //! conductor_name = "ingot"
 //! secrets_key_file = "/etc/ingot/secrets.key"  # driver_info secrets encrypted at rest (64 hex digits, 0600)
 //! conductor_group = ""
-//! conductor_heartbeat_interval = 10  # seconds between this coordinator's heartbeats in the database
-//! conductor_heartbeat_timeout = 60   # seconds after which a silent coordinator counts as dead
 //! heartbeat_timeout = 30         # seconds; agents heartbeat every 0.3-0.6x this
 //! deploy_callback_timeout = 1800 # seconds without news from the agent in wait call-back
 //! clean_callback_timeout = 1800  # … in clean wait
@@ -17,6 +15,12 @@
 //! secure_erase = false           # automated cleaning runs erase_devices instead of metadata
 //! fast_track = false             # keep the agent running between phases (Ironic's [deploy] fast_track)
 //! fast_track_timeout = 300       # seconds since the last heartbeat within which the agent is reused
+//!
+//! [conductor]                    # a group of coordinators on one PostgreSQL (docs/ha.md)
+//! heartbeat_interval = 10        # seconds between this coordinator's heartbeats in the database
+//! heartbeat_timeout = 60         # seconds after which a silent coordinator counts as dead
+//! hash_ring_reset_interval = 15  # seconds between hash ring refreshes (sooner on a change)
+//! hash_partition_exponent = 7    # 2^N points per coordinator on the hash ring
 //!
 //! [auth]                         # who may call the API (docs/security.md)
 //! strategy = "noauth"            # noauth | http_basic | keystone
@@ -137,13 +141,8 @@ pub struct Config {
     pub secrets_key_file: Option<std::path::PathBuf>,
     /// This coordinator's group (Ironic's `[conductor] conductor_group`).
     pub conductor_group: String,
-    /// Seconds between this coordinator's heartbeats in the database
-    /// (Ironic's `[conductor] heartbeat_interval`).
-    pub conductor_heartbeat_interval: u64,
-    /// Seconds without a heartbeat after which a coordinator counts as dead
-    /// and the reservations it holds are released (Ironic's
-    /// `[conductor] heartbeat_timeout`).
-    pub conductor_heartbeat_timeout: u64,
+    /// Membership of a group of coordinators.
+    pub conductor: ConductorConfig,
     /// The `heartbeat_timeout` agents get at lookup (seconds).
     pub heartbeat_timeout: u64,
     /// Timeout of `wait call-back` (seconds without news from the agent).
@@ -595,6 +594,43 @@ impl Config {
     }
 }
 
+/// The default `hash_partition_exponent`: 2^7 points per coordinator. With
+/// Ironic's 2^5, three coordinators' shares of a fleet differ by up to a
+/// third; with 2^7 each holds a third ±10 % (the ring's tests).
+pub const DEFAULT_HASH_PARTITION_EXPONENT: u32 = 7;
+
+/// `[conductor]`: how the coordinators sharing one database keep track of
+/// each other (Ironic's `[conductor] heartbeat_interval`,
+/// `heartbeat_timeout` and `[DEFAULT] hash_ring_reset_interval`,
+/// `hash_partition_exponent`); docs/ha.md.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConductorConfig {
+    /// Seconds between this coordinator's heartbeats in the database.
+    pub heartbeat_interval: u64,
+    /// Seconds without a heartbeat after which a coordinator counts as
+    /// dead: its reservations are released and its nodes adopted. A
+    /// coordinator that cannot renew its heartbeat stops acting on nodes
+    /// after three quarters of this.
+    pub heartbeat_timeout: u64,
+    /// Seconds between refreshes of the hash ring (also refreshed at once
+    /// when a member joins or leaves cleanly).
+    pub hash_ring_reset_interval: u64,
+    /// 2^N points per coordinator on the hash ring (at most 16).
+    pub hash_partition_exponent: u32,
+}
+
+impl Default for ConductorConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: 10,
+            heartbeat_timeout: 60,
+            hash_ring_reset_interval: 15,
+            hash_partition_exponent: DEFAULT_HASH_PARTITION_EXPONENT,
+        }
+    }
+}
+
 /// Where the ramdisk is and how it boots.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -622,8 +658,7 @@ impl Default for Config {
             conductor_name: "ingot".into(),
             secrets_key_file: None,
             conductor_group: String::new(),
-            conductor_heartbeat_interval: 10,
-            conductor_heartbeat_timeout: 60,
+            conductor: ConductorConfig::default(),
             heartbeat_timeout: 30,
             deploy_callback_timeout: 1800,
             clean_callback_timeout: 1800,

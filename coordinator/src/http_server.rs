@@ -134,9 +134,9 @@ static TLS_HANDSHAKE: RateLimitedWarning = RateLimitedWarning::new("tls_handshak
 /// A task aborted when this is dropped (a listener that lives as long as
 /// another task).
 #[derive(Debug)]
-pub struct AbortOnDrop(pub tokio::task::JoinHandle<std::io::Result<()>>);
+pub struct AbortOnDrop<T = std::io::Result<()>>(pub tokio::task::JoinHandle<T>);
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }

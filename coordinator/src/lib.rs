@@ -10,6 +10,7 @@
 pub mod agent_client;
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod conductor;
 pub mod config;
 pub mod configdrive;

@@ -82,15 +82,23 @@ fn main() -> anyhow::Result<()> {
                 let running = ingot_coordinator::server::start(cfg, PowerDrivers::default())
                     .await
                     .context("starting the coordinator")?;
-                let consoles = running.conductor.consoles().clone();
-                tokio::select! {
-                    r = running.wait() => r.context("serving the API")?,
-                    _ = tokio::signal::ctrl_c() => {
-                        tracing::info!("interrupted, shutting down");
-                        // Deactivate SOL payloads rather than leave them to the BMCs' timeouts.
-                        consoles.stop_all().await;
+                let conductor = running.conductor.clone();
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .context("installing the SIGTERM handler")?;
+                let why = tokio::select! {
+                    r = running.wait() => {
+                        r.context("serving the API")?;
+                        return anyhow::Ok(());
                     }
-                }
+                    _ = tokio::signal::ctrl_c() => "interrupted",
+                    _ = term.recv() => "terminated",
+                };
+                // A graceful stop: the running steps finish, the nodes go to
+                // the other members of the group at once, consoles stop (SOL
+                // payloads deactivated rather than left to the BMCs' timeouts).
+                tracing::info!(why, "stopping: handing the nodes over");
+                conductor.leave(std::time::Duration::from_secs(30)).await;
                 anyhow::Ok(())
             })
         }

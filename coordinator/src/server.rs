@@ -82,7 +82,10 @@ impl Running {
     /// Stops serving, stops the consoles and closes the database.
     pub async fn shutdown(self) {
         self.server.abort();
-        self.conductor.consoles().stop_all().await;
+        // Hands the nodes to the group's other members (stops the consoles).
+        self.conductor
+            .leave(std::time::Duration::from_secs(5))
+            .await;
         self.periodic.abort();
         if let Some(p) = self.power_sync {
             p.abort();
@@ -94,14 +97,6 @@ impl Running {
         }
         let _ = self.server.await;
         let _ = self.periodic.await;
-        if let Err(e) = self
-            .conductor
-            .db()
-            .unregister_conductor(self.conductor.name())
-            .await
-        {
-            tracing::warn!(error = %e, "could not mark this coordinator offline");
-        }
         self.conductor.db().close().await;
     }
 }
@@ -159,14 +154,7 @@ pub async fn start(mut config: Config, power: PowerDrivers) -> Result<Running, S
         conductor.consoles().set_tls(acceptor.clone());
     }
     let recovered = conductor.recover().await?;
-    let consoles = crate::console::restore(
-        conductor.db(),
-        conductor.consoles(),
-        config.listen.ip(),
-        conductor.name(),
-    )
-    .await;
-    info!(%addr, database = %redact(&config.database), recovered, consoles, "ingot-coordinator listening");
+    info!(%addr, database = %redact(&config.database), recovered, "ingot-coordinator listening");
     let app = router(AppState {
         conductor: conductor.clone(),
         auth,

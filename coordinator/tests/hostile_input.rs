@@ -564,8 +564,8 @@ async fn reservations_of_coordinators_that_are_not_alive_are_released() {
     handle.close().await;
 
     cfg.conductor_name = "new-name".into();
-    cfg.conductor_heartbeat_interval = 1;
-    cfg.conductor_heartbeat_timeout = 2;
+    cfg.conductor.heartbeat_interval = 1;
+    cfg.conductor.heartbeat_timeout = 2;
     let (running, api) = start_with(cfg).await;
     // The unknown name is released at start.
     assert!(api.node(&ghost).await["reservation"].is_null());

@@ -138,7 +138,16 @@ pub async fn per_mac(
         tracing::info!(%mac, "iPXE script for an unknown MAC");
     }
     let config = st.conductor.config();
-    let api = agent_api_url(config, &ctx.base);
+    // With several coordinators, agents get every alive member of the
+    // node's group (this one first) and move on when one stops answering.
+    let api = match &node {
+        Some(n) => st
+            .conductor
+            .cluster()
+            .agent_urls(&n.conductor_group, &agent_api_url(config, &ctx.base))
+            .join(","),
+        None => agent_api_url(config, &ctx.base),
+    };
     let ca = match &config.boot.agent_ca_file {
         Some(path) => Some(ca_b64(path).map_err(|e| {
             tracing::error!(error = %e, "boot.agent_ca_file");

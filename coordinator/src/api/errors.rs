@@ -108,6 +108,12 @@ impl From<ConductorError> for ApiError {
             ConductorError::Transition(t) => {
                 Self::internal(format!("The conductor's change of state was refused: {t}"))
             }
+            ConductorError::Fenced(uuid) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "This coordinator cannot act on node {uuid} now (its database lease lapsed or another coordinator holds the node); retry."
+                ),
+            ),
         }
     }
 }

@@ -412,6 +412,7 @@ fn routes() -> Router<AppState> {
         .route("/v1/chassis", get(root::empty_chassis))
         .route("/v1/chassis/detail", get(root::empty_chassis))
         .route("/v1/conductors", get(root::conductors))
+        .route("/v1/conductors/{hostname}", get(root::conductor))
         .route("/v1/drivers", get(root::drivers))
         .route("/v1/drivers/{name}", get(root::driver))
         .route(

@@ -279,7 +279,9 @@ fn route_policy(method: &Method, route: &str) -> Option<(&'static str, Rule, Res
             ("baremetal:portgroup:list", ApiReader, X)
         }
         ("GET", "/v1/chassis" | "/v1/chassis/detail") => ("baremetal:chassis:get", SystemReader, X),
-        ("GET", "/v1/conductors") => ("baremetal:conductor:get", SystemReader, X),
+        ("GET", "/v1/conductors" | "/v1/conductors/{hostname}") => {
+            ("baremetal:conductor:get", SystemReader, X)
+        }
         ("GET", "/v1/drivers" | "/v1/drivers/{name}") => ("baremetal:driver:get", SystemReader, X),
         ("GET", "/v1/drivers/{name}/properties") => {
             ("baremetal:driver:get_properties", SystemReader, X)

@@ -227,7 +227,7 @@ pub async fn heartbeat(req: Req, body: Bytes) -> Result<Response, ApiError> {
     } else {
         tracing::debug!(node = %updated.uuid, "heartbeat");
     }
-    st.conductor.kick(&updated.uuid);
+    st.conductor.kick(&updated);
     Ok(empty(StatusCode::ACCEPTED))
 }
 

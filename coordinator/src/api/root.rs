@@ -211,30 +211,54 @@ pub async fn driver_properties(Path(name): Path<String>) -> Result<Response, Api
     Ok(json_response(StatusCode::OK, &hw.properties()))
 }
 
-/// `GET /v1/conductors`
+/// A member of the group as Ironic shows a conductor.
+fn conductor_doc(b: &str, r: &crate::db::ConductorRow, detail: bool) -> serde_json::Value {
+    let name = &r.hostname;
+    let mut doc = json!({
+        "hostname": name,
+        "conductor_group": r.conductor_group,
+        "alive": r.alive,
+        "links": links(&format!("{b}/v1/conductors/{name}"), &format!("{b}/conductors/{name}")),
+    });
+    if detail {
+        doc["drivers"] = json!(r.drivers);
+    }
+    doc
+}
+
+/// `GET /v1/conductors`: every coordinator registered in the database
+/// (the members of the group), with `alive` by the database's clock.
 pub async fn conductors(State(st): State<AppState>, ctx: Ctx) -> Result<Response, ApiError> {
-    let b = &ctx.base;
-    let drivers: Vec<&str> = HARDWARE_TYPES.iter().map(|h| h.name).collect();
-    let timeout_ms = i64::try_from(
-        st.conductor
-            .config()
-            .conductor_heartbeat_timeout
-            .saturating_mul(1000),
-    )
-    .unwrap_or(i64::MAX);
-    let rows = st.conductor.db().list_conductors(timeout_ms).await?;
+    let rows = st
+        .conductor
+        .db()
+        .list_conductors(st.conductor.cluster().timeout_ms())
+        .await?;
+    let detail = ctx.bool_param("detail")?.unwrap_or(true);
     let list: Vec<serde_json::Value> = rows
         .iter()
-        .map(|r| {
-            let name = &r.hostname;
-            json!({
-                "hostname": name,
-                "conductor_group": r.conductor_group,
-                "alive": r.alive,
-                "drivers": drivers,
-                "links": links(&format!("{b}/v1/conductors/{name}"), &format!("{b}/conductors/{name}")),
-            })
-        })
+        .map(|r| conductor_doc(&ctx.base, r, detail))
         .collect();
     Ok(json_response(StatusCode::OK, &json!({"conductors": list})))
+}
+
+/// `GET /v1/conductors/{hostname}`
+pub async fn conductor(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let rows = st
+        .conductor
+        .db()
+        .list_conductors(st.conductor.cluster().timeout_ms())
+        .await?;
+    let row = rows
+        .iter()
+        .find(|r| r.hostname == name)
+        .ok_or_else(|| ApiError::not_found(format!("Conductor {name} could not be found.")))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &conductor_doc(&ctx.base, row, true),
+    ))
 }

@@ -258,8 +258,7 @@ impl Phase for Clean {
             // First heartbeat: ask for the agent's steps (as Ironic does), then run the first.
             let params = c.step_params(&node).await?;
             let version = match c
-                .agent()
-                .execute(ep, "clean.get_clean_steps", params, true)
+                .agent_execute(&node, ep, "clean.get_clean_steps", params, true)
                 .await
             {
                 Ok(r) => r
@@ -340,8 +339,7 @@ async fn send_clean_step(
     );
     Ok(
         match c
-            .agent()
-            .execute(ep, "clean.execute_clean_step", params, false)
+            .agent_execute(node, ep, "clean.execute_clean_step", params, false)
             .await
         {
             Ok(r) => clean_step_sent(&r, step, index),

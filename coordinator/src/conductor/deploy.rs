@@ -329,8 +329,7 @@ async fn send_write_image(
     params.insert("deploy_version".into(), json!({}));
     Ok(
         match c
-            .agent()
-            .execute(ep, "deploy.execute_deploy_step", params, false)
+            .agent_execute(node, ep, "deploy.execute_deploy_step", params, false)
             .await
         {
             Ok(r) => {
@@ -355,8 +354,7 @@ async fn finish_deploy(
     let uuid = &node.uuid;
     // Flush the page cache to the disk before the out-of-band reboot.
     if let Err(e) = c
-        .agent()
-        .execute(ep, "standby.sync", Map::new(), true)
+        .agent_execute(node, ep, "standby.sync", Map::new(), true)
         .await
     {
         tracing::warn!(node = %uuid, error = %e, "standby.sync failed; rebooting anyway");

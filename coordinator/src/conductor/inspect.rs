@@ -231,8 +231,7 @@ impl Phase for Inspect {
         ep: &AgentEndpoint,
     ) -> Result<Outcome, ConductorError> {
         match c
-            .agent()
-            .execute(ep, "poll.get_hardware_info", Map::new(), true)
+            .agent_execute(&node, ep, "poll.get_hardware_info", Map::new(), true)
             .await
         {
             Ok(r) => match hardware_info(r) {

@@ -13,6 +13,7 @@ mod clean;
 mod deploy;
 mod fast_track;
 mod inspect;
+mod membership;
 mod outcome;
 mod phase;
 mod power;
@@ -50,6 +51,11 @@ pub enum ConductorError {
     /// the node's state and the handler disagree); see [`outcome`].
     #[error("the conductor's transition was refused: {0}")]
     Transition(#[from] crate::state::InvalidTransition),
+    /// This coordinator no longer acts for the node: another holds it under
+    /// a newer fencing token, or this one's lease ran out (docs/ha.md).
+    /// Nothing was written.
+    #[error("this coordinator no longer acts for node {0}")]
+    Fenced(String),
 }
 
 /// Why a lock attempt did not give us the node.
@@ -88,6 +94,11 @@ struct Inner {
     sync: power_sync::SyncState,
     consoles: crate::console::Consoles,
     url_key: std::sync::OnceLock<crate::temp_url::UrlKey>,
+    cluster: crate::cluster::Cluster,
+    /// The fencing token of each node this coordinator holds reserved.
+    held: Mutex<HashMap<String, i64>>,
+    /// A graceful stop has begun: no new work starts.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// The conductor handle (cheap to clone).
@@ -115,6 +126,11 @@ impl Conductor {
     /// A conductor over `db`.
     pub fn new(db: Db, config: Config, power: PowerDrivers) -> Self {
         let agent = AgentClient::new(Duration::from_secs(config.agent_command_timeout));
+        let cluster = crate::cluster::Cluster::new(
+            &config.conductor_name,
+            db.backend() == crate::db::Backend::Postgres,
+            config.conductor.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 db,
@@ -132,6 +148,9 @@ impl Conductor {
                 sync: power_sync::SyncState::default(),
                 consoles: crate::console::Consoles::default(),
                 url_key: std::sync::OnceLock::new(),
+                cluster,
+                held: Mutex::new(HashMap::new()),
+                draining: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -212,8 +231,16 @@ impl Conductor {
         }
     }
 
-    /// Asks the node's worker to look at the node (starting one if needed).
-    pub fn kick(&self, uuid: &str) {
+    /// Starts this coordinator's worker for the node (or asks the running
+    /// one to look again); see [`Conductor::kick`] for the node's owner's.
+    fn kick_local(&self, uuid: &str) {
+        if self
+            .inner
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
         let mut workers = match self.inner.workers.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -231,8 +258,12 @@ impl Conductor {
 
     async fn worker(self, uuid: String) {
         loop {
-            if let Err(e) = self.handle(&uuid).await {
-                warn!(node = %uuid, error = %e, "node handler failed");
+            match self.handle(&uuid).await {
+                Ok(()) => {}
+                Err(ConductorError::Fenced(_)) => {
+                    info!(node = %uuid, "not acting on the node: another coordinator holds it, or this one's lease ran out");
+                }
+                Err(e) => warn!(node = %uuid, error = %e, "node handler failed"),
             }
             let mut workers = match self.inner.workers.lock() {
                 Ok(g) => g,
@@ -258,9 +289,13 @@ impl Conductor {
     /// Does whatever the node's state and intents call for. Idempotent.
     pub async fn handle(&self, uuid: &str) -> Result<(), ConductorError> {
         for _ in 0..16 {
+            if !self.cluster().can_act() {
+                return Ok(());
+            }
             let Some((node, _)) = self.db().get_node(uuid).await? else {
                 return Ok(());
             };
+            self.sync_console(&node).await;
             let next = if node.power_intent.is_some() && !node.provision_state.is_transient() {
                 self.handle_power_intent(node).await?
             } else {
@@ -289,7 +324,11 @@ impl Conductor {
         uuid: &str,
         expect: impl Fn(&Node) -> bool,
     ) -> Result<Option<Node>, ConductorError> {
+        if !self.cluster().can_act() {
+            return Ok(None);
+        }
         let me = self.name().to_owned();
+        let mut previous = None;
         let r = self
             .db()
             .update_node(uuid, |n| {
@@ -300,38 +339,152 @@ impl Conductor {
                     return Err(NotOurs::Changed);
                 }
                 n.reservation = Some(me.clone());
-                n.conductor = Some(me.clone());
+                previous = None;
+                if n.conductor.as_deref() != Some(me.as_str()) {
+                    // A takeover: a new fencing token.
+                    previous = Some(n.conductor.clone().unwrap_or_default());
+                    n.fence = n.fence.saturating_add(1);
+                    n.conductor = Some(me.clone());
+                }
                 Ok(())
             })
             .await;
         match r {
-            Ok(n) => Ok(Some(n)),
+            Ok(n) => {
+                self.held().insert(n.uuid.clone(), n.fence);
+                if let Some(from) = previous.filter(|p| !p.is_empty()) {
+                    info!(node = %n.uuid, %from, fence = n.fence, "node taken over");
+                    self.journal_instant(&n, "takeover", &format!("from {from}"))
+                        .await;
+                }
+                Ok(Some(n))
+            }
             Err(UpdateError::Refused(_)) => Ok(None),
             Err(UpdateError::Db(e)) => Err(e.into()),
         }
     }
 
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        match self.inner.held.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// The check every write of the conductor makes, in the same
+    /// compare-and-swap: no other coordinator holds the node's reservation,
+    /// and while this one holds it, its fencing token has not moved on.
+    fn guard(&self, uuid: &str) -> Result<impl Fn(&Node) -> bool + use<>, ConductorError> {
+        if !self.cluster().can_act() {
+            return Err(ConductorError::Fenced(uuid.to_owned()));
+        }
+        let me = self.name().to_owned();
+        let fence = self.held().get(uuid).copied();
+        Ok(move |n: &Node| {
+            n.reservation.as_deref().is_none_or(|r| r == me) && fence.is_none_or(|f| f == n.fence)
+        })
+    }
+
     /// Applies `f` and releases the reservation in the same write.
     async fn release(&self, uuid: &str, f: impl Fn(&mut Node)) -> Result<Node, ConductorError> {
-        Ok(self
+        let ok = self.guard(uuid)?;
+        let r = self
             .db()
-            .update_node::<std::convert::Infallible, _>(uuid, |n| {
+            .update_node(uuid, |n| {
+                if !ok(n) {
+                    return Err(());
+                }
                 f(n);
                 n.reservation = None;
                 Ok(())
             })
-            .await?)
+            .await;
+        self.held().remove(uuid);
+        match r {
+            Ok(n) => Ok(n),
+            Err(UpdateError::Refused(())) => Err(ConductorError::Fenced(uuid.to_owned())),
+            Err(UpdateError::Db(e)) => Err(e.into()),
+        }
     }
 
     /// Changes the node without touching the reservation.
     async fn modify(&self, uuid: &str, f: impl Fn(&mut Node)) -> Result<Node, ConductorError> {
-        Ok(self
+        let ok = self.guard(uuid)?;
+        match self
             .db()
-            .update_node::<std::convert::Infallible, _>(uuid, |n| {
+            .update_node(uuid, |n| {
+                if !ok(n) {
+                    return Err(());
+                }
                 f(n);
                 Ok(())
             })
-            .await?)
+            .await
+        {
+            Ok(n) => Ok(n),
+            Err(UpdateError::Refused(())) => Err(ConductorError::Fenced(uuid.to_owned())),
+            Err(UpdateError::Db(e)) => Err(e.into()),
+        }
+    }
+
+    /// Runs `action` on the node with the journal around it: refused
+    /// (`None`, nothing done) when this coordinator may not act on the node
+    /// now (its lease ran out, another holds the node or a newer token).
+    async fn journaled<T>(
+        &self,
+        node: &Node,
+        kind: &str,
+        detail: &str,
+        action: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        if !self.cluster().can_act() {
+            return None;
+        }
+        let fence = self.held().get(&node.uuid).copied().unwrap_or(node.fence);
+        let id = match self
+            .db()
+            .journal_start(&node.uuid, self.name(), fence, kind, detail)
+            .await
+        {
+            Ok(Some(id)) => id,
+            Ok(None) => {
+                warn!(node = %node.uuid, kind, detail, fence, "not acting: the node is held by another coordinator or under a newer token");
+                return None;
+            }
+            Err(e) => {
+                warn!(node = %node.uuid, kind, detail, error = %e, "not acting: the action cannot be journalled");
+                return None;
+            }
+        };
+        let out = action.await;
+        if let Err(e) = self.db().journal_finish(&id).await {
+            warn!(node = %node.uuid, error = %e, "journalling the end of an action failed");
+        }
+        Some(out)
+    }
+
+    /// Sends an agent command, journalled ([`Conductor::journaled`]); a
+    /// refusal reads as a busy agent (nothing happens until the next look).
+    async fn agent_execute(
+        &self,
+        node: &Node,
+        ep: &AgentEndpoint,
+        name: &str,
+        params: Map<String, Value>,
+        wait: bool,
+    ) -> Result<ingot_proto::agent::CommandResult, AgentError> {
+        self.journaled(
+            node,
+            "agent",
+            name,
+            self.agent().execute(ep, name, params, wait),
+        )
+        .await
+        .unwrap_or_else(|| {
+            Err(AgentError::Busy(
+                "this coordinator does not act on the node now".into(),
+            ))
+        })
     }
 
     /// Detaches every VIF of the node (Ironic's `remove_vifs_from_node`): on
@@ -358,9 +511,20 @@ impl Conductor {
             return Ok(());
         }
         let driver = self.power_driver(node)?;
-        let result = driver
-            .set_power_state(&Self::power_target(node), action)
-            .await;
+        let target = Self::power_target(node);
+        let result = self
+            .journaled(
+                node,
+                "power",
+                &action.to_string(),
+                driver.set_power_state(&target, action),
+            )
+            .await
+            .unwrap_or_else(|| {
+                Err(PowerError::Failed(
+                    "this coordinator does not act on the node now".into(),
+                ))
+            });
         // As Ironic: every power action (failed ones too) is timestamped in
         // driver_internal_info.last_power_state_change (naive UTC).
         let stamp = crate::model::now_iso().replace("+00:00", "");
@@ -392,9 +556,20 @@ impl Conductor {
         if node.management_interface.as_deref() == Some("noop") {
             return Ok(());
         }
-        self.power_driver(node)?
-            .set_boot_device(&Self::power_target(node), device, persistent)
-            .await
+        let driver = self.power_driver(node)?;
+        let target = Self::power_target(node);
+        self.journaled(
+            node,
+            "boot_device",
+            device,
+            driver.set_boot_device(&target, device, persistent),
+        )
+        .await
+        .unwrap_or_else(|| {
+            Err(PowerError::Failed(
+                "this coordinator does not act on the node now".into(),
+            ))
+        })
     }
 
     /// Boots the node from the network into the agent: boot device PXE, then
@@ -499,35 +674,25 @@ impl Conductor {
         recovery::recover(self).await
     }
 
-    /// Records this coordinator's heartbeat and releases the reservations
-    /// of coordinators that are not alive; see [`recovery`].
-    pub async fn heartbeat(&self) -> Result<usize, ConductorError> {
-        self.db().conductor_heartbeat(self.name()).await?;
-        recovery::release_dead_reservations(self).await
-    }
-
     /// One pass of the wait-state timeout check; see [`recovery`].
     pub async fn check_timeouts(&self) -> Result<usize, ConductorError> {
         recovery::check_timeouts(self).await
     }
 
-    /// Starts the periodic timeout check.
+    /// Starts the periodic tasks: the wait-state timeout check, the
+    /// membership loop and (on PostgreSQL) the listener for the group's
+    /// notifications. Abort them all through the returned handle.
     pub fn spawn_periodic(&self) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
+            let membership = crate::http_server::AbortOnDrop(me.spawn_membership());
+            let listener = me.spawn_listener().map(crate::http_server::AbortOnDrop);
+            let _keep = (membership, listener);
             let mut tick =
                 tokio::time::interval(Duration::from_millis(me.config().check_interval_ms.max(50)));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let every = Duration::from_secs(me.config().conductor_heartbeat_interval.max(1));
-            let mut last_heartbeat = std::time::Instant::now();
             loop {
                 tick.tick().await;
-                if last_heartbeat.elapsed() >= every {
-                    last_heartbeat = std::time::Instant::now();
-                    if let Err(e) = me.heartbeat().await {
-                        warn!(error = %e, "coordinator heartbeat failed");
-                    }
-                }
                 if let Err(e) = me.check_timeouts().await {
                     warn!(error = %e, "timeout check failed");
                 }

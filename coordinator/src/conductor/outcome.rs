@@ -218,18 +218,29 @@ impl Conductor {
         if let Outcome::Fail { reason, .. } = &outcome {
             warn!(node = %uuid, error = %reason, "operation failed");
         }
+        let ok = self.guard(uuid)?;
         let written = self
             .db()
-            .update_node::<InvalidTransition, _>(uuid, |n| {
-                outcome.apply_to(n)?;
+            .update_node::<Option<InvalidTransition>, _>(uuid, |n| {
+                if !ok(n) {
+                    return Err(None);
+                }
+                outcome.apply_to(n).map_err(Some)?;
                 n.reservation = None;
                 Ok(())
             })
             .await;
         let node = match written {
-            Ok(node) => node,
+            Ok(node) => {
+                self.held().remove(uuid);
+                node
+            }
             Err(UpdateError::Db(e)) => return Err(e.into()),
-            Err(UpdateError::Refused(refused)) => {
+            Err(UpdateError::Refused(None)) => {
+                self.held().remove(uuid);
+                return Err(ConductorError::Fenced(uuid.to_owned()));
+            }
+            Err(UpdateError::Refused(Some(refused))) => {
                 error!(
                     node = %uuid,
                     state = %refused.state,

@@ -130,10 +130,32 @@ impl Conductor {
         self.inner.sync.passes.load(Ordering::Relaxed)
     }
 
-    /// One full power-state sync pass over every node.
+    /// One full power-state sync pass over every node this coordinator owns.
     pub async fn sync_power_states(&self) -> Result<SyncReport, ConductorError> {
+        self.sync_pass(None).await
+    }
+
+    /// A sync pass over the nodes this coordinator has just taken over from
+    /// a member that died or stopped (their last sync was that member's).
+    pub(super) async fn sync_adopted(
+        &self,
+        uuids: std::collections::HashSet<String>,
+    ) -> Result<SyncReport, ConductorError> {
+        self.sync_pass(Some(&uuids)).await
+    }
+
+    async fn sync_pass(
+        &self,
+        only: Option<&std::collections::HashSet<String>>,
+    ) -> Result<SyncReport, ConductorError> {
         let started = Instant::now();
         let mut nodes = self.db().list_nodes().await?;
+        // Each node is synced by its owner only (all of them when alone);
+        // a coordinator whose lease ran out syncs nothing.
+        let acting = self.cluster().can_act();
+        nodes.retain(|n| {
+            acting && self.cluster().owns(n) && only.is_none_or(|o| o.contains(&n.uuid))
+        });
         let total = nodes.len();
         let recover = self.recovery_due();
         nodes.retain(|n| !skip(n) || (recover && power_failed(n)));
@@ -185,9 +207,12 @@ impl Conductor {
                 report.recovered += part.recovered;
             }
         }
-        self.inner.sync.passes.fetch_add(1, Ordering::Relaxed);
+        if only.is_none() {
+            self.inner.sync.passes.fetch_add(1, Ordering::Relaxed);
+        }
         let elapsed = started.elapsed();
         info!(
+            adopted_only = only.is_some(),
             checked = report.checked,
             skipped = report.skipped,
             changed = report.changed,

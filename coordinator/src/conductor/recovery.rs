@@ -1,14 +1,15 @@
 //! Restart recovery and wait-state timeouts.
 //!
 //! At start-up, nodes left in a transient state (verifying, inspecting,
-//! cleaning, deploying, deleting) had their operation cut short: they move to
-//! the failure state with a `last_error` that says so, as Ironic does for
-//! "stuck" states. Wait states (wait call-back, clean wait, inspect wait)
-//! survive a restart: the agent is still running and heartbeats continue.
+//! cleaning, deploying, deleting) had their operation cut short: they
+//! resume from their recorded intent, since every handler is idempotent
+//! (Ironic fails them instead). Wait states (wait call-back, clean wait,
+//! inspect wait) go on: the agent is still running and heartbeats continue.
 //! Reservations this conductor held are released, and so are those held
 //! under a name that is not an alive coordinator (one that died, or this
-//! one under an earlier name): at start and after every heartbeat. Pending
-//! power changes are picked up again.
+//! one under an earlier name): at start and whenever the group changes.
+//! Pending power changes are picked up again. A coordinator of a group
+//! does the same for the nodes of a member that died ([`super::membership`]).
 //!
 //! Every wait state times out when nothing was heard from the agent (no
 //! heartbeat, no step progress) for the configured time.
@@ -25,11 +26,9 @@ use crate::state::{Event, ProvisionState};
 /// here (its reservations are its workers'); at start, [`recover`] releases
 /// those.
 pub(super) async fn release_dead_reservations(c: &Conductor) -> Result<usize, ConductorError> {
-    let timeout_ms = i64::try_from(c.config().conductor_heartbeat_timeout.saturating_mul(1000))
-        .unwrap_or(i64::MAX);
     let alive: Vec<String> = c
         .db()
-        .list_conductors(timeout_ms)
+        .list_conductors(c.cluster().timeout_ms())
         .await?
         .into_iter()
         .filter(|r| r.alive)
@@ -68,58 +67,57 @@ pub(super) async fn release_dead_reservations(c: &Conductor) -> Result<usize, Co
     Ok(released)
 }
 
-pub(super) async fn recover(c: &Conductor) -> Result<usize, ConductorError> {
+/// Releases the reservations held under this coordinator's own name: at
+/// start (what an earlier run held is stale) and at a graceful stop.
+pub(super) async fn release_own_reservations(c: &Conductor) -> Result<usize, ConductorError> {
     let me = c.name().to_owned();
-    c.db()
-        .register_conductor(
-            &me,
-            &c.config().conductor_group,
-            &c.config().agent_base_url(),
-        )
-        .await?;
-    release_dead_reservations(c).await?;
-    let mut recovered = 0;
-    for node in c.db().list_nodes().await? {
-        let state = node.provision_state;
-        let stale_lock = node.reservation.as_deref() == Some(me.as_str());
-        if !state.is_transient() && !stale_lock && node.power_intent.is_none() {
+    let mut released = 0;
+    for (uuid, holder) in c.db().reserved_nodes().await? {
+        if holder != me {
             continue;
         }
         let me2 = me.clone();
-        let updated = c
+        let r = c
             .db()
-            .update_node::<std::convert::Infallible, _>(&node.uuid, move |n| {
+            .update_node::<std::convert::Infallible, _>(&uuid, move |n| {
                 if n.reservation.as_deref() == Some(me2.as_str()) {
                     n.reservation = None;
                 }
-                let s = n.provision_state;
-                if s.is_transient() {
-                    if let Some(f) = s.failure_state() {
-                        n.set_provision_state(f, None);
-                        n.last_error = Some(format!(
-                            "The coordinator restarted while the node was in state \"{s}\"; the operation was interrupted and did not complete. Retry it."
-                        ));
-                        n.intent = None;
-                        n.wipe_agent_info();
-                        n.clean_step = Default::default();
-                        n.deploy_step = Default::default();
-                    }
-                }
                 Ok(())
             })
-            .await?;
-        if state.is_transient() {
-            recovered += 1;
-            warn!(node = %node.uuid, from = %state, to = %updated.provision_state, "recovered after restart");
-        }
-        if updated.power_intent.is_some() {
-            c.kick(&updated.uuid);
+            .await;
+        match r {
+            Ok(_) => released += 1,
+            Err(crate::db::UpdateError::Db(crate::db::DbError::NotFound(_))) => {}
+            Err(crate::db::UpdateError::Db(e)) => return Err(e.into()),
+            Err(crate::db::UpdateError::Refused(never)) => match never {},
         }
     }
-    if recovered > 0 {
-        info!(nodes = recovered, "restart recovery done");
+    Ok(released)
+}
+
+/// Start-up: joins the group, releases stale reservations (this
+/// coordinator's earlier run's, and those of members that are not alive),
+/// then adopts the nodes it owns: operations cut short in a transient state
+/// resume from their recorded intent (the handlers are idempotent), wait
+/// states go on with the running agent, pending power changes are made,
+/// enabled consoles start again. Returns how many nodes were mid-operation.
+pub(super) async fn recover(c: &Conductor) -> Result<usize, ConductorError> {
+    release_own_reservations(c).await?;
+    c.join().await?;
+    release_dead_reservations(c).await?;
+    let mut resumed = 0;
+    for node in c.db().list_nodes().await? {
+        if node.provision_state.is_transient() && c.cluster().owns(&node) {
+            resumed += 1;
+            info!(node = %node.uuid, state = %node.provision_state, "resuming the operation cut short");
+        }
     }
-    Ok(recovered)
+    // join() read the group for the first time: adopt() ran.
+    if resumed > 0 {
+        info!(nodes = resumed, "restart recovery: operations resume");
+    }
+    Ok(resumed)
 }
 
 pub(super) async fn check_timeouts(c: &Conductor) -> Result<usize, ConductorError> {
@@ -130,10 +128,16 @@ pub(super) async fn check_timeouts(c: &Conductor) -> Result<usize, ConductorErro
     ];
     let names: Vec<&str> = waits.iter().map(|s| s.as_str()).collect();
     let mut expired = 0;
+    if !c.cluster().can_act() {
+        return Ok(0);
+    }
     for uuid in c.db().node_uuids_in_states(&names).await? {
         let Some((node, _)) = c.db().get_node(&uuid).await? else {
             continue;
         };
+        if !c.cluster().owns(&node) {
+            continue;
+        }
         let Some(limit) = wait_timeout_ms(c.config(), node.provision_state) else {
             continue;
         };

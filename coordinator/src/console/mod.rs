@@ -167,66 +167,95 @@ pub fn console_bmc(node: &Node) -> Result<BmcConfig, String> {
     Ok(cfg)
 }
 
-/// Starts the consoles of nodes that have `console_enabled` and whose
-/// `conductor` is this coordinator (`me`), listening on `bind` (at
-/// start-up). A node whose console cannot start gets
-/// `console_enabled = false` and the reason in `last_error`. Returns how
-/// many were started. It takes the database and the consoles rather than
-/// the conductor, so that this module does not depend on the conductor
-/// (which owns the [`Consoles`]).
-pub async fn restore(db: &Db, consoles: &Consoles, bind: IpAddr, me: &str) -> usize {
-    let nodes = match db.list_nodes().await {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::warn!(error = %e, "listing nodes to restore consoles failed");
-            return 0;
+/// Where a node's console runs, in `driver_internal_info`: the
+/// coordinator and the `console_info` it gave out, so that every member of
+/// a group answers `GET …/states/console` and a new owner knows when to
+/// start it again.
+pub const HOST_KEY: &str = "console_conductor";
+/// See [`HOST_KEY`].
+pub const INFO_KEY: &str = "console_info";
+
+/// Records that coordinator `me` runs the node's console with `info`.
+pub fn record(node: &mut Node, me: &str, info: Value) {
+    node.driver_internal_info
+        .insert(HOST_KEY.into(), Value::String(me.to_owned()));
+    node.driver_internal_info.insert(INFO_KEY.into(), info);
+}
+
+/// Forgets where the node's console ran.
+pub fn forget(node: &mut Node) {
+    node.driver_internal_info.remove(HOST_KEY);
+    node.driver_internal_info.remove(INFO_KEY);
+}
+
+/// The coordinator recorded as running the node's console.
+pub fn host_of(node: &Node) -> Option<&str> {
+    node.driver_internal_info
+        .get(HOST_KEY)
+        .and_then(Value::as_str)
+}
+
+/// Starts the console of a node that has `console_enabled` on this
+/// coordinator (`me`), listening on `bind`, and records where it runs
+/// (`host` names this coordinator in the URL when `bind` is unspecified):
+/// at start-up and after a takeover. A console that cannot start gets
+/// `console_enabled = false` and the reason in `last_error`. It takes the
+/// database and the consoles rather than the conductor, so that this module
+/// does not depend on the conductor (which owns the [`Consoles`]).
+pub async fn restore_one(
+    db: &Db,
+    consoles: &Consoles,
+    bind: IpAddr,
+    host: &str,
+    me: &str,
+    n: &Node,
+) -> bool {
+    let result = if supported(n) {
+        match console_bmc(n) {
+            Ok(cfg) => consoles
+                .start(&n.uuid, cfg, bind)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
         }
+    } else {
+        Err(format!(
+            "console interface {} has no console",
+            n.console_interface.as_deref().unwrap_or("none")
+        ))
     };
-    let mut started = 0;
-    // Only nodes this coordinator conducts: with several coordinators on one
-    // database, each node's console is restored once.
-    let ours = |n: &&Node| n.conductor.as_deref().is_none_or(|c| c == me);
-    for n in nodes
-        .iter()
-        .filter(|n| n.console_enabled && !is_fake(n))
-        .filter(ours)
-    {
-        let result = if supported(n) {
-            match console_bmc(n) {
-                Ok(cfg) => consoles
-                    .start(&n.uuid, cfg, bind)
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e),
+    match result {
+        Ok(info) => {
+            tracing::info!(node = %n.uuid, addr = %info.addr, "console restored");
+            let json = info.to_json(host);
+            let r = db
+                .update_node(&n.uuid, |m| {
+                    record(m, me, json.clone());
+                    Ok::<(), std::convert::Infallible>(())
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(node = %n.uuid, error = ?e, "recording the console failed");
             }
-        } else {
-            Err(format!(
-                "console interface {} has no console",
-                n.console_interface.as_deref().unwrap_or("none")
-            ))
-        };
-        match result {
-            Ok(info) => {
-                started += 1;
-                tracing::info!(node = %n.uuid, addr = %info.addr, "console restored");
+            true
+        }
+        Err(reason) => {
+            tracing::warn!(node = %n.uuid, error = %reason, "console could not be restored; disabling it");
+            let msg = format!(
+                "The console could not be restarted after a coordinator restart or takeover: {reason}"
+            );
+            let r = db
+                .update_node(&n.uuid, |m| {
+                    m.console_enabled = false;
+                    forget(m);
+                    m.last_error = Some(msg.clone());
+                    Ok::<(), std::convert::Infallible>(())
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(node = %n.uuid, error = ?e, "recording the console failure failed");
             }
-            Err(reason) => {
-                tracing::warn!(node = %n.uuid, error = %reason, "console could not be restored; disabling it");
-                let msg = format!(
-                    "The console could not be restarted after a coordinator restart: {reason}"
-                );
-                let r = db
-                    .update_node(&n.uuid, |m| {
-                        m.console_enabled = false;
-                        m.last_error = Some(msg.clone());
-                        Ok::<(), std::convert::Infallible>(())
-                    })
-                    .await;
-                if let Err(e) = r {
-                    tracing::warn!(node = %n.uuid, error = ?e, "recording the console failure failed");
-                }
-            }
+            false
         }
     }
-    started
 }

@@ -7,7 +7,7 @@ use sqlx::AnyPool;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// The migrations, in order. Never edit one that has shipped: add a new one.
-const MIGRATIONS: [(i64, &str, &str); 4] = [
+const MIGRATIONS: [(i64, &str, &str); 5] = [
     (1, "init", include_str!("../../migrations/0001_init.sql")),
     (
         2,
@@ -24,6 +24,7 @@ const MIGRATIONS: [(i64, &str, &str); 4] = [
         "dhcp_leases",
         include_str!("../../migrations/0004_dhcp_leases.sql"),
     ),
+    (5, "fleet", include_str!("../../migrations/0005_fleet.sql")),
 ];
 
 /// Applies every migration not applied yet.

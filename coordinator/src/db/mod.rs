@@ -105,6 +105,25 @@ pub struct ConductorRow {
     pub alive: bool,
     /// Milliseconds since its last heartbeat, by the database's clock.
     pub heartbeat_age_ms: i64,
+    /// The hardware types it offers.
+    pub drivers: Vec<String>,
+}
+
+/// One entry of the per-node journal ([`Db::journal_start`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeEvent {
+    /// The coordinator that acted.
+    pub conductor: String,
+    /// The fencing token it held.
+    pub fence: i64,
+    /// `power`, `boot_device`, `agent`, `takeover`, ….
+    pub kind: String,
+    /// What exactly.
+    pub detail: String,
+    /// Start, by the database's clock (ms since the epoch).
+    pub started_ms: i64,
+    /// End; `None` when the coordinator never came back from it.
+    pub finished_ms: Option<i64>,
 }
 
 /// The database handle (cheap to clone).
@@ -323,33 +342,38 @@ impl Db {
         hostname: &str,
         group: &str,
         api_url: &str,
+        drivers: &[&str],
     ) -> Result<(), DbError> {
         let now = self.now_ms_sql();
+        let drivers = drivers.join(",");
         sqlx::query(&format!(
-            "INSERT INTO conductors (hostname, conductor_group, api_url, online, heartbeat_ms) \
-             VALUES ($1, $2, $3, 1, {now}) ON CONFLICT (hostname) DO UPDATE SET \
-             conductor_group = $4, api_url = $5, online = 1, heartbeat_ms = {now}"
+            "INSERT INTO conductors (hostname, conductor_group, api_url, online, heartbeat_ms, drivers) \
+             VALUES ($1, $2, $3, 1, {now}, $4) ON CONFLICT (hostname) DO UPDATE SET \
+             conductor_group = $5, api_url = $6, online = 1, heartbeat_ms = {now}, drivers = $7"
         ))
         .bind(hostname)
         .bind(group)
         .bind(api_url)
+        .bind(drivers.clone())
         .bind(group)
         .bind(api_url)
+        .bind(drivers)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    /// Records a heartbeat of a coordinator.
-    pub async fn conductor_heartbeat(&self, hostname: &str) -> Result<(), DbError> {
+    /// Records a heartbeat of a coordinator; false when it is not
+    /// registered or was marked offline (then it must register again).
+    pub async fn conductor_heartbeat(&self, hostname: &str) -> Result<bool, DbError> {
         let now = self.now_ms_sql();
-        sqlx::query(&format!(
-            "UPDATE conductors SET heartbeat_ms = {now}, online = 1 WHERE hostname = $1"
+        let done = sqlx::query(&format!(
+            "UPDATE conductors SET heartbeat_ms = {now} WHERE hostname = $1 AND online = 1"
         ))
         .bind(hostname)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     /// Marks a coordinator offline (a clean stop).
@@ -366,7 +390,7 @@ impl Db {
     pub async fn list_conductors(&self, timeout_ms: i64) -> Result<Vec<ConductorRow>, DbError> {
         let now = self.now_ms_sql();
         let rows = sqlx::query(&format!(
-            "SELECT hostname, conductor_group, api_url, online, {now} - heartbeat_ms \
+            "SELECT hostname, conductor_group, api_url, online, {now} - heartbeat_ms, drivers \
              FROM conductors ORDER BY hostname"
         ))
         .fetch_all(&self.pool)
@@ -375,12 +399,111 @@ impl Db {
             .map(|r| {
                 let online: i64 = r.try_get(3)?;
                 let age_ms: i64 = r.try_get(4)?;
+                let drivers: String = r.try_get(5)?;
                 Ok(ConductorRow {
                     hostname: r.try_get(0)?,
                     conductor_group: r.try_get(1)?,
                     api_url: r.try_get(2)?,
                     alive: online == 1 && age_ms <= timeout_ms,
                     heartbeat_age_ms: age_ms,
+                    drivers: drivers
+                        .split(',')
+                        .filter(|d| !d.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+
+    /// The database's clock (ms since the epoch).
+    pub async fn now_ms(&self) -> Result<i64, DbError> {
+        let row = sqlx::query(&format!("SELECT {}", self.now_ms_sql()))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Wakes the coordinators that `LISTEN` on `channel` (PostgreSQL's
+    /// `NOTIFY`; nothing on SQLite, where one coordinator is alone).
+    pub async fn notify(&self, channel: &str, payload: &str) -> Result<(), DbError> {
+        if self.backend != Backend::Postgres {
+            return Ok(());
+        }
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(payload)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- the per-node journal ----
+
+    /// Journals the start of an action on a node by `conductor` under the
+    /// fencing token `fence`, and returns its id; `None` (nothing written)
+    /// when the node's token moved on or another coordinator holds its
+    /// reservation: then the caller must not act. The check and the insert
+    /// are one statement.
+    pub async fn journal_start(
+        &self,
+        node_uuid: &str,
+        conductor: &str,
+        fence: i64,
+        kind: &str,
+        detail: &str,
+    ) -> Result<Option<String>, DbError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = self.now_ms_sql();
+        let done = sqlx::query(&format!(
+            "INSERT INTO node_events (id, node_uuid, conductor, fence, kind, detail, started_ms, finished_ms) \
+             SELECT $1, $2, $3, $4, $5, $6, {now}, NULL WHERE EXISTS (SELECT 1 FROM nodes \
+             WHERE uuid = $7 AND fence = $8 AND (reservation IS NULL OR reservation = $9))"
+        ))
+        .bind(&id)
+        .bind(node_uuid)
+        .bind(conductor)
+        .bind(fence)
+        .bind(kind)
+        .bind(detail)
+        .bind(node_uuid)
+        .bind(fence)
+        .bind(conductor)
+        .execute(&self.pool)
+        .await?;
+        Ok((done.rows_affected() == 1).then_some(id))
+    }
+
+    /// Journals the end of an action started with [`Db::journal_start`].
+    pub async fn journal_finish(&self, id: &str) -> Result<(), DbError> {
+        let now = self.now_ms_sql();
+        sqlx::query(&format!(
+            "UPDATE node_events SET finished_ms = {now} WHERE id = $1"
+        ))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The journal of a node, oldest first.
+    pub async fn node_events(&self, node_uuid: &str) -> Result<Vec<NodeEvent>, DbError> {
+        let rows = sqlx::query(
+            "SELECT conductor, fence, kind, detail, started_ms, finished_ms FROM node_events \
+             WHERE node_uuid = $1 ORDER BY started_ms, id",
+        )
+        .bind(node_uuid)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(NodeEvent {
+                    conductor: r.try_get(0)?,
+                    fence: r.try_get(1)?,
+                    kind: r.try_get(2)?,
+                    detail: r.try_get(3)?,
+                    started_ms: r.try_get(4)?,
+                    finished_ms: r.try_get(5)?,
                 })
             })
             .collect()
@@ -442,8 +565,8 @@ impl Db {
     /// Inserts a new node.
     pub async fn insert_node(&self, node: &Node) -> Result<(), DbError> {
         sqlx::query(
-            "INSERT INTO nodes (uuid, name, instance_uuid, provision_state, reservation, version, created_at, data) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO nodes (uuid, name, instance_uuid, provision_state, reservation, version, created_at, data, fence) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&node.uuid)
         .bind(node.name.clone())
@@ -453,6 +576,7 @@ impl Db {
         .bind(1_i64)
         .bind(node.created_at.clone().unwrap_or_default())
         .bind(self.node_json(node))
+        .bind(node.fence)
         .execute(&self.pool)
         .await
         .map_err(|e| map_err(e, "a node with this UUID or name already exists"))?;
@@ -479,7 +603,7 @@ impl Db {
             node.updated_at = Some(crate::model::now_iso());
             let done = sqlx::query(
                 "UPDATE nodes SET name = $1, instance_uuid = $2, provision_state = $3, \
-                 reservation = $4, version = $5, data = $6 WHERE uuid = $7 AND version = $8",
+                 reservation = $4, version = $5, data = $6, fence = $7 WHERE uuid = $8 AND version = $9",
             )
             .bind(node.name.clone())
             .bind(node.instance_uuid.clone())
@@ -487,6 +611,7 @@ impl Db {
             .bind(node.reservation.clone())
             .bind(version + 1)
             .bind(self.node_json(&node))
+            .bind(node.fence)
             .bind(&node.uuid)
             .bind(version)
             .execute(&self.pool)
@@ -504,6 +629,10 @@ impl Db {
     pub async fn delete_node(&self, uuid: &str) -> Result<(), DbError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM ports WHERE node_uuid = $1")
+            .bind(uuid)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM node_events WHERE node_uuid = $1")
             .bind(uuid)
             .execute(&mut *tx)
             .await?;

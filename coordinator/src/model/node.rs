@@ -180,6 +180,10 @@ pub struct Node {
     /// Internal: when the coordinator last heard from the agent or made
     /// progress (ms since the epoch); wait-state timeouts count from here.
     pub progress_ms: i64,
+    /// Internal: the fencing token. It grows every time a coordinator takes
+    /// the node's reservation from another (a takeover); actions and writes
+    /// under an older token are refused (docs/ha.md).
+    pub fence: i64,
 }
 
 impl Default for Node {
@@ -253,12 +257,19 @@ impl Default for Node {
             power_intent: None,
             inventory: None,
             progress_ms: 0,
+            fence: 0,
         }
     }
 }
 
 /// Keys of the node document that are Ingot's bookkeeping, not API fields.
-pub const INTERNAL_FIELDS: [&str; 4] = ["intent", "power_intent", "inventory", "progress_ms"];
+pub const INTERNAL_FIELDS: [&str; 5] = [
+    "intent",
+    "power_intent",
+    "inventory",
+    "progress_ms",
+    "fence",
+];
 
 /// Fields a client may change with PATCH.
 pub const PATCHABLE_FIELDS: [&str; 38] = [

@@ -42,12 +42,11 @@ pub async fn get(req: Req) -> Result<Response, ApiError> {
     let info = if n.console_enabled && console::is_fake(&n) {
         Some(json!({}))
     } else if n.console_enabled {
-        req.st
-            .conductor
-            .consoles()
-            .info(&n.uuid)
-            .await
-            .map(|i| i.to_json(&host_of(&req.ctx)))
+        // Here, or as recorded by the member of the group that runs it.
+        match req.st.conductor.consoles().info(&n.uuid).await {
+            Some(i) => Some(i.to_json(&host_of(&req.ctx))),
+            None => n.driver_internal_info.get(console::INFO_KEY).cloned(),
+        }
     } else {
         None
     };
@@ -69,22 +68,39 @@ pub async fn set(req: Req, body: Bytes) -> Result<Response, ApiError> {
     check_interface(&n)?;
     check_unlocked(&n)?;
     let st = &req.st;
-    let consoles = st.conductor.consoles();
-    if enabled && !console::is_fake(&n) {
+    let c = &st.conductor;
+    let consoles = c.consoles();
+    // In a group, the console runs on one member: where it was started
+    // while that member lives, else here.
+    let elsewhere = console::host_of(&n)
+        .filter(|h| *h != c.name() && c.cluster().view().alive().contains(*h))
+        .map(str::to_owned);
+    let mut info = None;
+    if enabled && !console::is_fake(&n) && elsewhere.is_none() {
         let cfg = console::console_bmc(&n).map_err(ApiError::bad_request)?;
-        let bind = st.conductor.config().listen.ip();
-        consoles
+        let bind = c.config().listen.ip();
+        let i = consoles
             .start(&n.uuid, cfg, bind)
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?;
+        info = Some(i.to_json(&c.console_host()));
     }
+    let me = c.name().to_owned();
     let recorded = update_unlocked(st, &n.uuid, |m| {
         m.console_enabled = enabled;
+        if !enabled {
+            console::forget(m);
+        } else if let Some(i) = &info {
+            console::record(m, &me, i.clone());
+        }
         Ok(())
     })
     .await;
     if !enabled || recorded.is_err() {
         consoles.stop(&n.uuid).await;
+        if let Some(host) = &elsewhere {
+            c.wake(host, &n.uuid);
+        }
     }
     recorded?;
     tracing::info!(node = %n.uuid, enabled, "console mode set");

@@ -225,9 +225,24 @@ fn shown(node: &Node, ctx: &Ctx) -> Result<Map<String, Value>, ApiError> {
     Ok(obj)
 }
 
-fn node_response(status: StatusCode, node: &Node, ctx: &Ctx) -> Result<Response, ApiError> {
+/// The node as the API shows it: its `conductor` is the coordinator that
+/// acts for it now (the hash ring's owner among the alive members, as in
+/// Ironic), not the one that acted last.
+fn with_owner(c: &crate::conductor::Conductor, node: &Node) -> Node {
+    let mut n = node.clone();
+    n.conductor = c.cluster().owner(node);
+    n
+}
+
+fn node_response(
+    st: &AppState,
+    status: StatusCode,
+    node: &Node,
+    ctx: &Ctx,
+) -> Result<Response, ApiError> {
     versions::check_requested_fields(ctx, versions::NODE_FIELDS)?;
-    let obj = collection::select(ctx, shown(node, ctx)?, known_fields())?;
+    let node = with_owner(&st.conductor, node);
+    let obj = collection::select(ctx, shown(&node, ctx)?, known_fields())?;
     Ok(json_response(status, &Value::Object(obj)))
 }
 
@@ -290,7 +305,7 @@ pub async fn create(
         });
     }
     tracing::info!(node = %node.uuid, driver = %node.driver, "node created");
-    let resp = node_response(StatusCode::CREATED, &node, &ctx)?;
+    let resp = node_response(&st, StatusCode::CREATED, &node, &ctx)?;
     Ok(with_location(
         resp,
         &ctx,
@@ -414,6 +429,7 @@ async fn list_inner(
     let caller = ctx.caller()?;
     let mut items = Vec::new();
     for node in st.conductor.db().list_nodes().await? {
+        let node = with_owner(&st.conductor, &node);
         if super::policy::sees_node(caller, &node) && matches_filters(&node, ctx)? {
             items.push(shown(&node, ctx)?);
         }
@@ -446,7 +462,7 @@ pub async fn list_detail(State(st): State<AppState>, ctx: Ctx) -> Result<Respons
 /// `GET /v1/nodes/{ident}`
 pub async fn show(req: Req) -> Result<Response, ApiError> {
     versions::check_params(&req.ctx, versions::SHOW_PARAMS)?;
-    node_response(StatusCode::OK, &req.node().await?, &req.ctx)
+    node_response(&req.st, StatusCode::OK, &req.node().await?, &req.ctx)
 }
 
 /// Applies a JSON patch to a node, with Ironic's checks. Pure: used inside
@@ -566,7 +582,7 @@ pub async fn update(req: Req, body: Bytes) -> Result<Response, ApiError> {
     if node.instance_uuid.is_some() && updated.instance_uuid.is_none() {
         st.conductor.detach_vifs(&updated.uuid).await?;
     }
-    node_response(StatusCode::OK, &updated, ctx)
+    node_response(st, StatusCode::OK, &updated, ctx)
 }
 
 /// `DELETE /v1/nodes/{ident}`

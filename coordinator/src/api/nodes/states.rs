@@ -44,6 +44,6 @@ pub fn target(body: &Map<String, Value>) -> Result<&str, ApiError> {
 /// The 202 of a state change recorded on `node`: wakes the conductor for
 /// it and points at the node's states.
 pub fn started(req: &Req, node: &Node) -> Response {
-    req.st.conductor.kick(&node.uuid);
+    req.st.conductor.kick(node);
     accepted_at(&req.ctx, &format!("/v1/nodes/{}/states", node.uuid))
 }
