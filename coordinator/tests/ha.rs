@@ -306,7 +306,7 @@ async fn three_coordinators_share_the_fleet_and_survive_a_kill_and_a_stop() {
             "a survivor made the power change: {ev:?}"
         );
         // Where c2 had acted, a survivor took the node over under a new token.
-        if let Some(last) = ev.iter().filter(|e| e.conductor == "c2").last() {
+        if let Some(last) = ev.iter().rfind(|e| e.conductor == "c2") {
             assert!(
                 ev.iter()
                     .any(|e| e.kind == "takeover" && e.conductor != "c2" && e.fence > last.fence),
