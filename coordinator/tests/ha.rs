@@ -3,10 +3,12 @@
 //! the hash ring, any member answers, a SIGKILLed member's nodes taken
 //! over under a new fencing token within `heartbeat_timeout`, a SIGTERMed
 //! member's handed over at once, and the journal's proof that no two
-//! coordinators acted on one node at the same time.
+//! coordinators acted on one node at the same time; an enabled console
+//! (IPMI Serial-over-LAN on `ipmi_sim`) comes back on the new owner.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod ipmi_sim;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
@@ -359,4 +361,86 @@ async fn three_coordinators_share_the_fleet_and_survive_a_kill_and_a_stop() {
     assert_eq!(acted.len(), 3, "all three acted at some point: {acted:?}");
     members.truncate(1);
     store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enabled_console_comes_back_on_the_new_owner() {
+    let Some(db) = test_db(Backend::Postgres, "ha_console").await else {
+        return;
+    };
+    let serial_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let serial_port = serial_listener.local_addr().unwrap().port();
+    let Some(sim) =
+        ipmi_sim::IpmiSim::start_with(&format!("  sol \"tcp:127.0.0.1:{serial_port}\" 115200"))
+    else {
+        assert!(!common::must_not_skip(), "ipmi_sim is missing");
+        return;
+    };
+    let mut members: Vec<Member> = ["c1", "c2"]
+        .iter()
+        .map(|n| Member::start(n, &db.url))
+        .collect();
+    for m in &members {
+        m.up().await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(&members[0].api)
+        .await
+        .values()
+        .filter(|a| **a)
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "the group did not form");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let api = &members[0].api;
+    api.create_node(json!({
+        "driver": "ipmi", "name": "n", "console_interface": "ipmitool-socat",
+        "driver_info": sim.driver_info(),
+    }))
+    .await;
+    let (st, v) = api
+        .put("/v1/nodes/n/states/console", json!({"enabled": true}))
+        .await;
+    assert_eq!(st, 202, "{v}");
+    let console = |api: Api| async move {
+        let (st, v) = api.get("/v1/nodes/n/states/console").await;
+        assert_eq!(st, 200, "{v}");
+        v["console_info"].clone()
+    };
+    let first = console(members[0].api.clone()).await;
+    // Every member answers with the same console_info.
+    assert_eq!(first, console(members[1].api.clone()).await);
+    let mut serial = common::sol::Serial::accept(&serial_listener).await;
+    let mut client = common::sol::attach(&first, &mut serial).await;
+    drop(client);
+
+    // c1 runs the console; SIGKILL it.
+    members[0].child.kill().unwrap();
+    members[0].child.wait().unwrap();
+    let t0 = Instant::now();
+    let second = loop {
+        let info = console(members[1].api.clone()).await;
+        if info != first && !info.is_null() {
+            break info;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(HEARTBEAT_TIMEOUT_S + 15),
+            "the console did not come back on c2: {info}; c2's log: {}",
+            members[1].log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let restarted = t0.elapsed();
+    assert_ne!(first["token"], second["token"], "a new token");
+    assert_ne!(first["url"], second["url"], "a new URL");
+    // ipmi_sim keeps its serial line; the new SOL session carries it.
+    client = common::sol::attach(&second, &mut serial).await;
+    common::sol::output_arrives(&mut serial, &mut client, "after-takeover", 30).await;
+    eprintln!(
+        "SIGKILL c1: its console listened on c2 after {restarted:?}, carried output after {:?}",
+        t0.elapsed()
+    );
+    members.truncate(0);
 }

@@ -8,6 +8,7 @@ pub mod drive;
 pub mod glance;
 pub mod pg;
 pub mod roles;
+pub mod sol;
 pub mod venv;
 
 use std::time::{Duration, Instant};
