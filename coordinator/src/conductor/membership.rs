@@ -318,9 +318,11 @@ impl Conductor {
                     return;
                 }
                 if last_beat.elapsed() >= beat_every {
-                    last_beat = Instant::now();
-                    if let Err(e) = me.beat().await {
-                        warn!(error = %e, "coordinator heartbeat failed");
+                    // A failed heartbeat is retried at the next tick, not
+                    // after a whole interval: the lease is running out.
+                    match me.beat().await {
+                        Ok(()) => last_beat = Instant::now(),
+                        Err(e) => warn!(error = %e, "coordinator heartbeat failed"),
                     }
                 }
                 // The members are read at every tick (a small table): a
