@@ -84,14 +84,12 @@ mod tests {
 
     #[test]
     fn three_members_share_ten_thousand_nodes_within_ten_percent() {
-        for names in [
-            ["c1", "c2", "c3"],
-            ["ingot-a", "ingot-b", "ingot-c"],
-            ["conductor-0", "conductor-1", "conductor-2"],
-        ] {
-            let ring = HashRing::new(&names, crate::config::DEFAULT_HASH_PARTITION_EXPONENT);
+        let exponent = crate::config::DEFAULT_HASH_PARTITION_EXPONENT;
+        for set in 0..20 {
+            let names: Vec<String> = (0..3).map(|k| format!("ingot-{set}-{k}")).collect();
+            let ring = HashRing::new(&names, exponent);
             let s = spread(&ring, 10_000);
-            for n in names {
+            for n in &names {
                 let got = s.get(n).copied().unwrap_or(0);
                 assert!(
                     (3_000..=3_667).contains(&got),
