@@ -323,6 +323,48 @@ async fn three_coordinators_share_the_fleet_and_survive_a_kill_and_a_stop() {
         "c2 had acted on each of its nodes"
     );
 
+    // SIGSTOP c3 (a stalled process: no heartbeat, no I/O) past the
+    // timeout: c1 takes its nodes and makes the power changes asked
+    // meanwhile. After SIGCONT, c3's lease has lapsed: it acts on nothing
+    // until it heartbeats again, then takes back its share under new tokens.
+    let stalled: Vec<String> = owners(&members[0].api)
+        .await
+        .into_iter()
+        .filter(|(_, o)| o == "c3")
+        .map(|(u, _)| u)
+        .collect();
+    members[2].signal("STOP");
+    let t2 = Instant::now();
+    for uuid in &stalled {
+        members[0].api.set_power(uuid, "power off").await;
+    }
+    for uuid in &stalled {
+        members[0]
+            .api
+            .wait_power_state(uuid, "power off", limit)
+            .await;
+    }
+    eprintln!(
+        "SIGSTOP c3: its {} nodes' power changes made by c1 after {:?}",
+        stalled.len(),
+        t2.elapsed()
+    );
+    members[2].signal("CONT");
+    let deadline = Instant::now() + limit;
+    while alive(&members[0].api).await.get("c3") != Some(&true) {
+        assert!(Instant::now() < deadline, "c3 did not come back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for uuid in &stalled {
+        members[0].api.set_power(uuid, "power on").await;
+    }
+    for uuid in &stalled {
+        members[0]
+            .api
+            .wait_power_state(uuid, "power on", limit)
+            .await;
+    }
+
     // SIGTERM c3: it goes offline at once and c1 takes every node.
     let t1 = Instant::now();
     members[2].signal("TERM");
