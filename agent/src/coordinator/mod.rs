@@ -1,7 +1,9 @@
 //! The agent's side of the coordinator protocol (Ironic's ramdisk API):
 //! version discovery (`GET /`), lookup (`GET /v1/lookup`) and heartbeat
-//! (`POST /v1/heartbeat/<node>`), with IPA's API versions and headers.
+//! (`POST /v1/heartbeat/<node>`), with IPA's API versions and headers, and
+//! fail-over between several coordinator URLs ([`failover`]).
 
+pub mod failover;
 pub mod runtime;
 
 use std::time::Duration;

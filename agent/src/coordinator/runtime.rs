@@ -1,7 +1,8 @@
 //! The agent's main loop: discover the coordinator's API version, start the
 //! agent API (auto-TLS when the coordinator supports `agent_verify_ca`), look
 //! the node up by its MACs, then heartbeat until the token is revoked, and
-//! look up again. It never returns: a lost coordinator means retrying.
+//! look up again. It never returns: a lost coordinator means retrying, on the
+//! next coordinator URL when there are several ([`super::failover`]).
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use ingot_proto::agent::{HeartbeatRequest, LookupResponse};
 use tokio::net::TcpListener;
 
+use super::failover::{Backoff, Coordinators, moves_on};
 use super::{Client, ClientError};
 use crate::api;
 use crate::ca::TrustedCa;
@@ -30,7 +32,8 @@ pub enum TlsMode {
 /// How to reach the coordinator and serve the API.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Coordinator URLs, tried in order.
+    /// Coordinator URLs: the first that answers is used, and the next one
+    /// (round-robin) whenever the one in use stops answering.
     pub api_urls: Vec<String>,
     /// Where the API listens.
     pub listen: SocketAddr,
@@ -143,31 +146,30 @@ fn callback_url(tls: bool, host: &str, port: u16) -> String {
 }
 
 /// Tries each coordinator URL until one answers `GET /`; retries forever.
-async fn discover(clients: &mut [Client], opts: &RunOptions) -> usize {
-    let mut delay = opts.lookup_interval;
-    loop {
-        for (i, c) in clients.iter_mut().enumerate() {
-            match c.discover().await {
-                Ok(v) => {
-                    tracing::info!(url = %c.base(), version = %v, "coordinator found");
-                    return i;
-                }
-                Err(e) => tracing::warn!(error = %e, "coordinator not reachable"),
-            }
-        }
-        tokio::time::sleep(delay.mul_f64(uniform(1.0, 2.0))).await;
-        delay = (delay * 2).min(opts.lookup_max_interval);
+async fn discover(coords: &mut Coordinators, opts: &RunOptions) {
+    let mut backoff = Backoff::new(opts.lookup_interval, opts.lookup_max_interval);
+    while coords.discover_round().await.is_none() {
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 
 /// Looks the node up until it is found with a usable token; retries forever
-/// (IPA gives up after 10 minutes; PID 1 must not).
-async fn lookup(client: &Client, state: &AgentState, opts: &RunOptions) -> LookupResponse {
-    let mut delay = opts.lookup_interval;
+/// (IPA gives up after 10 minutes; PID 1 must not). A URL that does not
+/// answer (or answers 5xx) hands over to the next one at once.
+async fn lookup(
+    coords: &mut Coordinators,
+    state: &AgentState,
+    opts: &RunOptions,
+) -> LookupResponse {
+    let mut backoff = Backoff::new(opts.lookup_interval, opts.lookup_max_interval);
     let mut conflicts = 0usize;
     let started = Instant::now();
     loop {
-        let wait = match client.lookup(&opts.macs, None).await {
+        let result = coords.current().lookup(&opts.macs, None).await;
+        if !result.as_ref().is_err_and(moves_on) {
+            coords.answered();
+        }
+        let wait = match result {
             Ok(resp) => {
                 let offered = resp
                     .config
@@ -207,13 +209,17 @@ async fn lookup(client: &Client, state: &AgentState, opts: &RunOptions) -> Looku
                 tracing::info!(error = %e, "node locked by the coordinator; retrying");
                 Duration::from_secs(d).min(opts.lookup_max_interval.max(opts.lookup_interval))
             }
+            Err(e) if moves_on(&e) => {
+                tracing::warn!(error = %e, elapsed_s = started.elapsed().as_secs(), "lookup failed; retrying");
+                if coords.failed("lookup", &e).await {
+                    Duration::ZERO
+                } else {
+                    backoff.next_delay()
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, elapsed_s = started.elapsed().as_secs(), "lookup failed; retrying");
-                let d = delay
-                    .mul_f64(uniform(1.0, 2.0))
-                    .min(opts.lookup_max_interval);
-                delay = (delay * 2).min(opts.lookup_max_interval);
-                d
+                backoff.next_delay()
             }
         };
         tokio::time::sleep(wait).await;
@@ -221,9 +227,12 @@ async fn lookup(client: &Client, state: &AgentState, opts: &RunOptions) -> Looku
 }
 
 /// Heartbeats until the coordinator stops accepting the token (or forgets
-/// the node); returns so that the caller looks up again.
+/// the node); returns so that the caller looks up again. A heartbeat that
+/// gets no answer (or a 5xx) is sent again at once to the next URL that
+/// answers; when none does, again after a bounded backoff (1 s doubling up
+/// to `heartbeat_timeout × 0.3`, at most 30 s).
 async fn heartbeat_loop(
-    client: &Client,
+    coords: &mut Coordinators,
     state: &AgentState,
     node: &str,
     callback: &str,
@@ -231,7 +240,12 @@ async fn heartbeat_loop(
     timeout: f64,
 ) {
     let mut rejected = 0u32;
+    let mut backoff = Backoff::new(
+        Duration::from_secs(1),
+        Duration::from_secs_f64((timeout * 0.3).clamp(1.0, 30.0)),
+    );
     loop {
+        let client = coords.current();
         let body = HeartbeatRequest {
             callback_url: callback.to_string(),
             agent_version: state.config.version.clone(),
@@ -240,13 +254,25 @@ async fn heartbeat_loop(
                 .filter(|_| client.supports_verify_ca())
                 .map(str::to_string),
         };
-        let next = match client.heartbeat(node, &body).await {
+        let result = client.heartbeat(node, &body).await;
+        let next = match result {
             Ok(()) => {
                 rejected = 0;
+                coords.answered();
+                backoff.reset();
                 tracing::debug!(node, "heartbeat accepted");
                 Duration::from_secs_f64(timeout * uniform(0.3, 0.6))
             }
+            Err(e) if moves_on(&e) => {
+                tracing::warn!(url = %coords.current().base(), error = %e, "heartbeat failed");
+                if coords.failed("heartbeat", &e).await {
+                    Duration::ZERO
+                } else {
+                    backoff.next_delay()
+                }
+            }
             Err(e) => {
+                coords.answered();
                 let status = e.status();
                 let token_problem = matches!(status, Some(400 | 401))
                     && e.to_string().to_lowercase().contains("token");
@@ -294,11 +320,12 @@ pub async fn run(state: Arc<AgentState>, mut opts: RunOptions) -> Result<(), Run
             "trusting the configured CA certificates besides the public roots"
         );
     }
-    let mut clients = opts
-        .api_urls
-        .iter()
-        .map(|u| Client::new(u, &opts.ca, opts.insecure))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut coords = Coordinators::new(
+        opts.api_urls
+            .iter()
+            .map(|u| Client::new(u, &opts.ca, opts.insecure))
+            .collect::<Result<Vec<_>, _>>()?,
+    );
     if opts.macs.is_empty() {
         let root = state.config.root.clone();
         let inv = tokio::task::spawn_blocking(move || {
@@ -330,9 +357,8 @@ pub async fn run(state: Arc<AgentState>, mut opts: RunOptions) -> Result<(), Run
             .map(|a| a.port())
             .unwrap_or(opts.listen.port()),
     );
-    let idx = discover(&mut clients, &opts).await;
-    clients.rotate_left(idx);
-    let client = &clients[0];
+    discover(&mut coords, &opts).await;
+    let client = coords.current();
     let use_tls = match opts.tls {
         TlsMode::On => true,
         TlsMode::Off => false,
@@ -358,14 +384,14 @@ pub async fn run(state: Arc<AgentState>, mut opts: RunOptions) -> Result<(), Run
     ));
     let cert_pem = tls.map(|t| t.cert_pem);
     loop {
-        let resp = lookup(client, &state, &opts).await;
+        let resp = lookup(&mut coords, &state, &opts).await;
         let timeout = resp
             .config
             .heartbeat_timeout
             .filter(|t| *t > 0.0)
             .unwrap_or(300.0);
         heartbeat_loop(
-            client,
+            &mut coords,
             &state,
             &resp.node.uuid,
             &callback,

@@ -27,6 +27,8 @@ pub struct Seen {
     pub body: Value,
     /// Status answered.
     pub status: u16,
+    /// The port of the coordinator that answered (two may share a state).
+    pub server: u16,
 }
 
 /// Coordinator behaviour and recorded traffic.
@@ -51,6 +53,9 @@ pub struct CoordState {
     /// Answer heartbeats 404 (node not found), as while the node is
     /// unknown; the agent looks up again after three.
     pub heartbeat_404: bool,
+    /// Ports of coordinators that answer lookups and heartbeats 503, as a
+    /// member whose database is unreachable.
+    pub unavailable: Vec<u16>,
     /// Every request.
     pub seen: Vec<Seen>,
 }
@@ -111,6 +116,7 @@ fn respond(s: &mut TcpStream, status: u16, body: &Value) {
         202 => "Accepted",
         400 => "Bad Request",
         404 => "Not Found",
+        503 => "Service Unavailable",
         _ => "Status",
     };
     let _ = write!(
@@ -127,9 +133,6 @@ fn ironic_error(msg: &str) -> Value {
 impl Coordinator {
     /// Starts a coordinator that knows one node by `mac`.
     pub fn start(mac: &str, max_version: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        listener.set_nonblocking(true).unwrap();
         let node_uuid = "73473829-cbcc-4f1c-a268-2fa0637acfcb".to_string();
         let state = Arc::new(Mutex::new(CoordState {
             node_uuid: node_uuid.clone(),
@@ -148,8 +151,23 @@ impl Coordinator {
                 "links": []
             }),
             heartbeat_404: false,
+            unavailable: Vec::new(),
             seen: Vec::new(),
         }));
+        Self::serve(state)
+    }
+
+    /// A second coordinator on its own port with the same node, token and
+    /// record of requests, as two members of an HA group that share the
+    /// database.
+    pub fn start_sharing(other: &Coordinator) -> Self {
+        Self::serve(other.state.clone())
+    }
+
+    fn serve(state: Arc<Mutex<CoordState>>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         {
             let (state, stop) = (state.clone(), stop.clone());
@@ -185,7 +203,15 @@ impl Coordinator {
     ) -> (u16, Value) {
         let mut st = state.lock().unwrap();
         let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-        let (status, out) = if method == "GET" && path == "/" {
+        let ramdisk_api = path.starts_with("/v1/lookup") || path.starts_with("/v1/heartbeat/");
+        let (status, out) = if ramdisk_api && st.unavailable.contains(&addr.port()) {
+            (
+                503,
+                json!({"error_message": json!({"faultcode": "Server",
+                    "faultstring": "The database is unavailable: connection refused; retry later.",
+                    "debuginfo": null}).to_string()}),
+            )
+        } else if method == "GET" && path == "/" {
             let v = json!({"id": "v1", "links": [{"href": format!("http://{addr}/v1/"), "rel": "self"}],
                            "status": "CURRENT", "min_version": "1.1", "version": st.max_version});
             (
@@ -252,6 +278,7 @@ impl Coordinator {
             version,
             body: parsed,
             status,
+            server: addr.port(),
         });
         (status, out)
     }
@@ -268,9 +295,20 @@ impl Coordinator {
         })
     }
 
+    /// Waits for a heartbeat accepted by the coordinator on `port` after
+    /// `after` requests; returns it.
+    pub fn wait_heartbeat_at(&self, port: u16, after: usize, timeout: Duration) -> Seen {
+        self.wait_for(
+            after,
+            timeout,
+            &format!("accepted heartbeat at :{port}"),
+            |s| s.path.starts_with("/v1/heartbeat/") && s.status == 202 && s.server == port,
+        )
+    }
+
     /// Waits until a request matching `pred` arrived after the first `after`
     /// requests and returns it; panics after `timeout`, naming `what`.
-    fn wait_for(
+    pub fn wait_for(
         &self,
         after: usize,
         timeout: Duration,
