@@ -8,7 +8,12 @@ use serde_json::json;
 use crate::conductor::ConductorError;
 use crate::db::{DbError, UpdateError};
 
-/// An API error, rendered in Ironic's envelope.
+/// The `Retry-After` (seconds) of every 503: about the time a request
+/// waits for a database connection before giving up
+/// ([`crate::db::PG_ACQUIRE_TIMEOUT`]).
+pub const RETRY_AFTER_SECS: u64 = 5;
+
+/// An API error, rendered in Ironic's envelope. A 503 carries `Retry-After`.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{status}: {message}")]
 pub struct ApiError {
@@ -42,6 +47,14 @@ impl ApiError {
     pub fn not_acceptable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_ACCEPTABLE, message)
     }
+    /// 503 while the database cannot be reached; the response carries
+    /// `Retry-After` ([`RETRY_AFTER_SECS`]).
+    pub fn db_unavailable(reason: &str) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("The database is unavailable: {reason}; retry later."),
+        )
+    }
     /// 500.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
@@ -72,6 +85,10 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
         resp
     }
 }
@@ -84,6 +101,10 @@ impl From<DbError> for ApiError {
             DbError::Contended(m) => Self::conflict(format!(
                 "Node {m} is being changed concurrently, please retry."
             )),
+            DbError::Unavailable(m) => {
+                tracing::warn!(error = %m, "database unavailable");
+                Self::db_unavailable(&m)
+            }
             other => {
                 tracing::error!(error = %other, "database error");
                 Self::internal(format!("Database error: {other}"))
@@ -115,5 +136,35 @@ impl From<ConductorError> for ApiError {
                 ),
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_database_is_503_with_retry_after() {
+        let db = DbError::from(sqlx::Error::PoolTimedOut);
+        assert!(matches!(db, DbError::Unavailable(_)), "{db:?}");
+        let e = ApiError::from(db);
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            e.message.starts_with("The database is unavailable: ")
+                && e.message.ends_with("; retry later."),
+            "{}",
+            e.message
+        );
+        let resp = e.into_response();
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "5");
+
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(matches!(
+            DbError::from(sqlx::Error::Io(refused)),
+            DbError::Unavailable(_)
+        ));
+        // A statement the database refused is not an outage.
+        let other = ApiError::from(DbError::from(sqlx::Error::RowNotFound));
+        assert_eq!(other.status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

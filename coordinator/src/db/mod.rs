@@ -59,9 +59,15 @@ pub enum DbError {
     /// Migration failure.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database cannot be reached (no connection within the acquire
+    /// timeout, connection refused or lost, the server shutting down): the
+    /// request may succeed later. Made by [`DbError::from`] for such
+    /// [`sqlx::Error`]s.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     /// Anything else from the driver.
     #[error("database error: {0}")]
-    Sqlx(#[from] sqlx::Error),
+    Sqlx(#[source] sqlx::Error),
     /// The secrets key, or a value it does not decrypt.
     #[error(transparent)]
     Secrets(#[from] secrets::SecretsError),
@@ -70,6 +76,37 @@ pub enum DbError {
         "nodes hold driver_info secrets encrypted at rest, but no secrets_key_file is configured; configure the key they were written with"
     )]
     NoSecretsKey,
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(e: sqlx::Error) -> Self {
+        if unavailable(&e) {
+            DbError::Unavailable(e.to_string())
+        } else {
+            DbError::Sqlx(e)
+        }
+    }
+}
+
+/// Whether `e` means that the database cannot be reached now, rather than
+/// that it refused the statement: a pool that got no connection in time or
+/// is closed, an I/O or TLS failure, a connection lost mid-way, or
+/// PostgreSQL's connection exceptions (SQLSTATE class 08), admin/crash
+/// shutdown and "cannot connect now" (57P01–57P03) and too many
+/// connections (53300).
+fn unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            c.len() == 5
+                && (c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03" | "53300"))
+        }),
+        _ => false,
+    }
 }
 
 /// The outcome of [`Db::update_node`]: the caller's own error, or the database's.
@@ -126,6 +163,12 @@ pub struct NodeEvent {
     pub finished_ms: Option<i64>,
 }
 
+/// How long a request waits for a PostgreSQL connection: short, so that
+/// while the server is unreachable API calls fail with 503 in a few seconds
+/// instead of hanging (the pool keeps trying to reconnect in the meantime,
+/// and work resumes once the server is back).
+pub const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The database handle (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct Db {
@@ -140,7 +183,7 @@ fn map_err(e: sqlx::Error, what: &str) -> DbError {
             return DbError::Conflict(what.to_owned());
         }
     }
-    DbError::Sqlx(e)
+    DbError::from(e)
 }
 
 /// Rows of `(uuid, data)` parsed as `kind` records.
@@ -227,7 +270,10 @@ impl Db {
         }
         let mut pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
-            .acquire_timeout(Duration::from_secs(30));
+            .acquire_timeout(match backend {
+                Backend::Sqlite => Duration::from_secs(30),
+                Backend::Postgres => PG_ACQUIRE_TIMEOUT,
+            });
         if backend == Backend::Sqlite {
             pool = pool.after_connect(|conn, _| {
                 Box::pin(async move {

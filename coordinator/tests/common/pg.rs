@@ -36,6 +36,23 @@ impl Cluster {
         c.arg("-D").arg(self.dir.join("data")).args(args);
         c.output()
     }
+
+    /// `pg_ctl start` on `self.port`, waiting until it accepts connections.
+    fn start_server(&self) -> std::io::Result<std::process::Output> {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            self.port,
+            self.dir.display()
+        );
+        self.pg_ctl(&[
+            "-o",
+            &opts,
+            "-l",
+            &self.dir.join("log").display().to_string(),
+            "-w",
+            "start",
+        ])
+    }
 }
 
 fn find_bin() -> Option<PathBuf> {
@@ -101,21 +118,7 @@ fn start_cluster() -> Result<Cluster, String> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
-            cluster.port,
-            dir.display()
-        );
-        let out = cluster
-            .pg_ctl(&[
-                "-o",
-                &opts,
-                "-l",
-                &dir.join("log").display().to_string(),
-                "-w",
-                "start",
-            ])
-            .map_err(|e| e.to_string())?;
+        let out = cluster.start_server().map_err(|e| e.to_string())?;
         if out.status.success() {
             break;
         }
@@ -181,4 +184,38 @@ pub async fn database(name: &str) -> Option<String> {
         "postgres://postgres@127.0.0.1:{}/{db}",
         cluster.port
     ))
+}
+
+fn running_cluster() -> &'static Cluster {
+    match CLUSTER.get() {
+        Some(Ok(c)) => c,
+        _ => panic!("no PostgreSQL cluster running in this test process"),
+    }
+}
+
+/// Stops the process's cluster as an outage would (`pg_ctl stop -m fast`:
+/// sessions are ended with SQLSTATE 57P01, new connections are refused).
+/// Every database of the test process goes with it.
+pub fn stop() {
+    let out = running_cluster()
+        .pg_ctl(&["-m", "fast", "-w", "stop"])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pg_ctl stop: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Starts the process's cluster again after [`stop`], on the same port,
+/// and waits until it accepts connections.
+pub fn start() {
+    let c = running_cluster();
+    let out = c.start_server().unwrap();
+    assert!(
+        out.status.success(),
+        "pg_ctl start: {}{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(c.dir.join("log")).unwrap_or_default()
+    );
 }
