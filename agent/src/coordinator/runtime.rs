@@ -388,8 +388,11 @@ pub async fn run(state: Arc<AgentState>, mut opts: RunOptions) -> Result<(), Run
         let timeout = resp
             .config
             .heartbeat_timeout
-            .filter(|t| *t > 0.0)
-            .unwrap_or(300.0);
+            .filter(|t| t.is_finite() && *t > 0.0)
+            .unwrap_or(300.0)
+            // Bounded: the heartbeat delay is built from it with
+            // Duration::from_secs_f64, which panics on absurd values.
+            .clamp(1.0, 86_400.0);
         heartbeat_loop(
             &mut coords,
             &state,
