@@ -8,6 +8,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What went wrong starting, querying or stopping the cluster.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +57,9 @@ pub struct Cluster {
     bin: PathBuf,
     port: u16,
     as_postgres: bool,
-    running: bool,
+    /// Started and not stopped since (shared: `stop` and `start_again` take
+    /// `&self`, so a static cluster can have outages).
+    running: AtomicBool,
     /// Set once the directory is ours to remove (not before `clear_dir`
     /// accepted it: a refused directory is left as it was).
     owns_dir: bool,
@@ -157,7 +160,7 @@ impl Cluster {
             bin,
             port: free_port()?,
             as_postgres,
-            running: false,
+            running: AtomicBool::new(false),
             owns_dir: false,
             watchdog: None,
         };
@@ -242,7 +245,7 @@ impl Cluster {
 
     /// Whether the server was started and not stopped since.
     pub fn is_running(&self) -> bool {
-        self.running
+        self.running.load(Ordering::SeqCst)
     }
 
     /// `postgres://postgres@127.0.0.1:PORT/<db>`.
@@ -294,19 +297,19 @@ impl Cluster {
 
     /// Stops the server (`pg_ctl stop -m fast`: clients are disconnected);
     /// data and port are kept for [`Cluster::start_again`].
-    pub fn stop(&mut self) -> Result<()> {
+    pub fn stop(&self) -> Result<()> {
         self.pg_stop("fast")
     }
 
     /// Stops the server as a crash would (`-m immediate`: no shutdown
     /// checkpoint; the next start recovers from the WAL).
-    pub fn crash(&mut self) -> Result<()> {
+    pub fn crash(&self) -> Result<()> {
         self.pg_stop("immediate")
     }
 
     /// Starts the stopped server again on the same port.
-    pub fn start_again(&mut self) -> Result<()> {
-        if self.running {
+    pub fn start_again(&self) -> Result<()> {
+        if self.is_running() {
             return Ok(());
         }
         self.pg_start()
@@ -375,7 +378,7 @@ impl Cluster {
         c
     }
 
-    fn pg_start(&mut self) -> Result<()> {
+    fn pg_start(&self) -> Result<()> {
         // No Unix socket (`-k ''`): its path would have to fit in 107 bytes,
         // and every client here uses TCP.
         let opts = format!(
@@ -399,11 +402,11 @@ impl Cluster {
                 detail: format!("{}\n{}", output_text(&out), self.log_text()),
             });
         }
-        self.running = true;
+        self.running.store(true, Ordering::SeqCst);
         Ok(())
     }
 
-    fn pg_stop(&mut self, mode: &str) -> Result<()> {
+    fn pg_stop(&self, mode: &str) -> Result<()> {
         let out = self
             .cmd("pg_ctl")
             .arg("-D")
@@ -417,7 +420,7 @@ impl Cluster {
                 detail: output_text(&out),
             });
         }
-        self.running = false;
+        self.running.store(false, Ordering::SeqCst);
         Ok(())
     }
 
@@ -444,7 +447,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if self.running {
+        if self.is_running() {
             let _ = self.pg_stop("immediate");
         }
         if self.owns_dir {

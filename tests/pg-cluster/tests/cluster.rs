@@ -25,7 +25,7 @@ fn create_query_stop_start_drop() {
     }
     let tmp = workdir();
     let dir = tmp.path().join("pg");
-    let mut cluster = Cluster::start(&dir).unwrap();
+    let cluster = Cluster::start(&dir).unwrap();
     let url = cluster.create_db("lab_one").unwrap();
     assert_eq!(
         url,
