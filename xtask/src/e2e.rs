@@ -7,7 +7,9 @@
 //! ipmi_sim BMC through its lifecycle via the coordinator's Ironic API.
 //! Evidence lands in `target/e2e/` (see docs/e2e.md). [`run_tls_glance_again`]
 //! runs the lab a second time with TLS on every hop and the image from a
-//! real Glance, on the ramdisk and image the first run built.
+//! real Glance, on the ramdisk and image the first run built, and
+//! [`run_ha_again`] the HA lab (three coordinators on PostgreSQL, two of
+//! them killed in the middle of the work) on the same files.
 
 use std::process::Command;
 use std::time::Instant;
@@ -138,6 +140,50 @@ pub fn run_tls_glance_again() -> Result<String> {
     if !st.success() {
         bail!(
             "the end-to-end lab with TLS and Glance failed ({st}) after {timings}; evidence in {}",
+            work.display()
+        );
+    }
+    Ok(timings)
+}
+
+/// The HA lab (`ingot-lab run --ha`): three coordinators on a private
+/// PostgreSQL cluster, the deploy's owner killed while the agent writes the
+/// image and a second member during the cleaning after undeploy, the
+/// node's journal checked for double ownership. Reuses the ramdisk and test
+/// image the last [`run`] built; its deploy time is the baseline of the
+/// deploy with a kill. Evidence in `target/e2e-ha/`. Returns the lab's time
+/// and each kill's detection, takeover and added delay.
+pub fn run_ha_again() -> Result<String> {
+    let target = util::target_dir();
+    let bin = target.join("debug");
+    let first = target.join("e2e");
+    let built = first.join("build");
+    let work = target.join("e2e-ha");
+    let mut cmd = Command::new(bin.join("ingot-lab"));
+    cmd.arg("run")
+        .arg("--workdir")
+        .arg(&work)
+        .arg("--coordinator")
+        .arg(bin.join("ingot-coordinator"))
+        .arg("--kernel")
+        .arg(built.join("ramdisk/vmlinuz"))
+        .arg("--initramfs")
+        .arg(built.join("ramdisk/initramfs.img"))
+        .arg("--image")
+        .arg(built.join("test-image.raw"))
+        .arg("--ha")
+        .arg("--baseline")
+        .arg(first.join("report.json"));
+    println!("\n==> the HA lab: three coordinators on PostgreSQL, two killed");
+    util::announce(&cmd);
+    let t = Instant::now();
+    let st = cmd.status()?;
+    let summary = std::fs::read_to_string(work.join("ha-summary.txt")).unwrap_or_default();
+    let timings = format!("lab {:.0} s; {}", t.elapsed().as_secs_f64(), summary.trim());
+    println!("e2e (HA, PostgreSQL): {timings}");
+    if !st.success() {
+        bail!(
+            "the HA lab failed ({st}) after {timings}; evidence in {}",
             work.display()
         );
     }

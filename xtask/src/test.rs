@@ -7,7 +7,9 @@
 //! (`INGOT_REQUIRE_PRIVILEGED=1`; some of them boot or pack the static agent,
 //! hence the order), and last the end-to-end lab (`e2e`), then the same lab
 //! again with TLS on every hop and the image from a real Glance
-//! (`ingot-lab run --tls --glance`). A failed gate does not stop the later
+//! (`ingot-lab run --tls --glance`), and the HA lab: three coordinators on
+//! PostgreSQL, two of them killed mid-deploy and mid-cleaning
+//! (`ingot-lab run --ha`). A failed gate does not stop the later
 //! ones (except the ELF check, which needs the build); the task exits
 //! non-zero if any failed.
 
@@ -272,14 +274,25 @@ pub fn run() -> Result<()> {
         })
     });
 
+    // Three coordinators on PostgreSQL, the node's owner killed while the
+    // agent writes the image and again in cleaning; same ramdisk and image.
+    gate("e2e lab (HA, PostgreSQL)", &mut || {
+        crate::e2e::run_ha_again().map(|timings| {
+            format!(
+                "{}; {timings}",
+                util::target_dir().join("e2e-ha/report.json").display()
+            )
+        })
+    });
+
     println!("\n==> summary");
     let mut failed = 0;
     for g in &gates {
         match &g.outcome {
-            Ok(msg) => println!("  ok      {:<21} {:>6.1} s  {msg}", g.name, g.seconds),
+            Ok(msg) => println!("  ok      {:<24} {:>6.1} s  {msg}", g.name, g.seconds),
             Err(e) => {
                 failed += 1;
-                println!("  FAILED  {:<21} {:>6.1} s  {e:#}", g.name, g.seconds);
+                println!("  FAILED  {:<24} {:>6.1} s  {e:#}", g.name, g.seconds);
             }
         }
     }

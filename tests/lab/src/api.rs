@@ -1,16 +1,21 @@
 //! The coordinator seen as a user sees it: Ironic's REST API v1 over HTTP.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 
 /// The microversion the lab speaks (Ironic's 2023.2 release).
 pub const API_VERSION: &str = "1.81";
 
-/// A client of one coordinator.
+/// A client of one coordinator, or of the members of an HA group: a call
+/// that cannot connect to the member in use goes to the next one (any member
+/// answers any call), which then stays in use.
 pub struct Api {
-    base: String,
+    bases: Vec<String>,
+    /// Index in `bases` of the member in use.
+    current: AtomicUsize,
     http: reqwest::Client,
 }
 
@@ -18,14 +23,75 @@ impl Api {
     /// A client of `base` (`http(s)://127.0.0.1:<port>`); `ca_pem` is the
     /// CA that signed an HTTPS API's certificate.
     pub fn new(base: &str, ca_pem: Option<&[u8]>) -> Result<Self> {
+        Self::members(&[base.to_owned()], ca_pem)
+    }
+
+    /// A client of the members at `bases`, in order of preference.
+    pub fn members(bases: &[String], ca_pem: Option<&[u8]>) -> Result<Self> {
+        ensure!(!bases.is_empty(), "no coordinator to talk to");
         let mut b = reqwest::Client::builder().timeout(Duration::from_secs(30));
         if let Some(pem) = ca_pem {
             b = b.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
         }
         Ok(Self {
-            base: base.trim_end_matches('/').to_owned(),
+            bases: bases
+                .iter()
+                .map(|b| b.trim_end_matches('/').to_owned())
+                .collect(),
+            current: AtomicUsize::new(0),
             http: b.build()?,
         })
+    }
+
+    /// The base URL of the member in use.
+    pub fn base(&self) -> &str {
+        let i = self.current.load(Ordering::Relaxed) % self.bases.len();
+        &self.bases[i]
+    }
+
+    /// Makes the member at `base` the one in use (when it is one of ours).
+    pub fn prefer(&self, base: &str) {
+        if let Some(i) = self.bases.iter().position(|b| b == base) {
+            self.current.store(i, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends the request to the member in use, and to the next ones while a
+    /// member cannot be reached (connection refused: a killed member). A
+    /// read (GET) also moves on after any transport error (a connection
+    /// cut by the kill); a write does not, as it may have been applied.
+    async fn send(
+        &self,
+        method: &reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<reqwest::Response> {
+        let n = self.bases.len();
+        let first = self.current.load(Ordering::Relaxed);
+        let mut last_err = None;
+        for k in 0..n {
+            let i = (first + k) % n;
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.bases[i]))
+                .header("X-OpenStack-Ironic-API-Version", API_VERSION);
+            if let Some(b) = body {
+                req = req
+                    .header("Content-Type", "application/json")
+                    .body(serde_json::to_vec(b)?);
+            }
+            match req.send().await {
+                Ok(resp) => {
+                    self.current.store(i, Ordering::Relaxed);
+                    return Ok(resp);
+                }
+                Err(e) if e.is_connect() || *method == reqwest::Method::GET => {
+                    last_err = Some(anyhow::Error::from(e).context(self.bases[i].clone()));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("no member answered")))
     }
 
     async fn call(
@@ -34,17 +100,8 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> Result<Value> {
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base))
-            .header("X-OpenStack-Ironic-API-Version", API_VERSION);
-        if let Some(b) = &body {
-            req = req
-                .header("Content-Type", "application/json")
-                .body(serde_json::to_vec(b)?);
-        }
-        let resp = req
-            .send()
+        let resp = self
+            .send(&method, path, body.as_ref())
             .await
             .with_context(|| format!("{method} {path}"))?;
         let status = resp.status();

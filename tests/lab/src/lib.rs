@@ -12,6 +12,9 @@
 //! inspect, provide (metadata wipe), deploy with a config drive, boot from
 //! disk, undeploy with a secure wipe; and the host checks the disk files.
 //!
+//! `--ha` runs three coordinators on a private PostgreSQL cluster instead and
+//! kills two of them in the middle of the work (module `ha`).
+//!
 //! Everything it makes stays in the work directory (`target/e2e/`): console
 //! log, disk files, BMC and coordinator logs, `report.json`.
 
@@ -22,7 +25,10 @@ pub mod checks;
 pub mod console;
 pub mod fileserver;
 pub mod glance;
+pub mod ha;
 pub mod interrupt;
+pub mod journal;
+pub mod members;
 pub mod prepare;
 pub mod proc;
 pub mod report;

@@ -49,6 +49,16 @@ struct Common {
     /// deployed with `instance_info.image_source` = its UUID only, as Nova does.
     #[arg(long)]
     glance: bool,
+    /// The HA lab: three coordinators on a private PostgreSQL cluster; the
+    /// deploy's owner and then a second member are killed (SIGKILL) in the
+    /// middle of the work; the per-node journal is checked for double
+    /// ownership.
+    #[arg(long)]
+    ha: bool,
+    /// With --ha: a single-coordinator run's report.json, whose deploy time
+    /// is the baseline of the deploy with a kill.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,15 +116,31 @@ fn run(common: Common, artifacts: Artifacts) -> Result<()> {
         fast_track: common.fast_track,
         tls: common.tls,
         glance: common.glance,
+        ha: common.ha,
+        baseline: common
+            .baseline
+            .as_deref()
+            .map(std::path::absolute)
+            .transpose()?,
         phase_timeout: Duration::from_secs(common.phase_timeout),
     })?;
     println!("\n{}", report.table());
-    println!(
-        "instance {} booted from disk ({}); disks wiped; evidence in {}",
-        report.instance_uuid,
-        report.boot_marker,
-        workdir.display()
-    );
+    if let Some(ha) = &report.ha {
+        println!(
+            "instance {} booted from disk ({}) after its owner was killed; cleaning completed on {}, the last member; evidence in {}",
+            report.instance_uuid,
+            report.boot_marker,
+            ha.final_owner,
+            workdir.display()
+        );
+    } else {
+        println!(
+            "instance {} booted from disk ({}); disks wiped; evidence in {}",
+            report.instance_uuid,
+            report.boot_marker,
+            workdir.display()
+        );
+    }
     Ok(())
 }
 

@@ -32,6 +32,9 @@ pub struct Report {
     /// image id, Glance's record, the node's `instance_info` after the
     /// deploy, and the downloads seen in Glance's and the coordinator's logs.
     pub glance: Option<crate::glance::GlanceEvidence>,
+    /// The HA lab (`--ha`): members, the kills with their detection,
+    /// takeover and added delay, and the journal's double-ownership check.
+    pub ha: Option<crate::ha::HaEvidence>,
     /// The instance UUID given at deploy, and printed by the deployed image.
     pub instance_uuid: String,
     /// The console line that proved the image booted from disk.
@@ -75,6 +78,18 @@ impl Report {
             .iter()
             .filter_map(|p| p.power_on_to_heartbeat)
             .fold(0.0_f64, f64::max);
+        if let Some(ha) = &self.ha {
+            for k in &ha.kills {
+                t.push_str(&format!("{}\n", k.line()));
+            }
+            t.push_str(&format!(
+                "journal: {} rows by {:?}, fences {:?}, {} double-ownership violations\n",
+                ha.journal.rows,
+                ha.journal.per_conductor,
+                ha.journal.fences,
+                ha.journal.violations.len()
+            ));
+        }
         t.push_str(&format!(
             "goals (TCG, 2 cores): power-on → heartbeat ≤ 15 s (worst here {worst:.1} s); lifecycle ≤ 180 s ({:.1} s)\n",
             self.lifecycle_seconds

@@ -31,7 +31,7 @@ const SOL_GRACE: Duration = Duration::from_secs(20);
 /// BLKZEROOUT, which the guest sends without "may unmap") makes QEMU allocate
 /// every block of its file: the run needs that much free space on the host.
 const VDA_BYTES: u64 = 2 << 30;
-const VDA_SERIAL: &str = "INGOT-E2E-VDA";
+pub(crate) const VDA_SERIAL: &str = "INGOT-E2E-VDA";
 /// The NVMe disk's Format punches holes, so its file stays sparse.
 const NVME_BYTES: u64 = 6 << 30;
 /// Free space the run needs beside the root disk's file: the served image, the
@@ -68,6 +68,14 @@ pub struct Options {
     /// its endpoint, and the deploy names the image by its UUID only, as
     /// Nova's Ironic driver does.
     pub glance: bool,
+    /// The HA lab (issue 17): three coordinators on a private PostgreSQL
+    /// cluster; the deploy's owner is killed (SIGKILL) while the agent writes
+    /// the image, a second member during the cleaning after undeploy, and
+    /// the per-node journal is checked for double ownership.
+    pub ha: bool,
+    /// A single-coordinator run's `report.json` whose deploy time is the
+    /// HA run's baseline for the deploy with a kill.
+    pub baseline: Option<PathBuf>,
 }
 
 /// What the TLS run proves about each hop, from the coordinator's own log
@@ -163,14 +171,14 @@ fn lab_pki(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
 }
 
 /// Prints progress lines with the time since the start.
-struct Progress {
+pub(crate) struct Progress {
     start: Instant,
     verbose: bool,
     log: PathBuf,
 }
 
 impl Progress {
-    fn say(&self, msg: &str) {
+    pub(crate) fn say(&self, msg: &str) {
         let line = format!("[{:>6.1}s] {msg}", self.start.elapsed().as_secs_f64());
         proc::append_line(&self.log, &line);
         if self.verbose {
@@ -356,24 +364,27 @@ fn check_glance(e: &GlanceEvidence) -> Result<()> {
 }
 
 /// The running lab: processes are stopped when it is dropped.
-struct Lab {
-    _coordinator: Guard,
+pub(crate) struct Lab {
+    /// The coordinator (None in the HA lab, whose members are in `ha`).
+    _coordinator: Option<Guard>,
     _bmc: Guard,
-    node: NodeDir,
-    api: Api,
-    console: PathBuf,
+    pub(crate) node: NodeDir,
+    pub(crate) api: Api,
+    pub(crate) console: PathBuf,
     sol_console: PathBuf,
     disks: Vec<PathBuf>,
-    image_url: String,
-    image_sha256: String,
+    pub(crate) image_url: String,
+    pub(crate) image_sha256: String,
     /// The BMC's IPMI LAN port (UDP, 127.0.0.1).
-    bmc_port: u16,
+    pub(crate) bmc_port: u16,
     /// The host port forwarded to the agent's :9999.
-    agent_forward: u16,
+    pub(crate) agent_forward: u16,
     /// The lab CA of a TLS run (the console speaks TLS too).
     ca_pem: Option<Vec<u8>>,
     /// Glance, in a `--glance` run (stopped after the coordinator).
     glance: Option<LabGlance>,
+    /// The HA lab's members and database.
+    pub(crate) ha: Option<crate::ha::HaLab>,
 }
 
 impl Drop for Lab {
@@ -539,71 +550,84 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
     // with TLS, a configuration file for HTTPS, the boot listener, the CA
     // agents trust and the image cache; with Glance, its endpoint and the
     // image cache (Glance images are always cached and served to the agent).
-    let api_port = proc::free_tcp_port()?;
-    let boot_port = if opts.tls {
-        proc::free_tcp_port()?
+    let mut coordinator = None;
+    let mut ha = None;
+    let (api, ca_pem, base) = if opts.ha {
+        let lab = crate::ha::HaLab::start(opts, progress)?;
+        // iPXE's first script: each member in turn (a dead one is skipped).
+        std::fs::write(tftp.join("boot.ipxe"), lab.chain_script())?;
+        let api = Api::members(&lab.bases(), None)?;
+        let base = lab.bases().join(", ");
+        ha = Some(lab);
+        (api, None, base)
     } else {
-        api_port
-    };
-    let log = std::fs::File::create(w.join("coordinator.log"))?;
-    let mut cmd = Command::new(&opts.coordinator);
-    cmd.arg("serve");
-    let mut ca_pem = None;
-    let mut config = String::new();
-    if opts.tls {
-        let (ca, cert, key) = lab_pki(w)?;
-        config.push_str(&format!(
+        let api_port = proc::free_tcp_port()?;
+        let boot_port = if opts.tls {
+            proc::free_tcp_port()?
+        } else {
+            api_port
+        };
+        let log = std::fs::File::create(w.join("coordinator.log"))?;
+        let mut cmd = Command::new(&opts.coordinator);
+        cmd.arg("serve");
+        let mut ca_pem = None;
+        let mut config = String::new();
+        if opts.tls {
+            let (ca, cert, key) = lab_pki(w)?;
+            config.push_str(&format!(
             "[api]\ntls_cert_file = {cert:?}\ntls_key_file = {key:?}\nboot_listen = \"127.0.0.1:{boot_port}\"\n\n\
              [boot]\nagent_ca_file = {ca:?}\n\n"
         ));
-        ca_pem = Some(std::fs::read(&ca)?);
-    }
-    let scheme = if opts.tls { "https" } else { "http" };
-    if opts.tls || glance.is_some() {
-        // The agent reaches the host's loopback as 10.0.2.2.
-        config.push_str(&format!(
+            ca_pem = Some(std::fs::read(&ca)?);
+        }
+        let scheme = if opts.tls { "https" } else { "http" };
+        if opts.tls || glance.is_some() {
+            // The agent reaches the host's loopback as 10.0.2.2.
+            config.push_str(&format!(
             "[images]\ncache_dir = {cache:?}\nurl = \"{scheme}://10.0.2.2:{api_port}\"\nalways = {always}\n\n",
             cache = w.join("image-cache"),
             always = opts.tls,
         ));
-    }
-    if let Some(g) = &glance {
-        config.push_str(&format!(
-            "[glance]\nendpoint = \"{}\"\nauth_type = \"none\"\n",
-            g.server.endpoint()
-        ));
-    }
-    if !config.is_empty() {
-        let file = w.join("coordinator.toml");
-        std::fs::write(&file, config)?;
-        cmd.arg("--config").arg(&file);
-    }
-    let child = cmd
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{api_port}"))
-        .arg("--database")
-        .arg(format!("sqlite://{}", w.join("coordinator.db").display()))
-        .arg("--boot-kernel")
-        .arg(&opts.artifacts.kernel)
-        .arg("--boot-initramfs")
-        .arg(&opts.artifacts.initramfs)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("starting ingot-coordinator")?;
-    let mut coordinator = Guard::new("ingot-coordinator", child);
-    let base = format!("{scheme}://127.0.0.1:{api_port}");
-    let api = Api::new(&base, ca_pem.as_deref())?;
-    let ca_pem: Option<Vec<u8>> = ca_pem;
+        }
+        if let Some(g) = &glance {
+            config.push_str(&format!(
+                "[glance]\nendpoint = \"{}\"\nauth_type = \"none\"\n",
+                g.server.endpoint()
+            ));
+        }
+        if !config.is_empty() {
+            let file = w.join("coordinator.toml");
+            std::fs::write(&file, config)?;
+            cmd.arg("--config").arg(&file);
+        }
+        let child = cmd
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{api_port}"))
+            .arg("--database")
+            .arg(format!("sqlite://{}", w.join("coordinator.db").display()))
+            .arg("--boot-kernel")
+            .arg(&opts.artifacts.kernel)
+            .arg("--boot-initramfs")
+            .arg(&opts.artifacts.initramfs)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting ingot-coordinator")?;
+        coordinator = Some(Guard::new("ingot-coordinator", child));
+        let base = format!("{scheme}://127.0.0.1:{api_port}");
+        let api = Api::new(&base, ca_pem.as_deref())?;
+        let ca_pem: Option<Vec<u8>> = ca_pem;
 
-    // iPXE's first script, served by QEMU's TFTP: ask the coordinator (its
-    // boot listener, in plain HTTP, with TLS).
-    std::fs::write(
-        tftp.join("boot.ipxe"),
-        format!("#!ipxe\nchain http://10.0.2.2:{boot_port}/boot/boot.ipxe\n"),
-    )?;
+        // iPXE's first script, served by QEMU's TFTP: ask the coordinator (its
+        // boot listener, in plain HTTP, with TLS).
+        std::fs::write(
+            tftp.join("boot.ipxe"),
+            format!("#!ipxe\nchain http://10.0.2.2:{boot_port}/boot/boot.ipxe\n"),
+        )?;
+        (api, ca_pem, base)
+    };
 
     // The server: disks, console, boot orders.
     let console = w.join("node1-console.log");
@@ -636,8 +660,14 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
         ports.lan
     ));
 
+    if let Some(h) = &ha {
+        h.wait_up(rt)?;
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     let rt_ok = loop {
+        let Some(coordinator) = coordinator.as_mut() else {
+            break true;
+        };
         if let Some(st) = coordinator.exited() {
             bail!(
                 "ingot-coordinator exited ({st}): {}",
@@ -670,10 +700,21 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
     if features.is_empty() {
         features.push("default configuration");
     }
-    progress.say(&format!(
-        "coordinator: {base} (SQLite, {})",
-        features.join("; ")
-    ));
+    if let Some(h) = &ha {
+        progress.say(&format!(
+            "coordinators: {} on PostgreSQL {} (heartbeat {} s, timeout {} s, ring refresh {} s)",
+            base,
+            h.database_url(),
+            h.timing.heartbeat_interval,
+            h.timing.heartbeat_timeout,
+            h.timing.hash_ring_reset_interval
+        ));
+    } else {
+        progress.say(&format!(
+            "coordinator: {base} (SQLite, {})",
+            features.join("; ")
+        ));
+    }
     // 10.0.2.2 is the host's loopback as the guest sees it. With TLS the
     // coordinator fetches the image into its cache (from the host), and the
     // agent gets it from the coordinator over HTTPS.
@@ -693,6 +734,7 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
         agent_forward: fwd,
         ca_pem,
         glance,
+        ha,
     })
 }
 
@@ -750,7 +792,7 @@ fn power_ons(node: &NodeDir) -> Vec<(f64, bool)> {
 }
 
 /// The Unix times at which the BMC powered the server on.
-fn power_on_times(node: &NodeDir) -> Vec<f64> {
+pub(crate) fn power_on_times(node: &NodeDir) -> Vec<f64> {
     power_ons(node).into_iter().map(|(t, _)| t).collect()
 }
 
@@ -783,6 +825,8 @@ fn empty_workdir(dir: &Path) -> Result<()> {
     old.power_off();
     // A Glance that run started runs in a session of its own.
     crate::glance::stop_left_over(&dir.join("glance"), &dir.join("glance-lab.log"));
+    // So does the HA lab's PostgreSQL server (its directory is elsewhere).
+    crate::ha::stop_left_over(dir);
     for e in std::fs::read_dir(dir)? {
         let e = e?;
         if e.file_name() == BUILD_DIR {
@@ -801,6 +845,10 @@ fn empty_workdir(dir: &Path) -> Result<()> {
 
 /// Runs the lab and returns its report (also written to `report.json`).
 pub fn run(opts: &Options) -> Result<Report> {
+    ensure!(
+        !(opts.ha && (opts.tls || opts.glance || opts.fast_track)),
+        "the HA lab runs alone: no --tls, --glance or --fast-track with --ha"
+    );
     empty_workdir(&opts.workdir)?;
     check_free_space(&opts.workdir)?;
     crate::interrupt::install(opts.workdir.clone());
@@ -812,7 +860,11 @@ pub fn run(opts: &Options) -> Result<Report> {
     let rt = runtime()?;
     let lab = setup(opts, &progress, &rt)?;
     let mut report = Report::default();
-    let result = rt.block_on(lifecycle(opts, &lab, &progress, &mut report));
+    let result = if opts.ha {
+        rt.block_on(crate::ha::lifecycle(opts, &lab, &progress, &mut report))
+    } else {
+        rt.block_on(lifecycle(opts, &lab, &progress, &mut report))
+    };
     report.passed = result.is_ok();
     let report_file = opts.workdir.join("report.json");
     let written = serde_json::to_vec_pretty(&report)
@@ -833,18 +885,18 @@ pub fn run(opts: &Options) -> Result<Report> {
 
 /// One phase: runs `body`, timing it and recording the node's states and the
 /// power-on → first-heartbeat time when the agent booted in it.
-struct PhaseRun<'a> {
+pub(crate) struct PhaseRun<'a> {
     lab: &'a Lab,
     progress: &'a Progress,
     tail: Tail,
-    phase: Phase,
-    started: Instant,
-    started_unix: f64,
+    pub(crate) phase: Phase,
+    pub(crate) started: Instant,
+    pub(crate) started_unix: f64,
     last_heartbeat: String,
 }
 
 impl<'a> PhaseRun<'a> {
-    fn new(lab: &'a Lab, progress: &'a Progress, name: &str) -> Self {
+    pub(crate) fn new(lab: &'a Lab, progress: &'a Progress, name: &str) -> Self {
         progress.say(&format!("── {name}"));
         Self {
             lab,
@@ -863,7 +915,7 @@ impl<'a> PhaseRun<'a> {
     }
 
     /// Reports a node body seen while waiting.
-    fn observe(&mut self, n: &Value) {
+    pub(crate) fn observe(&mut self, n: &Value) {
         let state = n["provision_state"].as_str().unwrap_or("?").to_owned();
         let power = n["power_state"].as_str().unwrap_or("?");
         if self.phase.states.last() != Some(&state) {
@@ -892,7 +944,12 @@ impl<'a> PhaseRun<'a> {
         self.pump_console();
     }
 
-    fn pump_console(&mut self) {
+    /// A progress line.
+    pub(crate) fn say(&self, msg: &str) {
+        self.progress.say(msg);
+    }
+
+    pub(crate) fn pump_console(&mut self) {
         for line in self.tail.lines() {
             if interesting(&line) {
                 self.progress.say(&format!("  console: {}", line.trim()));
@@ -900,14 +957,19 @@ impl<'a> PhaseRun<'a> {
         }
     }
 
-    async fn wait(&mut self, node: &str, want: &str, timeout: Duration) -> Result<Value> {
+    pub(crate) async fn wait(
+        &mut self,
+        node: &str,
+        want: &str,
+        timeout: Duration,
+    ) -> Result<Value> {
         let lab = self.lab;
         lab.api
             .wait_state(node, want, timeout, |n| self.observe(n))
             .await
     }
 
-    fn finish(mut self, report: &mut Report) {
+    pub(crate) fn finish(mut self, report: &mut Report) {
         self.pump_console();
         self.phase.seconds = self.started.elapsed().as_secs_f64();
         self.progress.say(&format!(
