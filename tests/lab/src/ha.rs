@@ -105,8 +105,28 @@ impl HaLab {
 
     /// iPXE's first script: each member in turn.
     pub fn chain_script(&self) -> String {
-        let ports: Vec<u16> = self.members().iter().map(|m| m.port).collect();
+        self.chain_script_from("")
+    }
+
+    /// iPXE's first script with member `first` first: it then serves the
+    /// boot scripts, and comes first in the agent's `ingot.api=` list.
+    pub fn chain_script_from(&self, first: &str) -> String {
+        let ms = self.members();
+        let ports: Vec<u16> = ms
+            .iter()
+            .filter(|m| m.name == first)
+            .chain(ms.iter().filter(|m| m.name != first))
+            .map(|m| m.port)
+            .collect();
         members::chain_script(&ports)
+    }
+
+    /// The port of member `name`.
+    fn port(&self, name: &str) -> Option<u16> {
+        self.members()
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.port)
     }
 
     /// The members' database URL.
@@ -199,23 +219,57 @@ pub struct KillRecord {
     pub next_state_after: Option<f64>,
     /// That state.
     pub next_state: Option<String>,
+    /// The agent's console lines after the kill that name the killed
+    /// member's URL (its failover to a live member).
+    pub agent_lines: Vec<String>,
     /// The phase's wall time.
     pub phase_seconds: f64,
+    /// Its power-on → first heartbeat (the ramdisk's boot, which the
+    /// machine's load stretches; left out of the comparison).
+    pub phase_boot_seconds: Option<f64>,
     /// The same work without a kill.
     pub baseline_seconds: Option<f64>,
+    /// Its power-on → first heartbeat.
+    pub baseline_boot_seconds: Option<f64>,
     /// Where the baseline comes from.
     pub baseline_from: String,
-    /// `phase_seconds - baseline_seconds`: the delay the kill added.
+    /// The delay the kill added: the phase less its ramdisk boot, against
+    /// the baseline less its boot (both times without the boot when both
+    /// are known, else the whole phases).
     pub added_seconds: Option<f64>,
 }
 
+/// The delay a kill added (see [`KillRecord::added_seconds`]).
+fn added(
+    phase: f64,
+    phase_boot: Option<f64>,
+    baseline: Option<f64>,
+    baseline_boot: Option<f64>,
+) -> Option<f64> {
+    let b = baseline?;
+    Some(match (phase_boot, baseline_boot) {
+        (Some(pb), Some(bb)) => (phase - pb) - (b - bb),
+        _ => phase - b,
+    })
+}
+
 impl KillRecord {
+    /// Sets the baseline and the added delay.
+    fn compare(&mut self, baseline: Option<(f64, Option<f64>)>, from: &str) {
+        self.baseline_from = from.to_owned();
+        if let Some((b, bb)) = baseline {
+            self.baseline_seconds = Some(b);
+            self.baseline_boot_seconds = bb;
+            self.added_seconds = added(self.phase_seconds, self.phase_boot_seconds, Some(b), bb);
+        }
+    }
+
     /// One line for a person.
     pub fn line(&self) -> String {
         let s = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{v:.1} s"));
         format!(
             "{}: killed {} in {}; detected (alive=false) {}, takeover {} ({}), next state {} ({}); \
-             phase {:.1} s vs {} without a kill ({}): {} added",
+             phase {:.1} s (ramdisk boot {}) vs {} (boot {}) without a kill ({}): {} added",
             self.phase,
             self.member,
             self.seen,
@@ -225,7 +279,9 @@ impl KillRecord {
             s(self.next_state_after),
             self.next_state.as_deref().unwrap_or("—"),
             self.phase_seconds,
+            s(self.phase_boot_seconds),
             s(self.baseline_seconds),
+            s(self.baseline_boot_seconds),
             self.baseline_from,
             self.added_seconds
                 .map_or("—".to_owned(), |v| format!("{v:+.1} s")),
@@ -353,6 +409,7 @@ async fn kill_owner_and_follow(
         seen: state_and_step(n),
         ..KillRecord::default()
     };
+    let console_at_kill = std::fs::metadata(&lab.console).map_or(0, |m| m.len());
     rec.killed_at = ha.kill(&owner)?;
     ph.say(&format!(
         "SIGKILL {owner}, the node's owner, in {}",
@@ -394,6 +451,13 @@ async fn kill_owner_and_follow(
         }
         let arrived = state == want && n["target_provision_state"].is_null();
         if arrived && rec.detected_after.is_some() && rec.takeover_after.is_some() {
+            if let Some(port) = ha.port(&owner) {
+                rec.agent_lines = console_lines_naming(
+                    &lab.console,
+                    console_at_kill,
+                    &format!("10.0.2.2:{port}"),
+                );
+            }
             return Ok(rec);
         }
         if !arrived {
@@ -411,14 +475,29 @@ async fn kill_owner_and_follow(
     }
 }
 
-/// The deploy time of a single-coordinator run's `report.json`.
-fn baseline_deploy(path: &Path) -> Option<f64> {
+/// The deploy time of a single-coordinator run's `report.json`, and its
+/// power-on → first heartbeat.
+fn baseline_deploy(path: &Path) -> Option<(f64, Option<f64>)> {
     let r: Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    r["phases"]
+    let p = r["phases"]
         .as_array()?
         .iter()
-        .find(|p| p["name"] == "deploy")?["seconds"]
-        .as_f64()
+        .find(|p| p["name"] == "deploy")?;
+    Some((p["seconds"].as_f64()?, p["power_on_to_heartbeat"].as_f64()))
+}
+
+/// Lines of the console log, from the point `from` bytes in, that name
+/// `needle` (the killed member's address), without the early boot's
+/// "Network unreachable" (no link yet).
+fn console_lines_naming(console: &Path, from: u64, needle: &str) -> Vec<String> {
+    let text = std::fs::read(console).unwrap_or_default();
+    let from = usize::try_from(from).unwrap_or(usize::MAX).min(text.len());
+    strip_ansi(&String::from_utf8_lossy(&text[from..]))
+        .lines()
+        .filter(|l| l.contains(needle) && !l.contains("Network unreachable"))
+        .map(|l| l.trim().chars().take(300).collect())
+        .take(20)
+        .collect()
 }
 
 /// Waits for the deployed image's marker with the instance UUID from the
@@ -561,9 +640,16 @@ async fn ha_phases(
             "GET /v1/conductors does not list {m} alive: {alive:?}"
         );
     }
+    let owner = n["conductor"].as_str().unwrap_or("").to_owned();
+    // The owner serves the boot scripts and comes first in the agent's
+    // ingot.api= list: the deploy's kill then also takes the agent's
+    // coordinator away, and the agent must fail over.
+    std::fs::write(
+        opts.workdir.join("tftp").join("boot.ipxe"),
+        ha.chain_script_from(&owner),
+    )?;
     ph.say(&format!(
-        "members alive: {alive:?}; the node's conductor is {}",
-        n["conductor"]
+        "members alive: {alive:?}; the node's conductor is {owner}, first in iPXE's chain"
     ));
     ph.finish(report);
 
@@ -571,7 +657,10 @@ async fn ha_phases(
     let mut ph = PhaseRun::new(lab, progress, "provide (clean)");
     api.provision(&uuid, "provide", json!({})).await?;
     ph.wait(&uuid, "available", t).await?;
-    let clean_baseline = ph.started.elapsed().as_secs_f64();
+    let clean_baseline = (
+        ph.started.elapsed().as_secs_f64(),
+        ph.phase.power_on_to_heartbeat,
+    );
     ph.finish(report);
 
     // Deploy; the owner dies while the agent writes the image.
@@ -612,13 +701,10 @@ async fn ha_phases(
     .await?;
     let mut k = kill_owner_and_follow(lab, ha, &mut ph, &uuid, &n, "active", t).await?;
     k.phase_seconds = ph.started.elapsed().as_secs_f64();
+    k.phase_boot_seconds = ph.phase.power_on_to_heartbeat;
     match opts.baseline.as_deref().and_then(baseline_deploy) {
-        Some(b) => {
-            k.baseline_seconds = Some(b);
-            k.baseline_from = "the single-coordinator lab's deploy (target/e2e/report.json)".into();
-            k.added_seconds = Some(k.phase_seconds - b);
-        }
-        None => k.baseline_from = "none: no single-coordinator report given".into(),
+        Some(b) => k.compare(Some(b), "the single-coordinator lab's deploy"),
+        None => k.compare(None, "none: no single-coordinator report given"),
     }
     ph.say(&k.line());
     ev.kills.push(k);
@@ -640,9 +726,8 @@ async fn ha_phases(
     .await?;
     let mut k = kill_owner_and_follow(lab, ha, &mut ph, &uuid, &n, "available", t).await?;
     k.phase_seconds = ph.started.elapsed().as_secs_f64();
-    k.baseline_seconds = Some(clean_baseline);
-    k.baseline_from = "provide's cleaning in this run (no kill)".into();
-    k.added_seconds = Some(k.phase_seconds - clean_baseline);
+    k.phase_boot_seconds = ph.phase.power_on_to_heartbeat;
+    k.compare(Some(clean_baseline), "provide's cleaning in this run");
     ph.say(&k.line());
     ev.kills.push(k);
     let n = api.node(&uuid).await?;
@@ -749,8 +834,48 @@ mod tests {
             &p,
             r#"{"phases": [{"name": "provide (clean)", "seconds": 20.5}, {"name": "deploy", "seconds": 33.25}]}"#,
         )?;
-        assert_eq!(baseline_deploy(&p), Some(33.25));
+        assert_eq!(baseline_deploy(&p), Some((33.25, None)));
+        std::fs::write(
+            &p,
+            r#"{"phases": [{"name": "deploy", "seconds": 17.5, "power_on_to_heartbeat": 14.5}]}"#,
+        )?;
+        assert_eq!(baseline_deploy(&p), Some((17.5, Some(14.5))));
         assert_eq!(baseline_deploy(&dir.path().join("none.json")), None);
+        Ok(())
+    }
+
+    #[test]
+    fn the_added_delay_leaves_the_boots_out() {
+        // 39.3 s with a 29.0 s boot against 17.6 s with a 14.5 s boot.
+        let a = added(39.3, Some(29.0), Some(17.6), Some(14.5)).expect("baseline");
+        assert!((a - 7.2).abs() < 1e-9, "{a}");
+        let a = added(39.3, None, Some(17.6), Some(14.5)).expect("baseline");
+        assert!((a - 21.7).abs() < 1e-9, "{a}");
+        assert_eq!(added(39.3, Some(29.0), None, None), None);
+    }
+
+    #[test]
+    fn finds_the_agents_lines_about_the_killed_member() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("console.log");
+        std::fs::write(
+            &p,
+            "old line http://10.0.2.2:4000/ heartbeat failed\n\
+             WARN coordinator not reachable error=http://10.0.2.2:4000/: Network unreachable (os error 101)\n\
+             \x1b[0mWARN heartbeat failed error=http://10.0.2.2:4000/v1/heartbeat/x: Connection refused\r\n\
+             INFO switched coordinator from=http://10.0.2.2:4000 to=http://10.0.2.2:4001\n\
+             INFO heartbeat http://10.0.2.2:4001 accepted\n",
+        )?;
+        let from = "old line http://10.0.2.2:4000/ heartbeat failed\n".len() as u64;
+        let lines = console_lines_naming(&p, from, "10.0.2.2:4000");
+        assert_eq!(
+            lines,
+            vec![
+                "WARN heartbeat failed error=http://10.0.2.2:4000/v1/heartbeat/x: Connection refused",
+                "INFO switched coordinator from=http://10.0.2.2:4000 to=http://10.0.2.2:4001",
+            ]
+        );
+        assert!(console_lines_naming(&p, 1 << 40, "10.0.2.2:4000").is_empty());
         Ok(())
     }
 

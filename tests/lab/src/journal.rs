@@ -330,10 +330,10 @@ mod tests {
         assert_eq!(j.len(), 1);
         assert_eq!(j[0].finished_ms, None);
         assert_eq!(j[0].id, "0193a1");
+        assert_eq!(j[0].detail.as_deref(), Some("power on"));
         let j = parse(r#"[{"id":7,"node_uuid":"n1","conductor":"c1","fence":1,"kind":"power","detail":"","started_ms":1,"finished_ms":2}]"#)
             .expect("numeric id");
         assert_eq!(j[0].id, "7");
-        assert_eq!(j[0].detail.as_deref(), Some("power on"));
         assert_eq!(parse("[]\n").expect("empty").len(), 0);
         assert_eq!(parse("").expect("nothing").len(), 0);
         assert!(parse("not json").is_err());
