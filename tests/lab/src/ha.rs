@@ -718,7 +718,7 @@ async fn ha_phases(
     ph.finish(report);
 
     // Undeploy; the owner (a second member) dies in clean wait.
-    let mut ph = PhaseRun::new(lab, progress, "undeploy (owner killed in cleaning)");
+    let mut ph = PhaseRun::new(lab, progress, "undeploy (kill in clean)");
     api.provision(&uuid, "deleted", json!({})).await?;
     let n = wait_for(api, &mut ph, &uuid, t, "clean wait", "available", |n| {
         n["provision_state"] == "clean wait"
@@ -768,19 +768,11 @@ fn check_journal(
     )?;
     let s = journal::check(&events, &ha.kills_ms(), (proc::unix_now() * 1000.0) as i64);
     progress.say(&format!(
-        "journal: {} rows ({:?}), fences {:?}, {} violations{}",
+        "journal: {} rows ({:?}), fences {:?}, {} violations",
         s.rows,
         s.per_conductor,
         s.fences,
         s.violations.len(),
-        if s.same_fence_handovers.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; handovers without a new fence: {:?}",
-                s.same_fence_handovers
-            )
-        }
     ));
     ev.journal = s.clone();
     ensure!(s.rows > 0, "the node's journal (node_events) is empty");
@@ -891,7 +883,7 @@ mod tests {
                     ..KillRecord::default()
                 },
                 KillRecord {
-                    phase: "undeploy (owner killed in cleaning)".into(),
+                    phase: "undeploy (kill in clean)".into(),
                     detected_after: Some(5.2),
                     ..KillRecord::default()
                 },
