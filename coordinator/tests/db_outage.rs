@@ -47,8 +47,8 @@ async fn postgres_outage_gives_503_and_work_resumes_after() {
         return;
     };
     let mut config = test_config(&db.url);
-    config.conductor_heartbeat_interval = 1;
-    config.conductor_heartbeat_timeout = 3;
+    config.conductor.heartbeat_interval = 1;
+    config.conductor.heartbeat_timeout = 3;
     let (_running, api) = start_with(config).await;
 
     // Written before the outage.
