@@ -31,7 +31,7 @@ pub enum Build {
 }
 
 /// The flags `demo` and `e2e` pass on to `ingot-lab`.
-const LAB_FLAGS: &[&str] = &["--fast-track", "--tls", "--glance"];
+const LAB_FLAGS: &[&str] = &["--fast-track", "--tls", "--glance", "--ha"];
 
 /// True if every flag is one the lab takes.
 pub fn flags_ok(flags: &[String]) -> bool {
@@ -219,6 +219,7 @@ mod tests {
         let f = |v: &[&str]| flags_ok(&v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
         assert!(f(&["--tls", "--glance"]));
         assert!(f(&["--glance", "--fast-track"]));
+        assert!(f(&["--ha"]));
         assert!(f(&[]));
         assert!(!f(&["--glances"]));
     }

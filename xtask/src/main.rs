@@ -5,7 +5,7 @@
 //!   through the coordinator's Ironic API), with progress.
 //! - `e2e`: the same lab as CI runs it.
 //!
-//! `demo` and `e2e` take `--fast-track`, `--tls` and `--glance`.
+//! `demo` and `e2e` take `--fast-track`, `--tls` and `--glance`, or `--ha`.
 //! - `write-image-demo`: write a real disk image onto a loop device with the agent.
 //! - `bench <name>`: benchmarks (`write-image`, `wipe`, `power-sync`, `convert`).
 //! - `fuzz [--seconds N] [TARGET...]`: every fuzz target under libFuzzer
@@ -28,12 +28,13 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   test                 install missing packages, then fmt, clippy, tests, the static agent build,
-                       the lab, and the lab again with --tls --glance
+                       the lab, the lab again with --tls --glance, and the HA lab (--ha)
   demo [FLAGS]         a virtual server provisioned end to end: inspect, clean, deploy, boot, wipe
   e2e [FLAGS]          the same lab as CI runs it (evidence in target/e2e/)
                        FLAGS: --fast-track (the node keeps its agent between phases, Ironic's fast track)
                               --tls (TLS on every hop)
                               --glance (the image from a real Glance, deployed by its UUID as Nova does)
+                              --ha (three coordinators on PostgreSQL, two killed mid-work; alone)
   write-image-demo     write a small disk image to a loop device with ingot-agent (root)
   bench write-image    time write-image against the machine's limits (root; --busy: with a
                        CPU-bound competitor on one core)
