@@ -1,6 +1,7 @@
 //! One simulated BMC: its power state and its RMCP+ sessions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use ingot_ipmi::crypto::{self, AuthAlg, RakpParams};
 use ingot_ipmi::packet::{self, Incoming, SessionKeys, payload};
@@ -11,6 +12,24 @@ const MAX_SESSIONS: usize = 16;
 const ADMIN: u8 = 4;
 /// Completion code "invalid command".
 const INVALID_COMMAND: u8 = 0xC1;
+/// Get Chassis Status queries remembered per BMC; the oldest are dropped beyond this.
+pub const MAX_STATUS_QUERIES: usize = 4096;
+
+/// One Get Chassis Status query a BMC answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusQuery {
+    /// When it was answered: milliseconds since the Unix epoch (wall clock).
+    pub at_ms: u64,
+    /// The BMC's session ID it came in: each console (coordinator) opens its
+    /// own session, so two session IDs close together mean two consoles.
+    pub session: u32,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 #[derive(Debug)]
 struct Session {
@@ -21,6 +40,9 @@ struct Session {
     bmc_rand: [u8; 16],
     keys: Option<SessionKeys>,
     seq: u32,
+    /// The IPMI sequence number of the last Get Chassis Status in this
+    /// session: a retransmission repeats it and is not counted again.
+    last_status_seq: Option<u8>,
 }
 
 /// A simulated BMC.
@@ -34,6 +56,7 @@ pub struct Bmc {
     next_sid: u32,
     rng: u64,
     guid: [u8; 16],
+    status_queries: VecDeque<StatusQuery>,
 }
 
 /// A parsed IPMI request message.
@@ -94,7 +117,38 @@ impl Bmc {
             next_sid: 0x100,
             rng: index.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
             guid,
+            status_queries: VecDeque::new(),
         }
+    }
+
+    /// The Get Chassis Status queries answered at or after `since_ms`
+    /// (milliseconds since the Unix epoch), oldest first; at most the last
+    /// [`MAX_STATUS_QUERIES`] are kept. A retransmission (the same session
+    /// and IPMI sequence number as the session's previous status query) is
+    /// answered but counted once.
+    pub fn status_queries(&self, since_ms: u64) -> impl Iterator<Item = StatusQuery> + '_ {
+        self.status_queries
+            .iter()
+            .copied()
+            .filter(move |q| q.at_ms >= since_ms)
+    }
+
+    /// Records a status query in session `sid` (IPMI sequence number `seq`).
+    fn count_status_query(&mut self, sid: u32, seq: u8) {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        if s.last_status_seq == Some(seq) {
+            return;
+        }
+        s.last_status_seq = Some(seq);
+        if self.status_queries.len() >= MAX_STATUS_QUERIES {
+            self.status_queries.pop_front();
+        }
+        self.status_queries.push_back(StatusQuery {
+            at_ms: now_ms(),
+            session: sid,
+        });
     }
 
     /// Whether the simulated chassis is powered on.
@@ -226,7 +280,10 @@ impl Bmc {
                 (0, Vec::new())
             }
             // Chassis: Get Chassis Status.
-            (0x00, 0x01) => (0, vec![u8::from(self.power_on), 0x00, 0x40, 0x00]),
+            (0x00, 0x01) => {
+                self.count_status_query(sid, rq.rq_seq_lun >> 2);
+                (0, vec![u8::from(self.power_on), 0x00, 0x40, 0x00])
+            }
             // Chassis: Chassis Control.
             (0x00, 0x02) => {
                 match rq.data.first().map(|b| b & 0x0F) {
@@ -289,6 +346,7 @@ impl Bmc {
                 bmc_rand: [0; 16],
                 keys: None,
                 seq: 0,
+                last_status_seq: None,
             },
         );
         let mut r = vec![tag, 0, if requested == 0 { ADMIN } else { requested }, 0];

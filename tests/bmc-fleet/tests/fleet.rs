@@ -123,6 +123,66 @@ async fn ipmitool_lanplus_suite_3_reads_and_switches_power() {
     );
 }
 
+/// Each BMC counts the Get Chassis Status queries it answers, with the
+/// session they came in; the control endpoint reports them per BMC.
+#[tokio::test]
+async fn status_queries_are_counted_per_bmc_and_session_and_reported() {
+    use std::io::{Read, Write};
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    let fleet = ingot_bmc_fleet::start(3, 0, "admin", "secret")
+        .await
+        .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let control = listener.local_addr().unwrap();
+    ingot_bmc_fleet::control::serve(listener, fleet.bmcs()).unwrap();
+    let start_ms = u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    // Two consoles (two clients, two sessions) on BMC 0, one twice on BMC 1,
+    // nobody on BMC 2; a power switch is not a status query.
+    let (a, b) = (IpmiClient::new(fast()), IpmiClient::new(fast()));
+    a.power_is_on(&cfg(fleet.ports[0], "secret")).await.unwrap();
+    b.power_is_on(&cfg(fleet.ports[0], "secret")).await.unwrap();
+    a.power_is_on(&cfg(fleet.ports[1], "secret")).await.unwrap();
+    a.chassis_control(&cfg(fleet.ports[1], "secret"), ChassisControl::On)
+        .await
+        .unwrap();
+    a.power_is_on(&cfg(fleet.ports[1], "secret")).await.unwrap();
+
+    let report = fleet.status_report(start_ms);
+    let counts: Vec<usize> = report.iter().map(Vec::len).collect();
+    assert_eq!(counts, [2, 2, 0]);
+    assert_ne!(report[0][0].session, report[0][1].session, "two consoles");
+    assert_eq!(report[1][0].session, report[1][1].session, "one console");
+    assert!(report[1][0].at_ms >= start_ms && report[1][0].at_ms <= report[1][1].at_ms);
+    assert!(fleet.status_report(u64::MAX).iter().all(Vec::is_empty));
+
+    let ask = |line: String| {
+        let mut conn = std::net::TcpStream::connect(control).unwrap();
+        conn.write_all(line.as_bytes()).unwrap();
+        let mut text = String::new();
+        conn.read_to_string(&mut text).unwrap();
+        text
+    };
+    let text = ask(format!("status-queries {start_ms}\n"));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert_eq!(lines[3], "end");
+    let q = report[0][0];
+    assert!(
+        lines[0].starts_with(&format!("0 {}/{} ", q.at_ms, q.session)),
+        "{text}"
+    );
+    assert_eq!(lines[1].split(' ').count(), 3, "{text}");
+    assert_eq!(lines[2], "2");
+    assert!(ask("what\n".into()).starts_with("error "));
+}
+
 /// The session state machine needs no socket: its datagrams go straight
 /// into a simulated BMC and the answers straight back.
 #[test]
@@ -156,6 +216,9 @@ fn sans_io_session_against_one_bmc_without_sockets() {
     let again = session.datagram(&req).unwrap();
     assert_ne!(first, again);
     let answer = bmc.handle(&again).expect("answered");
+    assert!(bmc.handle(&first).is_some(), "the original is answered too");
+    // The retransmission and the original count as one status query.
+    assert_eq!(bmc.status_queries(0).count(), 1);
     let r = session
         .response(&req, &answer)
         .expect("the answer to the request");
