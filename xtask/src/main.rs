@@ -7,7 +7,7 @@
 //!
 //! `demo` and `e2e` take `--fast-track`, `--tls` and `--glance`, or `--ha`.
 //! - `write-image-demo`: write a real disk image onto a loop device with the agent.
-//! - `bench <name>`: benchmarks (`write-image`, `wipe`, `power-sync`, `convert`).
+//! - `bench <name>`: benchmarks (`write-image`, `wipe`, `power-sync`, `convert`, `ha`).
 //! - `fuzz [--seconds N] [TARGET...]`: every fuzz target under libFuzzer
 //!   (nightly, cargo-fuzz; both installed if missing).
 
@@ -41,6 +41,8 @@ tasks:
   bench wipe           time wipe against dd and blkdiscard (root)
   bench power-sync     one power-state sync of 10,000 simulated IPMI BMCs against ipmitool
   bench convert        ingot-image convert against qemu-img convert (qcow2 -> raw, raw -> qcow2)
+  bench ha             three coordinators on one PostgreSQL, 10,000 simulated BMCs: ownership
+                       spread, takeover after SIGKILL, one owner per node (docs/benchmarks.md)
   fuzz [--seconds N] [TARGET...]
                        run every fuzz target (or those named) N seconds each (default 60) under
                        libFuzzer with nightly and cargo-fuzz (installed if missing); see docs/fuzzing.md";

@@ -2,6 +2,7 @@
 //! own limits, measured in the same run.
 
 pub mod convert;
+pub mod ha;
 pub mod power_sync;
 pub mod timing;
 pub mod wipe;
@@ -10,7 +11,7 @@ pub mod write_image;
 use anyhow::{Result, bail};
 
 /// The benchmarks, for the usage text.
-pub const NAMES: &str = "write-image | wipe | power-sync | convert";
+pub const NAMES: &str = "write-image | wipe | power-sync | convert | ha";
 
 /// Runs the benchmark named by the first argument.
 pub fn run(args: &[String]) -> Result<()> {
@@ -19,6 +20,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("wipe") => wipe::run(),
         Some("power-sync") => power_sync::run(&args[1..]),
         Some("convert") => convert::run(&args[1..]),
+        Some("ha") => ha::run(&args[1..]),
         Some(other) => bail!("unknown benchmark {other:?}; expected one of: {NAMES}"),
         None => bail!("which benchmark? cargo xtask bench <{NAMES}>"),
     }

@@ -21,12 +21,12 @@ use anyhow::{Context, Result, bail};
 use crate::util;
 
 /// First UDP port of the simulated fleet (below Linux's ephemeral range).
-const BASE_PORT: u16 = 20000;
-const USER: &str = "admin";
-const PASSWORD: &str = "bench-secret";
+pub(super) const BASE_PORT: u16 = 20000;
+pub(super) const USER: &str = "admin";
+pub(super) const PASSWORD: &str = "bench-secret";
 
-/// Kills and reaps a child process on drop.
-struct Guard(Child);
+/// Kills (SIGKILL) and reaps a child process on drop.
+pub(super) struct Guard(pub(super) Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -67,7 +67,7 @@ fn parse(args: &[String]) -> Result<Args> {
 }
 
 /// Runs `program args` with a raised file-descriptor limit (one UDP socket per BMC).
-fn with_nofile(program: &Path) -> Command {
+pub(super) fn with_nofile(program: &Path) -> Command {
     let mut c = Command::new("sh");
     c.arg("-c")
         .arg("ulimit -n \"$(ulimit -Hn)\" 2>/dev/null; exec \"$0\" \"$@\"")
@@ -75,7 +75,7 @@ fn with_nofile(program: &Path) -> Command {
     c
 }
 
-fn node_uuid(i: usize) -> String {
+pub(super) fn node_uuid(i: usize) -> String {
     format!("00000000-0000-4000-8000-{i:012x}")
 }
 
@@ -127,7 +127,7 @@ fn write_config(
     Ok(path)
 }
 
-fn start_coordinator(bin: &Path, config: &Path, log: &Path) -> Result<Guard> {
+pub(super) fn start_coordinator(bin: &Path, config: &Path, log: &Path) -> Result<Guard> {
     let mut cmd = with_nofile(bin);
     cmd.args(["serve", "--config"]).arg(config);
     cmd.env("RUST_LOG", "info,ingot_coordinator::power=warn");
@@ -142,7 +142,7 @@ fn start_coordinator(bin: &Path, config: &Path, log: &Path) -> Result<Guard> {
     ))
 }
 
-fn wait_listening(port: u16, child: &mut Guard) -> Result<()> {
+pub(super) fn wait_listening(port: u16, child: &mut Guard) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Some(st) = child.0.try_wait()? {
@@ -165,7 +165,7 @@ struct Pass {
     elapsed_ms: u64,
 }
 
-fn field(line: &str, key: &str) -> Option<u64> {
+pub(super) fn field(line: &str, key: &str) -> Option<u64> {
     let rest = &line[line.find(&format!("{key}="))? + key.len() + 1..];
     rest.split(|c: char| !c.is_ascii_digit())
         .next()?
