@@ -31,7 +31,14 @@ pub enum Build {
 }
 
 /// The flags `demo` and `e2e` pass on to `ingot-lab`.
-const LAB_FLAGS: &[&str] = &["--fast-track", "--tls", "--glance", "--ha"];
+const LAB_FLAGS: &[&str] = &[
+    "--fast-track",
+    "--tls",
+    "--glance",
+    "--ha",
+    "--network=l2",
+    "--network=slirp",
+];
 
 /// True if every flag is one the lab takes.
 pub fn flags_ok(flags: &[String]) -> bool {
@@ -220,6 +227,8 @@ mod tests {
         assert!(f(&["--tls", "--glance"]));
         assert!(f(&["--glance", "--fast-track"]));
         assert!(f(&["--ha"]));
+        assert!(f(&["--network=slirp", "--tls"]));
+        assert!(!f(&["--network", "slirp"]));
         assert!(f(&[]));
         assert!(!f(&["--glances"]));
     }

@@ -5,7 +5,7 @@
 //!   through the coordinator's Ironic API), with progress.
 //! - `e2e`: the same lab as CI runs it.
 //!
-//! `demo` and `e2e` take `--fast-track`, `--tls` and `--glance`, or `--ha`.
+//! `demo` and `e2e` take `--fast-track`, `--tls`, `--glance` and `--network=slirp`, or `--ha`.
 //! - `write-image-demo`: write a real disk image onto a loop device with the agent.
 //! - `bench <name>`: benchmarks (`write-image`, `wipe`, `power-sync`, `convert`, `ha`).
 //! - `fuzz [--seconds N] [TARGET...]`: every fuzz target under libFuzzer
@@ -34,6 +34,8 @@ tasks:
                        FLAGS: --fast-track (the node keeps its agent between phases, Ironic's fast track)
                               --tls (TLS on every hop)
                               --glance (the image from a real Glance, deployed by its UUID as Nova does)
+                              --network=slirp (QEMU's user network instead of a bridge with the
+                                coordinator's DHCP, for machines without network namespaces)
                               --ha (three coordinators on PostgreSQL, two killed mid-work; alone)
   write-image-demo     write a small disk image to a loop device with ingot-agent (root)
   bench write-image    time write-image against the machine's limits (root; --busy: with a

@@ -10,9 +10,9 @@ use anyhow::Result;
 
 use crate::proc;
 
-/// Starts serving `dir` on 127.0.0.1 (a free port); runs until the process ends.
-pub fn start(dir: &Path, log: &Path) -> Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
+/// Starts serving `dir` on `ip` (a free port); runs until the process ends.
+pub fn start(dir: &Path, log: &Path, ip: std::net::Ipv4Addr) -> Result<SocketAddr> {
+    let listener = TcpListener::bind((ip, 0))?;
     let addr = listener.local_addr()?;
     let dir = dir.to_path_buf();
     let log = log.to_path_buf();

@@ -3,8 +3,10 @@
 //! One QEMU (TCG) server with a virtio disk, an NVMe disk and two NICs; its
 //! BMC is OpenIPMI's `ipmi_sim`, whose chassis_control program (this crate's
 //! binary) starts and stops QEMU and applies the boot device. The server
-//! network-boots through QEMU's user-mode TFTP, whose `boot.ipxe` chains to
-//! the coordinator's HTTP on 10.0.2.2 (the host's loopback). The coordinator
+//! network-boots on a bridge in a network namespace of the lab's own, from
+//! the coordinator's DHCP server and HTTP (`--network slirp`: QEMU's
+//! user-mode TFTP, whose `boot.ipxe` chains to the coordinator's HTTP on
+//! 10.0.2.2, the host's loopback; see [`netns`]). The coordinator
 //! runs with its default configuration plus the ramdisk paths and a free port
 //! (`--tls` and `--glance` add a configuration file: HTTPS on every hop; a
 //! real Glance that the image is deployed from by its UUID).
@@ -29,12 +31,14 @@ pub mod ha;
 pub mod interrupt;
 pub mod journal;
 pub mod members;
+pub mod netns;
 pub mod prepare;
 pub mod proc;
 pub mod report;
 pub mod scenario;
 pub mod serial;
 
+pub use netns::Network;
 pub use prepare::Artifacts;
 pub use scenario::{Options, run};
 

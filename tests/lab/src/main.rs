@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use ingot_lab::{Artifacts, Options, prepare};
+use ingot_lab::{Artifacts, Network, Options, prepare};
 
 #[derive(Debug, Parser)]
 #[command(about = "Ingot's end-to-end lab: a QEMU server with an ipmi_sim BMC")]
@@ -59,6 +59,12 @@ struct Common {
     /// is the baseline of the deploy with a kill.
     #[arg(long)]
     baseline: Option<PathBuf>,
+    /// The provisioning network: `l2`, a bridge in a network namespace of
+    /// the lab's own with the coordinator's DHCP server (needs root), or
+    /// `slirp`, QEMU's user network (for machines without network
+    /// namespaces).
+    #[arg(long, value_enum, default_value_t = Network::L2)]
+    network: Network,
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +113,25 @@ enum Cmd {
 fn run(common: Common, artifacts: Artifacts) -> Result<()> {
     let lab_bin = std::env::current_exe().context("locating ingot-lab")?;
     let workdir = std::path::absolute(&common.workdir)?;
+    // The HA lab's three coordinators stay on QEMU's user network: iPXE
+    // chains to each in turn from QEMU's TFTP (three DHCP servers on one
+    // bridge are not modelled yet).
+    let network = if common.ha {
+        Network::Slirp
+    } else {
+        common.network
+    };
+    if network == Network::L2 {
+        // The namespace has no way out: first what needs the host's network
+        // (the kernel was fetched already), Glance's venv from PyPI.
+        if common.glance {
+            let build = workdir.join(ingot_lab::scenario::BUILD_DIR);
+            std::fs::create_dir_all(&build)?;
+            ingot_lab::glance::GlanceServer::venv(&build.join("glance-venv.log"))?;
+        }
+        // Before any thread exists (checked): a namespace is per thread.
+        ingot_lab::netns::enter()?;
+    }
     let report = ingot_lab::run(&Options {
         workdir: workdir.clone(),
         coordinator: std::path::absolute(&common.coordinator)?,
@@ -122,6 +147,7 @@ fn run(common: Common, artifacts: Artifacts) -> Result<()> {
             .as_deref()
             .map(std::path::absolute)
             .transpose()?,
+        network,
         phase_timeout: Duration::from_secs(common.phase_timeout),
     })?;
     println!("\n{}", report.table());

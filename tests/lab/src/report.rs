@@ -26,6 +26,9 @@ pub struct Report {
     /// The node was enrolled with fast track (provide and deploy drive the
     /// agent that inspection booted, without booting the ramdisk again).
     pub fast_track: bool,
+    /// The provisioning network: `l2` (a bridge, the coordinator's DHCP)
+    /// or `slirp` (QEMU's user network).
+    pub network: String,
     /// TLS on every hop (`--tls`): what each hop used.
     pub tls: Option<crate::scenario::TlsEvidence>,
     /// The image from a real Glance, deployed by its UUID (`--glance`): the

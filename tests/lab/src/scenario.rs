@@ -16,7 +16,7 @@ use crate::console::Tail;
 use crate::glance::{GlanceEvidence, GlanceServer};
 use crate::proc::{self, Guard};
 use crate::report::{Phase, Report};
-use crate::{Artifacts, fileserver};
+use crate::{Artifacts, Network, fileserver};
 
 /// The PXE NIC's MAC (enrolled as the node's port).
 pub const PXE_MAC: &str = "52:54:00:e2:e0:01";
@@ -76,6 +76,10 @@ pub struct Options {
     /// A single-coordinator run's `report.json` whose deploy time is the
     /// HA run's baseline for the deploy with a kill.
     pub baseline: Option<PathBuf>,
+    /// The provisioning network: a bridge in the lab's own network
+    /// namespace with the coordinator's DHCP server, or QEMU's user network
+    /// (the HA lab's three coordinators always use QEMU's user network).
+    pub network: Network,
 }
 
 /// What the TLS run proves about each hop, from the coordinator's own log
@@ -147,7 +151,8 @@ fn tls_evidence(w: &Path) -> Result<TlsEvidence> {
 }
 
 /// The lab CA and the API's certificate (SANs 127.0.0.1, the guest's view
-/// of the host 10.0.2.2, localhost), as PEM files in `dir`: (ca, cert, key).
+/// of the host 10.0.2.2 on slirp, the bridge's 10.77.0.1, localhost), as
+/// PEM files in `dir`: (ca, cert, key).
 fn lab_pki(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate()?;
@@ -160,6 +165,7 @@ fn lab_pki(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
     let params = CertificateParams::new(vec![
         "127.0.0.1".to_owned(),
         "10.0.2.2".to_owned(),
+        crate::netns::BRIDGE_IP.to_string(),
         "localhost".to_owned(),
     ])?;
     let cert = params.signed_by(&key, &Issuer::new(ca, ca_key))?;
@@ -432,6 +438,7 @@ fn qemu_argv(
     tftp: &Path,
     ports: &QemuPorts,
     pxe: bool,
+    network: Network,
 ) -> Vec<String> {
     let (nic_idx, disk_idx) = if pxe { (1, 2) } else { (2, 1) };
     let mut a: Vec<String> = [
@@ -480,15 +487,12 @@ fn qemu_argv(
     );
     push("-device", "ipmi-bmc-extern,id=bmc0,chardev=ipmi0".into());
     push("-device", "isa-ipmi-kcs,bmc=bmc0".into());
-    // Provisioning NIC: slirp with its TFTP server; the agent's API port is
-    // forwarded to 127.0.0.1:<fwd>, which the agent advertises.
+    // Provisioning NIC: the tap on the lab's bridge; or slirp with its TFTP
+    // server, the agent's API port forwarded to 127.0.0.1:<fwd>, which the
+    // agent advertises.
     push(
         "-netdev",
-        format!(
-            "user,id=n0,tftp={},bootfile=boot.ipxe,hostfwd=tcp:127.0.0.1:{}-:9999",
-            tftp.display(),
-            ports.agent_forward
-        ),
+        network.provisioning_netdev(tftp, ports.agent_forward),
     );
     push(
         "-device",
@@ -537,7 +541,11 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
     let served = images.join("test-image.raw");
     std::fs::copy(&opts.artifacts.image, &served).context("copying the test image")?;
     let image_sha256 = crate::sha256_file(&served)?;
-    let store = fileserver::start(&images, &w.join("image-server.log"))?;
+    let store = fileserver::start(
+        &images,
+        &w.join("image-server.log"),
+        opts.network.store_bind_ip(),
+    )?;
 
     // Glance, with the test image in it (the lab's store then serves nothing).
     let glance = if opts.glance {
@@ -571,20 +579,23 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
         let mut cmd = Command::new(&opts.coordinator);
         cmd.arg("serve");
         let mut ca_pem = None;
-        let mut config = String::new();
+        let mut config = opts.network.coordinator_config();
+        let listen_ip = opts.network.listen_ip();
+        let guest_host = opts.network.guest_host_ip();
         if opts.tls {
             let (ca, cert, key) = lab_pki(w)?;
             config.push_str(&format!(
-            "[api]\ntls_cert_file = {cert:?}\ntls_key_file = {key:?}\nboot_listen = \"127.0.0.1:{boot_port}\"\n\n\
+            "[api]\ntls_cert_file = {cert:?}\ntls_key_file = {key:?}\nboot_listen = \"{listen_ip}:{boot_port}\"\n\n\
              [boot]\nagent_ca_file = {ca:?}\n\n"
         ));
             ca_pem = Some(std::fs::read(&ca)?);
         }
         let scheme = if opts.tls { "https" } else { "http" };
         if opts.tls || glance.is_some() {
-            // The agent reaches the host's loopback as 10.0.2.2.
+            // The coordinator as the agent reaches it (on slirp, 10.0.2.2 is
+            // the host's loopback).
             config.push_str(&format!(
-            "[images]\ncache_dir = {cache:?}\nurl = \"{scheme}://10.0.2.2:{api_port}\"\nalways = {always}\n\n",
+            "[images]\ncache_dir = {cache:?}\nurl = \"{scheme}://{guest_host}:{api_port}\"\nalways = {always}\n\n",
             cache = w.join("image-cache"),
             always = opts.tls,
         ));
@@ -602,7 +613,7 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
         }
         let child = cmd
             .arg("--listen")
-            .arg(format!("127.0.0.1:{api_port}"))
+            .arg(format!("{listen_ip}:{api_port}"))
             .arg("--database")
             .arg(format!("sqlite://{}", w.join("coordinator.db").display()))
             .arg("--boot-kernel")
@@ -616,16 +627,19 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
             .spawn()
             .context("starting ingot-coordinator")?;
         coordinator = Some(Guard::new("ingot-coordinator", child));
-        let base = format!("{scheme}://127.0.0.1:{api_port}");
+        let base = format!("{scheme}://{listen_ip}:{api_port}");
         let api = Api::new(&base, ca_pem.as_deref())?;
         let ca_pem: Option<Vec<u8>> = ca_pem;
 
-        // iPXE's first script, served by QEMU's TFTP: ask the coordinator (its
-        // boot listener, in plain HTTP, with TLS).
-        std::fs::write(
-            tftp.join("boot.ipxe"),
-            format!("#!ipxe\nchain http://10.0.2.2:{boot_port}/boot/boot.ipxe\n"),
-        )?;
+        // On slirp, iPXE's first script, served by QEMU's TFTP: ask the
+        // coordinator (its boot listener, in plain HTTP, with TLS). On the
+        // bridge the coordinator's DHCP server gives iPXE that URL itself.
+        if opts.network == Network::Slirp {
+            std::fs::write(
+                tftp.join("boot.ipxe"),
+                format!("#!ipxe\nchain http://{guest_host}:{boot_port}/boot/boot.ipxe\n"),
+            )?;
+        }
         (api, ca_pem, base)
     };
 
@@ -647,8 +661,8 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
         agent_forward: fwd,
     };
     let spec = NodeSpec {
-        argv_pxe: qemu_argv(&node, &console, &disks, &tftp, &qp, true),
-        argv_disk: qemu_argv(&node, &console, &disks, &tftp, &qp, false),
+        argv_pxe: qemu_argv(&node, &console, &disks, &tftp, &qp, true, opts.network),
+        argv_disk: qemu_argv(&node, &console, &disks, &tftp, &qp, false, opts.network),
     };
 
     std::fs::write(node.spec(), serde_json::to_vec_pretty(&spec)?)?;
@@ -697,6 +711,9 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
             "Glance, image cache"
         });
     }
+    if opts.network == Network::L2 {
+        features.push("DHCP on the lab's bridge");
+    }
     if features.is_empty() {
         features.push("default configuration");
     }
@@ -715,10 +732,14 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
             features.join("; ")
         ));
     }
-    // 10.0.2.2 is the host's loopback as the guest sees it. With TLS the
-    // coordinator fetches the image into its cache (from the host), and the
-    // agent gets it from the coordinator over HTTPS.
-    let image_host = if opts.tls { "127.0.0.1" } else { "10.0.2.2" };
+    // The guest's view of the host (on slirp 10.0.2.2, its loopback). With
+    // TLS the coordinator fetches the image into its cache (from the host),
+    // and the agent gets it from the coordinator over HTTPS.
+    let image_host = if opts.tls {
+        std::net::Ipv4Addr::LOCALHOST
+    } else {
+        opts.network.guest_host_ip()
+    };
     let image_url = format!("http://{image_host}:{}/test-image.raw", store.port());
     Ok(Lab {
         _coordinator: coordinator,
@@ -1008,14 +1029,15 @@ async fn lifecycle(
                     "ipmi_port": bmc_port,
                     "ipmi_username": bmc::USER,
                     "ipmi_password": bmc::PASSWORD,
-                    // The agent sits behind QEMU's port forward.
-                    "kernel_append_params": format!("%default% console=ttyS0,115200n8 ipa-advertise-host=127.0.0.1 ipa-advertise-port={fwd}"),
+                    // On slirp the agent sits behind QEMU's port forward.
+                    "kernel_append_params": opts.network.kernel_append_params(fwd),
                     "fast_track": opts.fast_track,
                 },
             }),
         )
         .await?;
     report.fast_track = opts.fast_track;
+    report.network = opts.network.name().to_owned();
     let uuid = node["uuid"].as_str().context("node uuid")?.to_owned();
     report.node_uuid = uuid.clone();
     api.post(
