@@ -109,20 +109,16 @@ pub fn run(build: Build, verbose: bool, flags: &[String]) -> Result<String> {
     Ok(timings)
 }
 
-/// The lab again with TLS on every hop and the image from a real Glance,
-/// deployed by its UUID (`ingot-lab run --tls --glance`), reusing the
-/// ramdisk and test image the last [`run`] built in `target/e2e/build`
-/// (nothing is built again; Glance's venv is made when missing); evidence in
-/// `target/e2e-tls/`. Returns the lab's time, with Glance's venv and start.
-pub fn run_tls_glance_again() -> Result<String> {
+/// `ingot-lab run` in `work` with the coordinator of the last build and the
+/// ramdisk and test image the last [`run`] built in `target/e2e/build`.
+fn lab_again(work: &std::path::Path) -> Command {
     let target = util::target_dir();
     let bin = target.join("debug");
     let built = target.join("e2e").join("build");
-    let work = target.join("e2e-tls");
     let mut cmd = Command::new(bin.join("ingot-lab"));
     cmd.arg("run")
         .arg("--workdir")
-        .arg(&work)
+        .arg(work)
         .arg("--coordinator")
         .arg(bin.join("ingot-coordinator"))
         .arg("--kernel")
@@ -130,9 +126,19 @@ pub fn run_tls_glance_again() -> Result<String> {
         .arg("--initramfs")
         .arg(built.join("ramdisk/initramfs.img"))
         .arg("--image")
-        .arg(built.join("test-image.raw"))
-        .arg("--tls")
-        .arg("--glance");
+        .arg(built.join("test-image.raw"));
+    cmd
+}
+
+/// The lab again with TLS on every hop and the image from a real Glance,
+/// deployed by its UUID (`ingot-lab run --tls --glance`), reusing the
+/// ramdisk and test image the last [`run`] built in `target/e2e/build`
+/// (nothing is built again; Glance's venv is made when missing); evidence in
+/// `target/e2e-tls/`. Returns the lab's time, with Glance's venv and start.
+pub fn run_tls_glance_again() -> Result<String> {
+    let work = util::target_dir().join("e2e-tls");
+    let mut cmd = lab_again(&work);
+    cmd.arg("--tls").arg("--glance");
     println!("\n==> the lab with TLS on every hop and the image from Glance");
     util::announce(&cmd);
     let t = Instant::now();
@@ -161,26 +167,11 @@ pub fn run_tls_glance_again() -> Result<String> {
 /// deploy with a kill. Evidence in `target/e2e-ha/`. Returns the lab's time
 /// and each kill's detection, takeover and added delay.
 pub fn run_ha_again() -> Result<String> {
-    let target = util::target_dir();
-    let bin = target.join("debug");
-    let first = target.join("e2e");
-    let built = first.join("build");
-    let work = target.join("e2e-ha");
-    let mut cmd = Command::new(bin.join("ingot-lab"));
-    cmd.arg("run")
-        .arg("--workdir")
-        .arg(&work)
-        .arg("--coordinator")
-        .arg(bin.join("ingot-coordinator"))
-        .arg("--kernel")
-        .arg(built.join("ramdisk/vmlinuz"))
-        .arg("--initramfs")
-        .arg(built.join("ramdisk/initramfs.img"))
-        .arg("--image")
-        .arg(built.join("test-image.raw"))
-        .arg("--ha")
+    let work = util::target_dir().join("e2e-ha");
+    let mut cmd = lab_again(&work);
+    cmd.arg("--ha")
         .arg("--baseline")
-        .arg(first.join("report.json"));
+        .arg(util::target_dir().join("e2e").join("report.json"));
     println!("\n==> the HA lab: three coordinators on PostgreSQL, two killed");
     util::announce(&cmd);
     let t = Instant::now();

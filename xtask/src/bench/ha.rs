@@ -788,19 +788,7 @@ pub fn run(args: &[String]) -> Result<()> {
     if ingot_pg_cluster::find_bin().is_none() {
         bail!("needs the PostgreSQL server (apt-get install postgresql)");
     }
-    println!("\n==> building the coordinator and the BMC fleet (release)");
-    util::run(util::cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "ingot-coordinator",
-        "-p",
-        "ingot-bmc-fleet",
-    ]))?;
-    let release = util::target_dir().join("release");
-    let dir = std::env::temp_dir().join(format!("ingot-bench-ha-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
+    let (release, dir) = super::coordinator_and_fleet("ha")?;
     let result = measure(&a, &release, &dir);
     println!("the members' logs are in {}", dir.display());
     result

@@ -26,6 +26,26 @@ pub fn run(args: &[String]) -> Result<()> {
     }
 }
 
+/// Builds the release coordinator and the simulated BMC fleet, makes an
+/// empty scratch directory `ingot-bench-<name>-<pid>` and returns the release
+/// directory and the scratch directory.
+pub fn coordinator_and_fleet(name: &str) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    println!("\n==> building the coordinator and the BMC fleet (release)");
+    crate::util::run(crate::util::cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "ingot-coordinator",
+        "-p",
+        "ingot-bmc-fleet",
+    ]))?;
+    let release = crate::util::target_dir().join("release");
+    let dir = std::env::temp_dir().join(format!("ingot-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok((release, dir))
+}
+
 /// `[--rounds N]` of a benchmark named `name`: N (at least 1), else `default`.
 pub fn parse_rounds(args: &[String], name: &str, default: usize) -> Result<usize> {
     match args {

@@ -206,19 +206,7 @@ pub fn run(args: &[String]) -> Result<()> {
     {
         bail!("needs ipmitool and sqlite3 (apt-get install ipmitool sqlite3)");
     }
-    println!("\n==> building the coordinator and the BMC fleet (release)");
-    util::run(util::cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "ingot-coordinator",
-        "-p",
-        "ingot-bmc-fleet",
-    ]))?;
-    let release = util::target_dir().join("release");
-    let dir = std::env::temp_dir().join(format!("ingot-bench-power-sync-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
+    let (release, dir) = super::coordinator_and_fleet("power-sync")?;
     let result = measure(&a, &release, &dir);
     let _ = std::fs::remove_dir_all(&dir);
     result
