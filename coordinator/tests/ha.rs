@@ -139,6 +139,25 @@ async fn alive(api: &Api) -> BTreeMap<String, bool> {
         .collect()
 }
 
+/// Starts members `names` on `db` and waits until the last one lists them
+/// all as alive.
+async fn start_group(names: &[&str], db: &str) -> Vec<Member> {
+    let members: Vec<Member> = names.iter().map(|n| Member::start(n, db)).collect();
+    for m in &members {
+        m.up().await;
+    }
+    let last = &members[members.len() - 1];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = alive(&last.api).await;
+        if a.len() == names.len() && a.values().all(|v| *v) {
+            return members;
+        }
+        assert!(Instant::now() < deadline, "the group did not form: {a:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Fails when two coordinators' actions on one node overlap in time, or
 /// the fencing token goes down. An action never finished ends at `killed`
 /// (the ms at which its coordinator was killed), when given.
@@ -185,23 +204,8 @@ async fn three_coordinators_share_the_fleet_and_survive_a_kill_and_a_stop() {
     let Some(db) = test_db(Backend::Postgres, "ha_group").await else {
         return;
     };
-    let mut members: Vec<Member> = ["c1", "c2", "c3"]
-        .iter()
-        .map(|n| Member::start(n, &db.url))
-        .collect();
-    for m in &members {
-        m.up().await;
-    }
     // Membership: every member lists the group, all alive, with drivers.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let a = alive(&members[2].api).await;
-        if a.len() == 3 && a.values().all(|v| *v) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "members: {a:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut members = start_group(&["c1", "c2", "c3"], &db.url).await;
     let (st, c) = members[1].api.get("/v1/conductors/c3").await;
     assert_eq!(st, 200, "{c}");
     assert_eq!(c["alive"], true);
@@ -418,24 +422,7 @@ async fn an_enabled_console_comes_back_on_the_new_owner() {
         assert!(!common::must_not_skip(), "ipmi_sim is missing");
         return;
     };
-    let mut members: Vec<Member> = ["c1", "c2"]
-        .iter()
-        .map(|n| Member::start(n, &db.url))
-        .collect();
-    for m in &members {
-        m.up().await;
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(&members[0].api)
-        .await
-        .values()
-        .filter(|a| **a)
-        .count()
-        < 2
-    {
-        assert!(Instant::now() < deadline, "the group did not form");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut members = start_group(&["c1", "c2"], &db.url).await;
     let api = &members[0].api;
     api.create_node(json!({
         "driver": "ipmi", "name": "n", "console_interface": "ipmitool-socat",
