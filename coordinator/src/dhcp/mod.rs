@@ -16,6 +16,7 @@
 
 pub mod policy;
 pub mod pool;
+pub mod ra;
 pub mod wire;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -46,6 +47,14 @@ pub enum DhcpError {
     /// A missing or contradictory setting.
     #[error("[dhcp] {0}")]
     Config(String),
+    /// The IPv6 advertiser's raw socket (`advertise_no_ipv6_router`).
+    #[error("IPv6 router advertisements on {interface}: {source}")]
+    Advertise {
+        /// Interface.
+        interface: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Binding.
     #[error("DHCP on {interface} port {port}: {source}")]
     Bind {
@@ -64,6 +73,23 @@ struct Inner {
     server_ip: Ipv4Addr,
     pool: Option<Pool>,
     http_base: String,
+}
+
+/// iPXE's encapsulated option 175, sub-option 176 (`no-pxedhcp`) = 1.
+const IPXE_NO_PXEDHCP: [u8; 3] = [176, 1, 1];
+
+/// Tells iPXE that this offer is the whole answer: with `no-pxedhcp` set it
+/// requests the offered address at once. Without it, iPXE holds every offer
+/// that lacks PXE options for 2 s, waiting for a proxyDHCP server to add
+/// boot information, at each network boot (its `DHCP_DISC_PROXY_TIMEOUT_SEC`).
+/// Full mode only: in proxy mode the boot information comes from us and the
+/// address from another server, so the wait is what makes it work.
+fn no_proxydhcp_wait(r: &mut Message) {
+    r.opts_mut()
+        .insert(DhcpOption::Unknown(dhcproto::v4::UnknownOption::new(
+            OptionCode::Unknown(175),
+            IPXE_NO_PXEDHCP.to_vec(),
+        )));
 }
 
 /// A bound DHCP server; [`DhcpServer::run`] serves it.
@@ -434,6 +460,9 @@ impl Inner {
         let mut r = self.base_reply(msg, MessageType::Offer, client);
         r.set_yiaddr(ip);
         self.lease_options(&mut r, true);
+        if client == Client::Ipxe {
+            no_proxydhcp_wait(&mut r);
+        }
         Ok(Some((r, self.destination(msg))))
     }
 
@@ -528,6 +557,20 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipxe_is_told_not_to_wait_for_proxydhcp() {
+        let mut m = Message::default();
+        m.opts_mut()
+            .insert(DhcpOption::MessageType(MessageType::Offer));
+        no_proxydhcp_wait(&mut m);
+        let mut bytes = Vec::new();
+        m.encode(&mut Encoder::new(&mut bytes)).unwrap();
+        assert!(
+            bytes.windows(5).any(|w| w == [175, 3, 176, 1, 1]),
+            "option 175 with sub-option 176 = 1 on the wire"
+        );
+    }
 
     #[test]
     fn only_ethernet_macs() {
