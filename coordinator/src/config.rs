@@ -246,6 +246,10 @@ pub struct DhcpConfig {
     pub uefi_loader: String,
     /// TFTP loader for arm64 UEFI PXE clients (architecture 11).
     pub arm64_loader: String,
+    /// Advertise on the interface that the link has no IPv6 router (see
+    /// [`crate::dhcp::ra`]): network-boot firmware then stops waiting for
+    /// IPv6 autoconfiguration. For IPv4-only provisioning networks only.
+    pub advertise_no_ipv6_router: bool,
     /// UDP port of the server (67; tests may change it).
     pub port: u16,
 }
@@ -268,6 +272,7 @@ impl Default for DhcpConfig {
             bios_loader: "undionly.kpxe".into(),
             uefi_loader: "snponly.efi".into(),
             arm64_loader: "snponly-arm64.efi".into(),
+            advertise_no_ipv6_router: false,
             port: 67,
         }
     }

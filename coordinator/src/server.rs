@@ -148,6 +148,10 @@ pub async fn start(mut config: Config, power: PowerDrivers) -> Result<Running, S
         // After the API is bound: the boot URL handed out needs its port.
         let dhcp = crate::dhcp::DhcpServer::bind(&config, db.clone())?;
         net.push(tokio::spawn(dhcp.run()));
+        if config.dhcp.advertise_no_ipv6_router {
+            let ra = crate::dhcp::ra::NoRouterAdvertiser::bind(&config.dhcp.interface)?;
+            net.push(tokio::spawn(ra.run()));
+        }
     }
     let conductor = Conductor::new(db, config.clone(), power);
     if let Some(acceptor) = &tls {

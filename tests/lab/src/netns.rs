@@ -115,7 +115,8 @@ impl Network {
             Self::L2 => format!(
                 "[auth]\nallow_noauth_on_network = true\n\n\
                  [dhcp]\nenabled = true\ninterface = \"{BRIDGE}\"\nserver_ip = \"{BRIDGE_IP}\"\n\
-                 mode = \"full\"\nrange_start = \"{}\"\nrange_end = \"{}\"\n\n",
+                 mode = \"full\"\nrange_start = \"{}\"\nrange_end = \"{}\"\n\
+                 advertise_no_ipv6_router = true\n\n",
                 RANGE.0, RANGE.1
             ),
             Self::Slirp => String::new(),
@@ -156,8 +157,8 @@ pub fn enter() -> Result<()> {
         "0",
     ])?;
     // The bridge's link-local address is usable as soon as QEMU's tap
-    // brings the carrier up (no duplicate detection): router
-    // advertisements need it as their source.
+    // brings the carrier up (no duplicate detection): the coordinator's
+    // router advertisements need it as their source.
     let dad = format!("/proc/sys/net/ipv6/conf/{BRIDGE}/accept_dad");
     std::fs::write(&dad, "0").with_context(|| format!("writing {dad}"))?;
     ip(&["addr", "add", &cidr, "dev", BRIDGE])?;
@@ -165,89 +166,6 @@ pub fn enter() -> Result<()> {
     ip(&["tuntap", "add", TAP, "mode", "tap"])?;
     ip(&["link", "set", TAP, "master", BRIDGE])?;
     ip(&["link", "set", TAP, "up"])?;
-    router_advertisements()
-}
-
-/// The router advertisement the lab sends every [`RA_INTERVAL`]: ICMPv6
-/// type 134, router lifetime 0 (not a default router), no prefixes, no
-/// managed/other flags; the kernel fills in the checksum.
-const RA: [u8; 16] = [134, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-/// How often the lab advertises on the bridge.
-const RA_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Advertises "no IPv6 router, no DHCPv6" on the bridge every
-/// [`RA_INTERVAL`] from a thread, as a provisioning network's router
-/// would. Without any advertisement iPXE's IPv6 autoconfiguration, which
-/// runs beside its DHCPv4, waits about 16 s before it gives up, at every
-/// network boot (the coordinator sends no advertisements; QEMU's user
-/// network does).
-fn router_advertisements() -> Result<()> {
-    let name = std::ffi::CString::new(BRIDGE)?;
-    // SAFETY: `name` is a NUL-terminated interface name.
-    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    ensure!(ifindex != 0, "if_nametoindex({BRIDGE}) failed");
-    // SAFETY: socket(2) with constant arguments; the descriptor is owned
-    // by the `OwnedFd` below.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_INET6,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::IPPROTO_ICMPV6,
-        )
-    };
-    if raw < 0 {
-        bail!("raw ICMPv6 socket: {}", std::io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a new descriptor nobody else owns.
-    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-    let set = |opt: libc::c_int, v: libc::c_int| -> Result<()> {
-        use std::os::fd::AsRawFd as _;
-        // SAFETY: `v` is a c_int whose size is passed; the descriptor is open.
-        let r = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::IPPROTO_IPV6,
-                opt,
-                (&raw const v).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        ensure!(
-            r == 0,
-            "setsockopt({opt}): {}",
-            std::io::Error::last_os_error()
-        );
-        Ok(())
-    };
-    // Neighbour discovery packets carry hop limit 255 (RFC 4861).
-    set(libc::IPV6_MULTICAST_HOPS, 255)?;
-    set(libc::IPV6_MULTICAST_IF, ifindex as libc::c_int)?;
-    set(libc::IPV6_MULTICAST_LOOP, 0)?;
-    // SAFETY: an all-zero sockaddr_in6 is valid; the fields are set below.
-    let mut to: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-    to.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-    // ff02::1, all nodes on the link.
-    to.sin6_addr.s6_addr = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-    to.sin6_scope_id = ifindex;
-    std::thread::spawn(move || {
-        use std::os::fd::AsRawFd as _;
-        loop {
-            // SAFETY: `RA` and `to` outlive the call, with their sizes
-            // passed. Until QEMU brings the tap's carrier up the bridge has
-            // no link-local address and the send fails: the next one counts.
-            unsafe {
-                libc::sendto(
-                    fd.as_raw_fd(),
-                    RA.as_ptr().cast(),
-                    RA.len(),
-                    0,
-                    (&raw const to).cast(),
-                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-                )
-            };
-            std::thread::sleep(RA_INTERVAL);
-        }
-    });
     Ok(())
 }
 
@@ -295,5 +213,6 @@ mod tests {
         let c = n.coordinator_config();
         assert!(c.contains("interface = \"br0\"") && c.contains("server_ip = \"10.77.0.1\""));
         assert!(c.contains("allow_noauth_on_network = true"));
+        assert!(c.contains("advertise_no_ipv6_router = true"));
     }
 }
