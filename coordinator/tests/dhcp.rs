@@ -11,25 +11,14 @@
 
 mod common;
 
+use common::link::{Link, ok, sh};
 use std::net::Ipv4Addr;
+
 use std::process::Command;
 
 use ingot_coordinator::config::{Config, DhcpConfig};
 use ingot_coordinator::state::ProvisionState;
 use serde_json::json;
-
-fn sh(args: &[&str]) -> std::process::Output {
-    Command::new(args[0]).args(&args[1..]).output().unwrap()
-}
-
-fn ok(args: &[&str]) {
-    let o = sh(args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
 
 fn usable() -> bool {
     let root = sh(&["id", "-u"]).stdout == b"0\n";
@@ -50,66 +39,7 @@ fn usable() -> bool {
     root && tools
 }
 
-/// A namespace with the client end of a veth pair; deleted on drop.
-struct Link {
-    ns: String,
-    server_if: String,
-    client_if: String,
-    server_ip: Ipv4Addr,
-    dir: tempfile::TempDir,
-}
-
-impl Link {
-    /// `tag` tells apart the links of tests running at once.
-    fn new(tag: u32) -> Self {
-        let id = std::process::id() % 10000;
-        let ns = format!("ingot-dhcp-{id}-{tag}");
-        let server_if = format!("idh{id}{tag}s");
-        let client_if = format!("idh{id}{tag}c");
-        let octet = u8::try_from((id * 2 + tag) % 200 + 20).unwrap();
-        let server_ip = Ipv4Addr::new(10, 231, octet, 1);
-        let _ = sh(&["ip", "netns", "del", &ns]);
-        let _ = sh(&["ip", "link", "del", &server_if]);
-        let link = Link {
-            ns,
-            server_if,
-            client_if,
-            server_ip,
-            dir: tempfile::tempdir().unwrap(),
-        };
-        ok(&["ip", "netns", "add", &link.ns]);
-        ok(&[
-            "ip",
-            "link",
-            "add",
-            &link.server_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &link.client_if,
-        ]);
-        ok(&["ip", "link", "set", &link.client_if, "netns", &link.ns]);
-        ok(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{server_ip}/24"),
-            "dev",
-            &link.server_if,
-        ]);
-        ok(&["ip", "link", "set", &link.server_if, "up"]);
-        ok(&[
-            "ip", "netns", "exec", &link.ns, "ip", "link", "set", "lo", "up",
-        ]);
-        link
-    }
-
-    fn ip(&self, last: u8) -> Ipv4Addr {
-        let o = self.server_ip.octets();
-        Ipv4Addr::new(o[0], o[1], o[2], last)
-    }
-
+impl Udhcpc for Link {
     /// Runs udhcpc with `mac` and extra arguments; the lease's `ip`,
     /// `boot_file` and `siaddr`, or `None` when no lease came.
     fn udhcpc(&self, mac: &str, extra: &[&str]) -> Option<(String, String, String)> {
@@ -146,11 +76,9 @@ impl Link {
     }
 }
 
-impl Drop for Link {
-    fn drop(&mut self) {
-        let _ = sh(&["ip", "netns", "del", &self.ns]);
-        let _ = sh(&["ip", "link", "del", &self.server_if]);
-    }
+/// busybox udhcpc on the client end.
+trait Udhcpc {
+    fn udhcpc(&self, mac: &str, extra: &[&str]) -> Option<(String, String, String)>;
 }
 
 fn config(link: &Link, db: &str) -> Config {
@@ -455,6 +383,84 @@ async fn proxy_mode_beside_dnsmasq() {
     assert!(
         !out.contains("snponly.efi"),
         "an unknown MAC was answered: {out}"
+    );
+    running.shutdown().await;
+}
+
+/// A router solicitation from the client's side of the link, sent every
+/// 0.5 s for up to 10 s (the veths' link-local addresses need a moment);
+/// prints the first router advertisement's router lifetime, its flags and
+/// its length, as `RA <lifetime> <flags> <len>`.
+const SOLICIT: &str = r#"
+import socket, struct, sys, time
+ifname = sys.argv[1]
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+s.settimeout(0.5)
+idx = socket.if_nametoindex(ifname)
+end = time.time() + 10
+while time.time() < end:
+    try:
+        s.sendto(bytes([133, 0, 0, 0, 0, 0, 0, 0]), ("ff02::2", 0, 0, idx))
+    except OSError:
+        pass
+    try:
+        while True:
+            data, _ = s.recvfrom(1500)
+            if data[0] == 134:
+                print("RA", struct.unpack("!H", data[6:8])[0], data[5], len(data))
+                sys.exit(0)
+    except socket.timeout:
+        pass
+print("none")
+"#;
+
+/// `advertise_no_ipv6_router`: a solicitation on the link is answered by an
+/// advertisement with router lifetime 0, no flags and no options (no
+/// prefix), which ends iPXE's wait for IPv6 autoconfiguration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_ipv6_router_advertisements() {
+    if !usable() {
+        return;
+    }
+    let link = std::sync::Arc::new(Link::new(2));
+    let dbdir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/ingot.db", dbdir.path().display());
+    let mut cfg = config(&link, &db);
+    cfg.dhcp.advertise_no_ipv6_router = true;
+    let (running, _api) = common::start_with(cfg).await;
+    ok(&[
+        "ip",
+        "netns",
+        "exec",
+        &link.ns,
+        "ip",
+        "link",
+        "set",
+        &link.client_if,
+        "up",
+    ]);
+    let l = link.clone();
+    let out = blocking(move || {
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &l.ns,
+            "python3",
+            "-c",
+            SOLICIT,
+            &l.client_if,
+        ])
+    })
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.trim(),
+        "RA 0 0 16",
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     running.shutdown().await;
 }

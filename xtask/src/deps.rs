@@ -75,6 +75,11 @@ const APT_PACKAGES: &[&[&str]] = &[
     &["tftp-hpa"],
     // coordinator/tests/dhcp.rs: busybox udhcpc as the DHCP client.
     &["udhcpc"],
+    // coordinator/tests/pxe_chain.rs: UEFI firmware with a PXE stack of its
+    // own (OVMF), which loads iPXE's snponly.efi (Debian's ipxe, the TFTP
+    // server's default root) from the coordinator.
+    &["ovmf"],
+    &["ipxe"],
 ];
 
 /// Rust components `rust-toolchain.toml` asks for.

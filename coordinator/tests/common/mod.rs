@@ -6,6 +6,7 @@
 pub mod agent_sim;
 pub mod drive;
 pub mod glance;
+pub mod link;
 pub mod pg;
 pub mod roles;
 pub mod sol;
