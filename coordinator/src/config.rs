@@ -98,6 +98,19 @@
 //! bios_loader = "undionly.kpxe"  # TFTP file for BIOS PXE (arch 0)
 //! uefi_loader = "snponly.efi"    # … x86-64 UEFI PXE (arch 7, 9)
 //! arm64_loader = "snponly-arm64.efi"  # … arm64 UEFI PXE (arch 11)
+//!
+//! [switches.tor1]                # switches carrying the nodes' ports (docs/network.md)
+//! driver = "ovsdb"               # Open vSwitch over OVSDB; "ssh" is coming
+//! address = "unix:/run/openvswitch/db.sock"  # or "tcp:10.0.0.2:6640"
+//! timeout_ms = 10000
+//! [networks.provisioning]        # named networks (crate::network::config)
+//! vlan = 100
+//! physical_network = "physnet1"  # optional
+//! [networks.quarantine]
+//! vlan = 4000
+//! [network_roles]                # which network serves which phase
+//! provisioning = "provisioning"
+//! quarantine = "quarantine"      # cleaning, inspection, rescue default to provisioning
 //! ```
 
 use std::net::SocketAddr;
@@ -184,6 +197,12 @@ pub struct Config {
     pub tftp: TftpConfig,
     /// The DHCP server for network boot.
     pub dhcp: DhcpConfig,
+    /// The switches carrying the nodes' ports, by name.
+    pub switches: std::collections::BTreeMap<String, crate::network::config::SwitchConfig>,
+    /// Named networks (VLANs), by name.
+    pub networks: std::collections::BTreeMap<String, crate::network::config::NetworkConfig>,
+    /// Which network serves which phase.
+    pub network_roles: crate::network::config::NetworkRoles,
 }
 
 /// How the DHCP server hands out addresses.
@@ -684,6 +703,9 @@ impl Default for Config {
             power_sync: PowerSyncConfig::default(),
             tftp: TftpConfig::default(),
             dhcp: DhcpConfig::default(),
+            switches: Default::default(),
+            networks: Default::default(),
+            network_roles: Default::default(),
         }
     }
 }

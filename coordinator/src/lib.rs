@@ -6,6 +6,7 @@
 //! - [`db`]: persistence on SQLite or PostgreSQL (sqlx, runtime queries).
 //! - [`power`]: the `PowerDriver` trait and its drivers.
 //! - [`agent_client`]: the client of the agent's command API.
+//! - [`network`]: switches and networks for tenant isolation (Open vSwitch driver).
 
 pub mod agent_client;
 pub mod api;
@@ -22,6 +23,7 @@ pub mod glance;
 pub mod http_server;
 pub mod image_cache;
 pub mod model;
+pub mod network;
 pub mod power;
 pub mod server;
 pub mod state;

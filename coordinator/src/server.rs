@@ -36,6 +36,9 @@ pub enum ServeError {
     /// The DHCP server.
     #[error(transparent)]
     Dhcp(#[from] crate::dhcp::DhcpError),
+    /// Switches and networks.
+    #[error(transparent)]
+    Network(#[from] crate::network::config::NetworkConfigError),
     /// Binding or serving.
     #[error("listening on {addr}: {source}")]
     Io {
@@ -108,6 +111,10 @@ pub async fn start(mut config: Config, power: PowerDrivers) -> Result<Running, S
         config.listen,
     )?);
     let tls = crate::tls::from_config(&config.api)?;
+    // Switches and networks are checked now, though nothing switches ports
+    // yet (issue 19): a wrong name should not wait for the first deploy.
+    crate::network::config::validate(&config)?;
+    crate::network::switch::Switches::from_config(&config)?;
     // Checked before anything listens; the conductor builds its own client.
     crate::glance::Glance::from_config(&config).map_err(ServeError::Glance)?;
     if config.glance.endpoint.is_some() && config.images.cache_dir.is_none() {

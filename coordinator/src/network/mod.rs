@@ -1,0 +1,12 @@
+//! Tenant network isolation (issue 19): the switches that carry the nodes'
+//! ports and the VLANs the ports are moved between.
+//!
+//! - [`config`]: `[switches.<name>]`, `[networks.<name>]` and
+//!   `[network_roles]`, checked at start.
+//! - [`switch`]: the switch-driver trait and the Open vSwitch driver.
+//!
+//! Moving ports per provisioning phase is not wired into the state machine
+//! yet (docs/network.md, "Switches and networks").
+
+pub mod config;
+pub mod switch;
