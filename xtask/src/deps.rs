@@ -80,6 +80,10 @@ const APT_PACKAGES: &[&[&str]] = &[
     // server's default root) from the coordinator.
     &["ovmf"],
     &["ipxe"],
+    // coordinator/tests/ovsdb.rs: a private ovsdb-server (openvswitch-common)
+    // with Open vSwitch's schema, and ovs-vsctl to set up and cross-check
+    // (openvswitch-switch; its service is not used).
+    &["openvswitch-switch"],
 ];
 
 /// Rust components `rust-toolchain.toml` asks for.
