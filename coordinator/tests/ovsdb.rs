@@ -294,6 +294,15 @@ async fn a_change_behind_our_back_is_seen_by_the_read_back() {
     assert_eq!(observed, PortState::access(v(99)));
     assert_ne!(observed, intended);
 
+    // Trunks added to an access port: ignored by ovs-vswitchd, but not what
+    // was set, so not equal either.
+    ovs.vsctl(&["set", "port", "p1", "trunks=5"]);
+    let observed = sw.read_port("p1").await.unwrap();
+    assert!(
+        matches!(&observed, PortState::Other { description } if description.contains("access with trunks")),
+        "{observed:?}"
+    );
+
     ovs.vsctl(&["set", "port", "p1", "vlan_mode=native-tagged", "trunks=5,6"]);
     let observed = sw.read_port("p1").await.unwrap();
     assert!(

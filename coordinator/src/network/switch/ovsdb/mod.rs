@@ -279,8 +279,10 @@ pub fn decode(row: &Map<String, Value>, quarantine: VlanId) -> Result<PortState,
     let mode = mode.unwrap_or(if tag.is_some() { "access" } else { "trunk" });
     let allowed: Option<BTreeSet<VlanId>> = trunks.iter().map(|t| vlan(*t)).collect();
     Ok(match mode {
+        // ovs-vswitchd ignores the trunks of an access port (with a
+        // warning); we never set both, so both read back is drift.
+        "access" if !trunks.is_empty() => other("access with trunks"),
         "access" => match tag.map(vlan) {
-            // An access port ignores trunks.
             Some(Some(v)) if v == quarantine => PortState::Quarantined,
             Some(Some(v)) => PortState::Access { vlan: v },
             Some(None) => other("access on an unusable VLAN"),
@@ -462,6 +464,10 @@ mod tests {
         );
         assert!(matches!(
             d(json!({"tag": 10, "trunks": ["set", [20]], "vlan_mode": "native-tagged"})),
+            PortState::Other { .. }
+        ));
+        assert!(matches!(
+            d(json!({"tag": 100, "trunks": 5, "vlan_mode": ["set", []]})),
             PortState::Other { .. }
         ));
         assert!(matches!(
