@@ -94,6 +94,7 @@
 //! dns = ["10.0.0.1"]             # optional
 //! lease_time = 3600              # seconds
 //! unknown_macs = "ignore"        # ignore | inspect (answer MACs of no enrolled port too)
+//! unknown_macs_limit = 16        # inspect: at most this many unknown MACs hold an address
 //! http_url = "http://10.0.0.1:8080"  # base of /boot/boot.ipxe; default: [api] boot_listen, else listen
 //! bios_loader = "undionly.kpxe"  # TFTP file for BIOS PXE (arch 0)
 //! uefi_loader = "snponly.efi"    # … x86-64 UEFI PXE (arch 7, 9)
@@ -255,6 +256,10 @@ pub struct DhcpConfig {
     pub lease_time: u32,
     /// MACs of no enrolled port.
     pub unknown_macs: UnknownMacs,
+    /// With `unknown_macs = "inspect"`: how many MACs of no enrolled port
+    /// may hold an address at once (offered or leased), so that a neighbour
+    /// inventing MACs cannot use up the pool.
+    pub unknown_macs_limit: usize,
     /// Base URL iPXE and UEFI HTTP Boot clients fetch `/boot/boot.ipxe`
     /// from; default: `[api] boot_listen`, else the API's address (an
     /// unspecified IP replaced by `server_ip`).
@@ -287,6 +292,7 @@ impl Default for DhcpConfig {
             dns: Vec::new(),
             lease_time: 3600,
             unknown_macs: UnknownMacs::Ignore,
+            unknown_macs_limit: 16,
             http_url: None,
             bios_loader: "undionly.kpxe".into(),
             uefi_loader: "snponly.efi".into(),

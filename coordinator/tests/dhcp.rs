@@ -464,3 +464,48 @@ async fn no_ipv6_router_advertisements() {
     );
     running.shutdown().await;
 }
+
+/// `unknown_macs = "inspect"` with `unknown_macs_limit = 1`: the first
+/// unknown MAC gets an address (and keeps it on renewal), a second one gets
+/// nothing, and enrolled machines are not counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_macs_are_bounded() {
+    if !usable() {
+        return;
+    }
+    let link = std::sync::Arc::new(Link::new(3));
+    let dbdir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/ingot.db", dbdir.path().display());
+    let mut cfg = config(&link, &db);
+    cfg.dhcp.unknown_macs = ingot_coordinator::config::UnknownMacs::Inspect;
+    cfg.dhcp.unknown_macs_limit = 1;
+    let (running, api) = common::start_with(cfg).await;
+    let a = api
+        .create_node(json!({"driver": "fake-hardware", "name": "bounded-a"}))
+        .await;
+    let (st, _) = api
+        .post("/v1/ports", json!({"address": MAC_A, "node_uuid": a}))
+        .await;
+    assert_eq!(st, 201);
+    set_state(&running, &a, ProvisionState::InspectWait).await;
+
+    let l = link.clone();
+    let (ip_b, _, _) = blocking(move || l.udhcpc(MAC_B, &[]))
+        .await
+        .expect("the first unknown MAC is answered");
+    let l = link.clone();
+    assert_eq!(
+        blocking(move || l.udhcpc(MAC_C, &[])).await,
+        None,
+        "a second unknown MAC is refused"
+    );
+    let l = link.clone();
+    let again = blocking(move || l.udhcpc(MAC_B, &[])).await;
+    assert_eq!(again.map(|(ip, _, _)| ip), Some(ip_b), "the holder renews");
+    let l = link.clone();
+    assert!(
+        blocking(move || l.udhcpc(MAC_A, &[])).await.is_some(),
+        "enrolled machines are not counted"
+    );
+    running.shutdown().await;
+}

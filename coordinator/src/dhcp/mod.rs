@@ -17,6 +17,7 @@
 pub mod policy;
 pub mod pool;
 pub mod ra;
+pub mod strangers;
 pub mod wire;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -73,6 +74,7 @@ struct Inner {
     server_ip: Ipv4Addr,
     pool: Option<Pool>,
     http_base: String,
+    strangers: strangers::Strangers,
 }
 
 /// iPXE's encapsulated option 175, sub-option 176 (`no-pxedhcp`) = 1.
@@ -167,6 +169,7 @@ impl DhcpServer {
                 db,
                 server_ip,
                 pool,
+                strangers: strangers::Strangers::new(d.unknown_macs_limit),
             }),
             sockets,
         })
@@ -181,6 +184,11 @@ impl DhcpServer {
             boot_url = %self.inner.http_base,
             "DHCP server listening"
         );
+        if self.inner.config.dhcp.unknown_macs == UnknownMacs::Inspect
+            && let Err(e) = self.inner.seed_strangers().await
+        {
+            warn!(error = %e, "DHCP: could not read the leases of unknown MACs");
+        }
         let mut tasks = tokio::task::JoinSet::new();
         for (sock, port) in self.sockets {
             let inner = self.inner.clone();
@@ -270,6 +278,33 @@ struct Known {
 }
 
 impl Inner {
+    /// Fills the bound on unknown MACs from the unexpired leases of MACs no
+    /// port has (leases survive a restart; the bound must too).
+    async fn seed_strangers(&self) -> Result<(), crate::db::DbError> {
+        let now = now_ms();
+        for lease in self.db.list_dhcp_leases().await? {
+            if lease.expires_ms > now && self.db.get_port_by_address(&lease.mac).await?.is_none() {
+                self.strangers.hold(&lease.mac, lease.expires_ms);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether an unknown MAC may get an address now; logs a refusal.
+    fn admit_stranger(&self, mac: &str, known: &Known) -> bool {
+        let now = now_ms();
+        if known.node.is_some() || self.strangers.admit(mac, now) {
+            return true;
+        }
+        let limit = self.config.dhcp.unknown_macs_limit;
+        if self.strangers.should_warn(now) {
+            warn!(%mac, limit, "DHCP: unknown MACs already hold unknown_macs_limit addresses; not answered (further refusals at debug level for a minute)");
+        } else {
+            debug!(%mac, limit, "DHCP: unknown MAC refused (limit reached)");
+        }
+        false
+    }
+
     /// Whether `mac` is answered, and its pinned address.
     async fn lookup(&self, mac: &str) -> Result<Option<Known>, crate::db::DbError> {
         let port = self.db.get_port_by_address(mac).await?;
@@ -326,6 +361,7 @@ impl Inner {
             (DhcpMode::Full, MessageType::Request) => self.ack(msg, &mac, &known, client).await,
             (DhcpMode::Full, MessageType::Release) => {
                 self.db.expire_dhcp_lease(&mac, now_ms()).await?;
+                self.strangers.forget(&mac);
                 info!(%mac, "DHCP: lease released");
                 Ok(None)
             }
@@ -438,6 +474,9 @@ impl Inner {
         known: &Known,
         client: Client,
     ) -> Result<Option<(Message, SocketAddr)>, crate::db::DbError> {
+        if !self.admit_stranger(mac, known) {
+            return Ok(None);
+        }
         let Some(ip) = self.choose(mac, known, requested_ip(msg)).await? else {
             warn!(%mac, "DHCP: pool exhausted, no offer");
             return Ok(None);
@@ -457,6 +496,9 @@ impl Inner {
                 hostname: hostname(msg),
             })
             .await?;
+        if known.node.is_none() {
+            self.strangers.hold(mac, expires);
+        }
         let mut r = self.base_reply(msg, MessageType::Offer, client);
         r.set_yiaddr(ip);
         self.lease_options(&mut r, true);
@@ -487,6 +529,9 @@ impl Inner {
         let Some(wanted) = wanted else {
             return Ok(None);
         };
+        if !self.admit_stranger(mac, known) {
+            return Ok(None);
+        }
         let ours = self.choose(mac, known, Some(wanted)).await?;
         if ours != Some(wanted) {
             info!(%mac, requested = %wanted, "DHCP: NAK (address not available to this client)");
@@ -509,14 +554,18 @@ impl Inner {
             return Ok(Some((r, dest)));
         }
         let lease_ms = i64::from(self.config.dhcp.lease_time.max(60)) * 1000;
+        let expires_ms = now_ms().saturating_add(lease_ms);
         self.db
             .put_dhcp_lease(&Lease {
                 ip: wanted,
                 mac: mac.to_owned(),
-                expires_ms: now_ms().saturating_add(lease_ms),
+                expires_ms,
                 hostname: hostname(msg),
             })
             .await?;
+        if known.node.is_none() {
+            self.strangers.hold(mac, expires_ms);
+        }
         info!(%mac, ip = %wanted, node = ?known.node, "DHCP: lease granted");
         let mut r = self.base_reply(msg, MessageType::Ack, client);
         r.set_yiaddr(wanted);
