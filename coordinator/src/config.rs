@@ -650,6 +650,10 @@ pub struct ConductorConfig {
     pub hash_ring_reset_interval: u64,
     /// 2^N points per coordinator on the hash ring (at most 16).
     pub hash_partition_exponent: u32,
+    /// How many finished entries of node history each node keeps; older
+    /// ones are deleted as new ones come (Ironic's option of the same
+    /// name, default 300). Actions still running are always kept.
+    pub node_history_max_entries: u32,
 }
 
 impl Default for ConductorConfig {
@@ -659,6 +663,7 @@ impl Default for ConductorConfig {
             heartbeat_timeout: 60,
             hash_ring_reset_interval: 15,
             hash_partition_exponent: DEFAULT_HASH_PARTITION_EXPONENT,
+            node_history_max_entries: 300,
         }
     }
 }

@@ -181,6 +181,175 @@ async fn baremetal_cli_postgres() {
     scenario(Backend::Postgres).await;
 }
 
+/// Node history (issue 21 item 1) through `baremetal node history list`
+/// and `get`: the requests with their user, the state changes with the
+/// time spent in the previous state, the power actions with their result;
+/// retention bounded by `[conductor] node_history_max_entries`; 404 below
+/// 1.78; deleting the node deletes its history.
+async fn history(backend: Backend) {
+    let Some(venv) = venv() else { return };
+    let Some(db) = test_db(backend, "baremetal_cli_history").await else {
+        return;
+    };
+    let mut cfg = test_config(&db.url);
+    cfg.conductor.node_history_max_entries = 12;
+    let (running, api) = start_with(cfg).await;
+    let node = json_of(
+        &venv,
+        &api,
+        &[
+            "node",
+            "create",
+            "--driver",
+            "fake-hardware",
+            "--name",
+            "h-1",
+            "-f",
+            "json",
+        ],
+    )
+    .await;
+    let uuid = node["uuid"].as_str().unwrap().to_owned();
+    let empty = json_of(
+        &venv,
+        &api,
+        &["node", "history", "list", "h-1", "-f", "json"],
+    )
+    .await;
+    assert_eq!(empty, serde_json::json!([]));
+    baremetal(&venv, &api.base, &["node", "manage", "h-1"]).await;
+    api.wait_state(&uuid, "manageable", T).await;
+    baremetal(&venv, &api.base, &["node", "provide", "h-1"]).await;
+    api.wait_state(&uuid, "available", T).await;
+    baremetal(&venv, &api.base, &["node", "power", "on", "h-1"]).await;
+    api.wait_power_state(&uuid, "power on", T).await;
+
+    let list = json_of(
+        &venv,
+        &api,
+        &["node", "history", "list", "h-1", "-f", "json"],
+    )
+    .await;
+    let list = list.as_array().unwrap();
+    for row in list {
+        let keys: Vec<&String> = row.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 4, "uuid, created_at, severity, event: {row}");
+    }
+    let events: Vec<&str> = list.iter().map(|r| r["event"].as_str().unwrap()).collect();
+    let has = |s: &str| events.iter().any(|e| e.contains(s));
+    assert!(has("Provision action manage requested"), "{events:?}");
+    assert!(
+        has("Provision state changed from verifying to manageable"),
+        "{events:?}"
+    );
+    assert!(has("Provision action provide requested"), "{events:?}");
+    assert!(has("Power action power on requested"), "{events:?}");
+    assert!(has("Power action power on"), "{events:?}");
+
+    let long = json_of(
+        &venv,
+        &api,
+        &["node", "history", "list", "h-1", "--long", "-f", "json"],
+    )
+    .await;
+    let long = long.as_array().unwrap();
+    assert_eq!(long.len(), list.len());
+    let request = long
+        .iter()
+        .find(|r| r["event"].as_str().unwrap().contains("manage requested"))
+        .unwrap();
+    assert_eq!(request["user"], "noauth", "{request}");
+    assert_eq!(request["event_type"], "request", "{request}");
+    assert_eq!(request["state"], "verifying", "{request}");
+    let power = long.iter().find(|r| r["event_type"] == "power").unwrap();
+    assert_eq!(power["severity"], "INFO", "{power}");
+    assert!(power["duration_seconds"].is_number(), "{power}");
+    assert_eq!(power["conductor"], "ingot", "{power}");
+    let changed = long
+        .iter()
+        .find(|r| r["event_type"] == "provisioning")
+        .unwrap();
+    assert!(changed["duration_seconds"].is_number(), "{changed}");
+
+    let id = power["uuid"].as_str().unwrap();
+    let one = json_of(
+        &venv,
+        &api,
+        &["node", "history", "get", "h-1", id, "-f", "json"],
+    )
+    .await;
+    assert_eq!(one["uuid"], id, "{one}");
+    assert_eq!(one["event_type"], "power", "{one}");
+    assert_eq!(
+        one["target_provision_state"],
+        serde_json::Value::Null,
+        "{one}"
+    );
+    for key in [
+        "created_at",
+        "severity",
+        "event",
+        "conductor",
+        "user",
+        "project",
+        "state",
+        "duration_seconds",
+    ] {
+        assert!(one.get(key).is_some(), "{key} missing: {one}");
+    }
+    // The API as Ironic serves it: 404 below 1.78 and for unknown entries,
+    // no 1.115 fields at 1.78.
+    let path = format!("/v1/nodes/{uuid}/history/{id}");
+    let (st, _) = api.with_version(Some("1.77")).get(&path).await;
+    assert_eq!(st, 404);
+    let (st, old) = api.with_version(Some("1.78")).get(&path).await;
+    assert_eq!(st, 200, "{old}");
+    assert!(
+        old.get("state").is_none() && old.get("project").is_none(),
+        "{old}"
+    );
+    assert!(
+        old["links"][0]["href"].as_str().unwrap().ends_with(&path),
+        "{old}"
+    );
+    let (st, _) = api.get(&format!("/v1/nodes/{uuid}/history/{}", uuid)).await;
+    assert_eq!(st, 404);
+    let (st, page) = api.get(&format!("/v1/nodes/{uuid}/history?limit=2")).await;
+    assert_eq!(st, 200);
+    assert_eq!(page["history"].as_array().unwrap().len(), 2, "{page}");
+    assert!(page["next"].as_str().unwrap().contains("marker="), "{page}");
+
+    // Retention: more actions than node_history_max_entries keep 12.
+    for _ in 0..4 {
+        baremetal(&venv, &api.base, &["node", "power", "off", "h-1"]).await;
+        api.wait_power_state(&uuid, "power off", T).await;
+        baremetal(&venv, &api.base, &["node", "power", "on", "h-1"]).await;
+        api.wait_power_state(&uuid, "power on", T).await;
+    }
+    let store = ingot_coordinator::db::Db::connect(&db.url).await.unwrap();
+    let kept = store.node_history(&uuid).await.unwrap();
+    assert_eq!(kept.len(), 12, "{kept:?}");
+    assert!(
+        kept.last().unwrap().event.contains("Power action power on"),
+        "{kept:?}"
+    );
+
+    baremetal(&venv, &api.base, &["node", "delete", "h-1"]).await;
+    assert!(store.node_history(&uuid).await.unwrap().is_empty());
+    store.close().await;
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baremetal_cli_history_sqlite() {
+    history(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baremetal_cli_history_postgres() {
+    history(Backend::Postgres).await;
+}
+
 /// Issue 14's findings through the CLI's own requests: version-correct
 /// documents, fake interfaces that validate, Ironic's driver properties,
 /// null fake power after `manage`, and deleting an associated node in

@@ -396,6 +396,11 @@ fn routes() -> Router<AppState> {
             put(nodes::traits::add).delete(nodes::traits::delete),
         )
         .route("/v1/nodes/{ident}/inventory", get(nodes::inventory::get))
+        .route("/v1/nodes/{ident}/history", get(nodes::history::list))
+        .route(
+            "/v1/nodes/{ident}/history/{event}",
+            get(nodes::history::get),
+        )
         .route("/v1/nodes/{ident}/ports", get(ports::list_of_node))
         .route(
             "/v1/nodes/{ident}/ports/detail",

@@ -297,7 +297,7 @@ fn route_policy(method: &Method, route: &str) -> Option<(&'static str, Rule, Res
             ("baremetal:node:firmware:get", SystemOrProjectReader, N)
         }
         ("GET", "/v1/nodes/{ident}/children") => ("baremetal:node:get", SystemOrProjectReader, N),
-        ("GET", "/v1/nodes/{ident}/history") => {
+        ("GET", "/v1/nodes/{ident}/history" | "/v1/nodes/{ident}/history/{event}") => {
             ("baremetal:node:history:get", SystemOrOwnerReader, N)
         }
         ("GET", "/v1/allocations") => ("baremetal:allocation:list", ApiReader, X),

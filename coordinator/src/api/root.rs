@@ -91,9 +91,8 @@ pub const EMPTY_COLLECTIONS: [(&str, &str, u32); 5] = [
 ];
 
 /// The same for node sub-resources: path below `/v1/nodes/{ident}`, key, version.
-pub const EMPTY_NODE_COLLECTIONS: [(&str, &str, u32); 4] = [
+pub const EMPTY_NODE_COLLECTIONS: [(&str, &str, u32); 3] = [
     ("bios", "bios", 40),
-    ("history", "history", 78),
     ("children", "children", 83),
     ("firmware", "firmware", 86),
 ];

@@ -318,6 +318,7 @@ fn endpoint_since(segments: &[&str]) -> Option<u32> {
         ["nodes", _, "traits", ..] => Some(37),
         ["nodes", _, "allocation", ..] => Some(52),
         ["nodes", _, "inventory", ..] => Some(81),
+        ["nodes", _, "history", ..] => Some(78),
         _ => None,
     }
 }

@@ -12,6 +12,7 @@
 mod clean;
 mod deploy;
 mod fast_track;
+mod history;
 mod inspect;
 mod membership;
 mod outcome;
@@ -430,22 +431,22 @@ impl Conductor {
     /// Runs `action` on the node with the journal around it: refused
     /// (`None`, nothing done) when this coordinator may not act on the node
     /// now (its lease ran out, another holds the node or a newer token).
+    /// `verdict` tells how it ended, for the node history.
     async fn journaled<T>(
         &self,
         node: &Node,
         kind: &str,
         detail: &str,
         action: impl std::future::Future<Output = T>,
+        verdict: impl Fn(&T) -> Result<(), String>,
     ) -> Option<T> {
         if !self.cluster().can_act() {
             return None;
         }
-        let fence = self.held().get(&node.uuid).copied().unwrap_or(node.fence);
-        let id = match self
-            .db()
-            .journal_start(&node.uuid, self.name(), fence, kind, detail)
-            .await
-        {
+        let mut e = self.event(node, kind, detail);
+        e.event = history_text(kind, detail);
+        let fence = e.fence;
+        let id = match self.db().journal_begin(&e).await {
             Ok(Some(id)) => id,
             Ok(None) => {
                 warn!(node = %node.uuid, kind, detail, fence, "not acting: the node is held by another coordinator or under a newer token");
@@ -457,9 +458,22 @@ impl Conductor {
             }
         };
         let out = action.await;
-        if let Err(e) = self.db().journal_finish(&id).await {
+        let (result, severity, text) = match verdict(&out) {
+            Ok(()) => ("succeeded".to_owned(), "INFO", None),
+            Err(why) => (
+                format!("failed: {why}"),
+                "ERROR",
+                Some(format!("{} failed: {why}", history_text(kind, detail))),
+            ),
+        };
+        if let Err(e) = self
+            .db()
+            .journal_end(&id, &result, severity, text.as_deref())
+            .await
+        {
             warn!(node = %node.uuid, error = %e, "journalling the end of an action failed");
         }
+        self.prune(&node.uuid).await;
         Some(out)
     }
 
@@ -478,6 +492,13 @@ impl Conductor {
             "agent",
             name,
             self.agent().execute(ep, name, params, wait),
+            |r| match r {
+                Ok(r) if r.command_status == ingot_proto::agent::CommandStatus::Failed => {
+                    Err(command_error_text(r))
+                }
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            },
         )
         .await
         .unwrap_or_else(|| {
@@ -518,6 +539,7 @@ impl Conductor {
                 "power",
                 &action.to_string(),
                 driver.set_power_state(&target, action),
+                |r| r.as_ref().map(|_| ()).map_err(ToString::to_string),
             )
             .await
             .unwrap_or_else(|| {
@@ -563,6 +585,7 @@ impl Conductor {
             "boot_device",
             device,
             driver.set_boot_device(&target, device, persistent),
+            |r| r.as_ref().map(|_| ()).map_err(ToString::to_string),
         )
         .await
         .unwrap_or_else(|| {
@@ -745,6 +768,16 @@ fn wait_timeout_ms(config: &Config, state: ProvisionState) -> Option<i64> {
         _ => return None,
     };
     Some(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX))
+}
+
+/// The history's text of a journalled action.
+fn history_text(kind: &str, detail: &str) -> String {
+    match kind {
+        "power" => format!("Power action {detail}"),
+        "boot_device" => format!("Boot device set to {detail}"),
+        "agent" => format!("Agent command {detail}"),
+        _ => format!("{kind} {detail}"),
+    }
 }
 
 /// True when `err` means "try again on the next heartbeat".

@@ -219,12 +219,14 @@ impl Conductor {
             warn!(node = %uuid, error = %reason, "operation failed");
         }
         let ok = self.guard(uuid)?;
+        let mut before = None;
         let written = self
             .db()
             .update_node::<Option<InvalidTransition>, _>(uuid, |n| {
                 if !ok(n) {
                     return Err(None);
                 }
+                before = Some(n.clone());
                 outcome.apply_to(n).map_err(Some)?;
                 n.reservation = None;
                 Ok(())
@@ -232,6 +234,13 @@ impl Conductor {
             .await;
         let node = match written {
             Ok(node) => {
+                if let Some(before) = &before {
+                    let failure = match &outcome {
+                        Outcome::Fail { reason, .. } => Some(reason.as_str()),
+                        _ => None,
+                    };
+                    self.record_changes(before, &node, failure).await;
+                }
                 self.held().remove(uuid);
                 node
             }

@@ -184,9 +184,12 @@ pub(super) async fn check_timeouts(c: &Conductor) -> Result<usize, ConductorErro
             })
             .await;
         match r {
-            Ok(node) => {
+            Ok(after) => {
                 expired += 1;
-                warn!(node = %uuid, state = %node.provision_state, "wait state timed out");
+                warn!(node = %uuid, state = %after.provision_state, "wait state timed out");
+                let reason = after.last_error.clone().unwrap_or_default();
+                c.record_changes(&node, &after, Some(&reason)).await;
+                let node = after;
                 if let Err(e) = c.set_power(&node, PowerAction::Off).await {
                     warn!(node = %uuid, error = %e, "power off after timeout failed");
                 }

@@ -7,7 +7,7 @@ use sqlx::AnyPool;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// The migrations, in order. Never edit one that has shipped: add a new one.
-const MIGRATIONS: [(i64, &str, &str); 5] = [
+const MIGRATIONS: [(i64, &str, &str); 6] = [
     (1, "init", include_str!("../../migrations/0001_init.sql")),
     (
         2,
@@ -25,6 +25,11 @@ const MIGRATIONS: [(i64, &str, &str); 5] = [
         include_str!("../../migrations/0004_dhcp_leases.sql"),
     ),
     (5, "fleet", include_str!("../../migrations/0005_fleet.sql")),
+    (
+        6,
+        "node_history",
+        include_str!("../../migrations/0006_node_history.sql"),
+    ),
 ];
 
 /// Applies every migration not applied yet.

@@ -5,6 +5,7 @@
 //! writers (API requests, the conductor, another coordinator) can never lose
 //! each other's changes.
 
+pub mod history;
 pub mod leases;
 mod migrate;
 pub mod secrets;
@@ -17,6 +18,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
 
 use crate::model::{Allocation, Node, Port};
+pub use history::{HistoryEntry, NewEvent, REQUEST_KIND};
 
 /// Database errors.
 #[derive(Debug, thiserror::Error)]
@@ -499,25 +501,16 @@ impl Db {
         kind: &str,
         detail: &str,
     ) -> Result<Option<String>, DbError> {
-        let id = uuid::Uuid::new_v4().to_string();
-        let now = self.now_ms_sql();
-        let done = sqlx::query(&format!(
-            "INSERT INTO node_events (id, node_uuid, conductor, fence, kind, detail, started_ms, finished_ms) \
-             SELECT $1, $2, $3, $4, $5, $6, {now}, NULL WHERE EXISTS (SELECT 1 FROM nodes \
-             WHERE uuid = $7 AND fence = $8 AND (reservation IS NULL OR reservation = $9))"
-        ))
-        .bind(&id)
-        .bind(node_uuid)
-        .bind(conductor)
-        .bind(fence)
-        .bind(kind)
-        .bind(detail)
-        .bind(node_uuid)
-        .bind(fence)
-        .bind(conductor)
-        .execute(&self.pool)
-        .await?;
-        Ok((done.rows_affected() == 1).then_some(id))
+        self.journal_begin(&NewEvent {
+            node_uuid,
+            conductor,
+            fence,
+            kind,
+            detail,
+            severity: "INFO",
+            ..NewEvent::default()
+        })
+        .await
     }
 
     /// Journals the end of an action started with [`Db::journal_start`].
@@ -532,13 +525,15 @@ impl Db {
         Ok(())
     }
 
-    /// The journal of a node, oldest first.
+    /// The journal of what coordinators did to a node, oldest first (its
+    /// history without the callers' requests).
     pub async fn node_events(&self, node_uuid: &str) -> Result<Vec<NodeEvent>, DbError> {
         let rows = sqlx::query(
             "SELECT conductor, fence, kind, detail, started_ms, finished_ms FROM node_events \
-             WHERE node_uuid = $1 ORDER BY started_ms, id",
+             WHERE node_uuid = $1 AND kind <> $2 ORDER BY started_ms, id",
         )
         .bind(node_uuid)
+        .bind(REQUEST_KIND)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()

@@ -4,6 +4,7 @@
 
 pub mod boot_device;
 pub mod console;
+pub mod history;
 pub mod inventory;
 pub mod maintenance;
 pub mod power;

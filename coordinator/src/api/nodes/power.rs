@@ -52,5 +52,12 @@ pub async fn set(req: Req, body: Bytes) -> Result<Response, ApiError> {
         Ok(())
     })
     .await?;
+    super::history::record_request(
+        &req,
+        &updated,
+        &action.to_string(),
+        format!("Power action {action} requested"),
+    )
+    .await;
     Ok(states::started(&req, &updated))
 }

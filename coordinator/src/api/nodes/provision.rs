@@ -271,5 +271,17 @@ pub async fn set(req: Req, body: Bytes) -> Result<Response, ApiError> {
     })
     .await?;
     tracing::info!(node = %updated.uuid, verb = verb.as_str(), state = %updated.provision_state, "provision request");
+    super::history::record_request(
+        &req,
+        &updated,
+        verb.as_str(),
+        format!(
+            "Provision action {} requested: {} to {}",
+            verb.as_str(),
+            node.provision_state,
+            updated.provision_state
+        ),
+    )
+    .await;
     Ok(states::started(&req, &updated))
 }
