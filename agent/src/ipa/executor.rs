@@ -18,7 +18,8 @@ pub struct Record {
     pub name: String,
     state: Mutex<RecordState>,
     done: Notify,
-    progress: Mutex<Option<Arc<Progress>>>,
+    /// The write's counters, and when they started counting.
+    progress: Mutex<Option<(Arc<Progress>, std::time::Instant)>>,
 }
 
 #[derive(Debug)]
@@ -51,10 +52,13 @@ impl Record {
             .unwrap_or(false)
     }
 
-    /// Attaches image write progress, reported while the command runs.
+    /// Attaches image write or wipe progress, reported while the command
+    /// runs (with the time since it was attached: the coordinator derives
+    /// the rate and ETA from it). Attaching again (the next URL, the next
+    /// disk) starts the counters and the clock again.
     pub fn set_progress(&self, p: Arc<Progress>) {
         if let Ok(mut slot) = self.progress.lock() {
-            *slot = Some(p);
+            *slot = Some((p, std::time::Instant::now()));
         }
     }
 
@@ -99,8 +103,9 @@ impl Record {
         if status == CommandStatus::Running {
             // Not part of IPA's envelope; Ironic ignores the result of a
             // running command, operators and the Ingot coordinator see progress.
-            if let Some(p) = self.progress.lock().ok().and_then(|p| p.clone()) {
+            if let Some((p, since)) = self.progress.lock().ok().and_then(|p| p.clone()) {
                 use std::sync::atomic::Ordering::Relaxed;
+                let elapsed_ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
                 let mut m = Map::new();
                 m.insert(
                     "progress".into(),
@@ -108,6 +113,7 @@ impl Record {
                         "received_bytes": p.received.load(Relaxed),
                         "source_bytes": p.source_total.load(Relaxed),
                         "written_bytes": p.written.load(Relaxed),
+                        "elapsed_ms": elapsed_ms,
                     }),
                 );
                 result = Some(Value::Object(m));

@@ -144,8 +144,8 @@ fn step_name(steps: &[Value], index: usize) -> String {
 enum StepNext {
     /// The agent does not know the step: send it again.
     Resend,
-    /// The step runs.
-    Running,
+    /// The step runs, with the progress the agent reported.
+    Running(Option<super::progress::Report>),
     /// The step finished: `entry` goes into the report, then step `next`
     /// runs, or cleaning finishes.
     Finished {
@@ -173,7 +173,7 @@ fn after_step(node: &Node, steps: &[Value], index: usize, commands: &[CommandRes
     };
     match sent_command(node, commands) {
         Sent::Unknown => StepNext::Resend,
-        Sent::Running => StepNext::Running,
+        Sent::Running(cmd) => StepNext::Running(super::progress::report(cmd)),
         Sent::Succeeded(cmd) => StepNext::Finished {
             entry: json!({"step": name, "finished_at": now_iso(), "result": clean_result(cmd).unwrap_or(Value::Null)}),
             next: index.checked_add(1).filter(|i| *i < steps.len()),
@@ -204,6 +204,7 @@ fn clean_step_sent(r: &CommandResult, step: Value, index: usize) -> Outcome {
         n.driver_internal_info
             .insert("clean_step_index".into(), json!(index));
         n.clean_step = step.as_object().cloned().unwrap_or_default();
+        super::progress::start(n);
         n.progress_ms = crate::model::now_ms();
     })
 }
@@ -213,6 +214,7 @@ fn clean_step_sent(r: &CommandResult, step: Value, index: usize) -> Outcome {
 fn cleaned(event: Event, keep: bool) -> Outcome {
     Outcome::transition(event, Target::Clear, move |n| {
         agent_left(keep, n);
+        super::progress::clear(n);
         n.clean_step = Map::new();
         n.driver_internal_info.remove("clean_step_index");
         n.driver_internal_info.remove("clean_steps");
@@ -295,7 +297,7 @@ impl Phase for Clean {
                 info!(node = %uuid, step = %step, "clean step not known to the agent, sending it again");
                 send_clean_step(c, &node, ep, &steps, index).await
             }
-            StepNext::Running => Ok(Outcome::still_running()),
+            StepNext::Running(report) => Ok(Outcome::still_running_with(report)),
             StepNext::Finished { entry, next } => {
                 info!(node = %uuid, step = %step, "clean step finished");
                 let node = c
@@ -490,7 +492,7 @@ mod tests {
             .insert("agent_command_id".into(), json!("c1"));
         assert_eq!(after_step(&n, &steps, 0, &[]), StepNext::Resend);
         let running = [command("c1", CommandStatus::Running)];
-        assert_eq!(after_step(&n, &steps, 0, &running), StepNext::Running);
+        assert_eq!(after_step(&n, &steps, 0, &running), StepNext::Running(None));
         let done = [command("c1", CommandStatus::Succeeded)];
         let StepNext::Finished { entry, next } = after_step(&n, &steps, 0, &done) else {
             panic!("finished");

@@ -186,6 +186,7 @@ fn write_image_sent(r: &CommandResult, step: &Value) -> Outcome {
         n.driver_internal_info
             .insert("agent_command_id".into(), json!(id));
         n.deploy_step = shown.clone();
+        super::progress::start(n);
         n.progress_ms = crate::model::now_ms();
     })
 }
@@ -283,7 +284,9 @@ impl Phase for Deploy {
                 }
             };
             match sent_command(&node, &commands) {
-                Sent::Running => return Ok(Outcome::still_running()),
+                Sent::Running(cmd) => {
+                    return Ok(Outcome::still_running_with(super::progress::report(cmd)));
+                }
                 Sent::Succeeded(cmd) => {
                     let result = cmd.command_result.clone().unwrap_or(Value::Null);
                     return finish_deploy(c, &node, ep, result).await;

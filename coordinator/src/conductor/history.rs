@@ -94,11 +94,17 @@ impl Conductor {
     /// reason).
     pub(super) async fn record_changes(&self, before: &Node, after: &Node, failure: Option<&str>) {
         for (kind, phase) in STEP_KINDS {
-            let old = step_doc(before, kind);
-            let new = step_doc(after, kind);
+            // The same step whatever its progress says.
+            let without_progress = |n: &Node| {
+                let mut d = step_doc(n, kind).clone();
+                d.remove(super::progress::KEY);
+                d
+            };
+            let (old, new) = (without_progress(before), without_progress(after));
             if old == new {
                 continue;
             }
+            let (old, new) = (&old, &new);
             if let Some(id) = step_id(old) {
                 self.end_step(after, kind, phase, &id, failure).await;
             }

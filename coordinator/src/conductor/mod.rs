@@ -19,6 +19,7 @@ mod outcome;
 mod phase;
 mod power;
 mod power_sync;
+mod progress;
 mod recovery;
 
 use std::collections::HashMap;

@@ -122,9 +122,16 @@ impl Outcome {
     }
 
     /// An agent command is still running: the node waits for the next
-    /// heartbeat, and the wait's timeout starts again.
-    pub(super) fn still_running() -> Self {
-        Self::wait_with(Until::Kicked, |n| n.progress_ms = now_ms())
+    /// heartbeat, the wait's timeout starts again, and the node shows the
+    /// progress the agent reported with the command ([`super::progress`]).
+    pub(super) fn still_running_with(report: Option<super::progress::Report>) -> Self {
+        let at = now_ms();
+        Self::wait_with(Until::Kicked, move |n| {
+            n.progress_ms = at;
+            if let Some(r) = report {
+                super::progress::update(n, r, at);
+            }
+        })
     }
 
     /// Fires `event` with `target`, writing `record`.
@@ -343,7 +350,7 @@ mod tests {
     fn waits_keep_the_state() {
         let mut n = node_in(ProvisionState::CleanWait);
         n.progress_ms = 1;
-        let o = Outcome::still_running();
+        let o = Outcome::still_running_with(None);
         o.apply_to(&mut n).unwrap();
         assert_eq!(n.provision_state, ProvisionState::CleanWait);
         assert!(n.progress_ms > 1);

@@ -152,8 +152,8 @@ pub(super) fn agent_left(keep: bool, node: &mut Node) {
 pub(super) enum Sent<'a> {
     /// The agent does not know it (it restarted, or never got it).
     Unknown,
-    /// It runs.
-    Running,
+    /// It runs (its status may carry progress).
+    Running(&'a CommandResult),
     /// It finished.
     Succeeded(&'a CommandResult),
     /// It failed.
@@ -171,7 +171,7 @@ pub(super) fn sent_command<'a>(node: &Node, commands: &'a [CommandResult]) -> Se
     match commands.iter().find(|c| c.id == id) {
         None => Sent::Unknown,
         Some(c) => match c.command_status {
-            CommandStatus::Running => Sent::Running,
+            CommandStatus::Running => Sent::Running(c),
             CommandStatus::Succeeded => Sent::Succeeded(c),
             CommandStatus::Failed | CommandStatus::CleanVersionMismatch => Sent::Failed(c),
         },
@@ -206,7 +206,7 @@ pub(super) mod tests {
         assert_eq!(sent_command(&n, &list), Sent::Unknown, "nothing sent");
         for (id, want) in [
             ("a", Sent::Succeeded(&list[0])),
-            ("b", Sent::Running),
+            ("b", Sent::Running(&list[1])),
             ("c", Sent::Failed(&list[2])),
             ("d", Sent::Unknown),
         ] {

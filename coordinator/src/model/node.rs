@@ -393,6 +393,7 @@ impl Node {
             "agent_command_id",
             "agent_last_heartbeat",
             "agent_version",
+            "ingot_progress",
         ] {
             self.driver_internal_info.remove(k);
         }
