@@ -73,6 +73,7 @@ pub fn run(args: WipeArgs) -> anyhow::Result<()> {
         allow_overwrite: args.allow_overwrite_fallback,
         passes: args.passes,
         only: args.method,
+        progress: None,
     };
     let report = wipe_devices(&args.devices, &opts);
     if args.json {

@@ -13,7 +13,7 @@ use super::executor::Record;
 use super::write::{deploy_whole_disk, node_dict, parse_image_info};
 use super::{CmdError, CmdResult};
 use crate::state::AgentState;
-use crate::wipe::{WipeOptions, wipe_devices};
+use crate::wipe::{WipeOptions, WipeProgress, wipe_devices};
 
 /// The hardware manager the steps are listed under (IPA's generic one).
 pub const MANAGER: &str = "GenericHardwareManager";
@@ -117,7 +117,7 @@ fn check_version(params: &Map<String, Value>, key: &str) -> Result<(), CmdError>
 /// `clean.execute_clean_step`.
 pub async fn execute_clean_step(
     state: Arc<AgentState>,
-    _r: Arc<Record>,
+    record: Arc<Record>,
     params: Map<String, Value>,
 ) -> CmdResult {
     check_version(&params, "clean_version")?;
@@ -129,8 +129,10 @@ pub async fn execute_clean_step(
         .to_string();
     let node = node_dict(&state, &params);
     let result = match name.as_str() {
-        "erase_devices_metadata" => erase(&state, node.as_ref(), WipeMode::Metadata).await?,
-        "erase_devices" => erase(&state, node.as_ref(), WipeMode::Secure).await?,
+        "erase_devices_metadata" => {
+            erase(&state, &record, node.as_ref(), WipeMode::Metadata).await?
+        }
+        "erase_devices" => erase(&state, &record, node.as_ref(), WipeMode::Secure).await?,
         other => return Err(CmdError::no_such_step(format!("clean step {other}"))),
     };
     Ok(Some(json!({"clean_result": result, "clean_step": step})))
@@ -164,7 +166,9 @@ pub async fn execute_deploy_step(
                 .map(str::to_string);
             deploy_whole_disk(&state, &record, info, cd, node.as_ref()).await?
         }
-        "erase_devices_metadata" => erase(&state, node.as_ref(), WipeMode::Metadata).await?,
+        "erase_devices_metadata" => {
+            erase(&state, &record, node.as_ref(), WipeMode::Metadata).await?
+        }
         other => return Err(CmdError::no_such_step(format!("deploy step {other}"))),
     };
     Ok(Some(json!({"deploy_result": result, "deploy_step": step})))
@@ -211,6 +215,7 @@ async fn erase_targets(
 
 async fn erase(
     state: &Arc<AgentState>,
+    record: &Arc<Record>,
     node: Option<&Map<String, Value>>,
     mode: WipeMode,
 ) -> Result<Value, CmdError> {
@@ -225,6 +230,13 @@ async fn erase(
         allow_overwrite: true,
         passes,
         ..WipeOptions::default()
+    };
+    // Overwrite passes count their bytes; the command status shows them.
+    let progress = WipeProgress::default();
+    record.set_progress(progress.0.clone());
+    let opts = WipeOptions {
+        progress: Some(progress),
+        ..opts
     };
     tracing::info!(mode = ?mode, disks = targets.len(), "erasing disks");
     let report = tokio::task::spawn_blocking(move || wipe_devices(&targets, &opts))

@@ -40,7 +40,24 @@ pub struct WipeOptions {
     pub passes: u32,
     /// Secure mode: use only this method (the others are reported as skipped).
     pub only: Option<WipeMethod>,
+    /// Counters of overwrite passes (bytes to write and written, all
+    /// devices together), for the agent's command status.
+    pub progress: Option<WipeProgress>,
 }
+
+/// Shared overwrite counters: `source_total` grows by each device's bytes
+/// to write when its overwrite starts, `received` and `written` by each
+/// chunk written. Options compare equal whatever counters they carry.
+#[derive(Debug, Clone, Default)]
+pub struct WipeProgress(pub std::sync::Arc<ingot_image_tools::progress::Progress>);
+
+impl PartialEq for WipeProgress {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for WipeProgress {}
 
 impl Default for WipeOptions {
     fn default() -> Self {
@@ -50,6 +67,7 @@ impl Default for WipeOptions {
             allow_overwrite: false,
             passes: 1,
             only: None,
+            progress: None,
         }
     }
 }

@@ -9,10 +9,12 @@
 
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use ingot_image_tools::buffer::AlignedBuf;
+use ingot_image_tools::progress::Progress;
 
 use super::device::Device;
 
@@ -101,16 +103,23 @@ pub struct OverwriteStats {
     pub zero_seconds: f64,
 }
 
-/// Overwrites the whole device: `passes` random passes, then zeros, then fsync.
+/// Overwrites the whole device: `passes` random passes, then zeros, then
+/// fsync; each chunk written counts in `progress`.
 pub fn overwrite(
     dev: &mut Device,
     passes: u32,
     seed: u64,
+    progress: Option<&super::WipeProgress>,
 ) -> Result<OverwriteStats, OverwriteError> {
+    let progress = progress.map(|p| &*p.0);
+    if let Some(p) = progress {
+        let total = dev.size().saturating_mul(u64::from(passes) + 1);
+        p.source_total.fetch_add(total, Ordering::Relaxed);
+    }
     let mut stats = OverwriteStats::default();
     for pass in 1..=passes {
         let t = Instant::now();
-        random_pass(dev, pass, seed.wrapping_add(u64::from(pass)))?;
+        random_pass(dev, pass, seed.wrapping_add(u64::from(pass)), progress)?;
         stats.random_seconds += t.elapsed().as_secs_f64();
         stats.pass_seconds.push(t.elapsed().as_secs_f64());
         stats.bytes += dev.size();
@@ -118,7 +127,7 @@ pub fn overwrite(
     let t = Instant::now();
     let zero_pass = passes + 1;
     let zeros = AlignedBuf::new(CHUNK);
-    write_all(dev, zero_pass, "zeros", &Source::Zeros(&zeros))?;
+    write_all(dev, zero_pass, "zeros", &Source::Zeros(&zeros), progress)?;
     dev.sync().map_err(|e| OverwriteError {
         pass: zero_pass,
         what: "zeros",
@@ -142,7 +151,12 @@ enum Source<'a> {
     },
 }
 
-fn random_pass(dev: &mut Device, pass: u32, seed: u64) -> Result<(), OverwriteError> {
+fn random_pass(
+    dev: &mut Device,
+    pass: u32,
+    seed: u64,
+    progress: Option<&Progress>,
+) -> Result<(), OverwriteError> {
     let (full_tx, full_rx): (SyncSender<AlignedBuf>, Receiver<AlignedBuf>) = sync_channel(DEPTH);
     let (free_tx, free_rx) = sync_channel::<AlignedBuf>(DEPTH + 1);
     for _ in 0..DEPTH + 1 {
@@ -168,6 +182,7 @@ fn random_pass(dev: &mut Device, pass: u32, seed: u64) -> Result<(), OverwriteEr
                 full: &full_rx,
                 free: &free_tx,
             },
+            progress,
         );
         // Unblock the generator whatever happened.
         drop(full_rx);
@@ -182,6 +197,7 @@ fn write_all(
     pass: u32,
     what: &'static str,
     src: &Source<'_>,
+    progress: Option<&Progress>,
 ) -> Result<(), OverwriteError> {
     let size = dev.size();
     let bs = dev.block_size();
@@ -222,6 +238,10 @@ fn write_all(
             free.send(b).ok();
         }
         offset += n;
+        if let Some(p) = progress {
+            p.received.fetch_add(n, Ordering::Relaxed);
+            p.written.fetch_add(n, Ordering::Relaxed);
+        }
         if last_log.elapsed() > Duration::from_secs(10) {
             last_log = Instant::now();
             let secs = started.elapsed().as_secs_f64().max(1e-9);

@@ -350,7 +350,7 @@ fn run(dev: &mut Device, step: &Step, opts: &WipeOptions, seed: u64) -> Result<R
             })
         }
         Step::Overwrite => {
-            let stats = overwrite::overwrite(dev, opts.passes, seed)?;
+            let stats = overwrite::overwrite(dev, opts.passes, seed, opts.progress.as_ref())?;
             tracing::info!(
                 device = %dev.path().display(),
                 passes = opts.passes,
