@@ -650,9 +650,9 @@ pub struct ConductorConfig {
     pub hash_ring_reset_interval: u64,
     /// 2^N points per coordinator on the hash ring (at most 16).
     pub hash_partition_exponent: u32,
-    /// How many finished entries of node history each node keeps; older
-    /// ones are deleted as new ones come (Ironic's option of the same
-    /// name, default 300). Actions still running are always kept.
+    /// How many entries of node history each node keeps; older ones are
+    /// deleted as new ones come (Ironic's option of the same name, default
+    /// 300).
     pub node_history_max_entries: u32,
 }
 

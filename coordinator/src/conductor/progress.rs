@@ -155,11 +155,13 @@ mod tests {
 
     #[test]
     fn progress_has_rate_and_eta_and_never_goes_down() {
-        let mut n = Node::default();
-        n.deploy_step = json!({"interface": "deploy", "step": "write_image"})
-            .as_object()
-            .cloned()
-            .unwrap();
+        let mut n = Node {
+            deploy_step: json!({"interface": "deploy", "step": "write_image"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            ..Node::default()
+        };
         start(&mut n);
         let started = n.driver_internal_info[KEY]["started_at"].clone();
         assert_eq!(n.deploy_step[KEY]["step"], "deploy.write_image");

@@ -226,13 +226,28 @@ impl Db {
             .map_err(DbError::from)
     }
 
-    /// Keeps the newest `max` finished entries of the node's history
-    /// (Ironic's `[conductor] node_history_max_entries`); unfinished ones
-    /// (actions under way, or cut short by a dead coordinator) stay.
+    /// Ends every step of the node still open in its history with
+    /// `result` (an operator's abort ends the step without the conductor).
+    pub async fn end_open_steps(&self, node_uuid: &str, result: &str) -> Result<u64, DbError> {
+        let now = self.now_ms_sql();
+        let done = sqlx::query(&format!(
+            "UPDATE node_events SET finished_ms = {now}, result = $1 WHERE node_uuid = $2 \
+             AND kind IN ('deploy_step', 'clean_step') AND finished_ms IS NULL"
+        ))
+        .bind(result)
+        .bind(node_uuid)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Keeps the newest `max` entries of the node's history (Ironic's
+    /// `[conductor] node_history_max_entries`). An action under way whose
+    /// entry goes finishes all the same; its end is just not recorded.
     pub async fn prune_history(&self, node_uuid: &str, max: u32) -> Result<u64, DbError> {
         let done = sqlx::query(
-            "DELETE FROM node_events WHERE node_uuid = $1 AND finished_ms IS NOT NULL AND id NOT IN \
-             (SELECT id FROM node_events WHERE node_uuid = $2 AND finished_ms IS NOT NULL \
+            "DELETE FROM node_events WHERE node_uuid = $1 AND id NOT IN \
+             (SELECT id FROM node_events WHERE node_uuid = $2 \
              ORDER BY started_ms DESC, id DESC LIMIT $3)",
         )
         .bind(node_uuid)

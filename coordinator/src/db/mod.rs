@@ -525,12 +525,14 @@ impl Db {
         Ok(())
     }
 
-    /// The journal of what coordinators did to a node, oldest first (its
-    /// history without the callers' requests).
+    /// The journal of what coordinators did to a node, oldest first: its
+    /// history without the callers' requests and the agent's steps (which
+    /// may outlast the coordinator that started them).
     pub async fn node_events(&self, node_uuid: &str) -> Result<Vec<NodeEvent>, DbError> {
         let rows = sqlx::query(
             "SELECT conductor, fence, kind, detail, started_ms, finished_ms FROM node_events \
-             WHERE node_uuid = $1 AND kind <> $2 ORDER BY started_ms, id",
+             WHERE node_uuid = $1 AND kind NOT IN ($2, 'deploy_step', 'clean_step') \
+             ORDER BY started_ms, id",
         )
         .bind(node_uuid)
         .bind(REQUEST_KIND)

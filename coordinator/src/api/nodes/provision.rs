@@ -271,6 +271,17 @@ pub async fn set(req: Req, body: Bytes) -> Result<Response, ApiError> {
     })
     .await?;
     tracing::info!(node = %updated.uuid, verb = verb.as_str(), state = %updated.provision_state, "provision request");
+    if verb == Verb::Abort {
+        if let Err(e) = req
+            .st
+            .conductor
+            .db()
+            .end_open_steps(&updated.uuid, "aborted")
+            .await
+        {
+            tracing::warn!(node = %updated.uuid, error = %e, "ending the aborted step in the history failed");
+        }
+    }
     super::history::record_request(
         &req,
         &updated,
