@@ -40,6 +40,8 @@ pub struct KernelParams {
     pub ca_b64: Option<String>,
     /// Debug logging: `ingot.debug` or `ipa-debug=1`.
     pub debug: bool,
+    /// Log lines as JSON objects: `ingot.log_format=json` (default `text`).
+    pub log_json: bool,
     /// PXE interface MAC from `BOOTIF=01-aa-bb-…`, as `aa:bb:…`.
     pub bootif: Option<String>,
     /// `ip=` static configuration (None with `ip=dhcp` or without `ip=`).
@@ -139,6 +141,7 @@ pub fn parse(cmdline: &str) -> KernelParams {
             ("ingot.ca", Some(v)) => p.ca_file = Some(v.to_string()),
             ("ingot.ca_b64", Some(v)) => p.ca_b64 = Some(v.to_string()),
             ("ingot.debug" | "ipa-debug", v) => p.debug = truthy(v),
+            ("ingot.log_format", Some(v)) => p.log_json = v == "json",
             ("BOOTIF", Some(v)) => p.bootif = bootif_mac(v),
             ("ip", Some(v)) => p.static_ip = parse_ip(v),
             ("ingot.tls", Some(v)) => p.tls = Some(v.to_string()),
@@ -163,6 +166,13 @@ mod tests {
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 
     use super::*;
+
+    #[test]
+    fn log_format_json_is_a_kernel_parameter() {
+        assert!(parse("console=ttyS0 ingot.log_format=json").log_json);
+        assert!(!parse("ingot.log_format=text").log_json);
+        assert!(!parse("console=ttyS0").log_json);
+    }
 
     #[test]
     fn parses_ingot_and_ipa_parameters() {

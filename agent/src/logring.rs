@@ -115,22 +115,20 @@ impl<S: Subscriber> Layer<S> for RingLayer {
 /// Installs the global subscriber: stderr plus the ring. `RUST_LOG`
 /// overrides `default_level`. Returns the ring.
 pub fn init(default_level: &str) -> LogRing {
-    init_with(default_level, std::io::stderr().is_terminal())
+    init_with(default_level, std::io::stderr().is_terminal(), false)
 }
 
 /// As [`init`], choosing whether stderr gets ANSI colours (never on the
-/// kernel console: serial logs must stay plain text).
-pub fn init_with(default_level: &str, ansi: bool) -> LogRing {
+/// kernel console: serial logs must stay plain text), and whether its lines
+/// are JSON objects (`ingot.log_format=json`; the ring keeps text lines).
+pub fn init_with(default_level: &str, ansi: bool, json: bool) -> LogRing {
     let ring = LogRing::new();
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(ansi);
     let res = tracing_subscriber::registry()
         .with(filter)
-        .with(fmt)
+        .with((!json).then(|| text_layer(std::io::stderr, ansi)))
+        .with(json.then(|| json_layer(std::io::stderr)))
         .with(RingLayer { ring: ring.clone() })
         .try_init();
     if res.is_err() {
@@ -139,9 +137,75 @@ pub fn init_with(default_level: &str, ansi: bool) -> LogRing {
     ring
 }
 
+/// Text lines to `w`.
+fn text_layer<S, W>(w: W, ansi: bool) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .with_writer(w)
+        .with_target(false)
+        .with_ansi(ansi)
+}
+
+/// One JSON object per line to `w`: `timestamp`, `level`, `message` and the
+/// event's fields at the top level.
+fn json_layer<S, W>(w: W) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_writer(w)
+        .with_target(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Collects what a layer writes.
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            match self.0.lock() {
+                Ok(mut v) => v.extend_from_slice(b),
+                Err(p) => p.into_inner().extend_from_slice(b),
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Buffer {
+        type Writer = Buffer;
+        fn make_writer(&'w self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn json_lines_are_objects_with_the_fields() {
+        let buf = Buffer::default();
+        let sub = tracing_subscriber::registry().with(json_layer(buf.clone()));
+        tracing::subscriber::with_default(sub, || {
+            tracing::info!(disk = "/dev/vda", bytes = 7_u64, "image written");
+        });
+        let text = String::from_utf8(buf.0.lock().map(|b| b.clone()).unwrap_or_default())
+            .unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON object");
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["message"], "image written");
+        assert_eq!(v["disk"], "/dev/vda");
+        assert_eq!(v["bytes"], 7);
+    }
 
     #[test]
     fn ring_drops_oldest() {

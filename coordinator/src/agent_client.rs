@@ -133,8 +133,12 @@ impl AgentClient {
             .header("Content-Type", "application/json")
             .header("Accept", "application/json")
             .body(body);
-        let body = self.send(ep, req).await?;
-        serde_json::from_slice(&body).map_err(|e| AgentError::Decode(format!("{name}: {e}")))
+        let started = std::time::Instant::now();
+        let r = self.send(ep, req).await.and_then(|body| {
+            serde_json::from_slice(&body).map_err(|e| AgentError::Decode(format!("{name}: {e}")))
+        });
+        crate::metrics::agent_command(name, result_label(&r), started.elapsed());
+        r
     }
 
     /// Every command of this boot, in order.
@@ -148,9 +152,24 @@ impl AgentClient {
             .get(url)
             .query(&[("agent_token", ep.token.as_str())])
             .header("Accept", "application/json");
-        let body = self.send(ep, req).await?;
-        serde_json::from_slice::<CommandList>(&body)
-            .map(|l| l.commands)
-            .map_err(|e| AgentError::Decode(format!("command list: {e}")))
+        let started = std::time::Instant::now();
+        let r = self.send(ep, req).await.and_then(|body| {
+            serde_json::from_slice::<CommandList>(&body)
+                .map(|l| l.commands)
+                .map_err(|e| AgentError::Decode(format!("command list: {e}")))
+        });
+        crate::metrics::agent_command("list_commands", result_label(&r), started.elapsed());
+        r
+    }
+}
+
+/// The `result` label of an agent request's metrics.
+fn result_label<T>(r: &Result<T, AgentError>) -> &'static str {
+    match r {
+        Ok(_) => "ok",
+        Err(AgentError::Busy(_)) => "busy",
+        Err(AgentError::Http { .. }) => "http_error",
+        Err(AgentError::Transport { .. }) => "unreachable",
+        Err(AgentError::Decode(_)) => "bad_answer",
     }
 }

@@ -112,6 +112,8 @@
 //! [network_roles]                # which network serves which phase
 //! provisioning = "provisioning"
 //! quarantine = "quarantine"      # cleaning, inspection, rescue default to provisioning
+//! [metrics]                      # Prometheus metrics (docs/operations.md)
+//! listen = "127.0.0.1:9608"      # GET /metrics here, without authentication; default: off
 //! ```
 
 use std::net::SocketAddr;
@@ -204,6 +206,17 @@ pub struct Config {
     pub networks: std::collections::BTreeMap<String, crate::network::config::NetworkConfig>,
     /// Which network serves which phase.
     pub network_roles: crate::network::config::NetworkRoles,
+    /// The Prometheus metrics listener.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: where `GET /metrics` is served (see [`crate::metrics`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the metrics listener; `None` (the default) serves no
+    /// metrics. It has no authentication: a loopback or management address.
+    pub listen: Option<SocketAddr>,
 }
 
 /// How the DHCP server hands out addresses.
@@ -717,6 +730,7 @@ impl Default for Config {
             switches: Default::default(),
             networks: Default::default(),
             network_roles: Default::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -208,8 +208,10 @@ impl ImageCache {
         let _guard = lock.lock().await;
         let path = self.path(&key);
         if path.exists() {
+            crate::metrics::image_cache(true);
             return Ok(key);
         }
+        crate::metrics::image_cache(false);
         std::fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
         let part = self.dir.join(format!("{key}.part"));
         let dl = |message: String| CacheError::Download {
@@ -255,6 +257,7 @@ impl ImageCache {
             });
         }
         std::fs::rename(&part, &path).map_err(io_err(&path))?;
+        crate::metrics::image_downloaded(bytes);
         tracing::info!(url = %src.url, key = %key, bytes, "image cached");
         Ok(key)
     }

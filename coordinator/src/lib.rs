@@ -7,6 +7,7 @@
 //! - [`power`]: the `PowerDriver` trait and its drivers.
 //! - [`agent_client`]: the client of the agent's command API.
 //! - [`network`]: switches and networks for tenant isolation (Open vSwitch driver).
+//! - [`metrics`]: Prometheus metrics (`GET /metrics` on its own listener).
 
 pub mod agent_client;
 pub mod api;
@@ -22,6 +23,8 @@ pub mod drivers;
 pub mod glance;
 pub mod http_server;
 pub mod image_cache;
+pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod network;
 pub mod power;

@@ -1,4 +1,4 @@
-//! `ingot-coordinator serve [--config <file.toml>] [--listen <addr:port>] [--database <url>]
+//! `ingot-coordinator [--log-format text|json] serve [--config <file.toml>] [--listen <addr:port>] [--database <url>]
 //! [--boot-kernel <vmlinuz>] [--boot-initramfs <initramfs>]`
 
 use std::net::SocketAddr;
@@ -7,12 +7,16 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ingot_coordinator::config::Config;
+use ingot_coordinator::logging::LogFormat;
 use ingot_coordinator::power::PowerDrivers;
 
 /// Ingot's coordinator: an Ironic-compatible bare-metal API.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
+    /// Log lines as `text` or `json` (one object per line).
+    #[arg(long, global = true, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,14 +46,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    ingot_coordinator::logging::init(cli.log_format);
     match cli.command {
         Command::Serve {
             config,

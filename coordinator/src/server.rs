@@ -61,6 +61,8 @@ pub struct Running {
     power_sync: Option<tokio::task::JoinHandle<()>>,
     /// Where the TFTP server listens, when enabled.
     pub tftp_addr: Option<SocketAddr>,
+    /// Where `GET /metrics` is served, when enabled (`[metrics] listen`).
+    pub metrics_addr: Option<SocketAddr>,
     /// Network-boot services (TFTP, DHCP), stopped with the coordinator.
     net: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -160,6 +162,26 @@ pub async fn start(mut config: Config, power: PowerDrivers) -> Result<Running, S
             net.push(tokio::spawn(ra.run()));
         }
     }
+    let metrics_addr = match config.metrics.listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Io { addr, source })?;
+            let bound = l
+                .local_addr()
+                .map_err(|source| ServeError::Io { addr, source })?;
+            info!(addr = %bound, "metrics listener (GET /metrics, no authentication)");
+            let app = crate::metrics::serve::router(db.clone());
+            let limits = config.api.clone();
+            net.push(tokio::spawn(async move {
+                if let Err(e) = crate::http_server::serve(l, app, limits, None).await {
+                    tracing::error!(error = %e, "the metrics listener stopped");
+                }
+            }));
+            Some(bound)
+        }
+        None => None,
+    };
     let conductor = Conductor::new(db, config.clone(), power);
     if let Some(acceptor) = &tls {
         conductor.consoles().set_tls(acceptor.clone());
@@ -204,6 +226,7 @@ pub async fn start(mut config: Config, power: PowerDrivers) -> Result<Running, S
         periodic,
         power_sync,
         tftp_addr,
+        metrics_addr,
         net,
     })
 }

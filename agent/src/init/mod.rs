@@ -120,7 +120,8 @@ pub fn main() -> ! {
     mounts::mount_api_filesystems();
     open_console();
     let params = cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
-    let logs = crate::logring::init_with(if params.debug { "debug" } else { "info" }, false);
+    let level = if params.debug { "debug" } else { "info" };
+    let logs = crate::logring::init_with(level, false, params.log_json);
     let timeout = params.reboot_timeout.unwrap_or(DEFAULT_REBOOT_TIMEOUT);
     install_panic_hook(timeout);
     tracing::info!(version = %crate::state::agent_version(), "ingot-agent starting as init");

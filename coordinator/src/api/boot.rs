@@ -415,7 +415,18 @@ pub async fn image(
             "Image {key} could not be found."
         )));
     }
-    serve_file(Some(cache.path(&key)), "image", get).await
+    let head = get.head;
+    let resp = serve_file(Some(cache.path(&key)), "image", get).await?;
+    if !head
+        && resp.status().is_success()
+        && let Some(len) = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    {
+        crate::metrics::image_served(len);
+    }
+    Ok(resp)
 }
 
 #[cfg(test)]

@@ -290,6 +290,8 @@ pub fn router(state: AppState) -> Router {
     .layer(axum::middleware::from_fn(limits::ironic_envelope))
     // `bounded_body` enforces `[api] max_body_bytes` before extractors run.
     .layer(axum::extract::DefaultBodyLimit::disable())
+    // Outermost: sees the final status; per route, so the matched pattern.
+    .layer(axum::middleware::from_fn(crate::metrics::api::track))
     .with_state(state)
 }
 

@@ -548,6 +548,9 @@ impl Conductor {
                     "this coordinator does not act on the node now".into(),
                 ))
             });
+        if let Err(e) = &result {
+            crate::metrics::bmc_error(node.power_interface.as_deref(), e.kind());
+        }
         // As Ironic: every power action (failed ones too) is timestamped in
         // driver_internal_info.last_power_state_change (naive UTC).
         let stamp = crate::model::now_iso().replace("+00:00", "");

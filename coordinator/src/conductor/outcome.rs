@@ -249,6 +249,9 @@ impl Conductor {
                     self.record_changes(before, &node, failure).await;
                 }
                 self.held().remove(uuid);
+                if let Some(before) = &before {
+                    crate::metrics::phases::node_changed(before, &node);
+                }
                 node
             }
             Err(UpdateError::Db(e)) => return Err(e.into()),

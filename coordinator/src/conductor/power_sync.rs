@@ -211,6 +211,7 @@ impl Conductor {
             self.inner.sync.passes.fetch_add(1, Ordering::Relaxed);
         }
         let elapsed = started.elapsed();
+        crate::metrics::power_sync_pass(elapsed);
         info!(
             adopted_only = only.is_some(),
             checked = report.checked,
@@ -289,6 +290,9 @@ impl Conductor {
                     .await;
                 match written {
                     Ok(_) => {
+                        if recorded.is_some() {
+                            crate::metrics::out_of_band_change();
+                        }
                         match &recorded {
                             Some(before) => info!(
                                 node = %node.uuid,
@@ -320,6 +324,7 @@ impl Conductor {
             *count
         };
         let kind = e.kind();
+        crate::metrics::bmc_error(node.power_interface.as_deref(), kind);
         let transient = e.is_transient();
         if transient && attempt < max {
             warn!(

@@ -10,6 +10,7 @@ pub mod leases;
 mod migrate;
 pub mod secrets;
 mod sqlite_file;
+pub mod stats;
 
 use std::str::FromStr;
 use std::time::Duration;
