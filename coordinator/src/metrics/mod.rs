@@ -172,6 +172,17 @@ impl Metrics {
             image_served_bytes: Counter::default(),
             image_downloaded_bytes: Counter::default(),
         };
+        // Series worth seeing at 0 before their first event.
+        for result in ["accepted", "rejected"] {
+            drop(m.lookups.get_or_create(&ResultLabels { result }));
+            drop(m.heartbeats.get_or_create(&ResultLabels { result }));
+        }
+        for result in ["hit", "miss"] {
+            drop(
+                m.image_cache_requests
+                    .get_or_create(&ResultLabels { result }),
+            );
+        }
         m.register()
     }
 
