@@ -31,6 +31,7 @@ pub mod ha;
 pub mod interrupt;
 pub mod journal;
 pub mod members;
+pub mod metrics;
 pub mod netns;
 pub mod prepare;
 pub mod proc;

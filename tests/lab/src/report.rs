@@ -38,6 +38,9 @@ pub struct Report {
     /// The HA lab (`--ha`): members, the kills with their detection,
     /// takeover and added delay, and the journal's double-ownership check.
     pub ha: Option<crate::ha::HaEvidence>,
+    /// The coordinator's `/metrics` at the end, checked against the phases
+    /// (not in the HA lab).
+    pub metrics: Option<crate::metrics::MetricsEvidence>,
     /// The instance UUID given at deploy, and printed by the deployed image.
     pub instance_uuid: String,
     /// The console line that proved the image booted from disk.

@@ -391,6 +391,8 @@ pub(crate) struct Lab {
     glance: Option<LabGlance>,
     /// The HA lab's members and database.
     pub(crate) ha: Option<crate::ha::HaLab>,
+    /// The coordinator's `GET /metrics` (not in the HA lab).
+    metrics_url: Option<String>,
 }
 
 impl Drop for Lab {
@@ -560,6 +562,7 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
     // image cache (Glance images are always cached and served to the agent).
     let mut coordinator = None;
     let mut ha = None;
+    let mut metrics_url = None;
     let (api, ca_pem, base) = if opts.ha {
         let lab = crate::ha::HaLab::start(opts, progress)?;
         // iPXE's first script: each member in turn (a dead one is skipped).
@@ -580,6 +583,10 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
         cmd.arg("serve");
         let mut ca_pem = None;
         let mut config = opts.network.coordinator_config();
+        // Prometheus metrics, scraped once at the end.
+        let metrics = format!("127.0.0.1:{}", proc::free_tcp_port()?);
+        config.push_str(&format!("[metrics]\nlisten = \"{metrics}\"\n\n"));
+        metrics_url = Some(format!("http://{metrics}/metrics"));
         let listen_ip = opts.network.listen_ip();
         let guest_host = opts.network.guest_host_ip();
         if opts.tls {
@@ -756,6 +763,7 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
         ca_pem,
         glance,
         ha,
+        metrics_url,
     })
 }
 
@@ -1301,5 +1309,20 @@ async fn lifecycle(
         .filter(|p| p.name != "verify disks")
         .map(|p| p.seconds)
         .sum();
+    if let Some(url) = &lab.metrics_url {
+        let m = crate::metrics::check(url, report).await?;
+        progress.say(&format!(
+            "/metrics agrees with the phase table: {}; {} heartbeats, {} lookups, {} API requests",
+            m.phases
+                .iter()
+                .map(|(p, n, s)| format!("{p} {n}x {s:.1} s"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            m.heartbeats,
+            m.lookups,
+            m.api_requests
+        ));
+        report.metrics = Some(m);
+    }
     Ok(())
 }
