@@ -178,3 +178,42 @@ async fn metrics_are_served_on_their_own_listener() {
     assert_eq!(api.get("/metrics").await.0, 404);
     running.shutdown().await;
 }
+
+/// `ingot_nodes` comes from one `GROUP BY` whose power-state expression
+/// differs per database: both are checked (this test records no metric).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_are_counted_by_state_on_both_databases() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(db) = test_db(backend, "metrics_counts").await else {
+            continue;
+        };
+        let (running, api) = start_with(test_config(&db.url)).await;
+        for name in ["count-1", "count-2", "count-3"] {
+            api.create_node(json!({"driver": "fake-hardware", "name": name}))
+                .await;
+        }
+        api.set_power("count-1", "power on").await;
+        api.wait_power_state("count-1", "power on", T).await;
+        let mut counts = running
+            .conductor
+            .db()
+            .count_nodes_by_state()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.provision_state, c.power_state, c.nodes))
+            .collect::<Vec<_>>();
+        counts.sort();
+        assert_eq!(
+            counts,
+            [
+                ("enroll".to_owned(), None, 2),
+                ("enroll".to_owned(), Some("power on".to_owned()), 1),
+            ],
+            "{backend:?}"
+        );
+        let pool = running.conductor.db().pool_stats();
+        assert!(pool.open >= 1 && pool.idle <= pool.open, "{pool:?}");
+        running.shutdown().await;
+    }
+}
