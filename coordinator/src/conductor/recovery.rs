@@ -185,6 +185,7 @@ pub(super) async fn check_timeouts(c: &Conductor) -> Result<usize, ConductorErro
             .await;
         match r {
             Ok(after) => {
+                crate::metrics::phases::node_changed(&node, &after);
                 expired += 1;
                 warn!(node = %uuid, state = %after.provision_state, "wait state timed out");
                 let reason = after.last_error.clone().unwrap_or_default();

@@ -9,7 +9,8 @@
 //! starts when `clean_step` or `deploy_step` names it and ends when that
 //! changes. Starts are kept in memory: a phase or step that a restart or a
 //! takeover interrupted is not measured, nor one that ended outside the
-//! conductor (an abort, a wait timeout).
+//! conductor (an abort through the API); wait timeouts are measured as
+//! failures.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex, MutexGuard};
@@ -60,11 +61,21 @@ fn start_state(s: ProvisionState) -> bool {
     )
 }
 
-fn failed_state(s: ProvisionState) -> bool {
-    matches!(
-        s,
-        ProvisionState::InspectFailed | ProvisionState::CleanFailed | ProvisionState::DeployFailed
-    )
+/// How a phase or step that led to state `s` ended: `failure` in a failed
+/// state, `success` in the end state of a phase, else `interrupted` (a
+/// deploy deleted while waiting for its agent).
+fn result_in(s: ProvisionState) -> &'static str {
+    match s {
+        ProvisionState::InspectFailed
+        | ProvisionState::CleanFailed
+        | ProvisionState::DeployFailed => "failure",
+        ProvisionState::Manageable | ProvisionState::Available | ProvisionState::Active => {
+            "success"
+        }
+        // Still within a phase: the step before this one finished.
+        s if phase_of(s).is_some() => "success",
+        _ => "interrupted",
+    }
 }
 
 /// The running step of a node: its phase and `interface.step`.
@@ -112,18 +123,18 @@ fn since(at: SystemTime, now: SystemTime) -> f64 {
 /// `before` to `after` (the same node) makes.
 pub fn node_changed(before: &Node, after: &Node) {
     let now = SystemTime::now();
-    let ended = failed_state(after.provision_state);
-    let result = if ended { "failure" } else { "success" };
+    let result = result_in(after.provision_state);
     let mut s = starts();
     let uuid = &after.uuid;
     let (pb, pa) = (
         phase_of(before.provision_state),
         phase_of(after.provision_state),
     );
-    // The first change the conductor writes in a phase that the API started.
+    // A change the conductor writes in a phase's start state, which the API
+    // entered (no state goes back to a start state: this is the phase's
+    // first run, and any older start of the node is stale).
     if let Some(p) = pb
         && start_state(before.provision_state)
-        && s.phases.get(uuid).is_none_or(|st| st.what.0 != p)
         && let Some(at) = parse_time(before.provision_updated_at.as_deref())
     {
         s.phases.insert(
@@ -232,6 +243,30 @@ mod tests {
             &[("step", "deploy.write_image"), ("result", "success")],
         );
         assert!(steps >= 1.0, "{steps}");
+    }
+
+    #[test]
+    fn failed_and_interrupted_phases_are_told_apart() {
+        assert_eq!(result_in(ProvisionState::CleanFailed), "failure");
+        assert_eq!(result_in(ProvisionState::Available), "success");
+        assert_eq!(result_in(ProvisionState::CleanWait), "success");
+        assert_eq!(result_in(ProvisionState::Deleting), "interrupted");
+        let clean = Node {
+            uuid: "metrics-clean-test".into(),
+            provision_state: ProvisionState::CleanWait,
+            ..Node::default()
+        };
+        let started = Node {
+            provision_state: ProvisionState::Cleaning,
+            provision_updated_at: Some("2020-01-01T00:00:00+00:00".into()),
+            ..clean.clone()
+        };
+        let before = count("clean", "failure");
+        node_changed(&started, &clean);
+        let mut failed = clean.clone();
+        failed.set_provision_state(ProvisionState::CleanFailed, None);
+        node_changed(&clean, &failed);
+        assert_eq!(count("clean", "failure"), before + 1.0);
     }
 
     #[test]
