@@ -748,3 +748,20 @@ impl Config {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_metrics_listener_is_off_unless_configured() {
+        assert_eq!(Config::default().metrics.listen, None);
+        let c: Config = toml::from_str("[metrics]\nlisten = \"127.0.0.1:9608\"\n\n[api]\n")
+            .expect("a valid [metrics] section");
+        assert_eq!(
+            c.metrics.listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9608)))
+        );
+        assert!(toml::from_str::<Config>("[metrics]\nport = 1\n").is_err());
+    }
+}
