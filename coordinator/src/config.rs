@@ -114,6 +114,9 @@
 //! quarantine = "quarantine"      # cleaning, inspection, rescue default to provisioning
 //! [metrics]                      # Prometheus metrics (docs/operations.md)
 //! listen = "127.0.0.1:9608"      # GET /metrics here, without authentication; default: off
+//! [network_sync]                 # drift check of the switched ports
+//! interval_ms = 60000            # 0 turns it off
+//! attempts = 3                   # set + read back tries per change before failing closed
 //! ```
 
 use std::net::SocketAddr;
@@ -206,6 +209,8 @@ pub struct Config {
     pub networks: std::collections::BTreeMap<String, crate::network::config::NetworkConfig>,
     /// Which network serves which phase.
     pub network_roles: crate::network::config::NetworkRoles,
+    /// The periodic check of the switch ports.
+    pub network_sync: crate::network::config::NetworkSyncConfig,
     /// The Prometheus metrics listener.
     pub metrics: MetricsConfig,
 }
@@ -731,6 +736,7 @@ impl Default for Config {
             networks: Default::default(),
             network_roles: Default::default(),
             metrics: MetricsConfig::default(),
+            network_sync: Default::default(),
         }
     }
 }

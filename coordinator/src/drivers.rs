@@ -13,7 +13,7 @@ pub struct HardwareType {
 }
 
 const COMMON_TAIL: [(&str, &[&str]); 8] = [
-    ("network", &["noop", "flat"]),
+    ("network", &["noop", "flat", "neutron", "ironic-networking"]),
     ("raid", &["no-raid", "agent"]),
     ("rescue", &["no-rescue"]),
     ("storage", &["noop"]),
@@ -46,7 +46,7 @@ pub static HARDWARE_TYPES: [HardwareType; 5] = [
             ("management", &["fake", "noop"]),
             ("power", &["fake"]),
             ("inspect", &["fake", "agent", "no-inspect"]),
-            ("network", &["noop", "flat"]),
+            ("network", &["noop", "flat", "neutron", "ironic-networking"]),
             ("raid", &["fake", "no-raid", "agent"]),
             ("rescue", &["fake", "no-rescue"]),
             ("storage", &["noop", "fake"]),

@@ -229,6 +229,7 @@ impl Phase for Clean {
     const START: ProvisionState = ProvisionState::Cleaning;
     const WAIT: ProvisionState = ProvisionState::CleanWait;
     const NAME: &'static str = "Cleaning";
+    const NETWORK: crate::network::config::Phase = crate::network::config::Phase::Cleaning;
 
     async fn plan(&self, c: &Conductor, node: Node) -> Result<Plan, ConductorError> {
         Ok(match plan_clean(c.config(), &node) {

@@ -231,6 +231,7 @@ impl Phase for Deploy {
     const START: ProvisionState = ProvisionState::Deploying;
     const WAIT: ProvisionState = ProvisionState::WaitCallBack;
     const NAME: &'static str = "Deploy";
+    const NETWORK: crate::network::config::Phase = crate::network::config::Phase::Provisioning;
 
     async fn plan(&self, c: &Conductor, node: Node) -> Result<Plan, ConductorError> {
         if !node.uses_agent() {
@@ -247,6 +248,13 @@ impl Phase for Deploy {
             }
         };
         if let Err(e) = image_info(&node).and_then(|_| configdrive(&node)) {
+            return Ok(Plan::Now(Outcome::fail(
+                format!("Deploy failed: {e}"),
+                false,
+            )));
+        }
+        // Switched per phase: the instance needs a tenant network.
+        if let Some(e) = c.tenant_plan_error(&node).await? {
             return Ok(Plan::Now(Outcome::fail(
                 format!("Deploy failed: {e}"),
                 false,
@@ -368,7 +376,28 @@ async fn finish_deploy(
             true,
         ));
     }
-    if let Err(e) = c.set_power(node, PowerAction::Reboot).await {
+    if crate::network::tenancy::vlan_per_phase(node) {
+        // Off the provisioning network only while powered off: power off,
+        // ports to the tenant networks, power on (Ironic's order).
+        if let Err(e) = c.set_power(node, PowerAction::Off).await {
+            return Ok(Outcome::fail(
+                format!("Deploy failed: powering off before the tenant networks: {e}"),
+                true,
+            ));
+        }
+        if let Err(e) = c
+            .place_ports(node, crate::network::tenancy::Placement::Tenant)
+            .await?
+        {
+            return Ok(Outcome::fail(format!("Deploy failed: {e}"), true));
+        }
+        if let Err(e) = c.set_power(node, PowerAction::On).await {
+            return Ok(Outcome::fail(
+                format!("Deploy failed: powering on into the instance: {e}"),
+                true,
+            ));
+        }
+    } else if let Err(e) = c.set_power(node, PowerAction::Reboot).await {
         return Ok(Outcome::fail(
             format!("Deploy failed: rebooting into the instance: {e}"),
             true,
@@ -496,6 +525,19 @@ impl Conductor {
                 let failed = Outcome::fail(format!("Tear down failed: power off: {e}"), false);
                 return self.apply(&node.uuid, failed).await;
             }
+        }
+        // Off the tenant networks, back to cleaning (switched per phase).
+        if let Err(e) = self
+            .place_ports(
+                &node,
+                crate::network::tenancy::Placement::Service(
+                    crate::network::config::Phase::Cleaning,
+                ),
+            )
+            .await?
+        {
+            let failed = Outcome::fail(format!("Tear down failed: {e}"), true);
+            return self.apply(&node.uuid, failed).await;
         }
         if let Some(alloc) = &node.allocation_uuid {
             if let Err(e) = self.db().delete_allocation(alloc).await {

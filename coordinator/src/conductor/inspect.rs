@@ -208,6 +208,7 @@ impl Phase for Inspect {
     const START: ProvisionState = ProvisionState::Inspecting;
     const WAIT: ProvisionState = ProvisionState::InspectWait;
     const NAME: &'static str = "Inspection";
+    const NETWORK: crate::network::config::Phase = crate::network::config::Phase::Inspection;
 
     async fn plan(&self, _c: &Conductor, node: Node) -> Result<Plan, ConductorError> {
         if node.inspect_interface.as_deref() != Some("agent") {

@@ -15,6 +15,7 @@ mod fast_track;
 mod history;
 mod inspect;
 mod membership;
+mod network;
 mod outcome;
 mod phase;
 mod power;
@@ -41,6 +42,7 @@ use inspect::Inspect;
 use outcome::{Outcome, Target};
 
 pub use inspect::apply_inventory;
+pub use network::NetworkSyncReport;
 pub use power_sync::{POWER_FAILURE, SyncReport};
 
 /// Errors inside the handler that are not the node's fault.
@@ -101,6 +103,8 @@ struct Inner {
     held: Mutex<HashMap<String, i64>>,
     /// A graceful stop has begun: no new work starts.
     draining: std::sync::atomic::AtomicBool,
+    /// The configured switches (`[switches]`; conductor/network.rs).
+    switches: crate::network::switch::Switches,
 }
 
 /// The conductor handle (cheap to clone).
@@ -133,6 +137,8 @@ impl Conductor {
             db.backend() == crate::db::Backend::Postgres,
             config.conductor.clone(),
         );
+        // server::start refuses bad [switches]; here they are only built.
+        let switches = crate::network::switch::Switches::from_config(&config).unwrap_or_default();
         Self {
             inner: Arc::new(Inner {
                 db,
@@ -153,6 +159,7 @@ impl Conductor {
                 cluster,
                 held: Mutex::new(HashMap::new()),
                 draining: std::sync::atomic::AtomicBool::new(false),
+                switches,
             }),
         }
     }
@@ -714,7 +721,8 @@ impl Conductor {
         tokio::spawn(async move {
             let membership = crate::http_server::AbortOnDrop(me.spawn_membership());
             let listener = me.spawn_listener().map(crate::http_server::AbortOnDrop);
-            let _keep = (membership, listener);
+            let network_sync = me.spawn_network_sync().map(crate::http_server::AbortOnDrop);
+            let _keep = (membership, listener, network_sync);
             let mut tick =
                 tokio::time::interval(Duration::from_millis(me.config().check_interval_ms.max(50)));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -33,6 +33,9 @@ pub(super) trait Phase: Sync {
     const WAIT: ProvisionState;
     /// The phase's name at the start of failure messages.
     const NAME: &'static str;
+    /// The network the node's switched ports sit on while the agent runs
+    /// (conductor/network.rs).
+    const NETWORK: crate::network::config::Phase;
 
     /// Decides how the phase starts on the reserved `node`.
     fn plan(
@@ -89,23 +92,32 @@ impl Conductor {
                 reset,
                 record,
                 target,
-            } => match self.agent_for_phase(&node, &*reset).await? {
-                Ok(fast) => {
-                    if fast {
-                        info!(node = %uuid, phase = P::NAME, "driving the running agent (fast track)");
-                    } else {
-                        info!(node = %uuid, phase = P::NAME, "ramdisk booting, waiting for the agent");
+            } => match self
+                .place_ports(
+                    &node,
+                    crate::network::tenancy::Placement::Service(P::NETWORK),
+                )
+                .await?
+            {
+                Err(e) => Outcome::fail(format!("{} failed: {e}", P::NAME), true),
+                Ok(()) => match self.agent_for_phase(&node, &*reset).await? {
+                    Ok(fast) => {
+                        if fast {
+                            info!(node = %uuid, phase = P::NAME, "driving the running agent (fast track)");
+                        } else {
+                            info!(node = %uuid, phase = P::NAME, "ramdisk booting, waiting for the agent");
+                        }
+                        Outcome::Transition {
+                            event: Event::Wait,
+                            target,
+                            record,
+                        }
                     }
-                    Outcome::Transition {
-                        event: Event::Wait,
-                        target,
-                        record,
-                    }
-                }
-                Err(e) => Outcome::fail(
-                    format!("{} failed: booting the ramdisk: {e}", P::NAME),
-                    false,
-                ),
+                    Err(e) => Outcome::fail(
+                        format!("{} failed: booting the ramdisk: {e}", P::NAME),
+                        false,
+                    ),
+                },
             },
         };
         self.apply(&uuid, outcome).await

@@ -24,6 +24,10 @@
 //! [networks.tenant-a]
 //! vlan = 201
 //!
+//! [network_sync]                             # drift check of every switched port
+//! interval_ms = 60000                         # 0 turns it off
+//! attempts = 3                                # set + read back tries per change
+//!
 //! [network_roles]
 //! provisioning = "provisioning"
 //! cleaning = "provisioning"                   # default: provisioning
@@ -122,6 +126,30 @@ pub struct NetworkConfig {
     /// The physical network it lives on (Neutron's `physical_network`);
     /// VLAN ids are unique within one.
     pub physical_network: Option<String>,
+    /// A UUID a VIF may name the network by (as Nova names Neutron
+    /// networks), besides its name.
+    pub uuid: Option<String>,
+}
+
+/// `[network_sync]`: the periodic comparison of every switched port with
+/// the state the coordinator put it in (like `[power_sync]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkSyncConfig {
+    /// Time between passes (milliseconds); 0 turns the sync off.
+    pub interval_ms: u64,
+    /// Tries of one change (set, read back, compare) before it fails
+    /// closed.
+    pub attempts: u32,
+}
+
+impl Default for NetworkSyncConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 60_000,
+            attempts: 3,
+        }
+    }
 }
 
 /// `[network_roles]`: which named network serves which phase.

@@ -4,9 +4,10 @@
 //! - [`config`]: `[switches.<name>]`, `[networks.<name>]` and
 //!   `[network_roles]`, checked at start.
 //! - [`switch`]: the switch-driver trait and the Open vSwitch driver.
-//!
-//! Moving ports per provisioning phase is not wired into the state machine
-//! yet (docs/network.md, "Switches and networks").
+//! - [`tenancy`]: where a node's ports belong in each phase and on the
+//!   tenant networks, and the isolation record; the conductor applies it
+//!   (docs/network.md, "Switches and networks").
 
 pub mod config;
 pub mod switch;
+pub mod tenancy;

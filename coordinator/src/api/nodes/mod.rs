@@ -617,7 +617,10 @@ pub async fn delete(req: Req) -> Result<Response, ApiError> {
             Ok(())
         })
         .await?;
+    let ports = st.conductor.db().list_ports(Some(&node.uuid)).await?;
     st.conductor.db().delete_node(&node.uuid).await?;
+    // Its switch ports go to quarantine (conductor/network.rs).
+    st.conductor.quarantine_deleted(&node, ports);
     if let Some(alloc) = &node.allocation_uuid {
         match st.conductor.db().delete_allocation(alloc).await {
             Ok(_) | Err(crate::db::DbError::NotFound(_)) => {}

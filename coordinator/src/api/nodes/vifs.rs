@@ -1,5 +1,9 @@
 //! `/v1/nodes/{ident}/vifs`: VIFs, recorded on the node's ports
-//! (`internal_info.tenant_vif_port_id`), as Ironic's `noop` network does.
+//! (`internal_info.tenant_vif_port_id`), as Ironic does. With a network
+//! interface that switches VLANs (`neutron`, docs/network.md) a VIF is a
+//! tenant network of `[networks]`, by name or `uuid`; anything else is 400.
+//! Attaching only records: the conductor moves the switch ports (at the end
+//! of a deploy, or at the next network sync of an active node).
 
 use axum::body::Bytes;
 use axum::extract::Path;
@@ -37,6 +41,10 @@ pub async fn attach(req: Req, body: Bytes) -> Result<Response, ApiError> {
         .ok_or_else(|| ApiError::bad_request("'id' is a required string"))?;
     let node = req.node().await?;
     check_unlocked(&node)?;
+    if crate::network::tenancy::vlan_per_phase(&node) {
+        crate::network::tenancy::resolve_vif(req.st.conductor.config(), vif)
+            .map_err(|e| ApiError::bad_request(format!("Unable to attach VIF {vif}: {e}")))?;
+    }
     let ports = req.st.conductor.db().list_ports(Some(&node.uuid)).await?;
     if let Some(p) = ports.iter().find(|p| p.vif() == Some(vif)) {
         return Err(ApiError::conflict(format!(
