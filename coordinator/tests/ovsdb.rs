@@ -16,9 +16,11 @@
 
 mod common;
 
+use common::ovs::{Ovsdb, have_ovs};
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ingot_coordinator::network::switch::ovsdb::{OvsdbAddress, OvsdbSwitch};
@@ -27,179 +29,10 @@ use ingot_coordinator::network::switch::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
 const QUARANTINE: u16 = 4000;
 
 fn v(n: u16) -> VlanId {
     VlanId::new(n).unwrap()
-}
-
-fn have_ovs() -> bool {
-    let found = ["ovsdb-server", "ovsdb-tool", "ovs-vsctl"]
-        .iter()
-        .all(|tool| {
-            Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false)
-        })
-        && Path::new(SCHEMA).exists();
-    if !found {
-        assert!(
-            !common::must_not_skip(),
-            "Open vSwitch is missing (apt-get install openvswitch-switch, or cargo xtask deps)"
-        );
-        eprintln!("SKIPPED: ovsdb-server, ovsdb-tool or ovs-vsctl missing");
-    }
-    found
-}
-
-/// A private ovsdb-server, killed on drop.
-struct Ovsdb {
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-    sock: PathBuf,
-    tcp_port: u16,
-}
-
-impl Ovsdb {
-    /// Starts a server listening on a unix socket and on 127.0.0.1 (TCP),
-    /// with bridge br0 and internal ports p1 and p2.
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("conf.db");
-        let sock = dir.path().join("db.sock");
-        let st = Command::new("ovsdb-tool")
-            .arg("create")
-            .arg(&db)
-            .arg(SCHEMA)
-            .status()
-            .unwrap();
-        assert!(st.success(), "ovsdb-tool create");
-        let tcp_port = common::free_port();
-        let log = std::fs::File::create(dir.path().join("stderr")).unwrap();
-        let child = Command::new("ovsdb-server")
-            .arg(&db)
-            .arg(format!("--remote=punix:{}", sock.display()))
-            .arg(format!("--remote=ptcp:{tcp_port}:127.0.0.1"))
-            .arg(format!(
-                "--unixctl={}",
-                dir.path().join("ovsdb-server.ctl").display()
-            ))
-            .arg(format!(
-                "--log-file={}",
-                dir.path().join("ovsdb-server.log").display()
-            ))
-            .arg("--no-chdir")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting ovsdb-server");
-        let mut server = Self {
-            dir,
-            child: Some(child),
-            sock,
-            tcp_port,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::os::unix::net::UnixStream::connect(&server.sock).is_err()
-            || std::net::TcpStream::connect(("127.0.0.1", tcp_port)).is_err()
-        {
-            if let Some(st) = server.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "ovsdb-server exited ({st}): {}",
-                    std::fs::read_to_string(server.dir.path().join("stderr")).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "ovsdb-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server.vsctl(&[
-            "init",
-            "--",
-            "add-br",
-            "br0",
-            "--",
-            "set",
-            "bridge",
-            "br0",
-            "datapath_type=netdev",
-            "--",
-            "add-port",
-            "br0",
-            "p1",
-            "--",
-            "set",
-            "interface",
-            "p1",
-            "type=internal",
-            "--",
-            "add-port",
-            "br0",
-            "p2",
-            "--",
-            "set",
-            "interface",
-            "p2",
-            "type=internal",
-        ]);
-        server
-    }
-
-    /// Runs `ovs-vsctl --no-wait` on this server; returns its output.
-    fn vsctl(&self, args: &[&str]) -> String {
-        let out = Command::new("ovs-vsctl")
-            .arg(format!("--db=unix:{}", self.sock.display()))
-            .arg("--no-wait")
-            .arg("--timeout=10")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ovs-vsctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    }
-
-    fn unix(&self) -> OvsdbAddress {
-        OvsdbAddress::parse(&format!("unix:{}", self.sock.display())).unwrap()
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    fn signal(&self, signal: &str) {
-        let st = Command::new("kill")
-            .args([signal, &self.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Ovsdb {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            // A stopped server must be continued to die of SIGKILL promptly
-            // (it does anyway, but say it).
-            let _ = Command::new("kill")
-                .args(["-CONT", &self.pid().to_string()])
-                .status();
-        }
-        self.kill();
-    }
 }
 
 fn driver(address: OvsdbAddress, timeout: Duration) -> OvsdbSwitch {

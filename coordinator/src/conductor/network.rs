@@ -216,14 +216,14 @@ impl Conductor {
                 quarantine,
                 &now_iso(),
             ));
-            match result {
-                Ok(()) => {
-                    port.internal_info
-                        .insert(INTENT_KEY.into(), intent_json(&at, &wanted));
-                    port.updated_at = Some(now_iso());
-                    self.db().update_port(&port).await?;
-                }
-                Err(e) => errors.push(e.to_string()),
+            // Quarantine is the intent even when the switch did not take
+            // it: the network sync finishes it when the switch is back.
+            port.internal_info
+                .insert(INTENT_KEY.into(), intent_json(&at, &wanted));
+            port.updated_at = Some(now_iso());
+            self.db().update_port(&port).await?;
+            if let Err(e) = result {
+                errors.push(e.to_string());
             }
         }
         Ok(errors)
@@ -292,9 +292,11 @@ impl Conductor {
     /// One network sync pass over the switched ports of every node this
     /// coordinator owns and nobody acts on: each port is compared with
     /// where it should be (quarantine in maintenance, the tenant networks
-    /// when active, else where the coordinator last put it) and moved back
-    /// when it differs, recorded as `drift` (or `maintenance`, `tenant` when
-    /// where it should be changed).
+    /// when active, else where the coordinator last put it). Only a node
+    /// with a port elsewhere is reserved (so API calls and the node's own
+    /// phases are not held up by a pass that finds nothing), checked again
+    /// and its ports moved back, recorded as `drift` (or `maintenance`,
+    /// `tenant` when where a port should be changed).
     pub async fn sync_networks(&self) -> Result<NetworkSyncReport, ConductorError> {
         let mut report = NetworkSyncReport::default();
         if self.switches().is_empty() || !self.cluster().can_act() {
@@ -303,8 +305,12 @@ impl Conductor {
         for node in self.db().list_nodes().await? {
             if !tenancy::vlan_per_phase(&node)
                 || node.reservation.is_some()
+                || node.provision_state.is_transient()
                 || !self.cluster().owns(&node)
             {
+                continue;
+            }
+            if !self.sync_node_ports(&node, &mut report, false).await? {
                 continue;
             }
             let Some(node) = self
@@ -315,7 +321,7 @@ impl Conductor {
             else {
                 continue;
             };
-            let result = self.sync_node_ports(&node, &mut report).await;
+            let result = self.sync_node_ports(&node, &mut report, true).await;
             let released = self.release(&node.uuid, |_| {}).await;
             result?;
             released?;
@@ -331,69 +337,81 @@ impl Conductor {
         Ok(report)
     }
 
+    /// Where the sync wants `port` of `node`, and the reason to record
+    /// when it moves it; `None` when it has no say (never placed).
+    fn sync_wanted(&self, node: &Node, port: &Port) -> Option<(Wanted, &'static str)> {
+        let quarantined = Wanted {
+            state: PortState::Quarantined,
+            network: "quarantine".into(),
+        };
+        let stored = tenancy::stored_intent(port);
+        let (wanted, reason) = if node.maintenance {
+            (quarantined, "maintenance")
+        } else if node.provision_state == ProvisionState::Active {
+            match tenancy::wanted(self.config(), Placement::Tenant, port) {
+                Ok(w) => (w, "tenant"),
+                Err(e) => {
+                    warn!(node = %node.uuid, error = %e, "network sync: a port's tenant settings do not work; quarantining it");
+                    (quarantined, "fail-closed")
+                }
+            }
+        } else {
+            (stored.clone()?, "drift")
+        };
+        // Where it should be did not change: a difference is drift.
+        let reason = if stored.as_ref() == Some(&wanted) {
+            "drift"
+        } else {
+            reason
+        };
+        Some((wanted, reason))
+    }
+
+    /// Compares the node's switched ports with where they should be. Without
+    /// `act`, only says whether one differs (nothing is counted or
+    /// changed); with it (the node reserved), moves them back and records.
     async fn sync_node_ports(
         &self,
         node: &Node,
         report: &mut NetworkSyncReport,
-    ) -> Result<(), ConductorError> {
+        act: bool,
+    ) -> Result<bool, ConductorError> {
         let quarantine = quarantine_vlan(self.config()).ok().flatten();
         let mut records = Vec::new();
-        let mut tenant_failure = false;
+        let mut differs = false;
         for mut port in self.db().list_ports(Some(&node.uuid)).await? {
             let Ok(Some(at)) = tenancy::switch_port(&port, self.switches()) else {
                 continue;
             };
+            let Some((wanted, reason)) = self.sync_wanted(node, &port) else {
+                continue;
+            };
             let stored = tenancy::stored_intent(&port);
-            let (wanted, reason) = if node.maintenance {
-                (
-                    Wanted {
-                        state: PortState::Quarantined,
-                        network: "quarantine".into(),
-                    },
-                    "maintenance",
-                )
-            } else if node.provision_state == ProvisionState::Active {
-                match tenancy::wanted(self.config(), Placement::Tenant, &port) {
-                    Ok(w) => (w, "tenant"),
-                    Err(e) => {
-                        warn!(node = %node.uuid, error = %e, "network sync: the tenant settings do not work; quarantining");
-                        tenant_failure = true;
-                        (
-                            Wanted {
-                                state: PortState::Quarantined,
-                                network: "quarantine".into(),
-                            },
-                            "fail-closed",
-                        )
-                    }
-                }
-            } else {
-                match stored.clone() {
-                    Some(w) => (w, "drift"),
-                    None => continue,
-                }
-            };
-            // Where it should be did not change: a difference is drift.
-            let reason = if stored.as_ref() == Some(&wanted) {
-                "drift"
-            } else {
-                reason
-            };
-            report.checked += 1;
             let observed = match self.read_port(&at).await {
                 Ok(s) => s,
                 Err(e) => {
-                    warn!(node = %node.uuid, error = %e, "network sync: reading the port failed");
-                    report.failed += 1;
+                    if !act {
+                        report.checked += 1;
+                        report.failed += 1;
+                        warn!(node = %node.uuid, error = %e, "network sync: reading the port failed");
+                    }
                     continue;
                 }
             };
             if observed == wanted.state {
-                if stored.as_ref() != Some(&wanted) && !node.maintenance {
+                if !act {
+                    report.checked += 1;
+                }
+                if act && stored.as_ref() != Some(&wanted) && !node.maintenance {
                     port.internal_info
                         .insert(INTENT_KEY.into(), intent_json(&at, &wanted));
                     self.db().update_port(&port).await?;
                 }
+                continue;
+            }
+            differs = true;
+            if !act {
+                report.checked += 1;
                 continue;
             }
             warn!(node = %node.uuid, switch = %at.switch, port = %at.port, observed = %observed, expected = %wanted.state, reason, "network sync: switch port is not where it should be; moving it");
@@ -432,10 +450,8 @@ impl Conductor {
                 }
             }
         }
-        if tenant_failure {
-            warn!(node = %node.uuid, "network sync: a port's tenant settings are invalid (see the isolation record)");
-        }
-        self.record(node, records).await
+        self.record(node, records).await?;
+        Ok(differs)
     }
 
     /// Starts the periodic network sync (nothing when the interval is 0 or

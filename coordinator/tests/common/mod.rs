@@ -7,6 +7,7 @@ pub mod agent_sim;
 pub mod drive;
 pub mod glance;
 pub mod link;
+pub mod ovs;
 pub mod pg;
 pub mod roles;
 pub mod sol;
