@@ -253,6 +253,15 @@ async fn ports_follow_the_phases_the_tenant_and_the_sync() {
     // Inspection rewrote local_link_connection from the agent's LLDP
     // (switch-1, which is not configured): the operator sets it back, and
     // puts the second NIC it found on p2.
+    let (_, val) = api.get("/v1/nodes/iso-1/validate").await;
+    assert_eq!(val["network"]["result"], false, "{val}");
+    assert!(
+        val["network"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("switch-1"),
+        "{val}"
+    );
     let (_, ports) = api.get(&format!("/v1/ports/detail?node={uuid}")).await;
     for p in ports["ports"].as_array().unwrap() {
         let sw_port = if p["address"] == MAC { "p1" } else { "p2" };
@@ -265,6 +274,9 @@ async fn ports_follow_the_phases_the_tenant_and_the_sync() {
             .await;
         assert_eq!(st, 200, "{v}");
     }
+
+    let (_, val) = api.get("/v1/nodes/iso-1/validate").await;
+    assert_eq!(val["network"], json!({"result": true}), "{val}");
 
     // Cleaning: the boot NIC on the cleaning network, the other one
     // quarantined.

@@ -114,6 +114,25 @@ pub fn switch_port(port: &Port, switches: &Switches) -> Result<Option<SwitchPort
     }))
 }
 
+/// Whether a VLAN-per-phase node's ports can be switched (the network
+/// interface's validation): at least one switched port, each naming a
+/// configured switch.
+pub fn check_ports(ports: &[Port], switches: &Switches) -> Result<(), String> {
+    let mut switched = 0;
+    for port in ports {
+        if switch_port(port, switches)?.is_some() {
+            switched += 1;
+        }
+    }
+    if switched == 0 {
+        return Err(
+            "no port has a local_link_connection with port_id (and switch_info naming a configured switch)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 /// True when `name` serves a role (provisioning, cleaning, inspection,
 /// rescue, quarantine): never a tenant network.
 fn is_role(config: &Config, name: &str) -> bool {

@@ -20,12 +20,16 @@ pub async fn get(req: Req) -> Result<Response, ApiError> {
             node.driver
         ))
     };
-    let has_ports = !st
-        .conductor
-        .db()
-        .list_ports(Some(&node.uuid))
-        .await?
-        .is_empty();
+    let ports = st.conductor.db().list_ports(Some(&node.uuid)).await?;
+    let has_ports = !ports.is_empty();
+    let network = if crate::network::tenancy::vlan_per_phase(&node) {
+        match crate::network::tenancy::check_ports(&ports, st.conductor.switches()) {
+            Ok(()) => ok(),
+            Err(e) => no(e),
+        }
+    } else {
+        ok()
+    };
     let no_ports = || {
         no(format!(
             "Node {} does not have any port associated with it",
@@ -82,7 +86,7 @@ pub async fn get(req: Req) -> Result<Response, ApiError> {
             "deploy": deploy,
             "inspect": simple("inspect", node.inspect_interface.as_deref()),
             "management": management,
-            "network": ok(),
+            "network": network,
             "power": power,
             "raid": simple("raid", node.raid_interface.as_deref()),
             "rescue": simple("rescue", node.rescue_interface.as_deref()),
