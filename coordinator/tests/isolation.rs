@@ -406,6 +406,30 @@ async fn ports_follow_the_phases_the_tenant_and_the_sync() {
             .any(|e| e["reason"] == "maintenance" && e["vlan_after"] == 4000)
     );
 
+    // A deleted port is quarantined: a third NIC on p3, never placed by
+    // a phase (so the sync leaves it alone), on VLAN 201 by hand.
+    ovs.vsctl(&[
+        "add-port", "br0", "p3", "--", "set", "port", "p3", "tag=201",
+    ]);
+    let (st, p3) = api
+        .post(
+            "/v1/ports",
+            json!({"address": "52:54:00:aa:bb:03", "node_uuid": uuid, "pxe_enabled": false,
+                   "local_link_connection": {"port_id": "p3", "switch_info": "tor1"}}),
+        )
+        .await;
+    assert_eq!(st, 201, "{p3}");
+    tokio::time::sleep(Duration::from_millis(SYNC_MS * 2)).await;
+    assert_eq!(tag(&ovs.sock, "p3"), "201", "the sync has no say on it");
+    let (st, v) = api
+        .delete(&format!("/v1/ports/{}", p3["uuid"].as_str().unwrap()))
+        .await;
+    assert_eq!(st, 204, "{v}");
+    until("the deleted port to be quarantined", T, || {
+        tag(&ovs.sock, "p3") == "4000"
+    })
+    .await;
+
     // A deleted node's ports are quarantined.
     let (st, v) = api.delete("/v1/nodes/iso-1").await;
     assert_eq!(st, 204, "{v}");

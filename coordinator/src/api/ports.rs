@@ -216,9 +216,14 @@ pub async fn update(req: Req, body: Bytes) -> Result<Response, ApiError> {
 pub async fn delete(req: Req) -> Result<Response, ApiError> {
     let port = find_port(&req).await?;
     let db = req.st.conductor.db();
-    if let Some((node, _)) = db.get_node(&port.node_uuid).await? {
-        check_unlocked(&node)?;
+    let node = db.get_node(&port.node_uuid).await?.map(|(n, _)| n);
+    if let Some(node) = &node {
+        check_unlocked(node)?;
     }
     db.delete_port(&port.uuid).await?;
+    // A switched port nobody manages any more goes to quarantine.
+    if let Some(node) = &node {
+        req.st.conductor.quarantine_deleted(node, vec![port]);
+    }
     Ok(empty(StatusCode::NO_CONTENT))
 }

@@ -263,9 +263,9 @@ impl Conductor {
         set_port_verified(driver.as_ref(), &at.port, state, self.switch_attempts()).await
     }
 
-    /// Quarantines the switched ports of a deleted node, in the background
-    /// (the node is gone; nobody else acts on its ports). Called by the API
-    /// after the delete.
+    /// Quarantines the switched `ports` of a deleted node, or deleted ports
+    /// of `node`, in the background (nobody manages them any more). Called
+    /// by the API after the delete.
     pub fn quarantine_deleted(&self, node: &Node, ports: Vec<Port>) {
         if !tenancy::vlan_per_phase(node) {
             return;
