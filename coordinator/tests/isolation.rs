@@ -8,7 +8,8 @@
 //! `fake` one wrapped to read the tag at every power on, which shows the
 //! port moved BEFORE the node was powered on for the phase. Drift made with
 //! `ovs-vsctl set port` is corrected by the network sync and recorded; a
-//! killed ovsdb-server fails the deploy closed.
+//! killed ovsdb-server fails the deploy closed. Each test runs on SQLite
+//! and on PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -210,12 +211,31 @@ async fn set_image(api: &Api, name: &str) {
     assert_eq!(st, 200, "{v}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ports_follow_the_phases_the_tenant_and_the_sync() {
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+on_both!(
+    ports_follow_the_phases_the_tenant_and_the_sync,
+    a_dead_switch_fails_the_deploy_closed
+);
+
+async fn ports_follow_the_phases_the_tenant_and_the_sync(backend: Backend) {
     if !have_ovs() {
         return;
     }
-    let Some(db) = test_db(Backend::Sqlite, "isolation_flow").await else {
+    let Some(db) = test_db(backend, "isolation_flow").await else {
         return;
     };
     let ovs = Ovsdb::start();
@@ -440,12 +460,11 @@ async fn ports_follow_the_phases_the_tenant_and_the_sync() {
     running.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_switch_fails_the_deploy_closed() {
+async fn a_dead_switch_fails_the_deploy_closed(backend: Backend) {
     if !have_ovs() {
         return;
     }
-    let Some(db) = test_db(Backend::Sqlite, "isolation_dead").await else {
+    let Some(db) = test_db(backend, "isolation_dead").await else {
         return;
     };
     let mut ovs = Ovsdb::start();
