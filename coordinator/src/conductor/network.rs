@@ -125,7 +125,7 @@ impl Conductor {
                 // Nothing is known to be safe: take every switched port off.
                 let mut records = Vec::new();
                 self.quarantine_all(node, &mut records).await?;
-                self.record(node, records).await?;
+                self.record_isolation(node, records).await?;
                 return Ok(Err(e));
             }
         };
@@ -167,12 +167,12 @@ impl Conductor {
             }
         }
         let Some(e) = failure else {
-            self.record(node, records).await?;
+            self.record_isolation(node, records).await?;
             return Ok(Ok(()));
         };
         warn!(node = %node.uuid, error = %e, "switch change failed; quarantining the node's ports");
         let unquarantined = self.quarantine_all(node, &mut records).await?;
-        self.record(node, records).await?;
+        self.record_isolation(node, records).await?;
         let tail = if unquarantined.is_empty() {
             "; the node's switch ports were quarantined".to_owned()
         } else {
@@ -230,7 +230,11 @@ impl Conductor {
     }
 
     /// Appends to the node's isolation record.
-    async fn record(&self, node: &Node, records: Vec<Value>) -> Result<(), ConductorError> {
+    async fn record_isolation(
+        &self,
+        node: &Node,
+        records: Vec<Value>,
+    ) -> Result<(), ConductorError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -450,7 +454,7 @@ impl Conductor {
                 }
             }
         }
-        self.record(node, records).await?;
+        self.record_isolation(node, records).await?;
         Ok(differs)
     }
 
