@@ -7,14 +7,15 @@
 //! address = "unix:/run/openvswitch/db.sock"   # or "tcp:10.0.0.2:6640"
 //! timeout_ms = 10000                          # one call: connect, request, answer
 //!
-//! [switches.tor2]                             # coming: not accepted yet
-//! driver = "ssh"
+//! [switches.tor2]
+//! driver = "ssh"                              # the switch's CLI over SSH
 //! device_type = "cisco_ios"                   # cisco_ios | cisco_nxos | arista_eos | juniper_junos
 //!                                             # | dell_os10 | sonic | cumulus_nvue
 //! address = "10.0.0.3:22"
 //! username = "ingot"
 //! key_file = "/etc/ingot/switch.key"          # or password_file
 //! known_hosts_file = "/etc/ingot/switch.known_hosts"
+//! timeout_ms = 10000                          # connect and log in; each command
 //!
 //! [networks.provisioning]
 //! vlan = 100
@@ -47,6 +48,7 @@ use serde::Deserialize;
 
 use super::switch::VlanId;
 use super::switch::ovsdb::OvsdbAddress;
+use super::switch::ssh::session::parse_address;
 use crate::config::Config;
 
 /// A switch's settings, by driver (`driver = "ovsdb"` or `"ssh"`).
@@ -55,7 +57,7 @@ use crate::config::Config;
 pub enum SwitchConfig {
     /// Open vSwitch, over OVSDB.
     Ovsdb(OvsdbSwitchConfig),
-    /// A vendor CLI over SSH (coming: parsed, refused at start).
+    /// A vendor CLI over SSH.
     Ssh(SshSwitchConfig),
 }
 
@@ -71,7 +73,7 @@ pub struct OvsdbSwitchConfig {
     pub timeout_ms: u64,
 }
 
-/// The switch OS families the SSH driver will speak, with
+/// The switch OS families the SSH driver speaks, with
 /// networking-generic-switch's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -92,7 +94,7 @@ pub enum SshDeviceType {
     CumulusNvue,
 }
 
-/// `driver = "ssh"` (coming).
+/// `driver = "ssh"`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SshSwitchConfig {
@@ -106,9 +108,16 @@ pub struct SshSwitchConfig {
     pub password_file: Option<PathBuf>,
     /// A private key file.
     pub key_file: Option<PathBuf>,
-    /// The switch's host key, in known_hosts format.
+    /// The switch's host key, in known_hosts format (`host` for port 22,
+    /// `[host]:port` otherwise). Required unless
+    /// `insecure_accept_any_host_key`.
     pub known_hosts_file: Option<PathBuf>,
-    /// Time one change may take (milliseconds).
+    /// Accept whatever host key the switch shows (labs only: anyone on the
+    /// path can then pose as the switch and learn the password).
+    #[serde(default)]
+    pub insecure_accept_any_host_key: bool,
+    /// Bound on connecting and logging in, and on each command's answer
+    /// (milliseconds).
     #[serde(default = "default_switch_timeout_ms")]
     pub timeout_ms: u64,
 }
@@ -257,11 +266,30 @@ pub fn validate(config: &Config) -> Result<(), NetworkConfigError> {
                     ));
                 }
             }
-            SwitchConfig::Ssh(_) => {
-                return Err(invalid(
-                    format!("[switches.{name}] driver"),
-                    "the ssh switch driver is not available yet (issue 19); only ovsdb is",
-                ));
+            SwitchConfig::Ssh(c) => {
+                let what = |key: &str| format!("[switches.{name}] {key}");
+                parse_address(&c.address).map_err(|why| invalid(what("address"), why))?;
+                if c.username.is_empty() {
+                    return Err(invalid(what("username"), "empty"));
+                }
+                match (&c.password_file, &c.key_file) {
+                    (Some(_), None) | (None, Some(_)) => {}
+                    _ => {
+                        return Err(invalid(
+                            what("password_file"),
+                            "give exactly one of password_file and key_file",
+                        ));
+                    }
+                }
+                if c.known_hosts_file.is_none() && !c.insecure_accept_any_host_key {
+                    return Err(invalid(
+                        what("known_hosts_file"),
+                        "required: the switch's host key is checked (or set insecure_accept_any_host_key = true, labs only)",
+                    ));
+                }
+                if c.timeout_ms == 0 {
+                    return Err(invalid(what("timeout_ms"), "must be above 0"));
+                }
             }
         }
     }
@@ -417,27 +445,49 @@ mod tests {
     }
 
     #[test]
-    fn the_ssh_driver_parses_but_is_refused_at_start() {
-        let config = parse(
-            r#"
+    fn the_ssh_driver_is_checked_at_start() {
+        let base = r#"
+            [networks.provisioning]
+            vlan = 100
+            [networks.quarantine]
+            vlan = 4000
+            [network_roles]
+            provisioning = "provisioning"
+            quarantine = "quarantine"
             [switches.tor3]
             driver = "ssh"
             device_type = "arista_eos"
             address = "10.0.0.3:22"
             username = "ingot"
-            key_file = "/etc/ingot/switch.key"
-            "#,
-        )
+        "#;
+        let config = parse(&format!(
+            "{base}key_file = \"/etc/ingot/switch.key\"\nknown_hosts_file = \"/etc/ingot/kh\"\n"
+        ))
         .unwrap();
         let SwitchConfig::Ssh(ssh) = &config.switches["tor3"] else {
             panic!("tor3 is ssh");
         };
         assert_eq!(ssh.device_type, SshDeviceType::AristaEos);
-        let e = validate(&config).unwrap_err().to_string();
-        assert!(
-            e.contains("[switches.tor3] driver") && e.contains("not available yet"),
-            "{e}"
-        );
+        validate(&config).unwrap();
+        let switches = crate::network::switch::Switches::from_config(&config).unwrap();
+        assert_eq!(switches.names().collect::<Vec<_>>(), ["tor3"]);
+        for (extra, needle) in [
+            ("key_file = \"/k\"\n", "known_hosts_file"),
+            ("known_hosts_file = \"/kh\"\n", "exactly one of"),
+            (
+                "key_file = \"/k\"\npassword_file = \"/p\"\nknown_hosts_file = \"/kh\"\n",
+                "exactly one of",
+            ),
+        ] {
+            let config = parse(&format!("{base}{extra}")).unwrap();
+            let e = validate(&config).unwrap_err().to_string();
+            assert!(e.contains(needle), "{extra}: {e}");
+        }
+        let config = parse(&format!(
+            "{base}key_file = \"/k\"\ninsecure_accept_any_host_key = true\n"
+        ))
+        .unwrap();
+        validate(&config).unwrap();
     }
 
     #[test]

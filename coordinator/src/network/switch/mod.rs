@@ -6,12 +6,12 @@
 //! - [`PortState`]: a port's VLAN settings, compared with `==` after every
 //!   change ([`set_port_verified`]).
 //! - [`ovsdb`]: Open vSwitch, spoken natively over OVSDB (RFC 7047).
+//! - [`ssh`]: a vendor CLI (Cisco IOS and NX-OS, Arista EOS, Juniper
+//!   Junos, Dell OS10, SONiC, Cumulus NVUE) over SSH.
 //! - [`Switches`]: the configured switches by name (`[switches.<name>]`).
-//!
-//! An SSH driver for vendor CLIs (issue 19) is coming; its settings are
-//! already parsed (docs/network.md, "Switches and networks").
 
 pub mod ovsdb;
+pub mod ssh;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -305,12 +305,20 @@ impl Switches {
                         quarantine,
                     ))
                 }
-                SwitchConfig::Ssh(_) => {
-                    return Err(NetworkConfigError::Invalid {
-                        what: format!("[switches.{name}] driver"),
-                        why: "the ssh switch driver is not available yet (issue 19); only ovsdb is"
-                            .into(),
-                    });
+                SwitchConfig::Ssh(c) => {
+                    let quarantine = quarantine.ok_or_else(|| NetworkConfigError::Invalid {
+                        what: format!("[switches.{name}]"),
+                        why: "a switch needs [network_roles] quarantine".into(),
+                    })?;
+                    Arc::new(ssh::SshSwitch::new(
+                        name,
+                        c.device_type,
+                        ssh::session_settings(c).map_err(|why| NetworkConfigError::Invalid {
+                            what: format!("[switches.{name}]"),
+                            why,
+                        })?,
+                        quarantine,
+                    ))
                 }
             };
             drivers.insert(name.clone(), driver);
