@@ -84,6 +84,10 @@ const APT_PACKAGES: &[&[&str]] = &[
     // with Open vSwitch's schema, and ovs-vsctl to set up and cross-check
     // (openvswitch-switch; its service is not used).
     &["openvswitch-switch"],
+    // coordinator/tests/ssh_switch.rs: a private sshd (its own config, host
+    // key and port; the system service is not used) in front of a shell
+    // that mimics the switch OSes.
+    &["openssh-server"],
 ];
 
 /// Rust components `rust-toolchain.toml` asks for.
