@@ -604,7 +604,10 @@ fn parse_nvue(output: &str, port: &str) -> Result<PortState, String> {
         .and_then(|items| items.iter().find_map(|i| i.get("set")))
         .ok_or("no \"set\" object")?;
     let Some(domain) = set
-        .pointer(&format!("/interface/{port}/bridge/domain/br_default"))
+        .pointer(&format!(
+            "/interface/{}/bridge/domain/br_default",
+            port.replace('~', "~0").replace('/', "~1")
+        ))
         .and_then(|d| d.as_object())
     else {
         return Ok(PortState::Other {

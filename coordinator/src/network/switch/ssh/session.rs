@@ -375,6 +375,17 @@ impl Shell {
     /// When the buffer ends with a prompt: the text before it, and the
     /// prompt; the buffer is emptied.
     fn take_answer(&mut self) -> Option<Answer> {
+        // Only the last line can be a prompt: look at it alone first, so a
+        // long answer arriving in many chunks is not scanned again each time.
+        let start = self
+            .buf
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        let last = String::from_utf8_lossy(&self.buf[start..]).replace('\r', "");
+        if !self.is_prompt(&last) {
+            return None;
+        }
         let text = String::from_utf8_lossy(&self.buf).replace('\r', "");
         let (before, last) = match text.rsplit_once('\n') {
             Some((before, last)) => (before, last),
