@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::util::{self, MUSL_TARGET};
+use crate::util::{self, Arch, MUSL_TARGET};
 
 /// Debian packages the tasks need. Each entry lists alternatives: it counts as
 /// present if any of them is installed, and the first is installed otherwise.
@@ -101,6 +101,66 @@ pub fn ensure() -> Result<()> {
     Ok(())
 }
 
+/// Debian packages that build the static agent for `arch` on an x86_64
+/// Debian host: a C compiler and linker for musl (zstd, liblzma, ring and
+/// mimalloc have C parts). For aarch64, Debian's cross gcc plus arm64 musl
+/// give `aarch64-linux-musl-gcc`, which `.cargo/config.toml` names.
+fn cross_packages(arch: Arch) -> &'static [&'static str] {
+    match arch {
+        Arch::X86_64 => &["musl-tools"],
+        Arch::Aarch64 => &["gcc-aarch64-linux-gnu", "musl-dev:arm64"],
+    }
+}
+
+/// Installs what building the static agent (and fetching the kernel) for
+/// `arch` needs, when missing: Debian's foreign architecture and package
+/// lists, the cross C toolchain and the Rust musl target. Not part of
+/// [`ensure`]: only `cargo xtask agent|ramdisk --arch aarch64` need aarch64.
+pub fn ensure_arch(arch: Arch) -> Result<()> {
+    println!("==> checking the {} toolchain", arch.name());
+    let mut update = !apt_lists_present();
+    if arch != Arch::X86_64 {
+        let foreign = util::output(Command::new("dpkg").arg("--print-foreign-architectures"))?;
+        if foreign.lines().any(|l| l.trim() == arch.debian()) {
+            println!("dpkg architecture {}: present", arch.debian());
+        } else {
+            util::run(Command::new("dpkg").args(["--add-architecture", arch.debian()]))
+                .context("dpkg --add-architecture failed (run as root)")?;
+            update = true;
+        }
+    }
+    let mut missing = Vec::new();
+    for pkg in cross_packages(arch) {
+        if !dpkg_installed(pkg)? {
+            missing.push(*pkg);
+        }
+    }
+    if missing.is_empty() && !update {
+        println!("apt packages: {} present", cross_packages(arch).join(" "));
+    } else {
+        util::run(&mut apt(&["update", "-q"])).context("apt-get update failed")?;
+        if !missing.is_empty() {
+            let mut install = apt(&["install", "-y", "-q", "--no-install-recommends"]);
+            install.args(&missing);
+            util::run(&mut install).context("apt-get install failed")?;
+        }
+    }
+    ensure_rust_target(arch.musl_target())
+}
+
+/// `apt-get` with `args`, through `sudo -n` unless root, non-interactive.
+fn apt(args: &[&str]) -> Command {
+    let mut cmd = if util::is_root() {
+        Command::new("apt-get")
+    } else {
+        let mut c = Command::new("sudo");
+        c.args(["-n", "apt-get"]);
+        c
+    };
+    cmd.env("DEBIAN_FRONTEND", "noninteractive").args(args);
+    cmd
+}
+
 fn dpkg_installed(pkg: &str) -> Result<bool> {
     let out = Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", pkg])
@@ -150,18 +210,6 @@ fn ensure_apt() -> Result<()> {
     } else {
         println!("apt packages missing: {}", missing.join(" "));
     }
-    let sudo = !util::is_root();
-    let apt = |args: &[&str]| {
-        let mut cmd = if sudo {
-            let mut c = Command::new("sudo");
-            c.args(["-n", "apt-get"]);
-            c
-        } else {
-            Command::new("apt-get")
-        };
-        cmd.env("DEBIAN_FRONTEND", "noninteractive").args(args);
-        cmd
-    };
     util::run(&mut apt(&["update", "-q"]))
         .context("apt-get update failed (run as root, or install the packages above)")?;
     if missing.is_empty() {
@@ -185,13 +233,15 @@ fn ensure_apt() -> Result<()> {
     bail!("apt-get could not install: {}", missing.join(" "))
 }
 
-fn ensure_rust() -> Result<()> {
-    let root = util::repo_root();
-    let rustup = |args: &[&str]| {
-        let mut c = Command::new("rustup");
-        c.current_dir(&root).args(args);
-        c
-    };
+/// `rustup` with `args`, run in the workspace (so it uses `rust-toolchain.toml`).
+fn rustup(args: &[&str]) -> Command {
+    let mut c = Command::new("rustup");
+    c.current_dir(util::repo_root()).args(args);
+    c
+}
+
+/// Adds a Rust target to the workspace's toolchain when missing.
+fn ensure_rust_target(target: &str) -> Result<()> {
     let targets = match util::output(&mut rustup(&["target", "list", "--installed"])) {
         Ok(t) => t,
         Err(e) => {
@@ -199,11 +249,20 @@ fn ensure_rust() -> Result<()> {
             return Ok(());
         }
     };
-    if targets.lines().any(|l| l.trim() == MUSL_TARGET) {
-        println!("rust target {MUSL_TARGET}: present");
+    if targets.lines().any(|l| l.trim() == target) {
+        println!("rust target {target}: present");
+        Ok(())
     } else {
-        util::run(&mut rustup(&["target", "add", MUSL_TARGET]))?;
+        util::run(&mut rustup(&["target", "add", target]))
     }
+}
+
+fn ensure_rust() -> Result<()> {
+    if let Err(e) = util::output(&mut rustup(&["target", "list", "--installed"])) {
+        println!("warning: rustup is not usable ({e:#}); assuming the toolchain is complete");
+        return Ok(());
+    }
+    ensure_rust_target(MUSL_TARGET)?;
     let components = util::output(&mut rustup(&["component", "list", "--installed"]))?;
     for comp in RUST_COMPONENTS {
         // Installed components are listed with their host triple: `clippy-x86_64-...`.

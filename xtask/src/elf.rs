@@ -1,15 +1,18 @@
 //! Just enough ELF64 to tell whether a binary is static: no `PT_INTERP`
-//! program header and no `DT_NEEDED` entry in its dynamic section.
+//! program header and no `DT_NEEDED` entry in its dynamic section; and which
+//! machine it is for (`e_machine`).
 
 use anyhow::{Context, Result};
 
 use object::Endianness;
 use object::elf::{DT_NEEDED, DT_NULL, DT_STRSZ, DT_STRTAB, PT_DYNAMIC, PT_INTERP, PT_LOAD};
-use object::read::elf::{Dyn, ElfFile64, ProgramHeader};
+use object::read::elf::{Dyn, ElfFile64, FileHeader, ProgramHeader};
 
 /// What makes a binary dynamic, if anything.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Linkage {
+    /// The ELF header's `e_machine` (`EM_X86_64`, `EM_AARCH64`, ...).
+    pub machine: u16,
     /// The program interpreter (`PT_INTERP`), e.g. `/lib64/ld-linux-x86-64.so.2`.
     pub interpreter: Option<String>,
     /// The shared libraries it needs (`DT_NEEDED`), by name when it can be read.
@@ -31,7 +34,10 @@ pub fn linkage(data: &[u8]) -> Result<Linkage> {
     let file = ElfFile64::<Endianness>::parse(data).context("not an ELF64 file")?;
     let endian = file.endian();
     let phdrs = file.elf_program_headers();
-    let mut out = Linkage::default();
+    let mut out = Linkage {
+        machine: file.elf_header().e_machine(endian),
+        ..Linkage::default()
+    };
     let mut needed_offsets = Vec::new();
     let (mut strtab, mut strsz) = (None, 0u64);
     for ph in phdrs {
@@ -99,6 +105,7 @@ mod tests {
         d[4] = 2;
         d[5] = 1;
         d[6] = 1;
+        d[0x12..0x14].copy_from_slice(&object::elf::EM_AARCH64.to_le_bytes());
         d[0x20..0x28].copy_from_slice(&0x40u64.to_le_bytes());
         d[0x36..0x38].copy_from_slice(&0x38u16.to_le_bytes());
         d[0x38..0x3a].copy_from_slice(&(phdrs.len() as u16).to_le_bytes());
@@ -119,6 +126,7 @@ mod tests {
         let l = linkage(&elf(&[(PT_LOAD, 0, 0, 0xb0)], &[])).unwrap();
         assert!(l.is_static());
         assert!(!l.has_dynamic);
+        assert_eq!(l.machine, object::elf::EM_AARCH64);
     }
 
     #[test]
@@ -167,14 +175,18 @@ mod tests {
     }
 
     #[test]
-    fn the_built_agent_when_present() {
-        // The musl agent the lab and CI build: static, no interpreter.
-        let path = crate::util::agent_path();
-        let Ok(data) = std::fs::read(&path) else {
-            return;
-        };
-        let l = linkage(&data).unwrap();
-        assert!(l.is_static(), "{}: {l:?}", path.display());
+    fn the_built_agents_when_present() {
+        // The musl agents `cargo xtask test` / `cargo xtask agent` build:
+        // static, no interpreter, for their own machine.
+        for arch in crate::util::Arch::ALL {
+            let path = crate::util::agent_path_for(arch);
+            let Ok(data) = std::fs::read(&path) else {
+                continue;
+            };
+            let l = linkage(&data).unwrap();
+            assert!(l.is_static(), "{}: {l:?}", path.display());
+            assert_eq!(l.machine, arch.elf_machine(), "{}", path.display());
+        }
     }
 
     #[test]

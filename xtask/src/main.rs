@@ -6,6 +6,9 @@
 //! - `e2e`: the same lab as CI runs it.
 //!
 //! `demo` and `e2e` take `--fast-track`, `--tls`, `--glance` and `--network=slirp`, or `--ha`.
+//! - `agent [--arch A]`, `ramdisk [--arch A]`: the static agent, or the agent
+//!   ramdisk from Debian's kernel, for x86_64 or aarch64 (cross toolchain
+//!   installed if missing; docs/architectures.md).
 //! - `write-image-demo`: write a real disk image onto a loop device with the agent.
 //! - `bench <name>`: benchmarks (`write-image`, `wipe`, `power-sync`, `convert`, `ha`).
 //! - `fuzz [--seconds N] [TARGET...]`: every fuzz target under libFuzzer
@@ -18,6 +21,7 @@ mod disk_image;
 mod e2e;
 mod elf;
 mod fuzz;
+mod ramdisk;
 mod test;
 mod util;
 mod write_image_demo;
@@ -37,6 +41,10 @@ tasks:
                               --network=slirp (QEMU's user network instead of a bridge with the
                                 coordinator's DHCP, for machines without network namespaces)
                               --ha (three coordinators on PostgreSQL, two killed mid-work; alone)
+  agent [--arch A]     build the static agent for A (x86_64 or aarch64; the cross toolchain is
+                       installed if missing) and check that it is a static ELF for A
+  ramdisk [--arch A]   the same, then Debian's kernel for A and the agent ramdisk
+                       (target/ramdisk-A/)
   write-image-demo     write a small disk image to a loop device with ingot-agent (root)
   bench write-image    time write-image against the machine's limits (root; --busy: with a
                        CPU-bound competitor on one core)
@@ -60,6 +68,8 @@ fn main() -> ExitCode {
             e2e::run(e2e::Build::LikeTests, false, &args[1..]).map(drop)
         }
         Some("write-image-demo") if args.len() == 1 => write_image_demo::run(),
+        Some("agent") => ramdisk::run_agent(&args[1..]),
+        Some("ramdisk") => ramdisk::run_ramdisk(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("help" | "-h" | "--help") => {

@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
+use crate::util::Arch;
 use crate::{deps, elf, util};
 
 /// Totals of libtest's `test result:` lines.
@@ -161,12 +162,27 @@ fn cargo_test(counts: &mut TestCounts, panics: &mut Vec<Panic>) -> Result<String
     ))
 }
 
-/// Checks that the built agent is a static ELF; returns a description with its size.
-fn check_static_agent() -> Result<String> {
-    let path = util::agent_path();
-    println!("$ (xtask) check that {} is a static ELF", path.display());
+/// Checks that the agent built for `arch` is a static ELF for that machine:
+/// no `PT_INTERP`, no `DT_NEEDED`, `e_machine` of `arch`. Returns a
+/// description with its size.
+pub fn check_static_agent(arch: Arch) -> Result<String> {
+    let path = util::agent_path_for(arch);
+    println!(
+        "$ (xtask) check that {} is a static {} ELF",
+        path.display(),
+        arch.name()
+    );
     let data = std::fs::read(&path).with_context(|| path.display().to_string())?;
     let linkage = elf::linkage(&data).with_context(|| path.display().to_string())?;
+    if linkage.machine != arch.elf_machine() {
+        bail!(
+            "{} is for ELF machine {}, not {} ({})",
+            path.display(),
+            linkage.machine,
+            arch.name(),
+            arch.elf_machine()
+        );
+    }
     if !linkage.is_static() {
         bail!(
             "{} is not static: interpreter {:?}, needs {:?}",
@@ -181,7 +197,8 @@ fn check_static_agent() -> Result<String> {
         "static"
     };
     let msg = format!(
-        "{kind}, no interpreter, no DT_NEEDED; {} ({} bytes)",
+        "{} {kind}, no interpreter, no DT_NEEDED; {} ({} bytes)",
+        arch.name(),
         util::human_bytes(data.len() as u64),
         data.len()
     );
@@ -244,7 +261,7 @@ pub fn run() -> Result<()> {
         Ok(format!("{}", util::agent_path().display()))
     });
     if built {
-        gate("agent is static", &mut check_static_agent);
+        gate("agent is static", &mut || check_static_agent(Arch::X86_64));
     } else {
         gate("agent is static", &mut || {
             bail!("not checked: the build failed")

@@ -10,8 +10,62 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-/// The static agent's target triple.
-pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
+/// The static agent's target triple on the machine's own architecture (CI, the lab).
+pub const MUSL_TARGET: &str = Arch::X86_64.musl_target();
+
+/// An architecture the static agent and its ramdisk are built for
+/// (docs/architectures.md lists every place one appears).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// x86-64 (Debian `amd64`).
+    X86_64,
+    /// 64-bit Arm (Debian `arm64`).
+    Aarch64,
+}
+
+impl Arch {
+    /// Every architecture.
+    pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
+
+    /// Parses the kernel's (`uname -m`) or Debian's name.
+    pub fn parse(name: &str) -> Option<Arch> {
+        Arch::ALL
+            .into_iter()
+            .find(|a| a.name() == name || a.debian() == name)
+    }
+
+    /// The kernel's name (`uname -m`), as the inventory reports it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
+    /// Debian's name (packages, `dpkg --add-architecture`, `ingot-ramdisk --arch`).
+    pub const fn debian(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::Aarch64 => "arm64",
+        }
+    }
+
+    /// Rust's static musl target triple.
+    pub const fn musl_target(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-unknown-linux-musl",
+            Arch::Aarch64 => "aarch64-unknown-linux-musl",
+        }
+    }
+
+    /// The ELF `e_machine` of its binaries.
+    pub const fn elf_machine(self) -> u16 {
+        match self {
+            Arch::X86_64 => object::elf::EM_X86_64,
+            Arch::Aarch64 => object::elf::EM_AARCH64,
+        }
+    }
+}
 
 /// The workspace root (the folder above `xtask/`).
 pub fn repo_root() -> PathBuf {
@@ -128,15 +182,26 @@ pub fn require_root(task: &str) -> Result<()> {
 
 /// Path of the static agent built by [`build_agent`].
 pub fn agent_path() -> PathBuf {
+    agent_path_for(Arch::X86_64)
+}
+
+/// Path of the static agent for `arch` built by [`build_agent_for`].
+pub fn agent_path_for(arch: Arch) -> PathBuf {
     target_dir()
-        .join(MUSL_TARGET)
+        .join(arch.musl_target())
         .join("agent")
         .join("ingot-agent")
 }
 
 /// Builds the static musl agent (profile `agent`) and returns its path.
 pub fn build_agent() -> Result<PathBuf> {
-    build_static("ingot-agent", agent_path())
+    build_agent_for(Arch::X86_64)
+}
+
+/// Builds the static musl agent for `arch` (profile `agent`; the cross C
+/// compiler and linker for aarch64 come from `.cargo/config.toml`).
+pub fn build_agent_for(arch: Arch) -> Result<PathBuf> {
+    build_static_for(arch, "ingot-agent", agent_path_for(arch))
 }
 
 /// Path of the test image's static init built by [`build_test_init`].
@@ -154,12 +219,17 @@ pub fn build_test_init() -> Result<PathBuf> {
 
 /// Builds `package` for musl with the `agent` profile; checks `path` exists.
 fn build_static(package: &str, path: PathBuf) -> Result<PathBuf> {
+    build_static_for(Arch::X86_64, package, path)
+}
+
+/// Builds `package` for `arch`'s musl target with the `agent` profile.
+fn build_static_for(arch: Arch, package: &str, path: PathBuf) -> Result<PathBuf> {
     run(cargo().args([
         "build",
         "--profile",
         "agent",
         "--target",
-        MUSL_TARGET,
+        arch.musl_target(),
         "-p",
         package,
     ]))?;
