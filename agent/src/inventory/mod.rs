@@ -16,6 +16,7 @@ mod dmi;
 mod interfaces;
 pub mod lldp;
 mod memory;
+mod midr;
 mod sysfs;
 
 use std::path::{Path, PathBuf};
