@@ -27,6 +27,14 @@ impl Arch {
             Arch::Aarch64 => object::elf::EM_AARCH64,
         }
     }
+
+    /// Rust's static musl target for this architecture.
+    pub fn musl_target(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-unknown-linux-musl",
+            Arch::Aarch64 => "aarch64-unknown-linux-musl",
+        }
+    }
 }
 
 /// Compression of the initramfs.
@@ -181,7 +189,8 @@ pub fn not_static_reason(data: &[u8], arch: Arch, package: &str) -> Option<Strin
         .then(|| {
             format!(
                 "dynamically linked (it has an interpreter); build it for musl: \
-                 cargo build --profile agent --target x86_64-unknown-linux-musl -p {package}"
+                 cargo build --profile agent --target {} -p {package}",
+                arch.musl_target()
             )
         })
 }
@@ -283,7 +292,7 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest, BuildError> {
             sha256: sha256_hex(data),
         })
     };
-    let ipxe = crate::ipxe::template();
+    let ipxe = crate::ipxe::template(opts.arch);
     let outputs = vec![
         write("vmlinuz", &kernel)?,
         write("initramfs.img", &image)?,

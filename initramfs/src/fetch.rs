@@ -29,15 +29,25 @@ fn run(cmd: &mut Command) -> Result<String, String> {
 /// The versioned package `linux-image-amd64` (or `-arm64`) depends on.
 fn current_package(meta: &str) -> Result<String, String> {
     let deps = run(Command::new("apt-cache").args(["depends", meta]))?;
-    deps.lines()
+    versioned_dependency(&deps).ok_or_else(|| {
+        format!(
+            "apt-cache knows no kernel package behind {meta}; run apt-get update \
+             (for another architecture than the host's, first dpkg --add-architecture)"
+        )
+    })
+}
+
+/// The `linux-image-<version>-<flavour>` line of `apt-cache depends`, without
+/// the `:arm64` qualifier apt adds to a foreign architecture's packages.
+fn versioned_dependency(apt_cache_depends: &str) -> Option<String> {
+    apt_cache_depends
+        .lines()
         .filter_map(|l| l.trim().strip_prefix("Depends: "))
+        .map(|p| p.split(':').next().unwrap_or(p))
         .find(|p| {
             p.starts_with("linux-image-") && p.chars().nth(12).is_some_and(|c| c.is_ascii_digit())
         })
         .map(str::to_string)
-        .ok_or_else(|| {
-            format!("apt-cache knows no kernel package behind {meta}; run apt-get update")
-        })
 }
 
 /// Waits for an exclusive lock on `f` (released when it is closed).
@@ -51,9 +61,11 @@ fn lock_exclusive(f: &std::fs::File) -> std::io::Result<()> {
     }
 }
 
-/// Downloads and unpacks the kernel into `out` (reused if already there).
+/// Downloads and unpacks the kernel of Debian architecture `arch` (`amd64`,
+/// `arm64`) into `out` (reused if already there). Another architecture than
+/// the host's needs `dpkg --add-architecture <arch>` and `apt-get update` first.
 pub fn debian(out: &Path, arch: &str) -> Result<FetchedKernel, String> {
-    let meta = format!("linux-image-{arch}");
+    let meta = format!("linux-image-{arch}:{arch}");
     let pkg = current_package(&meta)?;
     let root = out.join(&pkg);
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
@@ -64,9 +76,10 @@ pub fn debian(out: &Path, arch: &str) -> Result<FetchedKernel, String> {
     if !root.join(".unpacked").exists() {
         // _apt cannot write into root-only directories; that only costs a warning.
         let download = || {
+            // Qualified: apt resolves an unqualified name to the host's architecture.
             run(Command::new("apt-get")
                 .arg("download")
-                .arg(&pkg)
+                .arg(format!("{pkg}:{arch}"))
                 .current_dir(out))
         };
         if let Err(first) = download() {
@@ -102,4 +115,25 @@ pub fn debian(out: &Path, arch: &str) -> Result<FetchedKernel, String> {
         modules,
         version,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_versioned_package_native_or_foreign() {
+        let amd64 = "linux-image-amd64\n  Depends: linux-image-6.1.0-57-amd64\n";
+        assert_eq!(
+            versioned_dependency(amd64).as_deref(),
+            Some("linux-image-6.1.0-57-amd64")
+        );
+        // A foreign architecture's dependency carries its qualifier.
+        let arm64 = "linux-image-arm64:arm64\n  Depends: linux-image-6.1.0-57-arm64:arm64\n";
+        assert_eq!(
+            versioned_dependency(arm64).as_deref(),
+            Some("linux-image-6.1.0-57-arm64")
+        );
+        assert_eq!(versioned_dependency("linux-image-arm64\n"), None);
+    }
 }

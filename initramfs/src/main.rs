@@ -17,8 +17,11 @@ struct Cli {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum ArchArg {
-    #[value(name = "x86_64")]
+    /// x86-64 (also `amd64`, Debian's name).
+    #[value(name = "x86_64", alias = "amd64")]
     X86_64,
+    /// 64-bit Arm (also `arm64`, Debian's name).
+    #[value(alias = "arm64")]
     Aarch64,
 }
 
@@ -67,7 +70,8 @@ enum Command {
         /// Use Debian's linux-image package (the only source today).
         #[arg(long, required = true)]
         debian: bool,
-        /// Debian architecture name.
+        /// Debian architecture name (`amd64`, `arm64`; `x86_64` and
+        /// `aarch64` are taken too). A foreign one needs `dpkg --add-architecture`.
         #[arg(long, default_value = "amd64")]
         arch: String,
         /// Where to unpack.
@@ -164,7 +168,12 @@ fn main() -> anyhow::Result<()> {
             arch,
             out,
         } => {
-            let k = ingot_initramfs::fetch::debian(&out, &arch).map_err(anyhow::Error::msg)?;
+            let arch = match arch.as_str() {
+                "x86_64" => "amd64",
+                "aarch64" => "arm64",
+                other => other,
+            };
+            let k = ingot_initramfs::fetch::debian(&out, arch).map_err(anyhow::Error::msg)?;
             println!(
                 "{{\"version\": {:?}, \"vmlinuz\": {:?}, \"modules\": {:?}}}",
                 k.version,

@@ -17,7 +17,7 @@ pub enum Class {
     /// In-band IPMI (the KCS/SMIC/BT interface and /dev/ipmi0), for the BMC address.
     Bmc,
     /// Buses the disks and NICs hang off that no driver depends on by name:
-    /// virtio-pci, Intel VMD.
+    /// virtio-pci, virtio-mmio (arm64 virtual machines, Firecracker), Intel VMD.
     Bus,
 }
 
@@ -57,6 +57,7 @@ impl Class {
             Class::Bmc => &["kernel/drivers/char/ipmi/"],
             Class::Bus => &[
                 "kernel/drivers/virtio/virtio_pci",
+                "kernel/drivers/virtio/virtio_mmio.",
                 "kernel/drivers/pci/controller/vmd.",
             ],
         };
