@@ -12,19 +12,21 @@ use ingot_initramfs::modules::Class;
 use ingot_initramfs::{Arch, BuildOptions, Compression, build};
 
 /// A static stand-in for the agent: this test checks packing, not the agent.
-/// It is a real static executable (`/bin/busybox` from busybox-static when
-/// present, else the musl agent if it was built).
+/// It is a real static executable (the musl agent if it was built, in
+/// `CARGO_TARGET_DIR` or the workspace's target, else `/bin/busybox` from
+/// busybox-static).
 fn static_binary() -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    [
-        root.join("target/x86_64-unknown-linux-musl/agent/ingot-agent"),
-        PathBuf::from("/bin/busybox"),
-    ]
-    .into_iter()
-    .find(|p| {
-        p.is_file()
-            && !String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).contains("ld-linux")
-    })
+    let rel = "x86_64-unknown-linux-musl/agent/ingot-agent";
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(|d| PathBuf::from(d).join(rel))
+        .into_iter()
+        .chain([root.join("target").join(rel), PathBuf::from("/bin/busybox")])
+        .find(|p| {
+            p.is_file()
+                && !String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default())
+                    .contains("ld-linux")
+        })
 }
 
 fn kernel() -> ingot_initramfs::fetch::FetchedKernel {
