@@ -124,7 +124,7 @@ pub fn ensure_arch(arch: Arch) -> Result<()> {
         if foreign.lines().any(|l| l.trim() == arch.debian()) {
             println!("dpkg architecture {}: present", arch.debian());
         } else {
-            util::run(Command::new("dpkg").args(["--add-architecture", arch.debian()]))
+            util::run(as_root("dpkg").args(["--add-architecture", arch.debian()]))
                 .context("dpkg --add-architecture failed (run as root)")?;
             update = true;
         }
@@ -148,15 +148,20 @@ pub fn ensure_arch(arch: Arch) -> Result<()> {
     ensure_rust_target(arch.musl_target())
 }
 
-/// `apt-get` with `args`, through `sudo -n` unless root, non-interactive.
-fn apt(args: &[&str]) -> Command {
-    let mut cmd = if util::is_root() {
-        Command::new("apt-get")
+/// `program`, through `sudo -n` unless this process is root.
+fn as_root(program: &str) -> Command {
+    if util::is_root() {
+        Command::new(program)
     } else {
         let mut c = Command::new("sudo");
-        c.args(["-n", "apt-get"]);
+        c.args(["-n", program]);
         c
-    };
+    }
+}
+
+/// `apt-get` with `args`, as root, non-interactive.
+fn apt(args: &[&str]) -> Command {
+    let mut cmd = as_root("apt-get");
     cmd.env("DEBIAN_FRONTEND", "noninteractive").args(args);
     cmd
 }
