@@ -8,7 +8,7 @@
 //!   token and the command history.
 //! - [`inventory`]: the hardware inventory; [`wipe`]: disk wipes with
 //!   reports; [`ptable`]: MBR and GPT; [`configdrive`]: the config drive
-//!   partition.
+//!   partition; [`uefi`]: the UEFI boot loader and boot entries.
 //! - [`logging`], [`logring`], [`random`]: support.
 
 pub mod api;
@@ -25,4 +25,5 @@ pub mod net;
 pub mod ptable;
 pub mod random;
 pub mod state;
+pub mod uefi;
 pub mod wipe;

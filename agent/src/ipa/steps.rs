@@ -32,11 +32,22 @@ fn step(name: &str, priority: i64, argsinfo: Option<Value>) -> Step {
     }
 }
 
-/// The clean steps.
+/// The clean steps. `clean_uefi_nvram` has IPA's priority 0: it runs only
+/// when requested (manual cleaning, or a priority override).
 pub fn clean_steps() -> Vec<Step> {
     vec![
         step("erase_devices", 10, None),
         step("erase_devices_metadata", 99, None),
+        step(
+            "clean_uefi_nvram",
+            0,
+            Some(json!({
+                "match_patterns": {
+                    "description": "A list of regular expressions matched (case-insensitively) against the device path of each UEFI boot entry; matching entries are deleted. Default: [\"^HD\"], every entry on a disk partition.",
+                    "required": false,
+                },
+            })),
+        ),
     ]
 }
 
@@ -133,6 +144,7 @@ pub async fn execute_clean_step(
             erase(&state, &record, node.as_ref(), WipeMode::Metadata).await?
         }
         "erase_devices" => erase(&state, &record, node.as_ref(), WipeMode::Secure).await?,
+        "clean_uefi_nvram" => clean_uefi_nvram(&state, &step).await?,
         other => return Err(CmdError::no_such_step(format!("clean step {other}"))),
     };
     Ok(Some(json!({"clean_result": result, "clean_step": step})))
@@ -172,6 +184,49 @@ pub async fn execute_deploy_step(
         other => return Err(CmdError::no_such_step(format!("deploy step {other}"))),
     };
     Ok(Some(json!({"deploy_result": result, "deploy_step": step})))
+}
+
+/// IPA's `clean_uefi_nvram`: removes the boot entries whose device path
+/// matches `match_patterns` (default `^HD`) and fixes `BootOrder`. Skipped
+/// when the agent did not boot UEFI (no NVRAM to clean).
+async fn clean_uefi_nvram(state: &Arc<AgentState>, step: &Value) -> Result<Value, CmdError> {
+    let patterns: Vec<String> = match step.get("args").and_then(|a| a.get("match_patterns")) {
+        None | Some(Value::Null) => crate::uefi::nvram::DEFAULT_CLEAN_PATTERNS
+            .iter()
+            .map(|p| p.to_string())
+            .collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str().map(str::to_string).ok_or_else(|| {
+                    CmdError::invalid_params("match_patterns must be a list of strings")
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(_) => {
+            return Err(CmdError::invalid_params(
+                "match_patterns must be a list of strings",
+            ));
+        }
+    };
+    let regexes = crate::uefi::nvram::compile_patterns(&patterns)
+        .map_err(|e| CmdError::invalid_params(format!("match_patterns: {e}")))?;
+    let root = state.config.root.clone();
+    let removed = tokio::task::spawn_blocking(move || {
+        let Some(vars) = crate::uefi::efivars::EfiVars::open(&root) else {
+            tracing::info!("the agent did not boot UEFI: no NVRAM to clean");
+            return Ok(None);
+        };
+        crate::uefi::nvram::clean_boot_entries(&vars, &regexes).map(Some)
+    })
+    .await
+    .map_err(|e| CmdError::execution(e.to_string()))?
+    .map_err(|e| CmdError::execution(format!("cleaning UEFI boot entries: {e}")))?;
+    Ok(match removed {
+        None => json!({"skipped": "not booted in UEFI mode", "patterns": patterns}),
+        Some(r) => json!({"removed": r, "patterns": patterns}),
+    })
 }
 
 fn dii_u64(node: Option<&Map<String, Value>>, key: &str) -> Option<u64> {

@@ -43,6 +43,8 @@ pub struct GptPartition {
     pub last_lba: u64,
     /// Unique partition GUID, lower-case canonical form.
     pub unique_guid: String,
+    /// Partition type GUID, lower-case canonical form.
+    pub type_guid: String,
     /// Partition name.
     pub name: String,
 }
@@ -202,6 +204,7 @@ impl Gpt {
                     first_lba: u64_at(e, 32),
                     last_lba: u64_at(e, 40),
                     unique_guid: guid_to_string(&e[16..32]),
+                    type_guid: guid_to_string(&e[0..16]),
                     name: String::from_utf16_lossy(&name),
                 })
             })
