@@ -57,12 +57,8 @@ pub fn ensure_fallback_loader(
     esp: &Esp,
     name: &str,
 ) -> Result<LoaderOutcome, UefiError> {
-    let window = PartitionWindow::new(dev, esp.offset(), esp.len_bytes()).ok_or_else(|| {
-        UefiError::NoEsp(format!("partition {} beyond addressable bytes", esp.number))
-    })?;
-    let fs =
-        FileSystem::new(window, FsOptions::new()).map_err(fat_err("open the FAT file system"))?;
-    let outcome = {
+    let fs = open_fs(dev, esp)?;
+    let found = {
         let root = fs.root_dir();
         let efi = root
             .open_dir("EFI")
@@ -76,8 +72,7 @@ pub fn ensure_fallback_loader(
             })
             .is_some_and(|n| n > 0);
         if present {
-            tracing::info!(loader = %name, "the fallback loader is present");
-            LoaderOutcome { copied_from: None }
+            None
         } else {
             let (path, size) = choose_loader(&efi)?;
             if size > MAX_LOADER_BYTES {
@@ -99,23 +94,48 @@ pub fn ensure_fallback_loader(
                     data.len()
                 )));
             }
-            let boot = efi.create_dir("BOOT").map_err(fat_err("create EFI/BOOT"))?;
-            let mut f = boot
-                .create_file(name)
-                .map_err(fat_err("create the fallback loader"))?;
-            f.truncate()
-                .map_err(fat_err("truncate the fallback loader"))?;
-            f.write_all(&data)
-                .map_err(fat_err("write the fallback loader"))?;
-            f.flush().map_err(fat_err("write the fallback loader"))?;
-            tracing::info!(from = %path, to = %name, bytes = size, "fallback loader copied");
-            LoaderOutcome {
-                copied_from: Some(format!("EFI/{path}")),
-            }
+            Some((path, data, efi.open_dir("BOOT").is_ok()))
         }
     };
+    let Some((path, data, has_boot)) = found else {
+        fs.unmount().map_err(fat_err("unmount"))?;
+        tracing::info!(loader = %name, "the fallback loader is present");
+        return Ok(LoaderOutcome { copied_from: None });
+    };
+    let fs = if has_boot {
+        fs
+    } else {
+        fs.root_dir()
+            .create_dir("EFI/BOOT")
+            .map_err(fat_err("create EFI/BOOT"))?;
+        fs.unmount().map_err(fat_err("unmount"))?;
+        let fixed = fix_dot_entries(dev, esp).map_err(fat_err("repair EFI/BOOT"))?;
+        tracing::debug!(fixed, "dot entries of the new directory repaired");
+        open_fs(dev, esp)?
+    };
+    {
+        let root = fs.root_dir();
+        let mut f = root
+            .create_file(&format!("EFI/BOOT/{name}"))
+            .map_err(fat_err("create the fallback loader"))?;
+        f.truncate()
+            .map_err(fat_err("truncate the fallback loader"))?;
+        f.write_all(&data)
+            .map_err(fat_err("write the fallback loader"))?;
+        f.flush().map_err(fat_err("write the fallback loader"))?;
+    }
     fs.unmount().map_err(fat_err("unmount"))?;
-    Ok(outcome)
+    tracing::info!(from = %path, to = %name, bytes = data.len(), "fallback loader copied");
+    Ok(LoaderOutcome {
+        copied_from: Some(format!("EFI/{path}")),
+    })
+}
+
+fn open_fs<'a>(dev: &'a File, esp: &Esp) -> Result<FileSystem<PartitionWindow<'a>>, UefiError> {
+    let window = PartitionWindow::new(dev, esp.offset(), esp.len_bytes()).ok_or_else(|| {
+        UefiError::NoEsp(format!("partition {} beyond addressable bytes", esp.number))
+    })?;
+    FileSystem::new(window, FsOptions::new()).map_err(fat_err("open the FAT file system"))
 }
 
 /// The vendor loader to copy, as `<vendor>/<file>` under `EFI`, and its
@@ -155,4 +175,86 @@ fn choose_loader<T: fatfs::ReadWriteSeek>(
                 .join(", "),
         )),
     }
+}
+
+/// The data area of a FAT file system from its boot sector: (bytes per
+/// cluster, byte offset of cluster 2, clusters inside the partition).
+/// `None` if the fields are out of range.
+fn fat_layout(bs: &[u8; 512], part_len: u64) -> Option<(u64, u64, u64)> {
+    let u16_at = |o: usize| u64::from(u16::from_le_bytes([bs[o], bs[o + 1]]));
+    let u32_at = |o: usize| u64::from(u32::from_le_bytes([bs[o], bs[o + 1], bs[o + 2], bs[o + 3]]));
+    let bps = u16_at(11);
+    let spc = u64::from(bs[13]);
+    let reserved = u16_at(14);
+    let fats = u64::from(bs[16]);
+    let root_entries = u16_at(17);
+    let total = match u16_at(19) {
+        0 => u32_at(32),
+        n => n,
+    };
+    let fat_size = match u16_at(22) {
+        0 => u32_at(36),
+        n => n,
+    };
+    if !bps.is_power_of_two() || !(512..=4096).contains(&bps) || !spc.is_power_of_two() {
+        return None;
+    }
+    let root_sectors = (root_entries * 32).div_ceil(bps);
+    let data_start = reserved
+        .checked_add(fats.checked_mul(fat_size)?)?
+        .checked_add(root_sectors)?;
+    let clusters = total.checked_sub(data_start)? / spc;
+    let cluster_bytes = spc * bps;
+    let data_offset = data_start.checked_mul(bps)?;
+    let fit = part_len.checked_sub(data_offset)? / cluster_bytes;
+    Some((cluster_bytes, data_offset, clusters.min(fit)))
+}
+
+/// fatfs 0.3 writes long-name entries in front of the `.` and `..` entries
+/// of the directories it creates, which `fsck.vfat` reports as corruption.
+/// Rewrites every directory cluster that starts that way (long-name entry,
+/// `.` pointing at that very cluster, long-name entry, `..`) to start with
+/// plain `.` and `..`. Returns how many were repaired.
+fn fix_dot_entries(dev: &File, esp: &Esp) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let base = esp.offset();
+    let mut bs = [0u8; 512];
+    dev.read_exact_at(&mut bs, base)?;
+    let Some((cluster_bytes, data_offset, clusters)) = fat_layout(&bs, esp.len_bytes()) else {
+        return Ok(0);
+    };
+    if cluster_bytes < 160 {
+        return Ok(0);
+    }
+    let mut fixed = 0;
+    let mut head = [0u8; 160];
+    for i in 0..clusters {
+        // Inside the partition (fat_layout), so no overflow.
+        let at = base + data_offset + i * cluster_bytes;
+        dev.read_exact_at(&mut head, at)?;
+        let slot = |k: usize| &head[k * 32..(k + 1) * 32];
+        let lfn = |k: usize| slot(k)[11] == 0x0f;
+        let dir_named =
+            |k: usize, name: &[u8; 11]| &slot(k)[..11] == name && slot(k)[11] & 0x10 != 0;
+        let s1 = slot(1);
+        let first = (u64::from(u16::from_le_bytes([s1[20], s1[21]])) << 16)
+            | u64::from(u16::from_le_bytes([s1[26], s1[27]]));
+        if lfn(0)
+            && dir_named(1, b".          ")
+            && first == i + 2
+            && lfn(2)
+            && dir_named(3, b"..         ")
+        {
+            let mut fixed_head = [0u8; 128];
+            fixed_head[..32].copy_from_slice(slot(1));
+            fixed_head[32..64].copy_from_slice(slot(3));
+            // Slots 2 and 3 become free: end of directory if nothing follows.
+            let free = if head[128] == 0 { 0x00 } else { 0xe5 };
+            fixed_head[64] = free;
+            fixed_head[96] = free;
+            dev.write_all_at(&fixed_head, at)?;
+            fixed += 1;
+        }
+    }
+    Ok(fixed)
 }
