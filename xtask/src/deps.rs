@@ -69,6 +69,11 @@ const APT_PACKAGES: &[&[&str]] = &[
     &["syslinux"],
     &["syslinux-common"],
     &["mtools"],
+    // The test image's UEFI variant (--firmware uefi): a unified kernel image
+    // made from systemd's EFI stub with objcopy (binutils), on a GPT made
+    // with sgdisk (gdisk, listed above).
+    &["systemd-boot-efi"],
+    &["binutils"],
     // coordinator/tests/tftp.rs: real TFTP clients against the coordinator's
     // TFTP server (atftp negotiates blksize/tsize/windowsize).
     &["atftp"],

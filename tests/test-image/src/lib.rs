@@ -3,6 +3,12 @@
 //! kernel and an initramfs whose `/init` is a small static program (the lab
 //! uses `ingot-testimage-init`); syslinux's MBR boot code is in sector 0.
 //!
+//! The UEFI variant ([`Firmware::Uefi`]) is a GPT disk (fixed GUIDs) whose
+//! one partition, an EFI system partition at 1 MiB, holds only
+//! `EFI/BOOT/BOOTX64.EFI`: a unified kernel image made from systemd's EFI
+//! stub (`linuxx64.efi.stub`, package systemd-boot-efi) with `objcopy`,
+//! carrying the same kernel, initramfs and command line.
+//!
 //! A test fixture, not part of the product: it lives under `tests/` so that
 //! `ingot-image-tools` (and through it the agent) does not depend on
 //! `ingot-initramfs`.
@@ -49,6 +55,27 @@ const FAT_EPOCH: u32 = 315_532_800;
 /// The DOS disk identifier.
 const DISK_ID: u32 = 0x494e_474f;
 
+/// The UEFI stub the unified kernel image is made from.
+const EFI_STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+/// The UEFI image's disk GUID and ESP GUID: fixed, for reproducible images
+/// (the DOS disk identifier "INGO", then "ingot-test-image" / "-esp").
+pub const UEFI_DISK_GUID: &str = "494e474f-696e-676f-742d-746573742d69";
+/// The ESP's unique partition GUID in the UEFI image.
+pub const UEFI_ESP_GUID: &str = "494e474f-696e-676f-742d-6573702d3031";
+/// The ESP type.
+const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+
+/// The firmware the image boots under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    /// BIOS: DOS table, syslinux.
+    #[default]
+    Bios,
+    /// UEFI: GPT, an ESP with a unified kernel image as the fallback loader.
+    Uefi,
+}
+
 /// Output format of the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -81,6 +108,8 @@ pub struct TestImageOptions {
     pub append: String,
     /// mtime of every file (SOURCE_DATE_EPOCH, or 0).
     pub mtime: u32,
+    /// BIOS (syslinux) or UEFI (unified kernel image).
+    pub firmware: Firmware,
 }
 
 impl TestImageOptions {
@@ -96,6 +125,7 @@ impl TestImageOptions {
             module_names: DEFAULT_MODULES.iter().map(|s| s.to_string()).collect(),
             append: String::new(),
             mtime: 0,
+            firmware: Firmware::Bios,
         }
     }
 }
@@ -107,6 +137,8 @@ pub struct TestImageReport {
     pub output: PathBuf,
     /// Its format.
     pub format: ImageFormat,
+    /// The firmware it boots under.
+    pub firmware: Firmware,
     /// Its size in bytes (the file; for raw, the disk size).
     pub image_bytes: u64,
     /// The disk size in bytes.
@@ -193,23 +225,54 @@ fn find_tool(name: &str, package: &'static str) -> Result<PathBuf, TestImageErro
 /// The programs the build runs.
 struct Tools {
     mkfs: PathBuf,
-    syslinux: PathBuf,
     mcopy: PathBuf,
+    /// BIOS: syslinux.
+    syslinux: Option<PathBuf>,
+    /// UEFI: objcopy, objdump, mmd, sgdisk.
+    uefi: Option<UefiTools>,
     qemu_img: Option<PathBuf>,
 }
 
+struct UefiTools {
+    objcopy: PathBuf,
+    objdump: PathBuf,
+    mmd: PathBuf,
+    sgdisk: PathBuf,
+}
+
 impl Tools {
-    fn find(format: ImageFormat) -> Result<Self, TestImageError> {
-        if !Path::new(MBR_BIN).is_file() {
-            return Err(TestImageError::MissingTool {
-                what: MBR_BIN.into(),
-                package: "syslinux-common",
-            });
-        }
+    fn find(format: ImageFormat, firmware: Firmware) -> Result<Self, TestImageError> {
+        let (syslinux, uefi) = match firmware {
+            Firmware::Bios => {
+                if !Path::new(MBR_BIN).is_file() {
+                    return Err(TestImageError::MissingTool {
+                        what: MBR_BIN.into(),
+                        package: "syslinux-common",
+                    });
+                }
+                (Some(find_tool("syslinux", "syslinux")?), None)
+            }
+            Firmware::Uefi => {
+                if !Path::new(EFI_STUB).is_file() {
+                    return Err(TestImageError::MissingTool {
+                        what: EFI_STUB.into(),
+                        package: "systemd-boot-efi",
+                    });
+                }
+                let u = UefiTools {
+                    objcopy: find_tool("objcopy", "binutils")?,
+                    objdump: find_tool("objdump", "binutils")?,
+                    mmd: find_tool("mmd", "mtools")?,
+                    sgdisk: find_tool("sgdisk", "gdisk")?,
+                };
+                (None, Some(u))
+            }
+        };
         Ok(Self {
             mkfs: find_tool("mkfs.vfat", "dosfstools")?,
-            syslinux: find_tool("syslinux", "syslinux")?,
             mcopy: find_tool("mcopy", "mtools")?,
+            syslinux,
+            uefi,
             qemu_img: match format {
                 ImageFormat::Qcow2 => Some(find_tool("qemu-img", "qemu-utils")?),
                 ImageFormat::Raw => None,
@@ -221,7 +284,12 @@ impl Tools {
 /// Checks the tools the builder needs are installed; the error names the
 /// Debian package of the first one missing.
 pub fn check_tools(format: ImageFormat) -> Result<(), TestImageError> {
-    Tools::find(format).map(|_| ())
+    Tools::find(format, Firmware::Bios).map(|_| ())
+}
+
+/// [`check_tools`] for an image booting under `firmware`.
+pub fn check_tools_for(format: ImageFormat, firmware: Firmware) -> Result<(), TestImageError> {
+    Tools::find(format, firmware).map(|_| ())
 }
 
 fn run(cmd: &mut Command, mtime: u32) -> Result<(), TestImageError> {
@@ -508,7 +576,7 @@ fn set_mtime(path: &Path, mtime: u32) -> Result<(), TestImageError> {
 
 /// Builds the test image.
 pub fn build(opts: &TestImageOptions) -> Result<TestImageReport, TestImageError> {
-    let tools = Tools::find(opts.format)?;
+    let tools = Tools::find(opts.format, opts.firmware)?;
     if opts.size_mib < 16 {
         return Err(TestImageError::Invalid(
             "--size-mib must be at least 16 (FAT16)".into(),
@@ -550,58 +618,23 @@ pub fn build(opts: &TestImageOptions) -> Result<TestImageReport, TestImageError>
     let scratch = Scratch(out_dir.join(format!(".ingot-test-image.{}.tmp", std::process::id())));
     std::fs::create_dir_all(&scratch.0).map_err(io_err(&scratch.0))?;
     let fat_mtime = opts.mtime.max(FAT_EPOCH);
-    let files = [
-        ("vmlinuz", kernel.clone()),
-        ("initrd.img", initrd.clone()),
-        ("syslinux.cfg", syslinux_cfg(&cmdline).into_bytes()),
-    ];
-    for (name, data) in &files {
-        let p = scratch.0.join(name);
-        std::fs::write(&p, data).map_err(io_err(&p))?;
-        set_mtime(&p, fat_mtime)?;
-    }
-
-    // The FAT partition as a file; hidden sectors = its offset on the disk,
-    // which syslinux's boot sector uses to find itself.
-    let part = scratch.0.join("part.img");
-    run(
-        Command::new(&tools.mkfs)
-            // --invariant: fixed volume ID and dates, for reproducible images.
-            .args(["-F", "16", "-n", "INGOT-TEST", "--invariant"])
-            .arg("-h")
-            .arg(PART_START_SECTOR.to_string())
-            .arg("-C")
-            .arg(&part)
-            .arg((part_sectors / 2).to_string()),
-        fat_mtime,
-    )?;
-    run(
-        Command::new(&tools.syslinux).arg("--install").arg(&part),
-        fat_mtime,
-    )?;
-    let mut mcopy = Command::new(&tools.mcopy);
-    mcopy.arg("-i").arg(&part).args(["-m", "-o"]);
-    for (name, _) in &files {
-        mcopy.arg(scratch.0.join(name));
-    }
-    run(mcopy.arg("::/"), fat_mtime)?;
-
-    // The disk: sector 0, then the partition at 1 MiB.
-    let boot_code = std::fs::read(MBR_BIN).map_err(io_err(Path::new(MBR_BIN)))?;
-    let sector0 = mbr(&boot_code, part_sectors)?;
     let raw = match opts.format {
         ImageFormat::Raw => opts.output.clone(),
         ImageFormat::Qcow2 => scratch.0.join("disk.raw"),
     };
-    {
-        use std::os::unix::fs::FileExt;
-        let part_data = std::fs::read(&part).map_err(io_err(&part))?;
-        let f = std::fs::File::create(&raw).map_err(io_err(&raw))?;
-        f.set_len(disk_bytes).map_err(io_err(&raw))?;
-        f.write_all_at(&sector0, 0).map_err(io_err(&raw))?;
-        f.write_all_at(&part_data, PART_START_SECTOR * 512)
-            .map_err(io_err(&raw))?;
-        f.sync_all().map_err(io_err(&raw))?;
+    let inputs = DiskInputs {
+        scratch: &scratch.0,
+        raw: &raw,
+        kernel: &kernel,
+        initrd: &initrd,
+        cmdline: &cmdline,
+        disk_bytes,
+        fat_mtime,
+    };
+    match (&tools.syslinux, &tools.uefi) {
+        (_, Some(u)) => uefi_disk(&tools, u, &inputs)?,
+        (Some(syslinux), None) => bios_disk(&tools, syslinux, &inputs, part_sectors)?,
+        (None, None) => return Err(TestImageError::Invalid("no boot loader tools".into())),
     }
     if let Some(qemu_img) = &tools.qemu_img {
         run(
@@ -618,6 +651,7 @@ pub fn build(opts: &TestImageOptions) -> Result<TestImageReport, TestImageError>
     Ok(TestImageReport {
         output: opts.output.clone(),
         format: opts.format,
+        firmware: opts.firmware,
         image_bytes,
         disk_bytes,
         kernel_version: version,
@@ -627,6 +661,244 @@ pub fn build(opts: &TestImageOptions) -> Result<TestImageReport, TestImageError>
         kernel_bytes: kernel.len() as u64,
         cmdline,
     })
+}
+
+/// What both disk layouts are made from.
+struct DiskInputs<'a> {
+    scratch: &'a Path,
+    raw: &'a Path,
+    kernel: &'a [u8],
+    initrd: &'a [u8],
+    cmdline: &'a str,
+    disk_bytes: u64,
+    fat_mtime: u32,
+}
+
+/// Writes `files` into `dir` with mtime `mtime`.
+fn stage(dir: &Path, files: &[(&str, &[u8])], mtime: u32) -> Result<(), TestImageError> {
+    for (name, data) in files {
+        let p = dir.join(name);
+        std::fs::write(&p, data).map_err(io_err(&p))?;
+        set_mtime(&p, mtime)?;
+    }
+    Ok(())
+}
+
+/// A FAT16 file system of `sectors` 512-byte sectors in the file `part`,
+/// whose hidden sectors say it starts at 1 MiB.
+fn mkfs(tools: &Tools, part: &Path, sectors: u64, mtime: u32) -> Result<(), TestImageError> {
+    run(
+        Command::new(&tools.mkfs)
+            // --invariant: fixed volume ID and dates, for reproducible images.
+            .args(["-F", "16", "-n", "INGOT-TEST", "--invariant"])
+            .arg("-h")
+            .arg(PART_START_SECTOR.to_string())
+            .arg("-C")
+            .arg(part)
+            .arg((sectors / 2).to_string()),
+        mtime,
+    )
+}
+
+/// The BIOS disk: syslinux's MBR and one FAT16 partition with syslinux, the
+/// kernel and the initramfs.
+fn bios_disk(
+    tools: &Tools,
+    syslinux: &Path,
+    d: &DiskInputs<'_>,
+    part_sectors: u64,
+) -> Result<(), TestImageError> {
+    let cfg = syslinux_cfg(d.cmdline);
+    let files: [(&str, &[u8]); 3] = [
+        ("vmlinuz", d.kernel),
+        ("initrd.img", d.initrd),
+        ("syslinux.cfg", cfg.as_bytes()),
+    ];
+    stage(d.scratch, &files, d.fat_mtime)?;
+    // The FAT partition as a file; hidden sectors = its offset on the disk,
+    // which syslinux's boot sector uses to find itself.
+    let part = d.scratch.join("part.img");
+    mkfs(tools, &part, part_sectors, d.fat_mtime)?;
+    run(
+        Command::new(syslinux).arg("--install").arg(&part),
+        d.fat_mtime,
+    )?;
+    let mut mcopy = Command::new(&tools.mcopy);
+    mcopy.arg("-i").arg(&part).args(["-m", "-o"]);
+    for (name, _) in &files {
+        mcopy.arg(d.scratch.join(name));
+    }
+    run(mcopy.arg("::/"), d.fat_mtime)?;
+
+    // The disk: sector 0, then the partition at 1 MiB.
+    let boot_code = std::fs::read(MBR_BIN).map_err(io_err(Path::new(MBR_BIN)))?;
+    let sector0 = mbr(&boot_code, part_sectors)?;
+    write_disk(d.raw, d.disk_bytes, Some(&sector0), &part)
+}
+
+/// Creates the raw disk file: `disk_bytes` long, `sector0` (if any) at 0,
+/// the partition file at 1 MiB.
+fn write_disk(
+    raw: &Path,
+    disk_bytes: u64,
+    sector0: Option<&[u8; 512]>,
+    part: &Path,
+) -> Result<(), TestImageError> {
+    use std::os::unix::fs::FileExt;
+    let part_data = std::fs::read(part).map_err(io_err(part))?;
+    let f = std::fs::File::options()
+        .create(true)
+        .write(true)
+        .truncate(sector0.is_some())
+        .open(raw)
+        .map_err(io_err(raw))?;
+    f.set_len(disk_bytes).map_err(io_err(raw))?;
+    if let Some(s) = sector0 {
+        f.write_all_at(s, 0).map_err(io_err(raw))?;
+    }
+    f.write_all_at(&part_data, PART_START_SECTOR * 512)
+        .map_err(io_err(raw))?;
+    f.sync_all().map_err(io_err(raw))
+}
+
+/// The sections of a PE file as `objdump -h` lists them: (VMA, size).
+fn pe_sections(objdump: &Path, file: &Path) -> Result<Vec<(u64, u64)>, TestImageError> {
+    let out = Command::new(objdump)
+        .arg("-h")
+        .arg(file)
+        .output()
+        .map_err(|e| TestImageError::Command {
+            command: format!("{} -h {}", objdump.display(), file.display()),
+            output: e.to_string(),
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let t: Vec<&str> = l.split_whitespace().collect();
+            t.first()?.parse::<u32>().ok()?;
+            let size = u64::from_str_radix(t.get(2)?, 16).ok()?;
+            let vma = u64::from_str_radix(t.get(3)?, 16).ok()?;
+            Some((vma, size))
+        })
+        .collect())
+}
+
+/// Sets the PE/COFF header's TimeDateStamp (objcopy writes the build time)
+/// and recomputes the optional header's CheckSum, which covers it.
+fn set_pe_timestamp(efi: &mut [u8], stamp: u32) -> Result<(), TestImageError> {
+    let bad = || TestImageError::Invalid("the unified kernel image is not a PE file".into());
+    let pe = efi
+        .get(0x3c..0x40)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or_else(bad)?;
+    if efi.get(pe..pe + 4) != Some(b"PE\0\0") {
+        return Err(bad());
+    }
+    // Signature (4), Machine (2), NumberOfSections (2), TimeDateStamp (4).
+    efi.get_mut(pe + 8..pe + 12)
+        .ok_or_else(bad)?
+        .copy_from_slice(&stamp.to_le_bytes());
+    // The optional header follows the 24-byte signature + COFF header; its
+    // CheckSum is at offset 64 (PE32 and PE32+ alike).
+    let sum_at = pe + 24 + 64;
+    efi.get_mut(sum_at..sum_at + 4).ok_or_else(bad)?.fill(0);
+    let mut sum: u64 = 0;
+    for w in efi.chunks(2) {
+        sum += u64::from(u16::from_le_bytes([w[0], w.get(1).copied().unwrap_or(0)]));
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let sum = (sum & 0xffff) as u32 + efi.len() as u32;
+    efi[sum_at..sum_at + 4].copy_from_slice(&sum.to_le_bytes());
+    Ok(())
+}
+
+/// The unified kernel image: systemd's EFI stub with `.osrel`, `.cmdline`,
+/// `.initrd` and `.linux` sections added after its own, page-aligned (as
+/// systemd's UKI documentation does it with objcopy).
+fn unified_kernel_image(u: &UefiTools, d: &DiskInputs<'_>) -> Result<Vec<u8>, TestImageError> {
+    let osrel = "ID=ingot-test\nNAME=\"Ingot test image\"\n";
+    stage(
+        d.scratch,
+        &[
+            ("osrel", osrel.as_bytes()),
+            ("cmdline", d.cmdline.as_bytes()),
+            ("initrd.img", d.initrd),
+            ("vmlinuz", d.kernel),
+        ],
+        d.fat_mtime,
+    )?;
+    let stub = Path::new(EFI_STUB);
+    let end = pe_sections(&u.objdump, stub)?
+        .iter()
+        .map(|(vma, size)| vma + size)
+        .max()
+        .ok_or_else(|| TestImageError::Invalid(format!("{EFI_STUB}: no sections")))?;
+    let align = |v: u64| v.div_ceil(0x1000) * 0x1000;
+    let mut at = align(end);
+    let mut cmd = Command::new(&u.objcopy);
+    for (section, file, len) in [
+        (".osrel", "osrel", osrel.len()),
+        (".cmdline", "cmdline", d.cmdline.len()),
+        (".initrd", "initrd.img", d.initrd.len()),
+        (".linux", "vmlinuz", d.kernel.len()),
+    ] {
+        cmd.arg("--add-section")
+            .arg(format!("{section}={}", d.scratch.join(file).display()))
+            .arg("--change-section-vma")
+            .arg(format!("{section}=0x{at:x}"));
+        at = align(at + len as u64);
+    }
+    let uki = d.scratch.join("BOOTX64.EFI");
+    run(cmd.arg(stub).arg(&uki), d.fat_mtime)?;
+    let mut data = std::fs::read(&uki).map_err(io_err(&uki))?;
+    set_pe_timestamp(&mut data, d.fat_mtime)?;
+    std::fs::write(&uki, &data).map_err(io_err(&uki))?;
+    set_mtime(&uki, d.fat_mtime)?;
+    Ok(data)
+}
+
+/// The UEFI disk: a GPT (fixed GUIDs) with one EFI system partition at
+/// 1 MiB holding the unified kernel image as `EFI/BOOT/BOOTX64.EFI`.
+fn uefi_disk(tools: &Tools, u: &UefiTools, d: &DiskInputs<'_>) -> Result<(), TestImageError> {
+    unified_kernel_image(u, d)?;
+    // The backup GPT takes the last 33 sectors; the ESP ends on a MiB.
+    let disk_sectors = d.disk_bytes / 512;
+    let part_sectors = (disk_sectors - PART_START_SECTOR - 34) / 2048 * 2048;
+    let part = d.scratch.join("esp.img");
+    mkfs(tools, &part, part_sectors, d.fat_mtime)?;
+    run(
+        Command::new(&u.mmd)
+            .arg("-i")
+            .arg(&part)
+            .args(["::/EFI", "::/EFI/BOOT"]),
+        d.fat_mtime,
+    )?;
+    run(
+        Command::new(&tools.mcopy)
+            .arg("-i")
+            .arg(&part)
+            .args(["-m", "-o"])
+            .arg(d.scratch.join("BOOTX64.EFI"))
+            .arg("::/EFI/BOOT/BOOTX64.EFI"),
+        d.fat_mtime,
+    )?;
+    std::fs::remove_file(d.raw).ok();
+    let f = std::fs::File::create(d.raw).map_err(io_err(d.raw))?;
+    f.set_len(d.disk_bytes).map_err(io_err(d.raw))?;
+    drop(f);
+    let last = PART_START_SECTOR + part_sectors - 1;
+    run(
+        Command::new(&u.sgdisk)
+            .arg(format!("--disk-guid={UEFI_DISK_GUID}"))
+            .arg(format!("--new=1:{PART_START_SECTOR}:{last}"))
+            .arg(format!("--typecode=1:{ESP_TYPE}"))
+            .arg(format!("--partition-guid=1:{UEFI_ESP_GUID}"))
+            .arg("--change-name=1:ESP")
+            .arg(d.raw),
+        d.fat_mtime,
+    )?;
+    write_disk(d.raw, d.disk_bytes, None, &part)
 }
 
 #[cfg(test)]

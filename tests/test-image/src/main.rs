@@ -4,11 +4,12 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use ingot_test_image::{ImageFormat, TestImageOptions};
+use ingot_test_image::{Firmware, ImageFormat, TestImageOptions};
 
-/// Build a BIOS-bootable test disk image: syslinux on a FAT partition, a
-/// kernel, and an initramfs whose /init is the given static program
-/// (ingot-testimage-init), with the named kernel modules.
+/// Build a bootable test disk image: a kernel and an initramfs whose /init is
+/// the given static program (ingot-testimage-init), with the named kernel
+/// modules; booted by syslinux on a FAT partition (BIOS) or, with
+/// --firmware uefi, as a unified kernel image on a GPT disk's ESP.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -30,6 +31,9 @@ struct Cli {
     /// raw or qcow2.
     #[arg(long, default_value = "raw")]
     format: String,
+    /// bios (DOS table, syslinux) or uefi (GPT, ESP with EFI/BOOT/BOOTX64.EFI).
+    #[arg(long, default_value = "bios")]
+    firmware: String,
     /// A module to carry (repeatable; replaces the default list:
     /// virtio_pci virtio_blk virtio_scsi sd_mod sr_mod nvme ahci isofs).
     #[arg(long = "module")]
@@ -47,6 +51,11 @@ fn main() -> anyhow::Result<()> {
         "raw" => ImageFormat::Raw,
         "qcow2" => ImageFormat::Qcow2,
         other => anyhow::bail!("--format {other}: expected raw or qcow2"),
+    };
+    opts.firmware = match cli.firmware.as_str() {
+        "bios" => Firmware::Bios,
+        "uefi" => Firmware::Uefi,
+        other => anyhow::bail!("--firmware {other}: expected bios or uefi"),
     };
     if !cli.module.is_empty() {
         opts.module_names = cli.module;

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ingot_test_image::{self as testimage, ImageFormat, TestImageOptions};
+use ingot_test_image::{self as testimage, Firmware, ImageFormat, TestImageOptions};
 
 const UUID: &str = "5b0b3c1e-7f2a-4c55-9e61-2d9f8a4b7c30";
 
@@ -322,10 +322,16 @@ fn image(test: &str) -> Option<PathBuf> {
 /// Boots the disk with `device` (a QEMU -device, `drive=d0`) and returns the
 /// console once the init reported, and the seconds it took.
 fn boot(test: &str, disk: &Path, device: &str) -> (String, f64) {
+    boot_with(test, disk, device, &[])
+}
+
+/// [`boot`] with extra QEMU arguments (the UEFI firmware).
+fn boot_with(test: &str, disk: &Path, device: &str, extra: &[String]) -> (String, f64) {
     let console = disk.with_extension("console.log");
     std::fs::remove_file(&console).ok();
     let started = Instant::now();
     let vm = Vm(Command::new("qemu-system-x86_64")
+        .args(extra)
         .args(["-machine", "q35,graphics=off", "-m", "512"])
         .args(["-display", "none", "-no-reboot"])
         .arg("-serial")
@@ -412,4 +418,157 @@ fn boots_from_nvme_and_prints_the_uuid() {
 #[test]
 fn reads_a_vfat_config_drive() {
     boots_and_reads_config_drive("vfat", "virtio-blk-pci,drive=d0,serial=INGOT-VFAT", true);
+}
+
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// Builds the UEFI variant (`--firmware uefi`) with the binary, checks a
+/// second build through the library is identical, and returns it.
+fn uefi_image(test: &str) -> Option<PathBuf> {
+    let Some((vmlinuz, modules)) = kernel() else {
+        skip(test, "no Debian kernel in target/kernel");
+        return None;
+    };
+    if let Err(e) = testimage::check_tools_for(ImageFormat::Raw, Firmware::Uefi) {
+        skip(test, &e.to_string());
+        return None;
+    }
+    if !qemu_found() || !Path::new(OVMF_CODE).is_file() || !Path::new(OVMF_VARS).is_file() {
+        skip(
+            test,
+            "qemu-system-x86_64 or OVMF not installed (packages qemu-system-x86, ovmf)",
+        );
+        return None;
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-image-uefi");
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = dir.join("test-image-uefi.raw");
+    let mut opts = TestImageOptions::new(vmlinuz, modules, static_init(), output.clone());
+    opts.firmware = Firmware::Uefi;
+    let out = Command::new(env!("CARGO_BIN_EXE_ingot-test-image"))
+        .arg("--kernel")
+        .arg(&opts.kernel)
+        .arg("--modules")
+        .arg(&opts.modules)
+        .arg("--init")
+        .arg(&opts.init)
+        .arg("--output")
+        .arg(&output)
+        .args(["--firmware", "uefi"])
+        .env_remove("SOURCE_DATE_EPOCH")
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ingot-test-image --firmware uefi failed"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["firmware"], "uefi");
+    assert_eq!(report["disk_bytes"], 64u64 << 20);
+    // A GPT whose one partition is the ESP, holding only the fallback loader.
+    let gpt = Command::new("sgdisk")
+        .arg("-p")
+        .arg(&output)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&gpt.stdout);
+    assert!(
+        listing.contains(&testimage::UEFI_DISK_GUID.to_uppercase()),
+        "{listing}"
+    );
+    assert!(listing.lines().any(|l| l.contains("EF00")), "{listing}");
+    let dirlist = Command::new("mdir")
+        .arg("-i")
+        .arg(format!("{}@@1M", output.display()))
+        .args(["-b", "::/EFI/BOOT"])
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&dirlist.stdout).contains("BOOTX64.EFI"));
+    let again = dir.join("again.raw");
+    testimage::build(&TestImageOptions {
+        output: again.clone(),
+        ..opts
+    })
+    .unwrap();
+    assert!(
+        std::fs::read(&output).unwrap() == std::fs::read(&again).unwrap(),
+        "two UEFI builds differ"
+    );
+    std::fs::remove_file(&again).ok();
+    Some(output)
+}
+
+/// The UEFI image grown by 64 MiB, with the config drive in a new GPT
+/// partition 2 over the added space, as the agent adds it to a GPT disk.
+fn gpt_disk_with_config_drive(image: &Path, disk: &Path, drive: &[u8]) {
+    std::fs::copy(image, disk).unwrap();
+    let f = std::fs::File::options().write(true).open(disk).unwrap();
+    let start = f.metadata().unwrap().len();
+    f.set_len(start + (64u64 << 20)).unwrap();
+    drop(f);
+    let st = Command::new("sgdisk")
+        .arg("-e")
+        .arg(format!("--new=2:{}:0", start / 512))
+        .args(["--typecode=2:8300", "--change-name=2:config-2"])
+        .arg(disk)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "sgdisk failed");
+    let f = std::fs::File::options().write(true).open(disk).unwrap();
+    f.write_all_at(drive, start).unwrap();
+}
+
+/// The UEFI variant boots under OVMF (TCG) from the disk alone (no network:
+/// the firmware's fallback path `\EFI\BOOT\BOOTX64.EFI`, the unified kernel
+/// image) and the init prints the instance UUID from the config drive.
+/// Skipped without OVMF unless `INGOT_REQUIRE_PRIVILEGED=1` (CI).
+#[test]
+fn uefi_variant_boots_under_ovmf_and_prints_the_uuid() {
+    let test = "uefi";
+    let Some(image) = uefi_image(test) else {
+        return;
+    };
+    let disk = image.with_file_name("uefi-boot.raw");
+    gpt_disk_with_config_drive(&image, &disk, &config_drive(meta_data().as_bytes()));
+    let vars = image.with_file_name("OVMF_VARS.fd");
+    std::fs::copy(OVMF_VARS, &vars).unwrap();
+    let firmware = [
+        "-drive".to_string(),
+        format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
+        "-drive".to_string(),
+        format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+        // No network device: the disk is the only boot option.
+        "-nic".to_string(),
+        "none".to_string(),
+    ];
+    let (log, secs) = boot_with(
+        test,
+        &disk,
+        "virtio-blk-pci,drive=d0,serial=INGOT-UEFI",
+        &firmware,
+    );
+    assert!(
+        log.contains("INGOT-TEST-IMAGE BOOTED FROM DISK"),
+        "{test}: no marker:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.trim_end() == format!("INGOT-TEST-IMAGE instance_uuid={UUID}")),
+        "{test}: no UUID:\n{log}"
+    );
+    assert!(
+        !log.contains("SYSLINUX"),
+        "{test}: booted through syslinux?\n{log}"
+    );
+    std::fs::write(
+        disk.with_extension("figures.json"),
+        format!("{{\"seconds_qemu_start_to_uuid\": {secs:.1}}}\n"),
+    )
+    .unwrap();
+    std::fs::remove_file(&disk).ok();
 }
