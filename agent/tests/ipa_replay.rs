@@ -61,7 +61,7 @@ fn setup() -> Setup {
             .set_len(64 << 20)
             .unwrap();
     }
-    let image = gpt_image(16 << 20);
+    let image = uefi_image(dir.path());
     let files = [("gpt.raw".to_string(), Arc::new(image.clone()))]
         .into_iter()
         .collect();
@@ -77,6 +77,37 @@ fn setup() -> Setup {
         _agent: agent,
         c,
     }
+}
+
+/// The served image: `gpt_image`'s partition 1 made an EFI system partition
+/// (type EF00, FAT with `EFI/BOOT/BOOTX64.EFI`), so that the UEFI
+/// `install_bootloader` finds its loader, as on the real deploy replayed.
+fn uefi_image(dir: &std::path::Path) -> Vec<u8> {
+    let path = dir.join("uefi-image.raw");
+    std::fs::write(&path, gpt_image(16 << 20)).unwrap();
+    let run = |cmd: &mut std::process::Command| {
+        let out = cmd.env("MTOOLS_SKIP_CHECK", "1").output().unwrap();
+        assert!(out.status.success(), "{cmd:?}: {out:?}");
+    };
+    run(std::process::Command::new("sgdisk")
+        .args(["-t", "1:EF00"])
+        .arg(&path));
+    // Partition 1: sectors 2048..=14335, 6 MiB.
+    run(std::process::Command::new("mkfs.vfat")
+        .args(["--offset", "2048"])
+        .arg(&path)
+        .arg("6144"));
+    let at = format!("{}@@1M", path.display());
+    run(std::process::Command::new("mmd").args(["-i", &at, "::/EFI", "::/EFI/BOOT"]));
+    let loader = dir.join("BOOTX64.EFI");
+    std::fs::write(&loader, b"MZ test loader").unwrap();
+    run(std::process::Command::new("mcopy")
+        .args(["-i", &at])
+        .arg(&loader)
+        .arg("::/EFI/BOOT/BOOTX64.EFI"));
+    let image = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).ok();
+    image
 }
 
 fn image_info(s: &Setup) -> Value {
@@ -278,6 +309,12 @@ fn replay_cleaning_then_uefi_deploy() {
     );
     let done = c.wait_last("install_bootloader", Duration::from_secs(30));
     assert_eq!(done["command_status"], "SUCCEEDED", "{done}");
+    // The image's fallback loader is found on its ESP; the fixture root has
+    // /sys/firmware/efi but no efivars, so no boot entry is written.
+    let uefi = &done["command_result"]["uefi"];
+    assert_eq!(uefi["esp_partition"], 1, "{done}");
+    assert_eq!(uefi["copied_from"], Value::Null, "{done}");
+    assert_eq!(uefi["boot_entry"], Value::Null, "{done}");
 
     let r = ok(
         &c.command("log.collect_system_logs", json!({}), true),

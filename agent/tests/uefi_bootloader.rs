@@ -8,7 +8,9 @@
 //! The boot entries go to a plain directory standing in for efivarfs: this
 //! VM has no UEFI variables (no /sys/firmware/efi), so a real efivarfs
 //! cannot be mounted. The file format is efivarfs's.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[allow(dead_code, clippy::all)]
 mod common;
 
 use std::path::Path;

@@ -215,7 +215,7 @@ async fn clean_uefi_nvram(state: &Arc<AgentState>, step: &Value) -> Result<Value
     let root = state.config.root.clone();
     let removed = tokio::task::spawn_blocking(move || {
         let Some(vars) = crate::uefi::efivars::EfiVars::open(&root) else {
-            tracing::info!("the agent did not boot UEFI: no NVRAM to clean");
+            tracing::info!("no UEFI variables (not booted UEFI, or no efivarfs): nothing to clean");
             return Ok(None);
         };
         crate::uefi::nvram::clean_boot_entries(&vars, &regexes).map(Some)
@@ -224,7 +224,9 @@ async fn clean_uefi_nvram(state: &Arc<AgentState>, step: &Value) -> Result<Value
     .map_err(|e| CmdError::execution(e.to_string()))?
     .map_err(|e| CmdError::execution(format!("cleaning UEFI boot entries: {e}")))?;
     Ok(match removed {
-        None => json!({"skipped": "not booted in UEFI mode", "patterns": patterns}),
+        None => {
+            json!({"skipped": "no UEFI variables (not booted in UEFI mode, or no efivarfs)", "patterns": patterns})
+        }
         Some(r) => json!({"removed": r, "patterns": patterns}),
     })
 }

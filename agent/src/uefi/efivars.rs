@@ -54,20 +54,28 @@ impl EfiVars {
     /// The firmware's variables under `root` when the machine booted UEFI
     /// (`<root>/sys/firmware/efi` exists): `<root>/sys/firmware/efi/efivars`,
     /// mounting efivarfs there first if `root` is `/` and it is not mounted.
-    /// `None` on a BIOS boot.
+    /// `None` on a BIOS boot, and when there are no variables to reach (on
+    /// `/`: efivarfs could not be mounted; elsewhere, a test root: no
+    /// `efivars` directory).
     pub fn open(root: &Path) -> Option<Self> {
         let efi = root.join("sys/firmware/efi");
         if !efi.is_dir() {
             return None;
         }
         let dir = efi.join("efivars");
-        if root == Path::new("/") && !is_efivarfs(&dir) {
-            match mount_efivarfs(&dir) {
-                Ok(()) => tracing::info!(dir = %dir.display(), "efivarfs mounted"),
-                Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "mounting efivarfs failed")
+        if root == Path::new("/") {
+            if !is_efivarfs(&dir) {
+                match mount_efivarfs(&dir) {
+                    Ok(()) => tracing::info!(dir = %dir.display(), "efivarfs mounted"),
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), error = %e, "mounting efivarfs failed: no UEFI variables");
+                        return None;
+                    }
                 }
             }
+        } else if !dir.is_dir() {
+            tracing::warn!(dir = %dir.display(), "no UEFI variables");
+            return None;
         }
         Some(Self::new(dir))
     }
