@@ -120,3 +120,46 @@ pub fn find_esp(
             signature: PartitionSignature::Mbr(disk_id),
         }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    fn dos_disk(kind: u8, first: u32, sectors: u32, disk_bytes: u64) -> File {
+        let f = tempfile::tempfile().unwrap();
+        f.set_len(disk_bytes).unwrap();
+        let mut s0 = [0u8; 512];
+        s0[440..444].copy_from_slice(&0x1234_5678u32.to_le_bytes());
+        s0[446 + 4] = kind;
+        s0[446 + 8..446 + 12].copy_from_slice(&first.to_le_bytes());
+        s0[446 + 12..446 + 16].copy_from_slice(&sectors.to_le_bytes());
+        s0[510] = 0x55;
+        s0[511] = 0xaa;
+        f.write_all_at(&s0, 0).unwrap();
+        f
+    }
+
+    #[test]
+    fn dos_esp_is_found_by_type_and_must_fit_the_disk() {
+        let disk = 8u64 << 20;
+        let f = dos_disk(0xef, 2048, 4096, disk);
+        let esp = find_esp(&f, 512, disk, None).unwrap().unwrap();
+        assert_eq!(
+            (esp.number, esp.offset(), esp.len_bytes()),
+            (1, 1 << 20, 2 << 20)
+        );
+        assert_eq!(esp.signature, PartitionSignature::Mbr(0x1234_5678));
+        // Not an ESP.
+        let f = dos_disk(0x83, 2048, 4096, disk);
+        assert_eq!(find_esp(&f, 512, disk, None).unwrap(), None);
+        // Beyond the end of the disk, or empty: refused.
+        let f = dos_disk(0xef, 2048, u32::MAX, disk);
+        assert_eq!(find_esp(&f, 512, disk, None).unwrap(), None);
+        let f = dos_disk(0xef, 2048, 0, disk);
+        assert_eq!(find_esp(&f, 512, disk, None).unwrap(), None);
+        // A protective MBR without a readable GPT: nothing trusted.
+        let f = dos_disk(0xee, 1, 16383, disk);
+        assert_eq!(find_esp(&f, 512, disk, None).unwrap(), None);
+    }
+}
