@@ -83,6 +83,13 @@ fn looks_up_heartbeats_lists_clean_steps_and_rejects_missing_token() {
         .unwrap();
     assert_eq!(meta["priority"], 99);
     assert_eq!(meta["interface"], "deploy");
+    // IPA's clean_uefi_nvram: listed, not automatic, with its argument.
+    let nvram = steps
+        .iter()
+        .find(|s| s["step"] == "clean_uefi_nvram")
+        .unwrap();
+    assert_eq!(nvram["priority"], 0);
+    assert_eq!(nvram["argsinfo"]["match_patterns"]["required"], false);
     assert_eq!(
         r["command_result"]["hardware_manager_version"],
         json!({"generic_hardware_manager": "1.2"})
