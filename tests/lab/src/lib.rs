@@ -28,6 +28,7 @@ pub mod console;
 pub mod fileserver;
 pub mod glance;
 pub mod ha;
+pub mod history;
 pub mod interrupt;
 pub mod journal;
 pub mod members;

@@ -41,6 +41,9 @@ pub struct Report {
     /// The coordinator's `/metrics` at the end, checked against the phases
     /// (not in the HA lab).
     pub metrics: Option<crate::metrics::MetricsEvidence>,
+    /// The node's history at the end, checked against the lifecycle (not in
+    /// the HA lab).
+    pub history: Option<crate::history::HistoryEvidence>,
     /// The instance UUID given at deploy, and printed by the deployed image.
     pub instance_uuid: String,
     /// The console line that proved the image booted from disk.

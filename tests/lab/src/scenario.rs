@@ -1324,5 +1324,13 @@ async fn lifecycle(
         ));
         report.metrics = Some(m);
     }
+    let h = crate::history::check(&lab.api, &report.node_uuid).await?;
+    progress.say(&format!(
+        "node history: {} entries, states {}; {}",
+        h.entries,
+        h.states.join(" → "),
+        h.write_image
+    ));
+    report.history = Some(h);
     Ok(())
 }
