@@ -91,6 +91,84 @@ fn resource_name(key: &str) -> &'static str {
     }
 }
 
+/// The paging parameters of a list request: `fields`, `limit`, `sort_key`,
+/// `sort_dir` and `marker`, checked in Ironic's order.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// `fields=`, if given.
+    pub fields: Option<Vec<String>>,
+    /// The page size (at most [`MAX_LIMIT`]).
+    pub limit: usize,
+    /// `sort_key` (`id` by default: creation order).
+    pub sort_key: String,
+    /// `sort_dir=desc`.
+    pub desc: bool,
+    /// `marker`, a UUID.
+    pub marker: Option<String>,
+}
+
+impl Params {
+    /// Parses and checks the parameters.
+    pub fn parse(ctx: &Ctx, known: &[String], detail: bool) -> Result<Self, ApiError> {
+        let fields = fields(ctx, known)?;
+        if detail && fields.is_some() {
+            return Err(ApiError::bad_request(
+                "Can not specify ?detail=True and fields in the same request.",
+            ));
+        }
+        let limit = match ctx.param("limit") {
+            None => MAX_LIMIT,
+            Some(l) => match l.parse::<i64>() {
+                Ok(n) if n > 0 => usize::try_from(n).unwrap_or(MAX_LIMIT).min(MAX_LIMIT),
+                Ok(0) => MAX_LIMIT,
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "Limit must be positive: {l}"
+                    )));
+                }
+            },
+        };
+        let sort_key = ctx.param("sort_key").unwrap_or("id");
+        let desc = match ctx.param("sort_dir").unwrap_or("asc") {
+            "asc" => false,
+            "desc" => true,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid sort direction: {other}. Acceptable values are 'asc' or 'desc'"
+                )));
+            }
+        };
+        if sort_key != "id" && !known.iter().any(|k| k == sort_key) {
+            return Err(ApiError::bad_request(format!(
+                "The sort_key value \"{sort_key}\" is an invalid field for sorting"
+            )));
+        }
+        let marker = match ctx.param("marker") {
+            Some(m) if !crate::model::is_uuid(m) => {
+                return Err(ApiError::bad_request(format!(
+                    "Expected a UUID but received {m}."
+                )));
+            }
+            m => m.map(str::to_owned),
+        };
+        Ok(Self {
+            fields,
+            limit,
+            sort_key: sort_key.to_owned(),
+            desc,
+            marker,
+        })
+    }
+}
+
+/// The 404 of a `marker` that names no resource of collection `key`.
+pub fn marker_not_found(key: &str, marker: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "{} {marker} could not be found.",
+        resource_name(key)
+    ))
+}
+
 /// Sorts, pages and projects full API objects; returns the collection body
 /// under `key`, with `next` when the page is full.
 pub fn page(
@@ -102,40 +180,9 @@ pub fn page(
     default_fields: Option<&[&str]>,
     detail: bool,
 ) -> Result<Value, ApiError> {
-    let fields = fields(ctx, known)?;
-    if detail && fields.is_some() {
-        return Err(ApiError::bad_request(
-            "Can not specify ?detail=True and fields in the same request.",
-        ));
-    }
-    let limit = match ctx.param("limit") {
-        None => MAX_LIMIT,
-        Some(l) => match l.parse::<i64>() {
-            Ok(n) if n > 0 => usize::try_from(n).unwrap_or(MAX_LIMIT).min(MAX_LIMIT),
-            Ok(0) => MAX_LIMIT,
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "Limit must be positive: {l}"
-                )));
-            }
-        },
-    };
-    let sort_key = ctx.param("sort_key").unwrap_or("id");
-    let desc = match ctx.param("sort_dir").unwrap_or("asc") {
-        "asc" => false,
-        "desc" => true,
-        other => {
-            return Err(ApiError::bad_request(format!(
-                "Invalid sort direction: {other}. Acceptable values are 'asc' or 'desc'"
-            )));
-        }
-    };
-    if sort_key != "id" {
-        if !known.iter().any(|k| k == sort_key) {
-            return Err(ApiError::bad_request(format!(
-                "The sort_key value \"{sort_key}\" is an invalid field for sorting"
-            )));
-        }
+    let p = Params::parse(ctx, known, detail)?;
+    if p.sort_key != "id" {
+        let sort_key = p.sort_key.as_str();
         items.sort_by(|a, b| {
             cmp_values(
                 a.get(sort_key).unwrap_or(&Value::Null),
@@ -143,29 +190,46 @@ pub fn page(
             )
         });
     }
-    if desc {
+    if p.desc {
         items.reverse();
     }
-    if let Some(marker) = ctx.param("marker") {
-        if !crate::model::is_uuid(marker) {
-            return Err(ApiError::bad_request(format!(
-                "Expected a UUID but received {marker}."
-            )));
-        }
+    if let Some(marker) = &p.marker {
         // Ironic looks the marker up as a resource: unknown is 404.
         let pos = items
             .iter()
             .position(|i| i.get("uuid").and_then(Value::as_str) == Some(marker))
-            .ok_or_else(|| {
-                ApiError::not_found(format!(
-                    "{} {marker} could not be found.",
-                    resource_name(key)
-                ))
-            })?;
+            .ok_or_else(|| marker_not_found(key, marker))?;
         items.drain(..=pos);
     }
-    let full = items.len() > limit;
-    items.truncate(limit);
+    let full = items.len() > p.limit;
+    items.truncate(p.limit);
+    Ok(render(
+        ctx,
+        key,
+        path,
+        &p,
+        items,
+        full,
+        default_fields,
+        detail,
+    ))
+}
+
+/// The collection body of one page: `items` (at most `p.limit`, already
+/// sorted and after the marker) projected, under `key`, with `next` when
+/// `full` (more items follow) or when a requested `limit` is filled.
+#[allow(clippy::too_many_arguments)]
+pub fn render(
+    ctx: &Ctx,
+    key: &str,
+    path: &str,
+    p: &Params,
+    items: Vec<Map<String, Value>>,
+    full: bool,
+    default_fields: Option<&[&str]>,
+    detail: bool,
+) -> Value {
+    let limit = p.limit;
     let last = items
         .last()
         .and_then(|i| i.get("uuid"))
@@ -174,7 +238,7 @@ pub fn page(
     let shown: Vec<Value> = items
         .into_iter()
         .map(|i| {
-            Value::Object(match (&fields, detail, default_fields) {
+            Value::Object(match (&p.fields, detail, default_fields) {
                 (Some(f), _, _) => project(i, f),
                 (None, false, Some(d)) => {
                     let d: Vec<String> = d.iter().map(|s| (*s).to_owned()).collect();
@@ -206,5 +270,5 @@ pub fn page(
             body.insert("next".into(), json!(format!("{}{path}?{qs}", ctx.base)));
         }
     }
-    Ok(Value::Object(body))
+    Value::Object(body)
 }

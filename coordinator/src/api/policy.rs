@@ -424,6 +424,31 @@ pub fn sees_node(caller: &Caller, node: &Node) -> bool {
         || Rule::SystemOrProjectReader.allows(caller, Target::node(node))
 }
 
+/// The nodes a list shows to `caller`, for the database to select: the
+/// rule of [`sees_node`] depends only on whether the caller's project owns
+/// or leases the node, so probing it with the three cases gives it exactly.
+pub fn node_list_scope(caller: &Caller) -> crate::db::node_query::Scope {
+    use crate::db::node_query::Scope;
+    let probe = |owner: Option<&str>, lessee: Option<&str>| {
+        let n = Node {
+            owner: owner.map(str::to_owned),
+            lessee: lessee.map(str::to_owned),
+            ..Node::default()
+        };
+        sees_node(caller, &n)
+    };
+    if probe(None, None) {
+        return Scope::All;
+    }
+    let project = caller.project().unwrap_or_default();
+    let seen = !project.is_empty();
+    Scope::Project {
+        project: project.to_owned(),
+        owner: seen && probe(Some(project), None),
+        lessee: seen && probe(None, Some(project)),
+    }
+}
+
 /// True if a list shows `a` to `caller`.
 pub fn sees_allocation(caller: &Caller, a: &Allocation) -> bool {
     Rule::AllocationReader.allows(caller, Target::allocation(a))

@@ -109,33 +109,46 @@ async fn list_inner(
     let address = ctx
         .param("address")
         .map(|a| normalize_mac(a).unwrap_or_else(|| a.to_owned()));
+    let db = st.conductor.db();
+    // By MAC: one row through the unique index on `ports.address`.
+    let mut ports = match &address {
+        Some(a) => db
+            .get_port_by_address(a)
+            .await?
+            .into_iter()
+            .filter(|p| node_uuid.as_ref().is_none_or(|n| *n == p.node_uuid))
+            .collect(),
+        None => db.list_ports(node_uuid.as_deref()).await?,
+    };
     // Callers who may not list every port see those of nodes they see.
     let caller = ctx.caller()?;
-    let visible: Option<std::collections::HashSet<String>> =
-        if super::policy::Rule::SystemReader.allows(caller, Default::default()) {
-            None
+    if !super::policy::Rule::SystemReader.allows(caller, Default::default()) {
+        let visible: std::collections::HashSet<String> = if address.is_some() {
+            let mut v = std::collections::HashSet::new();
+            for p in &ports {
+                if let Some((n, _)) = db.get_node(&p.node_uuid).await? {
+                    if super::policy::sees_node(caller, &n) {
+                        v.insert(n.uuid);
+                    }
+                }
+            }
+            v
         } else {
-            Some(
-                st.conductor
-                    .db()
-                    .list_nodes()
-                    .await?
-                    .iter()
-                    .filter(|n| super::policy::sees_node(caller, n))
-                    .map(|n| n.uuid.clone())
-                    .collect(),
-            )
+            // The database selects the nodes whose owner or lessee is the
+            // caller's project.
+            let mut q = crate::db::node_query::NodeQuery::default();
+            q.scope(&super::policy::node_list_scope(caller));
+            db.query_nodes(&q)
+                .await?
+                .unwrap_or_default()
+                .iter()
+                .filter(|n| super::policy::sees_node(caller, n))
+                .map(|n| n.uuid.clone())
+                .collect()
         };
-    let items: Vec<Map<String, Value>> = st
-        .conductor
-        .db()
-        .list_ports(node_uuid.as_deref())
-        .await?
-        .iter()
-        .filter(|p| address.as_ref().is_none_or(|a| *a == p.address))
-        .filter(|p| visible.as_ref().is_none_or(|v| v.contains(&p.node_uuid)))
-        .map(|p| shown(p, ctx))
-        .collect();
+        ports.retain(|p| visible.contains(&p.node_uuid));
+    }
+    let items: Vec<Map<String, Value>> = ports.iter().map(|p| shown(p, ctx)).collect();
     let body = collection::page(
         ctx,
         "ports",

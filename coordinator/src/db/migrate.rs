@@ -7,7 +7,7 @@ use sqlx::AnyPool;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// The migrations, in order. Never edit one that has shipped: add a new one.
-const MIGRATIONS: [(i64, &str, &str); 6] = [
+const MIGRATIONS: [(i64, &str, &str); 7] = [
     (1, "init", include_str!("../../migrations/0001_init.sql")),
     (
         2,
@@ -29,6 +29,11 @@ const MIGRATIONS: [(i64, &str, &str); 6] = [
         6,
         "node_history",
         include_str!("../../migrations/0006_node_history.sql"),
+    ),
+    (
+        7,
+        "node_list",
+        include_str!("../../migrations/0007_node_list.sql"),
     ),
 ];
 

@@ -8,6 +8,7 @@
 pub mod history;
 pub mod leases;
 mod migrate;
+pub mod node_query;
 pub mod secrets;
 mod sqlite_file;
 pub mod stats;
@@ -295,6 +296,7 @@ impl Db {
             secrets: None,
         };
         migrate::run(&db.pool).await?;
+        db.backfill_node_columns().await?;
         Ok(db)
     }
 
@@ -608,22 +610,27 @@ impl Db {
 
     /// Inserts a new node.
     pub async fn insert_node(&self, node: &Node) -> Result<(), DbError> {
-        sqlx::query(
-            "INSERT INTO nodes (uuid, name, instance_uuid, provision_state, reservation, version, created_at, data, fence) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&node.uuid)
-        .bind(node.name.clone())
-        .bind(node.instance_uuid.clone())
-        .bind(node.provision_state.as_str())
-        .bind(node.reservation.clone())
-        .bind(1_i64)
-        .bind(node.created_at.clone().unwrap_or_default())
-        .bind(self.node_json(node))
-        .bind(node.fence)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| map_err(e, "a node with this UUID or name already exists"))?;
+        let sql = format!(
+            "INSERT INTO nodes (uuid, name, instance_uuid, provision_state, reservation, version, created_at, data, fence, {}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, {})",
+            node_query::COLUMNS,
+            node_query::placeholders(10)
+        );
+        let q = sqlx::query(&sql)
+            .bind(&node.uuid)
+            .bind(node.name.clone())
+            .bind(node.instance_uuid.clone())
+            .bind(node.provision_state.as_str())
+            .bind(node.reservation.clone())
+            .bind(1_i64)
+            .bind(node.created_at.clone().unwrap_or_default())
+            .bind(self.node_json(node))
+            .bind(node.fence);
+        node_query::Columns::of(node)
+            .bind(q)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_err(e, "a node with this UUID or name already exists"))?;
         Ok(())
     }
 
@@ -645,22 +652,26 @@ impl Db {
                 return Ok(node);
             }
             node.updated_at = Some(crate::model::now_iso());
-            let done = sqlx::query(
+            let sql = format!(
                 "UPDATE nodes SET name = $1, instance_uuid = $2, provision_state = $3, \
-                 reservation = $4, version = $5, data = $6, fence = $7 WHERE uuid = $8 AND version = $9",
-            )
-            .bind(node.name.clone())
-            .bind(node.instance_uuid.clone())
-            .bind(node.provision_state.as_str())
-            .bind(node.reservation.clone())
-            .bind(version + 1)
-            .bind(self.node_json(&node))
-            .bind(node.fence)
-            .bind(&node.uuid)
-            .bind(version)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| map_err(e, "another node already has this name or instance_uuid"))?;
+                 reservation = $4, version = $5, data = $6, fence = $7, {} WHERE uuid = $8 AND version = $9",
+                node_query::assignments(10)
+            );
+            let q = sqlx::query(&sql)
+                .bind(node.name.clone())
+                .bind(node.instance_uuid.clone())
+                .bind(node.provision_state.as_str())
+                .bind(node.reservation.clone())
+                .bind(version + 1)
+                .bind(self.node_json(&node))
+                .bind(node.fence)
+                .bind(&node.uuid)
+                .bind(version);
+            let done = node_query::Columns::of(&node)
+                .bind(q)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| map_err(e, "another node already has this name or instance_uuid"))?;
             if done.rows_affected() == 1 {
                 return Ok(node);
             }

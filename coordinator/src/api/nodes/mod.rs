@@ -25,6 +25,7 @@ use serde_json::{Map, Value};
 use super::collection;
 use super::handler::{CreateBody, assign_uuid, from_body, with_location};
 use super::{ApiError, AppState, Ctx, Req, empty, json_response, patch, versions};
+use crate::db::node_query::{NodeQuery, SortKey};
 use crate::drivers::hardware_type;
 use crate::model::node::{INTERFACE_FIELDS, PATCHABLE_FIELDS};
 use crate::model::{Node, is_uuid, now_iso};
@@ -416,6 +417,114 @@ fn matches_filters(node: &Node, ctx: &Ctx) -> Result<bool, ApiError> {
     Ok(true)
 }
 
+/// Node list filters without a column: the coordinator applies them to
+/// the rows the database selected (all of them: no `LIMIT` then, and the
+/// page is cut in memory). `conductor` is the hash ring's owner, computed
+/// per request.
+const MEMORY_FILTERS: [&str; 3] = ["conductor", "instance_name", "description_contains"];
+
+/// The node list filters that have a column, as a database select
+/// (the same tests as [`matches_filters`], which still runs on the result).
+fn sql_filters(ctx: &Ctx, q: &mut NodeQuery) -> Result<(), ApiError> {
+    for (param, column) in [
+        ("provision_state", "provision_state"),
+        ("resource_class", "resource_class"),
+        ("instance_uuid", "instance_uuid"),
+        ("driver", "driver"),
+        ("owner", "owner"),
+        ("lessee", "lessee"),
+        ("fault", "fault"),
+    ] {
+        if let Some(v) = ctx.param(param) {
+            q.eq(column, v);
+        }
+    }
+    match (
+        ctx.param("parent_node"),
+        ctx.bool_param("include_children")?,
+    ) {
+        (Some(p), _) => {
+            q.eq("parent_node", p);
+        }
+        (None, Some(true)) => {}
+        (None, _) => {
+            q.null("parent_node", true);
+        }
+    }
+    if let Some(s) = ctx.bool_param("sharded")? {
+        q.null("shard", !s);
+    }
+    if let Some(g) = ctx.param("conductor_group") {
+        q.eq("conductor_group", &g.to_ascii_lowercase());
+    }
+    if let Some(s) = ctx.param("shard") {
+        q.shard_in(&s.split(',').collect::<Vec<_>>());
+    }
+    if let Some(a) = ctx.bool_param("associated")? {
+        q.null("instance_uuid", !a);
+    }
+    if let Some(m) = ctx.bool_param("maintenance")? {
+        q.flag("maintenance", m);
+    }
+    if let Some(r) = ctx.bool_param("retired")? {
+        q.flag("retired", r);
+    }
+    Ok(())
+}
+
+/// Maps of a node that only a field list naming them shows: emptied
+/// before rendering when `fields=` leaves them out (Nova's periodic list
+/// asks for eleven cheap fields).
+fn trim_unrequested(node: &mut Node, fields: &[String]) {
+    let wants = |f: &str| fields.iter().any(|x| x == f);
+    for (name, map) in [
+        ("driver_info", &mut node.driver_info),
+        ("driver_internal_info", &mut node.driver_internal_info),
+        ("extra", &mut node.extra),
+        ("instance_info", &mut node.instance_info),
+        ("properties", &mut node.properties),
+        ("clean_step", &mut node.clean_step),
+        ("deploy_step", &mut node.deploy_step),
+        ("service_step", &mut node.service_step),
+        ("network_data", &mut node.network_data),
+        ("raid_config", &mut node.raid_config),
+        ("target_raid_config", &mut node.target_raid_config),
+    ] {
+        if !wants(name) {
+            map.clear();
+        }
+    }
+}
+
+/// The nodes of a list as the caller sees them, filtered by
+/// [`matches_filters`] (a no-op on what the database selected, except for
+/// [`MEMORY_FILTERS`]).
+fn shown_nodes(
+    st: &AppState,
+    ctx: &Ctx,
+    nodes: Vec<Node>,
+    fields: Option<&[String]>,
+) -> Result<Vec<Map<String, Value>>, ApiError> {
+    let caller = ctx.caller()?;
+    let needs_owner = ctx.param("conductor").is_some()
+        || fields.is_none_or(|f| f.iter().any(|x| x == "conductor"));
+    let mut items = Vec::with_capacity(nodes.len());
+    for mut node in nodes {
+        if needs_owner {
+            node.conductor = st.conductor.cluster().owner(&node);
+        }
+        if !(super::policy::sees_node(caller, &node) && matches_filters(&node, ctx)?) {
+            continue;
+        }
+        node.inventory = None;
+        if let Some(f) = fields {
+            trim_unrequested(&mut node, f);
+        }
+        items.push(shown(&node, ctx)?);
+    }
+    Ok(items)
+}
+
 async fn list_inner(
     st: &AppState,
     ctx: &Ctx,
@@ -427,23 +536,52 @@ async fn list_inner(
     versions::check_filters(ctx, versions::NODE_FILTERS)?;
     check_filter_values(ctx)?;
     let detail = detail || ctx.bool_param("detail")?.unwrap_or(false);
-    let caller = ctx.caller()?;
-    let mut items = Vec::new();
-    for node in st.conductor.db().list_nodes().await? {
-        let node = with_owner(&st.conductor, &node);
-        if super::policy::sees_node(caller, &node) && matches_filters(&node, ctx)? {
-            items.push(shown(&node, ctx)?);
+    let p = collection::Params::parse(ctx, known_fields(), detail)?;
+    let mut q = NodeQuery::default();
+    q.scope(&super::policy::node_list_scope(ctx.caller()?));
+    sql_filters(ctx, &mut q)?;
+    let db = st.conductor.db();
+    let sort = SortKey::from_api(&p.sort_key);
+    let body = match sort {
+        // Everything in the database: filters, order, marker, limit.
+        Some(sort) if !MEMORY_FILTERS.iter().any(|f| ctx.param(f).is_some()) => {
+            q.order(sort, p.desc).limit(p.limit.saturating_add(1));
+            if let Some(m) = &p.marker {
+                q.after(m);
+            }
+            let mut nodes = db.query_nodes(&q).await?.ok_or_else(|| {
+                collection::marker_not_found("nodes", p.marker.as_deref().unwrap_or_default())
+            })?;
+            let full = nodes.len() > p.limit;
+            nodes.truncate(p.limit);
+            let items = shown_nodes(st, ctx, nodes, p.fields.as_deref())?;
+            collection::render(
+                ctx,
+                "nodes",
+                path,
+                &p,
+                items,
+                full,
+                Some(&DEFAULT_LIST_FIELDS),
+                detail,
+            )
         }
-    }
-    let body = collection::page(
-        ctx,
-        "nodes",
-        path,
-        items,
-        known_fields(),
-        Some(&DEFAULT_LIST_FIELDS),
-        detail,
-    )?;
+        // A sort key or a filter without a column: the database filters
+        // what it can, the rest is done on every row it returns.
+        _ => {
+            let nodes = db.query_nodes(&q).await?.unwrap_or_default();
+            let items = shown_nodes(st, ctx, nodes, None)?;
+            collection::page(
+                ctx,
+                "nodes",
+                path,
+                items,
+                known_fields(),
+                Some(&DEFAULT_LIST_FIELDS),
+                detail,
+            )?
+        }
+    };
     Ok(json_response(StatusCode::OK, &body))
 }
 
