@@ -1,6 +1,7 @@
 //! `cargo xtask bench <name>`: benchmarks that time Ingot against the machine's
 //! own limits, measured in the same run.
 
+pub mod api;
 pub mod convert;
 pub mod ha;
 pub mod power_sync;
@@ -11,7 +12,7 @@ pub mod write_image;
 use anyhow::{Result, bail};
 
 /// The benchmarks, for the usage text.
-pub const NAMES: &str = "write-image | wipe | power-sync | convert | ha";
+pub const NAMES: &str = "write-image | wipe | power-sync | convert | ha | api";
 
 /// Runs the benchmark named by the first argument.
 pub fn run(args: &[String]) -> Result<()> {
@@ -21,6 +22,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("power-sync") => power_sync::run(&args[1..]),
         Some("convert") => convert::run(&args[1..]),
         Some("ha") => ha::run(&args[1..]),
+        Some("api") => api::run(&args[1..]),
         Some(other) => bail!("unknown benchmark {other:?}; expected one of: {NAMES}"),
         None => bail!("which benchmark? cargo xtask bench <{NAMES}>"),
     }

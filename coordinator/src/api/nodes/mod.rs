@@ -554,7 +554,17 @@ async fn list_inner(
             })?;
             let full = nodes.len() > p.limit;
             nodes.truncate(p.limit);
-            let items = shown_nodes(st, ctx, nodes, p.fields.as_deref())?;
+            // The short form without `detail` is a field list too.
+            let short: Vec<String>;
+            let fields = match (&p.fields, detail) {
+                (Some(f), _) => Some(f.as_slice()),
+                (None, false) => {
+                    short = DEFAULT_LIST_FIELDS.map(str::to_owned).to_vec();
+                    Some(short.as_slice())
+                }
+                (None, true) => None,
+            };
+            let items = shown_nodes(st, ctx, nodes, fields)?;
             collection::render(
                 ctx,
                 "nodes",
