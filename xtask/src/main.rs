@@ -10,7 +10,7 @@
 //!   ramdisk from Debian's kernel, for x86_64 or aarch64 (cross toolchain
 //!   installed if missing; docs/architectures.md).
 //! - `write-image-demo`: write a real disk image onto a loop device with the agent.
-//! - `bench <name>`: benchmarks (`write-image`, `wipe`, `power-sync`, `convert`, `ha`).
+//! - `bench <name>`: benchmarks (`write-image`, `wipe`, `power-sync`, `convert`, `ha`, `api`).
 //! - `fuzz [--seconds N] [TARGET...]`: every fuzz target under libFuzzer
 //!   (nightly, cargo-fuzz; both installed if missing).
 
@@ -53,6 +53,8 @@ tasks:
   bench convert        ingot-image convert against qemu-img convert (qcow2 -> raw, raw -> qcow2)
   bench ha             three coordinators on one PostgreSQL, 10,000 simulated BMCs: ownership
                        spread, takeover after SIGKILL, one owner per node (docs/benchmarks.md)
+  bench api            the node and port API on 10,000 nodes, SQLite and PostgreSQL, p50/p99
+                       per call against the in-memory path (docs/benchmarks.md)
   fuzz [--seconds N] [TARGET...]
                        run every fuzz target (or those named) N seconds each (default 60) under
                        libFuzzer with nightly and cargo-fuzz (installed if missing); see docs/fuzzing.md";

@@ -103,7 +103,11 @@ fn node_sql(i: usize, out: &mut String) {
     let rc = RESOURCE_CLASSES[i % RESOURCE_CLASSES.len()];
     let created = format!("2026-01-01T00:00:00.{i:06}+00:00");
     let instance = (state == "active").then(|| format!("10000000-0000-4000-8000-{i:012x}"));
-    let driver = if i % 5 == 0 { "ipmi" } else { "fake-hardware" };
+    let driver = if i.is_multiple_of(5) {
+        "ipmi"
+    } else {
+        "fake-hardware"
+    };
     let data = format!(
         "{{\"uuid\":\"{uuid}\",\"name\":\"node-{i:05}\",\"driver\":\"{driver}\",\
          \"provision_state\":\"{state}\",\"power_state\":\"power {}\",\
@@ -303,10 +307,7 @@ fn walk(
             bail!("{name}: a walk saw {seen} nodes, expected {expect}");
         }
     }
-    Ok(Stats {
-        name,
-        ms,
-    })
+    Ok(Stats { name, ms })
 }
 
 /// `n` calls of `path(k)`, one sample each, all expected to answer 200.
@@ -328,10 +329,7 @@ fn repeat(
             bail!("{name}: unexpected answer to {p}: {doc}");
         }
     }
-    Ok(Stats {
-        name,
-        ms,
-    })
+    Ok(Stats { name, ms })
 }
 
 /// A spread of indexes in 0..n (a fixed multiplicative walk, no RNG crate).
