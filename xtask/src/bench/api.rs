@@ -14,7 +14,7 @@
 //!
 //! Prints p50/p99 latency and throughput per call. Nodes and ports are
 //! inserted directly in the database with the columns of schema 0001 only
-//! (so the coordinator's start fills the list columns of migration 0008
+//! (so the coordinator's start fills the list columns of migration 0007
 //! from the documents, which is timed too). `--binary` runs another
 //! coordinator build (e.g. the base commit's, for the in-memory baseline).
 
