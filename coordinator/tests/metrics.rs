@@ -140,7 +140,9 @@ async fn metrics_are_served_on_their_own_listener() {
     // The agent looked itself up before the node waited for it, too.
     assert!(value(&s, "ingot_agent_lookups_total", &rejected) >= 1.0);
     assert!(value(&s, "ingot_agent_heartbeats_total", &accepted) >= 2.0);
-    assert_eq!(value(&s, "ingot_agent_heartbeats_total", &rejected), 1.0);
+    // The wrong token above; the simulated agent may also have been refused
+    // once after the node left the states it heartbeats in.
+    assert!(value(&s, "ingot_agent_heartbeats_total", &rejected) >= 1.0);
 
     let route = |r: &'static str, status: &'static str| {
         value(
