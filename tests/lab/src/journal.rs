@@ -40,14 +40,19 @@ fn text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::E
 }
 
 /// The query whose one line of output [`parse`] reads: the journal of
-/// `node` as a JSON array, in time order.
+/// `node` as a JSON array, in time order. The table is also the node's
+/// history: the callers' requests (recorded by whichever member answered the
+/// API) and the agent's steps (which may outlast the coordinator that
+/// started them) are left out, as the coordinator's own `Db::node_events`
+/// leaves them out: they are not actions of the node's owner.
 pub fn query(node: &str) -> String {
     // A UUID from the API; quoting doubles any quote all the same.
     let node = node.replace('\'', "''");
     format!(
         "SELECT COALESCE(json_agg(e ORDER BY e.started_ms, e.id), '[]'::json) \
          FROM (SELECT id, node_uuid, conductor, fence, kind, detail, started_ms, finished_ms \
-         FROM node_events WHERE node_uuid = '{node}') e"
+         FROM node_events WHERE node_uuid = '{node}' \
+         AND kind NOT IN ('request', 'deploy_step', 'clean_step')) e"
     )
 }
 
@@ -339,5 +344,7 @@ mod tests {
         assert_eq!(parse("").expect("nothing").len(), 0);
         assert!(parse("not json").is_err());
         assert!(query("x'y").contains("'x''y'"));
+        // Requests and agent steps are history, not the owner's actions.
+        assert!(query("n").contains("kind NOT IN ('request', 'deploy_step', 'clean_step')"));
     }
 }
