@@ -54,6 +54,10 @@ pub struct RunOptions {
     pub lookup_max_interval: Duration,
     /// MAC addresses to look up with (default: every interface of the inventory).
     pub macs: Vec<String>,
+    /// Notified when the network has been configured (as PID 1, the network
+    /// comes up beside the runtime): a retry waiting for the coordinator to
+    /// answer then goes at once instead of at the end of its delay.
+    pub network_ready: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 impl RunOptions {
@@ -76,6 +80,7 @@ impl RunOptions {
             lookup_interval: Duration::from_millis(250),
             lookup_max_interval: Duration::from_secs(60),
             macs: Vec::new(),
+            network_ready: None,
         }
     }
 }
@@ -149,7 +154,16 @@ fn callback_url(tls: bool, host: &str, port: u16) -> String {
 async fn discover(coords: &mut Coordinators, opts: &RunOptions) {
     let mut backoff = Backoff::new(opts.lookup_interval, opts.lookup_max_interval);
     while coords.discover_round().await.is_none() {
-        tokio::time::sleep(backoff.next_delay()).await;
+        let delay = tokio::time::sleep(backoff.next_delay());
+        match &opts.network_ready {
+            Some(ready) => {
+                tokio::select! {
+                    () = delay => {}
+                    () = ready.notified() => tracing::debug!("network configured: asking the coordinator again"),
+                }
+            }
+            None => delay.await,
+        }
     }
 }
 

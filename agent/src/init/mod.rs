@@ -4,8 +4,10 @@
 //! machine reboots after a timeout (the API stays up meanwhile when it could
 //! start).
 
+mod coldplug;
 pub mod modules;
 mod mounts;
+mod uevent;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -115,6 +117,57 @@ pub fn run_options(p: &KernelParams, api_url: &str, ca: &TrustedCa) -> RunOption
     o
 }
 
+/// Loads the hardware's drivers on a thread of its own ([`coldplug`]); the
+/// receiver turns `true` when start-up loading is over.
+fn spawn_driver_loading() -> tokio::sync::watch::Receiver<bool> {
+    let (done, loaded) = tokio::sync::watch::channel(false);
+    let done = Arc::new(done);
+    let load = |done: Arc<tokio::sync::watch::Sender<bool>>| {
+        if let Some(rel) = kernel_release() {
+            let db = modules::ModuleDb::load(&Path::new("/lib/modules").join(&rel));
+            let loaded = coldplug::load_drivers(db, Path::new("/"));
+            tracing::info!(count = loaded.len(), kernel = %rel, "kernel modules loaded");
+        }
+        // Nobody may be waiting any more; that is fine.
+        let _ = done.send(true);
+    };
+    let theirs = done.clone();
+    let spawned = std::thread::Builder::new()
+        .name("drivers".into())
+        .spawn(move || load(theirs));
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the driver thread: loading drivers first");
+        load(done);
+    }
+    loaded
+}
+
+/// Waits until the interfaces the agent needs exist: the `BOOTIF=` one when
+/// the command line names it (its driver may be loaded long before a slow
+/// storage driver ends its probe), else every one (start-up driver loading
+/// is over). The network and the lookup start then; interfaces whose driver
+/// loads later are not in the lookup (the `BOOTIF=` one is what identifies
+/// the node), but are in the inventory.
+async fn links_ready(bootif: Option<&str>, mut loaded: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *loaded.borrow() {
+            return;
+        }
+        if bootif.is_some_and(crate::net::has_link_with_mac) {
+            tracing::info!(bootif = ?bootif, "the boot interface is up; drivers still loading");
+            return;
+        }
+        tokio::select! {
+            changed = loaded.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+}
+
 /// The init entry point: never returns.
 pub fn main() -> ! {
     mounts::mount_api_filesystems();
@@ -126,11 +179,8 @@ pub fn main() -> ! {
     install_panic_hook(timeout);
     tracing::info!(version = %crate::state::agent_version(), "ingot-agent starting as init");
     spawn_reaper();
-    if let Some(rel) = kernel_release() {
-        let db = modules::ModuleDb::load(&Path::new("/lib/modules").join(&rel));
-        let loaded = modules::coldplug(&db, Path::new("/"));
-        tracing::info!(count = loaded.len(), kernel = %rel, "kernel modules loaded");
-    }
+    crate::random::prime_kernel_generator();
+    let drivers_loaded = spawn_driver_loading();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -161,12 +211,17 @@ pub fn main() -> ! {
     if let Some(t) = &params.token {
         state.set_token(Some(t.clone()));
     }
-    let opts = run_options(&params, &api_url, &ca);
+    let mut opts = run_options(&params, &api_url, &ca);
+    let network_ready = Arc::new(tokio::sync::Notify::new());
+    opts.network_ready = Some(network_ready.clone());
     let net = crate::net::NetOptions::from_params(&params);
+    let bootif = params.bootif.clone();
     let result = rt.block_on(async move {
+        links_ready(bootif.as_deref(), drivers_loaded).await;
         tokio::spawn(async move {
             let leases = crate::net::configure(&net).await;
             tracing::info!(configured = leases.len(), "network configured");
+            network_ready.notify_one();
             // Renew the DHCP leases for as long as the agent runs (a wipe can
             // outlast them); the maintenance threads log what they do.
             crate::net::maintain(&leases, &net, std::sync::Arc::new(|_| {}));

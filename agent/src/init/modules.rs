@@ -1,8 +1,7 @@
-//! Kernel module loading as udev's coldplug does it: read every `modalias`
-//! under `/sys/devices`, match them against `modules.alias`, and load each
-//! matching module after its dependencies from `modules.dep`, through
-//! `finit_module(2)`. Repeated until no new module loads, since loading a
-//! bus driver (virtio_pci) makes new devices (virtio0…) appear.
+//! The kernel's module database (`modules.alias`, `modules.dep`,
+//! `modules.builtin`, `modules.softdep`), device modaliases from sysfs, and
+//! loading a module after its dependencies through `finit_module(2)`.
+//! [`super::coldplug`] decides what to load and when.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -246,11 +245,31 @@ pub fn modaliases(root: &Path) -> BTreeSet<String> {
     out
 }
 
-/// Loads one module file through finit_module(2).
+/// Whether the kernel refused `MODULE_INIT_COMPRESSED_FILE` once (before
+/// 6.6, or without `CONFIG_MODULE_DECOMPRESS`): then compressed modules are
+/// decompressed here without asking it again.
+static KERNEL_CANNOT_DECOMPRESS: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// The largest module accepted once decompressed (mlx5_core, the largest of
+/// Debian's, is 4 MiB): a corrupt or hostile file cannot fill memory.
+const MODULE_MAX: u64 = 64 << 20;
+
+/// xz's memory limit for a module (xz -9 needs 65 MiB; modules use far less).
+const XZ_MEMLIMIT: u64 = 128 << 20;
+
+/// Loads one module file: through finit_module(2); a compressed one
+/// (`.ko.zst`, `.ko.xz`, `.ko.gz`, as `ingot-ramdisk` and newer Debian
+/// kernels store them) is decompressed by the kernel where it can (Linux ≥
+/// 6.6), else here and loaded through init_module(2).
 fn finit(path: &Path) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let f = std::fs::File::open(path)?;
+    use std::sync::atomic::Ordering;
     let compressed = path.extension().is_some_and(|e| e != "ko");
+    if compressed && KERNEL_CANNOT_DECOMPRESS.load(Ordering::Relaxed) {
+        return load_decompressed(path);
+    }
+    let f = std::fs::File::open(path)?;
     let flags = if compressed {
         MODULE_INIT_COMPRESSED_FILE
     } else {
@@ -262,83 +281,125 @@ fn finit(path: &Path) -> std::io::Result<()> {
         return Ok(());
     }
     let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EEXIST) => Ok(()),
+        // Unknown flag (before 6.6) or no in-kernel decompression.
+        Some(libc::EINVAL | libc::EOPNOTSUPP) if compressed => {
+            KERNEL_CANNOT_DECOMPRESS.store(true, Ordering::Relaxed);
+            load_decompressed(path)
+        }
+        _ => Err(e),
+    }
+}
+
+/// Decompresses `path` (by its extension) into memory, at most
+/// [`MODULE_MAX`] bytes, and loads it through init_module(2).
+fn load_decompressed(path: &Path) -> std::io::Result<()> {
+    use ingot_image_tools::format::Format;
+    use std::io::Read;
+    let format = match path.extension().and_then(|e| e.to_str()) {
+        Some("zst") => Format::Zstd,
+        Some("xz") => Format::Xz,
+        Some("gz") => Format::Gzip,
+        _ => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a compression this loader knows (.ko.zst, .ko.xz, .ko.gz)",
+            ));
+        }
+    };
+    let file = std::io::BufReader::new(std::fs::File::open(path)?);
+    let decoder = ingot_image_tools::decode::stream_decoder(format, file, XZ_MEMLIMIT)?;
+    let mut image = Vec::new();
+    decoder.take(MODULE_MAX + 1).read_to_end(&mut image)?;
+    if image.len() as u64 > MODULE_MAX {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("decompresses to more than {MODULE_MAX} bytes"),
+        ));
+    }
+    // SAFETY: the live buffer with its length, and an empty NUL-terminated
+    // parameter string.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_init_module,
+            image.as_ptr(),
+            image.len(),
+            c"".as_ptr(),
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
     if e.raw_os_error() == Some(libc::EEXIST) {
         return Ok(());
     }
     Err(e)
 }
 
-/// A matched module: its name, the modalias that matched, and its load order
-/// (dependencies first) with the files.
-type Chain = (String, String, Vec<(String, PathBuf)>);
+/// A module's load order (dependencies first) with each one's file.
+pub type Chain = Vec<(String, PathBuf)>;
 
-/// Loads the modules the hardware under `root` needs (coldplug). Returns
-/// the modules loaded, in order of completion.
-///
-/// Each matched module's chain (its dependencies, then itself) loads on its
-/// own thread, as udev's workers do: a driver that probes slowly (ahci
-/// waiting for SATA links, nvme for its controller) does not hold up the
-/// others. Two chains sharing a dependency both ask for it; the kernel makes
-/// the second wait for the first and answers EEXIST, which counts as loaded.
-pub fn coldplug(db: &ModuleDb, root: &Path) -> Vec<String> {
-    let loaded: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let mut tried: HashSet<String> = HashSet::new();
-    for round in 0..4 {
-        // One chain per module not tried yet, keyed by the module.
-        let mut chains: Vec<Chain> = Vec::new();
-        for alias in modaliases(root) {
-            for m in db.lookup(&alias) {
-                if !tried.insert(m.clone()) {
-                    continue;
-                }
-                let chain = db
-                    .load_order(&m)
-                    .into_iter()
-                    .filter_map(|dep| db.path_of(&dep).map(|p| (dep, p)))
-                    .collect();
-                chains.push((m, alias.clone(), chain));
-            }
-        }
-        let before = loaded.lock().map(|l| l.len()).unwrap_or(0);
-        std::thread::scope(|scope| {
-            for (_, alias, chain) in &chains {
-                let loaded = &loaded;
-                scope.spawn(move || {
-                    for (dep, path) in chain {
-                        if loaded.lock().is_ok_and(|l| l.contains(dep)) {
-                            continue;
-                        }
-                        match finit(path) {
-                            Ok(()) => {
-                                if let Ok(mut l) = loaded.lock() {
-                                    if !l.contains(dep) {
-                                        tracing::info!(module = %dep, alias = %alias, "module loaded");
-                                        l.push(dep.clone());
-                                    }
-                                }
-                            }
-                            Err(e) => {
-                                tracing::warn!(module = %dep, error = %e, "module not loaded")
-                            }
-                        }
-                    }
-                });
-            }
-        });
-        let new = loaded.lock().map(|l| l.len()).unwrap_or(0) - before;
-        tracing::debug!(round, new, "coldplug round");
-        if new == 0 {
-            break;
-        }
-        // Devices of newly bound buses may appear asynchronously.
-        std::thread::sleep(std::time::Duration::from_millis(100));
+impl ModuleDb {
+    /// `module`'s [`Chain`]: the modules of [`ModuleDb::load_order`] that
+    /// have a file.
+    pub fn chain(&self, module: &str) -> Chain {
+        self.load_order(module)
+            .into_iter()
+            .filter_map(|dep| self.path_of(&dep).map(|p| (dep, p)))
+            .collect()
     }
-    loaded.into_inner().unwrap_or_default()
+}
+
+/// Loads `chain` in order, skipping what `loaded` already holds and adding
+/// what loads; `alias` (the device's modalias that matched) is logged.
+///
+/// Two chains sharing a dependency may both ask for it: the kernel makes
+/// the second wait for the first and answers EEXIST, which counts as loaded.
+pub fn load_chain(chain: &Chain, alias: &str, loaded: &std::sync::Mutex<Vec<String>>) {
+    for (dep, path) in chain {
+        if loaded.lock().is_ok_and(|l| l.contains(dep)) {
+            continue;
+        }
+        match finit(path) {
+            Ok(()) => {
+                if let Ok(mut l) = loaded.lock() {
+                    if !l.contains(dep) {
+                        tracing::info!(module = %dep, alias = %alias, "module loaded");
+                        l.push(dep.clone());
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(module = %dep, error = %e, "module not loaded"),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_compressed_module_is_bounded_before_the_kernel_sees_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // 65 MiB of zeros in a few KiB: a bomb, refused at MODULE_MAX.
+        let bomb = zstd::bulk::compress(&vec![0u8; 65 << 20], 3).unwrap();
+        let p = dir.path().join("bomb.ko.zst");
+        std::fs::write(&p, bomb).unwrap();
+        let e = load_decompressed(&p).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+        let p = dir.path().join("x.ko.lz4");
+        std::fs::write(&p, b"x").unwrap();
+        assert_eq!(
+            load_decompressed(&p).unwrap_err().kind(),
+            std::io::ErrorKind::InvalidInput
+        );
+        // Not zstd at all: the decoder's error, nothing loaded.
+        let p = dir.path().join("junk.ko.zst");
+        std::fs::write(&p, b"not zstd").unwrap();
+        assert!(load_decompressed(&p).is_err());
+    }
 
     #[test]
     fn globs() {

@@ -105,6 +105,13 @@ pub fn links() -> Vec<Link> {
     out
 }
 
+/// Whether an Ethernet interface with `mac` (`aa:bb:…`, any case) exists.
+pub fn has_link_with_mac(mac: &str) -> bool {
+    links()
+        .iter()
+        .any(|l| mac_string(&l.mac).eq_ignore_ascii_case(mac))
+}
+
 fn has_carrier(name: &str) -> bool {
     std::fs::read_to_string(Path::new("/sys/class/net").join(name).join("carrier"))
         .is_ok_and(|c| c.trim() == "1")
