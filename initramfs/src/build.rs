@@ -41,7 +41,8 @@ impl Arch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
-    /// zstd (level in `BuildOptions::level`).
+    /// zstd (level in `BuildOptions::level`); each module is stored
+    /// zstd-compressed too (`.ko.zst`), which the agent loads.
     Zstd,
     /// gzip, for old boot loaders and kernels.
     Gzip,
@@ -226,7 +227,14 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest, BuildError> {
     a.add("dev/console", 0o600, EntryKind::CharDev(5, 1))?;
     a.add("dev/null", 0o666, EntryKind::CharDev(1, 3))?;
 
-    let sel = modules::select(&opts.modules, &opts.classes, opts.firmware.as_deref())?;
+    let mut sel = modules::select(&opts.modules, &opts.classes, opts.firmware.as_deref())?;
+    if opts.compress == Compression::Zstd {
+        // Compressed one by one, the kernel no longer decompresses every
+        // module when it unpacks the initramfs (58 of its 66 MiB for
+        // Debian's amd64 kernel): it unpacks a quarter as much.
+        sel.compress_modules(opts.level)
+            .map_err(|e| BuildError::Other(format!("compressing the modules: {e}")))?;
+    }
     let mroot = format!("lib/modules/{kernel_version}");
     for m in sel.modules.values() {
         a.file(&format!("{mroot}/{}", m.rel_path), 0o644, m.data.clone())?;

@@ -342,6 +342,22 @@ fn drain(
 }
 
 impl Selection {
+    /// Stores every module zstd-compressed at `level`, as `<path>.ko.zst`
+    /// (deterministic: single-threaded, no dictionary). The agent loads them
+    /// through the kernel's own decompression (Linux ≥ 6.6) or decompresses
+    /// them itself; either way only the modules the hardware needs are ever
+    /// decompressed, instead of every module at each boot as part of the
+    /// initramfs.
+    pub fn compress_modules(&mut self, level: i32) -> std::io::Result<()> {
+        for m in self.modules.values_mut() {
+            if m.rel_path.ends_with(".ko") {
+                m.data = zstd::bulk::compress(&m.data, level)?;
+                m.rel_path.push_str(".zst");
+            }
+        }
+        Ok(())
+    }
+
     /// `modules.dep` in depmod's format: `path: dep dep …`, where the
     /// dependencies are listed so that loading them from last to first
     /// satisfies every module (as modprobe does).

@@ -120,12 +120,18 @@ fn builds_a_reproducible_ramdisk_with_the_needed_modules() {
     let dep = std::fs::read_to_string(mdir.join("modules.dep")).unwrap();
     let line = dep
         .lines()
-        .find(|l| l.starts_with("kernel/drivers/net/virtio_net.ko:"))
+        .find(|l| l.starts_with("kernel/drivers/net/virtio_net.ko.zst:"))
         .unwrap();
     assert!(
-        line.contains("net_failover.ko") && line.contains("virtio_ring.ko"),
+        line.contains("net_failover.ko.zst") && line.contains("virtio_ring.ko.zst"),
         "{line}"
     );
+    // Each module is stored zstd-compressed (the ramdisk is zstd) and
+    // decompresses to the module itself, signature and all.
+    let ko = std::fs::read(mdir.join("kernel/drivers/net/virtio_net.ko.zst")).unwrap();
+    let ko = zstd::stream::decode_all(&ko[..]).unwrap();
+    assert!(ko.starts_with(b"\x7fELF"));
+    assert!(ko.ends_with(b"~Module signature appended~\n"));
     let alias = std::fs::read_to_string(mdir.join("modules.alias")).unwrap();
     assert!(
         alias.contains(" virtio_blk\n")
