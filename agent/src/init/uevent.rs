@@ -8,7 +8,7 @@
 //! each is bounded by the receive buffer, and a malformed one is skipped.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 /// The kernel's uevent multicast group (udev's is 2, and only userspace sends there).
@@ -132,30 +132,18 @@ impl Socket {
         let mut out = Received::default();
         let mut buf = [0u8; MESSAGE_MAX];
         loop {
-            // SAFETY: sockaddr_nl is plain old data.
-            let mut from: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-            let mut from_len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-            // SAFETY: the buffer and the address are live and of the stated sizes.
-            let n = unsafe {
-                libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                    (&mut from as *mut libc::sockaddr_nl).cast(),
-                    &mut from_len,
-                )
-            };
-            let Ok(n) = usize::try_from(n) else {
-                match io::Error::last_os_error().raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    Some(libc::ENOBUFS) => {
-                        out.lost = true;
-                        continue;
-                    }
-                    _ => break,
-                }
-            };
+            let (n, from) =
+                match crate::net::recv_from::<libc::sockaddr_nl>(self.fd.as_fd(), &mut buf) {
+                    Ok(got) => got,
+                    Err(e) => match e.raw_os_error() {
+                        Some(libc::EINTR) => continue,
+                        Some(libc::ENOBUFS) => {
+                            out.lost = true;
+                            continue;
+                        }
+                        _ => break,
+                    },
+                };
             // Only the kernel speaks with port 0.
             if from.nl_pid != 0 {
                 continue;

@@ -6,7 +6,7 @@
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::Link;
@@ -164,25 +164,14 @@ impl PacketSocket {
             if unsafe { libc::poll(&mut pfd, 1, ms) } <= 0 {
                 continue;
             }
-            // SAFETY: sockaddr_ll is plain old data.
-            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-            // SAFETY: receiving into a local buffer and a local sockaddr_ll
-            // whose size is passed along.
-            let n = unsafe {
-                libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                    (&mut from as *mut libc::sockaddr_ll).cast(),
-                    &mut from_len,
-                )
+            let Ok((n, from)) = super::recv_from::<libc::sockaddr_ll>(self.fd.as_fd(), &mut buf)
+            else {
+                continue;
             };
-            if n <= 0 {
+            if n == 0 {
                 continue;
             }
-            let Some(payload) = pkt::udp_to_client(&buf[..n as usize]) else {
+            let Some(payload) = pkt::udp_to_client(&buf[..n]) else {
                 continue;
             };
             let Some(r) = pkt::parse_reply(payload, mac) else {

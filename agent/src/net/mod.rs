@@ -105,6 +105,38 @@ pub fn links() -> Vec<Link> {
     out
 }
 
+/// A socket address type that is valid all zeroes (the C `sockaddr_*` structs).
+pub trait SockAddr: Copy {}
+impl SockAddr for libc::sockaddr_ll {}
+impl SockAddr for libc::sockaddr_nl {}
+
+/// Receives one datagram from `fd` into `buf` without blocking: its length
+/// and the sender's address. `WouldBlock` when nothing is queued.
+pub fn recv_from<A: SockAddr>(
+    fd: std::os::fd::BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, A)> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `A` is a C socket address struct, valid all zeroes.
+    let mut from: A = unsafe { std::mem::zeroed() };
+    let mut from_len = std::mem::size_of::<A>() as libc::socklen_t;
+    // SAFETY: the buffer and the address are live and of the stated sizes.
+    let n = unsafe {
+        libc::recvfrom(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+            (&mut from as *mut A).cast(),
+            &mut from_len,
+        )
+    };
+    match usize::try_from(n) {
+        Ok(n) => Ok((n.min(buf.len()), from)),
+        Err(_) => Err(std::io::Error::last_os_error()),
+    }
+}
+
 /// Whether an Ethernet interface with `mac` (`aa:bb:…`, any case) exists.
 pub fn has_link_with_mac(mac: &str) -> bool {
     links()
