@@ -248,27 +248,39 @@ pub fn render(
             })
         })
         .collect();
+    let count = shown.len();
     let mut body = Map::new();
     body.insert(key.to_owned(), Value::Array(shown));
-    if full
-        || (ctx.param("limit").is_some()
-            && last.is_some()
-            && body[key].as_array().is_some_and(|a| a.len() == limit))
-    {
-        if let Some(last) = last {
-            let mut q: Vec<(String, String)> = ctx
-                .query
-                .iter()
-                .filter(|(k, _)| k != "marker" && k != "limit")
-                .cloned()
-                .collect();
-            q.push(("limit".into(), limit.to_string()));
-            q.push(("marker".into(), last));
-            let qs: String = form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(q)
-                .finish();
-            body.insert("next".into(), json!(format!("{}{path}?{qs}", ctx.base)));
-        }
+    if let Some(next) = next_link(ctx, path, limit, full, count, last.as_deref()) {
+        body.insert("next".into(), json!(next));
     }
     Value::Object(body)
+}
+
+/// The `next` link of a page of `count` items whose last is `last`: when
+/// `full` (more items follow) or when a requested `limit` is filled.
+pub fn next_link(
+    ctx: &Ctx,
+    path: &str,
+    limit: usize,
+    full: bool,
+    count: usize,
+    last: Option<&str>,
+) -> Option<String> {
+    let last = last?;
+    if !(full || (ctx.param("limit").is_some() && count == limit)) {
+        return None;
+    }
+    let mut q: Vec<(String, String)> = ctx
+        .query
+        .iter()
+        .filter(|(k, _)| k != "marker" && k != "limit")
+        .cloned()
+        .collect();
+    q.push(("limit".into(), limit.to_string()));
+    q.push(("marker".into(), last.to_owned()));
+    let qs: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(q)
+        .finish();
+    Some(format!("{}{path}?{qs}", ctx.base))
 }

@@ -218,6 +218,16 @@ pub fn json_response(status: StatusCode, value: &Value) -> Response {
     resp
 }
 
+/// A response whose body is JSON already written.
+pub fn json_bytes_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut resp = (status, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 /// A 200 with a JSON document.
 pub fn json_ok(value: Value) -> Result<Response, ApiError> {
     Ok(json_response(StatusCode::OK, &value))

@@ -490,10 +490,15 @@ const OWNER_ONLY_FIELDS: [(&str, &str); 4] = [
     ("reservation", "baremetal:node:get:reservation"),
 ];
 
+/// Whether [`redact_node`] changes what `caller` sees of `node`.
+pub fn redacts_node(caller: &Caller, node: &Node) -> bool {
+    !Rule::SystemOrOwnerReader.allows(caller, Target::node(node))
+}
+
 /// Redacts, in a node document shown to `caller`, the fields Ironic's
 /// `baremetal:node:get:*` policies keep from lessees.
 pub fn redact_node(caller: &Caller, node: &Node, doc: &mut Map<String, Value>) {
-    if Rule::SystemOrOwnerReader.allows(caller, Target::node(node)) {
+    if !redacts_node(caller, node) {
         return;
     }
     for (field, policy) in OWNER_ONLY_FIELDS {

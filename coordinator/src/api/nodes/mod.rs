@@ -9,6 +9,7 @@ pub mod inventory;
 pub mod maintenance;
 pub mod power;
 pub mod provision;
+pub mod render;
 pub mod states;
 pub mod traits;
 pub mod validate;
@@ -525,6 +526,71 @@ fn shown_nodes(
     Ok(items)
 }
 
+/// One page of the list as the caller sees it, written into one buffer
+/// (see [`render`]): `{"next": …, "nodes": […]}` as [`collection::render`]
+/// writes it. `nodes` are the page's, already ordered and cut.
+fn render_page(
+    st: &AppState,
+    ctx: &Ctx,
+    path: &str,
+    p: &collection::Params,
+    nodes: Vec<Node>,
+    fields: Option<&[String]>,
+    full: bool,
+) -> Result<Vec<u8>, ApiError> {
+    let caller = ctx.caller()?;
+    let view = render::View::new(&ctx.base, ctx.version, fields);
+    let needs_owner = ctx.param("conductor").is_some() || view.shows("conductor");
+    let mut page = Vec::with_capacity(nodes.len());
+    for mut node in nodes {
+        if needs_owner {
+            node.conductor = st.conductor.cluster().owner(&node);
+        }
+        if super::policy::sees_node(caller, &node) && matches_filters(&node, ctx)? {
+            page.push(node);
+        }
+    }
+    let last = page.last().map(|n| n.uuid.as_str());
+    let next = collection::next_link(ctx, path, p.limit, full, page.len(), last);
+    let err = |e: serde_json::Error| ApiError::internal(format!("rendering the node list: {e}"));
+    let mut out = Vec::with_capacity(page.len().saturating_mul(2048).saturating_add(512));
+    out.push(b'{');
+    if let Some(next) = next {
+        out.extend_from_slice(b"\"next\":");
+        serde_json::to_writer(&mut out, &next).map_err(err)?;
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"nodes\":[");
+    for (i, node) in page.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        if super::policy::redacts_node(caller, node) {
+            // The few fields a lessee may not see: the old path.
+            let mut node = node.clone();
+            node.inventory = None;
+            if let Some(f) = fields {
+                trim_unrequested(&mut node, f);
+            }
+            let obj = shown(&node, ctx)?;
+            let obj = match fields {
+                Some(f) => collection::project(obj, f),
+                None => obj,
+            };
+            serde_json::to_writer(&mut out, &obj).map_err(err)?;
+        } else {
+            let r = render::Rendered {
+                view: &view,
+                node,
+                conductor: node.conductor.as_deref(),
+            };
+            serde_json::to_writer(&mut out, &r).map_err(err)?;
+        }
+    }
+    out.extend_from_slice(b"]}");
+    Ok(out)
+}
+
 async fn list_inner(
     st: &AppState,
     ctx: &Ctx,
@@ -541,57 +607,44 @@ async fn list_inner(
     q.scope(&super::policy::node_list_scope(ctx.caller()?));
     sql_filters(ctx, &mut q)?;
     let db = st.conductor.db();
-    let sort = SortKey::from_api(&p.sort_key);
-    let body = match sort {
+    let in_sql = !MEMORY_FILTERS.iter().any(|f| ctx.param(f).is_some());
+    if let Some(sort) = SortKey::from_api(&p.sort_key).filter(|_| in_sql) {
         // Everything in the database: filters, order, marker, limit.
-        Some(sort) if !MEMORY_FILTERS.iter().any(|f| ctx.param(f).is_some()) => {
-            q.order(sort, p.desc).limit(p.limit.saturating_add(1));
-            if let Some(m) = &p.marker {
-                q.after(m);
+        q.order(sort, p.desc).limit(p.limit.saturating_add(1));
+        if let Some(m) = &p.marker {
+            q.after(m);
+        }
+        let mut nodes = db.query_nodes(&q).await?.ok_or_else(|| {
+            collection::marker_not_found("nodes", p.marker.as_deref().unwrap_or_default())
+        })?;
+        let full = nodes.len() > p.limit;
+        nodes.truncate(p.limit);
+        // The short form without `detail` is a field list too.
+        let short: Vec<String>;
+        let fields = match (&p.fields, detail) {
+            (Some(f), _) => Some(f.as_slice()),
+            (None, false) => {
+                short = DEFAULT_LIST_FIELDS.map(str::to_owned).to_vec();
+                Some(short.as_slice())
             }
-            let mut nodes = db.query_nodes(&q).await?.ok_or_else(|| {
-                collection::marker_not_found("nodes", p.marker.as_deref().unwrap_or_default())
-            })?;
-            let full = nodes.len() > p.limit;
-            nodes.truncate(p.limit);
-            // The short form without `detail` is a field list too.
-            let short: Vec<String>;
-            let fields = match (&p.fields, detail) {
-                (Some(f), _) => Some(f.as_slice()),
-                (None, false) => {
-                    short = DEFAULT_LIST_FIELDS.map(str::to_owned).to_vec();
-                    Some(short.as_slice())
-                }
-                (None, true) => None,
-            };
-            let items = shown_nodes(st, ctx, nodes, fields)?;
-            collection::render(
-                ctx,
-                "nodes",
-                path,
-                &p,
-                items,
-                full,
-                Some(&DEFAULT_LIST_FIELDS),
-                detail,
-            )
-        }
-        // A sort key or a filter without a column: the database filters
-        // what it can, the rest is done on every row it returns.
-        _ => {
-            let nodes = db.query_nodes(&q).await?.unwrap_or_default();
-            let items = shown_nodes(st, ctx, nodes, None)?;
-            collection::page(
-                ctx,
-                "nodes",
-                path,
-                items,
-                known_fields(),
-                Some(&DEFAULT_LIST_FIELDS),
-                detail,
-            )?
-        }
-    };
+            (None, true) => None,
+        };
+        let body = render_page(st, ctx, path, &p, nodes, fields, full)?;
+        return Ok(super::json_bytes_response(StatusCode::OK, body));
+    }
+    // A sort key or a filter without a column: the database filters what
+    // it can, the rest is done on every row it returns.
+    let nodes = db.query_nodes(&q).await?.unwrap_or_default();
+    let items = shown_nodes(st, ctx, nodes, None)?;
+    let body = collection::page(
+        ctx,
+        "nodes",
+        path,
+        items,
+        known_fields(),
+        Some(&DEFAULT_LIST_FIELDS),
+        detail,
+    )?;
     Ok(json_response(StatusCode::OK, &body))
 }
 
