@@ -42,6 +42,7 @@ struct Args {
     requests: usize,
     binary: Option<PathBuf>,
     sqlite_only: bool,
+    ironic: bool,
 }
 
 fn parse(args: &[String]) -> Result<Args> {
@@ -50,11 +51,16 @@ fn parse(args: &[String]) -> Result<Args> {
         requests: 300,
         binary: None,
         sqlite_only: false,
+        ironic: false,
     };
     let mut it = args.iter();
     while let Some(k) = it.next() {
         if k == "--sqlite-only" {
             a.sqlite_only = true;
+            continue;
+        }
+        if k == "--ironic" {
+            a.ironic = true;
             continue;
         }
         let v = it.next().context("each option needs a value")?;
@@ -63,7 +69,7 @@ fn parse(args: &[String]) -> Result<Args> {
             "--requests" => a.requests = v.parse()?,
             "--binary" => a.binary = Some(PathBuf::from(v)),
             _ => bail!(
-                "usage: cargo xtask bench api [--nodes N] [--requests R] [--binary PATH] [--sqlite-only]"
+                "usage: cargo xtask bench api [--nodes N] [--requests R] [--binary PATH] [--sqlite-only] [--ironic]"
             ),
         }
     }
@@ -73,15 +79,15 @@ fn parse(args: &[String]) -> Result<Args> {
     Ok(a)
 }
 
-fn node_uuid(i: usize) -> String {
+pub(super) fn node_uuid(i: usize) -> String {
     format!("00000000-0000-4000-8000-{i:012x}")
 }
 
-fn port_uuid(i: usize, k: usize) -> String {
+pub(super) fn port_uuid(i: usize, k: usize) -> String {
     format!("00000000-0000-4000-9000-{:012x}", i * 2 + k)
 }
 
-fn mac(i: usize, k: usize) -> String {
+pub(super) fn mac(i: usize, k: usize) -> String {
     let n = i * 2 + k;
     format!(
         "52:54:{:02x}:{:02x}:{:02x}:{:02x}",
@@ -92,58 +98,112 @@ fn mac(i: usize, k: usize) -> String {
     )
 }
 
-/// `INSERT` statements for node `i` and its two ports (schema 0001's columns).
-fn node_sql(i: usize, out: &mut String) {
-    let uuid = node_uuid(i);
+/// The benchmark's node `i`, as both Ingot and Ironic store it: the
+/// column values and the JSON documents.
+pub(super) struct FakeNode {
+    pub uuid: String,
+    pub name: String,
+    pub driver: &'static str,
+    pub state: &'static str,
+    pub power: &'static str,
+    pub resource_class: &'static str,
+    /// `2026-01-01T00:00:00.<i>+00:00`.
+    pub created: String,
+    pub instance_uuid: Option<String>,
+    pub traits: Vec<String>,
+    pub properties: String,
+    pub driver_info: String,
+    pub driver_internal_info: String,
+    pub instance_info: String,
+    pub extra: String,
+}
+
+/// Node `i`: 50 % available (fast track on), 40 % active, 10 % manageable.
+pub(super) fn fake_node(i: usize) -> FakeNode {
     let state = match i % 10 {
         0..=4 => "available",
         5..=8 => "active",
         _ => "manageable",
     };
-    let rc = RESOURCE_CLASSES[i % RESOURCE_CLASSES.len()];
     let created = format!("2026-01-01T00:00:00.{i:06}+00:00");
-    let instance = (state == "active").then(|| format!("10000000-0000-4000-8000-{i:012x}"));
-    let driver = if i.is_multiple_of(5) {
-        "ipmi"
-    } else {
-        "fake-hardware"
-    };
+    FakeNode {
+        uuid: node_uuid(i),
+        name: format!("node-{i:05}"),
+        driver: if i.is_multiple_of(5) {
+            "ipmi"
+        } else {
+            "fake-hardware"
+        },
+        state,
+        power: if state == "active" {
+            "power on"
+        } else {
+            "power off"
+        },
+        resource_class: RESOURCE_CLASSES[i % RESOURCE_CLASSES.len()],
+        instance_uuid: (state == "active").then(|| format!("10000000-0000-4000-8000-{i:012x}")),
+        traits: vec![format!("CUSTOM_RACK_{}", i % 40)],
+        properties: "{\"cpus\":64,\"memory_mb\":262144,\"local_gb\":900,\"cpu_arch\":\"x86_64\",\
+                     \"capabilities\":\"boot_mode:uefi\"}"
+            .to_owned(),
+        driver_info: format!(
+            "{{\"ipmi_address\":\"10.1.{}.{}\",\"ipmi_username\":\"admin\",\
+             \"ipmi_password\":\"secret\",\"deploy_kernel\":\"http://images/ipa.kernel\",\
+             \"deploy_ramdisk\":\"http://images/ipa.initramfs\",\"fast_track\":{}}}",
+            (i / 250) % 256,
+            i % 250,
+            state == "available",
+        ),
+        driver_internal_info: format!(
+            "{{\"last_power_state_change\":\"{created}\",\"clean_steps\":null}}"
+        ),
+        instance_info: if state == "active" {
+            "{\"image_source\":\"http://images/ubuntu.qcow2\",\"root_gb\":100,\"display_name\":\"vm\"}"
+                .to_owned()
+        } else {
+            "{}".to_owned()
+        },
+        extra: format!("{{\"rack\":\"r{}\"}}", i % 40),
+        created,
+    }
+}
+
+/// `INSERT` statements for node `i` and its two ports (schema 0001's columns).
+fn node_sql(i: usize, out: &mut String) {
+    let f = fake_node(i);
+    let uuid = &f.uuid;
+    let (state, created) = (f.state, &f.created);
     let data = format!(
-        "{{\"uuid\":\"{uuid}\",\"name\":\"node-{i:05}\",\"driver\":\"{driver}\",\
-         \"provision_state\":\"{state}\",\"power_state\":\"power {}\",\
-         \"resource_class\":\"{rc}\",\"conductor_group\":\"\",\"created_at\":\"{created}\",\
-         \"instance_uuid\":{},\"traits\":[\"CUSTOM_RACK_{}\"],\
-         \"properties\":{{\"cpus\":64,\"memory_mb\":262144,\"local_gb\":900,\"cpu_arch\":\"x86_64\",\
-         \"capabilities\":\"boot_mode:uefi\"}},\
-         \"driver_info\":{{\"ipmi_address\":\"10.1.{}.{}\",\"ipmi_username\":\"admin\",\
-         \"ipmi_password\":\"secret\",\"deploy_kernel\":\"http://images/ipa.kernel\",\
-         \"deploy_ramdisk\":\"http://images/ipa.initramfs\",\"fast_track\":{}}},\
-         \"driver_internal_info\":{{\"last_power_state_change\":\"{created}\",\"clean_steps\":null}},\
-         \"instance_info\":{},\"extra\":{{\"rack\":\"r{}\"}}}}",
-        if state == "active" { "on" } else { "off" },
-        instance
+        "{{\"uuid\":\"{uuid}\",\"name\":\"{}\",\"driver\":\"{}\",\
+         \"provision_state\":\"{state}\",\"power_state\":\"{}\",\
+         \"resource_class\":\"{}\",\"conductor_group\":\"\",\"created_at\":\"{created}\",\
+         \"instance_uuid\":{},\"traits\":{},\"properties\":{},\"driver_info\":{},\
+         \"driver_internal_info\":{},\"instance_info\":{},\"extra\":{}}}",
+        f.name,
+        f.driver,
+        f.power,
+        f.resource_class,
+        f.instance_uuid
             .as_ref()
             .map(|u| format!("\"{u}\""))
             .unwrap_or_else(|| "null".into()),
-        i % 40,
-        (i / 250) % 256,
-        i % 250,
-        state == "available",
-        if state == "active" {
-            "{\"image_source\":\"http://images/ubuntu.qcow2\",\"root_gb\":100,\"display_name\":\"vm\"}"
-        } else {
-            "{}"
-        },
-        i % 40,
+        serde_json::to_string(&f.traits).unwrap_or_default(),
+        f.properties,
+        f.driver_info,
+        f.driver_internal_info,
+        f.instance_info,
+        f.extra,
     );
-    let instance_sql = instance
+    let instance_sql = f
+        .instance_uuid
         .map(|u| format!("'{u}'"))
         .unwrap_or_else(|| "NULL".into());
     let _ = writeln!(
         out,
         "INSERT INTO nodes (uuid, name, instance_uuid, provision_state, reservation, version, \
-         created_at, data) VALUES ('{uuid}', 'node-{i:05}', {instance_sql}, '{state}', NULL, 1, \
-         '{created}', '{data}');"
+         created_at, data) VALUES ('{uuid}', '{}', {instance_sql}, '{state}', NULL, 1, \
+         '{created}', '{data}');",
+        f.name
     );
     for k in 0..2 {
         let (pu, m) = (port_uuid(i, k), mac(i, k));
@@ -151,11 +211,16 @@ fn node_sql(i: usize, out: &mut String) {
             out,
             "INSERT INTO ports (uuid, address, node_uuid, created_at, data) VALUES ('{pu}', '{m}', \
              '{uuid}', '{created}', '{{\"uuid\":\"{pu}\",\"address\":\"{m}\",\"node_uuid\":\"{uuid}\",\
-             \"pxe_enabled\":{},\"created_at\":\"{created}\",\"local_link_connection\":\
-             {{\"switch_id\":\"aa:bb:cc:dd:ee:ff\",\"port_id\":\"Ethernet{i}/{k}\"}}}}');",
-            k == 0
+             \"pxe_enabled\":{},\"created_at\":\"{created}\",\"local_link_connection\":{}}}');",
+            k == 0,
+            local_link(i, k),
         );
     }
+}
+
+/// Port `k` of node `i`'s `local_link_connection`.
+pub(super) fn local_link(i: usize, k: usize) -> String {
+    format!("{{\"switch_id\":\"aa:bb:cc:dd:ee:ff\",\"port_id\":\"Ethernet{i}/{k}\"}}")
 }
 
 fn write_config(dir: &Path, port: u16, db_url: &str) -> Result<PathBuf> {
@@ -167,14 +232,14 @@ fn write_config(dir: &Path, port: u16, db_url: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// One keep-alive HTTP/1.1 connection to the coordinator.
-struct Client {
+/// One keep-alive HTTP/1.1 connection to the coordinator (or to Ironic).
+pub(super) struct Client {
     port: u16,
     conn: BufReader<TcpStream>,
 }
 
 impl Client {
-    fn connect(port: u16) -> Result<Self> {
+    pub(super) fn connect(port: u16) -> Result<Self> {
         let s = TcpStream::connect(("127.0.0.1", port))?;
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(Duration::from_secs(60)))?;
@@ -186,7 +251,7 @@ impl Client {
 
     /// `GET path`: status and body. A connection the server closed (its
     /// keep-alive ended) is opened again once.
-    fn get(&mut self, path: &str) -> Result<(u16, Vec<u8>)> {
+    pub(super) fn get(&mut self, path: &str) -> Result<(u16, Vec<u8>)> {
         match self.get_once(path) {
             Ok(Some(r)) => Ok(r),
             Ok(None) | Err(_) => {
@@ -214,6 +279,7 @@ impl Client {
             .and_then(|s| s.parse().ok())
             .with_context(|| format!("bad status line {line:?}"))?;
         let mut len = None;
+        let mut chunked = false;
         loop {
             line.clear();
             self.conn.read_line(&mut line)?;
@@ -225,13 +291,43 @@ impl Client {
                 if k.eq_ignore_ascii_case("content-length") {
                     len = Some(v.trim().parse::<usize>()?);
                 } else if k.eq_ignore_ascii_case("transfer-encoding") {
-                    bail!("chunked answers are not handled by this client");
+                    chunked = v.trim().eq_ignore_ascii_case("chunked");
                 }
             }
+        }
+        if chunked {
+            return Ok(Some((status, self.read_chunks()?)));
         }
         let mut body = vec![0; len.context("no Content-Length")?];
         self.conn.read_exact(&mut body)?;
         Ok(Some((status, body)))
+    }
+
+    /// A chunked body (Ironic's WSGI server may send one).
+    fn read_chunks(&mut self) -> Result<Vec<u8>> {
+        let mut body = Vec::new();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            self.conn.read_line(&mut line)?;
+            let size = line.trim().split(';').next().unwrap_or_default();
+            let size = usize::from_str_radix(size, 16)
+                .with_context(|| format!("bad chunk size {line:?}"))?;
+            if size == 0 {
+                // Trailers end with an empty line.
+                loop {
+                    line.clear();
+                    if self.conn.read_line(&mut line)? == 0 || line.trim_end().is_empty() {
+                        return Ok(body);
+                    }
+                }
+            }
+            let start = body.len();
+            body.resize(start + size, 0);
+            self.conn.read_exact(&mut body[start..])?;
+            line.clear();
+            self.conn.read_line(&mut line)?;
+        }
     }
 
     /// `GET path`, expecting 200; the body parsed.
@@ -337,38 +433,79 @@ fn spread(k: usize, n: usize) -> usize {
     (k.wrapping_mul(7919).wrapping_add(13)) % n
 }
 
-fn measure_calls(port: u16, a: &Args) -> Result<Vec<Stats>> {
-    let n = a.nodes;
-    let mut c = Client::connect(port)?;
-    // Warm-up: one of each.
-    c.get_json("/v1/nodes?limit=1")?;
-    let walks = (a.requests / n.div_ceil(1000)).clamp(2, 20);
+/// The five calls of the benchmark, in this order: the detail walk, Nova's
+/// walk, the filtered list, ports by MAC and the agent's lookup. `walks`
+/// walks of the lists, `requests` of each other call.
+fn core_calls(c: &mut Client, n: usize, walks: usize, requests: usize) -> Result<Vec<Stats>> {
     let mut out = vec![walk(
-        &mut c,
+        c,
         "nodes?detail=true&limit=1000 (per page)",
         "/v1/nodes?detail=true&limit=1000",
         walks,
         n,
     )?];
     out.push(walk(
-        &mut c,
+        c,
         "nodes?fields=<Nova's 11> (per page)",
         &format!("/v1/nodes?fields={NOVA_FIELDS}"),
         walks,
         n,
     )?);
-    let rc = RESOURCE_CLASSES[0];
-    let want = (0..n)
+    out.push(repeat(
+        c,
+        "nodes?provision_state=available&resource_class=…",
+        requests,
+        |_| filtered_path(""),
+        |d| d["nodes"].as_array().map(Vec::len) == Some(filtered_count(n)),
+    )?);
+    out.push(repeat(
+        c,
+        "ports?address=<MAC>",
+        requests,
+        |k| format!("/v1/ports?address={}", mac(spread(k, n), k % 2)),
+        |d| d["ports"].as_array().map(Vec::len) == Some(1),
+    )?);
+    // Lookups of available nodes (i % 10 <= 4): fast track is on for them.
+    let available: Vec<usize> = (0..n).filter(|i| i % 10 <= 4).collect();
+    out.push(repeat(
+        c,
+        "lookup?addresses=<MAC> (agent)",
+        requests,
+        |k| {
+            let i = available[spread(k, available.len())];
+            format!("/v1/lookup?addresses={}", mac(i, 0))
+        },
+        |d| d["node"]["uuid"].is_string(),
+    )?);
+    Ok(out)
+}
+
+/// The filtered list's path, with `extra` appended to its query.
+fn filtered_path(extra: &str) -> String {
+    format!(
+        "/v1/nodes?provision_state=available&resource_class={}{extra}",
+        RESOURCE_CLASSES[0]
+    )
+}
+
+/// How many nodes the filtered list returns (a page of at most 1,000).
+fn filtered_count(n: usize) -> usize {
+    (0..n)
         .filter(|i| i % 10 <= 4 && i % RESOURCE_CLASSES.len() == 0)
         .count()
-        .min(1000);
-    out.push(repeat(
-        &mut c,
-        "nodes?provision_state=available&resource_class=…",
-        a.requests,
-        |_| format!("/v1/nodes?provision_state=available&resource_class={rc}"),
-        |d| d["nodes"].as_array().map(Vec::len) == Some(want),
-    )?);
+        .min(1000)
+}
+
+fn walks_for(a: &Args) -> usize {
+    (a.requests / a.nodes.div_ceil(1000)).clamp(2, 20)
+}
+
+fn measure_calls(port: u16, a: &Args) -> Result<Vec<Stats>> {
+    let n = a.nodes;
+    let mut c = Client::connect(port)?;
+    // Warm-up: one of each.
+    c.get_json("/v1/nodes?limit=1")?;
+    let mut out = core_calls(&mut c, n, walks_for(a), a.requests)?;
     // The in-memory path, as every list ran before (every node read,
     // rendered, sorted and cut per request): the same calls with a
     // `conductor` filter, which every node passes but no column holds.
@@ -395,32 +532,21 @@ fn measure_calls(port: u16, a: &Args) -> Result<Vec<Stats>> {
         &mut c,
         "  in memory: provision_state=…&resource_class=…",
         (a.requests / 10).max(5),
-        |_| format!("/v1/nodes?provision_state=available&resource_class={rc}&conductor={me}"),
-        |d| d["nodes"].as_array().map(Vec::len) == Some(want),
-    )?);
-    out.push(repeat(
-        &mut c,
-        "ports?address=<MAC>",
-        a.requests,
-        |k| format!("/v1/ports?address={}", mac(spread(k, n), k % 2)),
-        |d| d["ports"].as_array().map(Vec::len) == Some(1),
-    )?);
-    // Lookups of available nodes (i % 10 <= 4): fast track is on for them.
-    let available: Vec<usize> = (0..n).filter(|i| i % 10 <= 4).collect();
-    out.push(repeat(
-        &mut c,
-        "lookup?addresses=<MAC> (agent)",
-        a.requests,
-        |k| {
-            let i = available[spread(k, available.len())];
-            format!("/v1/lookup?addresses={}", mac(i, 0))
-        },
-        |d| d["node"]["uuid"].is_string(),
+        |_| filtered_path(&format!("&conductor={me}")),
+        |d| d["nodes"].as_array().map(Vec::len) == Some(filtered_count(n)),
     )?);
     Ok(out)
 }
 
-fn print_table(backend: &str, stats: &[Stats]) {
+/// The same five calls on Ironic: one walk of each list, and a tenth of
+/// the requests (at least 20) of the others (Ironic is slower).
+fn measure_ironic(port: u16, a: &Args) -> Result<Vec<Stats>> {
+    let mut c = Client::connect(port)?;
+    c.get_json("/v1/nodes?limit=1")?;
+    core_calls(&mut c, a.nodes, 1, (a.requests / 10).max(20))
+}
+
+fn print_table(backend: &str, stats: &[Stats], target: bool) {
     println!("\n{backend}:");
     println!(
         "  {:<50} {:>8} {:>9} {:>9} {:>9}",
@@ -436,7 +562,7 @@ fn print_table(backend: &str, stats: &[Stats]) {
             s.per_s()
         );
     }
-    for (sql, mem) in [(0, 3), (1, 4), (2, 5)] {
+    for (sql, mem) in [(0, 5), (1, 6), (2, 7)] {
         if let (Some(s), Some(m)) = (stats.get(sql), stats.get(mem)) {
             println!(
                 "  in SQL vs in memory, {}: {:.1}x faster at p50",
@@ -444,6 +570,9 @@ fn print_table(backend: &str, stats: &[Stats]) {
                 m.pct(50.0) / s.pct(50.0)
             );
         }
+    }
+    if !target {
+        return;
     }
     let worst = stats
         .iter()
@@ -553,6 +682,12 @@ pub fn run(args: &[String]) -> Result<()> {
 }
 
 fn run_both(a: &Args, bin: &Path, dir: &Path) -> Result<()> {
+    // The venv first: making it must not happen between measurements.
+    let venv = if a.ironic {
+        Some(super::api_ironic::venv()?)
+    } else {
+        None
+    };
     println!("\n==> SQLite: {} nodes, {} ports", a.nodes, a.nodes * 2);
     let sdir = dir.join("sqlite");
     std::fs::create_dir_all(&sdir)?;
@@ -565,30 +700,97 @@ fn run_both(a: &Args, bin: &Path, dir: &Path) -> Result<()> {
         Some(&db),
         None,
     )?;
-    print_table("SQLite", &sqlite);
+    print_table("SQLite", &sqlite, true);
+    let ironic = match &venv {
+        None => None,
+        Some(venv) => {
+            println!(
+                "\n==> Ironic (SQLite): {} nodes, {} ports",
+                a.nodes,
+                a.nodes * 2
+            );
+            let idir = dir.join("ironic");
+            std::fs::create_dir_all(&idir)?;
+            let server = super::api_ironic::start(venv, &idir, a.nodes)?;
+            let stats = measure_ironic(server.port, a)
+                .with_context(|| format!("Ironic's log in {}", server.log.display()));
+            drop(server);
+            let stats = stats?;
+            print_table("Ironic (SQLite)", &stats, false);
+            Some(stats)
+        }
+    };
+    let mut pg = None;
     if a.sqlite_only {
-        return Ok(());
-    }
-    if ingot_pg_cluster::find_bin().is_none() {
+    } else if ingot_pg_cluster::find_bin().is_none() {
         println!("\nPostgreSQL: skipped (no server binaries; apt-get install postgresql)");
-        return Ok(());
+    } else {
+        println!("\n==> PostgreSQL: {} nodes, {} ports", a.nodes, a.nodes * 2);
+        let pdir = dir.join("pg");
+        std::fs::create_dir_all(&pdir)?;
+        let cluster = ingot_pg_cluster::Cluster::start(&pdir.join("cluster"))?;
+        let url = cluster.create_db("ingot_bench_api")?;
+        pg = Some(run_backend(
+            a,
+            bin,
+            &pdir,
+            &url,
+            None,
+            Some((&cluster, "ingot_bench_api")),
+        )?);
     }
-    println!("\n==> PostgreSQL: {} nodes, {} ports", a.nodes, a.nodes * 2);
-    let pdir = dir.join("pg");
-    std::fs::create_dir_all(&pdir)?;
-    let cluster = ingot_pg_cluster::Cluster::start(&pdir.join("cluster"))?;
-    let url = cluster.create_db("ingot_bench_api")?;
-    let pg = run_backend(
-        a,
-        bin,
-        &pdir,
-        &url,
-        None,
-        Some((&cluster, "ingot_bench_api")),
-    )?;
-    print_table("SQLite", &sqlite);
-    print_table("PostgreSQL", &pg);
+    print_table("SQLite", &sqlite, true);
+    if let Some(pg) = &pg {
+        print_table("PostgreSQL", pg, true);
+    }
+    if let Some(ironic) = &ironic {
+        print_table("Ironic (SQLite)", ironic, false);
+        let mut ours = vec![("Ingot SQLite", sqlite.as_slice())];
+        if let Some(pg) = &pg {
+            ours.push(("Ingot PostgreSQL", pg.as_slice()));
+        }
+        print_vs_ironic(&ours, ironic);
+    }
     Ok(())
+}
+
+/// The five calls side by side with Ironic's, and the throughput ratios
+/// (calls per second, one client, against Ironic's).
+fn print_vs_ironic(ours: &[(&str, &[Stats])], ironic: &[Stats]) {
+    println!("\nSide by side with Ironic (p50 / p99 ms, and throughput against Ironic's):");
+    let mut head = format!("  {:<50}", "call");
+    for (name, _) in ours {
+        let _ = write!(head, " {name:>28}");
+    }
+    let _ = write!(head, " {:>22}", "Ironic (SQLite)");
+    println!("{head}");
+    let mut worst = f64::INFINITY;
+    for (i, theirs) in ironic.iter().enumerate() {
+        let mut line = format!("  {:<50}", theirs.name);
+        for (_, stats) in ours {
+            let Some(s) = stats.get(i) else { continue };
+            let ratio = s.per_s() / theirs.per_s();
+            worst = worst.min(ratio);
+            let _ = write!(
+                line,
+                " {:>9.2} / {:>8.2} ({:>5.1}x)",
+                s.pct(50.0),
+                s.pct(99.0),
+                ratio
+            );
+        }
+        let _ = write!(
+            line,
+            " {:>10.2} / {:>9.2}",
+            theirs.pct(50.0),
+            theirs.pct(99.0)
+        );
+        println!("{line}");
+    }
+    println!(
+        "  lowest throughput ratio: {worst:.1}x (target: at least 10x) -> {}",
+        if worst >= 10.0 { "met" } else { "NOT met" }
+    );
 }
 
 #[cfg(test)]

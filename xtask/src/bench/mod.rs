@@ -2,6 +2,7 @@
 //! own limits, measured in the same run.
 
 pub mod api;
+pub mod api_ironic;
 pub mod convert;
 pub mod ha;
 pub mod power_sync;
