@@ -1,4 +1,4 @@
-//! `cargo xtask bench api [--nodes N] [--requests R] [--binary PATH] [--sqlite-only]`:
+//! `cargo xtask bench api [--nodes N] [--requests R] [--binary PATH] [--sqlite-only] [--ironic]`:
 //! the API of one release coordinator on a database of N nodes (default
 //! 10,000) with two ports each, on SQLite and again on PostgreSQL (the
 //! private cluster of `tests/pg-cluster`), over real HTTP/1.1 with
@@ -17,6 +17,8 @@
 //! (so the coordinator's start fills the list columns of migration 0007
 //! from the documents, which is timed too). `--binary` runs another
 //! coordinator build (e.g. the base commit's, for the in-memory baseline).
+//! `--ironic` runs the same calls on the real Ironic with the same data
+//! (`api_ironic.rs`) and prints them side by side with the ratios.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
