@@ -22,14 +22,20 @@ const SECRET_FRAGMENTS: [&str; 10] = [
     "key_contents",
 ];
 
-/// True for a key whose value is a secret.
+/// True for a key whose value is a secret (ASCII case ignored; no
+/// allocation: the list renderer asks for every key of every document).
 pub fn is_secret_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    SECRET_FRAGMENTS.iter().any(|f| k.contains(f))
-        || k == "key"
-        || k.ends_with("_key")
-        || k.ends_with("-key")
-        || k == "configdrive"
+    let k = key.as_bytes();
+    let ends = |suffix: &[u8]| {
+        k.len() >= suffix.len() && k[k.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+    };
+    SECRET_FRAGMENTS.iter().any(|f| {
+        let f = f.as_bytes();
+        k.windows(f.len()).any(|w| w.eq_ignore_ascii_case(f))
+    }) || k.eq_ignore_ascii_case(b"key")
+        || ends(b"_key")
+        || ends(b"-key")
+        || k.eq_ignore_ascii_case(b"configdrive")
 }
 
 /// `s` with the password of every `scheme://user:password@` masked, or
@@ -138,6 +144,54 @@ mod tests {
         );
         assert_eq!(v["plain"], "user@example.com");
         assert_eq!(v["empty_password"], Value::Null);
+    }
+
+    #[test]
+    fn secret_keys_as_the_lowercasing_test_found_them() {
+        let old = |key: &str| {
+            let k = key.to_ascii_lowercase();
+            SECRET_FRAGMENTS.iter().any(|f| k.contains(f))
+                || k == "key"
+                || k.ends_with("_key")
+                || k.ends_with("-key")
+                || k == "configdrive"
+        };
+        for key in [
+            "",
+            "k",
+            "key",
+            "KEY",
+            "Key",
+            "a_key",
+            "A_KEY",
+            "a-Key",
+            "keys",
+            "key_id",
+            "ipmi_password",
+            "IPMI_PASSWORD",
+            "snmp_community",
+            "agent_secret_token",
+            "Private",
+            "ssh_key_contents",
+            "configdrive",
+            "ConfigDrive",
+            "configdrives",
+            "passwd",
+            "pswd",
+            "passphrase",
+            "credentials",
+            "tokenless",
+            "monkey",
+            "é_key",
+            "clé",
+            "pass",
+            "address",
+            "deploy_kernel",
+            "_key",
+            "-key",
+        ] {
+            assert_eq!(is_secret_key(key), old(key), "{key}");
+        }
     }
 
     #[test]
