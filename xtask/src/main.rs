@@ -55,6 +55,8 @@ tasks:
                        spread, takeover after SIGKILL, one owner per node (docs/benchmarks.md)
   bench api            the node and port API on 10,000 nodes, SQLite and PostgreSQL, p50/p99
                        per call against the in-memory path (docs/benchmarks.md)
+  bench fleet          100 and 1,000 concurrent deploys (ipmi against bmc-fleet, simulated
+                       agents over HTTP), SQLite and PostgreSQL; --ironic: real Ironic beside it
   fuzz [--seconds N] [TARGET...]
                        run every fuzz target (or those named) N seconds each (default 60) under
                        libFuzzer with nightly and cargo-fuzz (installed if missing); see docs/fuzzing.md";

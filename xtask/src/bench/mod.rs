@@ -4,6 +4,7 @@
 pub mod api;
 pub mod api_ironic;
 pub mod convert;
+pub mod fleet;
 pub mod ha;
 pub mod power_sync;
 pub mod timing;
@@ -13,7 +14,7 @@ pub mod write_image;
 use anyhow::{Result, bail};
 
 /// The benchmarks, for the usage text.
-pub const NAMES: &str = "write-image | wipe | power-sync | convert | ha | api";
+pub const NAMES: &str = "write-image | wipe | power-sync | convert | ha | api | fleet";
 
 /// Runs the benchmark named by the first argument.
 pub fn run(args: &[String]) -> Result<()> {
@@ -24,6 +25,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("convert") => convert::run(&args[1..]),
         Some("ha") => ha::run(&args[1..]),
         Some("api") => api::run(&args[1..]),
+        Some("fleet") => fleet::run(&args[1..]),
         Some(other) => bail!("unknown benchmark {other:?}; expected one of: {NAMES}"),
         None => bail!("which benchmark? cargo xtask bench <{NAMES}>"),
     }
