@@ -213,7 +213,6 @@ fn scenario(
     flavor: &str,
     server: &mut Guard,
     label: String,
-    dir: &Path,
 ) -> Result<Row> {
     let pid = server.0.id();
     let mut cmd = with_nofile(&release.join("ingot-agent-fleet"));
@@ -242,10 +241,7 @@ fn scenario(
         }
         println!("  {line}");
         if let Some(st) = server.0.try_wait()? {
-            bail!(
-                "{label}: the API process exited ({st}); see {}",
-                dir.display()
-            );
+            bail!("{label}: the API process exited ({st}); see its log");
         }
     }
     let cpu1 = cpu_seconds(pid);
@@ -303,7 +299,6 @@ fn run_ingot(
         "ingot",
         &mut coord,
         format!("Ingot, {label}"),
-        &dir,
     )
 }
 
@@ -396,7 +391,6 @@ fn run_ironic(a: &Args, release: &Path, dir: &Path, n: usize) -> Result<Row> {
         "ironic",
         &mut server,
         "Ironic, SQLite".into(),
-        &dir,
     );
     // The all-in-one process has workers: stop the whole group.
     let _ = Command::new("kill")
