@@ -1,6 +1,6 @@
 //! `cargo xtask bench fleet [--nodes N]… [--db sqlite|postgres|both]
 //! [--ironic] [--ironic-nodes M] [--wipe-ms MS] [--write-ms MS]
-//! [--heartbeat-s S]`: concurrent deploys at fleet scale (issue 21 item 4).
+//! [--heartbeat-s S] [--no-build]`: concurrent deploys at fleet scale (issue 21 item 4).
 //!
 //! For each database (SQLite, then PostgreSQL on the private cluster of
 //! `tests/pg-cluster`) and each N (default 100 and 1,000), one release
@@ -38,7 +38,7 @@ use super::power_sync::{
 use crate::util;
 
 const USAGE: &str = "usage: cargo xtask bench fleet [--nodes N]... [--db sqlite|postgres|both] \
-                     [--ironic] [--ironic-nodes M] [--wipe-ms MS] [--write-ms MS] [--heartbeat-s S]";
+                     [--ironic] [--ironic-nodes M] [--wipe-ms MS] [--write-ms MS] [--heartbeat-s S] [--no-build]";
 
 #[derive(Debug)]
 struct Args {
@@ -49,6 +49,8 @@ struct Args {
     wipe_ms: u64,
     write_ms: u64,
     heartbeat_s: u64,
+    /// Use the release binaries already in the target directory.
+    no_build: bool,
 }
 
 fn parse(args: &[String]) -> Result<Args> {
@@ -60,6 +62,7 @@ fn parse(args: &[String]) -> Result<Args> {
         wipe_ms: 2000,
         write_ms: 5000,
         heartbeat_s: 10,
+        no_build: false,
     };
     let mut ironic_nodes = 100;
     let mut ironic = false;
@@ -67,6 +70,10 @@ fn parse(args: &[String]) -> Result<Args> {
     while let Some(k) = it.next() {
         if k == "--ironic" {
             ironic = true;
+            continue;
+        }
+        if k == "--no-build" {
+            a.no_build = true;
             continue;
         }
         let v = it.next().context(USAGE)?;
@@ -405,17 +412,19 @@ pub fn run(args: &[String]) -> Result<()> {
     if a.postgres && ingot_pg_cluster::find_bin().is_none() {
         bail!("needs the PostgreSQL server (apt-get install postgresql), or --db sqlite");
     }
-    println!("\n==> building the coordinator, the BMC fleet and the agent fleet (release)");
-    util::run(util::cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "ingot-coordinator",
-        "-p",
-        "ingot-bmc-fleet",
-        "-p",
-        "ingot-agent-fleet",
-    ]))?;
+    if !a.no_build {
+        println!("\n==> building the coordinator, the BMC fleet and the agent fleet (release)");
+        util::run(util::cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "ingot-coordinator",
+            "-p",
+            "ingot-bmc-fleet",
+            "-p",
+            "ingot-agent-fleet",
+        ]))?;
+    }
     let release = util::target_dir().join("release");
     let dir = std::env::temp_dir().join(format!("ingot-bench-fleet-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
