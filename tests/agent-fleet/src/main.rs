@@ -161,7 +161,17 @@ impl Api {
     ) -> Result<Value> {
         let mut tries = 0;
         loop {
-            let (st, v) = self.call(method.clone(), path, Some(body.clone())).await?;
+            let (st, v) = match self.call(method.clone(), path, Some(body.clone())).await {
+                Ok(r) => r,
+                // A dropped connection (Ironic's API under load): again.
+                Err(e) if tries < 5 => {
+                    eprintln!("  {e:#}; trying again");
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if st == want {
                 return Ok(v);
             }
@@ -310,7 +320,13 @@ async fn phase(
     let mut last_print = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let states = api.states().await?;
+        let states = match api.states().await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("  polling the states: {e:#}");
+                continue;
+            }
+        };
         let mut n_done = 0;
         let mut failures = Vec::new();
         let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
