@@ -30,8 +30,9 @@ use ingot_initramfs::modinfo::{self, ModInfo};
 use ingot_initramfs::{Arch, Compression};
 
 /// The modules carried by default: virtio (PCI, block, SCSI), NVMe, AHCI,
-/// SCSI disks and CD-ROMs (a config drive attached as a CD) and ISO 9660.
-/// Their dependencies come along.
+/// SCSI disks and CD-ROMs (a config drive attached as a CD), ISO 9660, and
+/// virtio-net (the isolation lab's probes; the init configures no NIC
+/// unless the config drive asks). Their dependencies come along.
 pub const DEFAULT_MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_blk",
@@ -41,6 +42,7 @@ pub const DEFAULT_MODULES: &[&str] = &[
     "nvme",
     "ahci",
     "isofs",
+    "virtio_net",
 ];
 
 /// Where the init finds its module list in the initramfs.

@@ -35,7 +35,7 @@ struct Cli {
     #[arg(long, default_value = "bios")]
     firmware: String,
     /// A module to carry (repeatable; replaces the default list:
-    /// virtio_pci virtio_blk virtio_scsi sd_mod sr_mod nvme ahci isofs).
+    /// virtio_pci virtio_blk virtio_scsi sd_mod sr_mod nvme ahci isofs virtio_net).
     #[arg(long = "module")]
     module: Vec<String>,
     /// Extra kernel arguments after console=ttyS0,115200.

@@ -13,12 +13,17 @@
 //! or `INGOT-TEST-IMAGE no config drive: <reason>`, then stays up like an
 //! OS would, reaping children.
 //!
+//! With `meta.ingot_probe` in meta_data.json (the isolation lab), it then
+//! gives a NIC a static address and prints one `probe {…}` line per host it
+//! tried to reach, then `probes done` (module `net`).
+//!
 //! Not as PID 1, `ingot-testimage-init --probe <disk or image>…` runs only
 //! the config drive search on the given files and prints the same lines.
 
 mod disk;
 mod fat;
 mod iso;
+mod net;
 
 use std::fs::File;
 use std::io::Write;
@@ -112,7 +117,11 @@ fn pid1() -> ! {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    let meta = result.as_ref().ok().map(|f| f.meta.clone());
     report(&mut c, result);
+    if let Some(spec) = meta.as_ref().and_then(net::spec) {
+        probe(&mut c, spec);
+    }
     c.line("up; idling");
     reap_forever()
 }
@@ -221,11 +230,12 @@ fn block_devices() -> Vec<Disk> {
     out
 }
 
-/// Where the config drive was found, and its instance UUID.
+/// Where the config drive was found, its instance UUID and meta_data.json.
 #[derive(Debug)]
 struct Found {
     place: String,
     uuid: String,
+    meta: serde_json::Value,
 }
 
 /// Searches the disks for a `config-2` file system, ISO 9660 or VFAT (whole
@@ -262,8 +272,8 @@ fn search(disks: &[Disk]) -> Result<Found, String> {
         for (offset, place) in places {
             seen += 1;
             if let Some(kind) = disk::config2_at(&dev, offset) {
-                match read_uuid(&dev, offset, kind) {
-                    Ok(uuid) => return Ok(Found { place, uuid }),
+                match read_meta(&dev, offset, kind) {
+                    Ok((uuid, meta)) => return Ok(Found { place, uuid, meta }),
                     Err(e) => notes.push(format!("{place}: {e}")),
                 }
             }
@@ -273,7 +283,11 @@ fn search(disks: &[Disk]) -> Result<Found, String> {
     Err(notes.join("; "))
 }
 
-fn read_uuid(dev: &dyn ReadAt, offset: u64, kind: Config2) -> Result<String, String> {
+fn read_meta(
+    dev: &dyn ReadAt,
+    offset: u64,
+    kind: Config2,
+) -> Result<(String, serde_json::Value), String> {
     let data = match kind {
         Config2::Iso => iso::open(dev, offset)
             .map_err(|e| e.to_string())?
@@ -288,10 +302,37 @@ fn read_uuid(dev: &dyn ReadAt, offset: u64, kind: Config2) -> Result<String, Str
     .ok_or_else(|| format!("no {META_DATA}"))?;
     let meta: serde_json::Value =
         serde_json::from_slice(&data).map_err(|e| format!("{META_DATA}: {e}"))?;
-    meta.get("uuid")
+    let uuid = meta
+        .get("uuid")
         .and_then(serde_json::Value::as_str)
         .map(str::to_owned)
-        .ok_or_else(|| format!("{META_DATA} has no \"uuid\""))
+        .ok_or_else(|| format!("{META_DATA} has no \"uuid\""))?;
+    Ok((uuid, meta))
+}
+
+/// Probe mode: the address, then every probe's line.
+fn probe(c: &mut Console, spec: Result<net::Spec, String>) {
+    let spec = match spec {
+        Ok(s) => s,
+        Err(e) => {
+            c.line(&format!("probe spec: {e}"));
+            return;
+        }
+    };
+    match net::configure(&spec) {
+        Ok(nic) => c.line(&format!(
+            "probe address {}/{} on {nic} ({})",
+            spec.address, spec.prefix, spec.mac
+        )),
+        Err(e) => {
+            c.line(&format!("probe address: {e}"));
+            return;
+        }
+    }
+    for r in net::run(&spec) {
+        c.line(&format!("probe {r}"));
+    }
+    c.line("probes done");
 }
 
 /// Prints the outcome; true if a UUID was found.
