@@ -89,6 +89,9 @@ const APT_PACKAGES: &[&[&str]] = &[
     // with Open vSwitch's schema, and ovs-vsctl to set up and cross-check
     // (openvswitch-switch; its service is not used).
     &["openvswitch-switch"],
+    // The isolation lab: checksum offload off on the veths and taps of
+    // Open vSwitch's userspace datapath (`ethtool -K <dev> tx off`).
+    &["ethtool"],
     // coordinator/tests/ssh_switch.rs: a private sshd (its own config, host
     // key and port; the system service is not used) in front of a shell
     // that mimics the switch OSes.

@@ -9,7 +9,9 @@
 //! runs the lab a second time with TLS on every hop and the image from a
 //! real Glance, on the ramdisk and image the first run built, and
 //! [`run_ha_again`] the HA lab (three coordinators on PostgreSQL, two of
-//! them killed in the middle of the work) on the same files.
+//! them killed in the middle of the work) on the same files, and
+//! [`run_isolation_again`] the isolation lab (two servers on Open vSwitch,
+//! tenant VLANs, issue 19).
 
 use std::process::Command;
 use std::time::Instant;
@@ -17,6 +19,10 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 
 use crate::util;
+
+/// Where the lab's ramdisk and test image are built (`ingot-lab demo
+/// --build-dir`), shared by every variant.
+const BUILD_DIR: &str = "build";
 
 /// How the host binaries are built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +42,7 @@ const LAB_FLAGS: &[&str] = &[
     "--tls",
     "--glance",
     "--ha",
+    "--isolation",
     "--network=l2",
     "--network=slirp",
 ];
@@ -73,10 +80,19 @@ pub fn run(build: Build, verbose: bool, flags: &[String]) -> Result<String> {
     let host_s = t.elapsed().as_secs_f64();
     let target = util::target_dir();
     let bin = target.join("debug");
+    // The isolation lab has its own work directory (the plain lab's
+    // evidence stays); every variant builds into target/e2e/build.
+    let work = target.join(if flags.iter().any(|f| f == "--isolation") {
+        "e2e-isolation"
+    } else {
+        "e2e"
+    });
     let mut cmd = Command::new(bin.join("ingot-lab"));
     cmd.arg("demo")
         .arg("--workdir")
-        .arg(target.join("e2e"))
+        .arg(&work)
+        .arg("--build-dir")
+        .arg(target.join("e2e").join(BUILD_DIR))
         .arg("--coordinator")
         .arg(bin.join("ingot-coordinator"))
         .arg("--test-image-builder")
@@ -103,7 +119,7 @@ pub fn run(build: Build, verbose: bool, flags: &[String]) -> Result<String> {
     if !st.success() {
         bail!(
             "the end-to-end lab failed ({st}) after {timings}; evidence in {}",
-            target.join("e2e").display()
+            work.display()
         );
     }
     Ok(timings)
@@ -114,7 +130,7 @@ pub fn run(build: Build, verbose: bool, flags: &[String]) -> Result<String> {
 fn lab_again(work: &std::path::Path) -> Command {
     let target = util::target_dir();
     let bin = target.join("debug");
-    let built = target.join("e2e").join("build");
+    let built = target.join("e2e").join(BUILD_DIR);
     let mut cmd = Command::new(bin.join("ingot-lab"));
     cmd.arg("run")
         .arg("--workdir")
@@ -188,6 +204,32 @@ pub fn run_ha_again() -> Result<String> {
     Ok(timings)
 }
 
+/// The isolation lab (`ingot-lab run --isolation`, issue 19): two servers
+/// on a private Open vSwitch the coordinator programs, tenant hosts in
+/// network namespaces; reachability before and after, drift corrected, a
+/// dead switch failing the deploy closed. Reuses the ramdisk and test image
+/// the last [`run`] built. Evidence in `target/e2e-isolation/`
+/// (`isolation.json`). Returns the lab's time and the checks' count.
+pub fn run_isolation_again() -> Result<String> {
+    let work = util::target_dir().join("e2e-isolation");
+    let mut cmd = lab_again(&work);
+    cmd.arg("--isolation");
+    println!("\n==> the isolation lab: two servers on Open vSwitch, tenant VLANs");
+    util::announce(&cmd);
+    let t = Instant::now();
+    let st = cmd.status()?;
+    let summary = std::fs::read_to_string(work.join("isolation-summary.txt")).unwrap_or_default();
+    let timings = format!("lab {:.0} s; {}", t.elapsed().as_secs_f64(), summary.trim());
+    println!("e2e (isolation): {timings}");
+    if !st.success() {
+        bail!(
+            "the isolation lab failed ({st}) after {timings}; evidence in {}",
+            work.display()
+        );
+    }
+    Ok(timings)
+}
+
 /// Glance's share of a run, from its `report.json`: " (Glance venv V s,
 /// start S s)", or nothing when the report has no Glance times.
 fn glance_times(report: &str) -> String {
@@ -218,6 +260,7 @@ mod tests {
         assert!(f(&["--tls", "--glance"]));
         assert!(f(&["--glance", "--fast-track"]));
         assert!(f(&["--ha"]));
+        assert!(f(&["--isolation"]));
         assert!(f(&["--network=slirp", "--tls"]));
         assert!(!f(&["--network", "slirp"]));
         assert!(f(&[]));

@@ -5,7 +5,7 @@
 //!   through the coordinator's Ironic API), with progress.
 //! - `e2e`: the same lab as CI runs it.
 //!
-//! `demo` and `e2e` take `--fast-track`, `--tls`, `--glance` and `--network=slirp`, or `--ha`.
+//! `demo` and `e2e` take `--fast-track`, `--tls`, `--glance` and `--network=slirp`, or `--ha` or `--isolation`.
 //! - `agent [--arch A]`, `ramdisk [--arch A]`: the static agent, or the agent
 //!   ramdisk from Debian's kernel, for x86_64 or aarch64 (cross toolchain
 //!   installed if missing; docs/architectures.md).
@@ -32,7 +32,8 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   test                 install missing packages, then fmt, clippy, tests, the static agent build,
-                       the lab, the lab again with --tls --glance, and the HA lab (--ha)
+                       the lab, the lab again with --tls --glance, the HA lab (--ha) and the
+                       isolation lab (--isolation)
   demo [FLAGS]         a virtual server provisioned end to end: inspect, clean, deploy, boot, wipe
   e2e [FLAGS]          the same lab as CI runs it (evidence in target/e2e/)
                        FLAGS: --fast-track (the node keeps its agent between phases, Ironic's fast track)
@@ -41,6 +42,8 @@ tasks:
                               --network=slirp (QEMU's user network instead of a bridge with the
                                 coordinator's DHCP, for machines without network namespaces)
                               --ha (three coordinators on PostgreSQL, two killed mid-work; alone)
+                              --isolation (two servers on Open vSwitch, tenant VLANs, drift, a dead
+                                switch; alone; evidence in target/e2e-isolation/)
   agent [--arch A]     build the static agent for A (x86_64 or aarch64; the cross toolchain is
                        installed if missing) and check that it is a static ELF for A
   ramdisk [--arch A]   the same, then Debian's kernel for A and the agent ramdisk

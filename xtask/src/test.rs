@@ -9,7 +9,9 @@
 //! again with TLS on every hop and the image from a real Glance
 //! (`ingot-lab run --tls --glance`), and the HA lab: three coordinators on
 //! PostgreSQL, two of them killed mid-deploy and mid-cleaning
-//! (`ingot-lab run --ha`). A failed gate does not stop the later
+//! (`ingot-lab run --ha`), and the isolation lab: two servers on a private
+//! Open vSwitch, tenant VLANs, drift and a dead switch (`ingot-lab run
+//! --isolation`). A failed gate does not stop the later
 //! ones (except the ELF check, which needs the build); the task exits
 //! non-zero if any failed.
 
@@ -298,6 +300,19 @@ pub fn run() -> Result<()> {
             format!(
                 "{}; {timings}",
                 util::target_dir().join("e2e-ha/report.json").display()
+            )
+        })
+    });
+
+    // Tenant isolation on a private Open vSwitch: two servers, tenant
+    // hosts, drift and a dead switch; same ramdisk and image.
+    gate("e2e lab (isolation)", &mut || {
+        crate::e2e::run_isolation_again().map(|timings| {
+            format!(
+                "{}; {timings}",
+                util::target_dir()
+                    .join("e2e-isolation/isolation.json")
+                    .display()
             )
         })
     });

@@ -31,7 +31,9 @@ pub fn install(workdir: PathBuf) {
             std::thread::sleep(Duration::from_millis(100));
         }
         eprintln!("ingot-lab: interrupted; powering the server off");
-        crate::chassis::NodeDir(workdir.join("node1")).power_off();
+        for n in ["node1", "node2"] {
+            crate::chassis::NodeDir(workdir.join(n)).power_off();
+        }
         crate::glance::stop_left_over(&workdir.join("glance"), &workdir.join("glance-lab.log"));
         // SAFETY: kill(2) to our own process group; this process catches
         // SIGTERM (above), so only the children act on it.

@@ -14,6 +14,10 @@
 //! inspect, provide (metadata wipe), deploy with a config drive, boot from
 //! disk, undeploy with a secure wipe; and the host checks the disk files.
 //!
+//! `--isolation` runs two servers on a private Open vSwitch that the
+//! coordinator programs, with namespace hosts standing in for other tenants
+//! (module `isolation`).
+//!
 //! `--ha` runs three coordinators on a private PostgreSQL cluster instead and
 //! kills two of them in the middle of the work (module `ha`).
 //!
@@ -30,10 +34,12 @@ pub mod glance;
 pub mod ha;
 pub mod history;
 pub mod interrupt;
+pub mod isolation;
 pub mod journal;
 pub mod members;
 pub mod metrics;
 pub mod netns;
+pub mod ovs;
 pub mod prepare;
 pub mod proc;
 pub mod report;

@@ -55,6 +55,12 @@ struct Common {
     /// ownership.
     #[arg(long)]
     ha: bool,
+    /// The isolation lab (issue 19): two servers on a private Open vSwitch
+    /// (userspace datapath) that the coordinator programs over OVSDB, tenant
+    /// hosts in network namespaces; every probe and check in isolation.json.
+    /// Fast track, no inspection. Needs root.
+    #[arg(long)]
+    isolation: bool,
     /// With --ha: a single-coordinator run's report.json, whose deploy time
     /// is the baseline of the deploy with a kill.
     #[arg(long)]
@@ -99,6 +105,10 @@ enum Cmd {
         /// Where the Debian kernel is cached.
         #[arg(long, default_value = "target/kernel")]
         kernel_cache: PathBuf,
+        /// Where the ramdisk and the test image are built (default: `build`
+        /// in the work directory); a current ramdisk there is reused.
+        #[arg(long)]
+        build_dir: Option<PathBuf>,
     },
     /// ipmi_sim's chassis_control program (not for people).
     ChassisControl {
@@ -112,6 +122,7 @@ enum Cmd {
 
 fn run(common: Common, artifacts: Artifacts) -> Result<()> {
     let lab_bin = std::env::current_exe().context("locating ingot-lab")?;
+    let common_isolation = common.isolation;
     let workdir = std::path::absolute(&common.workdir)?;
     // The HA lab's three coordinators stay on QEMU's user network: iPXE
     // chains to each in turn from QEMU's TFTP (three DHCP servers on one
@@ -130,7 +141,11 @@ fn run(common: Common, artifacts: Artifacts) -> Result<()> {
             ingot_lab::glance::GlanceServer::venv(&build.join("glance-venv.log"))?;
         }
         // Before any thread exists (checked): a namespace is per thread.
-        ingot_lab::netns::enter()?;
+        if common.isolation {
+            ingot_lab::netns::enter_empty()?;
+        } else {
+            ingot_lab::netns::enter()?;
+        }
     }
     let report = ingot_lab::run(&Options {
         workdir: workdir.clone(),
@@ -142,6 +157,7 @@ fn run(common: Common, artifacts: Artifacts) -> Result<()> {
         tls: common.tls,
         glance: common.glance,
         ha: common.ha,
+        isolation: common.isolation,
         baseline: common
             .baseline
             .as_deref()
@@ -151,7 +167,15 @@ fn run(common: Common, artifacts: Artifacts) -> Result<()> {
         phase_timeout: Duration::from_secs(common.phase_timeout),
     })?;
     println!("\n{}", report.table());
-    if let Some(ha) = &report.ha {
+    if common_isolation {
+        println!(
+            "isolation: {}; evidence in {}",
+            std::fs::read_to_string(workdir.join("isolation-summary.txt"))
+                .unwrap_or_default()
+                .trim(),
+            workdir.display()
+        );
+    } else if let Some(ha) = &report.ha {
         println!(
             "instance {} booted from disk ({}) after its owner was killed; cleaning completed on {}, the last member; evidence in {}",
             report.instance_uuid,
@@ -205,8 +229,12 @@ fn main() -> ExitCode {
             test_init,
             test_image_builder,
             kernel_cache,
+            build_dir,
         } => (|| {
-            let out = std::path::absolute(&common.workdir)?.join(ingot_lab::scenario::BUILD_DIR);
+            let out = match build_dir {
+                Some(d) => std::path::absolute(d)?,
+                None => std::path::absolute(&common.workdir)?.join(ingot_lab::scenario::BUILD_DIR),
+            };
             std::fs::create_dir_all(&out)?;
             println!(
                 "building the agent ramdisk and the test image in {}",

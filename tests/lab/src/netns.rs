@@ -129,24 +129,8 @@ impl Network {
 /// single thread (a namespace change applies to the calling thread only):
 /// it checks that, and fails rather than leave a thread behind.
 pub fn enter() -> Result<()> {
-    let threads = std::fs::read_dir("/proc/self/task")
-        .context("reading /proc/self/task")?
-        .count();
-    ensure!(
-        threads == 1,
-        "the lab must enter its network namespace with one thread, it has {threads}"
-    );
-    // SAFETY: unshare(2) with CLONE_NEWNET only moves the calling thread,
-    // the process's only one (checked above), into a new network namespace;
-    // it touches no memory of ours.
-    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-        bail!(
-            "unshare(CLONE_NEWNET): {} (the L2 lab needs root; `--network slirp` runs without network namespaces)",
-            std::io::Error::last_os_error()
-        );
-    }
+    enter_empty()?;
     let cidr = format!("{BRIDGE_IP}/{PREFIX_LEN}");
-    ip(&["link", "set", "lo", "up"])?;
     ip(&[
         "link",
         "add",
@@ -166,6 +150,30 @@ pub fn enter() -> Result<()> {
     ip(&["tuntap", "add", TAP, "mode", "tap"])?;
     ip(&["link", "set", TAP, "master", BRIDGE])?;
     ip(&["link", "set", TAP, "up"])?;
+    Ok(())
+}
+
+/// Moves this process into a new network namespace with only `lo` up (the
+/// isolation lab builds its Open vSwitch fabric there, module `ovs`). The
+/// same single-thread rule as [`enter`].
+pub fn enter_empty() -> Result<()> {
+    let threads = std::fs::read_dir("/proc/self/task")
+        .context("reading /proc/self/task")?
+        .count();
+    ensure!(
+        threads == 1,
+        "the lab must enter its network namespace with one thread, it has {threads}"
+    );
+    // SAFETY: unshare(2) with CLONE_NEWNET only moves the calling thread,
+    // the process's only one (checked above), into a new network namespace;
+    // it touches no memory of ours.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        bail!(
+            "unshare(CLONE_NEWNET): {} (the L2 lab needs root; `--network slirp` runs without network namespaces)",
+            std::io::Error::last_os_error()
+        );
+    }
+    ip(&["link", "set", "lo", "up"])?;
     Ok(())
 }
 

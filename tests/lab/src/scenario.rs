@@ -76,6 +76,10 @@ pub struct Options {
     /// A single-coordinator run's `report.json` whose deploy time is the
     /// HA run's baseline for the deploy with a kill.
     pub baseline: Option<PathBuf>,
+    /// The isolation lab (issue 19): two servers whose provisioning NICs
+    /// are ports of a private Open vSwitch the coordinator programs, tenant
+    /// hosts in network namespaces, `isolation.json` (module `isolation`).
+    pub isolation: bool,
     /// The provisioning network: a bridge in the lab's own network
     /// namespace with the coordinator's DHCP server, or QEMU's user network
     /// (the HA lab's three coordinators always use QEMU's user network).
@@ -850,8 +854,10 @@ pub const BUILD_DIR: &str = "build";
 /// process group, so a Ctrl-C that stopped the lab did not stop it).
 fn empty_workdir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    let old = NodeDir(dir.join("node1"));
-    old.power_off();
+    // node2: the isolation lab's second server.
+    for n in ["node1", "node2"] {
+        NodeDir(dir.join(n)).power_off();
+    }
     // A Glance that run started runs in a session of its own.
     crate::glance::stop_left_over(&dir.join("glance"), &dir.join("glance-lab.log"));
     // So does the HA lab's PostgreSQL server (its directory is elsewhere).
@@ -878,6 +884,10 @@ pub fn run(opts: &Options) -> Result<Report> {
         !(opts.ha && (opts.tls || opts.glance || opts.fast_track)),
         "the HA lab runs alone: no --tls, --glance or --fast-track with --ha"
     );
+    ensure!(
+        !(opts.isolation && (opts.ha || opts.tls || opts.glance || opts.network != Network::L2)),
+        "the isolation lab runs alone, on the L2 network: no --ha, --tls, --glance or --network slirp with --isolation"
+    );
     empty_workdir(&opts.workdir)?;
     check_free_space(&opts.workdir)?;
     crate::interrupt::install(opts.workdir.clone());
@@ -887,6 +897,14 @@ pub fn run(opts: &Options) -> Result<Report> {
         log: opts.workdir.join("progress.log"),
     };
     let rt = runtime()?;
+    if opts.isolation {
+        return crate::isolation::run(opts, &progress, &rt).map_err(|e| {
+            e.context(format!(
+                "the isolation lab failed; evidence in {} (isolation.json, node1-console.log, node2-console.log, coordinator.log, ovs/)",
+                opts.workdir.display()
+            ))
+        });
+    }
     let lab = setup(opts, &progress, &rt)?;
     let mut report = Report::default();
     let result = if opts.ha {
