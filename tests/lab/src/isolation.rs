@@ -778,7 +778,15 @@ fn twin_checks(
     lab.sw
         .vsctl(&["set", "port", &lab.twin.port(), &format!("tag={vlan}")])?;
     let from = format!("twin on {whose}'s VLAN {vlan} ({TWIN_IP})");
-    let (ok, d) = twin_dhcp(&lab.twin);
+    // The three at once (each waits up to 4 s when nothing answers).
+    let (twin, port) = (&lab.twin, lab.api_port);
+    let [dhcp, tftp, http] = std::thread::scope(|sc| {
+        let d = sc.spawn(|| twin_dhcp(twin));
+        let t = sc.spawn(|| twin_tftp(twin));
+        let h = sc.spawn(|| twin_http(twin, port));
+        [d, t, h].map(|j| j.join().unwrap_or((false, "probe panicked".into())))
+    });
+    let (ok, d) = dhcp;
     r.entry(
         step,
         &from,
@@ -787,7 +795,7 @@ fn twin_checks(
         reached(ok),
         &d,
     );
-    let (ok, d) = twin_tftp(&lab.twin);
+    let (ok, d) = tftp;
     r.entry(
         step,
         &from,
@@ -796,7 +804,7 @@ fn twin_checks(
         reached(ok),
         &d,
     );
-    let (ok, d) = twin_http(&lab.twin, lab.api_port);
+    let (ok, d) = http;
     r.entry(
         step,
         &from,
@@ -991,7 +999,7 @@ async fn scenario(r: &mut Run<'_>, lab: &mut IsoLab, a: &mut Server, b: &mut Ser
         .map(|v| v.to_string())
         .unwrap_or_else(|| tag_str(&lab.sw, a.tap));
     twin_checks(r, lab, "A active", "node A", &vlan_a, false)?;
-    for (host, hname, target, tname, want) in [
+    let pings = [
         (Some(&lab.host_a), "host-a (tenant-a)", a.ip, "node A", true),
         (
             Some(&lab.host_b),
@@ -1015,8 +1023,18 @@ async fn scenario(r: &mut Run<'_>, lab: &mut IsoLab, a: &mut Server, b: &mut Ser
             "node B",
             false,
         ),
-    ] {
-        let (ok, d) = arping(host, target);
+    ];
+    // At once: each waits up to 3 s when nothing answers.
+    let results: Vec<(bool, String)> = std::thread::scope(|sc| {
+        let js: Vec<_> = pings
+            .iter()
+            .map(|(host, _, target, _, _)| sc.spawn(move || arping(*host, *target)))
+            .collect();
+        js.into_iter()
+            .map(|j| j.join().unwrap_or((false, "arping panicked".into())))
+            .collect()
+    });
+    for ((_, hname, target, tname, want), (ok, d)) in pings.into_iter().zip(results) {
         r.entry(
             "A active",
             hname,

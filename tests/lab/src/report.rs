@@ -82,11 +82,12 @@ impl Report {
             "{:<24} {:>7.1}\n",
             "lifecycle", self.lifecycle_seconds
         ));
-        let worst = self
+        let measured: Vec<f64> = self
             .phases
             .iter()
             .filter_map(|p| p.power_on_to_heartbeat)
-            .fold(0.0_f64, f64::max);
+            .collect();
+        let worst = measured.iter().copied().fold(0.0_f64, f64::max);
         if let Some(ha) = &self.ha {
             for k in &ha.kills {
                 t.push_str(&format!("{}\n", k.line()));
@@ -99,8 +100,14 @@ impl Report {
                 ha.journal.violations.len()
             ));
         }
+        // The isolation lab does not time the boots.
+        let heartbeat = if measured.is_empty() {
+            String::new()
+        } else {
+            format!("power-on → heartbeat ≤ 15 s (worst here {worst:.1} s); ")
+        };
         t.push_str(&format!(
-            "goals (TCG, 2 cores): power-on → heartbeat ≤ 15 s (worst here {worst:.1} s); lifecycle ≤ 180 s ({:.1} s)\n",
+            "goals (TCG, 2 cores): {heartbeat}lifecycle ≤ 180 s ({:.1} s)\n",
             self.lifecycle_seconds
         ));
         t
