@@ -4,8 +4,11 @@
 //! `direct` (the agent): boot device PXE and power on → `wait call-back`; on
 //! the agent's heartbeat the `write_image` deploy step is sent with
 //! `image_info` built from `instance_info` and the config drive; when a
-//! heartbeat shows it finished, `standby.sync`, boot device disk
-//! (persistent), reboot → `active`. With fast track usable (`fast_track.rs`)
+//! heartbeat shows it finished, in UEFI mode `image.install_bootloader`
+//! (the removable-media loader and an NVRAM boot entry, as Ironic's
+//! `configure_local_boot` for whole-disk images), `standby.sync`, boot
+//! device disk (persistent, with the boot mode: [`crate::model::boot_mode`]),
+//! reboot → `active`. With fast track usable (`fast_track.rs`)
 //! the agent left running by cleaning is driven at once instead of booting
 //! the ramdisk; the end (reboot into the instance) is the same.
 
@@ -104,6 +107,10 @@ pub(crate) fn image_info_with_source(
     }
     info.insert("node_uuid".into(), json!(node.uuid));
     info.insert("image_type".into(), json!("whole-disk"));
+    // As Ironic's agent deploy: the mode the instance boots in.
+    if let Some(mode) = crate::model::boot_mode::for_deploy(node) {
+        info.insert("deploy_boot_mode".into(), json!(mode.as_str()));
+    }
     Ok(info)
 }
 
@@ -355,7 +362,26 @@ async fn send_write_image(
     )
 }
 
-/// The image is written: flush, boot from disk, reboot into the instance.
+/// `image.install_bootloader`'s arguments for a whole-disk image in UEFI
+/// mode (IPA's names; the agent finds the ESP and the root disk itself).
+fn install_bootloader_params(node: &Node) -> Map<String, Value> {
+    let ignore = node
+        .driver_info
+        .get("ignore_bootloader_failure")
+        .map(|v| v.as_bool().unwrap_or_else(|| v.as_str() == Some("true")))
+        .unwrap_or(false);
+    let mut p = Map::new();
+    p.insert("root_uuid".into(), Value::Null);
+    p.insert("efi_system_part_uuid".into(), Value::Null);
+    p.insert("prep_boot_part_uuid".into(), Value::Null);
+    p.insert("target_boot_mode".into(), json!("uefi"));
+    p.insert("software_raid".into(), json!(false));
+    p.insert("ignore_bootloader_failure".into(), json!(ignore));
+    p
+}
+
+/// The image is written: in UEFI mode the boot loader, then flush, boot
+/// from disk, reboot into the instance.
 async fn finish_deploy(
     c: &Conductor,
     node: &Node,
@@ -363,6 +389,26 @@ async fn finish_deploy(
     result: Value,
 ) -> Result<Outcome, ConductorError> {
     let uuid = &node.uuid;
+    if crate::model::boot_mode::for_deploy(node) == Some(crate::model::boot_mode::BootMode::Uefi) {
+        let mut params = c.step_params(node).await?;
+        params.extend(install_bootloader_params(node));
+        match c
+            .agent_execute(node, ep, "image.install_bootloader", params, true)
+            .await
+        {
+            Ok(r) if r.command_status == CommandStatus::Failed => {
+                // As Ironic for a whole-disk image: the image's own loader
+                // may still boot (the agent may be old); logged, not fatal.
+                tracing::warn!(node = %uuid, error = %command_error_text(&r), "installing the UEFI boot loader failed; the image's own loader has to boot");
+            }
+            Ok(r) => {
+                info!(node = %uuid, result = ?r.command_result, "UEFI boot loader installed");
+            }
+            Err(e) => {
+                tracing::warn!(node = %uuid, error = %e, "installing the UEFI boot loader failed; the image's own loader has to boot");
+            }
+        }
+    }
     // Flush the page cache to the disk before the out-of-band reboot.
     if let Err(e) = c
         .agent_execute(node, ep, "standby.sync", Map::new(), true)
@@ -562,6 +608,27 @@ mod tests {
             target_provision_state: Some(ProvisionState::Active),
             ..Node::default()
         }
+    }
+
+    #[test]
+    fn the_boot_mode_goes_to_the_agent() {
+        let mut n = waiting();
+        n.instance_info = json!({
+            "image_source": "http://h/i.raw", "image_checksum": "c",
+            "capabilities": {"boot_mode": "uefi"},
+        })
+        .as_object()
+        .cloned()
+        .unwrap();
+        let info = image_info(&n).unwrap();
+        assert_eq!(info["deploy_boot_mode"], "uefi");
+        let p = install_bootloader_params(&n);
+        assert_eq!(p["target_boot_mode"], "uefi");
+        assert_eq!(p["ignore_bootloader_failure"], false);
+        n.instance_info.remove("capabilities");
+        assert!(!image_info(&n).unwrap().contains_key("deploy_boot_mode"));
+        n.boot_mode = Some("bios".into());
+        assert_eq!(image_info(&n).unwrap()["deploy_boot_mode"], "bios");
     }
 
     #[test]

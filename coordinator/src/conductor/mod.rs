@@ -230,13 +230,14 @@ impl Conductor {
         })
     }
 
-    /// What a power driver needs about the node.
+    /// What a power driver needs about the node; its boot mode is the one
+    /// the deploy uses ([`crate::model::boot_mode::for_deploy`]).
     pub fn power_target(node: &Node) -> PowerTarget {
         PowerTarget {
             node_uuid: node.uuid.clone(),
             driver_info: node.driver_info.clone(),
             recorded: node.power_state,
-            boot_mode: node.boot_mode.clone(),
+            boot_mode: crate::model::boot_mode::for_deploy(node).map(|m| m.as_str().to_owned()),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The stored documents: nodes, ports and allocations.
 
 pub mod allocation;
+pub mod boot_mode;
 pub mod mask;
 pub mod node;
 pub mod port;

@@ -47,8 +47,9 @@ pub struct PowerTarget {
     pub driver_info: Map<String, Value>,
     /// The power state the coordinator last recorded.
     pub recorded: Option<PowerState>,
-    /// The node's boot mode (`uefi` or `bios`) when known; IPMI sets the
-    /// UEFI boot flag from it.
+    /// The node's boot mode (`uefi` or `bios`) when known: the instance's or
+    /// node's `boot_mode` capability, else what inspection found. IPMI sets
+    /// the UEFI boot flag from it, Redfish `BootSourceOverrideMode`.
     pub boot_mode: Option<String>,
 }
 
