@@ -3,7 +3,9 @@
 //!
 //! Automated cleaning runs `erase_devices_metadata` by default, or
 //! `erase_devices` (secure) when the configuration (`secure_erase`) or the
-//! node (`driver_info.ingot_secure_erase = true`) asks for it. With the agent:
+//! node (`driver_info.ingot_secure_erase = true`) asks for it; on a node that
+//! boots UEFI ([`crate::model::boot_mode`]) IPA's `clean_uefi_nvram` runs
+//! first, so that the previous tenant's boot entries go. With the agent:
 //! PXE + power on → `clean wait`; on the first heartbeat `clean.get_clean_steps`
 //! then the first step; each heartbeat that shows the step finished sends the
 //! next one at once. Every finished step's `clean_result` (the agent's wipe
@@ -55,7 +57,7 @@ enum CleanPlan {
 /// Decides how cleaning starts on `node`: the manual steps of a `clean`
 /// verb, else (automated cleaning) `erase_devices` when secure erase is asked
 /// for (configuration `secure_erase`, `driver_info.ingot_secure_erase`),
-/// else `erase_devices_metadata`.
+/// else `erase_devices_metadata`; in UEFI mode `clean_uefi_nvram` first.
 fn plan_clean(config: &Config, node: &Node) -> CleanPlan {
     let manual = match &node.intent {
         Some(Intent::Clean { steps: Some(s) }) => Some(s.clone()),
@@ -68,24 +70,29 @@ fn plan_clean(config: &Config, node: &Node) -> CleanPlan {
     let secure = node
         .driver_info_flag("ingot_secure_erase")
         .unwrap_or(config.secure_erase);
-    match manual {
-        Some(steps) => CleanPlan::Steps {
-            steps,
-            mode: "manual",
-        },
-        None if secure => CleanPlan::Steps {
-            steps: vec![
-                json!({"interface": "deploy", "step": "erase_devices", "priority": 10, "abortable": true}),
-            ],
-            mode: "secure",
-        },
-        None => CleanPlan::Steps {
-            steps: vec![
-                json!({"interface": "deploy", "step": "erase_devices_metadata", "priority": 99, "abortable": true}),
-            ],
-            mode: "metadata",
-        },
+    let (erase, mode) = match manual {
+        Some(steps) => {
+            return CleanPlan::Steps {
+                steps,
+                mode: "manual",
+            };
+        }
+        None if secure => (
+            json!({"interface": "deploy", "step": "erase_devices", "priority": 10, "abortable": true}),
+            "secure",
+        ),
+        None => (
+            json!({"interface": "deploy", "step": "erase_devices_metadata", "priority": 99, "abortable": true}),
+            "metadata",
+        ),
+    };
+    let mut steps = vec![];
+    // The previous tenant's boot entries (IPA's step, its default patterns).
+    if crate::model::boot_mode::for_deploy(node) == Some(crate::model::boot_mode::BootMode::Uefi) {
+        steps.push(json!({"interface": "deploy", "step": "clean_uefi_nvram", "priority": 100, "abortable": true, "args": {}}));
     }
+    steps.push(erase);
+    CleanPlan::Steps { steps, mode }
 }
 
 /// Cleaning ends without the agent.
@@ -432,6 +439,15 @@ mod tests {
             plan_clean(&config, &secure),
             CleanPlan::Steps { mode: "secure", .. }
         ));
+
+        let mut uefi = secure.clone();
+        uefi.boot_mode = Some("uefi".into());
+        let CleanPlan::Steps { steps, mode } = plan_clean(&config, &uefi) else {
+            panic!("automated cleaning runs in band");
+        };
+        assert_eq!(mode, "secure");
+        let names: Vec<&str> = steps.iter().filter_map(|s| s["step"].as_str()).collect();
+        assert_eq!(names, ["clean_uefi_nvram", "erase_devices"]);
 
         let mut manual = n.clone();
         manual.automated_clean = Some(false);
