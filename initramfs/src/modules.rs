@@ -17,7 +17,9 @@ pub enum Class {
     /// In-band IPMI (the KCS/SMIC/BT interface and /dev/ipmi0), for the BMC address.
     Bmc,
     /// Buses the disks and NICs hang off that no driver depends on by name:
-    /// virtio-pci, virtio-mmio (arm64 virtual machines, Firecracker), Intel VMD.
+    /// virtio-pci, virtio-mmio (arm64 virtual machines, Firecracker), Intel
+    /// VMD; and efivarfs (UEFI variables: the agent's boot entry), a module
+    /// in Debian's kernels that no device asks for either.
     Bus,
 }
 
@@ -59,6 +61,7 @@ impl Class {
                 "kernel/drivers/virtio/virtio_pci",
                 "kernel/drivers/virtio/virtio_mmio.",
                 "kernel/drivers/pci/controller/vmd.",
+                "kernel/fs/efivarfs/",
             ],
         };
         // Storage reached over a fabric (Fibre Channel, FCoE, iSCSI, NVMe-oF)

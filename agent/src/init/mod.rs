@@ -125,6 +125,12 @@ fn spawn_driver_loading() -> tokio::sync::watch::Receiver<bool> {
     let load = |done: Arc<tokio::sync::watch::Sender<bool>>| {
         if let Some(rel) = kernel_release() {
             let db = modules::ModuleDb::load(&Path::new("/lib/modules").join(&rel));
+            // UEFI variables (the boot entry, clean_uefi_nvram): Debian builds
+            // efivarfs as a module, which no device asks for; the first mount
+            // attempt, before any module, failed then.
+            if Path::new("/sys/firmware/efi").is_dir() && modules::load_named(&db, "efivarfs") {
+                mounts::mount_efivarfs();
+            }
             let loaded = coldplug::load_drivers(db, Path::new("/"));
             tracing::info!(count = loaded.len(), kernel = %rel, "kernel modules loaded");
         }

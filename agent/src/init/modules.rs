@@ -338,6 +338,30 @@ fn load_decompressed(path: &Path) -> std::io::Result<()> {
     Err(e)
 }
 
+/// Loads a module no device asks for (a file system: `efivarfs`) with its
+/// dependencies. True when it is loaded (or built in); false when the
+/// kernel has no such module or loading failed (logged).
+pub fn load_named(db: &ModuleDb, module: &str) -> bool {
+    let name = normalize(module);
+    if db.builtin.contains(&name) {
+        return true;
+    }
+    if db.path_of(&name).is_none() {
+        return false;
+    }
+    for dep in db.load_order(&name) {
+        let Some(path) = db.path_of(&dep) else {
+            continue;
+        };
+        if let Err(e) = finit(&path) {
+            tracing::warn!(module = %dep, error = %e, "module not loaded");
+            return false;
+        }
+    }
+    tracing::info!(module = %name, "module loaded");
+    true
+}
+
 /// A module's load order (dependencies first) with each one's file.
 pub type Chain = Vec<(String, PathBuf)>;
 

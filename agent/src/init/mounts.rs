@@ -51,7 +51,17 @@ fn is_mountpoint(path: &str) -> bool {
 
 /// Mounts what is missing; failures are printed (logging is not up yet).
 pub fn mount_api_filesystems() {
-    for (src, target, fstype, flags, data) in MOUNTS {
+    mount(MOUNTS);
+}
+
+/// Mounts efivarfs again, once its module is loaded (Debian's kernels build
+/// it as a module, so the first attempt, before any module, fails there).
+pub fn mount_efivarfs() {
+    mount(&MOUNTS[MOUNTS.len() - 1..]);
+}
+
+fn mount(entries: &[(&str, &str, &str, libc::c_ulong, &str)]) {
+    for (src, target, fstype, flags, data) in entries {
         if *target == "/sys/firmware/efi/efivars" && !std::path::Path::new(target).exists() {
             continue;
         }
@@ -83,5 +93,14 @@ pub fn mount_api_filesystems() {
                 eprintln!("ingot-agent: mount {fstype} on {target}: {e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn efivarfs_is_the_last_entry() {
+        // mount_efivarfs mounts the last entry only.
+        assert_eq!(super::MOUNTS[super::MOUNTS.len() - 1].2, "efivarfs");
     }
 }
