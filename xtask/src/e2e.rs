@@ -11,7 +11,9 @@
 //! [`run_ha_again`] the HA lab (three coordinators on PostgreSQL, two of
 //! them killed in the middle of the work) on the same files, and
 //! [`run_isolation_again`] the isolation lab (two servers on Open vSwitch,
-//! tenant VLANs, issue 19).
+//! tenant VLANs, issue 19), and
+//! [`run_uefi_again`] the lab under OVMF (UEFI) on the same ramdisk, with
+//! the test image's UEFI variant.
 
 use std::process::Command;
 use std::time::Instant;
@@ -45,7 +47,27 @@ const LAB_FLAGS: &[&str] = &[
     "--isolation",
     "--network=l2",
     "--network=slirp",
+    "--firmware=bios",
+    "--firmware=uefi",
 ];
+
+/// `--network X` and `--firmware X` as one word each (`--network=X`), as
+/// [`LAB_FLAGS`] lists them.
+pub fn joined_flags(args: Vec<String>) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        if a == "--network" || a == "--firmware" {
+            match it.next() {
+                Some(v) => out.push(format!("{a}={v}")),
+                None => out.push(a),
+            }
+        } else {
+            out.push(a);
+        }
+    }
+    out
+}
 
 /// True if every flag is one the lab takes.
 pub fn flags_ok(flags: &[String]) -> bool {
@@ -230,6 +252,57 @@ pub fn run_isolation_again() -> Result<String> {
     Ok(timings)
 }
 
+/// The lab under OVMF (`ingot-lab demo --firmware uefi --fast-track`):
+/// the ramdisk the last [`run`] built in `target/e2e/build` is reused (it
+/// is current: same agent, same kernel), the test image's UEFI variant is
+/// built next to it (`test-image-uefi.raw`, a few seconds), and fast track
+/// keeps the gate short (inspection's agent cleans and deploys; undeploy
+/// boots the ramdisk again). Evidence in `target/e2e-uefi/`. Returns the
+/// lab's time.
+pub fn run_uefi_again() -> Result<String> {
+    let target = util::target_dir();
+    let work = target.join("e2e-uefi");
+    let bin = target.join("debug");
+    // Both are built already: cargo only checks.
+    let agent = util::build_agent()?;
+    let init = util::build_test_init()?;
+    let mut cmd = Command::new(bin.join("ingot-lab"));
+    cmd.arg("demo")
+        .arg("--workdir")
+        .arg(&work)
+        .arg("--build-dir")
+        .arg(target.join("e2e").join("build"))
+        .arg("--coordinator")
+        .arg(bin.join("ingot-coordinator"))
+        .arg("--test-image-builder")
+        .arg(bin.join("ingot-test-image"))
+        .arg("--agent")
+        .arg(agent)
+        .arg("--test-init")
+        .arg(init)
+        .arg("--kernel-cache")
+        .arg(target.join("kernel"))
+        .arg("--firmware")
+        .arg("uefi")
+        .arg("--fast-track");
+    println!("\n==> the lab under OVMF (UEFI), fast track");
+    util::announce(&cmd);
+    let t = Instant::now();
+    let st = cmd.status()?;
+    let timings = format!(
+        "lab {:.0} s (with the UEFI test image)",
+        t.elapsed().as_secs_f64()
+    );
+    println!("e2e (UEFI): {timings}");
+    if !st.success() {
+        bail!(
+            "the UEFI lab failed ({st}) after {timings}; evidence in {}",
+            work.display()
+        );
+    }
+    Ok(timings)
+}
+
 /// Glance's share of a run, from its `report.json`: " (Glance venv V s,
 /// start S s)", or nothing when the report has no Glance times.
 fn glance_times(report: &str) -> String {
@@ -265,5 +338,13 @@ mod tests {
         assert!(!f(&["--network", "slirp"]));
         assert!(f(&[]));
         assert!(!f(&["--glances"]));
+        let j = joined_flags(
+            ["--firmware", "uefi", "--tls", "--network", "slirp"]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+        );
+        assert_eq!(j, ["--firmware=uefi", "--tls", "--network=slirp"]);
+        assert!(flags_ok(&j));
     }
 }

@@ -5,7 +5,8 @@
 //!   through the coordinator's Ironic API), with progress.
 //! - `e2e`: the same lab as CI runs it.
 //!
-//! `demo` and `e2e` take `--fast-track`, `--tls`, `--glance` and `--network=slirp`, or `--ha` or `--isolation`.
+//! `demo` and `e2e` take `--fast-track`, `--tls`, `--glance`, `--network=slirp` and
+//! `--firmware uefi`, or `--ha` or `--isolation`.
 //! - `agent [--arch A]`, `ramdisk [--arch A]`: the static agent, or the agent
 //!   ramdisk from Debian's kernel, for x86_64 or aarch64 (cross toolchain
 //!   installed if missing; docs/architectures.md).
@@ -65,7 +66,7 @@ tasks:
                        libFuzzer with nightly and cargo-fuzz (installed if missing); see docs/fuzzing.md";
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args = e2e::joined_flags(std::env::args().skip(1).collect());
     let result = match args.first().map(String::as_str) {
         Some("test") if args.len() == 1 => test::run(),
         Some("demo") if e2e::flags_ok(&args[1..]) => {

@@ -9,9 +9,10 @@
 //! again with TLS on every hop and the image from a real Glance
 //! (`ingot-lab run --tls --glance`), and the HA lab: three coordinators on
 //! PostgreSQL, two of them killed mid-deploy and mid-cleaning
-//! (`ingot-lab run --ha`), and the isolation lab: two servers on a private
+//! (`ingot-lab run --ha`), the isolation lab: two servers on a private
 //! Open vSwitch, tenant VLANs, drift and a dead switch (`ingot-lab run
-//! --isolation`). A failed gate does not stop the later
+//! --isolation`), and the lab under OVMF (UEFI, fast track) on the same
+//! ramdisk with the test image's UEFI variant. A failed gate does not stop the later
 //! ones (except the ELF check, which needs the build); the task exits
 //! non-zero if any failed.
 
@@ -313,6 +314,16 @@ pub fn run() -> Result<()> {
                 util::target_dir()
                     .join("e2e-isolation/isolation.json")
                     .display()
+            )
+        })
+    });
+
+    // The lab under OVMF: the same ramdisk, the UEFI test image, fast track.
+    gate("e2e lab (UEFI)", &mut || {
+        crate::e2e::run_uefi_again().map(|timings| {
+            format!(
+                "{}; {timings}",
+                util::target_dir().join("e2e-uefi/report.json").display()
             )
         })
     });

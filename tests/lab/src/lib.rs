@@ -45,10 +45,12 @@ pub mod proc;
 pub mod report;
 pub mod scenario;
 pub mod serial;
+pub mod uefi;
 
 pub use netns::Network;
 pub use prepare::Artifacts;
 pub use scenario::{Options, run};
+pub use uefi::Firmware;
 
 /// SHA-256 of a file, in hex.
 pub fn sha256_file(path: &std::path::Path) -> anyhow::Result<String> {

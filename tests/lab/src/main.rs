@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use ingot_lab::{Artifacts, Network, Options, prepare};
+use ingot_lab::{Artifacts, Firmware, Network, Options, prepare};
 
 #[derive(Debug, Parser)]
 #[command(about = "Ingot's end-to-end lab: a QEMU server with an ipmi_sim BMC")]
@@ -71,6 +71,11 @@ struct Common {
     /// namespaces).
     #[arg(long, value_enum, default_value_t = Network::L2)]
     network: Network,
+    /// The server's firmware: `bios` (SeaBIOS) or `uefi` (OVMF with a
+    /// variable store per node; the image must be the test image's UEFI
+    /// variant, which `demo` builds).
+    #[arg(long, value_enum, default_value_t = Firmware::Bios)]
+    firmware: Firmware,
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,8 +110,9 @@ enum Cmd {
         /// Where the Debian kernel is cached.
         #[arg(long, default_value = "target/kernel")]
         kernel_cache: PathBuf,
-        /// Where the ramdisk and the test image are built (default: `build`
-        /// in the work directory); a current ramdisk there is reused.
+        /// Where the ramdisk and test image are built (default: `build` in
+        /// the work directory). Another lab's: its ramdisk is reused when
+        /// it is current, and the UEFI test image is a file of its own.
         #[arg(long)]
         build_dir: Option<PathBuf>,
     },
@@ -164,6 +170,7 @@ fn run(common: Common, artifacts: Artifacts) -> Result<()> {
             .map(std::path::absolute)
             .transpose()?,
         network,
+        firmware: common.firmware,
         phase_timeout: Duration::from_secs(common.phase_timeout),
     })?;
     println!("\n{}", report.table());
@@ -246,6 +253,7 @@ fn main() -> ExitCode {
                 test_init: &test_init,
                 test_image_builder: &test_image_builder,
                 out: &out,
+                firmware: common.firmware,
             })?;
             run(common, artifacts)
         })(),

@@ -32,6 +32,9 @@ pub struct Inputs<'a> {
     pub test_image_builder: &'a Path,
     /// Output directory.
     pub out: &'a Path,
+    /// The firmware the test image boots under: `test-image.raw` (BIOS) or
+    /// `test-image-uefi.raw` (a UKI on an ESP).
+    pub firmware: crate::Firmware,
 }
 
 /// True if `dir` holds a ramdisk built from this agent binary and this
@@ -117,8 +120,14 @@ pub fn build(inp: &Inputs<'_>) -> Result<Artifacts> {
         );
     }
     let t = Instant::now();
-    let image = inp.out.join("test-image.raw");
+    let stem = match inp.firmware {
+        crate::Firmware::Bios => "test-image",
+        crate::Firmware::Uefi => "test-image-uefi",
+    };
+    let image = inp.out.join(format!("{stem}.raw"));
     let out = Command::new(inp.test_image_builder)
+        .arg("--firmware")
+        .arg(inp.firmware.name())
         .arg("--kernel")
         .arg(&kernel.vmlinuz)
         .arg("--modules")
@@ -134,7 +143,7 @@ pub fn build(inp: &Inputs<'_>) -> Result<Artifacts> {
         bail!("ingot-test-image failed ({})", out.status);
     }
     // Its JSON report stays with the image; people get one line.
-    std::fs::write(inp.out.join("test-image.json"), &out.stdout)?;
+    std::fs::write(inp.out.join(format!("{stem}.json")), &out.stdout)?;
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     println!(
         "test image: {} ({} MiB disk, kernel {}, initrd {} KiB with {} modules; {:.1} s)",

@@ -63,6 +63,11 @@ pub struct Report {
     pub disks: Vec<DiskCheck>,
     /// `driver_internal_info.clean_report` after undeploy (the agent's wipe reports).
     pub clean_report: serde_json::Value,
+    /// The server's firmware (`bios` or `uefi`).
+    pub firmware: String,
+    /// Under OVMF (`--firmware uefi`): the boot mode inspection reported,
+    /// the agent's boot entry, what the firmware booted, what cleaning removed.
+    pub uefi: Option<crate::uefi::Evidence>,
     /// Whether everything checked out.
     pub passed: bool,
 }

@@ -16,6 +16,7 @@ use crate::console::Tail;
 use crate::glance::{GlanceEvidence, GlanceServer};
 use crate::proc::{self, Guard};
 use crate::report::{Phase, Report};
+use crate::uefi::{self, Firmware};
 use crate::{Artifacts, Network, fileserver};
 
 /// The PXE NIC's MAC (enrolled as the node's port).
@@ -84,6 +85,11 @@ pub struct Options {
     /// namespace with the coordinator's DHCP server, or QEMU's user network
     /// (the HA lab's three coordinators always use QEMU's user network).
     pub network: Network,
+    /// The server's firmware: SeaBIOS, or OVMF with a variable store of
+    /// its own (`--firmware uefi`: inspection must report `uefi`, the
+    /// agent's NVRAM boot entry is read from the store, and cleaning must
+    /// remove it).
+    pub firmware: Firmware,
 }
 
 /// What the TLS run proves about each hop, from the coordinator's own log
@@ -445,6 +451,7 @@ fn qemu_argv(
     ports: &QemuPorts,
     pxe: bool,
     network: Network,
+    firmware: Firmware,
 ) -> Vec<String> {
     let (nic_idx, disk_idx) = if pxe { (1, 2) } else { (2, 1) };
     let mut a: Vec<String> = [
@@ -464,6 +471,12 @@ fn qemu_argv(
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
+    // OVMF: its code read-only, the node's own variable store writable (it
+    // outlives this QEMU, as NVRAM does). The provisioning NIC keeps QEMU's
+    // default ROM, efi-virtio.rom, whose EFI iPXE driver OVMF loads.
+    if firmware == Firmware::Uefi {
+        a.extend(uefi::qemu_args(&node.0));
+    }
     let mut push = |k: &str, v: String| {
         a.push(k.to_owned());
         a.push(v);
@@ -672,9 +685,35 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
         agent_forward: fwd,
     };
     let spec = NodeSpec {
-        argv_pxe: qemu_argv(&node, &console, &disks, &tftp, &qp, true, opts.network),
-        argv_disk: qemu_argv(&node, &console, &disks, &tftp, &qp, false, opts.network),
+        argv_pxe: qemu_argv(
+            &node,
+            &console,
+            &disks,
+            &tftp,
+            &qp,
+            true,
+            opts.network,
+            opts.firmware,
+        ),
+        argv_disk: qemu_argv(
+            &node,
+            &console,
+            &disks,
+            &tftp,
+            &qp,
+            false,
+            opts.network,
+            opts.firmware,
+        ),
     };
+    if opts.firmware == Firmware::Uefi {
+        let vars = uefi::make_vars(&node.0)?;
+        progress.say(&format!(
+            "firmware: OVMF ({}), variable store {}",
+            uefi::OVMF_CODE,
+            vars.display()
+        ));
+    }
 
     std::fs::write(node.spec(), serde_json::to_vec_pretty(&spec)?)?;
     std::fs::write(node.bootdev(), "default")?;
@@ -1064,6 +1103,7 @@ async fn lifecycle(
         .await?;
     report.fast_track = opts.fast_track;
     report.network = opts.network.name().to_owned();
+    report.firmware = opts.firmware.name().to_owned();
     let uuid = node["uuid"].as_str().context("node uuid")?.to_owned();
     report.node_uuid = uuid.clone();
     api.post(
@@ -1115,6 +1155,19 @@ async fn lifecycle(
         n["properties"]["cpu_arch"],
         report.ports
     ));
+    let boot_mode = n["boot_mode"].as_str().unwrap_or("").to_owned();
+    progress.say(&format!("inspected: boot_mode {boot_mode:?}"));
+    if opts.firmware == Firmware::Uefi {
+        ensure!(
+            boot_mode == "uefi",
+            "inspection under OVMF reported boot_mode {:?}, not \"uefi\"",
+            n["boot_mode"]
+        );
+        report.uefi = Some(crate::uefi::Evidence {
+            inspected_boot_mode: boot_mode,
+            ..Default::default()
+        });
+    }
     ensure!(
         report.ports.iter().any(|p| p == SECOND_MAC),
         "inspection did not create a port for the second NIC {SECOND_MAC}: {:?}",
@@ -1181,6 +1234,10 @@ async fn lifecycle(
     }
     waited?;
     ensure_fast_track(opts, lab, ph.started_unix, "deploy")?;
+    if let Some(u) = report.uefi.as_mut() {
+        u.install_bootloader = uefi::installed_line(&opts.workdir.join("coordinator.log"))?;
+        progress.say(&format!("UEFI: {}", u.install_bootloader));
+    }
     if opts.tls {
         report.tls = Some(tls_evidence(&opts.workdir)?);
     }
@@ -1254,6 +1311,12 @@ async fn lifecycle(
             proc::unix_now() - on
         ));
     }
+    if let Some(u) = report.uefi.as_mut() {
+        uefi::check_booted(u, &lab.node.0, &all)?;
+        for l in u.after_deploy.iter().chain(&u.firmware_boot_log) {
+            progress.say(&format!("  UEFI: {l}"));
+        }
+    }
     ph.pump_console();
     ph.finish(report);
 
@@ -1319,6 +1382,18 @@ async fn lifecycle(
         bad.is_empty(),
         "disks not clean after the secure wipe: {bad:?}"
     );
+    if let Some(u) = report.uefi.as_mut() {
+        uefi::check_cleaned(u, &lab.node.0, &report.clean_report)?;
+        progress.say(&format!(
+            "UEFI: clean_uefi_nvram removed {}; the variable store now holds {}",
+            u.removed_by_cleaning.join(", "),
+            if u.after_cleaning.is_empty() {
+                "no boot entries".to_owned()
+            } else {
+                u.after_cleaning.join(", ")
+            }
+        ));
+    }
     secure_wipe_reported(&report.clean_report)?;
     ph.finish(report);
     report.lifecycle_seconds = report
