@@ -57,7 +57,7 @@ pub fn capability(caps: Option<&Value>, key: &str) -> Option<String> {
     }
 }
 
-fn caps<'a>(m: &'a Map<String, Value>) -> Option<&'a Value> {
+fn caps(m: &Map<String, Value>) -> Option<&Value> {
     m.get("capabilities")
 }
 

@@ -450,9 +450,9 @@ fn qemu_argv(
     tftp: &Path,
     ports: &QemuPorts,
     pxe: bool,
-    network: Network,
-    firmware: Firmware,
+    opts: &Options,
 ) -> Vec<String> {
+    let (network, firmware) = (opts.network, opts.firmware);
     let (nic_idx, disk_idx) = if pxe { (1, 2) } else { (2, 1) };
     let mut a: Vec<String> = [
         "qemu-system-x86_64",
@@ -685,26 +685,8 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
         agent_forward: fwd,
     };
     let spec = NodeSpec {
-        argv_pxe: qemu_argv(
-            &node,
-            &console,
-            &disks,
-            &tftp,
-            &qp,
-            true,
-            opts.network,
-            opts.firmware,
-        ),
-        argv_disk: qemu_argv(
-            &node,
-            &console,
-            &disks,
-            &tftp,
-            &qp,
-            false,
-            opts.network,
-            opts.firmware,
-        ),
+        argv_pxe: qemu_argv(&node, &console, &disks, &tftp, &qp, true, opts),
+        argv_disk: qemu_argv(&node, &console, &disks, &tftp, &qp, false, opts),
     };
     if opts.firmware == Firmware::Uefi {
         let vars = uefi::make_vars(&node.0)?;
