@@ -54,6 +54,9 @@
 //! api_url = "http://10.0.2.2:6385"   # what agents call; default: the URL iPXE used
 //! kernel_params = "console=tty0 console=ttyS0,115200n8"
 //! agent_ca_file = "/etc/ingot/ca.pem"   # CA agents trust for the API's HTTPS (ingot.ca_b64=)
+//! [boot.by_arch.aarch64]         # per cpu_arch (Ironic's deploy_kernel_by_arch/deploy_ramdisk_by_arch)
+//! kernel = "/srv/ingot/arm64/vmlinuz"          # served at /boot/aarch64/vmlinuz and TFTP ingot/aarch64/vmlinuz
+//! initramfs = "/srv/ingot/arm64/initramfs.img" # other architectures get [boot] kernel/initramfs
 //!
 //! [power_sync]                   # periodic power-state sync (Ironic's _sync_power_states)
 //! interval_ms = 120000           # 0 turns it off
@@ -81,6 +84,7 @@
 //! timeout_ms = 1000              # retransmission interval unless the client asks (timeout option)
 //! retries = 5                    # retransmissions of one block before giving up
 //! transfer_timeout = 300         # seconds one whole transfer may take
+//! grub_arm64 = "/usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed"  # served as grubnetaa64.efi (default shown, when installed)
 //!
 //! [dhcp]                         # DHCPv4 / proxyDHCP for network boot (docs/network.md)
 //! enabled = false
@@ -98,7 +102,7 @@
 //! http_url = "http://10.0.0.1:8080"  # base of /boot/boot.ipxe; default: [api] boot_listen, else listen
 //! bios_loader = "undionly.kpxe"  # TFTP file for BIOS PXE (arch 0)
 //! uefi_loader = "snponly.efi"    # … x86-64 UEFI PXE (arch 7, 9)
-//! arm64_loader = "snponly-arm64.efi"  # … arm64 UEFI PXE (arch 11)
+//! arm64_loader = "grubnetaa64.efi"  # … arm64 UEFI PXE (arch 11): Debian's signed network GRUB
 //!
 //! [switches.tor1]                # switches carrying the nodes' ports (docs/network.md)
 //! driver = "ovsdb"               # Open vSwitch over OVSDB; "ssh" is coming
@@ -314,7 +318,7 @@ impl Default for DhcpConfig {
             http_url: None,
             bios_loader: "undionly.kpxe".into(),
             uefi_loader: "snponly.efi".into(),
-            arm64_loader: "snponly-arm64.efi".into(),
+            arm64_loader: crate::netboot::tftp::GRUBNETAA64.into(),
             advertise_no_ipv6_router: false,
             port: 67,
         }
@@ -341,6 +345,9 @@ pub struct TftpConfig {
     pub retries: u32,
     /// Longest a whole transfer may take (seconds).
     pub transfer_timeout: u64,
+    /// The arm64 network GRUB served as `grubnetaa64.efi`; default
+    /// [`crate::netboot::tftp::DEBIAN_GRUBNETAA64`] when it exists.
+    pub grub_arm64: Option<std::path::PathBuf>,
 }
 
 impl Default for TftpConfig {
@@ -353,6 +360,7 @@ impl Default for TftpConfig {
             timeout_ms: 1000,
             retries: 5,
             transfer_timeout: 300,
+            grub_arm64: None,
         }
     }
 }
@@ -703,6 +711,20 @@ pub struct BootConfig {
     /// (`ingot.ca_b64=` on the ramdisk's kernel line), when the API's
     /// certificate is not signed by a CA the ramdisk already has.
     pub agent_ca_file: Option<std::path::PathBuf>,
+    /// Deploy kernel and ramdisk per CPU architecture (`[boot.by_arch.<arch>]`,
+    /// keys such as `aarch64`/`arm64`, `x86_64`), chosen by the node's
+    /// `properties.cpu_arch` (see [`crate::netboot`]).
+    pub by_arch: std::collections::BTreeMap<String, ArchFiles>,
+}
+
+/// One architecture's deploy files (`[boot.by_arch.<arch>]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArchFiles {
+    /// Its agent kernel, served at `/boot/<arch>/vmlinuz`.
+    pub kernel: Option<std::path::PathBuf>,
+    /// Its agent initramfs, served at `/boot/<arch>/initramfs.img`.
+    pub initramfs: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -769,5 +791,17 @@ mod tests {
             Some(SocketAddr::from(([127, 0, 0, 1], 9608)))
         );
         assert!(toml::from_str::<Config>("[metrics]\nport = 1\n").is_err());
+    }
+
+    #[test]
+    fn deploy_files_by_architecture() {
+        let c: Config = toml::from_str(
+            "[boot]\nkernel = \"/k/vmlinuz\"\n[boot.by_arch.aarch64]\nkernel = \"/a/vmlinuz\"\ninitramfs = \"/a/initramfs.img\"\n",
+        )
+        .expect("a valid [boot.by_arch] section");
+        let a = &c.boot.by_arch["aarch64"];
+        assert_eq!(a.kernel.as_deref(), Some(Path::new("/a/vmlinuz")));
+        assert_eq!(a.initramfs.as_deref(), Some(Path::new("/a/initramfs.img")));
+        assert!(toml::from_str::<Config>("[boot.by_arch.aarch64]\nramdisk = \"/x\"\n").is_err());
     }
 }

@@ -26,6 +26,7 @@ pub mod image_cache;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod netboot;
 pub mod network;
 pub mod power;
 pub mod server;

@@ -1,5 +1,6 @@
 //! `ingot-coordinator [--log-format text|json] serve [--config <file.toml>] [--listen <addr:port>] [--database <url>]
-//! [--boot-kernel <vmlinuz>] [--boot-initramfs <initramfs>]`
+//! [--boot-kernel <vmlinuz>] [--boot-initramfs <initramfs>]
+//! [--boot-kernel-by-arch <arch>=<vmlinuz>]… [--boot-initramfs-by-arch <arch>=<initramfs>]…`
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,7 +42,23 @@ enum Command {
         /// The agent ramdisk served for network boot (`[boot] initramfs`).
         #[arg(long)]
         boot_initramfs: Option<PathBuf>,
+        /// An architecture's agent kernel, `<arch>=<path>` (`[boot.by_arch.<arch>] kernel`);
+        /// repeatable.
+        #[arg(long, value_parser = arch_path)]
+        boot_kernel_by_arch: Vec<(String, PathBuf)>,
+        /// An architecture's agent ramdisk, `<arch>=<path>` (`[boot.by_arch.<arch>] initramfs`);
+        /// repeatable.
+        #[arg(long, value_parser = arch_path)]
+        boot_initramfs_by_arch: Vec<(String, PathBuf)>,
     },
+}
+
+/// Parses `<arch>=<path>`.
+fn arch_path(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((a, p)) if !a.is_empty() && !p.is_empty() => Ok((a.to_owned(), PathBuf::from(p))),
+        _ => Err(format!("expected <arch>=<path>, got {s:?}")),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,6 +71,8 @@ fn main() -> anyhow::Result<()> {
             database,
             boot_kernel,
             boot_initramfs,
+            boot_kernel_by_arch,
+            boot_initramfs_by_arch,
         } => {
             let mut cfg = match config {
                 Some(p) => Config::from_file(&p)?,
@@ -70,6 +89,12 @@ fn main() -> anyhow::Result<()> {
             }
             if let Some(i) = boot_initramfs {
                 cfg.boot.initramfs = Some(i);
+            }
+            for (arch, k) in boot_kernel_by_arch {
+                cfg.boot.by_arch.entry(arch).or_default().kernel = Some(k);
+            }
+            for (arch, i) in boot_initramfs_by_arch {
+                cfg.boot.by_arch.entry(arch).or_default().initramfs = Some(i);
             }
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -136,10 +136,11 @@ pub async fn start(mut config: Config, power: PowerDrivers) -> Result<Running, S
     // stops start-up instead of leaving a half-working coordinator.
     let mut net = Vec::new();
     let mut tftp_addr = None;
+    let mut tftp = None;
     if config.tftp.enabled {
-        let tftp = crate::tftp::TftpServer::bind(&config.tftp).await?;
-        tftp_addr = tftp.local_addr().ok();
-        net.push(tokio::spawn(tftp.run()));
+        let server = crate::tftp::TftpServer::bind(&config.tftp).await?;
+        tftp_addr = server.local_addr().ok();
+        tftp = Some(server);
     }
     let listener = TcpListener::bind(config.listen)
         .await
@@ -153,9 +154,16 @@ pub async fn start(mut config: Config, power: PowerDrivers) -> Result<Running, S
     })?;
     // With port 0 the real port is known only now; URLs given to agents need it.
     config.listen = addr;
+    let conductor = Conductor::new(db.clone(), config.clone(), power);
+    if let Some(server) = tftp {
+        // GRUB's grub.cfg and the deploy files of each architecture.
+        let files = std::sync::Arc::new(crate::netboot::tftp::NetbootFiles::new(conductor.clone()));
+        net.push(tokio::spawn(server.with_virtual_files(files).run()));
+    }
     if config.dhcp.enabled {
         // After the API is bound: the boot URL handed out needs its port.
-        let dhcp = crate::dhcp::DhcpServer::bind(&config, db.clone())?;
+        let dhcp = crate::dhcp::DhcpServer::bind(&config, db.clone())?
+            .with_arch_hints(conductor.arch_hints().clone());
         net.push(tokio::spawn(dhcp.run()));
         if config.dhcp.advertise_no_ipv6_router {
             let ra = crate::dhcp::ra::NoRouterAdvertiser::bind(&config.dhcp.interface)?;
@@ -182,7 +190,6 @@ pub async fn start(mut config: Config, power: PowerDrivers) -> Result<Running, S
         }
         None => None,
     };
-    let conductor = Conductor::new(db, config.clone(), power);
     if let Some(acceptor) = &tls {
         conductor.consoles().set_tls(acceptor.clone());
     }

@@ -162,6 +162,27 @@ async fn full_mode_with_udhcpc() {
     assert_eq!(ip, link.ip(100).to_string());
     assert_eq!(boot_file, "snponly.efi");
     assert_eq!(siaddr, link.server_ip.to_string());
+    // As arm64 UEFI PXE firmware (architecture 11): Debian's network GRUB,
+    // and the architecture is remembered for the node's boot files
+    // (issue 20 item 3; coordinator/tests/boot_arch.rs uses the record).
+    let l = link.clone();
+    let (_, boot_file, _) = blocking(move || {
+        l.udhcpc(
+            MAC_A,
+            &["-V", "PXEClient:Arch:00011:UNDI:003016", "-x", "0x5d:000b"],
+        )
+    })
+    .await
+    .expect("a lease as arm64 firmware");
+    assert_eq!(boot_file, "grubnetaa64.efi");
+    assert_eq!(
+        running
+            .conductor
+            .arch_hints()
+            .get(MAC_A, ingot_coordinator::model::now_ms())
+            .as_deref(),
+        Some("aarch64")
+    );
     // As iPXE: the boot script's URL.
     let l = link.clone();
     let (ip, boot_file, _) = blocking(move || l.udhcpc(MAC_A, &["-x", "0x4d:69505845"]))

@@ -1,16 +1,21 @@
 //! Network boot of the agent ramdisk over HTTP (outside Ironic's API).
 //!
 //! - `GET /boot/boot.ipxe`: a script that chains to the per-MAC script, for
-//!   DHCP/TFTP set-ups that hand every machine the same first script.
+//!   DHCP/TFTP set-ups that hand every machine the same first script; it
+//!   passes iPXE's `${buildarch}` along (`?arch=`).
 //! - `GET /boot/ipxe/{mac}`: the node's script. A node that needs the agent
 //!   (inspecting, cleaning, deploying and their wait states) gets the ramdisk
 //!   with `ingot.api=` and `BOOTIF=`; a known node in any other state boots
 //!   from its disk (`exit`); an unknown MAC gets a script that says so.
 //!   Always 200 with `text/plain`, so iPXE runs the script and prints why.
+//!   The kernel and ramdisk are those of the node's architecture
+//!   ([`crate::netboot`]: `properties.cpu_arch`, else `?arch=`, else what
+//!   its firmware reported in DHCP option 93).
 //! - `GET|HEAD /boot/vmlinuz`, `/boot/initramfs.img`: the configured files,
-//!   with single-range `Range` requests (206, 416) as iPXE and curl send them.
-//!   A node's `driver_info.deploy_kernel`/`deploy_ramdisk`, when http(s)
-//!   URLs, replace them in its script.
+//!   and `/boot/{arch}/vmlinuz`, `/boot/{arch}/initramfs.img` those of
+//!   `[boot.by_arch.<arch>]`, with single-range `Range` requests (206, 416)
+//!   as iPXE and curl send them. A node's `driver_info.deploy_kernel`/
+//!   `deploy_ramdisk`, when http(s) URLs, replace them in its script.
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -19,11 +24,11 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
 
 use super::{ApiError, AppState, Ctx};
 use crate::model::Node;
 use crate::model::port::normalize_mac;
+use crate::netboot::{DeployFile, agent_cmdline, served_path, url_override};
 
 fn script(body: String) -> Response {
     let mut r = (StatusCode::OK, body).into_response();
@@ -37,39 +42,19 @@ fn script(body: String) -> Response {
 /// `GET /boot/boot.ipxe`
 pub async fn chain(ctx: Ctx) -> Response {
     script(format!(
-        "#!ipxe\n# Ingot: ask the coordinator what this machine boots\nchain {}/boot/ipxe/${{net0/mac}}\n",
+        "#!ipxe\n# Ingot: ask the coordinator what this machine boots\nchain {}/boot/ipxe/${{net0/mac}}?arch=${{buildarch}}\n",
         ctx.base
     ))
 }
 
-fn url_override(node: &Node, key: &str) -> Option<String> {
-    node.driver_info
-        .get(key)
-        .and_then(Value::as_str)
-        .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
-        .map(str::to_owned)
-}
-
-/// The extra kernel parameters of a node's ramdisk: `driver_info.kernel_append_params`
-/// when set (Ironic's per-node override, where `%default%` stands for the
-/// configured parameters), else `[boot] kernel_params`.
-fn kernel_params(node: &Node, default: &str) -> String {
-    match node
-        .driver_info
-        .get("kernel_append_params")
-        .and_then(Value::as_str)
-    {
-        Some(own) => own.replace("%default%", default).trim().to_owned(),
-        None => default.to_owned(),
-    }
-}
-
 /// Renders the per-node script. `base` is where this script was fetched
 /// (the kernel and ramdisk come from there); `api` is what agents call.
-/// `ca_b64` is the CA agents trust for the API (`ingot.ca_b64=`).
+/// `ca_b64` is the CA agents trust for the API (`ingot.ca_b64=`). `arch`
+/// is the node's architecture ([`crate::netboot::node_arch`]).
 pub fn node_script(
     node: Option<&Node>,
     mac: &str,
+    arch: Option<&str>,
     base: &str,
     api: &str,
     ca_b64: Option<&str>,
@@ -87,23 +72,16 @@ pub fn node_script(
             node.provision_state
         );
     }
-    let kernel =
-        url_override(node, "deploy_kernel").unwrap_or_else(|| format!("{base}/boot/vmlinuz"));
-    let initrd = url_override(node, "deploy_ramdisk")
-        .unwrap_or_else(|| format!("{base}/boot/initramfs.img"));
-    let bootif = format!("01-{}", mac.replace(':', "-"));
-    let mut params = kernel_params(node, &boot.kernel_params);
-    if let Some(ca) = ca_b64 {
-        params = format!("ingot.ca_b64={ca} {params}").trim().to_owned();
-    }
-    let extra = if params.is_empty() {
-        String::new()
-    } else {
-        format!(" {params}")
+    let file = |f: DeployFile| {
+        url_override(node, f)
+            .unwrap_or_else(|| format!("{base}/boot/{}", served_path(boot, arch, f)))
     };
+    let kernel = file(DeployFile::Kernel);
+    let initrd = file(DeployFile::Initramfs);
+    let args = agent_cmdline(node, mac, api, ca_b64, boot).join(" ");
     format!(
         "#!ipxe\necho Ingot: node {label} is {}: booting the agent ramdisk\n\
-         kernel {kernel} initrd=initramfs.img ingot.api={api} BOOTIF={bootif}{extra}\n\
+         kernel {kernel} initrd=initramfs.img {args}\n\
          initrd --name initramfs.img {initrd}\nboot\n",
         node.provision_state
     )
@@ -138,6 +116,14 @@ pub async fn per_mac(
         tracing::info!(%mac, "iPXE script for an unknown MAC");
     }
     let config = st.conductor.config();
+    let reported = ctx
+        .query
+        .iter()
+        .find(|(k, _)| k == "arch")
+        .map(|(_, v)| v.clone())
+        .filter(|v| !v.is_empty())
+        .or_else(|| st.conductor.arch_hints().get(&mac, crate::model::now_ms()));
+    let arch = crate::netboot::node_arch(node.as_ref(), reported.as_deref());
     // With several coordinators, agents get every alive member of the
     // node's group (this one first) and move on when one stops answering.
     let api = match &node {
@@ -158,6 +144,7 @@ pub async fn per_mac(
     Ok(script(node_script(
         node.as_ref(),
         &mac,
+        arch.as_deref(),
         &ctx.base,
         &api,
         ca.as_deref(),
@@ -168,7 +155,7 @@ pub async fn per_mac(
 /// What agents call: `[boot] api_url`; else, with HTTPS, the API's port on
 /// the host this script was fetched from (the boot listener may be plain
 /// HTTP on another port); else the script's own base.
-fn agent_api_url(config: &crate::config::Config, base: &str) -> String {
+pub(crate) fn agent_api_url(config: &crate::config::Config, base: &str) -> String {
     if let Some(u) = &config.boot.api_url {
         return u.clone();
     }
@@ -184,7 +171,7 @@ fn agent_api_url(config: &crate::config::Config, base: &str) -> String {
 }
 
 /// The first certificate of a PEM file, as base64 of its DER.
-fn ca_b64(path: &std::path::Path) -> Result<String, String> {
+pub(crate) fn ca_b64(path: &std::path::Path) -> Result<String, String> {
     use base64::Engine;
     use tokio_rustls::rustls::pki_types::CertificateDer;
     use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -384,6 +371,43 @@ pub async fn initramfs(State(st): State<AppState>, get: FileGet) -> Result<Respo
         get,
     )
     .await
+}
+
+/// `GET|HEAD /boot/{arch}/vmlinuz`
+pub async fn arch_kernel(
+    State(st): State<AppState>,
+    Path(arch): Path<String>,
+    get: FileGet,
+) -> Result<Response, ApiError> {
+    arch_file(&st, &arch, DeployFile::Kernel, get).await
+}
+
+/// `GET|HEAD /boot/{arch}/initramfs.img`
+pub async fn arch_initramfs(
+    State(st): State<AppState>,
+    Path(arch): Path<String>,
+    get: FileGet,
+) -> Result<Response, ApiError> {
+    arch_file(&st, &arch, DeployFile::Initramfs, get).await
+}
+
+async fn arch_file(
+    st: &AppState,
+    arch: &str,
+    file: DeployFile,
+    get: FileGet,
+) -> Result<Response, ApiError> {
+    let Some(path) = crate::netboot::by_arch(&st.conductor.config().boot, arch, file) else {
+        return Err(ApiError::not_found(format!(
+            "No {} configured for this architecture: set boot.by_arch.<arch>.{} in the coordinator's configuration.",
+            file.name(),
+            match file {
+                DeployFile::Kernel => "kernel",
+                DeployFile::Initramfs => "initramfs",
+            }
+        )));
+    };
+    serve_file(Some(path.to_path_buf()), file.name(), get).await
 }
 
 /// `GET|HEAD /images/{key}?node=…&expires=…&sig=…`: a cached, verified

@@ -450,6 +450,14 @@ fn routes() -> Router<AppState> {
         .route("/boot/ipxe/{mac}", get(boot::per_mac))
         .route("/boot/vmlinuz", get(boot::kernel).head(boot::kernel))
         .route(
+            "/boot/{arch}/vmlinuz",
+            get(boot::arch_kernel).head(boot::arch_kernel),
+        )
+        .route(
+            "/boot/{arch}/initramfs.img",
+            get(boot::arch_initramfs).head(boot::arch_initramfs),
+        )
+        .route(
             "/boot/initramfs.img",
             get(boot::initramfs).head(boot::initramfs),
         )

@@ -105,6 +105,8 @@ struct Inner {
     draining: std::sync::atomic::AtomicBool,
     /// The configured switches (`[switches]`; conductor/network.rs).
     switches: crate::network::switch::Switches,
+    /// The architectures firmware reported in DHCP (option 93), by MAC.
+    arch_hints: Arc<crate::netboot::arch::ArchHints>,
 }
 
 /// The conductor handle (cheap to clone).
@@ -160,8 +162,15 @@ impl Conductor {
                 held: Mutex::new(HashMap::new()),
                 draining: std::sync::atomic::AtomicBool::new(false),
                 switches,
+                arch_hints: Arc::default(),
             }),
         }
+    }
+
+    /// The architectures firmware reported in DHCP option 93, by MAC (the
+    /// DHCP server records them; the boot scripts read them).
+    pub fn arch_hints(&self) -> &Arc<crate::netboot::arch::ArchHints> {
+        &self.inner.arch_hints
     }
 
     /// The database.

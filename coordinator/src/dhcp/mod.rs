@@ -75,6 +75,8 @@ struct Inner {
     pool: Option<Pool>,
     http_base: String,
     strangers: strangers::Strangers,
+    /// Where the architectures of option 93 go, for the boot scripts.
+    arch_hints: Option<Arc<crate::netboot::arch::ArchHints>>,
 }
 
 /// iPXE's encapsulated option 175, sub-option 176 (`no-pxedhcp`) = 1.
@@ -170,9 +172,19 @@ impl DhcpServer {
                 server_ip,
                 pool,
                 strangers: strangers::Strangers::new(d.unknown_macs_limit),
+                arch_hints: None,
             }),
             sockets,
         })
+    }
+
+    /// Records the client architecture (option 93) of each answered
+    /// request in `hints` (see [`crate::netboot::arch::ArchHints`]).
+    pub fn with_arch_hints(mut self, hints: Arc<crate::netboot::arch::ArchHints>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.arch_hints = Some(hints);
+        }
+        self
     }
 
     /// Serves until the task is aborted.
@@ -290,6 +302,19 @@ impl Inner {
         Ok(())
     }
 
+    /// Remembers the architecture the client reported (option 93), if any.
+    fn record_arch(&self, msg: &Message, mac: &str) {
+        let Some(hints) = &self.arch_hints else {
+            return;
+        };
+        if let Some(DhcpOption::ClientSystemArchitecture(a)) =
+            msg.opts().get(OptionCode::ClientSystemArchitecture)
+            && let Some(arch) = crate::netboot::arch::from_dhcp(u16::from(*a))
+        {
+            hints.record(mac, arch, now_ms());
+        }
+    }
+
     /// Whether an unknown MAC may get an address now; logs a refusal.
     fn admit_stranger(&self, mac: &str, known: &Known) -> bool {
         let now = now_ms();
@@ -349,6 +374,7 @@ impl Inner {
             return Ok(None);
         };
         let client = policy::client(msg);
+        self.record_arch(msg, &mac);
         match (self.config.dhcp.mode, kind) {
             (DhcpMode::Proxy, MessageType::Discover) if !on_pxe_port => {
                 Ok(self.proxy_reply(msg, client, MessageType::Offer))

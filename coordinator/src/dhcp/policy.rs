@@ -161,7 +161,7 @@ mod tests {
         assert_eq!(boot_file(&d, base, Client::Pxe(9)).unwrap(), "snponly.efi");
         assert_eq!(
             boot_file(&d, base, Client::Pxe(11)).unwrap(),
-            "snponly-arm64.efi"
+            "grubnetaa64.efi"
         );
         assert_eq!(boot_file(&d, base, Client::Pxe(2)), None);
         let http = msg(vec![DhcpOption::ClassIdentifier(

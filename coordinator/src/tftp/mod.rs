@@ -13,6 +13,9 @@
 //!   retransmission timeout and retry count per block, and a deadline for
 //!   the whole transfer. Malformed datagrams are dropped.
 //! - Block numbers roll over to 0 after 65535 (see [`transfer`]).
+//! - Files the application makes up ([`VirtualFiles`], such as GRUB's
+//!   per-MAC `grub.cfg`, see [`crate::netboot::tftp`]) are looked up before
+//!   the root.
 
 pub mod packet;
 pub mod path;
@@ -54,16 +57,46 @@ pub enum TftpError {
     },
 }
 
+/// A file the application serves under a name of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VirtualFile {
+    /// Bytes made up for this request.
+    Bytes(Vec<u8>),
+    /// A file anywhere on this host (the application vouches for it).
+    Path(PathBuf),
+}
+
+/// A boxed future of [`VirtualFiles::open`].
+pub type OpenFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<VirtualFile>> + Send + 'a>>;
+
+/// Files made up by the application, asked before the root.
+pub trait VirtualFiles: Send + Sync + 'static {
+    /// The file for a requested name (as sent, leading `/` included), from
+    /// `peer`; `None` when the name is not one of these files.
+    fn open<'a>(&'a self, name: &'a str, peer: SocketAddr) -> OpenFuture<'a>;
+}
+
 /// Where Debian's `ipxe` package puts its loaders; the default root.
 pub const DEBIAN_IPXE_DIR: &str = "/usr/lib/ipxe";
 
 /// Settings a running server uses.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Settings {
     root: PathBuf,
+    virtual_files: Option<Arc<dyn VirtualFiles>>,
     timeout: Duration,
     retries: u32,
     transfer_deadline: Duration,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("root", &self.root)
+            .field("virtual_files", &self.virtual_files.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A bound TFTP server; [`TftpServer::run`] serves it.
@@ -101,12 +134,21 @@ impl TftpServer {
             sock,
             settings: Arc::new(Settings {
                 root,
+                virtual_files: None,
                 timeout: Duration::from_millis(cfg.timeout_ms.max(1)),
                 retries: cfg.retries,
                 transfer_deadline: Duration::from_secs(cfg.transfer_timeout.max(1)),
             }),
             slots: Arc::new(Semaphore::new(cfg.max_transfers.max(1))),
         })
+    }
+
+    /// Serves `files` too, before the root.
+    pub fn with_virtual_files(mut self, files: Arc<dyn VirtualFiles>) -> Self {
+        let mut s = (*self.settings).clone();
+        s.virtual_files = Some(files);
+        self.settings = Arc::new(s);
+        self
     }
 
     /// The bound address.
@@ -185,8 +227,11 @@ impl TftpServer {
                 return;
             }
             let file = req.filename.clone();
-            match tokio::time::timeout(settings.transfer_deadline, serve(&sock, req, &settings))
-                .await
+            match tokio::time::timeout(
+                settings.transfer_deadline,
+                serve(&sock, req, peer, &settings),
+            )
+            .await
             {
                 Ok(Ok(Some(size))) => info!(%peer, %file, size, "TFTP: sent"),
                 Ok(Ok(None)) => {}
@@ -210,9 +255,25 @@ impl TftpServer {
 async fn serve(
     sock: &UdpSocket,
     req: Request,
+    peer: SocketAddr,
     s: &Settings,
 ) -> Result<Option<u64>, transfer::TransferError> {
-    let path = match path::resolve(&s.root, &req.filename) {
+    let made_up = match &s.virtual_files {
+        Some(v) => v.open(&req.filename, peer).await,
+        None => None,
+    };
+    let path = match made_up {
+        Some(VirtualFile::Bytes(bytes)) => {
+            let size = bytes.len() as u64;
+            let neg = transfer::negotiate(&req.options, size, s.timeout);
+            transfer::send_file(sock, transfer::Source::Memory(bytes), size, &neg, s.retries)
+                .await?;
+            return Ok(Some(size));
+        }
+        Some(VirtualFile::Path(p)) => Ok(p),
+        None => path::resolve(&s.root, &req.filename),
+    };
+    let path = match path {
         Ok(p) => p,
         Err(e) => {
             let code = match e {
@@ -238,6 +299,6 @@ async fn serve(
     };
     let size = file.metadata().await?.len();
     let neg = transfer::negotiate(&req.options, size, s.timeout);
-    transfer::send_file(sock, file, size, &neg, s.retries).await?;
+    transfer::send_file(sock, transfer::Source::File(file), size, &neg, s.retries).await?;
     Ok(Some(size))
 }

@@ -101,9 +101,19 @@ fn wire(n: u64) -> u16 {
     (n & 0xffff) as u16
 }
 
+/// What a transfer sends: a file, or bytes made up by the server
+/// ([`super::VirtualFile::Bytes`]).
+#[derive(Debug)]
+pub enum Source {
+    /// An open file.
+    File(tokio::fs::File),
+    /// Bytes in memory.
+    Memory(Vec<u8>),
+}
+
 /// Reads block `n` (1-based) into `buf`; short only at the end of the file.
 async fn read_block(
-    file: &mut tokio::fs::File,
+    source: &mut Source,
     n: u64,
     blksize: usize,
     buf: &mut Vec<u8>,
@@ -112,6 +122,18 @@ async fn read_block(
         .checked_sub(1)
         .and_then(|i| i.checked_mul(blksize as u64))
         .ok_or(TransferError::TooLarge)?;
+    let file = match source {
+        Source::File(f) => f,
+        Source::Memory(bytes) => {
+            let start = usize::try_from(offset)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            let end = start.saturating_add(blksize).min(bytes.len());
+            buf.clear();
+            buf.extend_from_slice(&bytes[start..end]);
+            return Ok(());
+        }
+    };
     file.seek(std::io::SeekFrom::Start(offset)).await?;
     buf.clear();
     buf.resize(blksize, 0);
@@ -147,7 +169,7 @@ async fn recv(sock: &UdpSocket, buf: &mut [u8], until: tokio::time::Instant) -> 
 /// Sends `file` (of `size` bytes) to the client `sock` is connected to.
 pub async fn send_file(
     sock: &UdpSocket,
-    mut file: tokio::fs::File,
+    mut file: Source,
     size: u64,
     neg: &Negotiated,
     retries: u32,
