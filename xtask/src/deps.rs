@@ -110,13 +110,24 @@ pub fn ensure() -> Result<()> {
 }
 
 /// Debian packages that build the static agent for `arch` on an x86_64
-/// Debian host: a C compiler and linker for musl (zstd, liblzma, ring and
-/// mimalloc have C parts). For aarch64, Debian's cross gcc plus arm64 musl
+/// Debian host, and boot it: a C compiler and linker for musl (zstd,
+/// liblzma, ring and mimalloc have C parts). For aarch64, Debian's cross gcc plus arm64 musl
 /// give `aarch64-linux-musl-gcc`, which `.cargo/config.toml` names.
 fn cross_packages(arch: Arch) -> &'static [&'static str] {
     match arch {
         Arch::X86_64 => &["musl-tools"],
-        Arch::Aarch64 => &["gcc-aarch64-linux-gnu", "musl-dev:arm64"],
+        // Also what runs aarch64 machines here: QEMU, its UEFI firmware
+        // (AAVMF) and Debian's signed network GRUB that the coordinator
+        // serves to arm64 UEFI PXE (coordinator/tests/pxe_chain_aarch64.rs,
+        // the aarch64 lab).
+        Arch::Aarch64 => &[
+            "gcc-aarch64-linux-gnu",
+            "musl-dev:arm64",
+            "qemu-system-arm",
+            "qemu-efi-aarch64",
+            "grub-efi-arm64-signed:arm64",
+            "grub-efi-arm64-bin:arm64",
+        ],
     }
 }
 
