@@ -57,6 +57,7 @@
 //! [boot.by_arch.aarch64]         # per cpu_arch (Ironic's deploy_kernel_by_arch/deploy_ramdisk_by_arch)
 //! kernel = "/srv/ingot/arm64/vmlinuz"          # served at /boot/aarch64/vmlinuz and TFTP ingot/aarch64/vmlinuz
 //! initramfs = "/srv/ingot/arm64/initramfs.img" # other architectures get [boot] kernel/initramfs
+//! kernel_params = "console=ttyAMA0"            # default: [boot] kernel_params
 //!
 //! [power_sync]                   # periodic power-state sync (Ironic's _sync_power_states)
 //! interval_ms = 120000           # 0 turns it off
@@ -725,6 +726,9 @@ pub struct ArchFiles {
     pub kernel: Option<std::path::PathBuf>,
     /// Its agent initramfs, served at `/boot/<arch>/initramfs.img`.
     pub initramfs: Option<std::path::PathBuf>,
+    /// Its kernel parameters instead of `[boot] kernel_params` (the serial
+    /// console is `ttyS0` on x86_64, `ttyAMA0` on arm64 servers and QEMU virt).
+    pub kernel_params: Option<String>,
 }
 
 impl Default for Config {

@@ -64,12 +64,13 @@ async fn deploy_files_follow_the_architecture() {
     let mut cfg = common::test_config(&db);
     cfg.boot.kernel = Some(files.join("x-vmlinuz"));
     cfg.boot.initramfs = Some(files.join("x-initramfs.img"));
-    cfg.boot.kernel_params = "console=ttyAMA0".into();
+    cfg.boot.kernel_params = "console=ttyS0".into();
     cfg.boot.by_arch.insert(
         "arm64".into(),
         ArchFiles {
             kernel: Some(files.join("a-vmlinuz")),
             initramfs: Some(files.join("a-initramfs.img")),
+            kernel_params: Some("console=ttyAMA0".into()),
         },
     );
     let root = files.join("tftproot");
@@ -128,6 +129,7 @@ async fn deploy_files_follow_the_architecture() {
     );
     let s = script(NEW, "?arch=i386").await;
     assert!(s.contains(&format!("kernel {b}/boot/vmlinuz ")), "{s}");
+    assert!(s.contains(" console=ttyS0\n"), "x86's own parameters: {s}");
     let s = script(NEW, "").await;
     assert!(s.contains(&format!("kernel {b}/boot/vmlinuz ")), "{s}");
     running

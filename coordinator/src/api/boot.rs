@@ -78,7 +78,7 @@ pub fn node_script(
     };
     let kernel = file(DeployFile::Kernel);
     let initrd = file(DeployFile::Initramfs);
-    let args = agent_cmdline(node, mac, api, ca_b64, boot).join(" ");
+    let args = agent_cmdline(node, mac, arch, api, ca_b64, boot).join(" ");
     format!(
         "#!ipxe\necho Ingot: node {label} is {}: booting the agent ramdisk\n\
          kernel {kernel} initrd=initramfs.img {args}\n\

@@ -59,7 +59,20 @@ pub fn grub_http_path(url: &str) -> Option<String> {
 }
 
 /// The load commands for `arch`'s files (`None`: the top-level ones).
-fn load(node: &Node, arch: Option<&str>, cmdline: &str, boot: &BootConfig, out: &mut String) {
+fn load(
+    node: &Node,
+    mac: &str,
+    arch: Option<&str>,
+    api: &str,
+    ca_b64: Option<&str>,
+    boot: &BootConfig,
+    out: &mut String,
+) {
+    let cmdline = agent_cmdline(node, mac, arch, api, ca_b64, boot)
+        .iter()
+        .map(|a| quote(a))
+        .collect::<Vec<_>>()
+        .join(" ");
     let path = |file: DeployFile, out: &mut String| -> String {
         let tftp = format!("/ingot/{}", served_path(boot, arch, file));
         match url_override(node, file) {
@@ -125,13 +138,8 @@ pub fn config(
             node.provision_state
         ))
     ));
-    let cmdline = agent_cmdline(node, mac, api, ca_b64, boot)
-        .iter()
-        .map(|a| quote(a))
-        .collect::<Vec<_>>()
-        .join(" ");
     match arch {
-        Some(a) => load(node, Some(a), &cmdline, boot, &mut out),
+        Some(a) => load(node, mac, Some(a), api, ca_b64, boot, &mut out),
         None => {
             let mut archs: Vec<String> = boot
                 .by_arch
@@ -146,12 +154,12 @@ pub fn config(
                     "{kw} [ \"$grub_cpu\" = {} ]; then\n",
                     quote(grub_cpu(a))
                 ));
-                load(node, Some(a), &cmdline, boot, &mut out);
+                load(node, mac, Some(a), api, ca_b64, boot, &mut out);
             }
             if !archs.is_empty() {
                 out.push_str("else\n");
             }
-            load(node, None, &cmdline, boot, &mut out);
+            load(node, mac, None, api, ca_b64, boot, &mut out);
             if !archs.is_empty() {
                 out.push_str("fi\n");
             }
@@ -185,6 +193,7 @@ mod tests {
             ArchFiles {
                 kernel: Some("/k/arm/vmlinuz".into()),
                 initramfs: Some("/k/arm/initramfs.img".into()),
+                kernel_params: None,
             },
         );
         b

@@ -132,12 +132,27 @@ pub fn kernel_params(node: &Node, default: &str) -> String {
     }
 }
 
+/// The configured kernel parameters of `arch`: `[boot.by_arch.<arch>]
+/// kernel_params` when set (the serial console differs: `ttyS0`,
+/// `ttyAMA0`), else `[boot] kernel_params`.
+pub fn arch_kernel_params<'a>(boot: &'a BootConfig, arch: Option<&str>) -> &'a str {
+    arch.and_then(arch::normalize)
+        .and_then(|a| {
+            boot.by_arch
+                .iter()
+                .filter(|(k, _)| arch::normalize(k).as_deref() == Some(a.as_str()))
+                .find_map(|(_, f)| f.kernel_params.as_deref())
+        })
+        .unwrap_or(&boot.kernel_params)
+}
+
 /// The ramdisk's kernel command line after the kernel (the same for iPXE
 /// and GRUB): `ingot.api=`, `BOOTIF=`, `ingot.ca_b64=` when set, then the
-/// node's parameters.
+/// node's parameters ([`kernel_params`] over [`arch_kernel_params`]).
 pub fn agent_cmdline(
     node: &Node,
     mac: &str,
+    arch: Option<&str>,
     api: &str,
     ca_b64: Option<&str>,
     boot: &BootConfig,
@@ -150,7 +165,7 @@ pub fn agent_cmdline(
         args.push(format!("ingot.ca_b64={ca}"));
     }
     args.extend(
-        kernel_params(node, &boot.kernel_params)
+        kernel_params(node, arch_kernel_params(boot, arch))
             .split_whitespace()
             .map(str::to_owned),
     );
@@ -173,9 +188,38 @@ mod tests {
             ArchFiles {
                 kernel: Some("/k/arm/vmlinuz".into()),
                 initramfs: Some("/k/arm/initramfs.img".into()),
+                kernel_params: Some("console=ttyAMA0".into()),
             },
         );
+        b.kernel_params = "console=ttyS0".into();
         b
+    }
+
+    #[test]
+    fn kernel_parameters_by_architecture() {
+        let b = boot();
+        assert_eq!(arch_kernel_params(&b, Some("arm64")), "console=ttyAMA0");
+        assert_eq!(arch_kernel_params(&b, Some("x86_64")), "console=ttyS0");
+        assert_eq!(arch_kernel_params(&b, None), "console=ttyS0");
+        let mut n = Node::default();
+        n.driver_info
+            .insert("kernel_append_params".into(), "%default% quiet".into());
+        assert_eq!(
+            agent_cmdline(
+                &n,
+                "52:54:00:00:00:01",
+                Some("aarch64"),
+                "http://a",
+                None,
+                &b
+            ),
+            [
+                "ingot.api=http://a",
+                "BOOTIF=01-52-54-00-00-00-01",
+                "console=ttyAMA0",
+                "quiet"
+            ]
+        );
     }
 
     #[test]
