@@ -23,8 +23,8 @@
 //! Needs root, `ip`, `qemu-system-aarch64`, AAVMF, `grubnetaa64.efi.signed`
 //! (`cargo xtask agent --arch aarch64` installs them) and the arm64 ramdisk
 //! (`cargo xtask ramdisk --arch aarch64`, or `INGOT_ARM64_RAMDISK_DIR`);
-//! skipped without them (fails under CI or INGOT_REQUIRE_PRIVILEGED=1 when a
-//! package is missing; the ramdisk is built only where the aarch64 lab runs).
+//! skipped without them, under CI too (`cargo xtask test` installs no aarch64
+//! packages and builds no arm64 ramdisk).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -70,12 +70,10 @@ fn usable() -> Option<PathBuf> {
     let files = [AAVMF_CODE, AAVMF_VARS, GRUB]
         .iter()
         .all(|f| Path::new(f).is_file());
+    // Skipped, not failed, under CI too: `cargo xtask test` installs no
+    // aarch64 packages and builds no arm64 ramdisk (no CI gate runs
+    // aarch64 yet), so this runs where `cargo xtask ramdisk --arch aarch64` did.
     if !(root && tools && files) {
-        assert!(
-            !common::must_not_skip(),
-            "needs root, ip, qemu-system-aarch64, {AAVMF_CODE} and {GRUB} \
-             (cargo xtask agent --arch aarch64 installs them)"
-        );
         eprintln!("SKIPPED: needs root, ip, qemu-system-aarch64, AAVMF and grub-efi-arm64-signed");
         return None;
     }
