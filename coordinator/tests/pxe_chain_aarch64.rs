@@ -30,10 +30,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::link::{Link, ok, sh};
+use common::link::{Link, sh};
+use common::pxe_vm::{self, Firmware, console_text, in_order};
 use ingot_coordinator::config::{ArchFiles, DhcpConfig, TftpConfig};
 use ingot_coordinator::state::ProvisionState;
 use serde_json::json;
@@ -42,6 +42,21 @@ const AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
 const AAVMF_VARS: &str = "/usr/share/AAVMF/AAVMF_VARS.fd";
 const GRUB: &str = "/usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed";
 const MAC: &str = "52:54:00:a6:0e:f1";
+const FIRMWARE: Firmware = Firmware {
+    qemu: "qemu-system-aarch64",
+    machine: &[
+        "-machine",
+        "virt,accel=tcg",
+        "-cpu",
+        "max,pauth-impdef=on",
+        "-m",
+        "1024",
+        "-smp",
+        "1",
+    ],
+    code: AAVMF_CODE,
+    vars: AAVMF_VARS,
+};
 /// TCG arm64 is slow and the CI machine is shared.
 const DEADLINE: Duration = Duration::from_secs(900);
 
@@ -60,13 +75,9 @@ fn ramdisk_dir() -> Option<PathBuf> {
 
 fn usable() -> Option<PathBuf> {
     let root = sh(&["id", "-u"]).stdout == b"0\n";
-    let tools = ["ip", "qemu-system-aarch64"].iter().all(|t| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    });
+    let tools = ["ip", "qemu-system-aarch64"]
+        .iter()
+        .all(|t| pxe_vm::have(t));
     let files = [AAVMF_CODE, AAVMF_VARS, GRUB]
         .iter()
         .all(|f| Path::new(f).is_file());
@@ -82,105 +93,6 @@ fn usable() -> Option<PathBuf> {
         eprintln!("SKIPPED: no arm64 ramdisk (cargo xtask ramdisk --arch aarch64)");
     }
     dir
-}
-
-/// QEMU, killed on drop.
-struct Machine(Child);
-
-impl Drop for Machine {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Puts the link's client end on a bridge with a tap in the namespace and
-/// starts the machine there, its serial console written to `console`.
-fn boot(link: &Link, console: &Path) -> Machine {
-    let ns = link.ns.as_str();
-    let vars = link.dir.path().join("AAVMF_VARS.fd");
-    std::fs::copy(AAVMF_VARS, &vars).unwrap();
-    for args in [
-        &[
-            "ip",
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "forward_delay",
-            "0",
-        ][..],
-        &["ip", "link", "set", &link.client_if, "master", "br0"],
-        &["ip", "link", "set", &link.client_if, "up"],
-        &["ip", "tuntap", "add", "tap0", "mode", "tap"],
-        &["ip", "link", "set", "tap0", "master", "br0"],
-        &["ip", "link", "set", "tap0", "up"],
-        &["ip", "link", "set", "br0", "up"],
-    ] {
-        let mut a = vec!["ip", "netns", "exec", ns];
-        a.extend_from_slice(args);
-        ok(&a);
-    }
-    let child = Command::new("ip")
-        .args(["netns", "exec", ns, "qemu-system-aarch64"])
-        .args(["-machine", "virt,accel=tcg", "-cpu", "max,pauth-impdef=on"])
-        .args(["-m", "1024", "-smp", "1"])
-        .args(["-display", "none", "-nodefaults", "-no-reboot"])
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,readonly=on,file={AAVMF_CODE}"
-        ))
-        .arg("-drive")
-        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
-        .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
-        // No option ROM: the firmware's own PXE boots.
-        .arg("-device")
-        .arg(format!(
-            "virtio-net-pci,netdev=n0,mac={MAC},romfile=,bootindex=1"
-        ))
-        .arg("-chardev")
-        .arg(format!("file,id=s0,path={}", console.display()))
-        .args(["-serial", "chardev:s0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    Machine(child)
-}
-
-/// The console without its escape sequences.
-fn console_text(console: &Path) -> String {
-    let raw = std::fs::read(console).unwrap_or_default();
-    let text = String::from_utf8_lossy(&raw);
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI: ESC [ parameters final-byte.
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else if c != '\r' {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Where each of `marks` first appears in `text`, after the previous one.
-fn in_order(text: &str, marks: &[&str]) -> Result<(), String> {
-    let mut from = 0;
-    for m in marks {
-        match text[from..].find(m) {
-            Some(i) => from += i + m.len(),
-            None => return Err(format!("missing (in order): {m:?}")),
-        }
-    }
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,7 +153,7 @@ async fn arm64_firmware_pxe_to_grub_to_the_agent() {
 
     let console = link.dir.path().join("console.log");
     let started = Instant::now();
-    let machine = boot(&link, &console);
+    let machine = pxe_vm::boot(&link, &FIRMWARE, MAC, &console);
     let marks = [
         "Start PXE over IPv4",
         "NBP filename is grubnetaa64.efi",

@@ -101,7 +101,6 @@ pub fn run(build: Build, verbose: bool, flags: &[String]) -> Result<String> {
     }
     let host_s = t.elapsed().as_secs_f64();
     let target = util::target_dir();
-    let bin = target.join("debug");
     // The isolation lab has its own work directory (the plain lab's
     // evidence stays); every variant builds into target/e2e/build.
     let work = target.join(if flags.iter().any(|f| f == "--isolation") {
@@ -109,22 +108,7 @@ pub fn run(build: Build, verbose: bool, flags: &[String]) -> Result<String> {
     } else {
         "e2e"
     });
-    let mut cmd = Command::new(bin.join("ingot-lab"));
-    cmd.arg("demo")
-        .arg("--workdir")
-        .arg(&work)
-        .arg("--build-dir")
-        .arg(target.join("e2e").join(BUILD_DIR))
-        .arg("--coordinator")
-        .arg(bin.join("ingot-coordinator"))
-        .arg("--test-image-builder")
-        .arg(bin.join("ingot-test-image"))
-        .arg("--agent")
-        .arg(agent)
-        .arg("--test-init")
-        .arg(init)
-        .arg("--kernel-cache")
-        .arg(target.join("kernel"));
+    let mut cmd = demo_command(&work, &agent, &init);
     if verbose {
         cmd.arg("--verbose");
     }
@@ -145,6 +129,36 @@ pub fn run(build: Build, verbose: bool, flags: &[String]) -> Result<String> {
         );
     }
     Ok(timings)
+}
+
+/// `ingot-lab demo` in `work` with the host binaries of the last build, the
+/// static `agent` and the test image's `init`: it builds the ramdisk and
+/// test image into `target/e2e/build` (reused there when current) and runs
+/// the lab.
+fn demo_command(
+    work: &std::path::Path,
+    agent: &std::path::Path,
+    init: &std::path::Path,
+) -> Command {
+    let target = util::target_dir();
+    let bin = target.join("debug");
+    let mut cmd = Command::new(bin.join("ingot-lab"));
+    cmd.arg("demo")
+        .arg("--workdir")
+        .arg(work)
+        .arg("--build-dir")
+        .arg(target.join("e2e").join(BUILD_DIR))
+        .arg("--coordinator")
+        .arg(bin.join("ingot-coordinator"))
+        .arg("--test-image-builder")
+        .arg(bin.join("ingot-test-image"))
+        .arg("--agent")
+        .arg(agent)
+        .arg("--test-init")
+        .arg(init)
+        .arg("--kernel-cache")
+        .arg(target.join("kernel"));
+    cmd
 }
 
 /// `ingot-lab run` in `work` with the coordinator of the last build and the
@@ -260,31 +274,12 @@ pub fn run_isolation_again() -> Result<String> {
 /// boots the ramdisk again). Evidence in `target/e2e-uefi/`. Returns the
 /// lab's time.
 pub fn run_uefi_again() -> Result<String> {
-    let target = util::target_dir();
-    let work = target.join("e2e-uefi");
-    let bin = target.join("debug");
+    let work = util::target_dir().join("e2e-uefi");
     // Both are built already: cargo only checks.
     let agent = util::build_agent()?;
     let init = util::build_test_init()?;
-    let mut cmd = Command::new(bin.join("ingot-lab"));
-    cmd.arg("demo")
-        .arg("--workdir")
-        .arg(&work)
-        .arg("--build-dir")
-        .arg(target.join("e2e").join("build"))
-        .arg("--coordinator")
-        .arg(bin.join("ingot-coordinator"))
-        .arg("--test-image-builder")
-        .arg(bin.join("ingot-test-image"))
-        .arg("--agent")
-        .arg(agent)
-        .arg("--test-init")
-        .arg(init)
-        .arg("--kernel-cache")
-        .arg(target.join("kernel"))
-        .arg("--firmware")
-        .arg("uefi")
-        .arg("--fast-track");
+    let mut cmd = demo_command(&work, &agent, &init);
+    cmd.arg("--firmware").arg("uefi").arg("--fast-track");
     println!("\n==> the lab under OVMF (UEFI), fast track");
     util::announce(&cmd);
     let t = Instant::now();

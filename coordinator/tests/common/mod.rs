@@ -9,6 +9,7 @@ pub mod glance;
 pub mod link;
 pub mod ovs;
 pub mod pg;
+pub mod pxe_vm;
 pub mod roles;
 pub mod sol;
 pub mod venv;
