@@ -28,8 +28,6 @@ use std::time::{Duration, Instant};
 use common::link::{Link, sh};
 use common::pxe_vm::{self, Firmware, console_text, in_order};
 use ingot_coordinator::config::{DhcpConfig, TftpConfig};
-use ingot_coordinator::state::ProvisionState;
-use serde_json::json;
 
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
@@ -91,24 +89,7 @@ async fn firmware_pxe_to_tftp_ipxe_to_http_boot_script() {
         ..TftpConfig::default()
     };
     let (running, api) = common::start_with(cfg).await;
-    let node = api
-        .create_node(json!({"driver": "fake-hardware", "name": "chain"}))
-        .await;
-    let (st, body) = api
-        .post("/v1/ports", json!({"address": MAC, "node_uuid": node}))
-        .await;
-    assert_eq!(st, 201, "{body}");
-    // Straight to inspect wait in the database: the conductor's verbs would
-    // power a fake node and start timers that have nothing to do with this.
-    running
-        .conductor
-        .db()
-        .update_node::<(), _>(&node, |n| {
-            n.provision_state = ProvisionState::InspectWait;
-            Ok(())
-        })
-        .await
-        .unwrap();
+    pxe_vm::node_in_inspect_wait(&running, &api, "chain", MAC).await;
 
     let console = link.dir.path().join("console.log");
     let started = Instant::now();

@@ -35,8 +35,6 @@ use std::time::{Duration, Instant};
 use common::link::{Link, sh};
 use common::pxe_vm::{self, Firmware, console_text, in_order};
 use ingot_coordinator::config::{ArchFiles, DhcpConfig, TftpConfig};
-use ingot_coordinator::state::ProvisionState;
-use serde_json::json;
 
 const AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
 const AAVMF_VARS: &str = "/usr/share/AAVMF/AAVMF_VARS.fd";
@@ -133,23 +131,7 @@ async fn arm64_firmware_pxe_to_grub_to_the_agent() {
         ..TftpConfig::default()
     };
     let (running, api) = common::start_with(cfg).await;
-    let node = api
-        .create_node(json!({"driver": "fake-hardware", "name": "armchain"}))
-        .await;
-    let (st, body) = api
-        .post("/v1/ports", json!({"address": MAC, "node_uuid": node}))
-        .await;
-    assert_eq!(st, 201, "{body}");
-    // Straight to inspect wait in the database, as pxe_chain.rs does.
-    running
-        .conductor
-        .db()
-        .update_node::<(), _>(&node, |n| {
-            n.provision_state = ProvisionState::InspectWait;
-            Ok(())
-        })
-        .await
-        .unwrap();
+    let node = pxe_vm::node_in_inspect_wait(&running, &api, "armchain", MAC).await;
 
     let console = link.dir.path().join("console.log");
     let started = Instant::now();

@@ -6,6 +6,11 @@
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use ingot_coordinator::server::Running;
+use ingot_coordinator::state::ProvisionState;
+use serde_json::json;
+
+use super::Api;
 use super::link::{Link, ok};
 
 /// The machine: which QEMU, its machine options and its firmware.
@@ -91,6 +96,30 @@ pub fn boot(link: &Link, fw: &Firmware, mac: &str, console: &Path) -> Machine {
         .spawn()
         .unwrap();
     Machine(child)
+}
+
+/// Enrolls a `fake-hardware` node `name` with a port of `mac` and puts it
+/// straight into `inspect wait` in the database (the conductor's verbs would
+/// power a fake node and start timers that have nothing to do with a boot
+/// test), so its per-MAC script boots the agent ramdisk. Returns its UUID.
+pub async fn node_in_inspect_wait(running: &Running, api: &Api, name: &str, mac: &str) -> String {
+    let node = api
+        .create_node(json!({"driver": "fake-hardware", "name": name}))
+        .await;
+    let (st, body) = api
+        .post("/v1/ports", json!({"address": mac, "node_uuid": node}))
+        .await;
+    assert_eq!(st, 201, "{body}");
+    running
+        .conductor
+        .db()
+        .update_node::<(), _>(&node, |n| {
+            n.provision_state = ProvisionState::InspectWait;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    node
 }
 
 /// The console without its escape sequences.
