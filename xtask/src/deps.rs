@@ -127,6 +127,10 @@ fn cross_packages(arch: Arch) -> &'static [&'static str] {
             "qemu-efi-aarch64",
             "grub-efi-arm64-signed:arm64",
             "grub-efi-arm64-bin:arm64",
+            // The arm64 test image's unified kernel image is made from
+            // systemd's aarch64 EFI stub (linuxaa64.efi.stub; Multi-Arch:
+            // same, beside the amd64 one).
+            "systemd-boot-efi:arm64",
         ],
     }
 }

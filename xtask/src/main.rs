@@ -10,6 +10,7 @@
 //! - `agent [--arch A]`, `ramdisk [--arch A]`: the static agent, or the agent
 //!   ramdisk from Debian's kernel, for x86_64 or aarch64 (cross toolchain
 //!   installed if missing; docs/architectures.md).
+//! - `test-init [--arch A]`: the test image's static init for x86_64 or aarch64.
 //! - `write-image-demo`: write a real disk image onto a loop device with the agent.
 //! - `bench <name>`: benchmarks (`write-image`, `wipe`, `power-sync`, `convert`, `ha`, `api`).
 //! - `fuzz [--seconds N] [TARGET...]`: every fuzz target under libFuzzer
@@ -49,6 +50,8 @@ tasks:
                        installed if missing) and check that it is a static ELF for A
   ramdisk [--arch A]   the same, then Debian's kernel for A and the agent ramdisk
                        (target/ramdisk-A/)
+  test-init [--arch A] build the test image's init for A (target/<A>-unknown-linux-musl/agent/
+                       ingot-testimage-init; aarch64: for `ingot-test-image --arch aarch64`)
   write-image-demo     write a small disk image to a loop device with ingot-agent (root)
   bench write-image    time write-image against the machine's limits (root; --busy: with a
                        CPU-bound competitor on one core)
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Some("write-image-demo") if args.len() == 1 => write_image_demo::run(),
         Some("agent") => ramdisk::run_agent(&args[1..]),
         Some("ramdisk") => ramdisk::run_ramdisk(&args[1..]),
+        Some("test-init") => ramdisk::run_test_init(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("help" | "-h" | "--help") => {

@@ -7,7 +7,8 @@
 //! machine. `ramdisk` also fetches Debian's kernel for the architecture
 //! (`ingot-ramdisk fetch-kernel --debian --arch <debian arch>`) and builds the
 //! ramdisk with `ingot-ramdisk build --arch <arch>` into
-//! `<target>/ramdisk-<arch>/`.
+//! `<target>/ramdisk-<arch>/`. `test-init` builds the test image's init
+//! (`ingot-testimage-init`) for the architecture the same way.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -42,6 +43,22 @@ fn agent(arch: Arch) -> Result<PathBuf> {
     let checked = crate::test::check_static_agent(arch)?;
     println!("{}: {checked}; built in {seconds:.0} s", path.display());
     Ok(path)
+}
+
+/// `cargo xtask test-init [--arch A]`: the test image's static init for
+/// `arch` (`target/<arch>-unknown-linux-musl/agent/ingot-testimage-init`),
+/// checked like the agent; the aarch64 one is the `--init` of the arm64
+/// UEFI test image (docs/test-image.md).
+pub fn run_test_init(args: &[String]) -> Result<()> {
+    let arch = parse_arch(args)?;
+    crate::deps::ensure_arch(arch)?;
+    println!("\n==> building the test image's init for {}", arch.name());
+    let t = Instant::now();
+    let path = util::build_test_init_for(arch)?;
+    let seconds = t.elapsed().as_secs_f64();
+    let checked = crate::test::check_static_binary("ingot-testimage-init", &path, arch)?;
+    println!("{}: {checked}; built in {seconds:.0} s", path.display());
+    Ok(())
 }
 
 /// `cargo xtask agent [--arch A]`.

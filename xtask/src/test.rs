@@ -169,13 +169,18 @@ fn cargo_test(counts: &mut TestCounts, panics: &mut Vec<Panic>) -> Result<String
 /// no `PT_INTERP`, no `DT_NEEDED`, `e_machine` of `arch`. Returns a
 /// description with its size.
 pub fn check_static_agent(arch: Arch) -> Result<String> {
-    let path = util::agent_path_for(arch);
+    check_static_binary("ingot-agent", &util::agent_path_for(arch), arch)
+}
+
+/// Checks that `path` (the program `name`) is a static ELF for `arch`, as
+/// [`check_static_agent`] does for the agent.
+pub fn check_static_binary(name: &str, path: &std::path::Path, arch: Arch) -> Result<String> {
     println!(
         "$ (xtask) check that {} is a static {} ELF",
         path.display(),
         arch.name()
     );
-    let data = std::fs::read(&path).with_context(|| path.display().to_string())?;
+    let data = std::fs::read(path).with_context(|| path.display().to_string())?;
     let linkage = elf::linkage(&data).with_context(|| path.display().to_string())?;
     if linkage.machine != arch.elf_machine() {
         bail!(
@@ -205,7 +210,7 @@ pub fn check_static_agent(arch: Arch) -> Result<String> {
         util::human_bytes(data.len() as u64),
         data.len()
     );
-    println!("ingot-agent: {msg}");
+    println!("{name}: {msg}");
     Ok(msg)
 }
 

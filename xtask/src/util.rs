@@ -204,22 +204,26 @@ pub fn build_agent_for(arch: Arch) -> Result<PathBuf> {
     build_static_for(arch, "ingot-agent", agent_path_for(arch))
 }
 
-/// Path of the test image's static init built by [`build_test_init`].
-pub fn test_init_path() -> PathBuf {
+/// Path of the test image's static init for `arch` built by
+/// [`build_test_init_for`] ([`build_test_init`]: x86_64): `target/<arch>-unknown-linux-musl/agent/ingot-testimage-init`.
+pub fn test_init_path_for(arch: Arch) -> PathBuf {
     target_dir()
-        .join(MUSL_TARGET)
+        .join(arch.musl_target())
         .join("agent")
         .join("ingot-testimage-init")
 }
 
 /// Builds the test image's static init (musl, profile `agent`).
 pub fn build_test_init() -> Result<PathBuf> {
-    build_static("ingot-testimage-init", test_init_path())
+    build_test_init_for(Arch::X86_64)
 }
 
-/// Builds `package` for musl with the `agent` profile; checks `path` exists.
-fn build_static(package: &str, path: PathBuf) -> Result<PathBuf> {
-    build_static_for(Arch::X86_64, package, path)
+/// Builds the test image's static init for `arch` (musl, profile `agent`;
+/// for aarch64 the cross linker comes from `.cargo/config.toml`, as for the
+/// agent). The aarch64 one goes into the UEFI test image for arm64
+/// (`ingot-test-image --arch aarch64 --firmware uefi`).
+pub fn build_test_init_for(arch: Arch) -> Result<PathBuf> {
+    build_static_for(arch, "ingot-testimage-init", test_init_path_for(arch))
 }
 
 /// Builds `package` for `arch`'s musl target with the `agent` profile.
