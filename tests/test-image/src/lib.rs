@@ -9,6 +9,13 @@
 //! stub (`linuxx64.efi.stub`, package systemd-boot-efi) with `objcopy`,
 //! carrying the same kernel, initramfs and command line.
 //!
+//! For arm64 ([`Arch::Aarch64`], UEFI only) the stub is
+//! `linuxaa64.efi.stub` (package `systemd-boot-efi:arm64`), the image is
+//! `EFI/BOOT/BOOTAA64.EFI`, the console is the PL011 (`console=ttyAMA0`)
+//! and the init must be a static aarch64 ELF; objcopy and objdump must know
+//! `pei-aarch64-little` (the host's, or `aarch64-linux-gnu-objcopy` from
+//! binutils-aarch64-linux-gnu).
+//!
 //! A test fixture, not part of the product: it lives under `tests/` so that
 //! `ingot-image-tools` (and through it the agent) does not depend on
 //! `ingot-initramfs`.
@@ -25,9 +32,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use ingot_initramfs::Compression;
 use ingot_initramfs::cpio::{Archive, EntryKind};
 use ingot_initramfs::modinfo::{self, ModInfo};
-use ingot_initramfs::{Arch, Compression};
+
+/// The architecture the image is for (x86-64 by default; aarch64 boots only
+/// under UEFI).
+pub use ingot_initramfs::Arch;
 
 /// The modules carried by default: virtio (PCI, block, SCSI), NVMe, AHCI,
 /// SCSI disks and CD-ROMs (a config drive attached as a CD), ISO 9660, and
@@ -57,8 +68,60 @@ const FAT_EPOCH: u32 = 315_532_800;
 /// The DOS disk identifier.
 const DISK_ID: u32 = 0x494e_474f;
 
-/// The UEFI stub the unified kernel image is made from.
-const EFI_STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+/// The x86-64 UEFI stub the unified kernel image is made from.
+const EFI_STUB_X64: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+/// The aarch64 UEFI stub (package systemd-boot-efi:arm64).
+const EFI_STUB_AA64: &str = "/usr/lib/systemd/boot/efi/linuxaa64.efi.stub";
+/// The PE format objcopy must know to edit the aarch64 stub.
+const PE_AARCH64: &str = "pei-aarch64-little";
+
+/// What differs between architectures in the UEFI image.
+#[derive(Debug, Clone, Copy)]
+struct ArchUefi {
+    /// systemd's EFI stub.
+    stub: &'static str,
+    /// The Debian package holding the stub.
+    stub_package: &'static str,
+    /// The firmware's removable-media path's file name in `EFI/BOOT/`.
+    boot_file: &'static str,
+}
+
+fn arch_uefi(arch: Arch) -> ArchUefi {
+    match arch {
+        Arch::X86_64 => ArchUefi {
+            stub: EFI_STUB_X64,
+            stub_package: "systemd-boot-efi",
+            boot_file: "BOOTX64.EFI",
+        },
+        Arch::Aarch64 => ArchUefi {
+            stub: EFI_STUB_AA64,
+            stub_package: "systemd-boot-efi:arm64",
+            boot_file: "BOOTAA64.EFI",
+        },
+    }
+}
+
+/// `arch` as `--arch` spells it (`x86_64`, `aarch64`).
+pub fn arch_name(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "x86_64",
+        Arch::Aarch64 => "aarch64",
+    }
+}
+
+/// The kernel console for `arch`: the 16550 on x86, the PL011 on arm64 virt.
+pub fn console(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "console=ttyS0,115200",
+        Arch::Aarch64 => "console=ttyAMA0",
+    }
+}
+
+/// The file name of the unified kernel image in the ESP's `EFI/BOOT/`
+/// (`BOOTX64.EFI`, `BOOTAA64.EFI`).
+pub fn uefi_boot_file(arch: Arch) -> &'static str {
+    arch_uefi(arch).boot_file
+}
 /// The UEFI image's disk GUID and ESP GUID: fixed, for reproducible images
 /// (the DOS disk identifier "INGO", then "ingot-test-image" / "-esp").
 pub const UEFI_DISK_GUID: &str = "494e474f-696e-676f-742d-746573742d69";
@@ -106,12 +169,15 @@ pub struct TestImageOptions {
     pub format: ImageFormat,
     /// Modules to carry (with their dependencies), loaded in that order.
     pub module_names: Vec<String>,
-    /// Extra kernel command line arguments after `console=ttyS0,115200`.
+    /// Extra kernel command line arguments after the console
+    /// (`console=ttyS0,115200`; `console=ttyAMA0` on aarch64).
     pub append: String,
     /// mtime of every file (SOURCE_DATE_EPOCH, or 0).
     pub mtime: u32,
     /// BIOS (syslinux) or UEFI (unified kernel image).
     pub firmware: Firmware,
+    /// The architecture of the kernel and init (aarch64: UEFI only).
+    pub arch: Arch,
 }
 
 impl TestImageOptions {
@@ -128,6 +194,7 @@ impl TestImageOptions {
             append: String::new(),
             mtime: 0,
             firmware: Firmware::Bios,
+            arch: Arch::X86_64,
         }
     }
 }
@@ -141,6 +208,8 @@ pub struct TestImageReport {
     pub format: ImageFormat,
     /// The firmware it boots under.
     pub firmware: Firmware,
+    /// The architecture it is for.
+    pub arch: Arch,
     /// Its size in bytes (the file; for raw, the disk size).
     pub image_bytes: u64,
     /// The disk size in bytes.
@@ -236,14 +305,58 @@ struct Tools {
 }
 
 struct UefiTools {
+    arch: ArchUefi,
     objcopy: PathBuf,
     objdump: PathBuf,
     mmd: PathBuf,
     sgdisk: PathBuf,
 }
 
+/// Whether `objcopy --info` lists `format`.
+fn objcopy_knows(objcopy: &Path, format: &str) -> bool {
+    Command::new(objcopy)
+        .arg("--info")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(format))
+}
+
+/// objcopy and objdump that can edit `arch`'s PE stub: the host's, or for
+/// aarch64 the cross binutils when the host's lack `pei-aarch64-little`.
+fn pe_binutils(arch: Arch) -> Result<(PathBuf, PathBuf), TestImageError> {
+    let host = (
+        find_tool("objcopy", "binutils")?,
+        find_tool("objdump", "binutils")?,
+    );
+    if arch == Arch::X86_64 || objcopy_knows(&host.0, PE_AARCH64) {
+        return Ok(host);
+    }
+    let cross = (
+        find_tool("aarch64-linux-gnu-objcopy", "binutils-aarch64-linux-gnu")?,
+        find_tool("aarch64-linux-gnu-objdump", "binutils-aarch64-linux-gnu")?,
+    );
+    if !objcopy_knows(&cross.0, PE_AARCH64) {
+        return Err(TestImageError::MissingTool {
+            what: format!("an objcopy that knows {PE_AARCH64}"),
+            package: "binutils-aarch64-linux-gnu",
+        });
+    }
+    Ok(cross)
+}
+
+/// Refuses combinations that cannot boot: BIOS is x86 only.
+fn check_combination(firmware: Firmware, arch: Arch) -> Result<(), TestImageError> {
+    if firmware == Firmware::Bios && arch != Arch::X86_64 {
+        return Err(TestImageError::Invalid(format!(
+            "--firmware bios is x86_64 only (syslinux); build the {} image with --firmware uefi",
+            arch_name(arch)
+        )));
+    }
+    Ok(())
+}
+
 impl Tools {
-    fn find(format: ImageFormat, firmware: Firmware) -> Result<Self, TestImageError> {
+    fn find(format: ImageFormat, firmware: Firmware, arch: Arch) -> Result<Self, TestImageError> {
+        check_combination(firmware, arch)?;
         let (syslinux, uefi) = match firmware {
             Firmware::Bios => {
                 if !Path::new(MBR_BIN).is_file() {
@@ -255,15 +368,18 @@ impl Tools {
                 (Some(find_tool("syslinux", "syslinux")?), None)
             }
             Firmware::Uefi => {
-                if !Path::new(EFI_STUB).is_file() {
+                let a = arch_uefi(arch);
+                if !Path::new(a.stub).is_file() {
                     return Err(TestImageError::MissingTool {
-                        what: EFI_STUB.into(),
-                        package: "systemd-boot-efi",
+                        what: a.stub.into(),
+                        package: a.stub_package,
                     });
                 }
+                let (objcopy, objdump) = pe_binutils(arch)?;
                 let u = UefiTools {
-                    objcopy: find_tool("objcopy", "binutils")?,
-                    objdump: find_tool("objdump", "binutils")?,
+                    arch: a,
+                    objcopy,
+                    objdump,
                     mmd: find_tool("mmd", "mtools")?,
                     sgdisk: find_tool("sgdisk", "gdisk")?,
                 };
@@ -286,12 +402,22 @@ impl Tools {
 /// Checks the tools the builder needs are installed; the error names the
 /// Debian package of the first one missing.
 pub fn check_tools(format: ImageFormat) -> Result<(), TestImageError> {
-    Tools::find(format, Firmware::Bios).map(|_| ())
+    Tools::find(format, Firmware::Bios, Arch::X86_64).map(|_| ())
 }
 
-/// [`check_tools`] for an image booting under `firmware`.
+/// [`check_tools`] for an x86-64 image booting under `firmware`.
 pub fn check_tools_for(format: ImageFormat, firmware: Firmware) -> Result<(), TestImageError> {
-    Tools::find(format, firmware).map(|_| ())
+    Tools::find(format, firmware, Arch::X86_64).map(|_| ())
+}
+
+/// [`check_tools`] for an image for `arch` booting under `firmware` (BIOS
+/// with aarch64 is refused).
+pub fn check_tools_for_arch(
+    format: ImageFormat,
+    firmware: Firmware,
+    arch: Arch,
+) -> Result<(), TestImageError> {
+    Tools::find(format, firmware, arch).map(|_| ())
 }
 
 fn run(cmd: &mut Command, mtime: u32) -> Result<(), TestImageError> {
@@ -351,9 +477,10 @@ pub fn modules_dir(given: &Path, kernel: &Path) -> Result<PathBuf, TestImageErro
     )))
 }
 
-/// Checks the init is a static x86-64 ELF executable (no interpreter).
-fn check_init(path: &Path, elf: &[u8]) -> Result<(), TestImageError> {
-    match ingot_initramfs::build::not_static_reason(elf, Arch::X86_64, "ingot-testimage-init") {
+/// Checks the init is a static ELF executable (no interpreter) for `arch`
+/// (its `e_machine`).
+fn check_init(path: &Path, elf: &[u8], arch: Arch) -> Result<(), TestImageError> {
+    match ingot_initramfs::build::not_static_reason(elf, arch, "ingot-testimage-init") {
         None => Ok(()),
         Some(reason) => Err(TestImageError::BadInit {
             path: path.to_path_buf(),
@@ -578,7 +705,7 @@ fn set_mtime(path: &Path, mtime: u32) -> Result<(), TestImageError> {
 
 /// Builds the test image.
 pub fn build(opts: &TestImageOptions) -> Result<TestImageReport, TestImageError> {
-    let tools = Tools::find(opts.format, opts.firmware)?;
+    let tools = Tools::find(opts.format, opts.firmware, opts.arch)?;
     if opts.size_mib < 16 {
         return Err(TestImageError::Invalid(
             "--size-mib must be at least 16 (FAT16)".into(),
@@ -591,7 +718,7 @@ pub fn build(opts: &TestImageOptions) -> Result<TestImageReport, TestImageError>
         .unwrap_or_default();
     let kernel = std::fs::read(&opts.kernel).map_err(io_err(&opts.kernel))?;
     let init = std::fs::read(&opts.init).map_err(io_err(&opts.init))?;
-    check_init(&opts.init, &init)?;
+    check_init(&opts.init, &init, opts.arch)?;
     let Initrd {
         image: initrd,
         modules,
@@ -606,7 +733,7 @@ pub fn build(opts: &TestImageOptions) -> Result<TestImageReport, TestImageError>
             needed.div_ceil(1 << 20) + 2
         )));
     }
-    let mut cmdline = String::from("console=ttyS0,115200");
+    let mut cmdline = String::from(console(opts.arch));
     if !opts.append.trim().is_empty() {
         cmdline.push(' ');
         cmdline.push_str(opts.append.trim());
@@ -654,6 +781,7 @@ pub fn build(opts: &TestImageOptions) -> Result<TestImageReport, TestImageError>
         output: opts.output.clone(),
         format: opts.format,
         firmware: opts.firmware,
+        arch: opts.arch,
         image_bytes,
         disk_bytes,
         kernel_version: version,
@@ -830,12 +958,12 @@ fn unified_kernel_image(u: &UefiTools, d: &DiskInputs<'_>) -> Result<Vec<u8>, Te
         ],
         d.fat_mtime,
     )?;
-    let stub = Path::new(EFI_STUB);
+    let stub = Path::new(u.arch.stub);
     let end = pe_sections(&u.objdump, stub)?
         .iter()
         .map(|(vma, size)| vma + size)
         .max()
-        .ok_or_else(|| TestImageError::Invalid(format!("{EFI_STUB}: no sections")))?;
+        .ok_or_else(|| TestImageError::Invalid(format!("{}: no sections", u.arch.stub)))?;
     let align = |v: u64| v.div_ceil(0x1000) * 0x1000;
     let mut at = align(end);
     let mut cmd = Command::new(&u.objcopy);
@@ -851,7 +979,7 @@ fn unified_kernel_image(u: &UefiTools, d: &DiskInputs<'_>) -> Result<Vec<u8>, Te
             .arg(format!("{section}=0x{at:x}"));
         at = align(at + len as u64);
     }
-    let uki = d.scratch.join("BOOTX64.EFI");
+    let uki = d.scratch.join(u.arch.boot_file);
     run(cmd.arg(stub).arg(&uki), d.fat_mtime)?;
     let mut data = std::fs::read(&uki).map_err(io_err(&uki))?;
     set_pe_timestamp(&mut data, d.fat_mtime)?;
@@ -861,7 +989,8 @@ fn unified_kernel_image(u: &UefiTools, d: &DiskInputs<'_>) -> Result<Vec<u8>, Te
 }
 
 /// The UEFI disk: a GPT (fixed GUIDs) with one EFI system partition at
-/// 1 MiB holding the unified kernel image as `EFI/BOOT/BOOTX64.EFI`.
+/// 1 MiB holding the unified kernel image as `EFI/BOOT/BOOTX64.EFI` (x86-64)
+/// or `EFI/BOOT/BOOTAA64.EFI` (aarch64).
 fn uefi_disk(tools: &Tools, u: &UefiTools, d: &DiskInputs<'_>) -> Result<(), TestImageError> {
     unified_kernel_image(u, d)?;
     // The backup GPT takes the last 33 sectors; the ESP ends on a MiB.
@@ -881,8 +1010,8 @@ fn uefi_disk(tools: &Tools, u: &UefiTools, d: &DiskInputs<'_>) -> Result<(), Tes
             .arg("-i")
             .arg(&part)
             .args(["-m", "-o"])
-            .arg(d.scratch.join("BOOTX64.EFI"))
-            .arg("::/EFI/BOOT/BOOTX64.EFI"),
+            .arg(d.scratch.join(u.arch.boot_file))
+            .arg(format!("::/EFI/BOOT/{}", u.arch.boot_file)),
         d.fat_mtime,
     )?;
     std::fs::remove_file(d.raw).ok();
@@ -931,13 +1060,44 @@ mod tests {
     }
 
     #[test]
+    fn bios_is_refused_for_aarch64() {
+        let e = check_combination(Firmware::Bios, Arch::Aarch64).unwrap_err();
+        assert!(
+            e.to_string().contains("aarch64 image with --firmware uefi"),
+            "{e}"
+        );
+        let e = Tools::find(ImageFormat::Raw, Firmware::Bios, Arch::Aarch64)
+            .err()
+            .unwrap();
+        assert!(matches!(e, TestImageError::Invalid(_)), "{e}");
+        assert!(check_combination(Firmware::Uefi, Arch::Aarch64).is_ok());
+        assert!(check_combination(Firmware::Bios, Arch::X86_64).is_ok());
+    }
+
+    #[test]
+    fn aarch64_uses_the_pl011_console_and_bootaa64() {
+        assert_eq!(console(Arch::Aarch64), "console=ttyAMA0");
+        assert_eq!(console(Arch::X86_64), "console=ttyS0,115200");
+        assert_eq!(uefi_boot_file(Arch::Aarch64), "BOOTAA64.EFI");
+        assert_eq!(arch_uefi(Arch::Aarch64).stub, EFI_STUB_AA64);
+        assert_eq!(uefi_boot_file(Arch::X86_64), "BOOTX64.EFI");
+    }
+
+    #[test]
+    fn an_x86_init_is_refused_for_aarch64() {
+        let me = std::fs::read("/proc/self/exe").unwrap();
+        let e = check_init(Path::new("init"), &me, Arch::Aarch64).unwrap_err();
+        assert!(e.to_string().contains("not Aarch64"), "{e}");
+    }
+
+    #[test]
     fn refuses_a_dynamic_or_foreign_init() {
         let p = Path::new("init");
-        assert!(check_init(p, b"#!/bin/sh\n").is_err());
+        assert!(check_init(p, b"#!/bin/sh\n", Arch::X86_64).is_err());
         let me = std::fs::read("/proc/self/exe").unwrap_or_default();
         // The test binary is dynamically linked on glibc hosts.
         if me.len() > 64 {
-            let r = check_init(p, &me);
+            let r = check_init(p, &me, Arch::X86_64);
             assert!(
                 r.is_err() || !Path::new("/lib64/ld-linux-x86-64.so.2").exists(),
                 "{r:?}"

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ingot_test_image::{self as testimage, Firmware, ImageFormat, TestImageOptions};
+use ingot_test_image::{self as testimage, Arch, Firmware, ImageFormat, TestImageOptions};
 
 const UUID: &str = "5b0b3c1e-7f2a-4c55-9e61-2d9f8a4b7c30";
 
@@ -36,14 +36,26 @@ fn skip(test: &str, why: &str) {
     eprintln!("SKIPPED {test}: {why}");
 }
 
-/// The unpacked Debian kernel under target/kernel (fetched when required).
+/// The unpacked Debian amd64 kernel under target/kernel (fetched when required).
 fn kernel() -> Option<(PathBuf, PathBuf)> {
+    debian_kernel("amd64")
+}
+
+/// The unpacked Debian kernel for `debian_arch` (`amd64`, `arm64`) under
+/// target/kernel, `linux-image-<version>-<debian_arch>` (fetched when
+/// required). Both architectures' kernels may be unpacked there.
+fn debian_kernel(debian_arch: &str) -> Option<(PathBuf, PathBuf)> {
     let root = workspace().join("target/kernel");
+    let suffix = format!("-{debian_arch}");
     let found = std::fs::read_dir(&root).ok().and_then(|rd| {
         let mut pkgs: Vec<PathBuf> = rd
             .flatten()
             .map(|e| e.path())
             .filter(|p| p.join(".unpacked").exists())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().ends_with(&suffix))
+            })
             .collect();
         pkgs.sort();
         pkgs.pop()
@@ -61,7 +73,8 @@ fn kernel() -> Option<(PathBuf, PathBuf)> {
         }
     }
     if required() {
-        let k = ingot_initramfs::fetch::debian(&root, "amd64").expect("fetch the Debian kernel");
+        let k =
+            ingot_initramfs::fetch::debian(&root, debian_arch).expect("fetch the Debian kernel");
         return Some((k.vmlinuz, k.modules));
     }
     None
@@ -69,26 +82,38 @@ fn kernel() -> Option<(PathBuf, PathBuf)> {
 
 /// Builds the static init into this build's target directory.
 fn static_init() -> PathBuf {
+    static_init_for("x86_64-unknown-linux-musl")
+}
+
+/// Builds the static init for the musl `target` into this build's target
+/// directory: `<target dir>/<target>/agent/ingot-testimage-init`.
+fn static_init_for(musl_target: &str) -> PathBuf {
     let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("..");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = Command::new(cargo)
         .args(["build", "--profile", "agent"])
-        .args(["--target", "x86_64-unknown-linux-musl"])
+        .args(["--target", musl_target])
         .args(["-p", "ingot-testimage-init", "--target-dir"])
         .arg(&target)
         .current_dir(workspace())
         .status()
         .unwrap();
     assert!(st.success(), "building ingot-testimage-init failed");
-    target.join("x86_64-unknown-linux-musl/agent/ingot-testimage-init")
+    target.join(format!("{musl_target}/agent/ingot-testimage-init"))
+}
+
+/// Whether `program` runs (`--version`).
+fn runs(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn qemu_found() -> bool {
-    Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    runs("qemu-system-x86_64")
 }
 
 fn both32(v: u32) -> [u8; 8] {
@@ -327,12 +352,36 @@ fn boot(test: &str, disk: &Path, device: &str) -> (String, f64) {
 
 /// [`boot`] with extra QEMU arguments (the UEFI firmware).
 fn boot_with(test: &str, disk: &Path, device: &str, extra: &[String]) -> (String, f64) {
+    let machine = ["-machine", "q35,graphics=off", "-m", "512"].map(String::from);
+    boot_qemu(
+        test,
+        "qemu-system-x86_64",
+        &machine,
+        disk,
+        device,
+        extra,
+        180,
+    )
+}
+
+/// Boots `disk` on `device` in `qemu` with `machine` and `extra` arguments
+/// until the init says it is up (at most `limit_s` seconds); returns the
+/// console and the seconds it took.
+fn boot_qemu(
+    test: &str,
+    qemu: &str,
+    machine: &[String],
+    disk: &Path,
+    device: &str,
+    extra: &[String],
+    limit_s: u64,
+) -> (String, f64) {
     let console = disk.with_extension("console.log");
     std::fs::remove_file(&console).ok();
     let started = Instant::now();
-    let vm = Vm(Command::new("qemu-system-x86_64")
+    let vm = Vm(Command::new(qemu)
         .args(extra)
-        .args(["-machine", "q35,graphics=off", "-m", "512"])
+        .args(machine)
         .args(["-display", "none", "-no-reboot"])
         .arg("-serial")
         .arg(format!("file:{}", console.display()))
@@ -345,7 +394,7 @@ fn boot_with(test: &str, disk: &Path, device: &str, extra: &[String]) -> (String
         .spawn()
         .expect("start qemu"));
     // TCG on a loaded 2-core machine is slow: allow minutes, report seconds.
-    let deadline = started + Duration::from_secs(180);
+    let deadline = started + Duration::from_secs(limit_s);
     loop {
         let log = std::fs::read_to_string(&console).unwrap_or_default();
         // The init prints its outcome, then "up; idling".
@@ -357,7 +406,7 @@ fn boot_with(test: &str, disk: &Path, device: &str, extra: &[String]) -> (String
         }
         if Instant::now() > deadline {
             drop(vm);
-            panic!("{test}: no UUID line within 180 s; console:\n{log}");
+            panic!("{test}: no UUID line within {limit_s} s; console:\n{log}");
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -441,12 +490,35 @@ fn uefi_image(test: &str) -> Option<PathBuf> {
         );
         return None;
     }
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-image-uefi");
+    Some(build_uefi(
+        "test-image-uefi",
+        vmlinuz,
+        modules,
+        static_init(),
+        Arch::X86_64,
+    ))
+}
+
+/// Builds a UEFI image for `arch` into `CARGO_TARGET_TMPDIR/<name>/<name>.raw`
+/// with the binary, checks its report and layout (GPT, ESP, the
+/// architecture's fallback loader only), checks a second build through the
+/// library is identical, and returns it.
+fn build_uefi(
+    name: &str,
+    vmlinuz: PathBuf,
+    modules: PathBuf,
+    init: PathBuf,
+    arch: Arch,
+) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     std::fs::remove_dir_all(&dir).ok();
     std::fs::create_dir_all(&dir).unwrap();
-    let output = dir.join("test-image-uefi.raw");
-    let mut opts = TestImageOptions::new(vmlinuz, modules, static_init(), output.clone());
+    let output = dir.join(format!("{name}.raw"));
+    let mut opts = TestImageOptions::new(vmlinuz, modules, init, output.clone());
     opts.firmware = Firmware::Uefi;
+    opts.arch = arch;
+    let arch_name = testimage::arch_name(arch);
+    let started = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_ingot-test-image"))
         .arg("--kernel")
         .arg(&opts.kernel)
@@ -456,17 +528,34 @@ fn uefi_image(test: &str) -> Option<PathBuf> {
         .arg(&opts.init)
         .arg("--output")
         .arg(&output)
-        .args(["--firmware", "uefi"])
+        .args(["--firmware", "uefi", "--arch", arch_name])
         .env_remove("SOURCE_DATE_EPOCH")
         .stderr(Stdio::inherit())
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "ingot-test-image --firmware uefi failed"
+        "ingot-test-image --firmware uefi --arch {arch_name} failed"
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!(
+        "{name}: built in {:.1} s: {} bytes, kernel {} bytes, initrd {} bytes, modules {}, builtin {}, cmdline {}",
+        started.elapsed().as_secs_f64(),
+        report["image_bytes"],
+        report["kernel_bytes"],
+        report["initrd_bytes"],
+        report["modules"],
+        report["builtin"],
+        report["cmdline"]
+    );
     assert_eq!(report["firmware"], "uefi");
+    assert_eq!(report["arch"], arch_name);
+    assert!(
+        report["cmdline"]
+            .as_str()
+            .is_some_and(|c| c.starts_with(testimage::console(arch))),
+        "{report}"
+    );
     assert_eq!(report["disk_bytes"], 64u64 << 20);
     // A GPT whose one partition is the ESP, holding only the fallback loader.
     let gpt = Command::new("sgdisk")
@@ -487,7 +576,14 @@ fn uefi_image(test: &str) -> Option<PathBuf> {
         .env("MTOOLS_SKIP_CHECK", "1")
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&dirlist.stdout).contains("BOOTX64.EFI"));
+    let listed = String::from_utf8_lossy(&dirlist.stdout);
+    let boot_file = testimage::uefi_boot_file(arch);
+    assert!(listed.contains(boot_file), "{listed}");
+    assert_eq!(
+        listed.lines().filter(|l| !l.trim().is_empty()).count(),
+        1,
+        "{listed}"
+    );
     let again = dir.join("again.raw");
     testimage::build(&TestImageOptions {
         output: again.clone(),
@@ -499,7 +595,7 @@ fn uefi_image(test: &str) -> Option<PathBuf> {
         "two UEFI builds differ"
     );
     std::fs::remove_file(&again).ok();
-    Some(output)
+    output
 }
 
 /// The UEFI image grown by 64 MiB, with the config drive in a new GPT
@@ -571,4 +667,121 @@ fn uefi_variant_boots_under_ovmf_and_prints_the_uuid() {
     )
     .unwrap();
     std::fs::remove_file(&disk).ok();
+}
+
+const AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
+const AAVMF_VARS: &str = "/usr/share/AAVMF/AAVMF_VARS.fd";
+
+/// The aarch64 UEFI variant (`--arch aarch64 --firmware uefi`: systemd's
+/// `linuxaa64.efi.stub`, `EFI/BOOT/BOOTAA64.EFI`, `console=ttyAMA0`), built
+/// from Debian's arm64 kernel and the static aarch64 `ingot-testimage-init`,
+/// boots under AAVMF on `qemu-system-aarch64 -M virt -cpu max` (TCG) from the
+/// disk alone, on virtio-blk-pci and then on NVMe, and the init prints the
+/// instance UUID from the config drive (GPT partition 2). Skipped without the arm64 kernel in
+/// target/kernel, the aarch64 musl cross compiler, the stub,
+/// qemu-system-aarch64 or AAVMF, unless `INGOT_REQUIRE_PRIVILEGED=1` (then
+/// the kernel is fetched and anything else missing fails the test).
+#[test]
+fn aarch64_uefi_variant_boots_under_aavmf_and_prints_the_uuid() {
+    let test = "uefi-aarch64";
+    let Some((vmlinuz, modules)) = debian_kernel("arm64") else {
+        skip(
+            test,
+            "no Debian arm64 kernel in target/kernel (cargo run -p ingot-initramfs --bin ingot-ramdisk -- fetch-kernel --debian --arch arm64 --out target/kernel)",
+        );
+        return;
+    };
+    if let Err(e) = testimage::check_tools_for_arch(ImageFormat::Raw, Firmware::Uefi, Arch::Aarch64)
+    {
+        skip(test, &e.to_string());
+        return;
+    }
+    if !runs("qemu-system-aarch64")
+        || !Path::new(AAVMF_CODE).is_file()
+        || !Path::new(AAVMF_VARS).is_file()
+    {
+        skip(
+            test,
+            "qemu-system-aarch64 or AAVMF not installed (packages qemu-system-arm, qemu-efi-aarch64)",
+        );
+        return;
+    }
+    // The static aarch64 init needs the cross C toolchain that
+    // .cargo/config.toml names (cargo xtask test-init --arch aarch64 installs it).
+    if !runs("aarch64-linux-musl-gcc") {
+        skip(
+            test,
+            "no aarch64 musl cross compiler for the aarch64 init (cargo xtask test-init --arch aarch64)",
+        );
+        return;
+    }
+    let init = static_init_for("aarch64-unknown-linux-musl");
+    let image = build_uefi(
+        "test-image-uefi-aarch64",
+        vmlinuz,
+        modules,
+        init,
+        Arch::Aarch64,
+    );
+    // AAVMF's images are 64 MiB, the size of virt's flash banks.
+    let vars = image.with_file_name("AAVMF_VARS.fd");
+    let machine = ["-M", "virt", "-cpu", "max,pauth-impdef=on", "-m", "1024"].map(String::from);
+    // The aarch64 lab's two disks: its root disk on virtio-blk, and NVMe.
+    let mut figures = Vec::new();
+    for (bus, device) in [
+        ("virtio", "virtio-blk-pci,drive=d0,serial=INGOT-UEFI-AA64"),
+        ("nvme", "nvme,drive=d0,serial=INGOT-UEFI-AA64-NVME"),
+    ] {
+        let disk = image.with_file_name(format!("uefi-aarch64-{bus}.raw"));
+        gpt_disk_with_config_drive(&image, &disk, &config_drive(meta_data().as_bytes()));
+        std::fs::copy(AAVMF_VARS, &vars).unwrap();
+        let firmware = [
+            "-drive".to_string(),
+            format!("if=pflash,format=raw,unit=0,readonly=on,file={AAVMF_CODE}"),
+            "-drive".to_string(),
+            format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+            // No network device: the disk is the only boot option.
+            "-nic".to_string(),
+            "none".to_string(),
+        ];
+        // An emulated arm64 CPU under TCG on a shared 2-core machine: allow minutes.
+        let name = format!("{test} ({bus})");
+        let (log, secs) = boot_qemu(
+            &name,
+            "qemu-system-aarch64",
+            &machine,
+            &disk,
+            device,
+            &firmware,
+            600,
+        );
+        assert!(
+            log.contains("INGOT-TEST-IMAGE BOOTED FROM DISK"),
+            "{name}: no marker:\n{log}"
+        );
+        assert!(
+            log.lines()
+                .any(|l| l.trim_end() == format!("INGOT-TEST-IMAGE instance_uuid={UUID}")),
+            "{name}: no UUID:\n{log}"
+        );
+        assert!(
+            log.contains("Kernel command line: console=ttyAMA0"),
+            "{name}: not the UKI's command line:\n{log}"
+        );
+        assert!(
+            !log.contains("INGOT-TEST-IMAGE module "),
+            "{name}: a module failed to load:\n{log}"
+        );
+        figures.push(format!("\"{bus}\": {secs:.1}"));
+        std::fs::remove_file(&disk).ok();
+    }
+    std::fs::write(
+        image.with_file_name("uefi-aarch64.figures.json"),
+        format!(
+            "{{\"seconds_qemu_start_to_uuid\": {{{}}}}}\n",
+            figures.join(", ")
+        ),
+    )
+    .unwrap();
+    std::fs::remove_file(&vars).ok();
 }
