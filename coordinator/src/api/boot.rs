@@ -152,22 +152,24 @@ pub async fn per_mac(
     )))
 }
 
-/// What agents call: `[boot] api_url`; else, with HTTPS, the API's port on
-/// the host this script was fetched from (the boot listener may be plain
-/// HTTP on another port); else the script's own base.
+/// What agents call: `[boot] api_url`; else, with HTTPS or a boot
+/// listener, the API's port on the host this script was fetched from (the
+/// boot listener serves `/boot/*` only, in plain HTTP on a port of its own);
+/// else the script's own base.
 pub(crate) fn agent_api_url(config: &crate::config::Config, base: &str) -> String {
     if let Some(u) = &config.boot.api_url {
         return u.clone();
     }
-    if !config.api.tls() {
+    if !config.api.tls() && config.api.boot_listen.is_none() {
         return base.to_owned();
     }
+    let scheme = if config.api.tls() { "https" } else { "http" };
     let hostport = base.split_once("://").map_or(base, |(_, h)| h);
     let host = match hostport.rfind(':') {
         Some(i) if !hostport.ends_with(']') => &hostport[..i],
         _ => hostport,
     };
-    format!("https://{host}:{}", config.listen.port())
+    format!("{scheme}://{host}:{}", config.listen.port())
 }
 
 /// The first certificate of a PEM file, as base64 of its DER.
@@ -455,7 +457,31 @@ pub async fn image(
 
 #[cfg(test)]
 mod tests {
-    use super::parse_range;
+    use super::{agent_api_url, parse_range};
+
+    #[test]
+    fn agents_call_the_api_not_the_boot_listener() {
+        let mut c = crate::config::Config {
+            listen: "10.0.0.1:6385".parse().unwrap(),
+            ..Default::default()
+        };
+        assert_eq!(
+            agent_api_url(&c, "http://10.0.0.1:6385"),
+            "http://10.0.0.1:6385"
+        );
+        // iPXE or GRUB fetched from a plain boot listener on port 80: the
+        // agent gets the API's port on that host.
+        c.api.boot_listen = Some("10.0.0.1:80".parse().unwrap());
+        assert_eq!(
+            agent_api_url(&c, "http://10.0.0.1:80"),
+            "http://10.0.0.1:6385"
+        );
+        c.boot.api_url = Some("http://api.example:6385".into());
+        assert_eq!(
+            agent_api_url(&c, "http://10.0.0.1:80"),
+            "http://api.example:6385"
+        );
+    }
 
     #[test]
     fn ranges() {
