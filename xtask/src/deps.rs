@@ -190,11 +190,29 @@ fn apt(args: &[&str]) -> Command {
 }
 
 fn dpkg_installed(pkg: &str) -> Result<bool> {
-    let out = Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", pkg])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .context("could not run dpkg-query (this task expects Debian or Ubuntu)")?;
+    let query = |name: &str| {
+        Command::new("dpkg-query")
+            .args(["-W", "-f=${Status}\n", name])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .context("could not run dpkg-query (this task expects Debian or Ubuntu)")
+    };
+    let mut out = query(pkg)?;
+    // A Multi-Arch: same package installed for two architectures
+    // (systemd-boot-efi for amd64 and arm64) shows one status each, or is
+    // ambiguous to older dpkg: ask for the native architecture's.
+    if !pkg.contains(':')
+        && (!out.status.success() || out.stdout.iter().filter(|b| **b == b'\n').count() > 1)
+    {
+        let native = Command::new("dpkg")
+            .arg("--print-architecture")
+            .output()
+            .context("could not run dpkg --print-architecture")?;
+        let native = String::from_utf8_lossy(&native.stdout).trim().to_owned();
+        if !native.is_empty() {
+            out = query(&format!("{pkg}:{native}"))?;
+        }
+    }
     // Unknown packages make dpkg-query exit 1; that just means "not installed".
     Ok(out.status.success()
         && String::from_utf8_lossy(&out.stdout).trim() == "install ok installed")
