@@ -12,8 +12,9 @@
 //! them killed in the middle of the work) on the same files, and
 //! [`run_isolation_again`] the isolation lab (two servers on Open vSwitch,
 //! tenant VLANs, issue 19), and
-//! [`run_uefi_again`] the lab under OVMF (UEFI) on the same ramdisk, with
-//! the test image's UEFI variant.
+//! [`run_multi_arch_again`] the lab under UEFI with two servers on one
+//! coordinator, an x86_64 one under OVMF and an aarch64 one under AAVMF
+//! (`cargo xtask e2e --arch aarch64`; issue 20).
 
 use std::process::Command;
 use std::time::Instant;
@@ -49,15 +50,16 @@ const LAB_FLAGS: &[&str] = &[
     "--network=slirp",
     "--firmware=bios",
     "--firmware=uefi",
+    "--arch=aarch64",
 ];
 
-/// `--network X` and `--firmware X` as one word each (`--network=X`), as
-/// [`LAB_FLAGS`] lists them.
+/// `--network X`, `--firmware X` and `--arch X` as one word each
+/// (`--network=X`), as [`LAB_FLAGS`] lists them.
 pub fn joined_flags(args: Vec<String>) -> Vec<String> {
     let mut out = Vec::with_capacity(args.len());
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
-        if a == "--network" || a == "--firmware" {
+        if a == "--network" || a == "--firmware" || a == "--arch" {
             match it.next() {
                 Some(v) => out.push(format!("{a}={v}")),
                 None => out.push(a),
@@ -101,10 +103,14 @@ pub fn run(build: Build, verbose: bool, flags: &[String]) -> Result<String> {
     }
     let host_s = t.elapsed().as_secs_f64();
     let target = util::target_dir();
-    // The isolation lab has its own work directory (the plain lab's
-    // evidence stays); every variant builds into target/e2e/build.
+    let multi_arch = flags.iter().any(|f| f == "--arch=aarch64");
+    // The isolation and multi-architecture labs have work directories of
+    // their own (the plain lab's evidence stays); every variant builds into
+    // target/e2e/build.
     let work = target.join(if flags.iter().any(|f| f == "--isolation") {
         "e2e-isolation"
+    } else if multi_arch {
+        MULTI_ARCH_DIR
     } else {
         "e2e"
     });
@@ -112,7 +118,17 @@ pub fn run(build: Build, verbose: bool, flags: &[String]) -> Result<String> {
     if verbose {
         cmd.arg("--verbose");
     }
-    cmd.args(flags);
+    if multi_arch {
+        cmd.args(multi_arch_args()?);
+        cmd.args(flags.iter().filter(|f| {
+            !matches!(
+                f.as_str(),
+                "--arch=aarch64" | "--firmware=uefi" | "--firmware=bios"
+            )
+        }));
+    } else {
+        cmd.args(flags);
+    }
     println!("\n==> the lab");
     util::announce(&cmd);
     let t = Instant::now();
@@ -266,32 +282,65 @@ pub fn run_isolation_again() -> Result<String> {
     Ok(timings)
 }
 
-/// The lab under OVMF (`ingot-lab demo --firmware uefi --fast-track`):
-/// the ramdisk the last [`run`] built in `target/e2e/build` is reused (it
-/// is current: same agent, same kernel), the test image's UEFI variant is
-/// built next to it (`test-image-uefi.raw`, a few seconds), and fast track
-/// keeps the gate short (inspection's agent cleans and deploys; undeploy
-/// boots the ramdisk again). Evidence in `target/e2e-uefi/`. Returns the
-/// lab's time.
-pub fn run_uefi_again() -> Result<String> {
-    let work = util::target_dir().join("e2e-uefi");
+/// The multi-architecture lab's work directory under the target directory.
+const MULTI_ARCH_DIR: &str = "e2e-aarch64";
+
+/// `ingot-lab demo`'s arguments for the multi-architecture lab, after
+/// building what the aarch64 server needs (the cross toolchain, QEMU's arm
+/// emulator, AAVMF and Debian's signed network GRUB installed first when
+/// missing): the static aarch64 agent (checked static) and test image init.
+/// Two servers, one coordinator: an x86_64 one under OVMF, then an aarch64
+/// one under AAVMF.
+fn multi_arch_args() -> Result<Vec<std::ffi::OsString>> {
+    crate::deps::ensure_arch(util::Arch::Aarch64)?;
+    println!("\n==> building the static aarch64 agent and the test image's aarch64 init");
+    let agent = util::build_agent_for(util::Arch::Aarch64)?;
+    crate::test::check_static_agent(util::Arch::Aarch64)?;
+    let init = util::build_test_init_for(util::Arch::Aarch64)?;
+    Ok(vec![
+        "--arch".into(),
+        "x86_64,aarch64".into(),
+        "--firmware".into(),
+        "uefi".into(),
+        "--agent-aarch64".into(),
+        agent.into(),
+        "--test-init-aarch64".into(),
+        init.into(),
+    ])
+}
+
+/// The multi-architecture lab under UEFI with fast track (`cargo xtask e2e
+/// --arch aarch64 --fast-track`, issue 20): one coordinator provisions an
+/// x86_64 server under OVMF, then an aarch64 server under AAVMF (network
+/// boot through the coordinator's DHCP, TFTP and Debian's signed GRUB), each
+/// through inspection, cleaning, deploy of its architecture's UEFI test
+/// image, boot from disk and undeploy with a secure wipe. The x86_64
+/// ramdisk is the one the last [`run`] built in `target/e2e/build` (it is
+/// current); the aarch64 agent, ramdisk and test image are built here.
+/// Evidence in `target/e2e-aarch64/` (`report.json`, `report-node2.json`).
+/// Returns the lab's time with its builds.
+pub fn run_multi_arch_again() -> Result<String> {
+    let work = util::target_dir().join(MULTI_ARCH_DIR);
+    let t = Instant::now();
+    let extra = multi_arch_args()?;
+    let build_s = t.elapsed().as_secs_f64();
     // Both are built already: cargo only checks.
     let agent = util::build_agent()?;
     let init = util::build_test_init()?;
     let mut cmd = demo_command(&work, &agent, &init);
-    cmd.arg("--firmware").arg("uefi").arg("--fast-track");
-    println!("\n==> the lab under OVMF (UEFI), fast track");
+    cmd.args(extra).arg("--fast-track");
+    println!("\n==> the lab under UEFI: an x86_64 server, then an aarch64 server, one coordinator");
     util::announce(&cmd);
     let t = Instant::now();
     let st = cmd.status()?;
     let timings = format!(
-        "lab {:.0} s (with the UEFI test image)",
+        "aarch64 builds {build_s:.0} s, lab {:.0} s (with the arm64 kernel, ramdisk and test image)",
         t.elapsed().as_secs_f64()
     );
-    println!("e2e (UEFI): {timings}");
+    println!("e2e (UEFI, x86_64 + aarch64): {timings}");
     if !st.success() {
         bail!(
-            "the UEFI lab failed ({st}) after {timings}; evidence in {}",
+            "the multi-architecture lab failed ({st}) after {timings}; evidence in {}",
             work.display()
         );
     }
@@ -332,6 +381,8 @@ mod tests {
         assert!(f(&["--network=slirp", "--tls"]));
         assert!(!f(&["--network", "slirp"]));
         assert!(f(&[]));
+        assert!(f(&["--arch=aarch64", "--fast-track"]));
+        assert!(!f(&["--arch=riscv64"]));
         assert!(!f(&["--glances"]));
         let j = joined_flags(
             ["--firmware", "uefi", "--tls", "--network", "slirp"]

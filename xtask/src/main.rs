@@ -6,7 +6,8 @@
 //! - `e2e`: the same lab as CI runs it.
 //!
 //! `demo` and `e2e` take `--fast-track`, `--tls`, `--glance`, `--network=slirp` and
-//! `--firmware uefi`, or `--ha` or `--isolation`.
+//! `--firmware uefi`, or `--ha` or `--isolation`, or `--arch aarch64` (an
+//! x86_64 and an aarch64 server under UEFI on one coordinator).
 //! - `agent [--arch A]`, `ramdisk [--arch A]`: the static agent, or the agent
 //!   ramdisk from Debian's kernel, for x86_64 or aarch64 (cross toolchain
 //!   installed if missing; docs/architectures.md).
@@ -34,8 +35,9 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   test                 install missing packages, then fmt, clippy, tests, the static agent build,
-                       the lab, the lab again with --tls --glance, the HA lab (--ha) and the
-                       isolation lab (--isolation)
+                       the lab, the lab again with --tls --glance, the HA lab (--ha), the
+                       isolation lab (--isolation) and the UEFI lab on both architectures
+                       (--arch aarch64 --fast-track)
   demo [FLAGS]         a virtual server provisioned end to end: inspect, clean, deploy, boot, wipe
   e2e [FLAGS]          the same lab as CI runs it (evidence in target/e2e/)
                        FLAGS: --fast-track (the node keeps its agent between phases, Ironic's fast track)
@@ -46,6 +48,10 @@ tasks:
                               --ha (three coordinators on PostgreSQL, two killed mid-work; alone)
                               --isolation (two servers on Open vSwitch, tenant VLANs, drift, a dead
                                 switch; alone; evidence in target/e2e-isolation/)
+                              --firmware uefi (the server under OVMF, the test image's UEFI variant)
+                              --arch aarch64 (an x86_64 server under OVMF, then an aarch64 server
+                                under AAVMF, on one coordinator; builds the aarch64 agent, ramdisk
+                                and test image; evidence in target/e2e-aarch64/)
   agent [--arch A]     build the static agent for A (x86_64 or aarch64; the cross toolchain is
                        installed if missing) and check that it is a static ELF for A
   ramdisk [--arch A]   the same, then Debian's kernel for A and the agent ramdisk

@@ -11,8 +11,11 @@
 //! PostgreSQL, two of them killed mid-deploy and mid-cleaning
 //! (`ingot-lab run --ha`), the isolation lab: two servers on a private
 //! Open vSwitch, tenant VLANs, drift and a dead switch (`ingot-lab run
-//! --isolation`), and the lab under OVMF (UEFI, fast track) on the same
-//! ramdisk with the test image's UEFI variant. A failed gate does not stop the later
+//! --isolation`), and the lab under UEFI on both architectures with one
+//! coordinator (`cargo xtask e2e --arch aarch64 --fast-track`): an x86_64
+//! server under OVMF on the same ramdisk with the test image's UEFI variant,
+//! then an aarch64 server under AAVMF, whose static agent (checked like the
+//! x86_64 one), ramdisk and test image it builds first. A failed gate does not stop the later
 //! ones (except the ELF check, which needs the build); the task exits
 //! non-zero if any failed.
 
@@ -323,12 +326,38 @@ pub fn run() -> Result<()> {
         })
     });
 
-    // The lab under OVMF: the same ramdisk, the UEFI test image, fast track.
-    gate("e2e lab (UEFI)", &mut || {
-        crate::e2e::run_uefi_again().map(|timings| {
+    // The aarch64 agent and the test image's aarch64 init (the cross
+    // toolchain, QEMU's arm emulator and AAVMF installed first when
+    // missing), then the same static check as x86_64's. Late, so that the
+    // x86_64 labs above run on a machine not yet busy with this build.
+    let mut built_arm = false;
+    gate("agent build (aarch64)", &mut || {
+        crate::deps::ensure_arch(Arch::Aarch64)?;
+        let agent = util::build_agent_for(Arch::Aarch64)?;
+        util::build_test_init_for(Arch::Aarch64)?;
+        built_arm = true;
+        Ok(format!("{}", agent.display()))
+    });
+    if built_arm {
+        gate("agent is static (aarch64)", &mut || {
+            check_static_agent(Arch::Aarch64)
+        });
+    } else {
+        gate("agent is static (aarch64)", &mut || {
+            bail!("not checked: the build failed")
+        });
+    }
+    // UEFI on both architectures, one coordinator: an x86_64 server under
+    // OVMF (the same ramdisk, the UEFI test image), then an aarch64 server
+    // under AAVMF (the agent just built; its ramdisk and test image built
+    // here), fast track.
+    gate("e2e lab (UEFI: x86_64 + aarch64)", &mut || {
+        crate::e2e::run_multi_arch_again().map(|timings| {
             format!(
                 "{}; {timings}",
-                util::target_dir().join("e2e-uefi/report.json").display()
+                util::target_dir()
+                    .join("e2e-aarch64/report-node2.json")
+                    .display()
             )
         })
     });

@@ -1,6 +1,9 @@
 //! A small HTTP/1.1 file server for the lab's image store (what Glance or a
 //! web server is to Ironic): `GET` and `HEAD` of the files in one directory,
-//! with single `Range` requests, one thread per connection, requests logged.
+//! with single `Range` requests, one thread per connection, requests logged,
+//! and optionally a bandwidth per download (a store behind a real network:
+//! the lab's deploy then lasts long enough for the node's `ingot_progress`
+//! to move).
 
 use std::io::{BufRead as _, BufReader, Read as _, Seek as _, SeekFrom, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -10,8 +13,14 @@ use anyhow::Result;
 
 use crate::proc;
 
-/// Starts serving `dir` on `ip` (a free port); runs until the process ends.
-pub fn start(dir: &Path, log: &Path, ip: std::net::Ipv4Addr) -> Result<SocketAddr> {
+/// Starts serving `dir` on `ip` (a free port), each download at most
+/// `rate` bytes a second when given; runs until the process ends.
+pub fn start(
+    dir: &Path,
+    log: &Path,
+    ip: std::net::Ipv4Addr,
+    rate: Option<u64>,
+) -> Result<SocketAddr> {
     let listener = TcpListener::bind((ip, 0))?;
     let addr = listener.local_addr()?;
     let dir = dir.to_path_buf();
@@ -21,7 +30,7 @@ pub fn start(dir: &Path, log: &Path, ip: std::net::Ipv4Addr) -> Result<SocketAdd
             let dir = dir.clone();
             let log = log.clone();
             std::thread::spawn(move || {
-                let _ = serve(conn, &dir, &log);
+                let _ = serve(conn, &dir, &log, rate);
             });
         }
     });
@@ -48,7 +57,7 @@ fn parse_range(v: &str, len: u64) -> Option<(u64, u64)> {
     (start <= end).then_some((start, end))
 }
 
-fn serve(conn: TcpStream, dir: &Path, log: &Path) -> std::io::Result<()> {
+fn serve(conn: TcpStream, dir: &Path, log: &Path, rate: Option<u64>) -> std::io::Result<()> {
     let mut s = conn.try_clone()?;
     let mut r = BufReader::new(conn);
     let mut line = String::new();
@@ -111,14 +120,55 @@ fn serve(conn: TcpStream, dir: &Path, log: &Path) -> std::io::Result<()> {
     )?;
     if method == "GET" {
         file.seek(SeekFrom::Start(start))?;
-        std::io::copy(&mut (&mut file).take(count), &mut s)?;
+        match rate {
+            None => {
+                std::io::copy(&mut (&mut file).take(count), &mut s)?;
+            }
+            Some(rate) => paced_copy(&mut (&mut file).take(count), &mut s, rate)?,
+        }
     }
     s.flush()
 }
 
+/// Copies at most `rate` bytes a second (in 64 KiB pieces, each sent when
+/// the average allows it).
+fn paced_copy(
+    from: &mut impl std::io::Read,
+    to: &mut impl std::io::Write,
+    rate: u64,
+) -> std::io::Result<()> {
+    let rate = rate.max(1) as f64;
+    let started = std::time::Instant::now();
+    let mut sent = 0u64;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = from.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let due = std::time::Duration::from_secs_f64(sent as f64 / rate);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        to.write_all(&buf[..n])?;
+        sent += n as u64;
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_range;
+    use super::{paced_copy, parse_range};
+
+    #[test]
+    fn paces_the_copy() {
+        let data = vec![7u8; 256 << 10];
+        let mut out = Vec::new();
+        let t = std::time::Instant::now();
+        paced_copy(&mut &data[..], &mut out, 1 << 20).unwrap();
+        // 256 KiB at 1 MiB/s: the last of four pieces leaves at 0.1875 s.
+        assert!(t.elapsed() >= std::time::Duration::from_millis(180));
+        assert_eq!(out, data);
+    }
 
     #[test]
     fn single_ranges() {

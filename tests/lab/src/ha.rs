@@ -409,7 +409,7 @@ async fn kill_owner_and_follow(
         seen: state_and_step(n),
         ..KillRecord::default()
     };
-    let console_at_kill = std::fs::metadata(&lab.console).map_or(0, |m| m.len());
+    let console_at_kill = std::fs::metadata(&lab.srv.console).map_or(0, |m| m.len());
     rec.killed_at = ha.kill(&owner)?;
     ph.say(&format!(
         "SIGKILL {owner}, the node's owner, in {}",
@@ -453,7 +453,7 @@ async fn kill_owner_and_follow(
         if arrived && rec.detected_after.is_some() && rec.takeover_after.is_some() {
             if let Some(port) = ha.port(&owner) {
                 rec.agent_lines = console_lines_naming(
-                    &lab.console,
+                    &lab.srv.console,
                     console_at_kill,
                     &format!("10.0.2.2:{port}"),
                 );
@@ -506,7 +506,7 @@ async fn wait_boot_marker(lab: &Lab, instance: &str, timeout: Duration) -> Resul
     let want = format!("instance_uuid={instance}");
     let deadline = Instant::now() + timeout;
     loop {
-        let text = strip_ansi(&std::fs::read_to_string(&lab.console).unwrap_or_default());
+        let text = strip_ansi(&std::fs::read_to_string(&lab.srv.console).unwrap_or_default());
         if let Some(line) = text
             .lines()
             .rev()
@@ -601,7 +601,7 @@ async fn ha_phases(
 ) -> Result<()> {
     let api = &lab.api;
     let t = opts.phase_timeout;
-    let (bmc_port, fwd) = (lab.bmc_port, lab.agent_forward);
+    let (bmc_port, fwd) = (lab.srv.bmc_port, lab.srv.agent_forward);
 
     // Enroll and manage; every member is alive.
     let mut ph = PhaseRun::new(lab, progress, "enroll");
@@ -672,9 +672,9 @@ async fn ha_phases(
         json!([
             {"op": "add", "path": "/instance_uuid", "value": instance},
             {"op": "add", "path": "/instance_info", "value": {
-                "image_source": lab.image_url,
+                "image_source": lab.srv.image_url,
                 "image_os_hash_algo": "sha256",
-                "image_os_hash_value": lab.image_sha256,
+                "image_os_hash_value": lab.srv.image_sha256,
                 "image_disk_format": "raw",
             }},
         ]),

@@ -191,6 +191,7 @@ impl Run<'_> {
             seconds,
             states,
             power_on_to_heartbeat: None,
+            progress: vec![],
         });
     }
 }
@@ -388,7 +389,7 @@ fn setup(
     std::fs::copy(&opts.artifacts.image, &served).context("copying the test image")?;
     let image_sha256 = sha256_file(&served)?;
     let images_log = w.join("image-server.log");
-    let store = fileserver::start(&images, &images_log, Ipv4Addr::UNSPECIFIED)?;
+    let store = fileserver::start(&images, &images_log, Ipv4Addr::UNSPECIFIED, None)?;
 
     let api_port = proc::free_tcp_port()?;
     let config = w.join("coordinator.toml");
@@ -652,7 +653,7 @@ async fn enroll(lab: &IsoLab, s: &mut Server, opts: &Options) -> Result<()> {
                     "ipmi_port": s.bmc_port,
                     "ipmi_username": bmc::USER,
                     "ipmi_password": bmc::PASSWORD,
-                    "kernel_append_params": opts.network.kernel_append_params(0),
+                    "kernel_append_params": opts.network.kernel_append_params(0, crate::machine::Arch::X86_64.console()),
                     "fast_track": true,
                 },
             }),

@@ -36,6 +36,7 @@ pub mod history;
 pub mod interrupt;
 pub mod isolation;
 pub mod journal;
+pub mod machine;
 pub mod members;
 pub mod metrics;
 pub mod netns;
@@ -47,6 +48,7 @@ pub mod scenario;
 pub mod serial;
 pub mod uefi;
 
+pub use machine::Arch;
 pub use netns::Network;
 pub use prepare::Artifacts;
 pub use scenario::{Options, run};

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use ingot_lab::{Artifacts, Firmware, Network, Options, prepare};
+use ingot_lab::{Arch, Artifacts, Firmware, Network, Options, prepare};
 
 #[derive(Debug, Parser)]
 #[command(about = "Ingot's end-to-end lab: a QEMU server with an ipmi_sim BMC")]
@@ -76,6 +76,12 @@ struct Common {
     /// variant, which `demo` builds).
     #[arg(long, value_enum, default_value_t = Firmware::Bios)]
     firmware: Firmware,
+    /// The servers' architectures, one server each, driven one after the
+    /// other by the same coordinator (`x86_64,aarch64`: an x86_64 server,
+    /// then an aarch64 one under AAVMF). aarch64 servers are always UEFI
+    /// and need the L2 network (the coordinator's DHCP and TFTP).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "x86_64")]
+    arch: Vec<Arch>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +110,12 @@ enum Cmd {
         /// The test image's static init.
         #[arg(long)]
         test_init: PathBuf,
+        /// The static aarch64 agent (for `--arch …aarch64`).
+        #[arg(long)]
+        agent_aarch64: Option<PathBuf>,
+        /// The test image's static aarch64 init (for `--arch …aarch64`).
+        #[arg(long)]
+        test_init_aarch64: Option<PathBuf>,
         /// The `ingot-test-image` binary (builds the test image).
         #[arg(long)]
         test_image_builder: PathBuf,
@@ -153,7 +165,7 @@ fn run(common: Common, artifacts: Artifacts) -> Result<()> {
             ingot_lab::netns::enter()?;
         }
     }
-    let report = ingot_lab::run(&Options {
+    let reports = ingot_lab::run(&Options {
         workdir: workdir.clone(),
         coordinator: std::path::absolute(&common.coordinator)?,
         lab_bin,
@@ -171,10 +183,34 @@ fn run(common: Common, artifacts: Artifacts) -> Result<()> {
             .transpose()?,
         network,
         firmware: common.firmware,
+        arches: common.arch.clone(),
         phase_timeout: Duration::from_secs(common.phase_timeout),
     })?;
-    println!("\n{}", report.table());
-    if common_isolation {
+    let Some(report) = reports.last() else {
+        anyhow::bail!("the lab ran no server");
+    };
+    for r in &reports {
+        if reports.len() > 1 {
+            println!("\n{} ({}, {})", r.node_name, r.arch.name(), r.firmware);
+        }
+        println!("\n{}", r.table());
+    }
+    if reports.len() > 1 {
+        for r in &reports {
+            println!(
+                "{} ({}): instance {} booted from disk ({}); disks wiped",
+                r.node_name,
+                r.arch.name(),
+                r.instance_uuid,
+                r.boot_marker
+            );
+        }
+        println!(
+            "one coordinator served {} servers; evidence in {}",
+            reports.len(),
+            workdir.display()
+        );
+    } else if common_isolation {
         println!(
             "isolation: {}; evidence in {}",
             std::fs::read_to_string(workdir.join("isolation-summary.txt"))
@@ -222,18 +258,27 @@ fn main() -> ExitCode {
             kernel,
             initramfs,
             image,
-        } => run(
-            common,
-            Artifacts {
-                kernel,
-                initramfs,
-                image,
-            },
-        ),
+        } => {
+            if common.arch.len() > 1 {
+                eprintln!("ingot-lab: `run` takes one architecture's files; `demo` builds several");
+                return ExitCode::FAILURE;
+            }
+            run(
+                common,
+                Artifacts {
+                    kernel,
+                    initramfs,
+                    image,
+                    more: vec![],
+                },
+            )
+        }
         Cmd::Demo {
             common,
             agent,
             test_init,
+            agent_aarch64,
+            test_init_aarch64,
             test_image_builder,
             kernel_cache,
             build_dir,
@@ -247,14 +292,42 @@ fn main() -> ExitCode {
                 "building the agent ramdisk and the test image in {}",
                 out.display()
             );
-            let artifacts = prepare::build(&prepare::Inputs {
-                kernel_cache: &kernel_cache,
-                agent: &agent,
-                test_init: &test_init,
-                test_image_builder: &test_image_builder,
-                out: &out,
-                firmware: common.firmware,
-            })?;
+            let mut built = vec![];
+            for &arch in &common.arch {
+                let (agent, test_init) = match arch {
+                    Arch::X86_64 => (&agent, &test_init),
+                    Arch::Aarch64 => (
+                        agent_aarch64
+                            .as_ref()
+                            .context("--arch aarch64 needs --agent-aarch64")?,
+                        test_init_aarch64
+                            .as_ref()
+                            .context("--arch aarch64 needs --test-init-aarch64")?,
+                    ),
+                };
+                built.push((
+                    arch,
+                    prepare::build(&prepare::Inputs {
+                        kernel_cache: &kernel_cache,
+                        agent,
+                        test_init,
+                        test_image_builder: &test_image_builder,
+                        out: &out,
+                        firmware: common.firmware,
+                        arch,
+                    })?,
+                ));
+            }
+            let mut built = built.into_iter();
+            let (_, mut artifacts) = built.next().context("no --arch")?;
+            artifacts.more = built
+                .map(|(arch, a)| prepare::ArchArtifacts {
+                    arch,
+                    kernel: a.kernel,
+                    initramfs: a.initramfs,
+                    image: a.image,
+                })
+                .collect();
             run(common, artifacts)
         })(),
     };

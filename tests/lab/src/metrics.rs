@@ -69,17 +69,19 @@ fn sum(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> f64 {
 }
 
 /// Seconds of the lab's phases whose name starts with `prefix`.
-fn lab_seconds(report: &Report, prefix: &str) -> f64 {
-    report
-        .phases
+fn lab_seconds(reports: &[&Report], prefix: &str) -> f64 {
+    reports
         .iter()
+        .flat_map(|r| &r.phases)
         .filter(|p| p.name.starts_with(prefix))
         .map(|p| p.seconds)
         .sum()
 }
 
 /// Scrapes `url` and checks it against `report`'s phases.
-pub async fn check(url: &str, report: &Report) -> Result<MetricsEvidence> {
+pub async fn check(url: &str, report: &Report, earlier: &[Report]) -> Result<MetricsEvidence> {
+    let reports: Vec<&Report> = earlier.iter().chain([report]).collect();
+    let servers = reports.len() as f64;
     let text = reqwest::get(url)
         .await
         .and_then(reqwest::Response::error_for_status)
@@ -90,13 +92,13 @@ pub async fn check(url: &str, report: &Report) -> Result<MetricsEvidence> {
     let mut e = MetricsEvidence::default();
     // (histogram phase, count expected, the lab's phases it lies within)
     for (phase, want, lab) in [
-        ("inspect", 1.0, lab_seconds(report, "inspect")),
+        ("inspect", servers, lab_seconds(&reports, "inspect")),
         (
             "clean",
-            2.0,
-            lab_seconds(report, "provide") + lab_seconds(report, "undeploy"),
+            2.0 * servers,
+            lab_seconds(&reports, "provide") + lab_seconds(&reports, "undeploy"),
         ),
-        ("deploy", 1.0, lab_seconds(report, "deploy")),
+        ("deploy", servers, lab_seconds(&reports, "deploy")),
     ] {
         let l = [("phase", phase), ("result", "success")];
         let count = sum(&s, "ingot_phase_duration_seconds_count", &l);
@@ -125,8 +127,8 @@ pub async fn check(url: &str, report: &Report) -> Result<MetricsEvidence> {
         e.lookups
     );
     ensure!(
-        e.available_nodes == 1.0,
-        "/metrics counts {} available nodes, the lab has 1",
+        e.available_nodes == servers,
+        "/metrics counts {} available nodes, the lab has {servers}",
         e.available_nodes
     );
     let deploy_steps = sum(

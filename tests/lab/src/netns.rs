@@ -82,12 +82,13 @@ impl Network {
         }
     }
 
-    /// QEMU's `-netdev` for the provisioning NIC (id `n0`): the tap, or
-    /// slirp with its TFTP server (`boot.ipxe` in `tftp`) and the agent's
+    /// QEMU's `-netdev` for the provisioning NIC (id `n0`): the `tap` on
+    /// the bridge ([`TAP`] for the first server, [`add_tap`] for others),
+    /// or slirp with its TFTP server (`boot.ipxe` in `tftp`) and the agent's
     /// :9999 forwarded to 127.0.0.1:`agent_forward`.
-    pub fn provisioning_netdev(self, tftp: &Path, agent_forward: u16) -> String {
+    pub fn provisioning_netdev(self, tap: &str, tftp: &Path, agent_forward: u16) -> String {
         match self {
-            Self::L2 => format!("tap,id=n0,ifname={TAP},script=no,downscript=no"),
+            Self::L2 => format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
             Self::Slirp => format!(
                 "user,id=n0,tftp={},bootfile=boot.ipxe,hostfwd=tcp:127.0.0.1:{agent_forward}-:9999",
                 tftp.display()
@@ -95,14 +96,15 @@ impl Network {
         }
     }
 
-    /// The node's `driver_info.kernel_append_params`. On slirp the agent
+    /// The node's `driver_info.kernel_append_params` with the serial
+    /// `console` (`ttyS0,115200n8`, `ttyAMA0`). On slirp the agent
     /// sits behind QEMU's port forward and advertises it (as IPA behind
     /// NAT); on the bridge it advertises its own DHCP address.
-    pub fn kernel_append_params(self, agent_forward: u16) -> String {
+    pub fn kernel_append_params(self, agent_forward: u16, console: &str) -> String {
         match self {
-            Self::L2 => "%default% console=ttyS0,115200n8".to_owned(),
+            Self::L2 => format!("%default% console={console}"),
             Self::Slirp => format!(
-                "%default% console=ttyS0,115200n8 ipa-advertise-host=127.0.0.1 ipa-advertise-port={agent_forward}"
+                "%default% console={console} ipa-advertise-host=127.0.0.1 ipa-advertise-port={agent_forward}"
             ),
         }
     }
@@ -153,6 +155,14 @@ pub fn enter() -> Result<()> {
     Ok(())
 }
 
+/// Adds a tap for another server to the bridge of [`Network::L2`] (in the
+/// namespace [`enter`] made).
+pub fn add_tap(name: &str) -> Result<()> {
+    ip(&["tuntap", "add", name, "mode", "tap"])?;
+    ip(&["link", "set", name, "master", BRIDGE])?;
+    ip(&["link", "set", name, "up"])
+}
+
 /// Moves this process into a new network namespace with only `lo` up (the
 /// isolation lab builds its Open vSwitch fabric there, module `ovs`). The
 /// same single-thread rule as [`enter`].
@@ -200,11 +210,11 @@ mod tests {
     fn slirp_keeps_the_port_forward() {
         let n = Network::Slirp;
         assert!(
-            n.provisioning_netdev(Path::new("/t"), 4242)
+            n.provisioning_netdev(TAP, Path::new("/t"), 4242)
                 .contains("tftp=/t,bootfile=boot.ipxe,hostfwd=tcp:127.0.0.1:4242-:9999")
         );
         assert!(
-            n.kernel_append_params(4242)
+            n.kernel_append_params(4242, "ttyS0")
                 .ends_with("ipa-advertise-port=4242")
         );
         assert!(n.coordinator_config().is_empty());
@@ -214,10 +224,10 @@ mod tests {
     fn l2_uses_the_tap_and_the_coordinators_dhcp() {
         let n = Network::L2;
         assert_eq!(
-            n.provisioning_netdev(Path::new("/t"), 4242),
+            n.provisioning_netdev(TAP, Path::new("/t"), 4242),
             "tap,id=n0,ifname=tap0,script=no,downscript=no"
         );
-        assert!(!n.kernel_append_params(4242).contains("advertise"));
+        assert!(!n.kernel_append_params(4242, "ttyS0").contains("advertise"));
         let c = n.coordinator_config();
         assert!(c.contains("interface = \"br0\"") && c.contains("server_ip = \"10.77.0.1\""));
         assert!(c.contains("allow_noauth_on_network = true"));

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use ingot_initramfs::modules::Class;
-use ingot_initramfs::{Arch, BuildOptions, Compression};
+use ingot_initramfs::{BuildOptions, Compression};
+
+use crate::machine::Arch;
 
 /// The files the lab needs.
 #[derive(Debug, Clone)]
@@ -18,6 +20,33 @@ pub struct Artifacts {
     pub initramfs: PathBuf,
     /// The bootable test image (raw).
     pub image: PathBuf,
+    /// Other architectures' kernel, ramdisk and test image, for servers of
+    /// those architectures beside the first (`--arch x86_64,aarch64`).
+    pub more: Vec<ArchArtifacts>,
+}
+
+/// One more architecture's files.
+#[derive(Debug, Clone)]
+pub struct ArchArtifacts {
+    /// Its architecture.
+    pub arch: Arch,
+    /// The agent kernel.
+    pub kernel: PathBuf,
+    /// The agent ramdisk.
+    pub initramfs: PathBuf,
+    /// The bootable test image (raw, UEFI).
+    pub image: PathBuf,
+}
+
+impl Artifacts {
+    /// The test image for a server of `arch`: its own when [`Self::more`]
+    /// has one, else the first.
+    pub fn image_for(&self, arch: Arch) -> &Path {
+        self.more
+            .iter()
+            .find(|a| a.arch == arch)
+            .map_or(&self.image, |a| &a.image)
+    }
 }
 
 /// Inputs of [`build`].
@@ -35,6 +64,10 @@ pub struct Inputs<'a> {
     /// The firmware the test image boots under: `test-image.raw` (BIOS) or
     /// `test-image-uefi.raw` (a UKI on an ESP).
     pub firmware: crate::Firmware,
+    /// The architecture: Debian's kernel of that architecture, the ramdisk
+    /// in `ramdisk` (x86_64) or `ramdisk-<arch>`, the test image
+    /// `test-image-<arch>-uefi.raw` for others than x86_64 (always UEFI).
+    pub arch: Arch,
 }
 
 /// True if `dir` holds a ramdisk built from this agent binary and this
@@ -65,6 +98,7 @@ fn ramdisk_current(dir: &Path, agent: &Path, modules: &Path) -> bool {
 fn build_ramdisk(
     kernel: &ingot_initramfs::fetch::FetchedKernel,
     agent: &Path,
+    arch: Arch,
     out: &Path,
 ) -> Result<()> {
     let _ = std::fs::remove_dir_all(out);
@@ -73,7 +107,7 @@ fn build_ramdisk(
         modules: kernel.modules.clone(),
         firmware: None,
         agent: agent.to_path_buf(),
-        arch: Arch::X86_64,
+        arch: arch.initramfs(),
         compress: Compression::Zstd,
         level: 19,
         classes: Class::ALL.to_vec(),
@@ -97,22 +131,25 @@ pub fn build(inp: &Inputs<'_>) -> Result<Artifacts> {
         }
     }
     let t = Instant::now();
-    let kernel = ingot_initramfs::fetch::debian(inp.kernel_cache, "amd64")
-        .map_err(|e| anyhow::anyhow!("fetching the Debian kernel: {e}"))?;
+    let kernel = ingot_initramfs::fetch::debian(inp.kernel_cache, inp.arch.debian())
+        .map_err(|e| anyhow::anyhow!("fetching the Debian {} kernel: {e}", inp.arch.debian()))?;
     println!(
         "kernel: {} ({:.1} s)",
         kernel.vmlinuz.display(),
         t.elapsed().as_secs_f64()
     );
     let t = Instant::now();
-    let ramdisk = inp.out.join("ramdisk");
+    let ramdisk = inp.out.join(match inp.arch {
+        Arch::X86_64 => "ramdisk".to_owned(),
+        other => format!("ramdisk-{}", other.name()),
+    });
     if ramdisk_current(&ramdisk, inp.agent, &kernel.modules) {
         println!(
             "agent ramdisk: {} is current (same agent and kernel)",
             ramdisk.display()
         );
     } else {
-        build_ramdisk(&kernel, inp.agent, &ramdisk)?;
+        build_ramdisk(&kernel, inp.agent, inp.arch, &ramdisk)?;
         println!(
             "agent ramdisk: {} (zstd -19, {:.1} s)",
             ramdisk.display(),
@@ -120,14 +157,24 @@ pub fn build(inp: &Inputs<'_>) -> Result<Artifacts> {
         );
     }
     let t = Instant::now();
-    let stem = match inp.firmware {
-        crate::Firmware::Bios => "test-image",
-        crate::Firmware::Uefi => "test-image-uefi",
+    let firmware = if inp.arch.uefi_only() {
+        crate::Firmware::Uefi
+    } else {
+        inp.firmware
+    };
+    let stem = match (inp.arch, firmware) {
+        (Arch::X86_64, crate::Firmware::Bios) => "test-image".to_owned(),
+        (Arch::X86_64, crate::Firmware::Uefi) => "test-image-uefi".to_owned(),
+        (other, _) => format!("test-image-{}-uefi", other.name()),
     };
     let image = inp.out.join(format!("{stem}.raw"));
-    let out = Command::new(inp.test_image_builder)
+    let mut builder = Command::new(inp.test_image_builder);
+    if inp.arch != Arch::X86_64 {
+        builder.arg("--arch").arg(inp.arch.name());
+    }
+    let out = builder
         .arg("--firmware")
-        .arg(inp.firmware.name())
+        .arg(firmware.name())
         .arg("--kernel")
         .arg(&kernel.vmlinuz)
         .arg("--modules")
@@ -158,5 +205,6 @@ pub fn build(inp: &Inputs<'_>) -> Result<Artifacts> {
         kernel: ramdisk.join("vmlinuz"),
         initramfs: ramdisk.join("initramfs.img"),
         image,
+        more: vec![],
     })
 }

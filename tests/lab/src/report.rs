@@ -16,6 +16,56 @@ pub struct Phase {
     /// Power-on (chassis_control starting QEMU) to the agent's first
     /// heartbeat, when the phase booted the agent.
     pub power_on_to_heartbeat: Option<f64>,
+    /// Each new `driver_internal_info.ingot_progress` the node showed in
+    /// the phase (what `baremetal node show` shows), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub progress: Vec<ProgressSample>,
+}
+
+/// One `ingot_progress` the lab saw on the node.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProgressSample {
+    /// Seconds since the phase started.
+    pub at: f64,
+    /// The step (`deploy.write_image`).
+    pub step: String,
+    pub bytes_done: u64,
+    pub bytes_total: Option<u64>,
+    pub percent: Option<f64>,
+    pub rate_bytes_per_second: Option<f64>,
+    pub eta_seconds: Option<f64>,
+}
+
+impl ProgressSample {
+    /// Reads the node's `ingot_progress`, if it has counted bytes.
+    pub fn from_node(n: &serde_json::Value, at: f64) -> Option<Self> {
+        let p = &n["driver_internal_info"]["ingot_progress"];
+        Some(Self {
+            at,
+            step: p["step"].as_str().unwrap_or("").to_owned(),
+            bytes_done: p["bytes_done"].as_u64()?,
+            bytes_total: p["bytes_total"].as_u64(),
+            percent: p["percent"].as_f64(),
+            rate_bytes_per_second: p["rate_bytes_per_second"].as_f64(),
+            eta_seconds: p["eta_seconds"].as_f64(),
+        })
+    }
+
+    /// `41.2% (26.4 of 64.0 MiB, 10.0 MiB/s, ETA 3.7 s) at 4.1 s`.
+    pub fn line(&self) -> String {
+        let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
+        format!(
+            "{}% ({:.1} of {} MiB, {} MiB/s, ETA {} s) at {:.1} s",
+            self.percent.map_or("?".into(), |p| format!("{p:.1}")),
+            mib(self.bytes_done),
+            self.bytes_total
+                .map_or("?".into(), |t| format!("{:.1}", mib(t))),
+            self.rate_bytes_per_second
+                .map_or("?".into(), |r| format!("{:.1}", r / f64::from(1u32 << 20))),
+            self.eta_seconds.map_or("?".into(), |e| format!("{e:.1}")),
+            self.at
+        )
+    }
 }
 
 /// Everything the run leaves in `report.json`.
@@ -23,6 +73,10 @@ pub struct Phase {
 pub struct Report {
     /// The node's UUID.
     pub node_uuid: String,
+    /// The server's name in the work directory (`node1`, `node2`).
+    pub node_name: String,
+    /// The server's architecture.
+    pub arch: crate::machine::Arch,
     /// The node was enrolled with fast track (provide and deploy drive the
     /// agent that inspection booted, without booting the ramdisk again).
     pub fast_track: bool,
@@ -106,10 +160,17 @@ impl Report {
             ));
         }
         // The isolation lab does not time the boots.
-        let heartbeat = if measured.is_empty() {
-            String::new()
-        } else {
-            format!("power-on → heartbeat ≤ 15 s (worst here {worst:.1} s); ")
+        // Issue 18's goal is for x86_64 under SeaBIOS (iPXE from the NIC's
+        // ROM); UEFI firmware and arm64's GRUB have none yet: measured only.
+        let heartbeat = match (measured.is_empty(), self.arch, self.firmware.as_str()) {
+            (true, _, _) => String::new(),
+            (false, crate::machine::Arch::X86_64, "bios" | "") => {
+                format!("power-on → heartbeat ≤ 12 s (worst here {worst:.1} s); ")
+            }
+            (false, arch, firmware) => format!(
+                "power-on → heartbeat: no goal for {} under {firmware} (worst here {worst:.1} s); ",
+                arch.name()
+            ),
         };
         t.push_str(&format!(
             "goals (TCG, 2 cores): {heartbeat}lifecycle ≤ 180 s ({:.1} s)\n",

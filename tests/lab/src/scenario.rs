@@ -14,15 +14,26 @@ use crate::chassis::{NodeDir, NodeSpec};
 use crate::checks;
 use crate::console::Tail;
 use crate::glance::{GlanceEvidence, GlanceServer};
+use crate::machine::Arch;
 use crate::proc::{self, Guard};
-use crate::report::{Phase, Report};
+use crate::report::{Phase, ProgressSample, Report};
 use crate::uefi::{self, Firmware};
 use crate::{Artifacts, Network, fileserver};
 
-/// The PXE NIC's MAC (enrolled as the node's port).
+/// The first server's PXE NIC's MAC (enrolled as the node's port).
 pub const PXE_MAC: &str = "52:54:00:e2:e0:01";
-/// The second NIC's MAC (found by inspection).
+/// The first server's second NIC's MAC (found by inspection).
 pub const SECOND_MAC: &str = "52:54:00:e2:e0:02";
+
+/// Server `index`'s (1, 2, …) PXE and second NIC's MACs: [`PXE_MAC`] and
+/// [`SECOND_MAC`] for the first.
+fn server_macs(index: u8) -> (String, String) {
+    let base = index.saturating_sub(1).saturating_mul(0x10);
+    (
+        format!("52:54:00:e2:e0:{:02x}", base.saturating_add(1)),
+        format!("52:54:00:e2:e0:{:02x}", base.saturating_add(2)),
+    )
+}
 /// How long after the console log shows the boot marker its copy through the
 /// coordinator's SOL console may lag (a later copy fails the run).
 const SOL_GRACE: Duration = Duration::from_secs(20);
@@ -35,6 +46,21 @@ const VDA_BYTES: u64 = 2 << 30;
 pub(crate) const VDA_SERIAL: &str = "INGOT-E2E-VDA";
 /// The NVMe disk's Format punches holes, so its file stays sparse.
 const NVME_BYTES: u64 = 6 << 30;
+/// How fast the lab's image store serves a download when the run watches
+/// the deploy's progress ([`watches_progress`]): a 64 MiB test image then
+/// takes about 6 s to write, several agent heartbeats.
+const IMAGE_RATE: u64 = 10 << 20;
+/// The coordinator's `heartbeat_timeout` then: agents heartbeat every
+/// 0.3–0.6 × this (1.5–3 s), and the node's `ingot_progress` moves with each.
+const WATCHED_HEARTBEAT_TIMEOUT: u64 = 5;
+
+/// True when the run checks that the node's `ingot_progress` moves during
+/// the deploy: the image comes from the lab's store (not through the
+/// coordinator's cache with TLS or Glance), with one coordinator.
+fn watches_progress(opts: &Options) -> bool {
+    !(opts.tls || opts.glance || opts.ha || opts.isolation)
+}
+
 /// Free space the run needs beside the root disk's file: the served image, the
 /// console logs, the coordinator's database, with room to spare.
 const SPACE_MARGIN: u64 = 1 << 30;
@@ -90,6 +116,10 @@ pub struct Options {
     /// agent's NVRAM boot entry is read from the store, and cleaning must
     /// remove it).
     pub firmware: Firmware,
+    /// The servers' architectures, one server each, driven one after the
+    /// other by the same coordinator (empty: one x86_64 server). aarch64
+    /// servers are always UEFI and need the L2 network.
+    pub arches: Vec<Arch>,
 }
 
 /// What the TLS run proves about each hop, from the coordinator's own log
@@ -379,13 +409,46 @@ fn check_glance(e: &GlanceEvidence) -> Result<()> {
     Ok(())
 }
 
-/// The running lab: processes are stopped when it is dropped.
+/// The running lab: processes are stopped when it is dropped (the servers
+/// first: their QEMU is not our child, so it is powered off by hand).
 pub(crate) struct Lab {
+    /// The server being driven.
+    pub(crate) srv: Server,
+    /// Servers driven before it, kept powered off with their BMCs up (the
+    /// coordinator still manages their nodes).
+    retired: Vec<Server>,
     /// The coordinator (None in the HA lab, whose members are in `ha`).
     _coordinator: Option<Guard>,
-    _bmc: Guard,
-    pub(crate) node: NodeDir,
     pub(crate) api: Api,
+    /// The lab CA of a TLS run (the console speaks TLS too).
+    ca_pem: Option<Vec<u8>>,
+    /// Glance, in a `--glance` run (stopped after the coordinator).
+    glance: Option<LabGlance>,
+    /// The HA lab's members and database.
+    pub(crate) ha: Option<crate::ha::HaLab>,
+    /// The coordinator's `GET /metrics` (not in the HA lab).
+    metrics_url: Option<String>,
+    /// The image store's directory and port, and its host as the guest
+    /// sees it.
+    images: PathBuf,
+    store_port: u16,
+    image_host: std::net::Ipv4Addr,
+    /// iPXE's first script on slirp.
+    tftp: PathBuf,
+}
+
+/// One server: its QEMU command lines, BMC, console and disks.
+pub(crate) struct Server {
+    /// Its directory (`node1`, …): QEMU's command lines, pid, boot device.
+    pub(crate) node: NodeDir,
+    _bmc: Guard,
+    /// `node1`, `node2`: the directory's and the files' names.
+    pub(crate) name: String,
+    pub(crate) arch: Arch,
+    /// SeaBIOS or OVMF for x86_64; aarch64 is always UEFI.
+    pub(crate) firmware: Firmware,
+    pub(crate) pxe_mac: String,
+    pub(crate) second_mac: String,
     pub(crate) console: PathBuf,
     sol_console: PathBuf,
     disks: Vec<PathBuf>,
@@ -395,17 +458,9 @@ pub(crate) struct Lab {
     pub(crate) bmc_port: u16,
     /// The host port forwarded to the agent's :9999.
     pub(crate) agent_forward: u16,
-    /// The lab CA of a TLS run (the console speaks TLS too).
-    ca_pem: Option<Vec<u8>>,
-    /// Glance, in a `--glance` run (stopped after the coordinator).
-    glance: Option<LabGlance>,
-    /// The HA lab's members and database.
-    pub(crate) ha: Option<crate::ha::HaLab>,
-    /// The coordinator's `GET /metrics` (not in the HA lab).
-    metrics_url: Option<String>,
 }
 
-impl Drop for Lab {
+impl Drop for Server {
     fn drop(&mut self) {
         // The BMC's QEMU is not our child: power it off by hand.
         self.node.power_off();
@@ -414,8 +469,9 @@ impl Drop for Lab {
 
 /// Fails early, with the numbers, when the work directory's file system has
 /// less free space than a run needs (it would fail in the middle otherwise).
-fn check_free_space(dir: &Path) -> Result<()> {
-    let need = VDA_BYTES + SPACE_MARGIN;
+fn check_free_space(opts: &Options) -> Result<()> {
+    let dir = &opts.workdir;
+    let need = VDA_BYTES * (u64::try_from(arches(opts).len())?) + SPACE_MARGIN;
     let free = proc::free_bytes(dir).with_context(|| format!("statvfs {}", dir.display()))?;
     ensure!(
         free >= need,
@@ -443,39 +499,42 @@ struct QemuPorts {
     agent_forward: u16,
 }
 
+/// What makes one server's QEMU command line.
+struct QemuServer<'a> {
+    node: &'a NodeDir,
+    arch: Arch,
+    firmware: Firmware,
+    pxe_mac: &'a str,
+    second_mac: &'a str,
+    /// Its tap on the L2 bridge.
+    tap: &'a str,
+    console: &'a Path,
+    disks: &'a [PathBuf],
+}
+
 fn qemu_argv(
-    node: &NodeDir,
-    console: &Path,
-    disks: &[PathBuf],
+    srv: &QemuServer<'_>,
     tftp: &Path,
     ports: &QemuPorts,
     pxe: bool,
     opts: &Options,
 ) -> Vec<String> {
-    let (network, firmware) = (opts.network, opts.firmware);
+    let (node, console, disks) = (srv.node, srv.console, srv.disks);
+    let (pxe_mac, second_mac) = (srv.pxe_mac, srv.second_mac);
+    let network = opts.network;
     let (nic_idx, disk_idx) = if pxe { (1, 2) } else { (2, 1) };
-    let mut a: Vec<String> = [
-        "qemu-system-x86_64",
-        "-name",
-        "ingot-e2e-node",
-        "-machine",
-        "q35,accel=tcg,graphics=off",
-        "-m",
-        "1024",
-        "-smp",
-        "1",
-        "-display",
-        "none",
-        "-nodefaults",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    // OVMF: its code read-only, the node's own variable store writable (it
-    // outlives this QEMU, as NVRAM does). The provisioning NIC keeps QEMU's
-    // default ROM, efi-virtio.rom, whose EFI iPXE driver OVMF loads.
-    if firmware == Firmware::Uefi {
-        a.extend(uefi::qemu_args(&node.0));
+    let mut a: Vec<String> = [srv.arch.qemu(), "-name", "ingot-e2e-node"]
+        .iter()
+        .chain(srv.arch.machine_args())
+        .chain(&["-m", "1024", "-smp", "1", "-display", "none", "-nodefaults"])
+        .map(|s| (*s).to_owned())
+        .collect();
+    // OVMF or AAVMF: its code read-only, the node's own variable store
+    // writable (it outlives this QEMU, as NVRAM does). On x86_64 the
+    // provisioning NIC keeps QEMU's default ROM, efi-virtio.rom, whose EFI
+    // iPXE driver OVMF loads; AAVMF's own PXE boots the arm64 server.
+    if srv.firmware == Firmware::Uefi {
+        a.extend(uefi::qemu_args(&node.0, srv.arch));
     }
     let mut push = |k: &str, v: String| {
         a.push(k.to_owned());
@@ -496,32 +555,43 @@ fn qemu_argv(
         "-qmp",
         format!("unix:{},server=on,wait=off", node.qmp().display()),
     );
-    // The BMC as the server sees it: a KCS interface wired to ipmi_sim.
-    push(
-        "-chardev",
-        format!(
-            "socket,id=ipmi0,host=127.0.0.1,port={},reconnect=10",
-            ports.vm
-        ),
-    );
-    push("-device", "ipmi-bmc-extern,id=bmc0,chardev=ipmi0".into());
-    push("-device", "isa-ipmi-kcs,bmc=bmc0".into());
+    // The BMC as the server sees it: a KCS interface wired to ipmi_sim
+    // (x86_64 only: KCS sits on the ISA bus).
+    if srv.arch.has_kcs() {
+        push(
+            "-chardev",
+            format!(
+                "socket,id=ipmi0,host=127.0.0.1,port={},reconnect=10",
+                ports.vm
+            ),
+        );
+        push("-device", "ipmi-bmc-extern,id=bmc0,chardev=ipmi0".into());
+        push("-device", "isa-ipmi-kcs,bmc=bmc0".into());
+    }
     // Provisioning NIC: the tap on the lab's bridge; or slirp with its TFTP
     // server, the agent's API port forwarded to 127.0.0.1:<fwd>, which the
     // agent advertises.
     push(
         "-netdev",
-        network.provisioning_netdev(tftp, ports.agent_forward),
+        network.provisioning_netdev(srv.tap, tftp, ports.agent_forward),
     );
     push(
         "-device",
-        format!("virtio-net-pci,netdev=n0,mac={PXE_MAC},bootindex={nic_idx}"),
+        format!(
+            "virtio-net-pci,netdev=n0,mac={pxe_mac},bootindex={nic_idx}{}",
+            // AAVMF's own virtio driver and PXE: no (x86) iPXE ROM.
+            if srv.arch == Arch::X86_64 {
+                ""
+            } else {
+                ",romfile="
+            }
+        ),
     );
     // A second NIC on its own isolated network, for inspection to find.
     push("-netdev", "user,id=n1,net=10.0.3.0/24,restrict=on".into());
     push(
         "-device",
-        format!("virtio-net-pci,netdev=n1,mac={SECOND_MAC},romfile="),
+        format!("virtio-net-pci,netdev=n1,mac={second_mac},romfile="),
     );
     if let [vda, nvme, ..] = disks {
         push(
@@ -547,10 +617,17 @@ fn qemu_argv(
     a
 }
 
+/// The servers' architectures in order (one x86_64 server by default).
+pub(crate) fn arches(opts: &Options) -> Vec<Arch> {
+    if opts.arches.is_empty() {
+        vec![Arch::X86_64]
+    } else {
+        opts.arches.clone()
+    }
+}
+
 fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> Result<Lab> {
     let w = &opts.workdir;
-    let node = NodeDir(w.join("node1"));
-    std::fs::create_dir_all(&node.0)?;
     let tftp = w.join("tftp");
     std::fs::create_dir_all(&tftp)?;
     let images = w.join("images");
@@ -564,7 +641,9 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
         &images,
         &w.join("image-server.log"),
         opts.network.store_bind_ip(),
+        watches_progress(opts).then_some(IMAGE_RATE),
     )?;
+    let first_arch = arches(opts)[0];
 
     // Glance, with the test image in it (the lab's store then serves nothing).
     let glance = if opts.glance {
@@ -599,7 +678,13 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
         let mut cmd = Command::new(&opts.coordinator);
         cmd.arg("serve");
         let mut ca_pem = None;
-        let mut config = opts.network.coordinator_config();
+        // Top-level keys first (TOML), then the sections.
+        let mut config = if watches_progress(opts) {
+            format!("heartbeat_timeout = {WATCHED_HEARTBEAT_TIMEOUT}\n\n")
+        } else {
+            String::new()
+        };
+        config.push_str(&opts.network.coordinator_config());
         // Prometheus metrics, scraped once at the end.
         let metrics = format!("127.0.0.1:{}", proc::free_tcp_port()?);
         config.push_str(&format!("[metrics]\nlisten = \"{metrics}\"\n\n"));
@@ -626,8 +711,27 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
         }
         if let Some(g) = &glance {
             config.push_str(&format!(
-                "[glance]\nendpoint = \"{}\"\nauth_type = \"none\"\n",
+                "[glance]\nendpoint = \"{}\"\nauth_type = \"none\"\n\n",
                 g.server.endpoint()
+            ));
+        }
+        // More architectures: their ramdisks per `cpu_arch` (the first
+        // server's are `[boot] kernel`/`initramfs`), and TFTP on the bridge
+        // for firmware without iPXE (arm64 UEFI PXE fetches Debian's signed
+        // network GRUB, then the kernel and ramdisk its `grub.cfg` names).
+        for more in &opts.artifacts.more {
+            config.push_str(&format!(
+                "[boot.by_arch.{}]\nkernel = {:?}\ninitramfs = {:?}\nkernel_params = \"console={}\"\n\n",
+                more.arch.name(),
+                more.kernel,
+                more.initramfs,
+                more.arch.console()
+            ));
+        }
+        if opts.network == Network::L2 && arches(opts).iter().any(|a| *a != Arch::X86_64) {
+            config.push_str(&format!(
+                "[tftp]\nenabled = true\nlisten = \"{listen_ip}:69\"\nroot = {:?}\n\n",
+                tftp
             ));
         }
         if !config.is_empty() {
@@ -667,44 +771,25 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
         (api, ca_pem, base)
     };
 
-    // The server: disks, console, boot orders.
-    let console = w.join("node1-console.log");
-    let disks = vec![w.join("node1-disk-vda.raw"), w.join("node1-disk-nvme.raw")];
-    sparse_file(&disks[0], VDA_BYTES)?;
-    sparse_file(&disks[1], NVME_BYTES)?;
-    let relay = crate::serial::start()?;
-    let ports = BmcPorts {
-        lan: proc::free_udp_port()?,
-        vm: proc::free_tcp_port()?,
-        serial: relay.bmc_port,
+    // The first server.
+    let image_host = if opts.tls {
+        std::net::Ipv4Addr::LOCALHOST
+    } else {
+        opts.network.guest_host_ip()
     };
-    let fwd = proc::free_tcp_port()?;
-    let qp = QemuPorts {
-        vm: ports.vm,
-        serial: relay.server_port,
-        agent_forward: fwd,
-    };
-    let spec = NodeSpec {
-        argv_pxe: qemu_argv(&node, &console, &disks, &tftp, &qp, true, opts),
-        argv_disk: qemu_argv(&node, &console, &disks, &tftp, &qp, false, opts),
-    };
-    if opts.firmware == Firmware::Uefi {
-        let vars = uefi::make_vars(&node.0)?;
-        progress.say(&format!(
-            "firmware: OVMF ({}), variable store {}",
-            uefi::OVMF_CODE,
-            vars.display()
-        ));
-    }
-
-    std::fs::write(node.spec(), serde_json::to_vec_pretty(&spec)?)?;
-    std::fs::write(node.bootdev(), "default")?;
-    crate::console::timestamp_lines(&console, &w.join("node1-console.timed.log"));
-    let bmc = bmc::start(&node.0, &opts.lab_bin, &ports)?;
-    progress.say(&format!(
-        "BMC: ipmi_sim on udp 127.0.0.1:{} (chassis_control: ingot-lab)",
-        ports.lan
-    ));
+    let srv = start_server(
+        opts,
+        progress,
+        &ServerPlace {
+            tftp: &tftp,
+            images: &images,
+            store_port: store.port(),
+            image_host,
+        },
+        1,
+        first_arch,
+        Some((served.clone(), image_sha256)),
+    )?;
 
     if let Some(h) = &ha {
         h.wait_up(rt)?;
@@ -764,31 +849,175 @@ fn setup(opts: &Options, progress: &Progress, rt: &tokio::runtime::Runtime) -> R
             features.join("; ")
         ));
     }
-    // The guest's view of the host (on slirp 10.0.2.2, its loopback). With
-    // TLS the coordinator fetches the image into its cache (from the host),
-    // and the agent gets it from the coordinator over HTTPS.
-    let image_host = if opts.tls {
-        std::net::Ipv4Addr::LOCALHOST
-    } else {
-        opts.network.guest_host_ip()
-    };
-    let image_url = format!("http://{image_host}:{}/test-image.raw", store.port());
     Ok(Lab {
+        srv,
+        retired: vec![],
         _coordinator: coordinator,
-        _bmc: bmc,
-        node,
         api,
-        console,
-        sol_console: w.join("node1-sol-console.log"),
-        disks,
-        image_url,
-        image_sha256,
-        bmc_port: ports.lan,
-        agent_forward: fwd,
         ca_pem,
         glance,
         ha,
         metrics_url,
+        images,
+        store_port: store.port(),
+        image_host,
+        tftp,
+    })
+}
+
+/// Where a server's files come from.
+struct ServerPlace<'a> {
+    /// iPXE's first script on slirp.
+    tftp: &'a Path,
+    /// The image store's directory.
+    images: &'a Path,
+    store_port: u16,
+    /// The image store's (or the coordinator's cache's) host as the guest
+    /// sees it.
+    image_host: std::net::Ipv4Addr,
+}
+
+impl Lab {
+    /// Retires the server driven so far (powered off, its BMC kept up) and
+    /// starts server `index` of `arch` on the same coordinator.
+    pub(crate) fn next_server(
+        &mut self,
+        opts: &Options,
+        progress: &Progress,
+        index: u8,
+        arch: Arch,
+    ) -> Result<()> {
+        let place = ServerPlace {
+            tftp: &self.tftp,
+            images: &self.images,
+            store_port: self.store_port,
+            image_host: self.image_host,
+        };
+        let next = start_server(opts, progress, &place, index, arch, None)?;
+        let done = std::mem::replace(&mut self.srv, next);
+        done.node.power_off();
+        self.retired.push(done);
+        Ok(())
+    }
+}
+
+/// Starts server `index` (1, 2, …; `node<index>`): disks, console, boot
+/// orders, its BMC. `served` is its test image already in the store with
+/// its SHA-256, else its architecture's image is copied there.
+fn start_server(
+    opts: &Options,
+    progress: &Progress,
+    place: &ServerPlace<'_>,
+    index: u8,
+    arch: Arch,
+    served: Option<(PathBuf, String)>,
+) -> Result<Server> {
+    let w = &opts.workdir;
+    let name = format!("node{index}");
+    let node = NodeDir(w.join(&name));
+    std::fs::create_dir_all(&node.0)?;
+    let (served, image_sha256) = match served {
+        Some(s) => s,
+        None => {
+            let file = place
+                .images
+                .join(format!("test-image-{}-{name}.raw", arch.name()));
+            std::fs::copy(opts.artifacts.image_for(arch), &file)
+                .with_context(|| format!("copying the {} test image", arch.name()))?;
+            let sha = crate::sha256_file(&file)?;
+            (file, sha)
+        }
+    };
+    let firmware = if arch.uefi_only() {
+        Firmware::Uefi
+    } else {
+        opts.firmware
+    };
+    ensure!(
+        !(arch.uefi_only() && opts.network != Network::L2),
+        "an {} server needs the L2 network (the coordinator's DHCP and TFTP)",
+        arch.name()
+    );
+    let tap = if index <= 1 {
+        crate::netns::TAP.to_owned()
+    } else {
+        format!("tap{}", index - 1)
+    };
+    if index > 1 && opts.network == Network::L2 {
+        crate::netns::add_tap(&tap)?;
+    }
+    let (pxe_mac, second_mac) = server_macs(index);
+    // The server: disks, console, boot orders.
+    let console = w.join(format!("{name}-console.log"));
+    let disks = vec![
+        w.join(format!("{name}-disk-vda.raw")),
+        w.join(format!("{name}-disk-nvme.raw")),
+    ];
+    sparse_file(&disks[0], VDA_BYTES)?;
+    sparse_file(&disks[1], NVME_BYTES)?;
+    let relay = crate::serial::start()?;
+    let ports = BmcPorts {
+        lan: proc::free_udp_port()?,
+        vm: proc::free_tcp_port()?,
+        serial: relay.bmc_port,
+    };
+    let fwd = proc::free_tcp_port()?;
+    let qp = QemuPorts {
+        vm: ports.vm,
+        serial: relay.server_port,
+        agent_forward: fwd,
+    };
+    let q = QemuServer {
+        node: &node,
+        arch,
+        firmware,
+        pxe_mac: &pxe_mac,
+        second_mac: &second_mac,
+        tap: &tap,
+        console: &console,
+        disks: &disks,
+    };
+    let spec = NodeSpec {
+        argv_pxe: qemu_argv(&q, place.tftp, &qp, true, opts),
+        argv_disk: qemu_argv(&q, place.tftp, &qp, false, opts),
+    };
+    if firmware == Firmware::Uefi {
+        let vars = uefi::make_vars(&node.0, arch)?;
+        progress.say(&format!(
+            "{name}: {} firmware {}, variable store {}",
+            arch.name(),
+            uefi::firmware_files(arch).0,
+            vars.display()
+        ));
+    }
+
+    std::fs::write(node.spec(), serde_json::to_vec_pretty(&spec)?)?;
+    std::fs::write(node.bootdev(), "default")?;
+    crate::console::timestamp_lines(&console, &w.join(format!("{name}-console.timed.log")));
+    let bmc = bmc::start(&node.0, &opts.lab_bin, &ports)?;
+    progress.say(&format!(
+        "{name}: BMC ipmi_sim on udp 127.0.0.1:{} (chassis_control: ingot-lab)",
+        ports.lan
+    ));
+    let file = served
+        .file_name()
+        .and_then(|f| f.to_str())
+        .context("image file name")?;
+    Ok(Server {
+        node,
+        _bmc: bmc,
+        sol_console: w.join(format!("{name}-sol-console.log")),
+        name,
+        arch,
+        firmware,
+        pxe_mac,
+        second_mac,
+        console,
+        disks,
+        image_url: format!("http://{}:{}/{file}", place.image_host, place.store_port),
+        image_sha256,
+        bmc_port: ports.lan,
+        agent_forward: fwd,
     })
 }
 
@@ -831,6 +1060,37 @@ fn secure_wipe_reported(r: &Value) -> Result<()> {
     Ok(())
 }
 
+/// The deploy's `ingot_progress` as the node showed it: at least two
+/// values of the image write, never going down, within the image's size.
+fn check_progress(samples: &[ProgressSample]) -> Result<()> {
+    let writes: Vec<&ProgressSample> = samples
+        .iter()
+        .filter(|s| s.step.ends_with("write_image"))
+        .collect();
+    ensure!(
+        writes.len() >= 2,
+        "the node showed {} ingot_progress value(s) of the image write, want at least 2 (a moving progress): {samples:?}",
+        writes.len()
+    );
+    for w in writes.windows(2) {
+        ensure!(
+            w[1].bytes_done > w[0].bytes_done,
+            "ingot_progress went from {} to {} bytes",
+            w[0].bytes_done,
+            w[1].bytes_done
+        );
+    }
+    for s in &writes {
+        if let (Some(total), Some(pct)) = (s.bytes_total, s.percent) {
+            ensure!(
+                s.bytes_done <= total && (0.0..=100.0).contains(&pct),
+                "ingot_progress out of range: {s:?}"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The BMC's power-ons (chassis_control starting QEMU), in order: Unix time
 /// and whether the server started from the network (the agent ramdisk).
 fn power_ons(node: &NodeDir) -> Vec<(f64, bool)> {
@@ -855,7 +1115,7 @@ fn ensure_fast_track(opts: &Options, lab: &Lab, since: f64, phase: &str) -> Resu
     if !opts.fast_track {
         return Ok(());
     }
-    let boots = power_ons(&lab.node)
+    let boots = power_ons(&lab.srv.node)
         .into_iter()
         .filter(|(t, pxe)| *pxe && *t >= since)
         .count();
@@ -876,7 +1136,7 @@ pub const BUILD_DIR: &str = "build";
 fn empty_workdir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     // node2: the isolation lab's second server.
-    for n in ["node1", "node2"] {
+    for n in (1..10).map(|i| format!("node{i}")) {
         NodeDir(dir.join(n)).power_off();
     }
     // A Glance that run started runs in a session of its own.
@@ -899,8 +1159,9 @@ fn empty_workdir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs the lab and returns its report (also written to `report.json`).
-pub fn run(opts: &Options) -> Result<Report> {
+/// Runs the lab and returns its reports, one per server (also written to
+/// `report.json`, then `report-node2.json`, …).
+pub fn run(opts: &Options) -> Result<Vec<Report>> {
     ensure!(
         !(opts.ha && (opts.tls || opts.glance || opts.fast_track)),
         "the HA lab runs alone: no --tls, --glance or --fast-track with --ha"
@@ -910,7 +1171,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         "the isolation lab runs alone, on the L2 network: no --ha, --tls, --glance or --network slirp with --isolation"
     );
     empty_workdir(&opts.workdir)?;
-    check_free_space(&opts.workdir)?;
+    check_free_space(opts)?;
     crate::interrupt::install(opts.workdir.clone());
     let progress = Progress {
         start: Instant::now(),
@@ -919,36 +1180,65 @@ pub fn run(opts: &Options) -> Result<Report> {
     };
     let rt = runtime()?;
     if opts.isolation {
-        return crate::isolation::run(opts, &progress, &rt).map_err(|e| {
+        return crate::isolation::run(opts, &progress, &rt).map(|r| vec![r]).map_err(|e| {
             e.context(format!(
                 "the isolation lab failed; evidence in {} (isolation.json, node1-console.log, node2-console.log, coordinator.log, ovs/)",
                 opts.workdir.display()
             ))
         });
     }
-    let lab = setup(opts, &progress, &rt)?;
-    let mut report = Report::default();
-    let result = if opts.ha {
-        rt.block_on(crate::ha::lifecycle(opts, &lab, &progress, &mut report))
-    } else {
-        rt.block_on(lifecycle(opts, &lab, &progress, &mut report))
-    };
-    report.passed = result.is_ok();
-    let report_file = opts.workdir.join("report.json");
-    let written = serde_json::to_vec_pretty(&report)
-        .map_err(anyhow::Error::from)
-        .and_then(|json| Ok(std::fs::write(&report_file, json)?))
-        .with_context(|| format!("writing {}", report_file.display()));
-    drop(lab);
-    // The lifecycle's own error comes first; then a report that was not written.
-    let result = result.and(written);
-    match result {
-        Ok(()) => Ok(report),
-        Err(e) => Err(e.context(format!(
-            "the lab failed; evidence in {} (node1-console.log, coordinator.log, node1/)",
-            opts.workdir.display()
-        ))),
+    let arches = arches(opts);
+    ensure!(
+        arches == [Arch::X86_64] || !(opts.ha || opts.tls || opts.glance),
+        "aarch64 or several servers (--arch) run without --ha, --tls or --glance"
+    );
+    ensure!(
+        arches.len() < 10,
+        "at most 9 servers (--arch), {} given",
+        arches.len()
+    );
+    let mut lab = setup(opts, &progress, &rt)?;
+    let mut reports: Vec<Report> = vec![];
+    for (i, arch) in arches.iter().copied().enumerate() {
+        let index = u8::try_from(i + 1)?;
+        if index > 1 {
+            progress.say(&format!(
+                "══ server {index}: {} on the same coordinator",
+                arch.name()
+            ));
+            lab.next_server(opts, &progress, index, arch)?;
+        }
+        let mut report = Report::default();
+        let result = if opts.ha {
+            rt.block_on(crate::ha::lifecycle(opts, &lab, &progress, &mut report))
+        } else {
+            rt.block_on(lifecycle(opts, &lab, &progress, &mut report, &reports))
+        };
+        report.passed = result.is_ok();
+        // report.json for the first server, report-node2.json, … after it.
+        let report_file = opts.workdir.join(if index == 1 {
+            "report.json".to_owned()
+        } else {
+            format!("report-{}.json", lab.srv.name)
+        });
+        let written = serde_json::to_vec_pretty(&report)
+            .map_err(anyhow::Error::from)
+            .and_then(|json| Ok(std::fs::write(&report_file, json)?))
+            .with_context(|| format!("writing {}", report_file.display()));
+        // The lifecycle's own error comes first; then a report that was not written.
+        if let Err(e) = result.and(written) {
+            let name = lab.srv.name.clone();
+            drop(lab);
+            return Err(e.context(format!(
+                "the lab failed on {name} ({}); evidence in {} ({name}-console.log, coordinator.log, {name}/)",
+                arch.name(),
+                opts.workdir.display()
+            )));
+        }
+        reports.push(report);
     }
+    drop(lab);
+    Ok(reports)
 }
 
 /// One phase: runs `body`, timing it and recording the node's states and the
@@ -969,12 +1259,13 @@ impl<'a> PhaseRun<'a> {
         Self {
             lab,
             progress,
-            tail: Tail::from_end(&lab.console),
+            tail: Tail::from_end(&lab.srv.console),
             phase: Phase {
                 name: name.to_owned(),
                 seconds: 0.0,
                 states: vec![],
                 power_on_to_heartbeat: None,
+                progress: vec![],
             },
             started: Instant::now(),
             started_unix: proc::unix_now(),
@@ -990,6 +1281,14 @@ impl<'a> PhaseRun<'a> {
             self.progress.say(&format!("node: {state} (power {power})"));
             self.phase.states.push(state);
         }
+        let at = self.started.elapsed().as_secs_f64();
+        if let Some(p) = ProgressSample::from_node(n, at)
+            && self.phase.progress.last().map(|l| l.bytes_done) != Some(p.bytes_done)
+        {
+            self.progress
+                .say(&format!("node: ingot_progress {} {}", p.step, p.line()));
+            self.phase.progress.push(p);
+        }
         let hb = n["driver_internal_info"]["agent_last_heartbeat"]
             .as_str()
             .unwrap_or("")
@@ -997,7 +1296,7 @@ impl<'a> PhaseRun<'a> {
         if !hb.is_empty() && hb != self.last_heartbeat {
             if !self.last_heartbeat.is_empty() || self.phase.power_on_to_heartbeat.is_none() {
                 let now = proc::unix_now();
-                let on = power_on_times(&self.lab.node)
+                let on = power_on_times(&self.lab.srv.node)
                     .into_iter()
                     .rfind(|t| *t >= self.started_unix && *t <= now);
                 if let (Some(on), None) = (on, self.phase.power_on_to_heartbeat) {
@@ -1048,15 +1347,18 @@ impl<'a> PhaseRun<'a> {
     }
 }
 
+/// One server's lifecycle; `earlier` are the reports of the servers the
+/// same coordinator drove before it (the `/metrics` check counts them too).
 async fn lifecycle(
     opts: &Options,
     lab: &Lab,
     progress: &Progress,
     report: &mut Report,
+    earlier: &[Report],
 ) -> Result<()> {
     let api = &lab.api;
     let t = opts.phase_timeout;
-    let (bmc_port, fwd) = (lab.bmc_port, lab.agent_forward);
+    let (bmc_port, fwd) = (lab.srv.bmc_port, lab.srv.agent_forward);
 
     // Enroll and manage.
     let mut ph = PhaseRun::new(lab, progress, "enroll");
@@ -1064,7 +1366,7 @@ async fn lifecycle(
         .post(
             "/v1/nodes",
             json!({
-                "name": "e2e-node-1",
+                "name": format!("e2e-{}", lab.srv.name.replace("node", "node-")),
                 "driver": "ipmi",
                 // The serial console over IPMI Serial-over-LAN.
                 "console_interface": "ipmitool-socat",
@@ -1077,7 +1379,7 @@ async fn lifecycle(
                     "ipmi_username": bmc::USER,
                     "ipmi_password": bmc::PASSWORD,
                     // On slirp the agent sits behind QEMU's port forward.
-                    "kernel_append_params": opts.network.kernel_append_params(fwd),
+                    "kernel_append_params": opts.network.kernel_append_params(fwd, lab.srv.arch.console()),
                     "fast_track": opts.fast_track,
                 },
             }),
@@ -1085,12 +1387,14 @@ async fn lifecycle(
         .await?;
     report.fast_track = opts.fast_track;
     report.network = opts.network.name().to_owned();
-    report.firmware = opts.firmware.name().to_owned();
+    report.firmware = lab.srv.firmware.name().to_owned();
+    report.arch = lab.srv.arch;
+    report.node_name = lab.srv.name.clone();
     let uuid = node["uuid"].as_str().context("node uuid")?.to_owned();
     report.node_uuid = uuid.clone();
     api.post(
         "/v1/ports",
-        json!({"address": PXE_MAC, "node_uuid": uuid, "pxe_enabled": true}),
+        json!({"address": lab.srv.pxe_mac, "node_uuid": uuid, "pxe_enabled": true}),
     )
     .await?;
     api.provision(&uuid, "manage", json!({})).await?;
@@ -1107,9 +1411,14 @@ async fn lifecycle(
     let token = c["console_info"]["token"]
         .as_str()
         .context("console token")?;
-    crate::serial::console_client(url, token, &lab.sol_console, lab.ca_pem.as_deref())?;
+    crate::serial::console_client(url, token, &lab.srv.sol_console, lab.ca_pem.as_deref())?;
     progress.say(&format!(
-        "console: {url} (IPMI Serial-over-LAN), kept in node1-sol-console.log"
+        "console: {url} (IPMI Serial-over-LAN), kept in {}",
+        lab.srv
+            .sol_console
+            .file_name()
+            .and_then(|f| f.to_str())
+            .unwrap_or("?")
     ));
     ph.finish(report);
 
@@ -1139,7 +1448,13 @@ async fn lifecycle(
     ));
     let boot_mode = n["boot_mode"].as_str().unwrap_or("").to_owned();
     progress.say(&format!("inspected: boot_mode {boot_mode:?}"));
-    if opts.firmware == Firmware::Uefi {
+    let want_arch = lab.srv.arch.name();
+    ensure!(
+        n["properties"]["cpu_arch"] == want_arch,
+        "inspection reported cpu_arch {}, the server is {want_arch}",
+        n["properties"]["cpu_arch"]
+    );
+    if lab.srv.firmware == Firmware::Uefi {
         ensure!(
             boot_mode == "uefi",
             "inspection under OVMF reported boot_mode {:?}, not \"uefi\"",
@@ -1151,8 +1466,9 @@ async fn lifecycle(
         });
     }
     ensure!(
-        report.ports.iter().any(|p| p == SECOND_MAC),
-        "inspection did not create a port for the second NIC {SECOND_MAC}: {:?}",
+        report.ports.contains(&lab.srv.second_mac),
+        "inspection did not create a port for the second NIC {}: {:?}",
+        lab.srv.second_mac,
         report.ports
     );
     ensure!(
@@ -1179,9 +1495,9 @@ async fn lifecycle(
         // coordinator reads checksum, hash and formats from Glance.
         Some(g) => json!({"image_source": g.evidence.image_id}),
         None => json!({
-            "image_source": lab.image_url,
+            "image_source": lab.srv.image_url,
             "image_os_hash_algo": "sha256",
-            "image_os_hash_value": lab.image_sha256,
+            "image_os_hash_value": lab.srv.image_sha256,
             "image_disk_format": "raw",
         }),
     };
@@ -1216,6 +1532,9 @@ async fn lifecycle(
     }
     waited?;
     ensure_fast_track(opts, lab, ph.started_unix, "deploy")?;
+    if watches_progress(opts) {
+        check_progress(&ph.phase.progress)?;
+    }
     if let Some(u) = report.uefi.as_mut() {
         u.install_bootloader = uefi::installed_line(&opts.workdir.join("coordinator.log"))?;
         progress.say(&format!("UEFI: {}", u.install_bootloader));
@@ -1243,10 +1562,10 @@ async fn lifecycle(
     let mut ph = PhaseRun::new(lab, progress, "boot from disk");
     let want = format!("instance_uuid={instance}");
     let deadline = Instant::now() + t;
-    let mut tail = Tail::from_end(&lab.console);
+    let mut tail = Tail::from_end(&lab.srv.console);
     let mut all = String::new();
     // Lines printed before this phase started (fast guests) count too.
-    if let Ok(text) = std::fs::read_to_string(&lab.console) {
+    if let Ok(text) = std::fs::read_to_string(&lab.srv.console) {
         all.push_str(&crate::console::strip_ansi(&text));
     }
     let mut on_file = false;
@@ -1267,7 +1586,7 @@ async fn lifecycle(
                 on_file = true;
             }
         }
-        let sol = std::fs::read(&lab.sol_console).unwrap_or_default();
+        let sol = std::fs::read(&lab.srv.sol_console).unwrap_or_default();
         if on_file && String::from_utf8_lossy(&sol).contains(&want) {
             report.sol_console = true;
             progress.say("  the same line came through the SOL console");
@@ -1286,7 +1605,7 @@ async fn lifecycle(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let on = power_on_times(&lab.node).last().copied();
+    let on = power_on_times(&lab.srv.node).last().copied();
     if let Some(on) = on {
         progress.say(&format!(
             "booted from disk {:.1} s after the BMC powered it on",
@@ -1294,7 +1613,7 @@ async fn lifecycle(
         ));
     }
     if let Some(u) = report.uefi.as_mut() {
-        uefi::check_booted(u, &lab.node.0, &all)?;
+        uefi::check_booted(u, &lab.srv.node.0, &all)?;
         for l in u.after_deploy.iter().chain(&u.firmware_boot_log) {
             progress.say(&format!("  UEFI: {l}"));
         }
@@ -1331,7 +1650,7 @@ async fn lifecycle(
         .await?;
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while lab.node.powered() {
+    while lab.srv.node.powered() {
         ensure!(
             Instant::now() < deadline,
             "the server is still powered on 60 s after cleaning"
@@ -1339,7 +1658,7 @@ async fn lifecycle(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let mut bad = vec![];
-    for d in &lab.disks {
+    for d in &lab.srv.disks {
         let c = checks::check_disk(d)?;
         progress.say(&format!(
             "{}: {} GiB, {} MiB allocated, {} non-zero bytes, MBR {} GPT {}, blkid: {}",
@@ -1365,7 +1684,7 @@ async fn lifecycle(
         "disks not clean after the secure wipe: {bad:?}"
     );
     if let Some(u) = report.uefi.as_mut() {
-        uefi::check_cleaned(u, &lab.node.0, &report.clean_report)?;
+        uefi::check_cleaned(u, &lab.srv.node.0, &report.clean_report)?;
         progress.say(&format!(
             "UEFI: clean_uefi_nvram removed {}; the variable store now holds {}",
             u.removed_by_cleaning.join(", "),
@@ -1385,7 +1704,7 @@ async fn lifecycle(
         .map(|p| p.seconds)
         .sum();
     if let Some(url) = &lab.metrics_url {
-        let m = crate::metrics::check(url, report).await?;
+        let m = crate::metrics::check(url, report, earlier).await?;
         progress.say(&format!(
             "/metrics agrees with the phase table: {}; {} heartbeats, {} lookups, {} API requests",
             m.phases

@@ -14,10 +14,25 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, ensure};
 use serde::Serialize;
 
+use crate::machine::Arch;
+
 /// Debian's OVMF (package `ovmf`), 4 MiB flash layout.
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 /// Its empty variable store, copied per node.
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// Debian's AAVMF (package `qemu-efi-aarch64`), padded to the virt
+/// machine's 64 MiB flash.
+pub const AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
+/// Its empty variable store, copied per node.
+pub const AAVMF_VARS: &str = "/usr/share/AAVMF/AAVMF_VARS.fd";
+
+/// The firmware's code and empty variable store for `arch`.
+pub fn firmware_files(arch: Arch) -> (&'static str, &'static str) {
+    match arch {
+        Arch::X86_64 => (OVMF_CODE, OVMF_VARS),
+        Arch::Aarch64 => (AAVMF_CODE, AAVMF_VARS),
+    }
+}
 
 /// The server's firmware.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -44,24 +59,30 @@ pub fn vars_file(node_dir: &Path) -> PathBuf {
     node_dir.join("OVMF_VARS.fd")
 }
 
-/// Makes the node's variable store from OVMF's empty one.
-pub fn make_vars(node_dir: &Path) -> Result<PathBuf> {
-    for f in [OVMF_CODE, OVMF_VARS] {
+/// Makes the node's variable store from the firmware's empty one.
+pub fn make_vars(node_dir: &Path, arch: Arch) -> Result<PathBuf> {
+    let (code, empty) = firmware_files(arch);
+    for f in [code, empty] {
         ensure!(
             Path::new(f).is_file(),
-            "{f} not found: the UEFI lab needs Debian's ovmf package"
+            "{f} not found: the UEFI lab needs Debian's {} package",
+            match arch {
+                Arch::X86_64 => "ovmf",
+                Arch::Aarch64 => "qemu-efi-aarch64",
+            }
         );
     }
     let vars = vars_file(node_dir);
-    std::fs::copy(OVMF_VARS, &vars).with_context(|| format!("copying {OVMF_VARS}"))?;
+    std::fs::copy(empty, &vars).with_context(|| format!("copying {empty}"))?;
     Ok(vars)
 }
 
-/// QEMU's arguments for OVMF with the node's variable store.
-pub fn qemu_args(node_dir: &Path) -> Vec<String> {
+/// QEMU's arguments for the firmware with the node's variable store.
+pub fn qemu_args(node_dir: &Path, arch: Arch) -> Vec<String> {
+    let (code, _) = firmware_files(arch);
     vec![
         "-drive".into(),
-        format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
+        format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"),
         "-drive".into(),
         format!(
             "if=pflash,format=raw,unit=1,file={}",
