@@ -7,6 +7,7 @@
 
 pub mod history;
 pub mod leases;
+pub mod listed_node;
 mod migrate;
 pub mod node_query;
 pub mod secrets;

@@ -9,6 +9,7 @@ use sqlx::Row;
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 
+use super::listed_node::NodeText;
 use super::{Db, DbError, parse};
 use crate::model::Node;
 
@@ -333,11 +334,34 @@ fn bind_all<'q>(
     q
 }
 
+/// Logs a row left out of a list because its document does not load (as
+/// [`Db::list_nodes`] leaves them out: one bad row never hides the rest).
+pub fn skipped(uuid: &str, e: &DbError) {
+    tracing::error!(kind = "node", id = %uuid, error = %e, "skipping a document that does not load");
+}
+
 impl Db {
     /// The nodes `q` selects, in its order; `Ok(None)` when its marker is
     /// not a node (the API's 404). A document that does not load is logged
     /// and left out, as in [`Db::list_nodes`].
     pub async fn query_nodes(&self, q: &NodeQuery) -> Result<Option<Vec<Node>>, DbError> {
+        let Some(texts) = self.query_node_texts(q).await? else {
+            return Ok(None);
+        };
+        let mut nodes = Vec::with_capacity(texts.len());
+        for t in &texts {
+            match self.whole_node(t) {
+                Ok(n) => nodes.push(n),
+                Err(e) => skipped(&t.uuid, &e),
+            }
+        }
+        Ok(Some(nodes))
+    }
+
+    /// The rows `q` selects, in its order, as stored (see
+    /// [`Db::listed_node`] and [`Db::whole_node`] to read them); `Ok(None)`
+    /// when its marker is not a node.
+    pub async fn query_node_texts(&self, q: &NodeQuery) -> Result<Option<Vec<NodeText>>, DbError> {
         let marker = match &q.marker {
             None => None,
             Some(uuid) => {
@@ -367,9 +391,14 @@ impl Db {
         let rows = bind_all(sqlx::query(&sql), binds)
             .fetch_all(&self.pool)
             .await?;
-        Ok(Some(super::load_rows("node", &rows, |uuid, data| {
-            self.node_from(uuid, data)
-        })?))
+        let mut texts = Vec::with_capacity(rows.len());
+        for r in &rows {
+            texts.push(NodeText {
+                uuid: r.try_get(0)?,
+                data: r.try_get(1)?,
+            });
+        }
+        Ok(Some(texts))
     }
 
     /// Fills the list columns from `data` for the rows that lack them

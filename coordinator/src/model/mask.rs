@@ -29,9 +29,17 @@ pub fn is_secret_key(key: &str) -> bool {
     let ends = |suffix: &[u8]| {
         k.len() >= suffix.len() && k[k.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
     };
-    SECRET_FRAGMENTS.iter().any(|f| {
-        let f = f.as_bytes();
-        k.windows(f.len()).any(|w| w.eq_ignore_ascii_case(f))
+    // One pass over the key: a fragment is compared only where its first
+    // letter is (the list renderer calls this for every key it writes).
+    let at = |i: usize, f: &[u8]| {
+        k.get(i..i.saturating_add(f.len()))
+            .is_some_and(|w| w.eq_ignore_ascii_case(f))
+    };
+    k.iter().enumerate().any(|(i, c)| {
+        let c = c.to_ascii_lowercase();
+        SECRET_FRAGMENTS
+            .iter()
+            .any(|f| f.as_bytes().first() == Some(&c) && at(i, f.as_bytes()))
     }) || k.eq_ignore_ascii_case(b"key")
         || ends(b"_key")
         || ends(b"-key")

@@ -12,6 +12,7 @@ pub mod provision;
 pub mod render;
 pub mod states;
 pub mod traits;
+pub mod transcode;
 pub mod validate;
 pub mod vifs;
 
@@ -26,6 +27,7 @@ use serde_json::{Map, Value};
 use super::collection;
 use super::handler::{CreateBody, assign_uuid, from_body, with_location};
 use super::{ApiError, AppState, Ctx, Req, empty, json_response, patch, versions};
+use crate::db::listed_node::ListedNode;
 use crate::db::node_query::{NodeQuery, SortKey};
 use crate::drivers::hardware_type;
 use crate::model::node::{INTERFACE_FIELDS, PATCHABLE_FIELDS};
@@ -528,13 +530,14 @@ fn shown_nodes(
 
 /// One page of the list as the caller sees it, written into one buffer
 /// (see [`render`]): `{"next": …, "nodes": […]}` as [`collection::render`]
-/// writes it. `nodes` are the page's, already ordered and cut.
+/// writes it. `nodes` are the page's, already ordered and cut, read with
+/// their documents as text ([`crate::db::listed_node`]).
 fn render_page(
     st: &AppState,
     ctx: &Ctx,
     path: &str,
     p: &collection::Params,
-    nodes: Vec<Node>,
+    nodes: Vec<ListedNode<'_>>,
     fields: Option<&[String]>,
     full: bool,
 ) -> Result<Vec<u8>, ApiError> {
@@ -542,15 +545,15 @@ fn render_page(
     let view = render::View::new(&ctx.base, ctx.version, fields);
     let needs_owner = ctx.param("conductor").is_some() || view.shows("conductor");
     let mut page = Vec::with_capacity(nodes.len());
-    for mut node in nodes {
+    for mut listed in nodes {
         if needs_owner {
-            node.conductor = st.conductor.cluster().owner(&node);
+            listed.node.conductor = st.conductor.cluster().owner(&listed.node);
         }
-        if super::policy::sees_node(caller, &node) && matches_filters(&node, ctx)? {
-            page.push(node);
+        if super::policy::sees_node(caller, &listed.node) && matches_filters(&listed.node, ctx)? {
+            page.push(listed);
         }
     }
-    let last = page.last().map(|n| n.uuid.as_str());
+    let last = page.last().map(|n| n.node.uuid.as_str());
     let next = collection::next_link(ctx, path, p.limit, full, page.len(), last);
     let err = |e: serde_json::Error| ApiError::internal(format!("rendering the node list: {e}"));
     let mut out = Vec::with_capacity(page.len().saturating_mul(2048).saturating_add(512));
@@ -561,34 +564,83 @@ fn render_page(
         out.push(b',');
     }
     out.extend_from_slice(b"\"nodes\":[");
-    for (i, node) in page.iter().enumerate() {
-        if i > 0 {
+    let mut first = true;
+    for listed in &page {
+        let mark = out.len();
+        if !first {
             out.push(b',');
         }
-        if super::policy::redacts_node(caller, node) {
-            // The few fields a lessee may not see: the old path.
-            let mut node = node.clone();
-            node.inventory = None;
-            if let Some(f) = fields {
-                trim_unrequested(&mut node, f);
-            }
-            let obj = shown(&node, ctx)?;
-            let obj = match fields {
-                Some(f) => collection::project(obj, f),
-                None => obj,
-            };
-            serde_json::to_writer(&mut out, &obj).map_err(err)?;
+        let written = if super::policy::redacts_node(caller, &listed.node) {
+            Err(None)
         } else {
             let r = render::Rendered {
                 view: &view,
-                node,
-                conductor: node.conductor.as_deref(),
+                node: &listed.node,
+                conductor: listed.node.conductor.as_deref(),
+                listed: Some(listed),
             };
-            serde_json::to_writer(&mut out, &r).map_err(err)?;
+            serde_json::to_writer(&mut out, &r).map_err(Some)
+        };
+        if let Err(e) = written {
+            // A node the caller may not see whole, or a document that only a
+            // full read refuses (then it is left out, as reading it whole
+            // at load time left it out before): the node's own path.
+            out.truncate(mark);
+            if let Some(e) = e {
+                tracing::debug!(node = %listed.node.uuid, error = %e, "rendering from the whole document");
+            }
+            let text = listed.text();
+            let mut node = match st.conductor.db().whole_node(text) {
+                Ok(n) => n,
+                Err(e) => {
+                    crate::db::node_query::skipped(&text.uuid, &e);
+                    continue;
+                }
+            };
+            if !first {
+                out.push(b',');
+            }
+            node.conductor.clone_from(&listed.node.conductor);
+            write_whole(&mut out, ctx, caller, &view, &node, fields)?;
         }
+        first = false;
     }
     out.extend_from_slice(b"]}");
     Ok(out)
+}
+
+/// Writes `node` (read whole) into a page: with [`render`], or as the
+/// old path shows it when `caller` may not see all its fields.
+fn write_whole(
+    out: &mut Vec<u8>,
+    ctx: &Ctx,
+    caller: &crate::auth::Caller,
+    view: &render::View<'_>,
+    node: &Node,
+    fields: Option<&[String]>,
+) -> Result<(), ApiError> {
+    let err = |e: serde_json::Error| ApiError::internal(format!("rendering the node list: {e}"));
+    if !super::policy::redacts_node(caller, node) {
+        let r = render::Rendered {
+            view,
+            node,
+            conductor: node.conductor.as_deref(),
+            listed: None,
+        };
+        return serde_json::to_writer(out, &r).map_err(err);
+    }
+    // The few fields a lessee may not see: the old path.
+    let mut node = node.clone();
+    node.inventory = None;
+    if let Some(f) = fields {
+        trim_unrequested(&mut node, f);
+    }
+    let obj = shown(&node, ctx)?;
+    let obj = match fields {
+        Some(f) => collection::project(obj, f),
+        None => obj,
+    };
+    serde_json::to_writer(out, &obj).map_err(err)
 }
 
 async fn list_inner(
@@ -614,9 +666,16 @@ async fn list_inner(
         if let Some(m) = &p.marker {
             q.after(m);
         }
-        let mut nodes = db.query_nodes(&q).await?.ok_or_else(|| {
+        let texts = db.query_node_texts(&q).await?.ok_or_else(|| {
             collection::marker_not_found("nodes", p.marker.as_deref().unwrap_or_default())
         })?;
+        let mut nodes = Vec::with_capacity(texts.len());
+        for t in &texts {
+            match db.listed_node(t) {
+                Ok(n) => nodes.push(n),
+                Err(e) => crate::db::node_query::skipped(&t.uuid, &e),
+            }
+        }
         let full = nodes.len() > p.limit;
         nodes.truncate(p.limit);
         // The short form without `detail` is a field list too.

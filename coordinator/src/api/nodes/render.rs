@@ -10,6 +10,10 @@
 //! short form, and the old provision state names. A node whose fields the
 //! caller may not all see (the `baremetal:node:get:*` redaction) takes the
 //! old path. `tests` compares both on rich nodes.
+//!
+//! A node read for the list ([`ListedNode`]) keeps its documents as their
+//! stored text: those are written from the text by [`super::transcode`],
+//! masked on the way, without parsing them into maps.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -17,7 +21,9 @@ use std::sync::OnceLock;
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Map, Value};
 
+use super::transcode::MaskedText;
 use crate::api::microversion::ApiVersion;
+use crate::db::listed_node::ListedNode;
 use crate::model::Node;
 use crate::model::mask::{MASK, is_secret_key, mask_url_credentials};
 use crate::model::power::PowerState;
@@ -155,6 +161,9 @@ pub struct Rendered<'v, 'n> {
     pub node: &'n Node,
     /// The coordinator acting for it (the `conductor` field).
     pub conductor: Option<&'n str>,
+    /// The node as read for the list, when it was: the documents it holds
+    /// as text are written from that text (`node`'s maps are empty then).
+    pub listed: Option<&'n ListedNode<'n>>,
 }
 
 impl Serialize for Rendered<'_, '_> {
@@ -169,6 +178,10 @@ impl Serialize for Rendered<'_, '_> {
                 Kind::Field(get) => match get(node) {
                     Val::Prov(p) => m.serialize_entry(name, &StateAt(Some(p), view.version))?,
                     Val::OptProv(p) => m.serialize_entry(name, &StateAt(p, view.version))?,
+                    Val::Doc(d) => match self.listed.and_then(|l| l.doc(name)) {
+                        Some(text) => m.serialize_entry(name, &MaskedText(text))?,
+                        None => m.serialize_entry(name, &MaskedMap(d))?,
+                    },
                     v => m.serialize_entry(name, &v)?,
                 },
                 Kind::Links(sub) => m.serialize_entry(
@@ -339,6 +352,7 @@ impl<D: fmt::Display> Serialize for Collect<D> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::db::listed_node::NodeText;
 
     /// The old renderer: the node's map from `to_api`, hidden fields and
     /// state names of `version`, projected to `fields`.
@@ -358,8 +372,51 @@ mod tests {
             view: &view,
             node,
             conductor: node.conductor.as_deref(),
+            listed: None,
         })
         .unwrap()
+    }
+
+    /// The renderer on `text` as the list reads it (documents as text).
+    fn listed(text: &str, base: &str, version: ApiVersion, fields: Option<&[String]>) -> String {
+        let view = View::new(base, version, fields);
+        let text = NodeText {
+            uuid: "u".into(),
+            data: text.into(),
+        };
+        let l = ListedNode::parse(&text).unwrap();
+        serde_json::to_string(&Rendered {
+            view: &view,
+            node: &l.node,
+            conductor: l.node.conductor.as_deref(),
+            listed: Some(&l),
+        })
+        .unwrap()
+    }
+
+    /// Stored documents as Ingot writes them (keys sorted) and as written
+    /// by hand (the API benchmark's: keys in any order, spaces, a key
+    /// twice).
+    fn texts() -> Vec<String> {
+        let mut t: Vec<String> = rich()
+            .iter()
+            .map(|n| serde_json::to_string(n).unwrap())
+            .collect();
+        t.push(
+            r#"{"uuid":"3be26c0b-03f2-4d2e-ae87-c02d7f33c123","name":"node-00001","driver":"ipmi",
+            "provision_state":"available","power_state":"power off","resource_class":"bm-small",
+            "conductor_group":"","created_at":"2026-01-01T00:00:00.000001+00:00",
+            "instance_uuid":null,"traits":["CUSTOM_RACK_1"],
+            "properties":{"cpus":64,"memory_mb":262144,"local_gb":900,"cpu_arch":"x86_64","capabilities":"boot_mode:uefi"},
+            "driver_info" : { "ipmi_address":"10.1.0.1","ipmi_username":"admin","ipmi_password":"secret",
+              "deploy_kernel":"http://u:p@images/ipa.kernel","fast_track":true,"fast_track":false,
+              "nested":{"z":[{"b":1,"a":2}],"y_token":{"k":1},"x":"\u00e9"}},
+            "driver_internal_info":{"last_power_state_change":"2026","clean_steps":null},
+            "instance_info":{},"extra":{"rack":"r1"},"inventory":{"cpu":{"count":4}},
+            "intent":{"action":"deploy"},"fence":2}"#
+                .to_owned(),
+        );
+        t
     }
 
     fn rich() -> Vec<Node> {
@@ -453,6 +510,37 @@ mod tests {
                             "1.{minor} {f:?}"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn renders_stored_text_as_the_old_renderer() {
+        let fields = [
+            None,
+            Some(
+                super::super::DEFAULT_LIST_FIELDS
+                    .map(str::to_owned)
+                    .to_vec(),
+            ),
+            Some(vec![
+                "driver_info".to_owned(),
+                "properties".to_owned(),
+                "uuid".to_owned(),
+            ]),
+        ];
+        for text in texts() {
+            let node: Node = serde_json::from_str(&text).unwrap();
+            for minor in [1, 39, 99] {
+                let v = ApiVersion(minor);
+                for f in &fields {
+                    let f = f.as_deref();
+                    assert_eq!(
+                        listed(&text, "http://h:1", v, f),
+                        old(&node, "http://h:1", v, f),
+                        "1.{minor} {f:?} {text}"
+                    );
                 }
             }
         }
