@@ -3,6 +3,7 @@
 //! ```toml
 //! listen = "127.0.0.1:6385"
 //! database = "sqlite://ingot.db"
+//! database_max_connections = 32 # the pool's size; default 4 on SQLite, 32 on PostgreSQL
 //! conductor_name = "ingot"
 //! secrets_key_file = "/etc/ingot/secrets.key"  # driver_info secrets encrypted at rest (64 hex digits, 0600)
 //! conductor_group = ""
@@ -158,6 +159,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Database URL (`sqlite://…` or `postgres://…`).
     pub database: String,
+    /// The most connections the coordinator opens to the database (`None`
+    /// or 0: 4 on SQLite, 32 on PostgreSQL; see [`crate::db::PG_MAX_CONNECTIONS`]).
+    pub database_max_connections: Option<u32>,
     /// Name of this coordinator, stored in `reservation` and `conductor`.
     pub conductor_name: String,
     /// A key file (64 hex digits, mode 0600): `driver_info` secrets are
@@ -736,6 +740,7 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 6385)),
             database: "sqlite://ingot-coordinator.db".into(),
+            database_max_connections: None,
             conductor_name: "ingot".into(),
             secrets_key_file: None,
             conductor_group: String::new(),

@@ -128,7 +128,7 @@ pub async fn start(mut config: Config, power: PowerDrivers) -> Result<Running, S
         Some(path) => Some(crate::db::secrets::SecretBox::from_file(path).map_err(DbError::from)?),
         None => None,
     };
-    let db = Db::connect(&config.database)
+    let db = Db::connect_with(&config.database, config.database_max_connections)
         .await?
         .with_secrets(key)
         .await?;

@@ -174,6 +174,16 @@ pub struct NodeEvent {
 /// and work resumes once the server is back).
 pub const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The pool's size on SQLite when the configuration does not set it
+/// (`database_max_connections`): one writer at a time, readers in WAL mode.
+pub const SQLITE_MAX_CONNECTIONS: u32 = 4;
+
+/// The pool's size on PostgreSQL when the configuration does not set it.
+/// At 16, 1,000 concurrent deploys waited up to 3.5 s for a connection
+/// (docs/benchmarks.md, fleet); with several coordinators on one server,
+/// their pools together must stay under the server's `max_connections`.
+pub const PG_MAX_CONNECTIONS: u32 = 32;
+
 /// The database handle (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct Db {
@@ -239,11 +249,19 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
 }
 
 impl Db {
-    /// Connects (creating a SQLite file if missing) and runs the migrations.
+    /// Connects (creating a SQLite file if missing) and runs the migrations,
+    /// with the backend's default pool size.
     ///
     /// `url` is `sqlite:///abs/path.db`, `sqlite://relative.db`, `sqlite::memory:`
     /// or `postgres://user@host:port/db`.
     pub async fn connect(url: &str) -> Result<Self, DbError> {
+        Self::connect_with(url, None).await
+    }
+
+    /// [`Db::connect`] with at most `max_connections` connections in the
+    /// pool (`None` or 0: [`SQLITE_MAX_CONNECTIONS`] or
+    /// [`PG_MAX_CONNECTIONS`]).
+    pub async fn connect_with(url: &str, max_connections: Option<u32>) -> Result<Self, DbError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -274,7 +292,10 @@ impl Db {
             sqlite_file::quick_check(&url, &path).await?;
         }
         let mut pool = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
+            .max_connections(max_connections.filter(|n| *n > 0).unwrap_or(match backend {
+                Backend::Sqlite => SQLITE_MAX_CONNECTIONS,
+                Backend::Postgres => PG_MAX_CONNECTIONS,
+            }))
             .acquire_timeout(match backend {
                 Backend::Sqlite => Duration::from_secs(30),
                 Backend::Postgres => PG_ACQUIRE_TIMEOUT,
@@ -846,5 +867,29 @@ impl Db {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn the_pool_has_the_configured_size_or_the_backends_default() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, (asked, got)) in [
+            (None, SQLITE_MAX_CONNECTIONS),
+            (Some(0), SQLITE_MAX_CONNECTIONS),
+            (Some(9), 9),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let url = format!("sqlite://{}", dir.path().join(format!("{i}.db")).display());
+            let db = Db::connect_with(&url, asked).await.unwrap();
+            assert_eq!(db.pool_stats().max, got, "{asked:?}");
+            db.close().await;
+        }
     }
 }

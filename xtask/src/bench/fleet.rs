@@ -1,6 +1,6 @@
 //! `cargo xtask bench fleet [--nodes N]… [--db sqlite|postgres|both]
 //! [--ironic] [--ironic-nodes M] [--wipe-ms MS] [--write-ms MS]
-//! [--heartbeat-s S] [--no-build]`: concurrent deploys at fleet scale (issue 21 item 4).
+//! [--heartbeat-s S] [--db-pool N] [--no-build]`: concurrent deploys at fleet scale (issue 21 item 4).
 //!
 //! For each database (SQLite, then PostgreSQL on the private cluster of
 //! `tests/pg-cluster`) and each N (default 100 and 1,000), one release
@@ -38,7 +38,7 @@ use super::power_sync::{
 use crate::util;
 
 const USAGE: &str = "usage: cargo xtask bench fleet [--nodes N]... [--db sqlite|postgres|both] \
-                     [--ironic] [--ironic-nodes M] [--wipe-ms MS] [--write-ms MS] [--heartbeat-s S] [--no-build]";
+                     [--ironic] [--ironic-nodes M] [--wipe-ms MS] [--write-ms MS] [--heartbeat-s S] [--db-pool N] [--no-build]";
 
 #[derive(Debug)]
 struct Args {
@@ -49,6 +49,8 @@ struct Args {
     wipe_ms: u64,
     write_ms: u64,
     heartbeat_s: u64,
+    /// The coordinator's `database_max_connections` (its default when unset).
+    db_pool: Option<u32>,
     /// Use the release binaries already in the target directory.
     no_build: bool,
 }
@@ -62,6 +64,7 @@ fn parse(args: &[String]) -> Result<Args> {
         wipe_ms: 2000,
         write_ms: 5000,
         heartbeat_s: 10,
+        db_pool: None,
         no_build: false,
     };
     let mut ironic_nodes = 100;
@@ -91,6 +94,7 @@ fn parse(args: &[String]) -> Result<Args> {
             "--wipe-ms" => a.wipe_ms = v.parse().context("--wipe-ms")?,
             "--write-ms" => a.write_ms = v.parse().context("--write-ms")?,
             "--heartbeat-s" => a.heartbeat_s = v.parse().context("--heartbeat-s")?,
+            "--db-pool" => a.db_pool = Some(v.parse().context("--db-pool")?),
             _ => bail!(USAGE),
         }
     }
@@ -273,10 +277,18 @@ fn scenario(
     })
 }
 
-fn coordinator_config(dir: &Path, port: u16, db_url: &str) -> Result<PathBuf> {
+fn coordinator_config(
+    dir: &Path,
+    port: u16,
+    db_url: &str,
+    db_pool: Option<u32>,
+) -> Result<PathBuf> {
     let path = dir.join("coordinator.toml");
+    let pool = db_pool
+        .map(|n| format!("database_max_connections = {n}\n"))
+        .unwrap_or_default();
     let text = format!(
-        "listen = \"127.0.0.1:{port}\"\ndatabase = \"{db_url}\"\n\n[boot]\napi_url = \"http://127.0.0.1:{port}\"\n"
+        "listen = \"127.0.0.1:{port}\"\ndatabase = \"{db_url}\"\n{pool}\n[boot]\napi_url = \"http://127.0.0.1:{port}\"\n"
     );
     std::fs::write(&path, text).with_context(|| path.display().to_string())?;
     Ok(path)
@@ -293,12 +305,12 @@ fn run_ingot(
     let dir = dir.join(format!("{label}-{n}"));
     std::fs::create_dir_all(&dir)?;
     let port = util::free_port()?;
-    let config = coordinator_config(&dir, port, db_url)?;
+    let config = coordinator_config(&dir, port, db_url, a.db_pool)?;
     let log = dir.join("coordinator.log");
     let mut coord = start_coordinator(&release.join("ingot-coordinator"), &config, &log)?;
     wait_listening(port, &mut coord)?;
     println!("\n==> Ingot on {label}, {n} nodes (log: {})", log.display());
-    scenario(
+    let row = scenario(
         a,
         release,
         &format!("http://127.0.0.1:{port}"),
@@ -306,7 +318,24 @@ fn run_ingot(
         "ingot",
         &mut coord,
         format!("Ingot, {label}"),
-    )
+    );
+    println!(
+        "  slow database pool acquires (sqlx warnings in the log): {}",
+        slow_acquires(&log)
+    );
+    row
+}
+
+/// How many times the coordinator waited long for a database connection
+/// (sqlx's "acquire … slow threshold" warnings in its log).
+fn slow_acquires(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .map(|t| {
+            t.lines()
+                .filter(|l| l.contains("acquire") && l.contains("slow"))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 /// The venv holding OpenStack Ironic.
