@@ -3,7 +3,7 @@
 //! ```toml
 //! listen = "127.0.0.1:6385"
 //! database = "sqlite://ingot.db"
-//! database_max_connections = 32 # the pool's size; default 4 on SQLite, 32 on PostgreSQL
+//! database_max_connections = 32 # the pool's size; default 4 on SQLite, 16 on PostgreSQL
 //! conductor_name = "ingot"
 //! secrets_key_file = "/etc/ingot/secrets.key"  # driver_info secrets encrypted at rest (64 hex digits, 0600)
 //! conductor_group = ""
@@ -160,7 +160,7 @@ pub struct Config {
     /// Database URL (`sqlite://…` or `postgres://…`).
     pub database: String,
     /// The most connections the coordinator opens to the database (`None`
-    /// or 0: 4 on SQLite, 32 on PostgreSQL; see [`crate::db::PG_MAX_CONNECTIONS`]).
+    /// or 0: 4 on SQLite, 16 on PostgreSQL; see [`crate::db::PG_MAX_CONNECTIONS`]).
     pub database_max_connections: Option<u32>,
     /// Name of this coordinator, stored in `reservation` and `conductor`.
     pub conductor_name: String,

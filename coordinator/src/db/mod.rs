@@ -179,10 +179,11 @@ pub const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const SQLITE_MAX_CONNECTIONS: u32 = 4;
 
 /// The pool's size on PostgreSQL when the configuration does not set it.
-/// At 16, 1,000 concurrent deploys waited up to 3.5 s for a connection
-/// (docs/benchmarks.md, fleet); with several coordinators on one server,
-/// their pools together must stay under the server's `max_connections`.
-pub const PG_MAX_CONNECTIONS: u32 = 32;
+/// The fleet benchmark at 1,000 concurrent deploys showed no gain from 32
+/// or 64 over 16 (docs/benchmarks.md, fleet), and three coordinators with
+/// 16 each (plus one `LISTEN` connection each) stay well under Debian's
+/// default `max_connections` of 100; a loaded machine may want more.
+pub const PG_MAX_CONNECTIONS: u32 = 16;
 
 /// The database handle (cheap to clone).
 #[derive(Debug, Clone)]
