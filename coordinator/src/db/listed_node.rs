@@ -206,6 +206,58 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for SplitMap<'_, 'de, A> {
     }
 }
 
+/// Nesting from which a row is read whole: serde_json refuses more than
+/// 128 levels; reading whole decides.
+const DEEP: usize = 100;
+/// A number token this long may be out of `f64`'s range (1e308).
+const LONG_NUMBER: usize = 300;
+
+/// True when `data` may hold what only a full parse refuses: nesting deeper
+/// than [`DEEP`], or a number with an exponent or of [`LONG_NUMBER`] or more
+/// characters (`1e999` is out of range). One pass over the bytes, aware of
+/// strings and their escapes; plain rows (the rule) are never read twice.
+fn needs_whole_read(data: &str) -> bool {
+    let b = data.as_bytes();
+    let (mut depth, mut i) = (0usize, 0usize);
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'"' => {
+                i += 1;
+                while let Some(&c) = b.get(i) {
+                    match c {
+                        b'\\' => i += 2,
+                        b'"' => break,
+                        _ => i += 1,
+                    }
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > DEEP {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while let Some(&c) = b.get(i + 1) {
+                    match c {
+                        b'e' | b'E' => return true,
+                        b'0'..=b'9' | b'.' | b'-' | b'+' => i += 1,
+                        _ => break,
+                    }
+                }
+                if i - start + 1 >= LONG_NUMBER {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
 /// A map key, borrowed from the text when it has no escapes.
 pub(crate) struct KeySeed;
 
@@ -242,6 +294,12 @@ impl Db {
     /// opened, as [`Db::node_from`] does) when its `driver_info` holds
     /// secrets encrypted at rest, which the key must open as before.
     pub fn listed_node<'a>(&self, text: &'a NodeText) -> Result<ListedNode<'a>, DbError> {
+        // What only a full parse refuses inside a document must keep the
+        // row out of every list, as reading it whole does (and `GET` of
+        // the node says 500): such rows are read whole, which refuses them.
+        if needs_whole_read(&text.data) {
+            return self.whole_node(text).map(|n| ListedNode::whole(n, text));
+        }
         let listed = ListedNode::parse(text).map_err(|source| DbError::Corrupt {
             kind: "node",
             id: text.uuid.clone(),
@@ -296,6 +354,27 @@ mod tests {
         whole.driver_info.clear();
         whole.inventory = None;
         assert_eq!(l.node, whole);
+    }
+
+    #[test]
+    fn finds_what_only_a_full_parse_refuses() {
+        let deep = format!("{{\"extra\":{}1{}}}", "[".repeat(150), "]".repeat(150));
+        assert!(needs_whole_read(&deep));
+        assert!(needs_whole_read(r#"{"extra":{"n":1e999}}"#));
+        assert!(needs_whole_read(r#"{"extra":{"n":-2E5}}"#));
+        assert!(needs_whole_read(&format!(
+            "{{\"extra\":{{\"n\":{}}}}}",
+            "9".repeat(400)
+        )));
+        // In strings, brackets, exponents and escaped quotes are text.
+        let quiet = format!(
+            r#"{{"uuid":"u","name":"1e999 {} \" [","extra":{{"n":-12.5,"t":true,"f":false}}}}"#,
+            "[".repeat(200)
+        );
+        assert!(!needs_whole_read(&quiet), "{quiet}");
+        assert!(!needs_whole_read(
+            r#"{"driver_info":{"a":[1,2,{"b":null}]}}"#
+        ));
     }
 
     #[test]
