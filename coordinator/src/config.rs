@@ -22,6 +22,8 @@
 //! heartbeat_timeout = 60         # seconds after which a silent coordinator counts as dead
 //! hash_ring_reset_interval = 15  # seconds between hash ring refreshes (sooner on a change)
 //! hash_partition_exponent = 10   # 2^N points per coordinator on the hash ring
+//! node_history_max_entries = 300 # history entries kept per node
+//! max_concurrent_starts = 50     # nodes whose operation starts at once; agents are never kept waiting by it
 //!
 //! [auth]                         # who may call the API (docs/security.md)
 //! strategy = "noauth"            # noauth | http_basic | keystone
@@ -685,6 +687,13 @@ pub struct ConductorConfig {
     /// deleted as new ones come (Ironic's option of the same name, default
     /// 300).
     pub node_history_max_entries: u32,
+    /// How many nodes this coordinator starts work on at once: the start of
+    /// an inspection, cleaning or deploy (reserving the node, its switch
+    /// ports, boot device and power), a tear-down, a verify or a power
+    /// request. More wait their turn, in order. Driving an agent that
+    /// heartbeats never waits for this, so agents are answered at once even
+    /// while thousands of nodes start. At least 1.
+    pub max_concurrent_starts: usize,
 }
 
 impl Default for ConductorConfig {
@@ -695,6 +704,7 @@ impl Default for ConductorConfig {
             hash_ring_reset_interval: 15,
             hash_partition_exponent: DEFAULT_HASH_PARTITION_EXPONENT,
             node_history_max_entries: 300,
+            max_concurrent_starts: 50,
         }
     }
 }

@@ -107,6 +107,9 @@ struct Inner {
     switches: crate::network::switch::Switches,
     /// The architectures firmware reported in DHCP (option 93), by MAC.
     arch_hints: Arc<crate::netboot::arch::ArchHints>,
+    /// Turns to start work on a node (`[conductor] max_concurrent_starts`;
+    /// [`Conductor::handle`]).
+    starts: tokio::sync::Semaphore,
 }
 
 /// The conductor handle (cheap to clone).
@@ -141,6 +144,7 @@ impl Conductor {
         );
         // server::start refuses bad [switches]; here they are only built.
         let switches = crate::network::switch::Switches::from_config(&config).unwrap_or_default();
+        let config_starts = config.conductor.max_concurrent_starts.max(1);
         Self {
             inner: Arc::new(Inner {
                 db,
@@ -163,6 +167,7 @@ impl Conductor {
                 draining: std::sync::atomic::AtomicBool::new(false),
                 switches,
                 arch_hints: Arc::default(),
+                starts: tokio::sync::Semaphore::new(config_starts),
             }),
         }
     }
@@ -311,10 +316,24 @@ impl Conductor {
             if !self.cluster().can_act() {
                 return Ok(());
             }
-            let Some((node, _)) = self.db().get_node(uuid).await? else {
+            let Some((mut node, _)) = self.db().get_node(uuid).await? else {
                 return Ok(());
             };
             self.sync_console(&node).await;
+            // New work takes a turn; driving a waiting agent does not.
+            let _turn = if starts_work(&node) {
+                let Ok(turn) = self.inner.starts.acquire().await else {
+                    return Ok(());
+                };
+                // The node may have moved on while this waited.
+                let Some((fresh, _)) = self.db().get_node(uuid).await? else {
+                    return Ok(());
+                };
+                node = fresh;
+                Some(turn)
+            } else {
+                None
+            };
             let next = if node.power_intent.is_some() && !node.provision_state.is_transient() {
                 self.handle_power_intent(node).await?
             } else {
@@ -748,6 +767,21 @@ impl Conductor {
 
 /// The end of verifying: `manageable` with the power state read (when the
 /// driver knows it), or back to `enroll` with the reason.
+/// Whether the node has an operation to start (which takes a turn of
+/// `[conductor] max_concurrent_starts`), rather than an agent to drive.
+fn starts_work(node: &Node) -> bool {
+    let power = node.power_intent.is_some() && !node.provision_state.is_transient();
+    power
+        || matches!(
+            node.provision_state,
+            ProvisionState::Verifying
+                | ProvisionState::Inspecting
+                | ProvisionState::Cleaning
+                | ProvisionState::Deploying
+                | ProvisionState::Deleting
+        )
+}
+
 fn verified(result: Result<Option<PowerState>, PowerError>) -> Outcome {
     match result {
         Ok(state) => Outcome::transition(Event::Done, Target::Clear, move |n| {

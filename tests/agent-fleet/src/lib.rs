@@ -49,6 +49,8 @@ pub struct Knobs {
 #[derive(Default)]
 pub struct Stats {
     latencies_us: Mutex<Vec<u64>>,
+    /// The same latencies by the command that ended the wait.
+    by_command_us: Mutex<std::collections::BTreeMap<String, Vec<u64>>>,
     unknown: Mutex<BTreeSet<String>>,
     /// Lookups that returned a token.
     pub lookups: AtomicU64,
@@ -67,8 +69,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Stats {
-    fn record(&self, d: Duration) {
-        lock(&self.latencies_us).push(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    fn record(&self, command: &str, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        lock(&self.latencies_us).push(us);
+        lock(&self.by_command_us)
+            .entry(command.to_owned())
+            .or_default()
+            .push(us);
+    }
+
+    /// The latencies by the command that ended the wait, each sorted.
+    pub fn latencies_by_command_us(&self) -> Vec<(String, Vec<u64>)> {
+        lock(&self.by_command_us)
+            .iter()
+            .map(|(k, v)| {
+                let mut v = v.clone();
+                v.sort_unstable();
+                (k.clone(), v)
+            })
+            .collect()
     }
 
     /// Heartbeat-to-next-command latencies so far, in microseconds, sorted.
@@ -120,6 +139,8 @@ struct Inner {
     stats: Arc<Stats>,
     state: Mutex<AgentState>,
     wake: Notify,
+    /// The next power on boots the ramdisk ([`SimAgent::arm`]).
+    armed: std::sync::atomic::AtomicBool,
 }
 
 /// One simulated agent (see the crate's documentation).
@@ -180,7 +201,7 @@ async fn commands_post(State(a): State<SimAgent>, uri: Uri, body: Bytes) -> Resp
     }
     inner.stats.commands.fetch_add(1, Ordering::Relaxed);
     if let Some(t0) = st.pending_since.take() {
-        inner.stats.record(t0.elapsed());
+        inner.stats.record(&name, t0.elapsed());
     }
     let id = uuid::Uuid::new_v4().to_string();
     let short = name.split('.').nth(1).unwrap_or(&name).to_owned();
@@ -296,6 +317,7 @@ impl SimAgent {
             stats,
             state: Mutex::new(AgentState::default()),
             wake: Notify::new(),
+            armed: std::sync::atomic::AtomicBool::new(false),
         }));
         let app = Router::new()
             .route(
@@ -326,6 +348,31 @@ impl SimAgent {
             st.pending_since = None;
         }
         self.0.wake.notify_one();
+    }
+
+    /// The machine's next start boots the ramdisk (the phase under way
+    /// needs the agent): [`SimAgent::power_changed`] boots it then, once.
+    pub fn arm(&self) {
+        self.0.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// The machine no longer boots the ramdisk (its phase is over).
+    pub fn disarm(&self) {
+        self.0.armed.store(false, Ordering::SeqCst);
+    }
+
+    /// The machine's BMC changed: `started` when it started again (power
+    /// on, cycle or reset; it may have been off in between), `on` its power
+    /// now. A start ends whatever ran; when armed, the ramdisk boots (once
+    /// per [`SimAgent::arm`]; later starts boot the instance, which does not
+    /// call in). Off stops the agent.
+    pub fn power_changed(&self, started: bool, on: bool) {
+        if started || !on {
+            self.power_off();
+        }
+        if started && on && self.0.armed.swap(false, Ordering::SeqCst) {
+            self.boot();
+        }
     }
 
     /// The machine is off (or runs its instance): the agent stops calling in.

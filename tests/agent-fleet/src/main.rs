@@ -9,11 +9,14 @@
 //!
 //! Starts N simulated agents (agent i on 127.100.(i / 250).(i % 250 + 1):9999,
 //! MAC 52:54:01:…), serves a 1 MiB image on 127.0.0.1, enrolls N nodes (Ingot:
-//! `ipmi`, BMC i on UDP port base + i of `ingot-bmc-fleet`; Ironic:
-//! `fake-hardware`), then drives every node at once through manage, provide
-//! (automated cleaning) and deploy with a config drive, booting each node's
-//! agent when its phase needs the ramdisk. Progress goes to stderr; the
-//! result is one JSON object on stdout.
+//! `ipmi`, BMC i on UDP port base + i, an `ingot-bmc-fleet` BMC run in this
+//! process; Ironic: `fake-hardware`), then drives every node at once through
+//! manage, provide (automated cleaning) and deploy with a config drive. In a
+//! phase that needs the ramdisk, an Ingot node's agent boots when the
+//! coordinator powers its machine on (as a real one: never before), an
+//! Ironic node's with the request (fake power has nothing to watch).
+//! Progress goes to stderr; the result is one JSON object on stdout, with
+//! the heartbeat-to-next-command latencies overall and by command.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -267,13 +270,51 @@ fn node_body(a: &Args, i: usize, image: &str) -> Value {
     }
 }
 
+/// Tells each agent when its machine's BMC started it or switched it off
+/// (polled every 10 ms; the BMC counts starts, so an off-and-on between two
+/// looks is seen).
+fn watch_power(bmcs: ingot_bmc_fleet::Bmcs, agents: Vec<SimAgent>) {
+    tokio::spawn(async move {
+        let mut seen = vec![(false, 0u64); agents.len()];
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            for ((agent, bmc), last) in agents.iter().zip(bmcs.iter()).zip(seen.iter_mut()) {
+                let now = {
+                    let b = ingot_bmc_fleet::lock(bmc);
+                    (b.power_on(), b.boots())
+                };
+                if now != *last {
+                    let started = now.1 != last.1;
+                    *last = now;
+                    agent.power_changed(started, now.0);
+                }
+            }
+        }
+    });
+}
+
+/// Whether and when a phase boots the agents.
+#[derive(Clone, Copy)]
+enum Ramdisk {
+    /// The phase needs no ramdisk.
+    No,
+    /// Each agent boots when the coordinator starts its machine through
+    /// the BMC (Ingot's `ipmi` nodes).
+    OnPower,
+    /// Each agent boots with the request (Ironic's `fake` power, which has
+    /// nothing to watch).
+    Now,
+}
+
 /// States a phase ends in badly.
 fn failed_state(s: &str) -> bool {
     s.ends_with("failed") || s == "error"
 }
 
-/// One phase: `target` sent to every node at once (`boot` powers each
-/// node's agent on), then the API polled until every node is in `done` or
+/// One phase: `target` sent to every node at once (`ramdisk`: whether and
+/// when each node's agent boots), then the API polled until every node is in `done` or
 /// failed. Returns (seconds, failures as (uuid, state, last_error)).
 async fn phase(
     api: &Api,
@@ -281,7 +322,7 @@ async fn phase(
     agents: &[SimAgent],
     target: Value,
     done: &str,
-    boot: bool,
+    ramdisk: Ramdisk,
     timeout: Duration,
 ) -> Result<(f64, Vec<(String, String, String)>)> {
     let t0 = Instant::now();
@@ -292,8 +333,10 @@ async fn phase(
         let agent = agents[i].clone();
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire().await;
-            if boot {
-                agent.boot();
+            match ramdisk {
+                Ramdisk::No => {}
+                Ramdisk::OnPower => agent.arm(),
+                Ramdisk::Now => agent.boot(),
             }
             api.expect(
                 reqwest::Method::PUT,
@@ -337,8 +380,10 @@ async fn phase(
             *by_state.entry(s.as_str()).or_default() += 1;
             if s == done {
                 n_done += 1;
+                agents[i].disarm();
                 agents[i].power_off();
             } else if failed_state(s) {
+                agents[i].disarm();
                 agents[i].power_off();
                 failures.push((u.clone(), s.clone(), err.clone().unwrap_or_default()));
             }
@@ -387,6 +432,23 @@ async fn scenario(a: Args) -> Result<Value> {
                 .with_context(|| format!("agent {i} on {}", agent_ip(i)))?,
         );
     }
+    // Ingot's nodes: their BMCs, in this process, so that each agent boots
+    // when the coordinator powers its machine on, as a real one does.
+    let _bmcs = match a.flavor {
+        Flavor::Ingot => {
+            let fleet =
+                ingot_bmc_fleet::start(a.nodes, a.bmc_base_port, &a.bmc_user, &a.bmc_password)
+                    .await
+                    .context("starting the BMCs")?;
+            watch_power(fleet.bmcs(), agents.clone());
+            eprintln!(
+                "==> {} simulated BMCs on 127.0.0.1:{}..",
+                a.nodes, a.bmc_base_port
+            );
+            Some(fleet)
+        }
+        Flavor::Ironic => None,
+    };
     let api = Api {
         base: a.api.clone(),
         http: reqwest::Client::builder()
@@ -437,7 +499,20 @@ async fn scenario(a: Args) -> Result<Value> {
         ),
     ] {
         eprintln!("==> {name}: all {} nodes at once", a.nodes);
-        let (secs, failures) = phase(&api, &uuids, &agents, target, done, boot, a.timeout).await?;
+        let (secs, failures) = phase(
+            &api,
+            &uuids,
+            &agents,
+            target,
+            done,
+            match (boot, a.flavor) {
+                (false, _) => Ramdisk::No,
+                (true, Flavor::Ingot) => Ramdisk::OnPower,
+                (true, Flavor::Ironic) => Ramdisk::Now,
+            },
+            a.timeout,
+        )
+        .await?;
         eprintln!("  {name}: {secs:.1} s, {} failed", failures.len());
         phases.insert(
             name.into(),
@@ -461,6 +536,17 @@ async fn scenario(a: Args) -> Result<Value> {
     let total_s = start.elapsed().as_secs_f64();
     let lat = stats.latencies_us();
     let ms = |q: f64| quantile(&lat, q).map(|us| us as f64 / 1000.0);
+    let by_command: serde_json::Map<String, Value> = stats
+        .latencies_by_command_us()
+        .into_iter()
+        .map(|(name, l)| {
+            let ms = |q: f64| quantile(&l, q).map(|us| us as f64 / 1000.0);
+            (
+                name,
+                json!({"count": l.len(), "p50": ms(0.5), "p99": ms(0.99), "max": ms(1.0)}),
+            )
+        })
+        .collect();
     Ok(json!({
         "nodes": a.nodes,
         "active": uuids.len(),
@@ -468,6 +554,7 @@ async fn scenario(a: Args) -> Result<Value> {
         "total_seconds": total_s,
         "phases": phases,
         "latency_ms": {"count": lat.len(), "p50": ms(0.5), "p99": ms(0.99), "max": ms(1.0)},
+        "latency_ms_by_command": by_command,
         "lookups": stats.lookups.load(std::sync::atomic::Ordering::Relaxed),
         "heartbeats": stats.heartbeats.load(std::sync::atomic::Ordering::Relaxed),
         "heartbeats_refused": stats.heartbeats_refused.load(std::sync::atomic::Ordering::Relaxed),

@@ -52,6 +52,8 @@ pub struct Bmc {
     user: Vec<u8>,
     kuid: Vec<u8>,
     power_on: bool,
+    /// Times the machine started: power on from off, a cycle or a reset.
+    boots: u64,
     sessions: HashMap<u32, Session>,
     next_sid: u32,
     rng: u64,
@@ -113,6 +115,7 @@ impl Bmc {
             user: user.as_bytes().to_vec(),
             kuid: crypto::password_key(password.as_bytes()),
             power_on: false,
+            boots: 0,
             sessions: HashMap::new(),
             next_sid: 0x100,
             rng: index.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
@@ -158,7 +161,17 @@ impl Bmc {
 
     /// Switches the chassis power (out of band).
     pub fn set_power(&mut self, on: bool) {
+        if on && !self.power_on {
+            self.boots += 1;
+        }
         self.power_on = on;
+    }
+
+    /// How many times the machine started (power on from off, a power
+    /// cycle, a hard reset while on): a watcher that sees it move knows the
+    /// machine booted again, however quickly it went off and on.
+    pub fn boots(&self) -> u64 {
+        self.boots
     }
 
     /// The BMC's index in its fleet.
@@ -288,7 +301,12 @@ impl Bmc {
             (0x00, 0x02) => {
                 match rq.data.first().map(|b| b & 0x0F) {
                     Some(0) | Some(5) => self.power_on = false,
-                    Some(1) | Some(2) => self.power_on = true,
+                    Some(1) => self.set_power(true),
+                    Some(2) => {
+                        self.boots += 1;
+                        self.power_on = true;
+                    }
+                    Some(3) if self.power_on => self.boots += 1,
                     Some(3) | Some(4) => {}
                     _ => return (0xCC, Vec::new()),
                 }

@@ -236,3 +236,52 @@ fn sans_io_session_against_one_bmc_without_sockets() {
     };
     assert!(matches!(err, ingot_ipmi::IpmiError::Auth(_)), "{err:?}");
 }
+
+/// Each start of the machine counts, so a watcher that looks now and then
+/// still sees an off-and-on between two looks (the fleet benchmark boots an
+/// agent on each).
+#[tokio::test]
+async fn machine_starts_are_counted() {
+    let fleet = ingot_bmc_fleet::start(1, 0, "admin", "secret")
+        .await
+        .unwrap();
+    let bmcs = fleet.bmcs();
+    let boots = || ingot_bmc_fleet::lock(&bmcs[0]).boots();
+    let client = IpmiClient::new(fast());
+    let c = cfg(fleet.ports[0], "secret");
+    assert_eq!(boots(), 0);
+    // A reset of a machine that is off starts nothing.
+    client
+        .chassis_control(&c, ChassisControl::Reset)
+        .await
+        .unwrap();
+    assert_eq!(boots(), 0);
+    client
+        .chassis_control(&c, ChassisControl::On)
+        .await
+        .unwrap();
+    client
+        .chassis_control(&c, ChassisControl::On)
+        .await
+        .unwrap();
+    assert_eq!(boots(), 1, "on while on is no new start");
+    client
+        .chassis_control(&c, ChassisControl::Off)
+        .await
+        .unwrap();
+    client
+        .chassis_control(&c, ChassisControl::On)
+        .await
+        .unwrap();
+    assert_eq!(boots(), 2);
+    client
+        .chassis_control(&c, ChassisControl::Cycle)
+        .await
+        .unwrap();
+    client
+        .chassis_control(&c, ChassisControl::Reset)
+        .await
+        .unwrap();
+    assert_eq!(boots(), 4);
+    assert!(client.power_is_on(&c).await.unwrap());
+}

@@ -1,12 +1,14 @@
 //! `cargo xtask bench fleet [--nodes N]… [--db sqlite|postgres|both]
 //! [--ironic] [--ironic-nodes M] [--wipe-ms MS] [--write-ms MS]
-//! [--heartbeat-s S] [--db-pool N] [--no-build]`: concurrent deploys at fleet scale (issue 21 item 4).
+//! [--heartbeat-s S] [--db-pool N] [--max-starts N] [--no-build]`: concurrent deploys at fleet scale (issue 21 item 4).
 //!
 //! For each database (SQLite, then PostgreSQL on the private cluster of
 //! `tests/pg-cluster`) and each N (default 100 and 1,000), one release
 //! coordinator on a fresh database, and `ingot-agent-fleet` (tests/agent-fleet)
 //! as the scenario: N simulated IPA agents over real HTTP, each on its own
-//! loopback address, and N `ipmi` nodes whose BMCs are `ingot-bmc-fleet`'s,
+//! loopback address, and N `ipmi` nodes whose BMCs are `ingot-bmc-fleet`'s
+//! (run inside the agent fleet, so that an agent boots when its machine is
+//! powered on),
 //! all driven at once through manage, provide (automated cleaning) and
 //! deploy with a config drive.
 //!
@@ -38,7 +40,7 @@ use super::power_sync::{
 use crate::util;
 
 const USAGE: &str = "usage: cargo xtask bench fleet [--nodes N]... [--db sqlite|postgres|both] \
-                     [--ironic] [--ironic-nodes M] [--wipe-ms MS] [--write-ms MS] [--heartbeat-s S] [--db-pool N] [--no-build]";
+                     [--ironic] [--ironic-nodes M] [--wipe-ms MS] [--write-ms MS] [--heartbeat-s S] [--db-pool N] [--max-starts N] [--no-build]";
 
 #[derive(Debug)]
 struct Args {
@@ -51,6 +53,8 @@ struct Args {
     heartbeat_s: u64,
     /// The coordinator's `database_max_connections` (its default when unset).
     db_pool: Option<u32>,
+    /// The coordinator's `[conductor] max_concurrent_starts` (its default when unset).
+    max_starts: Option<usize>,
     /// Use the release binaries already in the target directory.
     no_build: bool,
 }
@@ -65,6 +69,7 @@ fn parse(args: &[String]) -> Result<Args> {
         write_ms: 5000,
         heartbeat_s: 10,
         db_pool: None,
+        max_starts: None,
         no_build: false,
     };
     let mut ironic_nodes = 100;
@@ -95,6 +100,7 @@ fn parse(args: &[String]) -> Result<Args> {
             "--write-ms" => a.write_ms = v.parse().context("--write-ms")?,
             "--heartbeat-s" => a.heartbeat_s = v.parse().context("--heartbeat-s")?,
             "--db-pool" => a.db_pool = Some(v.parse().context("--db-pool")?),
+            "--max-starts" => a.max_starts = Some(v.parse().context("--max-starts")?),
             _ => bail!(USAGE),
         }
     }
@@ -277,18 +283,18 @@ fn scenario(
     })
 }
 
-fn coordinator_config(
-    dir: &Path,
-    port: u16,
-    db_url: &str,
-    db_pool: Option<u32>,
-) -> Result<PathBuf> {
+fn coordinator_config(dir: &Path, port: u16, db_url: &str, a: &Args) -> Result<PathBuf> {
     let path = dir.join("coordinator.toml");
-    let pool = db_pool
+    let pool = a
+        .db_pool
         .map(|n| format!("database_max_connections = {n}\n"))
         .unwrap_or_default();
+    let starts = a
+        .max_starts
+        .map(|n| format!("[conductor]\nmax_concurrent_starts = {n}\n"))
+        .unwrap_or_default();
     let text = format!(
-        "listen = \"127.0.0.1:{port}\"\ndatabase = \"{db_url}\"\n{pool}\n[boot]\napi_url = \"http://127.0.0.1:{port}\"\n"
+        "listen = \"127.0.0.1:{port}\"\ndatabase = \"{db_url}\"\n{pool}\n{starts}[boot]\napi_url = \"http://127.0.0.1:{port}\"\n"
     );
     std::fs::write(&path, text).with_context(|| path.display().to_string())?;
     Ok(path)
@@ -305,7 +311,7 @@ fn run_ingot(
     let dir = dir.join(format!("{label}-{n}"));
     std::fs::create_dir_all(&dir)?;
     let port = util::free_port()?;
-    let config = coordinator_config(&dir, port, db_url, a.db_pool)?;
+    let config = coordinator_config(&dir, port, db_url, a)?;
     let log = dir.join("coordinator.log");
     let mut coord = start_coordinator(&release.join("ingot-coordinator"), &config, &log)?;
     wait_listening(port, &mut coord)?;
@@ -442,14 +448,12 @@ pub fn run(args: &[String]) -> Result<()> {
         bail!("needs the PostgreSQL server (apt-get install postgresql), or --db sqlite");
     }
     if !a.no_build {
-        println!("\n==> building the coordinator, the BMC fleet and the agent fleet (release)");
+        println!("\n==> building the coordinator and the agent fleet (release)");
         util::run(util::cargo().args([
             "build",
             "--release",
             "-p",
             "ingot-coordinator",
-            "-p",
-            "ingot-bmc-fleet",
             "-p",
             "ingot-agent-fleet",
         ]))?;
@@ -465,33 +469,9 @@ pub fn run(args: &[String]) -> Result<()> {
 
 fn measure(a: &Args, release: &Path, dir: &Path) -> Result<()> {
     let max = a.nodes.iter().copied().max().unwrap_or(0);
-    println!(
-        "\n==> {max} simulated BMCs on 127.0.0.1:{BASE_PORT}..{}",
-        usize::from(BASE_PORT) + max - 1
-    );
-    let mut cmd = with_nofile(&release.join("ingot-bmc-fleet"));
-    cmd.args([
-        "--count",
-        &max.to_string(),
-        "--base-port",
-        &BASE_PORT.to_string(),
-    ])
-    .args(["--user", USER, "--password", PASSWORD]);
-    util::announce(&cmd);
-    let mut fleet = Guard(
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("starting the BMC fleet")?,
-    );
-    let mut line = String::new();
-    if let Some(out) = fleet.0.stdout.take() {
-        BufReader::new(out).read_line(&mut line)?;
+    if usize::from(BASE_PORT) + max > usize::from(u16::MAX) {
+        bail!("--nodes {max}: the BMCs' UDP ports would pass 65535");
     }
-    if !line.starts_with("ready") {
-        bail!("the BMC fleet did not start: {line:?}");
-    }
-
     let mut rows = Vec::new();
     if let Some(n) = a.ironic {
         match run_ironic(a, release, dir, n) {
@@ -513,8 +493,6 @@ fn measure(a: &Args, release: &Path, dir: &Path) -> Result<()> {
             rows.push(run_ingot(a, release, dir, &url, "PostgreSQL", n)?);
         }
     }
-    drop(fleet);
-
     println!(
         "\n==> results: write_image {} ms, each wipe {} ms, heartbeat every {} s; {}, load {}",
         a.write_ms,
@@ -558,6 +536,28 @@ fn measure(a: &Args, release: &Path, dir: &Path) -> Result<()> {
             r.result["latency_ms"]["count"],
             failures(&r.result),
             r.result["unknown_commands"],
+        );
+    }
+    for r in &rows {
+        let by: Vec<String> = r.result["latency_ms_by_command"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(name, l)| {
+                        format!(
+                            "{name} {:.0} / {:.0} ms",
+                            l["p50"].as_f64().unwrap_or(f64::NAN),
+                            l["p99"].as_f64().unwrap_or(f64::NAN)
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        println!(
+            "{} {}: heartbeat → next command p50 / p99 by that command: {}",
+            r.label,
+            r.nodes,
+            by.join(", ")
         );
     }
     if let Some(ir) = rows.iter().find(|r| r.label.starts_with("Ironic")) {
