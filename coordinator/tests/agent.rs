@@ -11,15 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::agent_sim::SimAgent;
+use common::hooked_power::{HookedPower, Hooks};
 use common::{Backend, start_with, test_config, test_db};
 use ingot_coordinator::config::Config;
-use ingot_coordinator::power::fake::FakePower;
-use ingot_coordinator::power::{
-    BootDeviceState, BoxFuture, PowerAction, PowerDriver, PowerDrivers, PowerError, PowerState,
-    PowerTarget,
-};
+use ingot_coordinator::power::{BoxFuture, PowerAction, PowerDrivers, PowerTarget};
 use ingot_coordinator::server::{Running, start};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(20);
 /// Under the simulated agent's 10 s periodic heartbeat: a phase that needed
@@ -401,7 +398,6 @@ async fn root_device_hints_in_the_api_and_inspection() {
 /// change (`"On"`, `"Off"`, `"Reboot"`, `"boot pxe"`, `"boot disk"`).
 #[derive(Default)]
 struct Recording {
-    inner: FakePower,
     log: Mutex<Vec<String>>,
 }
 
@@ -415,44 +411,19 @@ impl Recording {
     }
 }
 
-impl PowerDriver for Recording {
-    fn validate(&self, driver_info: &Map<String, Value>) -> Result<(), PowerError> {
-        self.inner.validate(driver_info)
-    }
-    fn get_power_state<'a>(
-        &'a self,
-        target: &'a PowerTarget,
-    ) -> BoxFuture<'a, Result<PowerState, PowerError>> {
-        self.inner.get_power_state(target)
-    }
-    fn set_power_state<'a>(
-        &'a self,
-        target: &'a PowerTarget,
-        action: PowerAction,
-    ) -> BoxFuture<'a, Result<(), PowerError>> {
+impl Hooks for Recording {
+    fn power<'a>(&'a self, _target: &'a PowerTarget, action: PowerAction) -> BoxFuture<'a, ()> {
         self.log.lock().unwrap().push(format!("{action:?}"));
-        self.inner.set_power_state(target, action)
+        Box::pin(async {})
     }
-    fn set_boot_device<'a>(
-        &'a self,
-        target: &'a PowerTarget,
-        device: &'a str,
-        persistent: bool,
-    ) -> BoxFuture<'a, Result<(), PowerError>> {
+    fn boot_device(&self, device: &str) {
         self.log.lock().unwrap().push(format!("boot {device}"));
-        self.inner.set_boot_device(target, device, persistent)
-    }
-    fn get_boot_device<'a>(
-        &'a self,
-        target: &'a PowerTarget,
-    ) -> BoxFuture<'a, Result<BootDeviceState, PowerError>> {
-        self.inner.get_boot_device(target)
     }
 }
 
 /// A coordinator whose `fake` power driver records what it is asked to do.
-async fn start_recording(config: Config) -> (Running, common::Api, Arc<Recording>) {
-    let power = Arc::new(Recording::default());
+async fn start_recording(config: Config) -> (Running, common::Api, Arc<HookedPower<Recording>>) {
+    let power = Arc::new(HookedPower::<Recording>::default());
     let mut drivers = PowerDrivers::default();
     drivers.register("fake", power.clone());
     let running = start(config, drivers).await.unwrap();

@@ -20,16 +20,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::agent_sim::SimAgent;
+use common::hooked_power::{HookedPower, Hooks};
 use common::ovs::{Ovsdb, have_ovs};
 use common::{Api, Backend, test_config, test_db};
 use ingot_coordinator::config::Config;
-use ingot_coordinator::power::fake::FakePower;
-use ingot_coordinator::power::{
-    BootDeviceState, BoxFuture, PowerAction, PowerDriver, PowerDrivers, PowerError, PowerState,
-    PowerTarget,
-};
+use ingot_coordinator::power::{BoxFuture, PowerAction, PowerDrivers, PowerTarget};
 use ingot_coordinator::server::{Running, start};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(30);
 const MAC: &str = "52:54:00:aa:bb:01";
@@ -53,7 +50,6 @@ fn tag(sock: &std::path::Path, port: &str) -> String {
 /// The `fake` power driver; at every power on (or reboot) it reads port
 /// p1's tag from the switch: where the node's NIC is when it boots.
 struct TagAtPowerOn {
-    inner: FakePower,
     sock: PathBuf,
     log: Mutex<Vec<(String, String)>>,
 }
@@ -64,41 +60,14 @@ impl TagAtPowerOn {
     }
 }
 
-impl PowerDriver for TagAtPowerOn {
-    fn validate(&self, driver_info: &Map<String, Value>) -> Result<(), PowerError> {
-        self.inner.validate(driver_info)
-    }
-    fn get_power_state<'a>(
-        &'a self,
-        target: &'a PowerTarget,
-    ) -> BoxFuture<'a, Result<PowerState, PowerError>> {
-        self.inner.get_power_state(target)
-    }
-    fn set_power_state<'a>(
-        &'a self,
-        target: &'a PowerTarget,
-        action: PowerAction,
-    ) -> BoxFuture<'a, Result<(), PowerError>> {
+impl Hooks for TagAtPowerOn {
+    fn power<'a>(&'a self, _target: &'a PowerTarget, action: PowerAction) -> BoxFuture<'a, ()> {
         let tag = match action {
             PowerAction::On | PowerAction::Reboot => tag(&self.sock, "p1"),
             _ => String::new(),
         };
         self.log.lock().unwrap().push((format!("{action:?}"), tag));
-        self.inner.set_power_state(target, action)
-    }
-    fn set_boot_device<'a>(
-        &'a self,
-        target: &'a PowerTarget,
-        device: &'a str,
-        persistent: bool,
-    ) -> BoxFuture<'a, Result<(), PowerError>> {
-        self.inner.set_boot_device(target, device, persistent)
-    }
-    fn get_boot_device<'a>(
-        &'a self,
-        target: &'a PowerTarget,
-    ) -> BoxFuture<'a, Result<BootDeviceState, PowerError>> {
-        self.inner.get_boot_device(target)
+        Box::pin(async {})
     }
 }
 
@@ -147,12 +116,14 @@ fn config(db: &str, ovs: &Ovsdb) -> Config {
     }
 }
 
-async fn start_coordinator(config: Config, ovs: &Ovsdb) -> (Running, Api, Arc<TagAtPowerOn>) {
-    let power = Arc::new(TagAtPowerOn {
-        inner: FakePower::default(),
+async fn start_coordinator(
+    config: Config,
+    ovs: &Ovsdb,
+) -> (Running, Api, Arc<HookedPower<TagAtPowerOn>>) {
+    let power = Arc::new(HookedPower::new(TagAtPowerOn {
         sock: ovs.sock.clone(),
         log: Mutex::new(Vec::new()),
-    });
+    }));
     let mut drivers = PowerDrivers::default();
     drivers.register("fake", power.clone());
     let running = start(config, drivers).await.unwrap();

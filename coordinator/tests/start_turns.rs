@@ -2,8 +2,8 @@
 //! agent that heartbeats is driven at once however many nodes wait for a
 //! turn.
 //!
-//! The power driver is a wrapper of the `fake` driver that takes
-//! `driver_info.test_power_ms` per power action and counts how many run at
+//! The power driver is the `fake` driver with hooks that take
+//! `driver_info.test_power_ms` per power action and count how many run at
 //! once: this tests the conductor's scheduling, which no BMC can show
 //! deterministically (the fleet benchmark drives real IPMI at scale).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -15,47 +15,24 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::agent_sim::SimAgent;
+use common::hooked_power::{HookedPower, Hooks};
 use common::{Api, Backend, test_config, test_db};
-use ingot_coordinator::power::fake::FakePower;
-use ingot_coordinator::power::{
-    BootDeviceState, BoxFuture, PowerAction, PowerDriver, PowerDrivers, PowerError, PowerState,
-    PowerTarget,
-};
+use ingot_coordinator::power::{BoxFuture, PowerAction, PowerDrivers, PowerTarget};
 use ingot_coordinator::server::start;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(60);
 const MAC: &str = "52:54:00:77:00:01";
 
-/// The fake driver, slowed down, counting concurrent power actions.
+/// Power actions take `driver_info.test_power_ms`; counts how many run at once.
 #[derive(Default)]
 struct Slow {
-    inner: FakePower,
     now: AtomicUsize,
     peak: AtomicUsize,
 }
 
-impl PowerDriver for Slow {
-    fn validate(&self, driver_info: &Map<String, Value>) -> Result<(), PowerError> {
-        self.inner.validate(driver_info)
-    }
-
-    fn knows_power_state(&self, target: &PowerTarget) -> bool {
-        self.inner.knows_power_state(target)
-    }
-
-    fn get_power_state<'a>(
-        &'a self,
-        target: &'a PowerTarget,
-    ) -> BoxFuture<'a, Result<PowerState, PowerError>> {
-        self.inner.get_power_state(target)
-    }
-
-    fn set_power_state<'a>(
-        &'a self,
-        target: &'a PowerTarget,
-        action: PowerAction,
-    ) -> BoxFuture<'a, Result<(), PowerError>> {
+impl Hooks for Slow {
+    fn power<'a>(&'a self, target: &'a PowerTarget, _action: PowerAction) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let running = self.now.fetch_add(1, Ordering::SeqCst) + 1;
             self.peak.fetch_max(running, Ordering::SeqCst);
@@ -65,26 +42,8 @@ impl PowerDriver for Slow {
                 .and_then(Value::as_u64)
                 .unwrap_or(0);
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            let r = self.inner.set_power_state(target, action).await;
             self.now.fetch_sub(1, Ordering::SeqCst);
-            r
         })
-    }
-
-    fn set_boot_device<'a>(
-        &'a self,
-        target: &'a PowerTarget,
-        device: &'a str,
-        persistent: bool,
-    ) -> BoxFuture<'a, Result<(), PowerError>> {
-        self.inner.set_boot_device(target, device, persistent)
-    }
-
-    fn get_boot_device<'a>(
-        &'a self,
-        target: &'a PowerTarget,
-    ) -> BoxFuture<'a, Result<BootDeviceState, PowerError>> {
-        self.inner.get_boot_device(target)
     }
 }
 
@@ -95,13 +54,13 @@ async fn coordinator(
 ) -> (
     ingot_coordinator::server::Running,
     Api,
-    Arc<Slow>,
+    Arc<HookedPower<Slow>>,
     common::TestDb,
 ) {
     let db = test_db(Backend::Sqlite, "start_turns").await.unwrap();
     let mut cfg = test_config(&db.url);
     cfg.conductor.max_concurrent_starts = limit;
-    let slow = Arc::new(Slow::default());
+    let slow = Arc::new(HookedPower::<Slow>::default());
     let mut drivers = PowerDrivers::default();
     drivers.register("fake", slow.clone());
     let running = start(cfg, drivers).await.unwrap();
@@ -117,6 +76,19 @@ async fn slow_node(api: &Api, name: &str, power_ms: u64) -> String {
     .await
 }
 
+/// Asks for power on of every node in `uuids`, without waiting.
+async fn ask_power_on(api: &Api, uuids: &[String]) {
+    for u in uuids {
+        let (st, v) = api
+            .put(
+                &format!("/v1/nodes/{u}/states/power"),
+                json!({"target": "power on"}),
+            )
+            .await;
+        assert_eq!(st, 202, "{v}");
+    }
+}
+
 /// Power requests on four nodes at once: one at a time with a limit of 1,
 /// several together with a limit of 4.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,15 +100,7 @@ async fn power_requests_take_turns() {
             uuids.push(slow_node(&api, &format!("n{i}"), 1000).await);
         }
         let started = Instant::now();
-        for u in &uuids {
-            let (st, v) = api
-                .put(
-                    &format!("/v1/nodes/{u}/states/power"),
-                    json!({"target": "power on"}),
-                )
-                .await;
-            assert_eq!(st, 202, "{v}");
-        }
+        ask_power_on(&api, &uuids).await;
         for u in &uuids {
             api.wait_power_state(u, "power on", T).await;
         }
@@ -185,15 +149,7 @@ async fn agents_do_not_wait_for_turns() {
     api.wait_state(&a, "clean wait", T).await;
     // Four power requests of 2 s each: 8 s of turns, one at a time.
     let queued_at = Instant::now();
-    for u in &queued {
-        let (st, v) = api
-            .put(
-                &format!("/v1/nodes/{u}/states/power"),
-                json!({"target": "power on"}),
-            )
-            .await;
-        assert_eq!(st, 202, "{v}");
-    }
+    ask_power_on(&api, &queued).await;
     // The ramdisk comes up now.
     let agent = SimAgent::start(&api.base, MAC).await;
     api.wait_state(&a, "available", T).await;

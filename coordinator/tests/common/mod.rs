@@ -6,6 +6,7 @@
 pub mod agent_sim;
 pub mod drive;
 pub mod glance;
+pub mod hooked_power;
 pub mod link;
 pub mod ovs;
 pub mod pg;
