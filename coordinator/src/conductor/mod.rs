@@ -334,7 +334,7 @@ impl Conductor {
             } else {
                 None
             };
-            let next = if node.power_intent.is_some() && !node.provision_state.is_transient() {
+            let next = if power_requested(&node) {
                 self.handle_power_intent(node).await?
             } else {
                 match node.provision_state {
@@ -765,13 +765,15 @@ impl Conductor {
     }
 }
 
-/// The end of verifying: `manageable` with the power state read (when the
-/// driver knows it), or back to `enroll` with the reason.
+/// Whether a power request waits, and the node is where it may be acted on.
+fn power_requested(node: &Node) -> bool {
+    node.power_intent.is_some() && !node.provision_state.is_transient()
+}
+
 /// Whether the node has an operation to start (which takes a turn of
 /// `[conductor] max_concurrent_starts`), rather than an agent to drive.
 fn starts_work(node: &Node) -> bool {
-    let power = node.power_intent.is_some() && !node.provision_state.is_transient();
-    power
+    power_requested(node)
         || matches!(
             node.provision_state,
             ProvisionState::Verifying
@@ -782,6 +784,8 @@ fn starts_work(node: &Node) -> bool {
         )
 }
 
+/// The end of verifying: `manageable` with the power state read (when the
+/// driver knows it), or back to `enroll` with the reason.
 fn verified(result: Result<Option<PowerState>, PowerError>) -> Outcome {
     match result {
         Ok(state) => Outcome::transition(Event::Done, Target::Clear, move |n| {
