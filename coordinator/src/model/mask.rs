@@ -22,6 +22,17 @@ const SECRET_FRAGMENTS: [&str; 10] = [
     "key_contents",
 ];
 
+/// Which (lowercase) bytes begin a fragment of [`SECRET_FRAGMENTS`].
+const FRAGMENT_STARTS: [bool; 256] = {
+    let mut starts = [false; 256];
+    let mut i = 0;
+    while i < SECRET_FRAGMENTS.len() {
+        starts[SECRET_FRAGMENTS[i].as_bytes()[0] as usize] = true;
+        i += 1;
+    }
+    starts
+};
+
 /// True for a key whose value is a secret (ASCII case ignored; no
 /// allocation: the list renderer asks for every key of every document).
 pub fn is_secret_key(key: &str) -> bool {
@@ -37,9 +48,10 @@ pub fn is_secret_key(key: &str) -> bool {
     };
     k.iter().enumerate().any(|(i, c)| {
         let c = c.to_ascii_lowercase();
-        SECRET_FRAGMENTS
-            .iter()
-            .any(|f| f.as_bytes().first() == Some(&c) && at(i, f.as_bytes()))
+        FRAGMENT_STARTS[usize::from(c)]
+            && SECRET_FRAGMENTS
+                .iter()
+                .any(|f| f.as_bytes().first() == Some(&c) && at(i, f.as_bytes()))
     }) || k.eq_ignore_ascii_case(b"key")
         || ends(b"_key")
         || ends(b"-key")
