@@ -48,8 +48,7 @@ pub struct Knobs {
 /// What the fleet measured, shared by all agents.
 #[derive(Default)]
 pub struct Stats {
-    latencies_us: Mutex<Vec<u64>>,
-    /// The same latencies by the command that ended the wait.
+    /// Heartbeat-to-next-command latencies by the command that ended the wait.
     by_command_us: Mutex<std::collections::BTreeMap<String, Vec<u64>>>,
     unknown: Mutex<BTreeSet<String>>,
     /// Lookups that returned a token.
@@ -71,7 +70,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Stats {
     fn record(&self, command: &str, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        lock(&self.latencies_us).push(us);
         lock(&self.by_command_us)
             .entry(command.to_owned())
             .or_default()
@@ -92,7 +90,11 @@ impl Stats {
 
     /// Heartbeat-to-next-command latencies so far, in microseconds, sorted.
     pub fn latencies_us(&self) -> Vec<u64> {
-        let mut v = lock(&self.latencies_us).clone();
+        let mut v: Vec<u64> = lock(&self.by_command_us)
+            .values()
+            .flatten()
+            .copied()
+            .collect();
         v.sort_unstable();
         v
     }
