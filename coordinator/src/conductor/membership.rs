@@ -105,7 +105,18 @@ impl Conductor {
         }
         let mut taken = 0;
         let mut moved_here = std::collections::HashSet::new();
-        for node in self.db().list_nodes().await? {
+        // Every node only when the ring changed and the nodes that moved
+        // here get a power sync; otherwise (the periodic sweep, a start)
+        // only the rows that need a conductor.
+        let first_view = before.is_some_and(|b| b.members.is_empty());
+        let sync_moved =
+            before.is_some() && !first_view && self.config().power_sync.interval_ms > 0;
+        let nodes = if sync_moved {
+            self.db().list_nodes().await?
+        } else {
+            self.db().nodes_needing_conductor().await?
+        };
+        for node in nodes {
             if !self.cluster().owns(&node) {
                 continue;
             }
@@ -114,7 +125,7 @@ impl Conductor {
                     moved_here.insert(node.uuid.clone());
                 }
             }
-            if !needs_conductor(&node) {
+            if !node.needs_conductor() {
                 continue;
             }
             if node.conductor.as_deref() != Some(self.name()) {
@@ -140,8 +151,7 @@ impl Conductor {
         if taken > 0 {
             info!(nodes = taken, "took over nodes from other coordinators");
         }
-        let first_view = before.is_some_and(|b| b.members.is_empty());
-        if !moved_here.is_empty() && !first_view && self.config().power_sync.interval_ms > 0 {
+        if sync_moved && !moved_here.is_empty() {
             let me = self.clone();
             info!(
                 nodes = moved_here.len(),
@@ -423,13 +433,4 @@ impl Conductor {
         }
         info!("left the group: nodes handed over");
     }
-}
-
-/// Whether a node needs a conductor to act or watch: an operation runs or
-/// waits for its agent, a power change is pending, or its console is on.
-pub(super) fn needs_conductor(node: &Node) -> bool {
-    node.provision_state.is_transient()
-        || node.provision_state.is_wait()
-        || node.power_intent.is_some()
-        || node.console_enabled
 }

@@ -107,7 +107,7 @@ pub(super) async fn recover(c: &Conductor) -> Result<usize, ConductorError> {
     c.join().await?;
     release_dead_reservations(c).await?;
     let mut resumed = 0;
-    for node in c.db().list_nodes().await? {
+    for node in c.db().nodes_needing_conductor().await? {
         if node.provision_state.is_transient() && c.cluster().owns(&node) {
             resumed += 1;
             info!(node = %node.uuid, state = %node.provision_state, "resuming the operation cut short");

@@ -7,7 +7,7 @@ use sqlx::AnyPool;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// The migrations, in order. Never edit one that has shipped: add a new one.
-const MIGRATIONS: [(i64, &str, &str); 7] = [
+const MIGRATIONS: [(i64, &str, &str); 8] = [
     (1, "init", include_str!("../../migrations/0001_init.sql")),
     (
         2,
@@ -34,6 +34,11 @@ const MIGRATIONS: [(i64, &str, &str); 7] = [
         7,
         "node_list",
         include_str!("../../migrations/0007_node_list.sql"),
+    ),
+    (
+        8,
+        "nodes_needing_a_conductor",
+        include_str!("../../migrations/0008_nodes_needing_a_conductor.sql"),
     ),
 ];
 

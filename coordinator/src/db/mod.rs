@@ -616,6 +616,17 @@ impl Db {
         load_rows("node", &rows, |uuid, data| self.node_from(uuid, data))
     }
 
+    /// The nodes a coordinator must look after ([`Node::needs_conductor`]),
+    /// in creation order: the rows whose `needs_conductor` column says so.
+    pub async fn nodes_needing_conductor(&self) -> Result<Vec<Node>, DbError> {
+        let rows = sqlx::query(
+            "SELECT uuid, data FROM nodes WHERE needs_conductor = 1 ORDER BY created_at, uuid",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        load_rows("node", &rows, |uuid, data| self.node_from(uuid, data))
+    }
+
     /// UUIDs of nodes in the given provision states.
     pub async fn node_uuids_in_states(&self, states: &[&str]) -> Result<Vec<String>, DbError> {
         let mut out = Vec::new();
@@ -892,5 +903,76 @@ mod tests {
             assert_eq!(db.pool_stats().max, got, "{asked:?}");
             db.close().await;
         }
+    }
+
+    fn node(i: u32, state: crate::state::ProvisionState) -> Node {
+        Node {
+            uuid: format!("00000000-0000-4000-8000-{i:012}"),
+            driver: "fake-hardware".into(),
+            provision_state: state,
+            created_at: Some(format!("2026-01-01T00:00:0{i}+00:00")),
+            ..Node::default()
+        }
+    }
+
+    async fn needing(db: &Db) -> Vec<String> {
+        let nodes = db.nodes_needing_conductor().await.unwrap();
+        nodes.into_iter().map(|n| n.uuid).collect()
+    }
+
+    /// The `needs_conductor` column follows every write of the node, and a
+    /// row written without it (by an older coordinator, or by hand) is
+    /// filled from its document at the next start.
+    #[tokio::test]
+    async fn nodes_needing_a_conductor_follow_their_writes() {
+        use crate::model::node::PowerIntent;
+        use crate::model::power::PowerAction;
+        use crate::state::ProvisionState;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("n.db").display());
+        let db = Db::connect(&url).await.unwrap();
+        let idle = node(1, ProvisionState::Available);
+        let waiting = node(2, ProvisionState::CleanWait);
+        db.insert_node(&idle).await.unwrap();
+        db.insert_node(&waiting).await.unwrap();
+        assert_eq!(needing(&db).await, std::slice::from_ref(&waiting.uuid));
+        let power = |n: &mut Node| {
+            n.power_intent = Some(PowerIntent {
+                target: PowerAction::On,
+            });
+            Ok::<_, ()>(())
+        };
+        db.update_node(&idle.uuid, power).await.unwrap();
+        assert_eq!(
+            needing(&db).await,
+            [idle.uuid.clone(), waiting.uuid.clone()]
+        );
+        let done = |n: &mut Node| {
+            n.power_intent = None;
+            n.provision_state = ProvisionState::Available;
+            Ok::<_, ()>(())
+        };
+        db.update_node(&idle.uuid, done).await.unwrap();
+        db.update_node(&waiting.uuid, done).await.unwrap();
+        assert!(needing(&db).await.is_empty());
+        let console = |n: &mut Node| {
+            n.console_enabled = true;
+            Ok::<_, ()>(())
+        };
+        db.update_node(&idle.uuid, console).await.unwrap();
+        assert_eq!(needing(&db).await, std::slice::from_ref(&idle.uuid));
+        // Written as before migration 0008: the column is empty until the
+        // next start fills it.
+        let deploying = node(3, ProvisionState::Deploying);
+        db.insert_node(&deploying).await.unwrap();
+        sqlx::query("UPDATE nodes SET needs_conductor = NULL")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        assert!(needing(&db).await.is_empty());
+        db.close().await;
+        let db = Db::connect(&url).await.unwrap();
+        assert_eq!(needing(&db).await, [idle.uuid, deploying.uuid]);
+        db.close().await;
     }
 }

@@ -333,6 +333,17 @@ pub const INTERFACE_FIELDS: [(&str, &str); 13] = [
 pub use super::mask::MASK;
 
 impl Node {
+    /// Whether a coordinator must look after the node: a transient or wait
+    /// state, a pending power request, or an enabled console. Stored beside
+    /// the document (`needs_conductor`), so that the sweep for orphans and
+    /// restart recovery read only these.
+    pub fn needs_conductor(&self) -> bool {
+        self.provision_state.is_transient()
+            || self.provision_state.is_wait()
+            || self.power_intent.is_some()
+            || self.console_enabled
+    }
+
     /// The node as the API shows it: internal fields removed, secrets masked,
     /// links added. `base` is the API's base URL (no trailing slash).
     pub fn to_api(&self, base: &str) -> Map<String, Value> {
