@@ -1,4 +1,4 @@
-//! `cargo xtask bench api [--nodes N] [--requests R] [--binary PATH] [--sqlite-only] [--ironic]`:
+//! `cargo xtask bench api [--nodes N] [--requests R] [--binary PATH] [--samples DIR] [--sqlite-only] [--ironic]`:
 //! the API of one release coordinator on a database of N nodes (default
 //! 10,000) with two ports each, on SQLite and again on PostgreSQL (the
 //! private cluster of `tests/pg-cluster`), over real HTTP/1.1 with
@@ -19,6 +19,9 @@
 //! coordinator build (e.g. the base commit's, for the in-memory baseline).
 //! `--ironic` runs the same calls on the real Ironic with the same data
 //! (`api_ironic.rs`) and prints them side by side with the ratios.
+//! `--samples DIR` writes every sample, in the order taken, to
+//! `DIR/<backend>.tsv` (call, sample number, milliseconds), to see where
+//! the slow ones fall.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -45,6 +48,8 @@ struct Args {
     binary: Option<PathBuf>,
     sqlite_only: bool,
     ironic: bool,
+    /// Where to write every sample, in the order taken (`--samples DIR`).
+    samples: Option<PathBuf>,
 }
 
 fn parse(args: &[String]) -> Result<Args> {
@@ -54,6 +59,7 @@ fn parse(args: &[String]) -> Result<Args> {
         binary: None,
         sqlite_only: false,
         ironic: false,
+        samples: None,
     };
     let mut it = args.iter();
     while let Some(k) = it.next() {
@@ -70,8 +76,9 @@ fn parse(args: &[String]) -> Result<Args> {
             "--nodes" => a.nodes = v.parse()?,
             "--requests" => a.requests = v.parse()?,
             "--binary" => a.binary = Some(PathBuf::from(v)),
+            "--samples" => a.samples = Some(PathBuf::from(v)),
             _ => bail!(
-                "usage: cargo xtask bench api [--nodes N] [--requests R] [--binary PATH] [--sqlite-only] [--ironic]"
+                "usage: cargo xtask bench api [--nodes N] [--requests R] [--binary PATH] [--samples DIR] [--sqlite-only] [--ironic]"
             ),
         }
     }
@@ -238,6 +245,9 @@ fn write_config(dir: &Path, port: u16, db_url: &str) -> Result<PathBuf> {
 pub(super) struct Client {
     port: u16,
     conn: BufReader<TcpStream>,
+    /// The server processes whose CPU time a call is charged (each with
+    /// its descendants): the coordinator, and PostgreSQL's postmaster.
+    servers: Vec<u32>,
 }
 
 impl Client {
@@ -248,6 +258,7 @@ impl Client {
         Ok(Self {
             port,
             conn: BufReader::new(s),
+            servers: Vec::new(),
         })
     }
 
@@ -257,7 +268,9 @@ impl Client {
         match self.get_once(path) {
             Ok(Some(r)) => Ok(r),
             Ok(None) | Err(_) => {
+                let servers = std::mem::take(&mut self.servers);
                 *self = Self::connect(self.port)?;
+                self.servers = servers;
                 self.get_once(path)?
                     .with_context(|| format!("GET {path}: connection closed"))
             }
@@ -332,6 +345,23 @@ impl Client {
         }
     }
 
+    /// CPU seconds each server has used so far.
+    fn server_cpu(&self) -> Vec<f64> {
+        self.servers
+            .iter()
+            .map(|&p| super::fleet::cpu_seconds(p))
+            .collect()
+    }
+
+    /// Each server's CPU milliseconds per call since `before`, over `calls`.
+    fn cpu_since(&self, before: &[f64], calls: usize) -> Vec<f64> {
+        self.server_cpu()
+            .iter()
+            .zip(before)
+            .map(|(now, was)| (now - was) * 1000.0 / calls.max(1) as f64)
+            .collect()
+    }
+
     /// `GET path`, expecting 200; the body parsed.
     fn get_json(&mut self, path: &str) -> Result<serde_json::Value> {
         Self::parse_ok(path, self.get(path)?)
@@ -353,6 +383,10 @@ impl Client {
 struct Stats {
     name: &'static str,
     ms: Vec<f64>,
+    /// Each server's CPU milliseconds per call (the coordinator's, then
+    /// PostgreSQL's; Ironic's process tree), averaged over the calls; the
+    /// kernel counts in ticks (10 ms), so a few hundred calls are needed.
+    cpu_ms: Vec<f64>,
 }
 
 impl Stats {
@@ -390,6 +424,7 @@ fn walk(
     expect: usize,
 ) -> Result<Stats> {
     let mut ms = Vec::new();
+    let cpu = c.server_cpu();
     for _ in 0..walks {
         let mut path = Some(first.to_owned());
         let mut seen = 0;
@@ -405,7 +440,8 @@ fn walk(
             bail!("{name}: a walk saw {seen} nodes, expected {expect}");
         }
     }
-    Ok(Stats { name, ms })
+    let cpu_ms = c.cpu_since(&cpu, ms.len());
+    Ok(Stats { name, ms, cpu_ms })
 }
 
 /// `n` calls of `path(k)`, one sample each, all expected to answer 200.
@@ -417,6 +453,7 @@ fn repeat(
     check: impl Fn(&serde_json::Value) -> bool,
 ) -> Result<Stats> {
     let mut ms = Vec::with_capacity(n);
+    let cpu = c.server_cpu();
     for k in 0..n {
         let p = path(k);
         let t = Instant::now();
@@ -427,7 +464,8 @@ fn repeat(
             bail!("{name}: unexpected answer to {p}: {doc}");
         }
     }
-    Ok(Stats { name, ms })
+    let cpu_ms = c.cpu_since(&cpu, n);
+    Ok(Stats { name, ms, cpu_ms })
 }
 
 /// A spread of indexes in 0..n (a fixed multiplicative walk, no RNG crate).
@@ -502,9 +540,10 @@ fn walks_for(a: &Args) -> usize {
     (a.requests / a.nodes.div_ceil(1000)).clamp(2, 20)
 }
 
-fn measure_calls(port: u16, a: &Args) -> Result<Vec<Stats>> {
+fn measure_calls(port: u16, servers: Vec<u32>, a: &Args) -> Result<Vec<Stats>> {
     let n = a.nodes;
     let mut c = Client::connect(port)?;
+    c.servers = servers;
     // Warm-up: one of each.
     c.get_json("/v1/nodes?limit=1")?;
     let mut out = core_calls(&mut c, n, walks_for(a), a.requests)?;
@@ -542,26 +581,45 @@ fn measure_calls(port: u16, a: &Args) -> Result<Vec<Stats>> {
 
 /// The same five calls on Ironic: one walk of each list, and a tenth of
 /// the requests (at least 20) of the others (Ironic is slower).
-fn measure_ironic(port: u16, a: &Args) -> Result<Vec<Stats>> {
+fn measure_ironic(port: u16, pid: u32, a: &Args) -> Result<Vec<Stats>> {
     let mut c = Client::connect(port)?;
+    c.servers = vec![pid];
     c.get_json("/v1/nodes?limit=1")?;
     core_calls(&mut c, a.nodes, 1, (a.requests / 10).max(20))
+}
+
+/// Writes `stats`' samples to `dir/<backend>.tsv` (see `--samples`).
+fn write_samples(dir: &Path, backend: &str, stats: &[Stats]) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut out = String::from("call\tsample\tms\n");
+    for s in stats {
+        for (k, ms) in s.ms.iter().enumerate() {
+            let _ = writeln!(out, "{}\t{k}\t{ms:.3}", s.name.trim());
+        }
+    }
+    let file = dir.join(format!(
+        "{}.tsv",
+        backend.to_lowercase().replace([' ', '(', ')'], "")
+    ));
+    std::fs::write(&file, out).with_context(|| format!("writing {}", file.display()))
 }
 
 fn print_table(backend: &str, stats: &[Stats], target: bool) {
     println!("\n{backend}:");
     println!(
-        "  {:<50} {:>8} {:>9} {:>9} {:>9}",
+        "  {:<50} {:>8} {:>9} {:>9} {:>9}  CPU ms a call (server + database)",
         "call", "samples", "p50 ms", "p99 ms", "calls/s"
     );
     for s in stats {
+        let cpu: Vec<String> = s.cpu_ms.iter().map(|c| format!("{c:.2}")).collect();
         println!(
-            "  {:<50} {:>8} {:>9.2} {:>9.2} {:>9.1}",
+            "  {:<50} {:>8} {:>9.2} {:>9.2} {:>9.1}  {}",
             s.name,
             s.ms.len(),
             s.pct(50.0),
             s.pct(99.0),
-            s.per_s()
+            s.per_s(),
+            cpu.join(" + ")
         );
     }
     for (sql, mem) in [(0, 5), (1, 6), (2, 7)] {
@@ -620,6 +678,18 @@ fn load(
     Ok(())
 }
 
+/// The PostgreSQL cluster's postmaster (the first line of its pid file):
+/// its backends are its children.
+fn postmaster(cluster: &ingot_pg_cluster::Cluster) -> Option<u32> {
+    std::fs::read_to_string(cluster.data_dir().join("postmaster.pid"))
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Creates the schema with a first start, loads the data, starts the
 /// coordinator for good (timing the start, which fills the list columns)
 /// and measures.
@@ -656,7 +726,11 @@ fn run_backend(
         "the coordinator listens {:.2} s after start (fills the list columns of the new rows)",
         t.elapsed().as_secs_f64()
     );
-    let stats = measure_calls(port, a);
+    let mut servers = vec![coord.0.id()];
+    if let Some((cluster, _)) = pg {
+        servers.extend(postmaster(cluster));
+    }
+    let stats = measure_calls(port, servers, a);
     drop(coord);
     stats.with_context(|| format!("coordinator log in {}", log.display()))
 }
@@ -714,7 +788,7 @@ fn run_both(a: &Args, bin: &Path, dir: &Path) -> Result<()> {
             let idir = dir.join("ironic");
             std::fs::create_dir_all(&idir)?;
             let server = super::api_ironic::start(venv, &idir, a.nodes)?;
-            let stats = measure_ironic(server.port, a)
+            let stats = measure_ironic(server.port, server.child.id(), a)
                 .with_context(|| format!("Ironic's log in {}", server.log.display()));
             drop(server);
             let stats = stats?;
@@ -744,6 +818,16 @@ fn run_both(a: &Args, bin: &Path, dir: &Path) -> Result<()> {
     print_table("SQLite", &sqlite, true);
     if let Some(pg) = &pg {
         print_table("PostgreSQL", pg, true);
+    }
+    if let Some(dir) = &a.samples {
+        write_samples(dir, "SQLite", &sqlite)?;
+        if let Some(pg) = &pg {
+            write_samples(dir, "PostgreSQL", pg)?;
+        }
+        if let Some(ironic) = &ironic {
+            write_samples(dir, "Ironic", ironic)?;
+        }
+        println!("\nsamples written to {}", dir.display());
     }
     if let Some(ironic) = &ironic {
         print_table("Ironic (SQLite)", ironic, false);

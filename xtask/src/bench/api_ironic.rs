@@ -154,7 +154,7 @@ fn node_rows(i: usize, out: &mut String) {
 /// The `ironic` process group; killed on drop (the all-in-one process
 /// forks a worker).
 pub(super) struct Ironic {
-    child: Child,
+    pub child: Child,
     /// The API's port.
     pub port: u16,
     /// Its log.

@@ -197,7 +197,7 @@ fn tree(pid: u32) -> Vec<u32> {
 
 /// CPU seconds used so far by `pid`'s process tree (the reaped children of
 /// the root included).
-fn cpu_seconds(pid: u32) -> f64 {
+pub(super) fn cpu_seconds(pid: u32) -> f64 {
     let ticks: u64 = tree(pid)
         .iter()
         .filter_map(|&p| stat(p))
