@@ -8,30 +8,20 @@ use serde_json::Value;
 /// The mask Ironic shows instead of secrets.
 pub const MASK: &str = "******";
 
-/// Key fragments that mark a secret (compared lowercased).
-const SECRET_FRAGMENTS: [&str; 10] = [
-    "password",
-    "passwd",
-    "pswd",
-    "passphrase",
-    "secret",
-    "token",
-    "community",
-    "credential",
-    "private",
-    "key_contents",
-];
-
-/// Which (lowercase) bytes begin a fragment of [`SECRET_FRAGMENTS`].
-const FRAGMENT_STARTS: [bool; 256] = {
-    let mut starts = [false; 256];
-    let mut i = 0;
-    while i < SECRET_FRAGMENTS.len() {
-        starts[SECRET_FRAGMENTS[i].as_bytes()[0] as usize] = true;
-        i += 1;
+/// The key fragments that mark a secret (compared with ASCII case ignored),
+/// those that begin with the lowercase byte `c`: a key is compared only
+/// with the fragments of the letter at hand. The tests hold the whole list
+/// (`SECRET_FRAGMENTS`) and check that the two agree.
+fn fragments_at(c: u8) -> &'static [&'static str] {
+    match c {
+        b'p' => &["password", "passwd", "pswd", "passphrase", "private"],
+        b's' => &["secret"],
+        b't' => &["token"],
+        b'c' => &["community", "credential"],
+        b'k' => &["key_contents"],
+        _ => &[],
     }
-    starts
-};
+}
 
 /// True for a key whose value is a secret (ASCII case ignored; no
 /// allocation: the list renderer asks for every key of every document).
@@ -47,11 +37,9 @@ pub fn is_secret_key(key: &str) -> bool {
             .is_some_and(|w| w.eq_ignore_ascii_case(f))
     };
     k.iter().enumerate().any(|(i, c)| {
-        let c = c.to_ascii_lowercase();
-        FRAGMENT_STARTS[usize::from(c)]
-            && SECRET_FRAGMENTS
-                .iter()
-                .any(|f| f.as_bytes().first() == Some(&c) && at(i, f.as_bytes()))
+        fragments_at(c.to_ascii_lowercase())
+            .iter()
+            .any(|f| at(i, f.as_bytes()))
     }) || k.eq_ignore_ascii_case(b"key")
         || ends(b"_key")
         || ends(b"-key")
@@ -134,6 +122,21 @@ pub fn mask_map(m: &mut serde_json::Map<String, Value>) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// Key fragments that mark a secret (compared lowercased), as one list.
+    const SECRET_FRAGMENTS: [&str; 10] = [
+        "password",
+        "passwd",
+        "pswd",
+        "passphrase",
+        "secret",
+        "token",
+        "community",
+        "credential",
+        "private",
+        "key_contents",
+    ];
+
     use serde_json::json;
 
     #[test]
@@ -164,6 +167,18 @@ mod tests {
         );
         assert_eq!(v["plain"], "user@example.com");
         assert_eq!(v["empty_password"], Value::Null);
+    }
+
+    #[test]
+    fn fragments_are_found_by_their_first_letter() {
+        for f in SECRET_FRAGMENTS {
+            assert!(fragments_at(f.as_bytes()[0]).contains(&f), "{f}");
+        }
+        for c in 0..=u8::MAX {
+            for f in fragments_at(c) {
+                assert!(SECRET_FRAGMENTS.contains(f) && f.as_bytes()[0] == c, "{f}");
+            }
+        }
     }
 
     #[test]

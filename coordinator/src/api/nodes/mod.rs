@@ -544,19 +544,26 @@ fn render_page(
     let caller = ctx.caller()?;
     let view = render::View::new(&ctx.base, ctx.version, fields);
     let needs_owner = ctx.param("conductor").is_some() || view.shows("conductor");
-    let mut page = Vec::with_capacity(nodes.len());
-    for mut listed in nodes {
+    // Filtered in place: a `ListedNode` holds a whole `Node`, and moving a
+    // thousand of them into another vector cost a copy of megabytes.
+    let mut page = nodes;
+    let mut shown = Vec::with_capacity(page.len());
+    for listed in &mut page {
         if needs_owner {
             listed.node.conductor = st.conductor.cluster().owner(&listed.node);
         }
-        if super::policy::sees_node(caller, &listed.node) && matches_filters(&listed.node, ctx)? {
-            page.push(listed);
-        }
+        shown.push(
+            super::policy::sees_node(caller, &listed.node) && matches_filters(&listed.node, ctx)?,
+        );
     }
+    let mut shown = shown.into_iter();
+    page.retain(|_| shown.next().unwrap_or(false));
     let last = page.last().map(|n| n.node.uuid.as_str());
     let next = collection::next_link(ctx, path, p.limit, full, page.len(), last);
     let err = |e: serde_json::Error| ApiError::internal(format!("rendering the node list: {e}"));
-    let mut out = Vec::with_capacity(page.len().saturating_mul(2048).saturating_add(512));
+    let hint = &PAGE_BYTES_PER_NODE[usize::from(fields.is_some())];
+    let per_node = hint.load(std::sync::atomic::Ordering::Relaxed);
+    let mut out = Vec::with_capacity(page.len().saturating_mul(per_node).saturating_add(512));
     out.push(b'{');
     if let Some(next) = next {
         out.extend_from_slice(b"\"next\":");
@@ -606,8 +613,24 @@ fn render_page(
         first = false;
     }
     out.extend_from_slice(b"]}");
+    if let Some(per_node) = out.len().checked_div(page.len()) {
+        // Room for the next page: this one's size a node, and a little more.
+        hint.store(
+            per_node.saturating_add(per_node / 8).clamp(256, 64 * 1024),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
     Ok(out)
 }
+
+/// The bytes a node took on the last page rendered (with some slack), for
+/// pages of every field and for pages with a field list: the next page's
+/// buffer is sized from it, so that it is not grown (copied) while written.
+/// The detail view of a plain node takes about 3 kB.
+static PAGE_BYTES_PER_NODE: [std::sync::atomic::AtomicUsize; 2] = [
+    std::sync::atomic::AtomicUsize::new(2048),
+    std::sync::atomic::AtomicUsize::new(512),
+];
 
 /// Writes `node` (read whole) into a page: with [`render`], or as the
 /// old path shows it when `caller` may not see all its fields.
