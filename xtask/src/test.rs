@@ -227,6 +227,12 @@ pub fn run() -> Result<()> {
     unsafe { std::env::set_var("CARGO_INCREMENTAL", "0") };
     let t = Instant::now();
     deps::ensure().context("prerequisites")?;
+    // The tests gate builds the test image's aarch64 init, fetches the
+    // arm64 kernel and boots them under AAVMF (INGOT_REQUIRE_PRIVILEGED=1
+    // makes those tests mandatory): the arm64 architecture, its package
+    // lists and the cross toolchain must be there before it, on a fresh
+    // machine too. The aarch64 builds themselves stay late (below).
+    deps::ensure_arch(Arch::Aarch64).context("prerequisites (aarch64)")?;
     let mut gates = vec![Gate {
         name: "prerequisites",
         outcome: Ok("installed or present".into()),
@@ -327,9 +333,10 @@ pub fn run() -> Result<()> {
     });
 
     // The aarch64 agent and the test image's aarch64 init (the cross
-    // toolchain, QEMU's arm emulator and AAVMF installed first when
-    // missing), then the same static check as x86_64's. Late, so that the
-    // x86_64 labs above run on a machine not yet busy with this build.
+    // toolchain, QEMU's arm emulator and AAVMF were installed with the
+    // prerequisites; checked again), then the same static check as
+    // x86_64's. Late, so that the x86_64 labs above run on a machine not
+    // yet busy with this build.
     let mut built_arm = false;
     gate("agent build (aarch64)", &mut || {
         crate::deps::ensure_arch(Arch::Aarch64)?;
